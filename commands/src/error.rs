@@ -1,0 +1,148 @@
+//! Errors of the command side, each with the stable code clients see.
+
+use aether_domain::message::MessageError;
+use aether_domain::server::ServerError;
+use aether_domain::user::UserError;
+use aether_domain::ValidationError;
+use cqrs_es::AggregateError;
+
+use crate::store::{DirectoryConflict, StoreError};
+
+/// The stable error codes of the public API (`extensions.code` in GraphQL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BadUserInput,
+    Conflict,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::BadUserInput => "BAD_USER_INPUT",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// A refused or failed command. `Display` is a sentence for a person.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("no such {what}"))
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+impl From<ValidationError> for CommandError {
+    fn from(error: ValidationError) -> Self {
+        Self::new(ErrorCode::BadUserInput, error.to_string())
+    }
+}
+
+impl From<StoreError> for CommandError {
+    fn from(error: StoreError) -> Self {
+        Self::new(ErrorCode::Unavailable, error.to_string())
+    }
+}
+
+/// How each domain refusal reads to a client.
+pub trait DomainRefusal: std::error::Error {
+    fn code(&self) -> ErrorCode;
+}
+
+impl DomainRefusal for UserError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            UserError::AlreadyRegistered => ErrorCode::Conflict,
+            UserError::UnknownUser => ErrorCode::NotFound,
+        }
+    }
+}
+
+impl DomainRefusal for ServerError {
+    fn code(&self) -> ErrorCode {
+        use ServerError::*;
+        match self {
+            UnknownServer | UnknownChannel | UnknownInvite => ErrorCode::NotFound,
+            NotAMember
+            | NotPermitted { .. }
+            | OwnerCannotLeave
+            | OwnershipIsNotTransferable
+            | RoleAboveYourOwn => ErrorCode::Forbidden,
+            AlreadyExists | ChannelAlreadyExists | InviteAlreadyExists | AlreadyAMember => {
+                ErrorCode::Conflict
+            }
+            ChannelArchived | InviteRevoked | InviteExpired | InviteExhausted | InvalidMaxUses
+            | InvalidExpiry => ErrorCode::BadUserInput,
+        }
+    }
+}
+
+impl DomainRefusal for MessageError {
+    fn code(&self) -> ErrorCode {
+        use MessageError::*;
+        match self {
+            UnknownMessage | UnknownChannel => ErrorCode::NotFound,
+            NotAChannelMember | PostingNotAllowed | NotTheAuthor | DeleteNotAllowed => {
+                ErrorCode::Forbidden
+            }
+            AlreadySent | MessageDeleted => ErrorCode::Conflict,
+        }
+    }
+}
+
+impl<E: DomainRefusal> From<AggregateError<E>> for CommandError {
+    fn from(error: AggregateError<E>) -> Self {
+        match error {
+            AggregateError::UserError(refusal) => Self::new(refusal.code(), refusal.to_string()),
+            AggregateError::AggregateConflict => Self::new(
+                ErrorCode::Conflict,
+                "someone else changed this at the same moment; try again",
+            ),
+            AggregateError::UnexpectedError(source) => match source.downcast::<DirectoryConflict>()
+            {
+                Ok(conflict) => Self::new(ErrorCode::Conflict, conflict.to_string()),
+                Err(other) => Self::internal(other.to_string()),
+            },
+            AggregateError::DatabaseConnectionError(source) => Self::new(
+                ErrorCode::Unavailable,
+                format!("the event store is unavailable: {source}"),
+            ),
+            AggregateError::DeserializationError(source) => {
+                Self::internal(format!("a stored event could not be read: {source}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The write side: requests become aggregate commands, decided by `aether-domain` and appended
+//! to the event store with their metadata in one transaction.
+//!
+//! The embedded store ([`sqlite::SqliteEventStore`]) is also the embedded log: projectors tail
+//! its `events` table in commit order. [`service::ChatCommands`] is generic over any
+//! [`store::WriteStore`], the same trait a PostgreSQL store implements.
+
+pub mod auth;
+pub mod error;
+pub mod service;
+pub mod sqlite;
+pub mod store;
+
+pub use error::{CommandError, ErrorCode};
+pub use service::{ChatCommands, CommandContext, Committed};
+pub use sqlite::SqliteEventStore;

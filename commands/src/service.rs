@@ -1,0 +1,662 @@
+//! The command service: turns requests into aggregate commands, runs them through cqrs-es with
+//! the request's metadata, and reports the log position a client can wait on.
+
+use std::collections::HashMap;
+
+use aether_domain::message::{Message, MessageCommand};
+use aether_domain::server::{Server, ServerCommand};
+use aether_domain::user::{User, UserCommand};
+use aether_domain::{
+    ChannelAccess, ChannelId, ChannelKind, ChannelName, DisplayName, InviteCode, MessageBody,
+    MessageId, Password, Role, ServerId, ServerName, UserId, Username,
+};
+use aether_schemas::Metadata;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventStore};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use uuid::Uuid;
+
+use crate::auth::{hash_password, verify_password};
+use crate::error::{CommandError, DomainRefusal, ErrorCode};
+use crate::store::{DirectoryKind, WriteStore};
+
+/// How often a command that lost an optimistic-concurrency race is retried before the client
+/// gets `CONFLICT`.
+const CONFLICT_RETRIES: usize = 3;
+/// The longest an invite may live.
+pub const MAX_INVITE_LIFETIME_SECS: i64 = 30 * 24 * 60 * 60;
+const INVITE_CODE_LEN: usize = 10;
+
+/// Who is acting, on behalf of which request, and when.
+#[derive(Clone, Debug)]
+pub struct CommandContext {
+    pub actor: Option<UserId>,
+    pub correlation_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+impl CommandContext {
+    pub fn new(actor: Option<UserId>) -> Self {
+        Self {
+            actor,
+            correlation_id: Uuid::now_v7(),
+            at: Utc::now(),
+        }
+    }
+
+    fn metadata(&self, routing_key: String) -> HashMap<String, String> {
+        let correlation_id = self.correlation_id.to_string();
+        Metadata {
+            actor: self.actor.map(|actor| actor.to_string()),
+            causation_id: correlation_id.clone(),
+            correlation_id,
+            occurred_at: self.at,
+            routing_key,
+        }
+        .to_map()
+    }
+
+    fn actor(&self) -> Result<UserId, CommandError> {
+        self.actor
+            .ok_or_else(|| CommandError::unauthenticated("sign in to do this"))
+    }
+}
+
+/// The result of a command and the log position of its last event: a client that passes this
+/// position back as a consistency token reads its own write.
+#[derive(Clone, Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    pub position: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerRecord {
+    pub id: ServerId,
+    pub name: String,
+    pub owner_id: UserId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub id: ChannelId,
+    pub server_id: ServerId,
+    pub name: String,
+    pub kind: ChannelKind,
+    pub private: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteRecord {
+    pub code: String,
+    pub server_id: ServerId,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub server_id: ServerId,
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub channel_id: ChannelId,
+    pub server_id: ServerId,
+    pub author_id: UserId,
+    /// `None` once deleted.
+    pub body: Option<String>,
+    pub deleted: bool,
+    pub edited_at: Option<DateTime<Utc>>,
+}
+
+type Framework<R, A> = CqrsFramework<A, PersistedEventStore<R, A>>;
+
+/// Every command of the chat domain, over one event store.
+pub struct ChatCommands<R: WriteStore> {
+    store: R,
+    users: Framework<R, User>,
+    servers: Framework<R, Server>,
+    messages: Framework<R, Message>,
+}
+
+impl<R: WriteStore> std::fmt::Debug for ChatCommands<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatCommands").finish_non_exhaustive()
+    }
+}
+
+fn framework<R: WriteStore, A: Aggregate<Services = ()>>(store: &R) -> Framework<R, A> {
+    CqrsFramework::new(
+        PersistedEventStore::new_event_store(store.clone()),
+        vec![],
+        (),
+    )
+}
+
+impl<R: WriteStore> ChatCommands<R> {
+    pub fn new(store: R) -> Self {
+        Self {
+            users: framework(&store),
+            servers: framework(&store),
+            messages: framework(&store),
+            store,
+        }
+    }
+
+    pub fn store(&self) -> &R {
+        &self.store
+    }
+
+    /// Loads an aggregate's current state straight from the event store.
+    pub async fn load<A>(&self, id: &str) -> Result<A, CommandError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Error: DomainRefusal,
+    {
+        let store: PersistedEventStore<R, A> =
+            PersistedEventStore::new_event_store(self.store.clone());
+        let mut context = store.load_aggregate(id).await?;
+        Ok(std::mem::take(context.aggregate()))
+    }
+
+    async fn position<A: Aggregate>(&self, id: &str) -> Result<i64, CommandError> {
+        Ok(self.store.position_of(A::TYPE, id).await?)
+    }
+
+    /// Runs one command, retrying a few times when another writer got there first.
+    async fn execute<A>(
+        framework: &Framework<R, A>,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), CommandError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Command: Clone,
+        A::Error: DomainRefusal,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match framework
+                .execute_with_metadata(id, command.clone(), metadata.clone())
+                .await
+            {
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => continue,
+                result => return result.map_err(CommandError::from),
+            }
+        }
+    }
+
+    async fn server_of(
+        &self,
+        kind: DirectoryKind,
+        key: &str,
+        what: &str,
+    ) -> Result<ServerId, CommandError> {
+        let id = self
+            .store
+            .lookup(kind, key)
+            .await?
+            .ok_or_else(|| CommandError::not_found(what))?;
+        ServerId::parse(&id).map_err(|e| CommandError::internal(e.to_string()))
+    }
+
+    /// What `user` may do in a channel, decided from the owning server's full history.
+    pub async fn channel_access(
+        &self,
+        channel_id: ChannelId,
+        user: UserId,
+    ) -> Result<ChannelAccess, CommandError> {
+        let Some(server_id) = self
+            .store
+            .lookup(DirectoryKind::Channel, &channel_id.to_string())
+            .await?
+        else {
+            return Ok(ChannelAccess::UnknownChannel);
+        };
+        let server: Server = self.load(&server_id).await?;
+        Ok(server.channel_access(channel_id, user))
+    }
+
+    // --- accounts -------------------------------------------------------------------------
+
+    pub async fn register(
+        &self,
+        ctx: &CommandContext,
+        username: &str,
+        password: &str,
+        display_name: Option<&str>,
+    ) -> Result<Committed<UserRecord>, CommandError> {
+        let username = Username::parse(username)?;
+        let password = Password::parse(password)?;
+        let display_name = DisplayName::parse(display_name.unwrap_or(username.as_str()))?;
+        if self
+            .store
+            .lookup(DirectoryKind::Username, username.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(CommandError::new(
+                ErrorCode::Conflict,
+                format!("the username '{username}' is taken"),
+            ));
+        }
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| CommandError::internal(e.to_string()))?
+            .map_err(|e| CommandError::internal(e.to_string()))?;
+        let user_id = UserId::new();
+        let id = user_id.to_string();
+        let record = UserRecord {
+            id: user_id,
+            username: username.to_string(),
+            display_name: display_name.to_string(),
+        };
+        let command = UserCommand::RegisterUser {
+            user_id,
+            username,
+            display_name,
+            password_hash,
+            at: ctx.at,
+        };
+        let ctx = CommandContext {
+            actor: Some(user_id),
+            ..ctx.clone()
+        };
+        Self::execute(&self.users, &id, command, ctx.metadata(id.clone()))
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::Conflict => CommandError::new(
+                    ErrorCode::Conflict,
+                    format!("the username '{}' is taken", record.username),
+                ),
+                _ => e,
+            })?;
+        Ok(Committed {
+            position: self.position::<User>(&id).await?,
+            value: record,
+        })
+    }
+
+    /// The account a username and password sign in to. The answer does not say which of the two
+    /// was wrong.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<UserRecord, CommandError> {
+        let refused = || CommandError::unauthenticated("wrong username or password");
+        let Ok(username) = Username::parse(username) else {
+            return Err(refused());
+        };
+        let Some(user_id) = self
+            .store
+            .lookup(DirectoryKind::Username, username.as_str())
+            .await?
+        else {
+            // Spend the time a real check would, so response times do not reveal accounts.
+            let password = password.to_owned();
+            let _ = tokio::task::spawn_blocking(move || {
+                verify_password(&password, crate::auth::DUMMY_HASH)
+            })
+            .await;
+            return Err(refused());
+        };
+        let user: User = self.load(&user_id).await?;
+        let (Some(id), Some(hash), Some(display_name)) = (
+            user.id,
+            user.password_hash.clone(),
+            user.display_name.clone(),
+        ) else {
+            return Err(refused());
+        };
+        let password = password.to_owned();
+        let valid = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| CommandError::internal(e.to_string()))?;
+        if !valid {
+            return Err(refused());
+        }
+        Ok(UserRecord {
+            id,
+            username: username.to_string(),
+            display_name: display_name.to_string(),
+        })
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<Option<UserRecord>, CommandError> {
+        let user: User = self.load(&id.to_string()).await?;
+        Ok(match (user.id, user.username, user.display_name) {
+            (Some(id), Some(username), Some(display_name)) => Some(UserRecord {
+                id,
+                username: username.into_inner(),
+                display_name: display_name.into_inner(),
+            }),
+            _ => None,
+        })
+    }
+
+    // --- servers --------------------------------------------------------------------------
+
+    pub async fn create_server(
+        &self,
+        ctx: &CommandContext,
+        name: &str,
+    ) -> Result<Committed<ServerRecord>, CommandError> {
+        let owner = ctx.actor()?;
+        let name = ServerName::parse(name)?;
+        let server_id = ServerId::new();
+        let id = server_id.to_string();
+        let record = ServerRecord {
+            id: server_id,
+            name: name.to_string(),
+            owner_id: owner,
+        };
+        let command = ServerCommand::CreateServer {
+            server_id,
+            name,
+            owner,
+            at: ctx.at,
+        };
+        Self::execute(&self.servers, &id, command, ctx.metadata(id.clone())).await?;
+        Ok(Committed {
+            position: self.position::<Server>(&id).await?,
+            value: record,
+        })
+    }
+
+    async fn server_command(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        command: ServerCommand,
+    ) -> Result<i64, CommandError> {
+        let id = server_id.to_string();
+        Self::execute(&self.servers, &id, command, ctx.metadata(id.clone())).await?;
+        self.position::<Server>(&id).await
+    }
+
+    pub async fn create_channel(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        name: &str,
+        kind: ChannelKind,
+        private: bool,
+    ) -> Result<Committed<ChannelRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let name = ChannelName::parse(name)?;
+        let channel_id = ChannelId::new();
+        let record = ChannelRecord {
+            id: channel_id,
+            server_id,
+            name: name.to_string(),
+            kind,
+            private,
+        };
+        let command = ServerCommand::CreateChannel {
+            actor,
+            channel_id,
+            name,
+            kind,
+            private,
+        };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: record,
+            position,
+        })
+    }
+
+    pub async fn create_invite(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        max_uses: Option<u32>,
+        expires_in_seconds: Option<i64>,
+    ) -> Result<Committed<InviteRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let expires_at = match expires_in_seconds {
+            None => None,
+            Some(secs) if (1..=MAX_INVITE_LIFETIME_SECS).contains(&secs) => {
+                Some(ctx.at + ChronoDuration::seconds(secs))
+            }
+            Some(_) => {
+                return Err(CommandError::new(
+                    ErrorCode::BadUserInput,
+                    format!("expiresInSeconds must be between 1 and {MAX_INVITE_LIFETIME_SECS}"),
+                ))
+            }
+        };
+        let raw: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(INVITE_CODE_LEN)
+            .map(char::from)
+            .collect();
+        let code = InviteCode::parse(&raw)?;
+        let record = InviteRecord {
+            code: raw,
+            server_id,
+            max_uses,
+            uses: 0,
+            expires_at,
+        };
+        let command = ServerCommand::CreateInvite {
+            actor,
+            code,
+            max_uses,
+            expires_at,
+            at: ctx.at,
+        };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: record,
+            position,
+        })
+    }
+
+    pub async fn join_server(
+        &self,
+        ctx: &CommandContext,
+        code: &str,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let user = ctx.actor()?;
+        let code = InviteCode::parse(code)?;
+        let server_id = self
+            .server_of(DirectoryKind::Invite, code.as_str(), "invite")
+            .await?;
+        let command = ServerCommand::JoinServer {
+            user,
+            code,
+            at: ctx.at,
+        };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: server_id,
+            position,
+        })
+    }
+
+    pub async fn leave_server(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+    ) -> Result<Committed<()>, CommandError> {
+        let user = ctx.actor()?;
+        let position = self
+            .server_command(ctx, server_id, ServerCommand::LeaveServer { user })
+            .await?;
+        Ok(Committed {
+            value: (),
+            position,
+        })
+    }
+
+    pub async fn set_member_role(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        user: UserId,
+        role: Role,
+    ) -> Result<Committed<MemberRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let command = ServerCommand::ChangeMemberRole { actor, user, role };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: MemberRecord {
+                server_id,
+                user_id: user,
+                role,
+            },
+            position,
+        })
+    }
+
+    // --- messages -------------------------------------------------------------------------
+
+    pub async fn send_message(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        body: &str,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let author = ctx.actor()?;
+        let body = MessageBody::parse(body)?;
+        let access = self.channel_access(channel_id, author).await?;
+        let message_id = MessageId::new();
+        let id = message_id.to_string();
+        let record = MessageRecord {
+            id: message_id,
+            channel_id,
+            server_id: access.server_id().unwrap_or_default(),
+            author_id: author,
+            body: Some(body.to_string()),
+            deleted: false,
+            edited_at: None,
+        };
+        let command = MessageCommand::SendMessage {
+            message_id,
+            channel_id,
+            author,
+            body,
+            access,
+            at: ctx.at,
+        };
+        Self::execute(
+            &self.messages,
+            &id,
+            command,
+            ctx.metadata(channel_id.to_string()),
+        )
+        .await?;
+        Ok(Committed {
+            position: self.position::<Message>(&id).await?,
+            value: record,
+        })
+    }
+
+    /// Loads a live message and the actor's access to its channel.
+    async fn message_and_access(
+        &self,
+        message_id: MessageId,
+        actor: UserId,
+    ) -> Result<(Message, ChannelId, ChannelAccess), CommandError> {
+        let message: Message = self.load(&message_id.to_string()).await?;
+        let channel_id = message
+            .channel_id
+            .ok_or_else(|| CommandError::not_found("message"))?;
+        let access = self.channel_access(channel_id, actor).await?;
+        if !access.can_view() {
+            // Outsiders learn nothing about messages they cannot see.
+            return Err(CommandError::not_found("message"));
+        }
+        Ok((message, channel_id, access))
+    }
+
+    pub async fn edit_message(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        body: &str,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let body = MessageBody::parse(body)?;
+        let (message, channel_id, access) = self.message_and_access(message_id, actor).await?;
+        let id = message_id.to_string();
+        let command = MessageCommand::EditMessage {
+            actor,
+            body: body.clone(),
+            access,
+            at: ctx.at,
+        };
+        let unchanged = message.body.as_ref() == Some(&body);
+        Self::execute(
+            &self.messages,
+            &id,
+            command,
+            ctx.metadata(channel_id.to_string()),
+        )
+        .await?;
+        Ok(Committed {
+            position: self.position::<Message>(&id).await?,
+            value: MessageRecord {
+                id: message_id,
+                channel_id,
+                server_id: access.server_id().unwrap_or_default(),
+                author_id: message.author.unwrap_or(actor),
+                body: Some(body.into_inner()),
+                deleted: false,
+                edited_at: (!unchanged).then_some(ctx.at),
+            },
+        })
+    }
+
+    pub async fn delete_message(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let (message, channel_id, access) = self.message_and_access(message_id, actor).await?;
+        let id = message_id.to_string();
+        let command = MessageCommand::DeleteMessage {
+            actor,
+            access,
+            at: ctx.at,
+        };
+        Self::execute(
+            &self.messages,
+            &id,
+            command,
+            ctx.metadata(channel_id.to_string()),
+        )
+        .await?;
+        Ok(Committed {
+            position: self.position::<Message>(&id).await?,
+            value: MessageRecord {
+                id: message_id,
+                channel_id,
+                server_id: access.server_id().unwrap_or_default(),
+                author_id: message.author.unwrap_or(actor),
+                body: None,
+                deleted: true,
+                edited_at: None,
+            },
+        })
+    }
+}

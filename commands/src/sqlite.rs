@@ -1,0 +1,353 @@
+//! The embedded event store on SQLite: a cqrs-es event repository, the write-side directory,
+//! and the log that projectors tail (the `events` table ordered by `position`).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_schemas::{EventEnvelope, EventLog, LogError, LoggedEvent, Metadata};
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use tokio::sync::watch;
+
+use crate::store::{DirectoryConflict, DirectoryKind, StoreError, WriteStore};
+
+/// How long a writer waits for SQLite's single write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct SqliteEventStore {
+    pool: SqlitePool,
+    head: Arc<watch::Sender<i64>>,
+}
+
+impl std::fmt::Debug for SqliteEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteEventStore")
+            .field("head", &*self.head.borrow())
+            .finish()
+    }
+}
+
+/// Opens (creating if needed) an SQLite database file tuned for one writer and many readers.
+pub async fn open_sqlite(
+    path: &Path,
+    synchronous: SqliteSynchronous,
+) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+}
+
+impl SqliteEventStore {
+    /// Opens the store at `path`, applying migrations. Every commit is fsynced
+    /// (`synchronous=FULL`): an event the API acknowledged survives a power cut.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let pool = open_sqlite(path, SqliteSynchronous::Full)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (head, _) = watch::channel(head);
+        Ok(Self {
+            pool,
+            head: Arc::new(head),
+        })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn select_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+             metadata FROM events WHERE aggregate_type = ? AND aggregate_id = ? AND sequence > ? \
+             ORDER BY sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after_sequence)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(connection_error)?;
+        rows.iter().map(serialized_event).collect()
+    }
+}
+
+fn connection_error(error: sqlx::Error) -> PersistenceError {
+    PersistenceError::ConnectionError(Box::new(error))
+}
+
+fn serialized_event(row: &SqliteRow) -> Result<SerializedEvent, PersistenceError> {
+    let payload: String = row.try_get("payload").map_err(connection_error)?;
+    let metadata: String = row.try_get("metadata").map_err(connection_error)?;
+    let sequence: i64 = row.try_get("sequence").map_err(connection_error)?;
+    Ok(SerializedEvent {
+        aggregate_id: row.try_get("aggregate_id").map_err(connection_error)?,
+        sequence: usize::try_from(sequence)
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?,
+        aggregate_type: row.try_get("aggregate_type").map_err(connection_error)?,
+        event_type: row.try_get("event_type").map_err(connection_error)?,
+        event_version: row.try_get("event_version").map_err(connection_error)?,
+        payload: serde_json::from_str(&payload)?,
+        metadata: serde_json::from_str(&metadata)?,
+    })
+}
+
+/// Sorts an append failure: a taken sequence number is a lost optimistic-concurrency race; a
+/// taken directory key is a domain conflict (e.g. a username registered a moment ago).
+fn append_error(error: sqlx::Error) -> PersistenceError {
+    if let sqlx::Error::Database(db) = &error {
+        if db.is_unique_violation() {
+            let message = db.message();
+            if message.contains("directory.") {
+                return PersistenceError::UnknownError(Box::new(DirectoryConflict {
+                    kind: "this name",
+                }));
+            }
+            return PersistenceError::OptimisticLockError;
+        }
+    }
+    connection_error(error)
+}
+
+async fn stream(events: Vec<SerializedEvent>) -> ReplayStream {
+    let (mut feed, stream) = ReplayStream::new(events.len().max(1));
+    for event in events {
+        if feed.push(Ok(event)).await.is_err() {
+            break;
+        }
+    }
+    stream
+}
+
+impl PersistedEventRepository for SqliteEventStore {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select_events(A::TYPE, aggregate_id, 0).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let after = i64::try_from(last_sequence).unwrap_or(i64::MAX);
+        self.select_events(A::TYPE, aggregate_id, after).await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        let row = sqlx::query(
+            "SELECT last_sequence, snapshot_version, payload FROM snapshots \
+             WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(connection_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let payload: String = row.try_get("payload").map_err(connection_error)?;
+        let last_sequence: i64 = row.try_get("last_sequence").map_err(connection_error)?;
+        let version: i64 = row.try_get("snapshot_version").map_err(connection_error)?;
+        let to_usize = |n: i64| {
+            usize::try_from(n).map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+        };
+        Ok(Some(SerializedSnapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: serde_json::from_str(&payload)?,
+            current_sequence: to_usize(last_sequence)?,
+            current_snapshot: to_usize(version)?,
+        }))
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let mut tx = self.pool.begin().await.map_err(connection_error)?;
+        let mut last_position = 0_i64;
+        for event in events {
+            let sequence = i64::try_from(event.sequence)
+                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+            let result = sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&event.aggregate_type)
+            .bind(&event.aggregate_id)
+            .bind(sequence)
+            .bind(&event.event_type)
+            .bind(&event.event_version)
+            .bind(event.payload.to_string())
+            .bind(event.metadata.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(append_error)?;
+            last_position = result.last_insert_rowid();
+        }
+        if let Some((aggregate_id, payload, version)) = snapshot_update {
+            let last_sequence = events.last().map_or(0, |e| e.sequence);
+            sqlx::query(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
+                 snapshot_version, payload) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+                 last_sequence = excluded.last_sequence, \
+                 snapshot_version = excluded.snapshot_version, payload = excluded.payload",
+            )
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(i64::try_from(last_sequence).unwrap_or(i64::MAX))
+            .bind(i64::try_from(version).unwrap_or(i64::MAX))
+            .bind(payload.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(append_error)?;
+        }
+        tx.commit().await.map_err(append_error)?;
+        self.head
+            .send_modify(|head| *head = (*head).max(last_position));
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        Ok(stream(self.get_events::<A>(aggregate_id).await?).await)
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+             metadata FROM events WHERE aggregate_type = ? ORDER BY position",
+        )
+        .bind(A::TYPE)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(connection_error)?;
+        let events = rows
+            .iter()
+            .map(serialized_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(stream(events).await)
+    }
+}
+
+impl WriteStore for SqliteEventStore {
+    async fn lookup(&self, kind: DirectoryKind, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT aggregate_id FROM directory WHERE kind = ? AND key = ?")
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(MAX(position), 0) FROM events \
+             WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+fn logged_event(row: &SqliteRow) -> Result<LoggedEvent, LogError> {
+    let position: i64 = row
+        .try_get("position")
+        .map_err(|e| LogError::Unavailable(e.to_string()))?;
+    let corrupt = |reason: String| LogError::Corrupt { position, reason };
+    let text = |column: &str| -> Result<String, LogError> {
+        row.try_get(column).map_err(|e| corrupt(e.to_string()))
+    };
+    let sequence: i64 = row
+        .try_get("sequence")
+        .map_err(|e| corrupt(e.to_string()))?;
+    let payload: Value =
+        serde_json::from_str(&text("payload")?).map_err(|e| corrupt(e.to_string()))?;
+    let metadata: Value =
+        serde_json::from_str(&text("metadata")?).map_err(|e| corrupt(e.to_string()))?;
+    let metadata = Metadata::from_value(&metadata);
+    let envelope = EventEnvelope::from_stored(
+        &text("aggregate_type")?,
+        &text("aggregate_id")?,
+        u64::try_from(sequence).map_err(|e| corrupt(e.to_string()))?,
+        &text("event_type")?,
+        &text("event_version")?,
+        payload,
+        &metadata,
+    );
+    Ok(LoggedEvent {
+        position,
+        routing_key: metadata.routing_key,
+        envelope,
+    })
+}
+
+#[async_trait::async_trait]
+impl EventLog for SqliteEventStore {
+    async fn read_after(&self, after: i64, limit: usize) -> Result<Vec<LoggedEvent>, LogError> {
+        let rows = sqlx::query(
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload, metadata FROM events WHERE position > ? ORDER BY position LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        rows.iter().map(logged_event).collect()
+    }
+
+    fn head(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+}

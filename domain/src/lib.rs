@@ -1,0 +1,25 @@
+//! The chat rules of AetherConnect, with no I/O.
+//!
+//! Everything here is pure: identifiers and validated values ([`values`]), the role and
+//! permission matrix ([`permissions`]), and the three aggregates that decide what may happen —
+//! [`user::User`], [`server::Server`] (a community with its channels, members, roles and
+//! invites) and [`message::Message`]. Each aggregate takes imperative commands and answers
+//! with past-tense events or a refusal that says what was refused. Storage, transport and
+//! clocks are adapters around this crate: commands carry the instant they happen at.
+
+pub mod ids;
+pub mod message;
+pub mod permissions;
+pub mod server;
+pub mod user;
+pub mod values;
+
+pub use ids::{ChannelId, MessageId, ServerId, UserId};
+pub use permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
+pub use values::{
+    ChannelName, DisplayName, InviteCode, MessageBody, Password, ServerName, Username,
+    ValidationError,
+};
+
+/// The version string every event of the first generation carries.
+pub const EVENT_VERSION_1: &str = "1.0";

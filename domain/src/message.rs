@@ -1,0 +1,256 @@
+//! The `Message` aggregate: one message in a channel, with its edits and its deletion.
+//!
+//! Whether the author may post is decided by the channel's server; the command carries that
+//! answer as a [`ChannelAccess`] computed from the `Server` aggregate at the moment of the
+//! command, and this aggregate refuses what the access does not allow.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChannelId, MessageId, ServerId, UserId};
+use crate::permissions::ChannelAccess;
+use crate::values::MessageBody;
+use crate::EVENT_VERSION_1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MessageCommand {
+    SendMessage {
+        message_id: MessageId,
+        channel_id: ChannelId,
+        author: UserId,
+        body: MessageBody,
+        access: ChannelAccess,
+        at: DateTime<Utc>,
+    },
+    EditMessage {
+        actor: UserId,
+        body: MessageBody,
+        access: ChannelAccess,
+        at: DateTime<Utc>,
+    },
+    DeleteMessage {
+        actor: UserId,
+        access: ChannelAccess,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MessageEvent {
+    MessageSent {
+        message_id: MessageId,
+        channel_id: ChannelId,
+        server_id: ServerId,
+        author_id: UserId,
+        body: MessageBody,
+        sent_at: DateTime<Utc>,
+    },
+    /// The previous body is kept in the event, so the edit history is in the log.
+    MessageEdited {
+        message_id: MessageId,
+        channel_id: ChannelId,
+        body: MessageBody,
+        previous_body: MessageBody,
+        edited_at: DateTime<Utc>,
+    },
+    /// A tombstone: the message stays in history as deleted, its body is no longer shown.
+    MessageDeleted {
+        message_id: MessageId,
+        channel_id: ChannelId,
+        deleted_by: UserId,
+        deleted_at: DateTime<Utc>,
+    },
+}
+
+impl MessageEvent {
+    pub fn channel_id(&self) -> ChannelId {
+        match self {
+            MessageEvent::MessageSent { channel_id, .. }
+            | MessageEvent::MessageEdited { channel_id, .. }
+            | MessageEvent::MessageDeleted { channel_id, .. } => *channel_id,
+        }
+    }
+}
+
+impl DomainEvent for MessageEvent {
+    fn event_type(&self) -> String {
+        match self {
+            MessageEvent::MessageSent { .. } => "MessageSent",
+            MessageEvent::MessageEdited { .. } => "MessageEdited",
+            MessageEvent::MessageDeleted { .. } => "MessageDeleted",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("this message already exists")]
+    AlreadySent,
+    #[error("no such message")]
+    UnknownMessage,
+    #[error("no such channel")]
+    UnknownChannel,
+    #[error("you are not a member of this channel's server")]
+    NotAChannelMember,
+    #[error("you may not post in this channel")]
+    PostingNotAllowed,
+    #[error("only the author can edit a message")]
+    NotTheAuthor,
+    #[error("only the author or a moderator can delete a message")]
+    DeleteNotAllowed,
+    #[error("this message has been deleted")]
+    MessageDeleted,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: Option<MessageId>,
+    pub channel_id: Option<ChannelId>,
+    pub author: Option<UserId>,
+    pub body: Option<MessageBody>,
+    pub deleted: bool,
+}
+
+/// Refuses unless `access` lets its holder see the channel at all.
+fn require_member(access: &ChannelAccess) -> Result<(), MessageError> {
+    match access {
+        ChannelAccess::UnknownChannel => Err(MessageError::UnknownChannel),
+        ChannelAccess::NotAMember { .. } => Err(MessageError::NotAChannelMember),
+        ChannelAccess::Member { .. } if !access.can_view() => Err(MessageError::NotAChannelMember),
+        ChannelAccess::Member { .. } => Ok(()),
+    }
+}
+
+impl Message {
+    /// The message as it stands, refused if it was never sent or is deleted.
+    fn live(&self) -> Result<(MessageId, ChannelId, UserId, &MessageBody), MessageError> {
+        // Checked first: deletion clears the body, so a deleted message would otherwise look
+        // as if it had never been sent.
+        if self.deleted {
+            return Err(MessageError::MessageDeleted);
+        }
+        let (Some(id), Some(channel_id), Some(author), Some(body)) =
+            (self.id, self.channel_id, self.author, self.body.as_ref())
+        else {
+            return Err(MessageError::UnknownMessage);
+        };
+        Ok((id, channel_id, author, body))
+    }
+
+    fn decide(&self, command: MessageCommand) -> Result<Option<MessageEvent>, MessageError> {
+        match command {
+            MessageCommand::SendMessage {
+                message_id,
+                channel_id,
+                author,
+                body,
+                access,
+                at,
+            } => {
+                if self.id.is_some() {
+                    return Err(MessageError::AlreadySent);
+                }
+                require_member(&access)?;
+                if !access.can_post() {
+                    return Err(MessageError::PostingNotAllowed);
+                }
+                let server_id = access.server_id().ok_or(MessageError::UnknownChannel)?;
+                Ok(Some(MessageEvent::MessageSent {
+                    message_id,
+                    channel_id,
+                    server_id,
+                    author_id: author,
+                    body,
+                    sent_at: at,
+                }))
+            }
+            MessageCommand::EditMessage {
+                actor,
+                body,
+                access,
+                at,
+            } => {
+                let (message_id, channel_id, author, previous) = self.live()?;
+                require_member(&access)?;
+                if actor != author {
+                    return Err(MessageError::NotTheAuthor);
+                }
+                if !access.can_post() {
+                    return Err(MessageError::PostingNotAllowed);
+                }
+                if *previous == body {
+                    return Ok(None);
+                }
+                Ok(Some(MessageEvent::MessageEdited {
+                    message_id,
+                    channel_id,
+                    body,
+                    previous_body: previous.clone(),
+                    edited_at: at,
+                }))
+            }
+            MessageCommand::DeleteMessage { actor, access, at } => {
+                let (message_id, channel_id, author, _) = self.live()?;
+                require_member(&access)?;
+                if actor != author && !access.can_moderate() {
+                    return Err(MessageError::DeleteNotAllowed);
+                }
+                Ok(Some(MessageEvent::MessageDeleted {
+                    message_id,
+                    channel_id,
+                    deleted_by: actor,
+                    deleted_at: at,
+                }))
+            }
+        }
+    }
+}
+
+impl Aggregate for Message {
+    const TYPE: &'static str = "Message";
+    type Command = MessageCommand;
+    type Event = MessageEvent;
+    type Error = MessageError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            MessageEvent::MessageSent {
+                message_id,
+                channel_id,
+                author_id,
+                body,
+                ..
+            } => {
+                self.id = Some(message_id);
+                self.channel_id = Some(channel_id);
+                self.author = Some(author_id);
+                self.body = Some(body);
+            }
+            MessageEvent::MessageEdited { body, .. } => self.body = Some(body),
+            MessageEvent::MessageDeleted { .. } => {
+                self.deleted = true;
+                self.body = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The `Server` aggregate: a community with its channels, members, roles and invites.
+//!
+//! Membership and channels live in one aggregate so that "is this user a member, and may they
+//! post here?" is answered from one consistent history ([`Server::channel_access`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChannelId, ServerId, UserId};
+use crate::permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
+use crate::values::{ChannelName, InviteCode, ServerName};
+use crate::EVENT_VERSION_1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerCommand {
+    CreateServer {
+        server_id: ServerId,
+        name: ServerName,
+        owner: UserId,
+        at: DateTime<Utc>,
+    },
+    RenameServer {
+        actor: UserId,
+        name: ServerName,
+    },
+    CreateChannel {
+        actor: UserId,
+        channel_id: ChannelId,
+        name: ChannelName,
+        kind: ChannelKind,
+        private: bool,
+    },
+    RenameChannel {
+        actor: UserId,
+        channel_id: ChannelId,
+        name: ChannelName,
+    },
+    ArchiveChannel {
+        actor: UserId,
+        channel_id: ChannelId,
+    },
+    CreateInvite {
+        actor: UserId,
+        code: InviteCode,
+        max_uses: Option<u32>,
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    RevokeInvite {
+        actor: UserId,
+        code: InviteCode,
+    },
+    JoinServer {
+        user: UserId,
+        code: InviteCode,
+        at: DateTime<Utc>,
+    },
+    LeaveServer {
+        user: UserId,
+    },
+    ChangeMemberRole {
+        actor: UserId,
+        user: UserId,
+        role: Role,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerEvent {
+    /// The owner is a member with the OWNER role from this event on.
+    ServerCreated {
+        server_id: ServerId,
+        name: ServerName,
+        owner_id: UserId,
+        created_at: DateTime<Utc>,
+    },
+    ServerRenamed {
+        name: ServerName,
+    },
+    ChannelCreated {
+        channel_id: ChannelId,
+        name: ChannelName,
+        kind: ChannelKind,
+        private: bool,
+    },
+    ChannelRenamed {
+        channel_id: ChannelId,
+        name: ChannelName,
+    },
+    ChannelArchived {
+        channel_id: ChannelId,
+    },
+    InviteCreated {
+        code: InviteCode,
+        created_by: UserId,
+        max_uses: Option<u32>,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    InviteRevoked {
+        code: InviteCode,
+    },
+    MemberJoined {
+        user_id: UserId,
+        role: Role,
+        invite_code: InviteCode,
+        joined_at: DateTime<Utc>,
+    },
+    MemberLeft {
+        user_id: UserId,
+    },
+    MemberRoleChanged {
+        user_id: UserId,
+        role: Role,
+        previous_role: Role,
+    },
+}
+
+impl DomainEvent for ServerEvent {
+    fn event_type(&self) -> String {
+        match self {
+            ServerEvent::ServerCreated { .. } => "ServerCreated",
+            ServerEvent::ServerRenamed { .. } => "ServerRenamed",
+            ServerEvent::ChannelCreated { .. } => "ChannelCreated",
+            ServerEvent::ChannelRenamed { .. } => "ChannelRenamed",
+            ServerEvent::ChannelArchived { .. } => "ChannelArchived",
+            ServerEvent::InviteCreated { .. } => "InviteCreated",
+            ServerEvent::InviteRevoked { .. } => "InviteRevoked",
+            ServerEvent::MemberJoined { .. } => "MemberJoined",
+            ServerEvent::MemberLeft { .. } => "MemberLeft",
+            ServerEvent::MemberRoleChanged { .. } => "MemberRoleChanged",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error("this server already exists")]
+    AlreadyExists,
+    #[error("no such server")]
+    UnknownServer,
+    #[error("you are not a member of this server")]
+    NotAMember,
+    #[error("your role ({role}) does not allow this")]
+    NotPermitted { role: Role },
+    #[error("no such channel in this server")]
+    UnknownChannel,
+    #[error("this channel already exists")]
+    ChannelAlreadyExists,
+    #[error("this channel is archived")]
+    ChannelArchived,
+    #[error("no such invite")]
+    UnknownInvite,
+    #[error("this invite code is already in use")]
+    InviteAlreadyExists,
+    #[error("this invite has been revoked")]
+    InviteRevoked,
+    #[error("this invite has expired")]
+    InviteExpired,
+    #[error("this invite has reached its maximum number of uses")]
+    InviteExhausted,
+    #[error("maxUses must be at least 1")]
+    InvalidMaxUses,
+    #[error("an invite must expire in the future")]
+    InvalidExpiry,
+    #[error("you are already a member of this server")]
+    AlreadyAMember,
+    #[error("the owner cannot leave their own server")]
+    OwnerCannotLeave,
+    #[error("the owner's role cannot be changed, and nobody can be made owner")]
+    OwnershipIsNotTransferable,
+    #[error("you can only change the role of members below your own role, to a role below it")]
+    RoleAboveYourOwn,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelState {
+    pub name: ChannelName,
+    pub facts: ChannelFacts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InviteState {
+    pub created_by: UserId,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    pub id: Option<ServerId>,
+    pub name: Option<ServerName>,
+    pub owner: Option<UserId>,
+    pub members: BTreeMap<UserId, Role>,
+    pub channels: BTreeMap<ChannelId, ChannelState>,
+    pub invites: BTreeMap<InviteCode, InviteState>,
+}
+
+impl Server {
+    /// What `user` may do in `channel_id`, as of this server's history.
+    pub fn channel_access(&self, channel_id: ChannelId, user: UserId) -> ChannelAccess {
+        let (Some(server_id), Some(channel)) = (self.id, self.channels.get(&channel_id)) else {
+            return ChannelAccess::UnknownChannel;
+        };
+        match self.members.get(&user) {
+            None => ChannelAccess::NotAMember { server_id },
+            Some(role) => ChannelAccess::Member {
+                server_id,
+                role: *role,
+                channel: channel.facts,
+            },
+        }
+    }
+
+    pub fn role_of(&self, user: UserId) -> Option<Role> {
+        self.members.get(&user).copied()
+    }
+
+    fn require_existing(&self) -> Result<(), ServerError> {
+        if self.id.is_none() {
+            return Err(ServerError::UnknownServer);
+        }
+        Ok(())
+    }
+
+    /// The actor's role, refused unless it holds `permission`.
+    fn require(&self, actor: UserId, permission: Permission) -> Result<Role, ServerError> {
+        self.require_existing()?;
+        let role = self.role_of(actor).ok_or(ServerError::NotAMember)?;
+        if !role.allows(permission) {
+            return Err(ServerError::NotPermitted { role });
+        }
+        Ok(role)
+    }
+
+    fn live_channel(&self, channel_id: ChannelId) -> Result<&ChannelState, ServerError> {
+        let channel = self
+            .channels
+            .get(&channel_id)
+            .ok_or(ServerError::UnknownChannel)?;
+        if channel.facts.archived {
+            return Err(ServerError::ChannelArchived);
+        }
+        Ok(channel)
+    }
+
+    fn decide(&self, command: ServerCommand) -> Result<Vec<ServerEvent>, ServerError> {
+        let event = match command {
+            ServerCommand::CreateServer {
+                server_id,
+                name,
+                owner,
+                at,
+            } => {
+                if self.id.is_some() {
+                    return Err(ServerError::AlreadyExists);
+                }
+                ServerEvent::ServerCreated {
+                    server_id,
+                    name,
+                    owner_id: owner,
+                    created_at: at,
+                }
+            }
+            ServerCommand::RenameServer { actor, name } => {
+                self.require(actor, Permission::ManageServer)?;
+                if self.name.as_ref() == Some(&name) {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ServerRenamed { name }
+            }
+            ServerCommand::CreateChannel {
+                actor,
+                channel_id,
+                name,
+                kind,
+                private,
+            } => {
+                self.require(actor, Permission::ManageChannels)?;
+                if self.channels.contains_key(&channel_id) {
+                    return Err(ServerError::ChannelAlreadyExists);
+                }
+                ServerEvent::ChannelCreated {
+                    channel_id,
+                    name,
+                    kind,
+                    private,
+                }
+            }
+            ServerCommand::RenameChannel {
+                actor,
+                channel_id,
+                name,
+            } => {
+                self.require(actor, Permission::ManageChannels)?;
+                if self.live_channel(channel_id)?.name == name {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ChannelRenamed { channel_id, name }
+            }
+            ServerCommand::ArchiveChannel { actor, channel_id } => {
+                self.require(actor, Permission::ManageChannels)?;
+                self.live_channel(channel_id)?;
+                ServerEvent::ChannelArchived { channel_id }
+            }
+            ServerCommand::CreateInvite {
+                actor,
+                code,
+                max_uses,
+                expires_at,
+                at,
+            } => {
+                self.require(actor, Permission::CreateInvites)?;
+                if max_uses == Some(0) {
+                    return Err(ServerError::InvalidMaxUses);
+                }
+                if expires_at.is_some_and(|expires| expires <= at) {
+                    return Err(ServerError::InvalidExpiry);
+                }
+                if self.invites.contains_key(&code) {
+                    return Err(ServerError::InviteAlreadyExists);
+                }
+                ServerEvent::InviteCreated {
+                    code,
+                    created_by: actor,
+                    max_uses,
+                    expires_at,
+                }
+            }
+            ServerCommand::RevokeInvite { actor, code } => {
+                self.require_existing()?;
+                let role = self.role_of(actor).ok_or(ServerError::NotAMember)?;
+                let invite = self.invites.get(&code).ok_or(ServerError::UnknownInvite)?;
+                if invite.created_by != actor && !role.allows(Permission::ManageInvites) {
+                    return Err(ServerError::NotPermitted { role });
+                }
+                if invite.revoked {
+                    return Ok(vec![]);
+                }
+                ServerEvent::InviteRevoked { code }
+            }
+            ServerCommand::JoinServer { user, code, at } => {
+                self.require_existing()?;
+                let invite = self.invites.get(&code).ok_or(ServerError::UnknownInvite)?;
+                if self.members.contains_key(&user) {
+                    return Err(ServerError::AlreadyAMember);
+                }
+                if invite.revoked {
+                    return Err(ServerError::InviteRevoked);
+                }
+                if invite.expires_at.is_some_and(|expires| expires <= at) {
+                    return Err(ServerError::InviteExpired);
+                }
+                if invite.max_uses.is_some_and(|max| invite.uses >= max) {
+                    return Err(ServerError::InviteExhausted);
+                }
+                ServerEvent::MemberJoined {
+                    user_id: user,
+                    role: Role::Member,
+                    invite_code: code,
+                    joined_at: at,
+                }
+            }
+            ServerCommand::LeaveServer { user } => {
+                self.require_existing()?;
+                match self.role_of(user) {
+                    None => return Err(ServerError::NotAMember),
+                    Some(Role::Owner) => return Err(ServerError::OwnerCannotLeave),
+                    Some(_) => ServerEvent::MemberLeft { user_id: user },
+                }
+            }
+            ServerCommand::ChangeMemberRole { actor, user, role } => {
+                let actor_role = self.require(actor, Permission::ManageRoles)?;
+                let previous_role = self.role_of(user).ok_or(ServerError::NotAMember)?;
+                if role == Role::Owner || previous_role == Role::Owner {
+                    return Err(ServerError::OwnershipIsNotTransferable);
+                }
+                if !actor_role.outranks(previous_role) || !actor_role.outranks(role) {
+                    return Err(ServerError::RoleAboveYourOwn);
+                }
+                if previous_role == role {
+                    return Ok(vec![]);
+                }
+                ServerEvent::MemberRoleChanged {
+                    user_id: user,
+                    role,
+                    previous_role,
+                }
+            }
+        };
+        Ok(vec![event])
+    }
+}
+
+impl Aggregate for Server {
+    const TYPE: &'static str = "Server";
+    type Command = ServerCommand;
+    type Event = ServerEvent;
+    type Error = ServerError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            ServerEvent::ServerCreated {
+                server_id,
+                name,
+                owner_id,
+                ..
+            } => {
+                self.id = Some(server_id);
+                self.name = Some(name);
+                self.owner = Some(owner_id);
+                self.members.insert(owner_id, Role::Owner);
+            }
+            ServerEvent::ServerRenamed { name } => self.name = Some(name),
+            ServerEvent::ChannelCreated {
+                channel_id,
+                name,
+                kind,
+                private,
+            } => {
+                let facts = ChannelFacts {
+                    kind,
+                    private,
+                    archived: false,
+                };
+                self.channels
+                    .insert(channel_id, ChannelState { name, facts });
+            }
+            ServerEvent::ChannelRenamed { channel_id, name } => {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.name = name;
+                }
+            }
+            ServerEvent::ChannelArchived { channel_id } => {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.facts.archived = true;
+                }
+            }
+            ServerEvent::InviteCreated {
+                code,
+                created_by,
+                max_uses,
+                expires_at,
+            } => {
+                let invite = InviteState {
+                    created_by,
+                    max_uses,
+                    uses: 0,
+                    expires_at,
+                    revoked: false,
+                };
+                self.invites.insert(code, invite);
+            }
+            ServerEvent::InviteRevoked { code } => {
+                if let Some(invite) = self.invites.get_mut(&code) {
+                    invite.revoked = true;
+                }
+            }
+            ServerEvent::MemberJoined {
+                user_id,
+                role,
+                invite_code,
+                ..
+            } => {
+                self.members.insert(user_id, role);
+                if let Some(invite) = self.invites.get_mut(&invite_code) {
+                    invite.uses += 1;
+                }
+            }
+            ServerEvent::MemberLeft { user_id } => {
+                self.members.remove(&user_id);
+            }
+            ServerEvent::MemberRoleChanged { user_id, role, .. } => {
+                self.members.insert(user_id, role);
+            }
+        }
+    }
+}

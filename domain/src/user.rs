@@ -1,0 +1,150 @@
+//! The `User` aggregate: an account and its public profile.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::UserId;
+use crate::values::{DisplayName, Username};
+use crate::EVENT_VERSION_1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserCommand {
+    /// Create the account. The password arrives already hashed: hashing is the adapter's job.
+    RegisterUser {
+        user_id: UserId,
+        username: Username,
+        display_name: DisplayName,
+        password_hash: String,
+        at: DateTime<Utc>,
+    },
+    ChangeProfile {
+        display_name: DisplayName,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered {
+        user_id: UserId,
+        username: Username,
+        display_name: DisplayName,
+        /// A PHC-format argon2id hash. The event store keeps it for logins; it is redacted
+        /// from every public copy of the event, so readers of the log decode it as empty.
+        #[serde(default)]
+        password_hash: String,
+        registered_at: DateTime<Utc>,
+    },
+    ProfileChanged {
+        display_name: DisplayName,
+        changed_at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            UserEvent::UserRegistered { .. } => "UserRegistered",
+            UserEvent::ProfileChanged { .. } => "ProfileChanged",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION_1.to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("this account already exists")]
+    AlreadyRegistered,
+    #[error("no such user")]
+    UnknownUser,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Option<UserId>,
+    pub username: Option<Username>,
+    pub display_name: Option<DisplayName>,
+    pub password_hash: Option<String>,
+}
+
+impl User {
+    pub fn is_registered(&self) -> bool {
+        self.id.is_some()
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            UserCommand::RegisterUser {
+                user_id,
+                username,
+                display_name,
+                password_hash,
+                at,
+            } => {
+                if self.is_registered() {
+                    return Err(UserError::AlreadyRegistered);
+                }
+                let event = UserEvent::UserRegistered {
+                    user_id,
+                    username,
+                    display_name,
+                    password_hash,
+                    registered_at: at,
+                };
+                sink.write(event, self).await;
+            }
+            UserCommand::ChangeProfile { display_name, at } => {
+                if !self.is_registered() {
+                    return Err(UserError::UnknownUser);
+                }
+                if self.display_name.as_ref() != Some(&display_name) {
+                    let event = UserEvent::ProfileChanged {
+                        display_name,
+                        changed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            UserEvent::UserRegistered {
+                user_id,
+                username,
+                display_name,
+                password_hash,
+                ..
+            } => {
+                self.id = Some(user_id);
+                self.username = Some(username);
+                self.display_name = Some(display_name);
+                self.password_hash = Some(password_hash);
+            }
+            UserEvent::ProfileChanged { display_name, .. } => {
+                self.display_name = Some(display_name);
+            }
+        }
+    }
+}

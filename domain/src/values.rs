@@ -1,0 +1,257 @@
+//! Values validated once, at the boundary. Whatever holds one of these types has already been
+//! checked: nothing downstream re-validates.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a value from outside was refused. `field` names the input field as a client spells it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The longest message body, in characters (Unicode scalar values).
+pub const MESSAGE_BODY_MAX_CHARS: usize = 4_000;
+pub const USERNAME_MIN_CHARS: usize = 3;
+pub const USERNAME_MAX_CHARS: usize = 32;
+pub const DISPLAY_NAME_MAX_CHARS: usize = 64;
+pub const NAME_MAX_CHARS: usize = 100;
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 128;
+pub const INVITE_CODE_MIN_CHARS: usize = 6;
+pub const INVITE_CODE_MAX_CHARS: usize = 32;
+
+/// Trims `value` and checks it is non-empty, at most `max` characters, and free of control
+/// characters other than those `allowed`.
+fn checked_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    allowed_controls: &[char],
+) -> Result<String, ValidationError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    let chars = trimmed.chars().count();
+    if chars > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max} characters (got {chars})"),
+        ));
+    }
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| c.is_control() && !allowed_controls.contains(c))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                c as u32
+            ),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+macro_rules! text_value {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+text_value!(
+    /// A login name: 3–32 characters of `a-z`, `0-9`, `_`, `.` and `-`, stored lower-cased so
+    /// that `Alice` and `alice` are the same account.
+    Username
+);
+text_value!(
+    /// The name shown beside a user's messages: 1–64 characters, no control characters.
+    DisplayName
+);
+text_value!(
+    /// A server's name: 1–100 characters, no control characters.
+    ServerName
+);
+text_value!(
+    /// A channel's name: 1–100 characters, no control characters.
+    ChannelName
+);
+text_value!(
+    /// A message body: 1–4,000 characters after trimming; line feeds and tabs are kept, every
+    /// other control character is refused.
+    MessageBody
+);
+text_value!(
+    /// An invite code: 6–32 ASCII letters and digits.
+    InviteCode
+);
+
+impl Username {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let value = value.trim().to_lowercase();
+        let chars = value.chars().count();
+        if !(USERNAME_MIN_CHARS..=USERNAME_MAX_CHARS).contains(&chars) {
+            return Err(ValidationError::new(
+                "username",
+                format!("must be {USERNAME_MIN_CHARS} to {USERNAME_MAX_CHARS} characters"),
+            ));
+        }
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        {
+            return Err(ValidationError::new(
+                "username",
+                "may contain only letters a-z, digits, '_', '.' and '-'",
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl DisplayName {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_text("displayName", value, DISPLAY_NAME_MAX_CHARS, &[]).map(Self)
+    }
+}
+
+impl ServerName {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_text("name", value, NAME_MAX_CHARS, &[]).map(Self)
+    }
+}
+
+impl ChannelName {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_text("name", value, NAME_MAX_CHARS, &[]).map(Self)
+    }
+}
+
+impl MessageBody {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_text("body", value, MESSAGE_BODY_MAX_CHARS, &['\n', '\t']).map(Self)
+    }
+}
+
+impl InviteCode {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let value = value.trim();
+        let chars = value.chars().count();
+        if !(INVITE_CODE_MIN_CHARS..=INVITE_CODE_MAX_CHARS).contains(&chars)
+            || !value.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(ValidationError::new(
+                "inviteCode",
+                format!(
+                    "must be {INVITE_CODE_MIN_CHARS} to {INVITE_CODE_MAX_CHARS} letters and digits"
+                ),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// A password as typed. Never serialized, never logged: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let chars = value.chars().count();
+        if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&chars) {
+            return Err(ValidationError::new(
+                "password",
+                format!("must be {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters"),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_body_keeps_line_breaks_and_refuses_other_controls() {
+        assert_eq!(
+            MessageBody::parse("  hello\nworld\t! ").map(MessageBody::into_inner),
+            Ok("hello\nworld\t!".to_owned())
+        );
+        assert!(MessageBody::parse("bell\u{7}").is_err());
+        assert!(MessageBody::parse("  \n ").is_err());
+    }
+
+    #[test]
+    fn message_body_counts_characters_not_bytes() {
+        let at_limit = "é".repeat(MESSAGE_BODY_MAX_CHARS);
+        assert!(MessageBody::parse(&at_limit).is_ok());
+        let over = "é".repeat(MESSAGE_BODY_MAX_CHARS + 1);
+        let err = MessageBody::parse(&over).unwrap_err();
+        assert_eq!(err.field, "body");
+        assert!(err.reason.contains("4000"), "{err}");
+    }
+
+    #[test]
+    fn usernames_are_case_insensitive_and_restricted() {
+        assert_eq!(Username::parse("Alice").unwrap().as_str(), "alice");
+        assert!(Username::parse("al").is_err());
+        assert!(Username::parse("alice smith").is_err());
+        assert!(Username::parse(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn password_debug_never_shows_the_secret() {
+        let password = Password::parse("correct horse battery").unwrap();
+        assert!(!format!("{password:?}").contains("horse"));
+    }
+}

@@ -1,0 +1,561 @@
+//! Given/when/then tests for the `Message` aggregate: every command, every refusal.
+//!
+//! Whether someone may post is decided by the channel's server and arrives in each command as a
+//! `ChannelAccess`; these tests build that access directly for each role and kind of channel.
+
+use aether_domain::message::{Message, MessageCommand, MessageError, MessageEvent};
+use aether_domain::{
+    ChannelAccess, ChannelFacts, ChannelId, ChannelKind, MessageBody, MessageId, Role, ServerId,
+    UserId,
+};
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::test::TestFramework;
+use uuid::Uuid;
+
+// --- fixtures -------------------------------------------------------------------------------
+
+fn framework() -> TestFramework<Message> {
+    TestFramework::with(())
+}
+
+fn at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).expect("a valid timestamp")
+}
+
+fn minutes_later(minutes: i64) -> DateTime<Utc> {
+    at() + Duration::minutes(minutes)
+}
+
+fn server_id() -> ServerId {
+    ServerId::from_uuid(Uuid::from_u128(0x5e7e7))
+}
+
+fn channel_id() -> ChannelId {
+    ChannelId::from_uuid(Uuid::from_u128(0xc1))
+}
+
+fn message_id() -> MessageId {
+    MessageId::from_uuid(Uuid::from_u128(0x3e55))
+}
+
+fn author() -> UserId {
+    UserId::from_uuid(Uuid::from_u128(1))
+}
+
+fn someone_else() -> UserId {
+    UserId::from_uuid(Uuid::from_u128(2))
+}
+
+fn body(value: &str) -> MessageBody {
+    MessageBody::parse(value).expect("a valid message body")
+}
+
+fn access(role: Role, kind: ChannelKind, private: bool, archived: bool) -> ChannelAccess {
+    ChannelAccess::Member {
+        server_id: server_id(),
+        role,
+        channel: ChannelFacts {
+            kind,
+            private,
+            archived,
+        },
+    }
+}
+
+/// An ordinary, public, live text channel.
+fn text(role: Role) -> ChannelAccess {
+    access(role, ChannelKind::Text, false, false)
+}
+
+fn voice(role: Role) -> ChannelAccess {
+    access(role, ChannelKind::Voice, false, false)
+}
+
+fn announcements(role: Role) -> ChannelAccess {
+    access(role, ChannelKind::Announcement, false, false)
+}
+
+fn private(role: Role) -> ChannelAccess {
+    access(role, ChannelKind::Text, true, false)
+}
+
+fn archived(role: Role) -> ChannelAccess {
+    access(role, ChannelKind::Text, false, true)
+}
+
+fn not_a_member() -> ChannelAccess {
+    ChannelAccess::NotAMember {
+        server_id: server_id(),
+    }
+}
+
+fn send(access: ChannelAccess) -> MessageCommand {
+    MessageCommand::SendMessage {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        author: author(),
+        body: body("hello"),
+        access,
+        at: at(),
+    }
+}
+
+fn sent() -> MessageEvent {
+    MessageEvent::MessageSent {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        server_id: server_id(),
+        author_id: author(),
+        body: body("hello"),
+        sent_at: at(),
+    }
+}
+
+fn edit(actor: UserId, new_body: &str, access: ChannelAccess) -> MessageCommand {
+    MessageCommand::EditMessage {
+        actor,
+        body: body(new_body),
+        access,
+        at: minutes_later(5),
+    }
+}
+
+fn edited(new_body: &str, previous_body: &str) -> MessageEvent {
+    MessageEvent::MessageEdited {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        body: body(new_body),
+        previous_body: body(previous_body),
+        edited_at: minutes_later(5),
+    }
+}
+
+fn delete(actor: UserId, access: ChannelAccess) -> MessageCommand {
+    MessageCommand::DeleteMessage {
+        actor,
+        access,
+        at: minutes_later(10),
+    }
+}
+
+fn deleted_by(actor: UserId) -> MessageEvent {
+    MessageEvent::MessageDeleted {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        deleted_by: actor,
+        deleted_at: minutes_later(10),
+    }
+}
+
+/// What sending a fresh message with `access` results in, for tests that walk every role.
+fn sending_with(access: ChannelAccess) -> Result<Vec<MessageEvent>, MessageError> {
+    framework()
+        .given_no_previous_events()
+        .when(send(access))
+        .inspect_result()
+}
+
+// --- SendMessage ----------------------------------------------------------------------------
+
+#[test]
+fn a_member_can_post_in_a_text_channel_and_the_message_names_its_server() {
+    framework()
+        .given_no_previous_events()
+        .when(send(text(Role::Member)))
+        .then_expect_events(vec![sent()]);
+}
+
+#[test]
+fn every_role_can_post_in_an_ordinary_text_channel() {
+    for role in Role::ALL {
+        assert_eq!(sending_with(text(role)), Ok(vec![sent()]), "role {role}");
+    }
+}
+
+#[test]
+fn every_role_can_post_in_a_voice_channels_text_chat() {
+    for role in Role::ALL {
+        assert_eq!(sending_with(voice(role)), Ok(vec![sent()]), "role {role}");
+    }
+}
+
+#[test]
+fn only_moderators_and_above_can_post_announcements() {
+    for role in [Role::Owner, Role::Admin, Role::Moderator] {
+        assert_eq!(
+            sending_with(announcements(role)),
+            Ok(vec![sent()]),
+            "role {role}"
+        );
+    }
+    for role in [Role::Member, Role::Guest] {
+        assert_eq!(
+            sending_with(announcements(role)),
+            Err(MessageError::PostingNotAllowed),
+            "role {role}"
+        );
+    }
+}
+
+#[test]
+fn a_guest_cannot_post_an_announcement() {
+    framework()
+        .given_no_previous_events()
+        .when(send(announcements(Role::Guest)))
+        .then_expect_error(MessageError::PostingNotAllowed);
+}
+
+#[test]
+fn nobody_can_post_in_an_archived_channel_not_even_the_owner() {
+    for role in Role::ALL {
+        assert_eq!(
+            sending_with(archived(role)),
+            Err(MessageError::PostingNotAllowed),
+            "role {role}"
+        );
+    }
+}
+
+#[test]
+fn the_owner_cannot_post_in_an_archived_channel() {
+    framework()
+        .given_no_previous_events()
+        .when(send(archived(Role::Owner)))
+        .then_expect_error(MessageError::PostingNotAllowed);
+}
+
+#[test]
+fn moderators_and_above_can_post_in_a_private_channel() {
+    for role in [Role::Owner, Role::Admin, Role::Moderator] {
+        assert_eq!(sending_with(private(role)), Ok(vec![sent()]), "role {role}");
+    }
+}
+
+#[test]
+fn members_and_guests_are_treated_as_outsiders_in_a_private_channel() {
+    for role in [Role::Member, Role::Guest] {
+        assert_eq!(
+            sending_with(private(role)),
+            Err(MessageError::NotAChannelMember),
+            "role {role}"
+        );
+    }
+}
+
+#[test]
+fn a_member_cannot_post_in_a_private_channel() {
+    framework()
+        .given_no_previous_events()
+        .when(send(private(Role::Member)))
+        .then_expect_error(MessageError::NotAChannelMember);
+}
+
+#[test]
+fn an_archived_private_channel_is_read_only_for_staff_and_hidden_from_everyone_else() {
+    let archived_private = |role| access(role, ChannelKind::Text, true, true);
+    for role in [Role::Owner, Role::Admin, Role::Moderator] {
+        assert_eq!(
+            sending_with(archived_private(role)),
+            Err(MessageError::PostingNotAllowed),
+            "role {role}"
+        );
+    }
+    for role in [Role::Member, Role::Guest] {
+        assert_eq!(
+            sending_with(archived_private(role)),
+            Err(MessageError::NotAChannelMember),
+            "role {role}"
+        );
+    }
+}
+
+#[test]
+fn someone_outside_the_server_cannot_post() {
+    framework()
+        .given_no_previous_events()
+        .when(send(not_a_member()))
+        .then_expect_error(MessageError::NotAChannelMember);
+}
+
+#[test]
+fn posting_in_an_unknown_channel_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(send(ChannelAccess::UnknownChannel))
+        .then_expect_error(MessageError::UnknownChannel);
+}
+
+#[test]
+fn sending_the_same_message_twice_is_refused() {
+    framework()
+        .given(vec![sent()])
+        .when(send(text(Role::Member)))
+        .then_expect_error(MessageError::AlreadySent);
+}
+
+#[test]
+fn the_id_of_a_deleted_message_cannot_be_reused() {
+    framework()
+        .given(vec![sent(), deleted_by(author())])
+        .when(send(text(Role::Member)))
+        .then_expect_error(MessageError::AlreadySent);
+}
+
+// --- EditMessage ----------------------------------------------------------------------------
+
+#[test]
+fn editing_keeps_the_previous_body() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello, world", text(Role::Member)))
+        .then_expect_events(vec![edited("hello, world", "hello")]);
+}
+
+#[test]
+fn a_second_edit_keeps_the_body_it_replaces_not_the_original() {
+    framework()
+        .given(vec![sent(), edited("hello, world", "hello")])
+        .when(edit(author(), "hello, everyone", text(Role::Member)))
+        .then_expect_events(vec![edited("hello, everyone", "hello, world")]);
+}
+
+#[test]
+fn editing_with_the_same_body_records_nothing() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello", text(Role::Member)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn editing_to_the_latest_body_again_records_nothing() {
+    framework()
+        .given(vec![sent(), edited("hello, world", "hello")])
+        .when(edit(author(), "hello, world", text(Role::Member)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_guest_can_edit_their_own_message() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello, world", text(Role::Guest)))
+        .then_expect_events(vec![edited("hello, world", "hello")]);
+}
+
+#[test]
+fn editing_an_unknown_message_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(edit(author(), "hello, world", text(Role::Member)))
+        .then_expect_error(MessageError::UnknownMessage);
+}
+
+#[test]
+fn a_deleted_message_cannot_be_edited() {
+    framework()
+        .given(vec![sent(), deleted_by(author())])
+        .when(edit(author(), "hello again", text(Role::Member)))
+        .then_expect_error(MessageError::MessageDeleted);
+}
+
+#[test]
+fn only_the_author_can_edit_a_message() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(someone_else(), "hijacked", text(Role::Member)))
+        .then_expect_error(MessageError::NotTheAuthor);
+}
+
+#[test]
+fn not_even_the_owner_can_edit_someone_elses_message() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(someone_else(), "hijacked", text(Role::Owner)))
+        .then_expect_error(MessageError::NotTheAuthor);
+}
+
+#[test]
+fn a_message_in_an_archived_channel_cannot_be_edited() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello, world", archived(Role::Owner)))
+        .then_expect_error(MessageError::PostingNotAllowed);
+}
+
+#[test]
+fn an_unchanged_edit_in_an_archived_channel_is_still_refused() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello", archived(Role::Member)))
+        .then_expect_error(MessageError::PostingNotAllowed);
+}
+
+#[test]
+fn an_author_demoted_below_moderator_can_no_longer_edit_their_announcement() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello, world", announcements(Role::Member)))
+        .then_expect_error(MessageError::PostingNotAllowed);
+}
+
+#[test]
+fn an_author_who_lost_access_to_a_private_channel_cannot_edit_there() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello, world", private(Role::Member)))
+        .then_expect_error(MessageError::NotAChannelMember);
+}
+
+#[test]
+fn an_author_who_left_the_server_cannot_edit() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(author(), "hello, world", not_a_member()))
+        .then_expect_error(MessageError::NotAChannelMember);
+}
+
+#[test]
+fn editing_in_a_channel_that_no_longer_exists_is_refused() {
+    framework()
+        .given(vec![sent()])
+        .when(edit(
+            author(),
+            "hello, world",
+            ChannelAccess::UnknownChannel,
+        ))
+        .then_expect_error(MessageError::UnknownChannel);
+}
+
+// --- DeleteMessage --------------------------------------------------------------------------
+
+#[test]
+fn the_author_can_delete_their_message() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(author(), text(Role::Member)))
+        .then_expect_events(vec![deleted_by(author())]);
+}
+
+#[test]
+fn a_guest_can_delete_their_own_message() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(author(), text(Role::Guest)))
+        .then_expect_events(vec![deleted_by(author())]);
+}
+
+#[test]
+fn an_edited_message_can_be_deleted() {
+    framework()
+        .given(vec![sent(), edited("hello, world", "hello")])
+        .when(delete(author(), text(Role::Member)))
+        .then_expect_events(vec![deleted_by(author())]);
+}
+
+#[test]
+fn the_author_can_delete_their_message_in_an_archived_channel() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(author(), archived(Role::Member)))
+        .then_expect_events(vec![deleted_by(author())]);
+}
+
+#[test]
+fn a_moderator_can_delete_someone_elses_message() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(someone_else(), text(Role::Moderator)))
+        .then_expect_events(vec![deleted_by(someone_else())]);
+}
+
+#[test]
+fn admins_and_the_owner_can_delete_someone_elses_message() {
+    for role in [Role::Owner, Role::Admin] {
+        let result = framework()
+            .given(vec![sent()])
+            .when(delete(someone_else(), text(role)))
+            .inspect_result();
+        assert_eq!(result, Ok(vec![deleted_by(someone_else())]), "role {role}");
+    }
+}
+
+#[test]
+fn a_moderator_can_delete_someone_elses_message_in_a_private_channel() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(someone_else(), private(Role::Moderator)))
+        .then_expect_events(vec![deleted_by(someone_else())]);
+}
+
+#[test]
+fn a_moderator_can_clean_up_an_archived_channel() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(someone_else(), archived(Role::Moderator)))
+        .then_expect_events(vec![deleted_by(someone_else())]);
+}
+
+#[test]
+fn a_member_cannot_delete_someone_elses_message() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(someone_else(), text(Role::Member)))
+        .then_expect_error(MessageError::DeleteNotAllowed);
+}
+
+#[test]
+fn a_guest_cannot_delete_someone_elses_message() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(someone_else(), text(Role::Guest)))
+        .then_expect_error(MessageError::DeleteNotAllowed);
+}
+
+#[test]
+fn deleting_a_deleted_message_is_refused() {
+    framework()
+        .given(vec![sent(), deleted_by(author())])
+        .when(delete(someone_else(), text(Role::Moderator)))
+        .then_expect_error(MessageError::MessageDeleted);
+}
+
+#[test]
+fn deleting_an_unknown_message_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(delete(author(), text(Role::Owner)))
+        .then_expect_error(MessageError::UnknownMessage);
+}
+
+#[test]
+fn someone_outside_the_server_cannot_delete_a_message() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(someone_else(), not_a_member()))
+        .then_expect_error(MessageError::NotAChannelMember);
+}
+
+#[test]
+fn an_author_who_left_the_server_cannot_delete_their_message() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(author(), not_a_member()))
+        .then_expect_error(MessageError::NotAChannelMember);
+}
+
+#[test]
+fn an_author_who_lost_access_to_a_private_channel_cannot_delete_there() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(author(), private(Role::Guest)))
+        .then_expect_error(MessageError::NotAChannelMember);
+}
+
+#[test]
+fn deleting_in_a_channel_that_no_longer_exists_is_refused() {
+    framework()
+        .given(vec![sent()])
+        .when(delete(author(), ChannelAccess::UnknownChannel))
+        .then_expect_error(MessageError::UnknownChannel);
+}

@@ -1,0 +1,177 @@
+//! Given/when/then tests for the `User` aggregate: every command, every refusal.
+
+use aether_domain::user::{User, UserCommand, UserError, UserEvent};
+use aether_domain::{DisplayName, UserId, Username};
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::test::TestFramework;
+use uuid::Uuid;
+
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+
+fn framework() -> TestFramework<User> {
+    TestFramework::with(())
+}
+
+fn at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).expect("a valid timestamp")
+}
+
+fn later() -> DateTime<Utc> {
+    at() + Duration::hours(1)
+}
+
+fn alice_id() -> UserId {
+    UserId::from_uuid(Uuid::from_u128(0xa11ce))
+}
+
+fn username(value: &str) -> Username {
+    Username::parse(value).expect("a valid username")
+}
+
+fn display_name(value: &str) -> DisplayName {
+    DisplayName::parse(value).expect("a valid display name")
+}
+
+fn register_alice() -> UserCommand {
+    UserCommand::RegisterUser {
+        user_id: alice_id(),
+        username: username("alice"),
+        display_name: display_name("Alice"),
+        password_hash: PASSWORD_HASH.to_owned(),
+        at: at(),
+    }
+}
+
+fn alice_registered() -> UserEvent {
+    UserEvent::UserRegistered {
+        user_id: alice_id(),
+        username: username("alice"),
+        display_name: display_name("Alice"),
+        password_hash: PASSWORD_HASH.to_owned(),
+        registered_at: at(),
+    }
+}
+
+fn change_display_name(name: &str) -> UserCommand {
+    UserCommand::ChangeProfile {
+        display_name: display_name(name),
+        at: later(),
+    }
+}
+
+fn display_name_changed(name: &str) -> UserEvent {
+    UserEvent::ProfileChanged {
+        display_name: display_name(name),
+        changed_at: later(),
+    }
+}
+
+// --- RegisterUser ---------------------------------------------------------------------------
+
+#[test]
+fn registering_a_new_account_records_it_with_its_hash_and_time() {
+    framework()
+        .given_no_previous_events()
+        .when(register_alice())
+        .then_expect_events(vec![alice_registered()]);
+}
+
+#[test]
+fn a_username_typed_with_capitals_is_registered_lower_cased() {
+    framework()
+        .given_no_previous_events()
+        .when(UserCommand::RegisterUser {
+            user_id: alice_id(),
+            username: username("Alice"),
+            display_name: display_name("Alice"),
+            password_hash: PASSWORD_HASH.to_owned(),
+            at: at(),
+        })
+        .then_expect_events(vec![alice_registered()]);
+}
+
+#[test]
+fn registering_the_same_account_twice_is_refused() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(register_alice())
+        .then_expect_error(UserError::AlreadyRegistered);
+}
+
+#[test]
+fn registering_over_an_existing_account_with_other_details_is_refused() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(UserCommand::RegisterUser {
+            user_id: UserId::from_uuid(Uuid::from_u128(0xb0b)),
+            username: username("bob"),
+            display_name: display_name("Bob"),
+            password_hash: "another-hash".to_owned(),
+            at: later(),
+        })
+        .then_expect_error(UserError::AlreadyRegistered);
+}
+
+#[test]
+fn a_refused_double_registration_says_the_account_already_exists() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(register_alice())
+        .then_expect_error_message("this account already exists");
+}
+
+// --- ChangeProfile --------------------------------------------------------------------------
+
+#[test]
+fn changing_the_display_name_records_the_new_name() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(change_display_name("Alice Liddell"))
+        .then_expect_events(vec![display_name_changed("Alice Liddell")]);
+}
+
+#[test]
+fn changing_the_profile_of_an_unregistered_user_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(change_display_name("Alice"))
+        .then_expect_error(UserError::UnknownUser);
+}
+
+#[test]
+fn changing_to_the_same_display_name_records_nothing() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(change_display_name("Alice"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_display_name_differing_only_in_case_is_a_real_change() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(change_display_name("ALICE"))
+        .then_expect_events(vec![display_name_changed("ALICE")]);
+}
+
+#[test]
+fn setting_the_latest_display_name_again_records_nothing() {
+    framework()
+        .given(vec![
+            alice_registered(),
+            display_name_changed("Wonder Alice"),
+        ])
+        .when(change_display_name("Wonder Alice"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn going_back_to_an_earlier_display_name_is_a_change() {
+    framework()
+        .given(vec![
+            alice_registered(),
+            display_name_changed("Wonder Alice"),
+        ])
+        .when(change_display_name("Alice"))
+        .then_expect_events(vec![display_name_changed("Alice")]);
+}

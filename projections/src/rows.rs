@@ -1,0 +1,195 @@
+//! Read-model rows as the query side hands them out.
+
+use aether_domain::{ChannelId, ChannelKind, MessageId, Role, ServerId, UserId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+/// A row that could not be read back: a bug or a damaged database, never user input.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("read model unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("read model holds a malformed {column}: {value}")]
+    Malformed { column: &'static str, value: String },
+}
+
+pub(crate) fn parse_id<T>(
+    row: &SqliteRow,
+    column: &'static str,
+    parse: impl Fn(&str) -> Result<T, aether_domain::ValidationError>,
+) -> Result<T, RowError> {
+    let value: String = row.try_get(column)?;
+    parse(&value).map_err(|_| RowError::Malformed { column, value })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRow {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+}
+
+impl UserRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+        Ok(Self {
+            id: parse_id(row, "id", UserId::parse)?,
+            username: row.try_get("username")?,
+            display_name: row.try_get("display_name")?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRow {
+    pub id: ServerId,
+    pub name: String,
+    pub owner_id: UserId,
+}
+
+impl ServerRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+        Ok(Self {
+            id: parse_id(row, "id", ServerId::parse)?,
+            name: row.try_get("name")?,
+            owner_id: parse_id(row, "owner_id", UserId::parse)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRow {
+    pub id: ChannelId,
+    pub server_id: ServerId,
+    pub name: String,
+    pub kind: ChannelKind,
+    pub private: bool,
+    pub archived: bool,
+}
+
+impl ChannelRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+        let kind: String = row.try_get("kind")?;
+        Ok(Self {
+            id: parse_id(row, "id", ChannelId::parse)?,
+            server_id: parse_id(row, "server_id", ServerId::parse)?,
+            name: row.try_get("name")?,
+            kind: ChannelKind::parse(&kind).ok_or(RowError::Malformed {
+                column: "kind",
+                value: kind,
+            })?,
+            private: row.try_get("private")?,
+            archived: row.try_get("archived")?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    pub server_id: ServerId,
+    pub user_id: UserId,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
+}
+
+pub(crate) fn parse_role(row: &SqliteRow) -> Result<Role, RowError> {
+    let role: String = row.try_get("role")?;
+    Role::parse(&role).ok_or(RowError::Malformed {
+        column: "role",
+        value: role,
+    })
+}
+
+impl MemberRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+        Ok(Self {
+            server_id: parse_id(row, "server_id", ServerId::parse)?,
+            user_id: parse_id(row, "user_id", UserId::parse)?,
+            role: parse_role(row)?,
+            joined_at: row.try_get("joined_at")?,
+        })
+    }
+}
+
+/// One earlier body of an edited message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditRow {
+    pub body: String,
+    pub replaced_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRow {
+    pub id: MessageId,
+    pub channel_id: ChannelId,
+    pub server_id: ServerId,
+    pub author_id: UserId,
+    /// `None` once deleted.
+    pub body: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted: bool,
+    /// The message's place in its channel, from 1.
+    pub sequence: i64,
+    /// Earlier bodies, oldest first; emptied when the message is deleted.
+    pub edits: Vec<EditRow>,
+}
+
+impl MessageRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+        let edits: String = row.try_get("edits")?;
+        Ok(Self {
+            id: parse_id(row, "id", MessageId::parse)?,
+            channel_id: parse_id(row, "channel_id", ChannelId::parse)?,
+            server_id: parse_id(row, "server_id", ServerId::parse)?,
+            author_id: parse_id(row, "author_id", UserId::parse)?,
+            body: row.try_get("body")?,
+            created_at: row.try_get("created_at")?,
+            edited_at: row.try_get("edited_at")?,
+            deleted: row.try_get("deleted")?,
+            sequence: row.try_get("channel_seq")?,
+            edits: serde_json::from_str(&edits).map_err(|_| RowError::Malformed {
+                column: "edits",
+                value: edits,
+            })?,
+        })
+    }
+}
+
+/// What happened to a channel's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelEventKind {
+    MessageSent,
+    MessageEdited,
+    MessageDeleted,
+}
+
+impl ChannelEventKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChannelEventKind::MessageSent => "MessageSent",
+            ChannelEventKind::MessageEdited => "MessageEdited",
+            ChannelEventKind::MessageDeleted => "MessageDeleted",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            ChannelEventKind::MessageSent,
+            ChannelEventKind::MessageEdited,
+            ChannelEventKind::MessageDeleted,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == value)
+    }
+}
+
+/// One change to a channel, numbered by `seq` (from 1, per channel, no gaps).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelEventRow {
+    pub channel_id: ChannelId,
+    pub seq: i64,
+    pub kind: ChannelEventKind,
+    pub message: MessageRow,
+}

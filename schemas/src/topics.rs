@@ -1,0 +1,20 @@
+//! The topic catalogue: where each aggregate's events are published and how they are keyed.
+
+/// Users: registrations and profile changes. Key: user id.
+pub const IDENTITY_EVENTS: &str = "aether.identity.events.v1";
+/// Servers: channels, members, roles, invites. Key: server id.
+pub const SERVER_EVENTS: &str = "aether.servers.events.v1";
+/// Messages. Key: channel id, so one partition holds a channel's history in order.
+pub const MESSAGE_EVENTS: &str = "aether.messages.events.v1";
+/// Projection updates for the realtime edge. Key: the read-model row's key (a channel id).
+pub const UPDATES: &str = "aether.updates.v1";
+
+/// The topic that carries events of `aggregate_type`.
+pub fn topic_for(aggregate_type: &str) -> Option<&'static str> {
+    match aggregate_type {
+        "User" => Some(IDENTITY_EVENTS),
+        "Server" => Some(SERVER_EVENTS),
+        "Message" => Some(MESSAGE_EVENTS),
+        _ => None,
+    }
+}
