@@ -1,1 +1,195 @@
-fn main() {}
+//! `aether`: the AetherConnect binary. Parses configuration, sets up logging and runs a role.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aether_projections::ProjectorConfig;
+use aether_query_api::ApiLimits;
+use aether_realtime_edge::http::HttpLimits;
+use aether_realtime_edge::{start_embedded, EmbeddedConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// AetherConnect: an event-sourced chat backend.
+///
+/// Commands append domain events to an event store; projectors build read models from the log;
+/// a GraphQL API serves queries, mutations and subscriptions.
+#[derive(Debug, Parser)]
+#[command(name = "aether", version, propagate_version = true)]
+struct Cli {
+    /// Log format: `pretty` for people, `json` for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "AETHER_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `aether=debug,sqlx=warn` (RUST_LOG syntax).
+    #[arg(long, global = true, default_value = "info", env = "AETHER_LOG")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProjectorsAtStart {
+    /// Apply events as they arrive.
+    Running,
+    /// Start with every projector paused: events are stored but read models do not move.
+    Paused,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in one process on SQLite files under the data directory (no services
+    /// needed): event store, projectors, read models and the GraphQL API at /graphql.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Directory for the SQLite files and the token-signing secret (created if missing).
+    #[arg(long, default_value = "./data", env = "AETHER_DATA_DIR")]
+    data_dir: PathBuf,
+
+    /// Address to serve HTTP and WebSocket on. Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "AETHER_LISTEN")]
+    listen: SocketAddr,
+
+    /// Whether projectors apply events from the start.
+    #[arg(long, value_enum, default_value_t = ProjectorsAtStart::Running, env = "AETHER_PROJECTORS")]
+    projectors: ProjectorsAtStart,
+
+    /// Events a projector applies per read-model transaction.
+    #[arg(long, default_value_t = 500, env = "AETHER_PROJECTOR_BATCH")]
+    projector_batch: usize,
+
+    /// Deepest GraphQL selection accepted.
+    #[arg(long, default_value_t = 12, env = "AETHER_MAX_QUERY_DEPTH")]
+    max_query_depth: usize,
+
+    /// Highest GraphQL complexity (fields selected, weighted) accepted.
+    #[arg(long, default_value_t = 1000, env = "AETHER_MAX_QUERY_COMPLEXITY")]
+    max_query_complexity: usize,
+
+    /// Most items one page (`first`/`last`) may ask for.
+    #[arg(long, default_value_t = 100, env = "AETHER_MAX_PAGE_SIZE")]
+    max_page_size: i64,
+
+    /// Largest accepted HTTP request body, in bytes.
+    #[arg(long, default_value_t = 256 * 1024, env = "AETHER_MAX_BODY_BYTES")]
+    max_body_bytes: usize,
+
+    /// Updates a slow subscriber may fall behind before it re-reads the read model.
+    #[arg(long, default_value_t = 4096, env = "AETHER_UPDATE_BUFFER")]
+    update_buffer: usize,
+
+    /// Seconds an access token is valid.
+    #[arg(long, default_value_t = 900, env = "AETHER_ACCESS_TOKEN_TTL")]
+    access_token_ttl: u64,
+
+    /// Seconds to wait for open requests and connections after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10, env = "AETHER_SHUTDOWN_GRACE")]
+    shutdown_grace: u64,
+}
+
+impl DevArgs {
+    fn into_config(self) -> EmbeddedConfig {
+        EmbeddedConfig {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            projector: ProjectorConfig {
+                batch_size: self.projector_batch.max(1),
+                start_paused: self.projectors == ProjectorsAtStart::Paused,
+                ..ProjectorConfig::default()
+            },
+            api: ApiLimits {
+                max_depth: self.max_query_depth,
+                max_complexity: self.max_query_complexity,
+                max_page_size: self.max_page_size.max(1),
+            },
+            http: HttpLimits {
+                max_body_bytes: self.max_body_bytes,
+            },
+            update_buffer: self.update_buffer,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            access_token_ttl: Duration::from_secs(self.access_token_ttl),
+            ..EmbeddedConfig::default()
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => tracing::info!("interrupted; shutting down"),
+            _ = terminate => tracing::info!("terminated; shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => {
+            let running = start_embedded(args.into_config()).await?;
+            println!(
+                "aether dev: GraphQL at http://{}/graphql",
+                running.local_addr
+            );
+            cancel_on_signal(running.shutdown.clone());
+            running.wait().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = init_tracing(cli.log_format, &cli.log) {
+        eprintln!("aether: invalid log settings: {error}");
+        return ExitCode::from(2);
+    }
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "aether failed");
+            eprintln!("aether: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -120,7 +120,10 @@ pub struct MessageRecord {
     /// `None` once deleted.
     pub body: Option<String>,
     pub deleted: bool,
+    pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
+    /// The message aggregate's version: 1 when sent, one more for each edit and the deletion.
+    pub version: i64,
 }
 
 type Framework<R, A> = CqrsFramework<A, PersistedEventStore<R, A>>;
@@ -174,7 +177,7 @@ impl<R: WriteStore> ChatCommands<R> {
     }
 
     async fn position<A: Aggregate>(&self, id: &str) -> Result<i64, CommandError> {
-        Ok(self.store.position_of(A::TYPE, id).await?)
+        Ok(self.store.position_of(A::TYPE, id).await?.log)
     }
 
     /// Runs one command, retrying a few times when another writer got there first.
@@ -539,16 +542,6 @@ impl<R: WriteStore> ChatCommands<R> {
         let body = MessageBody::parse(body)?;
         let access = self.channel_access(channel_id, author).await?;
         let message_id = MessageId::new();
-        let id = message_id.to_string();
-        let record = MessageRecord {
-            id: message_id,
-            channel_id,
-            server_id: access.server_id().unwrap_or_default(),
-            author_id: author,
-            body: Some(body.to_string()),
-            deleted: false,
-            edited_at: None,
-        };
         let command = MessageCommand::SendMessage {
             message_id,
             channel_id,
@@ -557,17 +550,8 @@ impl<R: WriteStore> ChatCommands<R> {
             access,
             at: ctx.at,
         };
-        Self::execute(
-            &self.messages,
-            &id,
-            command,
-            ctx.metadata(channel_id.to_string()),
-        )
-        .await?;
-        Ok(Committed {
-            position: self.position::<Message>(&id).await?,
-            value: record,
-        })
+        self.message_command(ctx, message_id, channel_id, access, command)
+            .await
     }
 
     /// Loads a live message and the actor's access to its channel.
@@ -575,7 +559,7 @@ impl<R: WriteStore> ChatCommands<R> {
         &self,
         message_id: MessageId,
         actor: UserId,
-    ) -> Result<(Message, ChannelId, ChannelAccess), CommandError> {
+    ) -> Result<(ChannelId, ChannelAccess), CommandError> {
         let message: Message = self.load(&message_id.to_string()).await?;
         let channel_id = message
             .channel_id
@@ -585,7 +569,7 @@ impl<R: WriteStore> ChatCommands<R> {
             // Outsiders learn nothing about messages they cannot see.
             return Err(CommandError::not_found("message"));
         }
-        Ok((message, channel_id, access))
+        Ok((channel_id, access))
     }
 
     pub async fn edit_message(
@@ -596,34 +580,15 @@ impl<R: WriteStore> ChatCommands<R> {
     ) -> Result<Committed<MessageRecord>, CommandError> {
         let actor = ctx.actor()?;
         let body = MessageBody::parse(body)?;
-        let (message, channel_id, access) = self.message_and_access(message_id, actor).await?;
-        let id = message_id.to_string();
+        let (channel_id, access) = self.message_and_access(message_id, actor).await?;
         let command = MessageCommand::EditMessage {
             actor,
-            body: body.clone(),
+            body,
             access,
             at: ctx.at,
         };
-        let unchanged = message.body.as_ref() == Some(&body);
-        Self::execute(
-            &self.messages,
-            &id,
-            command,
-            ctx.metadata(channel_id.to_string()),
-        )
-        .await?;
-        Ok(Committed {
-            position: self.position::<Message>(&id).await?,
-            value: MessageRecord {
-                id: message_id,
-                channel_id,
-                server_id: access.server_id().unwrap_or_default(),
-                author_id: message.author.unwrap_or(actor),
-                body: Some(body.into_inner()),
-                deleted: false,
-                edited_at: (!unchanged).then_some(ctx.at),
-            },
-        })
+        self.message_command(ctx, message_id, channel_id, access, command)
+            .await
     }
 
     pub async fn delete_message(
@@ -632,13 +597,27 @@ impl<R: WriteStore> ChatCommands<R> {
         message_id: MessageId,
     ) -> Result<Committed<MessageRecord>, CommandError> {
         let actor = ctx.actor()?;
-        let (message, channel_id, access) = self.message_and_access(message_id, actor).await?;
-        let id = message_id.to_string();
+        let (channel_id, access) = self.message_and_access(message_id, actor).await?;
         let command = MessageCommand::DeleteMessage {
             actor,
             access,
             at: ctx.at,
         };
+        self.message_command(ctx, message_id, channel_id, access, command)
+            .await
+    }
+
+    /// Runs a message command keyed by its channel, then reads the message back from the event
+    /// store for the response.
+    async fn message_command(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        channel_id: ChannelId,
+        access: ChannelAccess,
+        command: MessageCommand,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let id = message_id.to_string();
         Self::execute(
             &self.messages,
             &id,
@@ -646,16 +625,23 @@ impl<R: WriteStore> ChatCommands<R> {
             ctx.metadata(channel_id.to_string()),
         )
         .await?;
+        let message: Message = self.load(&id).await?;
+        let position = self.store.position_of(Message::TYPE, &id).await?;
+        let (Some(author_id), Some(created_at)) = (message.author, message.sent_at) else {
+            return Err(CommandError::not_found("message"));
+        };
         Ok(Committed {
-            position: self.position::<Message>(&id).await?,
+            position: position.log,
             value: MessageRecord {
                 id: message_id,
                 channel_id,
                 server_id: access.server_id().unwrap_or_default(),
-                author_id: message.author.unwrap_or(actor),
-                body: None,
-                deleted: true,
-                edited_at: None,
+                author_id,
+                body: message.body.map(MessageBody::into_inner),
+                deleted: message.deleted,
+                created_at,
+                edited_at: message.edited_at,
+                version: position.sequence,
             },
         })
     }

@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use tokio::sync::watch;
 
-use crate::store::{DirectoryConflict, DirectoryKind, StoreError, WriteStore};
+use crate::store::{DirectoryConflict, DirectoryKind, Position, StoreError, WriteStore};
 
 /// How long a writer waits for SQLite's single write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -204,7 +204,11 @@ impl PersistedEventRepository for SqliteEventStore {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let mut tx = self.pool.begin().await.map_err(connection_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(connection_error)?;
         let mut last_position = 0_i64;
         for event in events {
             let sequence = i64::try_from(event.sequence)
@@ -287,16 +291,22 @@ impl WriteStore for SqliteEventStore {
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
-            "SELECT COALESCE(MAX(position), 0) FROM events \
-             WHERE aggregate_type = ? AND aggregate_id = ?",
+    ) -> Result<Position, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT position, sequence FROM events \
+             WHERE aggregate_type = ? AND aggregate_id = ? ORDER BY sequence DESC LIMIT 1",
         )
         .bind(aggregate_type)
         .bind(aggregate_id)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(
+            row.map_or_else(Position::default, |(log, sequence)| Position {
+                log,
+                sequence,
+            }),
+        )
     }
 }
 

@@ -4,6 +4,14 @@ use std::future::Future;
 
 use cqrs_es::persist::PersistedEventRepository;
 
+/// The newest event of an aggregate: its log position (the consistency token a client can wait
+/// on) and its aggregate sequence (the aggregate's version).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub log: i64,
+    pub sequence: i64,
+}
+
 /// A write-side look-up table kept in step with the events by the store itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirectoryKind {
@@ -49,11 +57,10 @@ pub trait WriteStore: PersistedEventRepository + Clone + 'static {
         key: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
-    /// The log position of the newest event of one aggregate (0 if it has none): the
-    /// consistency token a client can wait on.
+    /// Where the newest event of one aggregate stands (zeros if it has none).
     fn position_of(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Position, StoreError>> + Send;
 }

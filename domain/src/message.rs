@@ -115,6 +115,8 @@ pub struct Message {
     pub channel_id: Option<ChannelId>,
     pub author: Option<UserId>,
     pub body: Option<MessageBody>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
 }
 
@@ -239,14 +241,21 @@ impl Aggregate for Message {
                 channel_id,
                 author_id,
                 body,
+                sent_at,
                 ..
             } => {
                 self.id = Some(message_id);
                 self.channel_id = Some(channel_id);
                 self.author = Some(author_id);
                 self.body = Some(body);
+                self.sent_at = Some(sent_at);
             }
-            MessageEvent::MessageEdited { body, .. } => self.body = Some(body),
+            MessageEvent::MessageEdited {
+                body, edited_at, ..
+            } => {
+                self.body = Some(body);
+                self.edited_at = Some(edited_at);
+            }
             MessageEvent::MessageDeleted { .. } => {
                 self.deleted = true;
                 self.body = None;

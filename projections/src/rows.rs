@@ -130,8 +130,10 @@ pub struct MessageRow {
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
-    /// The message's place in its channel, from 1.
-    pub sequence: i64,
+    /// The message's place in its channel, from 1: its pagination cursor.
+    pub position: i64,
+    /// The message aggregate's version: 1 when sent, one more per edit and for the deletion.
+    pub version: i64,
     /// Earlier bodies, oldest first; emptied when the message is deleted.
     pub edits: Vec<EditRow>,
 }
@@ -148,7 +150,8 @@ impl MessageRow {
             created_at: row.try_get("created_at")?,
             edited_at: row.try_get("edited_at")?,
             deleted: row.try_get("deleted")?,
-            sequence: row.try_get("channel_seq")?,
+            position: row.try_get("channel_seq")?,
+            version: row.try_get("version")?,
             edits: serde_json::from_str(&edits).map_err(|_| RowError::Malformed {
                 column: "edits",
                 value: edits,

@@ -220,7 +220,9 @@ impl Projector {
             return Ok(0);
         };
         let last_position = last.position;
-        let mut tx = self.store.begin().await?;
+        // IMMEDIATE takes the write lock up front: several projectors share one SQLite file, and a
+        // deferred transaction that read first could not upgrade its lock under contention.
+        let mut tx = self.store.begin_with("BEGIN IMMEDIATE").await?;
         let mut updates = Vec::new();
         let mut versions: HashMap<&str, i64> = HashMap::new();
         for event in &batch {

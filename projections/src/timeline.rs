@@ -19,7 +19,7 @@ impl TimelineProjection {
 }
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel_id, server_id, author_id, body, created_at, \
-     edited_at, deleted, channel_seq, edits";
+     edited_at, deleted, channel_seq, version, edits";
 
 #[async_trait]
 impl Projection for TimelineProjection {

@@ -1,1 +1,7 @@
-//! placeholder
+//! The realtime edge: GraphQL over HTTP and WebSocket (`graphql-transport-ws`), health and
+//! readiness, and the embedded application that runs every role in one process.
+
+pub mod app;
+pub mod http;
+
+pub use app::{start_embedded, EmbeddedConfig, Running};

@@ -102,9 +102,9 @@ impl EventEnvelope {
         metadata: &Metadata,
     ) -> Self {
         let mut data = match payload {
-            Value::Object(mut outer) if outer.len() == 1 => outer
-                .remove(event_type)
-                .unwrap_or_else(|| Value::Object(outer)),
+            Value::Object(mut outer) if outer.len() == 1 => {
+                outer.remove(event_type).unwrap_or(Value::Object(outer))
+            }
             other => other,
         };
         if let Value::Object(fields) = &mut data {

@@ -1,0 +1,379 @@
+//! Mutations: each sends one command and answers from what the command committed, so the
+//! payload is complete even before the read models catch up. The log position of the commit is
+//! returned as `extensions.consistencyToken`.
+
+use aether_commands::auth::TokenKind;
+use aether_commands::{CommandContext, Committed};
+use aether_domain::{ChannelId, MessageId, ServerId, UserId};
+use async_graphql::{Context, InputObject, Object, ID};
+
+use crate::error::{gql, ApiError, ApiResult};
+use crate::types::{
+    caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Invite, Member,
+    Message, RoleGql, Server, User,
+};
+use crate::ConsistencyToken;
+
+#[derive(Debug, Default)]
+pub struct MutationRoot;
+
+#[derive(InputObject, Debug)]
+pub struct RegisterInput {
+    pub username: String,
+    pub password: String,
+    pub display_name: Option<String>,
+}
+
+#[derive(InputObject, Debug)]
+pub struct LoginInput {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(InputObject, Debug)]
+pub struct CreateServerInput {
+    pub name: String,
+}
+
+#[derive(InputObject, Debug)]
+pub struct CreateChannelInput {
+    pub server_id: ID,
+    pub name: String,
+    #[graphql(default_with = "ChannelKindGql::Text")]
+    pub kind: ChannelKindGql,
+    #[graphql(default)]
+    pub private: bool,
+}
+
+#[derive(InputObject, Debug)]
+pub struct CreateInviteInput {
+    pub server_id: ID,
+    pub max_uses: Option<u32>,
+    pub expires_in_seconds: Option<i64>,
+}
+
+#[derive(InputObject, Debug)]
+pub struct SetMemberRoleInput {
+    pub server_id: ID,
+    pub user_id: ID,
+    pub role: RoleGql,
+}
+
+#[derive(InputObject, Debug)]
+pub struct SendMessageInput {
+    pub channel_id: Option<ID>,
+    pub conversation_id: Option<ID>,
+    pub body: String,
+}
+
+#[derive(InputObject, Debug)]
+pub struct EditMessageInput {
+    pub message_id: ID,
+    pub body: String,
+}
+
+/// The command context of this request, and the payload's value once committed.
+fn context(ctx: &Context<'_>) -> CommandContext {
+    CommandContext::new(caller(ctx))
+}
+
+fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
+    if let Some(token) = ctx.data_opt::<ConsistencyToken>() {
+        token.observe(committed.position);
+    }
+    committed.value
+}
+
+fn tokens(ctx: &Context<'_>, user: UserId) -> ApiResult<(String, String)> {
+    let issuer = &state(ctx).tokens;
+    let issue = |kind| {
+        issuer.issue(user, kind).map_err(|e| {
+            tracing::error!(error = %e, "token signing failed");
+            ApiError::new(
+                aether_commands::ErrorCode::Internal,
+                "could not issue a token",
+            )
+        })
+    };
+    Ok((issue(TokenKind::Access)?, issue(TokenKind::Refresh)?))
+}
+
+#[Object]
+impl MutationRoot {
+    /// Creates an account and signs it in.
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let result: ApiResult<AuthPayload> = async {
+            let record = state(ctx)
+                .commands
+                .register(
+                    &context(ctx),
+                    &input.username,
+                    &input.password,
+                    input.display_name.as_deref(),
+                )
+                .await?;
+            let user = committed(ctx, record);
+            let (access_token, refresh_token) = tokens(ctx, user.id)?;
+            Ok(AuthPayload {
+                access_token,
+                refresh_token,
+                user: user.into(),
+            })
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        input: LoginInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let result: ApiResult<AuthPayload> = async {
+            let user = state(ctx)
+                .commands
+                .authenticate(&input.username, &input.password)
+                .await?;
+            let (access_token, refresh_token) = tokens(ctx, user.id)?;
+            Ok(AuthPayload {
+                access_token,
+                refresh_token,
+                user: user.into(),
+            })
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Trades a refresh token for a new pair of tokens.
+    async fn refresh_token(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let result: ApiResult<AuthPayload> = async {
+            let state = state(ctx);
+            let user = state
+                .tokens
+                .verify(&refresh_token, TokenKind::Refresh)
+                .map_err(|e| {
+                    ApiError::new(aether_commands::ErrorCode::Unauthenticated, e.to_string())
+                })?;
+            let user: User = load_user(state, user).await?;
+            let id = UserId::parse(&user.id)?;
+            let (access_token, refresh_token) = tokens(ctx, id)?;
+            Ok(AuthPayload {
+                access_token,
+                refresh_token,
+                user,
+            })
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn create_server(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateServerInput,
+    ) -> async_graphql::Result<Server> {
+        let result: ApiResult<Server> = async {
+            require_caller(ctx)?;
+            let record = state(ctx)
+                .commands
+                .create_server(&context(ctx), &input.name)
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn create_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateChannelInput,
+    ) -> async_graphql::Result<Channel> {
+        let result: ApiResult<Channel> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let record = state(ctx)
+                .commands
+                .create_channel(
+                    &context(ctx),
+                    server,
+                    &input.name,
+                    input.kind.into(),
+                    input.private,
+                )
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn create_invite(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateInviteInput,
+    ) -> async_graphql::Result<Invite> {
+        let result: ApiResult<Invite> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let record = state(ctx)
+                .commands
+                .create_invite(
+                    &context(ctx),
+                    server,
+                    input.max_uses,
+                    input.expires_in_seconds,
+                )
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn join_server(
+        &self,
+        ctx: &Context<'_>,
+        invite_code: String,
+    ) -> async_graphql::Result<Server> {
+        let result: ApiResult<Server> = async {
+            require_caller(ctx)?;
+            let state = state(ctx);
+            let server_id = committed(
+                ctx,
+                state
+                    .commands
+                    .join_server(&context(ctx), &invite_code)
+                    .await?,
+            );
+            let server: aether_domain::server::Server =
+                state.commands.load(&server_id.to_string()).await?;
+            Ok(Server {
+                id: server_id,
+                name: server
+                    .name
+                    .map(|name| name.into_inner())
+                    .unwrap_or_default(),
+                owner_id: server.owner.unwrap_or_default(),
+            })
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn leave_server(&self, ctx: &Context<'_>, server_id: ID) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&server_id)?;
+            committed(
+                ctx,
+                state(ctx)
+                    .commands
+                    .leave_server(&context(ctx), server)
+                    .await?,
+            );
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn set_member_role(
+        &self,
+        ctx: &Context<'_>,
+        input: SetMemberRoleInput,
+    ) -> async_graphql::Result<Member> {
+        let result: ApiResult<Member> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let user = UserId::parse(&input.user_id)?;
+            let state = state(ctx);
+            let record = state
+                .commands
+                .set_member_role(&context(ctx), server, user, input.role.into())
+                .await?;
+            let member = committed(ctx, record);
+            Ok(Member {
+                user: load_user(state, member.user_id).await?,
+                role: member.role.into(),
+            })
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn send_message(
+        &self,
+        ctx: &Context<'_>,
+        input: SendMessageInput,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let channel = match (&input.channel_id, &input.conversation_id) {
+                (Some(channel), None) => ChannelId::parse(channel)?,
+                (None, Some(_)) => {
+                    return Err(ApiError::bad_input(
+                        "conversations are not available yet: pass channelId",
+                    ))
+                }
+                _ => {
+                    return Err(ApiError::bad_input(
+                        "pass exactly one of channelId and conversationId",
+                    ))
+                }
+            };
+            let record = state(ctx)
+                .commands
+                .send_message(&context(ctx), channel, &input.body)
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn edit_message(
+        &self,
+        ctx: &Context<'_>,
+        input: EditMessageInput,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&input.message_id)?;
+            let record = state(ctx)
+                .commands
+                .edit_message(&context(ctx), message, &input.body)
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    async fn delete_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let record = state(ctx)
+                .commands
+                .delete_message(&context(ctx), message)
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+}

@@ -1,0 +1,149 @@
+//! Subscriptions, pushed from the projection update bus. Nothing here polls for news: the
+//! read model is read only to catch up (a resume cursor, or a subscriber that fell behind).
+
+use std::sync::Arc;
+
+use aether_domain::{ChannelAccess, ChannelId, UserId};
+use aether_projections::rows::{ChannelEventRow, ChannelRow};
+use aether_projections::Update;
+use async_graphql::{Context, Subscription, ID};
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::{ApiError, ApiResult};
+use crate::types::{parse_cursor, require_caller, state, ChannelEvent};
+use crate::ApiState;
+
+/// Events read from the read model per catch-up query.
+const CATCH_UP_PAGE: i64 = 500;
+
+#[derive(Debug, Default)]
+pub struct SubscriptionRoot;
+
+/// Reads every channel event after `after` from the read model, in order.
+async fn catch_up(
+    state: &ApiState,
+    channel: ChannelId,
+    after: i64,
+) -> ApiResult<Vec<ChannelEventRow>> {
+    let mut events = Vec::new();
+    let mut last = after;
+    loop {
+        let page = state
+            .read
+            .channel_events_after(channel, last, CATCH_UP_PAGE)
+            .await?;
+        let full = page.len() as i64 == CATCH_UP_PAGE;
+        if let Some(event) = page.last() {
+            last = event.seq;
+        }
+        events.extend(page);
+        if !full {
+            return Ok(events);
+        }
+    }
+}
+
+/// Whether `user` still sees `channel` after a membership change in its server.
+async fn still_visible(state: &ApiState, channel: &ChannelRow, user: UserId) -> ApiResult<bool> {
+    let access: ChannelAccess = state.read.channel_access(channel, user).await?;
+    Ok(access.can_view())
+}
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every change to a channel's messages, in order. With `after` (a cursor from an earlier
+    /// event), the changes since then are delivered first, then live ones: no gap, no duplicate.
+    /// The subscription ends with `FORBIDDEN` if the caller loses access to the channel.
+    async fn channel_events(
+        &self,
+        ctx: &Context<'_>,
+        channel_id: ID,
+        after: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChannelEvent>>> {
+        let state = state(ctx).clone();
+        let user = require_caller(ctx)?;
+        let channel_id = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
+        let after = parse_cursor(after.as_deref(), "after")?;
+        let channel = state
+            .read
+            .channel(channel_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("channel"))?;
+        if !still_visible(&state, &channel, user).await? {
+            return Err(ApiError::forbidden("you cannot see this channel").into());
+        }
+        // Subscribe before reading where to start, so nothing published in between is missed.
+        let mut updates = state.updates.subscribe();
+        let start = match after {
+            Some(cursor) => cursor,
+            None => state
+                .read
+                .channel_head(channel_id)
+                .await
+                .map_err(ApiError::from)?,
+        };
+        let shutdown = state.shutdown.clone();
+        Ok(async_stream::stream! {
+            let mut last = start;
+            let mut pending: Vec<ChannelEventRow> = if after.is_some() {
+                match catch_up(&state, channel_id, last).await {
+                    Ok(events) => events,
+                    Err(error) => { yield Err(error.into()); return; }
+                }
+            } else {
+                Vec::new()
+            };
+            loop {
+                for event in pending.drain(..) {
+                    if event.seq > last {
+                        last = event.seq;
+                        yield Ok(ChannelEvent::from(event));
+                    }
+                }
+                let update: Arc<Update> = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = updates.recv() => match received {
+                        Ok(update) => update,
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::debug!(missed, channel = %channel_id, "subscriber fell behind; catching up");
+                            match catch_up(&state, channel_id, last).await {
+                                Ok(events) => pending = events,
+                                Err(error) => { yield Err(error.into()); return; }
+                            }
+                            continue;
+                        }
+                        Err(RecvError::Closed) => return,
+                    },
+                };
+                match update.as_ref() {
+                    Update::Channel(event) if event.channel_id == channel_id => {
+                        if event.seq > last + 1 {
+                            // A gap: fetch what is missing, this event included.
+                            match catch_up(&state, channel_id, last).await {
+                                Ok(events) => pending = events,
+                                Err(error) => { yield Err(error.into()); return; }
+                            }
+                        } else {
+                            pending.push(event.clone());
+                        }
+                    }
+                    Update::Membership { server_id, user_id, .. }
+                        if *server_id == channel.server_id && *user_id == user =>
+                    {
+                        match still_visible(&state, &channel, user).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                yield Err(ApiError::forbidden("you no longer have access to this channel").into());
+                                return;
+                            }
+                            Err(error) => { yield Err(error.into()); return; }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+    }
+}

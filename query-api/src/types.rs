@@ -1,0 +1,588 @@
+//! The GraphQL object types of API.md.
+
+use aether_commands::service::{
+    ChannelRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,
+};
+use aether_domain::{ChannelId, ServerId, UserId};
+use aether_projections::read::PageFrom;
+use aether_projections::rows::{
+    ChannelEventRow, ChannelRow, EditRow, MessageRow, ServerRow, UserRow,
+};
+use async_graphql::{ComplexObject, Context, Enum, Interface, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use crate::error::{gql, ApiError, ApiResult};
+use crate::{ApiState, Caller};
+
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a ApiState {
+    ctx.data_unchecked::<ApiState>()
+}
+
+pub(crate) fn caller(ctx: &Context<'_>) -> Option<UserId> {
+    ctx.data_opt::<Caller>().and_then(|caller| caller.0)
+}
+
+pub(crate) fn require_caller(ctx: &Context<'_>) -> ApiResult<UserId> {
+    caller(ctx).ok_or_else(ApiError::unauthenticated)
+}
+
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(name = "Role")]
+pub enum RoleGql {
+    Owner,
+    Admin,
+    Moderator,
+    Member,
+    Guest,
+}
+
+impl From<aether_domain::Role> for RoleGql {
+    fn from(role: aether_domain::Role) -> Self {
+        use aether_domain::Role::*;
+        match role {
+            Owner => Self::Owner,
+            Admin => Self::Admin,
+            Moderator => Self::Moderator,
+            Member => Self::Member,
+            Guest => Self::Guest,
+        }
+    }
+}
+
+impl From<RoleGql> for aether_domain::Role {
+    fn from(role: RoleGql) -> Self {
+        use aether_domain::Role::*;
+        match role {
+            RoleGql::Owner => Owner,
+            RoleGql::Admin => Admin,
+            RoleGql::Moderator => Moderator,
+            RoleGql::Member => Member,
+            RoleGql::Guest => Guest,
+        }
+    }
+}
+
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(name = "ChannelKind")]
+pub enum ChannelKindGql {
+    Text,
+    Announcement,
+    Voice,
+}
+
+impl From<aether_domain::ChannelKind> for ChannelKindGql {
+    fn from(kind: aether_domain::ChannelKind) -> Self {
+        use aether_domain::ChannelKind::*;
+        match kind {
+            Text => Self::Text,
+            Announcement => Self::Announcement,
+            Voice => Self::Voice,
+        }
+    }
+}
+
+impl From<ChannelKindGql> for aether_domain::ChannelKind {
+    fn from(kind: ChannelKindGql) -> Self {
+        use aether_domain::ChannelKind::*;
+        match kind {
+            ChannelKindGql::Text => Text,
+            ChannelKindGql::Announcement => Announcement,
+            ChannelKindGql::Voice => Voice,
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct User {
+    pub id: ID,
+    pub username: String,
+    pub display_name: String,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: ID(row.id.to_string()),
+            username: row.username,
+            display_name: row.display_name,
+        }
+    }
+}
+
+impl From<UserRecord> for User {
+    fn from(record: UserRecord) -> Self {
+        Self {
+            id: ID(record.id.to_string()),
+            username: record.username,
+            display_name: record.display_name,
+        }
+    }
+}
+
+/// A user by id: from the catalog, or from the event store when the catalog has not caught up.
+pub(crate) async fn load_user(state: &ApiState, id: UserId) -> ApiResult<User> {
+    if let Some(row) = state.read.user(id).await? {
+        return Ok(row.into());
+    }
+    state
+        .commands
+        .user(id)
+        .await?
+        .map(User::from)
+        .ok_or_else(|| ApiError::not_found("user"))
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AuthPayload {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub user: User,
+}
+
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub id: ServerId,
+    pub name: String,
+    pub owner_id: UserId,
+}
+
+impl From<ServerRow> for Server {
+    fn from(row: ServerRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            owner_id: row.owner_id,
+        }
+    }
+}
+
+impl From<ServerRecord> for Server {
+    fn from(record: ServerRecord) -> Self {
+        Self {
+            id: record.id,
+            name: record.name,
+            owner_id: record.owner_id,
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Member {
+    pub user: User,
+    pub role: RoleGql,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MemberEdge {
+    pub cursor: String,
+    pub node: Member,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MemberConnection {
+    pub edges: Vec<MemberEdge>,
+    pub page_info: PageInfo,
+    pub total_count: i64,
+}
+
+/// Parses a page cursor: the decimal position a previous page handed out.
+pub(crate) fn parse_cursor(cursor: Option<&str>, argument: &str) -> ApiResult<Option<i64>> {
+    cursor
+        .map(|cursor| {
+            cursor
+                .parse::<i64>()
+                .ok()
+                .filter(|position| *position >= 0)
+                .ok_or_else(|| ApiError::bad_input(format!("{argument} is not a valid cursor")))
+        })
+        .transpose()
+}
+
+/// Checks `first`/`last` against the page-size limit; `default` when neither is given.
+pub(crate) fn page_size(value: Option<i32>, argument: &str, max: i64) -> ApiResult<Option<i64>> {
+    match value {
+        None => Ok(None),
+        Some(n) if n >= 0 && i64::from(n) <= max => Ok(Some(i64::from(n))),
+        Some(_) => Err(ApiError::bad_input(format!(
+            "{argument} must be between 0 and {max}"
+        ))),
+    }
+}
+
+/// Whether the caller is a member of `server`; refuses otherwise.
+pub(crate) async fn require_member(
+    state: &ApiState,
+    server: ServerId,
+    user: UserId,
+) -> ApiResult<aether_domain::Role> {
+    state
+        .read
+        .member_role(server, user)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("you are not a member of this server"))
+}
+
+#[Object]
+impl Server {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn owner(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.owner_id).await)
+    }
+
+    /// The channels the caller can see, in creation order.
+    async fn channels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Channel>> {
+        let result: ApiResult<Vec<Channel>> = async {
+            let state = state(ctx);
+            let user = require_caller(ctx)?;
+            let mut visible = Vec::new();
+            for row in state.read.channels(self.id).await? {
+                if state.read.channel_access(&row, user).await?.can_view() {
+                    visible.push(Channel::from(row));
+                }
+            }
+            Ok(visible)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Members in the order they joined.
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MemberConnection> {
+        let result: ApiResult<MemberConnection> = async {
+            let state = state(ctx);
+            let user = require_caller(ctx)?;
+            require_member(state, self.id, user).await?;
+            let max = state.limits.max_page_size;
+            let first = page_size(first, "first", max)?.unwrap_or(max.min(50));
+            let offset = parse_cursor(after.as_deref(), "after")?.unwrap_or(0);
+            let mut rows = state.read.members(self.id, offset, first + 1).await?;
+            let has_next_page = rows.len() as i64 > first;
+            rows.truncate(usize::try_from(first).unwrap_or(0));
+            let mut edges = Vec::with_capacity(rows.len());
+            for (index, row) in rows.into_iter().enumerate() {
+                edges.push(MemberEdge {
+                    cursor: (offset + index as i64 + 1).to_string(),
+                    node: Member {
+                        user: load_user(state, row.user_id).await?,
+                        role: row.role.into(),
+                    },
+                });
+            }
+            Ok(MemberConnection {
+                page_info: PageInfo {
+                    has_next_page,
+                    has_previous_page: offset > 0,
+                    start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+                    end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+                },
+                total_count: state.read.member_count(self.id).await?,
+                edges,
+            })
+        }
+        .await;
+        gql(result)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub server_id: ServerId,
+    pub name: String,
+    pub kind: ChannelKindGql,
+    pub private: bool,
+    pub archived: bool,
+}
+
+impl From<ChannelRow> for Channel {
+    fn from(row: ChannelRow) -> Self {
+        Self {
+            id: row.id,
+            server_id: row.server_id,
+            name: row.name,
+            kind: row.kind.into(),
+            private: row.private,
+            archived: row.archived,
+        }
+    }
+}
+
+impl From<ChannelRecord> for Channel {
+    fn from(record: ChannelRecord) -> Self {
+        Self {
+            id: record.id,
+            server_id: record.server_id,
+            name: record.name,
+            kind: record.kind.into(),
+            private: record.private,
+            archived: false,
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageEdge {
+    pub cursor: String,
+    pub node: Message,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageConnection {
+    pub edges: Vec<MessageEdge>,
+    pub page_info: PageInfo,
+}
+
+#[Object]
+impl Channel {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+
+    async fn server_id(&self) -> ID {
+        ID(self.server_id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn kind(&self) -> ChannelKindGql {
+        self.kind
+    }
+
+    async fn private(&self) -> bool {
+        self.private
+    }
+
+    async fn archived(&self) -> bool {
+        self.archived
+    }
+
+    /// The channel's messages, oldest first within a page. `first`/`after` pages forward from
+    /// the oldest; `last`/`before` (the default: the newest 50) pages backward from the newest.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        let result: ApiResult<MessageConnection> = async {
+            let state = state(ctx);
+            let max = state.limits.max_page_size;
+            let first = page_size(first, "first", max)?;
+            let last = page_size(last, "last", max)?;
+            let after = parse_cursor(after.as_deref(), "after")?;
+            let before = parse_cursor(before.as_deref(), "before")?;
+            let (limit, from) = match (first, last) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::bad_input("pass either first or last, not both"))
+                }
+                (Some(first), None) => (first, PageFrom::Start),
+                (None, Some(last)) => (last, PageFrom::End),
+                (None, None) => (max.min(50), PageFrom::End),
+            };
+            let mut rows = state
+                .read
+                .messages(self.id, after, before, limit + 1, from)
+                .await?;
+            let more = rows.len() as i64 > limit;
+            if more {
+                match from {
+                    PageFrom::Start => {
+                        rows.pop();
+                    }
+                    PageFrom::End => {
+                        rows.remove(0);
+                    }
+                }
+            }
+            let edges: Vec<MessageEdge> = rows
+                .into_iter()
+                .map(|row| MessageEdge {
+                    cursor: row.position.to_string(),
+                    node: row.into(),
+                })
+                .collect();
+            Ok(MessageConnection {
+                page_info: PageInfo {
+                    has_next_page: from == PageFrom::Start && more || before.is_some(),
+                    has_previous_page: from == PageFrom::End && more || after.is_some(),
+                    start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+                    end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+                },
+                edges,
+            })
+        }
+        .await;
+        gql(result)
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Invite {
+    pub code: String,
+    pub server_id: ID,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<InviteRecord> for Invite {
+    fn from(record: InviteRecord) -> Self {
+        Self {
+            code: record.code,
+            server_id: ID(record.server_id.to_string()),
+            max_uses: record.max_uses,
+            uses: record.uses,
+            expires_at: record.expires_at,
+        }
+    }
+}
+
+/// An earlier body of an edited message.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageEdit {
+    pub body: String,
+    pub replaced_at: DateTime<Utc>,
+}
+
+impl From<EditRow> for MessageEdit {
+    fn from(row: EditRow) -> Self {
+        Self {
+            body: row.body,
+            replaced_at: row.replaced_at,
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct Message {
+    pub id: ID,
+    /// The text; empty once the message is deleted.
+    pub body: String,
+    #[graphql(skip)]
+    pub author_id: UserId,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted: bool,
+    pub channel_id: Option<ID>,
+    pub conversation_id: Option<ID>,
+    /// The message's version: 1 when sent, one more per edit and for the deletion. Clients
+    /// keep the copy with the highest sequence.
+    pub sequence: i64,
+    /// Earlier bodies, oldest first (empty once deleted).
+    pub edits: Vec<MessageEdit>,
+}
+
+#[ComplexObject]
+impl Message {
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.author_id).await)
+    }
+}
+
+impl From<MessageRow> for Message {
+    fn from(row: MessageRow) -> Self {
+        Self {
+            id: ID(row.id.to_string()),
+            body: row.body.unwrap_or_default(),
+            author_id: row.author_id,
+            created_at: row.created_at,
+            edited_at: row.edited_at,
+            deleted: row.deleted,
+            channel_id: Some(ID(row.channel_id.to_string())),
+            conversation_id: None,
+            sequence: row.version,
+            edits: row.edits.into_iter().map(MessageEdit::from).collect(),
+        }
+    }
+}
+
+impl From<MessageRecord> for Message {
+    fn from(record: MessageRecord) -> Self {
+        Self {
+            id: ID(record.id.to_string()),
+            body: record.body.unwrap_or_default(),
+            author_id: record.author_id,
+            created_at: record.created_at,
+            edited_at: record.edited_at,
+            deleted: record.deleted,
+            channel_id: Some(ID(record.channel_id.to_string())),
+            conversation_id: None,
+            sequence: record.version,
+            // The edit history is served by queries, from the timeline read model.
+            edits: Vec::new(),
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageSent {
+    pub cursor: String,
+    pub message: Message,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageEdited {
+    pub cursor: String,
+    pub message: Message,
+}
+
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageDeleted {
+    pub cursor: String,
+    pub message_id: ID,
+}
+
+/// A change to a channel's messages. `cursor` resumes a subscription (`after`).
+#[derive(Interface, Clone, Debug)]
+#[graphql(field(name = "cursor", ty = "&String"))]
+pub enum ChannelEvent {
+    MessageSent(MessageSent),
+    MessageEdited(MessageEdited),
+    MessageDeleted(MessageDeleted),
+}
+
+impl From<ChannelEventRow> for ChannelEvent {
+    fn from(row: ChannelEventRow) -> Self {
+        use aether_projections::rows::ChannelEventKind;
+        let cursor = row.seq.to_string();
+        match row.kind {
+            ChannelEventKind::MessageSent => Self::MessageSent(MessageSent {
+                cursor,
+                message: row.message.into(),
+            }),
+            ChannelEventKind::MessageEdited => Self::MessageEdited(MessageEdited {
+                cursor,
+                message: row.message.into(),
+            }),
+            ChannelEventKind::MessageDeleted => Self::MessageDeleted(MessageDeleted {
+                cursor,
+                message_id: ID(row.message.id.to_string()),
+            }),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The embedded application (`aether dev`): event store, projectors, read models and the API in
+//! one process, on SQLite files under one data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_commands::auth::{
+    load_or_create_secret, TokenIssuer, DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL,
+};
+use aether_commands::sqlite::open_sqlite;
+use aether_commands::{ChatCommands, SqliteEventStore};
+use aether_projections::catalog::CatalogProjection;
+use aether_projections::runtime::{Projection, ProjectorControl};
+use aether_projections::timeline::TimelineProjection;
+use aether_projections::{
+    ProjectionError, Projector, ProjectorConfig, ReadModels, UpdateBus, Watermarks,
+};
+use aether_query_api::{build_schema, ApiLimits, ApiState};
+use sqlx::sqlite::SqliteSynchronous;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{router, HttpLimits, HttpState};
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// Where the SQLite files and the token secret live.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub projector: ProjectorConfig,
+    pub api: ApiLimits,
+    pub http: HttpLimits,
+    /// Updates a slow subscriber may fall behind before it re-reads the read model.
+    pub update_buffer: usize,
+    /// Longest a query waits for the read models to reach a consistency token.
+    pub consistency_wait: Duration,
+    /// Longest the server waits for open requests and connections after a shutdown signal.
+    pub shutdown_grace: Duration,
+    pub access_token_ttl: Duration,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            projector: ProjectorConfig::default(),
+            api: ApiLimits::default(),
+            http: HttpLimits::default(),
+            update_buffer: aether_projections::updates::DEFAULT_BUS_CAPACITY,
+            consistency_wait: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            access_token_ttl: DEFAULT_ACCESS_TTL,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] aether_commands::store::StoreError),
+    #[error("read model store: {0}")]
+    ReadStore(#[from] sqlx::Error),
+    #[error("read model migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started application.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub projectors: Vec<(&'static str, ProjectorControl)>,
+    tasks: JoinSet<Result<(), AppError>>,
+    events: SqliteEventStore,
+    read: sqlx::SqlitePool,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Waits until every role has stopped (after `shutdown` is cancelled, or one role fails),
+    /// then closes the stores.
+    pub async fn wait(mut self) -> Result<(), AppError> {
+        let mut outcome = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = match joined {
+                Ok(result) => result,
+                Err(error) => Err(AppError::Serve(std::io::Error::other(error.to_string()))),
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, "a role failed; shutting down");
+                self.shutdown.cancel();
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        self.events.close().await;
+        self.read.close().await;
+        outcome
+    }
+
+    /// Stops everything and waits for it.
+    pub async fn stop(self) -> Result<(), AppError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Opens the stores, starts the projectors and the HTTP server, and returns once it listens.
+pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError> {
+    let data_dir = config.data_dir.clone();
+    let io = |source| AppError::DataDir {
+        path: data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&data_dir).map_err(io)?;
+    let secret = load_or_create_secret(&data_dir.join("jwt-secret")).map_err(io)?;
+    let events = SqliteEventStore::open(&data_dir.join("events.db")).await?;
+    let read = open_sqlite(&data_dir.join("read.db"), SqliteSynchronous::Normal).await?;
+    aether_projections::migrate(&read).await?;
+
+    let shutdown = CancellationToken::new();
+    let bus = UpdateBus::new(config.update_buffer);
+    let log: Arc<dyn aether_schemas::EventLog> = Arc::new(events.clone());
+    let projections: [Arc<dyn Projection>; 2] =
+        [Arc::new(CatalogProjection), Arc::new(TimelineProjection)];
+    let mut tasks = JoinSet::new();
+    let mut checkpoints = Vec::new();
+    let mut controls = Vec::new();
+    for projection in projections {
+        let projector = Projector::new(
+            projection,
+            log.clone(),
+            read.clone(),
+            bus.clone(),
+            config.projector.clone(),
+        )
+        .await?;
+        checkpoints.push(projector.checkpoint());
+        controls.push((projector.name(), projector.control()));
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            projector.run(token).await;
+            Ok(())
+        });
+    }
+    let watermarks = Watermarks::new(checkpoints);
+    let tokens = TokenIssuer::new(&secret, config.access_token_ttl, DEFAULT_REFRESH_TTL);
+    let schema = build_schema(ApiState {
+        commands: Arc::new(ChatCommands::new(events.clone())),
+        read: ReadModels::new(read.clone()),
+        updates: bus,
+        tokens: tokens.clone(),
+        watermarks: watermarks.clone(),
+        limits: config.api.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let app = router(
+        HttpState {
+            schema,
+            tokens,
+            watermarks,
+            consistency_wait: config.consistency_wait,
+            ready,
+        },
+        &config.http,
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(AppError::Serve)?;
+    let grace = config.shutdown_grace;
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            _ = async {
+                token.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "connections still open after the grace period; closing them");
+                server.abort();
+                return Ok(());
+            }
+        };
+        match result {
+            Ok(served) => served.map_err(AppError::Serve),
+            Err(join) => Err(AppError::Serve(std::io::Error::other(join.to_string()))),
+        }
+    });
+    ready_tx.send_replace(true);
+    tracing::info!(%local_addr, data_dir = %config.data_dir.display(), "aether is serving GraphQL at /graphql");
+    Ok(Running {
+        local_addr,
+        shutdown,
+        projectors: controls,
+        tasks,
+        events,
+        read,
+    })
+}

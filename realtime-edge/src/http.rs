@@ -1,0 +1,194 @@
+//! HTTP and WebSocket transport for the GraphQL schema.
+
+use std::time::Duration;
+
+use aether_commands::auth::{TokenIssuer, TokenKind};
+use aether_commands::ErrorCode;
+use aether_projections::Watermarks;
+use aether_query_api::{AetherSchema, Caller, ConsistencyToken};
+use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::{Data, ErrorExtensions, ServerError};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+/// The request header a client sets to a mutation's consistency token to read its own write.
+pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub schema: AetherSchema,
+    pub tokens: TokenIssuer,
+    pub watermarks: Watermarks,
+    /// Longest a query waits for the read models to reach a consistency token.
+    pub consistency_wait: Duration,
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .with_state(state)
+}
+
+fn error_body(code: ErrorCode, message: &str) -> serde_json::Value {
+    json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+}
+
+/// The caller a bearer token speaks for. No header means anonymous; a bad token is an error,
+/// never silently anonymous.
+fn authenticate(tokens: &TokenIssuer, authorization: Option<&str>) -> Result<Caller, String> {
+    let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(Caller(None));
+    };
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or("the authorization must be 'Bearer <accessToken>'")?;
+    tokens
+        .verify(token.trim(), TokenKind::Access)
+        .map(|user| Caller(Some(user)))
+        .map_err(|e| e.to_string())
+}
+
+async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let caller = match authenticate(&state.tokens, authorization) {
+        Ok(caller) => caller,
+        Err(message) => {
+            return Json(error_body(ErrorCode::Unauthenticated, &message)).into_response();
+        }
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            let message = format!("the request body is not a GraphQL request: {error}");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(error_body(ErrorCode::BadUserInput, &message)),
+            )
+                .into_response();
+        }
+    };
+    if let Some(token) = headers.get(CONSISTENCY_HEADER) {
+        let Some(position) = token
+            .to_str()
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+        else {
+            let message =
+                format!("{CONSISTENCY_HEADER} must be a token from a mutation's extensions");
+            return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+        };
+        if !state
+            .watermarks
+            .wait_for(position, state.consistency_wait)
+            .await
+        {
+            tracing::warn!(
+                position,
+                "read models did not reach the consistency token in time"
+            );
+        }
+    }
+    let token = std::sync::Arc::new(ConsistencyToken::default());
+    let request = request.data(caller).data(token.clone());
+    let mut response = state.schema.execute(request).await;
+    for error in &mut response.errors {
+        label_error(error);
+    }
+    if let Some(position) = token.position() {
+        response.extensions.insert(
+            "consistencyToken".to_owned(),
+            async_graphql::Value::String(position.to_string()),
+        );
+    }
+    Json(response).into_response()
+}
+
+/// Errors the schema raises itself (syntax, validation, argument types, limits) come without a
+/// code; they are all the client's input.
+fn label_error(error: &mut ServerError) {
+    let has_code = error
+        .extensions
+        .as_ref()
+        .is_some_and(|extensions| extensions.get("code").is_some());
+    if !has_code {
+        let labelled = async_graphql::Error::new(error.message.clone())
+            .extend_with(|_, e| e.set("code", ErrorCode::BadUserInput.as_str()));
+        error.extensions = labelled.extensions;
+    }
+}
+
+async fn graphql_get(
+    State(state): State<HttpState>,
+    protocol: Result<
+        GraphQLProtocol,
+        <GraphQLProtocol as axum::extract::FromRequestParts<HttpState>>::Rejection,
+    >,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) else {
+        return Html(playground_source(
+            GraphQLPlaygroundConfig::new("/graphql").subscription_endpoint("/graphql"),
+        ))
+        .into_response();
+    };
+    let schema = state.schema.clone();
+    let tokens = state.tokens.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let authorization = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(|value| value.as_str());
+                    let caller = authenticate(&tokens, authorization).map_err(|message| {
+                        async_graphql::Error::new(message)
+                            .extend_with(|_, e| e.set("code", ErrorCode::Unauthenticated.as_str()))
+                    })?;
+                    let mut data = Data::default();
+                    data.insert(caller);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let ready = *state.ready.borrow();
+    let body = json!({ "ready": ready, "readModelsAt": state.watermarks.low() });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
