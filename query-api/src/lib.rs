@@ -76,9 +76,10 @@ impl std::fmt::Debug for ApiState {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Caller(pub Option<UserId>);
 
-/// Filled in by mutations: the log position the response's consistency token carries.
-#[derive(Debug, Default)]
-pub struct ConsistencyToken(AtomicI64);
+/// Filled in by mutations: the log position the response's consistency token carries. Clones
+/// share one value, so the transport keeps a clone and reads it after execution.
+#[derive(Clone, Debug, Default)]
+pub struct ConsistencyToken(Arc<AtomicI64>);
 
 impl ConsistencyToken {
     pub fn observe(&self, position: i64) {

@@ -116,7 +116,7 @@ async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: 
             );
         }
     }
-    let token = std::sync::Arc::new(ConsistencyToken::default());
+    let token = ConsistencyToken::default();
     let request = request.data(caller).data(token.clone());
     let mut response = state.schema.execute(request).await;
     for error in &mut response.errors {

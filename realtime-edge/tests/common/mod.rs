@@ -1,0 +1,274 @@
+//! A test client for the embedded application: GraphQL over HTTP and `graphql-transport-ws`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running};
+use anyhow::{anyhow, bail, Context};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should arrive at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub async fn start(data_dir: &Path) -> anyhow::Result<Running> {
+    let config = EmbeddedConfig {
+        data_dir: data_dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        ..EmbeddedConfig::default()
+    };
+    Ok(start_embedded(config).await?)
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+    /// The newest consistency token seen: queries wait for it.
+    pub consistency: Option<String>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            addr,
+            token: None,
+            consistency: None,
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a GraphQL request and returns the whole response body.
+    pub async fn raw(&mut self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(consistency) = &self.consistency {
+            request = request.header("x-consistency-token", consistency);
+        }
+        let body: Value = request.send().await?.json().await?;
+        if let Some(token) = body["extensions"]["consistencyToken"].as_str() {
+            self.consistency = Some(token.to_owned());
+        }
+        Ok(body)
+    }
+
+    /// Sends a GraphQL request that must succeed; returns `data`.
+    pub async fn ok(&mut self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body = self.raw(query, variables).await?;
+        if body.get("errors").is_some_and(|errors| !errors.is_null()) {
+            bail!("unexpected errors: {body}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// Sends a GraphQL request that must fail; returns the first error's code.
+    pub async fn error_code(&mut self, query: &str, variables: Value) -> anyhow::Result<String> {
+        let body = self.raw(query, variables).await?;
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("expected an error with a code, got {body}"))
+    }
+
+    /// Registers `username` and returns a client signed in as them, and their id.
+    pub async fn register(&mut self, username: &str) -> anyhow::Result<(Client, String)> {
+        let data = self
+            .ok(
+                "mutation($u: String!) { register(input: {username: $u, password: \"correct horse\"}) \
+                 { accessToken user { id } } }",
+                json!({ "u": username }),
+            )
+            .await?;
+        let token = data["register"]["accessToken"].as_str().context("token")?;
+        let id = data["register"]["user"]["id"].as_str().context("id")?;
+        let mut client = self.with_token(token);
+        client.consistency = self.consistency.clone();
+        Ok((client, id.to_owned()))
+    }
+}
+
+/// A server with a channel owned by the first client, joined by the second.
+pub struct Community {
+    pub server_id: String,
+    pub channel_id: String,
+}
+
+pub async fn community(owner: &mut Client, member: &mut Client) -> anyhow::Result<Community> {
+    let server = owner
+        .ok(
+            "mutation { createServer(input: {name: \"Rustaceans\"}) { id } }",
+            json!({}),
+        )
+        .await?;
+    let server_id = server["createServer"]["id"]
+        .as_str()
+        .context("server id")?
+        .to_owned();
+    let channel = owner
+        .ok(
+            "mutation($s: ID!) { createChannel(input: {serverId: $s, name: \"general\"}) { id } }",
+            json!({ "s": server_id }),
+        )
+        .await?;
+    let channel_id = channel["createChannel"]["id"]
+        .as_str()
+        .context("channel id")?
+        .to_owned();
+    let invite = owner
+        .ok(
+            "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
+            json!({ "s": server_id }),
+        )
+        .await?;
+    let code = invite["createInvite"]["code"].as_str().context("code")?;
+    member
+        .ok(
+            "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
+            json!({ "c": code }),
+        )
+        .await?;
+    member.consistency = newest(&member.consistency, &owner.consistency);
+    Ok(Community {
+        server_id,
+        channel_id,
+    })
+}
+
+/// The later of two consistency tokens.
+pub fn newest(a: &Option<String>, b: &Option<String>) -> Option<String> {
+    let position = |token: &Option<String>| token.as_deref().and_then(|t| t.parse::<i64>().ok());
+    position(a)
+        .max(position(b))
+        .map(|position| position.to_string())
+}
+
+pub async fn send(client: &mut Client, channel_id: &str, body: &str) -> anyhow::Result<String> {
+    let data = client
+        .ok(
+            "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }",
+            json!({ "c": channel_id, "b": body }),
+        )
+        .await?;
+    Ok(data["sendMessage"]["id"]
+        .as_str()
+        .context("message id")?
+        .to_owned())
+}
+
+pub const CHANNEL_EVENTS: &str =
+    "subscription($c: ID!, $after: String) { channelEvents(channelId: $c, after: $after) { \
+     __typename cursor ... on MessageSent { message { id body author { username } } } \
+     ... on MessageEdited { message { id body } } ... on MessageDeleted { messageId } } }";
+
+/// A `graphql-transport-ws` connection.
+pub struct Subscriber {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Subscriber {
+    /// Connects and completes `connection_init` with `token`.
+    pub async fn connect(addr: SocketAddr, token: &str) -> anyhow::Result<Self> {
+        let mut request = format!("ws://{addr}/graphql").into_client_request()?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let mut subscriber = Self { socket };
+        subscriber
+            .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
+            .await?;
+        let ack = subscriber.next_message().await?;
+        if ack["type"] != "connection_ack" {
+            bail!("expected connection_ack, got {ack}");
+        }
+        Ok(subscriber)
+    }
+
+    /// The later of two consistency tokens.
+    pub fn newest(a: &Option<String>, b: &Option<String>) -> Option<String> {
+        let position =
+            |token: &Option<String>| token.as_deref().and_then(|t| t.parse::<i64>().ok());
+        position(a)
+            .max(position(b))
+            .map(|position| position.to_string())
+    }
+
+    pub async fn send(&mut self, message: Value) -> anyhow::Result<()> {
+        self.socket
+            .send(WsMessage::text(message.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn subscribe(
+        &mut self,
+        id: &str,
+        query: &str,
+        variables: Value,
+    ) -> anyhow::Result<()> {
+        self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
+            .await
+    }
+
+    /// The next protocol message (pings are answered and skipped).
+    pub async fn next_message(&mut self) -> anyhow::Result<Value> {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .context("nothing arrived in time")?
+                .context("the connection closed")??;
+            match frame {
+                WsMessage::Text(text) => {
+                    let message: Value = serde_json::from_str(text.as_str())?;
+                    if message["type"] == "ping" {
+                        self.send(json!({ "type": "pong" })).await?;
+                        continue;
+                    }
+                    return Ok(message);
+                }
+                WsMessage::Close(frame) => bail!("closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next `next` payload's data for subscription `id`.
+    pub async fn next_event(&mut self, id: &str) -> anyhow::Result<Value> {
+        let message = self.next_message().await?;
+        if message["id"] != id || message["type"] != "next" {
+            bail!("expected an event for {id}, got {message}");
+        }
+        if message["payload"].get("errors").is_some() {
+            bail!("subscription error: {message}");
+        }
+        Ok(message["payload"]["data"]["channelEvents"].clone())
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) -> anyhow::Result<()> {
+        match tokio::time::timeout(wait, self.socket.next()).await {
+            Err(_) => Ok(()),
+            Ok(frame) => bail!("expected silence, got {frame:?}"),
+        }
+    }
+}
