@@ -495,6 +495,106 @@ impl<R: WriteStore> ChatCommands<R> {
         })
     }
 
+    pub async fn rename_server(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        name: &str,
+    ) -> Result<Committed<()>, CommandError> {
+        let actor = ctx.actor()?;
+        let name = ServerName::parse(name)?;
+        let position = self
+            .server_command(ctx, server_id, ServerCommand::RenameServer { actor, name })
+            .await?;
+        Ok(Committed {
+            value: (),
+            position,
+        })
+    }
+
+    pub async fn rename_channel(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        name: &str,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let actor = ctx.actor()?;
+        let name = ChannelName::parse(name)?;
+        let server_id = self
+            .server_of(DirectoryKind::Channel, &channel_id.to_string(), "channel")
+            .await?;
+        let command = ServerCommand::RenameChannel {
+            actor,
+            channel_id,
+            name,
+        };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: server_id,
+            position,
+        })
+    }
+
+    pub async fn archive_channel(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let actor = ctx.actor()?;
+        let server_id = self
+            .server_of(DirectoryKind::Channel, &channel_id.to_string(), "channel")
+            .await?;
+        let command = ServerCommand::ArchiveChannel { actor, channel_id };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: server_id,
+            position,
+        })
+    }
+
+    pub async fn revoke_invite(
+        &self,
+        ctx: &CommandContext,
+        code: &str,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let actor = ctx.actor()?;
+        let code = InviteCode::parse(code)?;
+        let server_id = self
+            .server_of(DirectoryKind::Invite, code.as_str(), "invite")
+            .await?;
+        let position = self
+            .server_command(ctx, server_id, ServerCommand::RevokeInvite { actor, code })
+            .await?;
+        Ok(Committed {
+            value: server_id,
+            position,
+        })
+    }
+
+    pub async fn change_profile(
+        &self,
+        ctx: &CommandContext,
+        display_name: &str,
+    ) -> Result<Committed<UserRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let display_name = DisplayName::parse(display_name)?;
+        let id = actor.to_string();
+        let command = UserCommand::ChangeProfile {
+            display_name,
+            at: ctx.at,
+        };
+        Self::execute(&self.users, &id, command, ctx.metadata(id.clone())).await?;
+        let position = self.position::<User>(&id).await?;
+        let user = self
+            .user(actor)
+            .await?
+            .ok_or_else(|| CommandError::not_found("user"))?;
+        Ok(Committed {
+            value: user,
+            position,
+        })
+    }
+
     pub async fn leave_server(
         &self,
         ctx: &CommandContext,

@@ -12,7 +12,7 @@ use crate::types::{
     caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Invite, Member,
     Message, RoleGql, Server, User,
 };
-use crate::ConsistencyToken;
+use crate::{ApiState, ConsistencyToken};
 
 #[derive(Debug, Default)]
 pub struct MutationRoot;
@@ -96,6 +96,40 @@ fn tokens(ctx: &Context<'_>, user: UserId) -> ApiResult<(String, String)> {
         })
     };
     Ok((issue(TokenKind::Access)?, issue(TokenKind::Refresh)?))
+}
+
+/// A server as the event store has it right after a command (the catalog may lag).
+async fn server_from_store(state: &ApiState, id: ServerId) -> ApiResult<Server> {
+    let server: aether_domain::server::Server = state.commands.load(&id.to_string()).await?;
+    match (server.name, server.owner) {
+        (Some(name), Some(owner_id)) => Ok(Server {
+            id,
+            name: name.into_inner(),
+            owner_id,
+        }),
+        _ => Err(ApiError::not_found("server")),
+    }
+}
+
+/// A channel as the event store has it right after a command.
+async fn channel_from_store(
+    state: &ApiState,
+    server_id: ServerId,
+    id: ChannelId,
+) -> ApiResult<Channel> {
+    let server: aether_domain::server::Server = state.commands.load(&server_id.to_string()).await?;
+    let channel = server
+        .channels
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    Ok(Channel {
+        id,
+        server_id,
+        name: channel.name.to_string(),
+        kind: channel.facts.kind.into(),
+        private: channel.facts.private,
+        archived: channel.facts.archived,
+    })
 }
 
 #[Object]
@@ -265,6 +299,112 @@ impl MutationRoot {
                     .unwrap_or_default(),
                 owner_id: server.owner.unwrap_or_default(),
             })
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Renames a server (ADMIN and above).
+    async fn rename_server(
+        &self,
+        ctx: &Context<'_>,
+        server_id: ID,
+        name: String,
+    ) -> async_graphql::Result<Server> {
+        let result: ApiResult<Server> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&server_id)?;
+            let state = state(ctx);
+            committed(
+                ctx,
+                state
+                    .commands
+                    .rename_server(&context(ctx), server, &name)
+                    .await?,
+            );
+            server_from_store(state, server).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Renames a channel (ADMIN and above).
+    async fn rename_channel(
+        &self,
+        ctx: &Context<'_>,
+        channel_id: ID,
+        name: String,
+    ) -> async_graphql::Result<Channel> {
+        let result: ApiResult<Channel> = async {
+            require_caller(ctx)?;
+            let channel = ChannelId::parse(&channel_id)?;
+            let state = state(ctx);
+            let server = committed(
+                ctx,
+                state
+                    .commands
+                    .rename_channel(&context(ctx), channel, &name)
+                    .await?,
+            );
+            channel_from_store(state, server, channel).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Archives a channel: its history stays readable, nobody can post (ADMIN and above).
+    async fn archive_channel(
+        &self,
+        ctx: &Context<'_>,
+        channel_id: ID,
+    ) -> async_graphql::Result<Channel> {
+        let result: ApiResult<Channel> = async {
+            require_caller(ctx)?;
+            let channel = ChannelId::parse(&channel_id)?;
+            let state = state(ctx);
+            let server = committed(
+                ctx,
+                state
+                    .commands
+                    .archive_channel(&context(ctx), channel)
+                    .await?,
+            );
+            channel_from_store(state, server, channel).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Revokes an invite (its creator, or MODERATOR and above).
+    async fn revoke_invite(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            require_caller(ctx)?;
+            committed(
+                ctx,
+                state(ctx)
+                    .commands
+                    .revoke_invite(&context(ctx), &code)
+                    .await?,
+            );
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Changes the caller's display name.
+    async fn update_profile(
+        &self,
+        ctx: &Context<'_>,
+        display_name: String,
+    ) -> async_graphql::Result<User> {
+        let result: ApiResult<User> = async {
+            require_caller(ctx)?;
+            let record = state(ctx)
+                .commands
+                .change_profile(&context(ctx), &display_name)
+                .await?;
+            Ok(committed(ctx, record).into())
         }
         .await;
         gql(result)

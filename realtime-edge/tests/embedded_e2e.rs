@@ -360,3 +360,109 @@ async fn a_websocket_with_a_forged_token_is_refused() -> anyhow::Result<()> {
     app.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn roles_decide_who_manages_channels_and_messages() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, bob_id) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    let rename = "mutation($c: ID!) { renameChannel(channelId: $c, name: \"lobby\") { name } }";
+
+    assert_eq!(
+        bob.error_code(rename, json!({ "c": place.channel_id }))
+            .await?,
+        "FORBIDDEN"
+    );
+    let renamed = alice.ok(rename, json!({ "c": place.channel_id })).await?;
+    assert_eq!(renamed["renameChannel"]["name"], "lobby");
+
+    // A member cannot delete the owner's message; a moderator can.
+    let message_id = send(&mut alice, &place.channel_id, "moderate me").await?;
+    let delete = "mutation($m: ID!) { deleteMessage(messageId: $m) { deleted } }";
+    assert_eq!(
+        bob.error_code(delete, json!({ "m": message_id })).await?,
+        "FORBIDDEN"
+    );
+    let promoted = alice
+        .ok(
+            "mutation($s: ID!, $u: ID!) { setMemberRole(input: {serverId: $s, userId: $u, role: MODERATOR}) { role user { username } } }",
+            json!({ "s": place.server_id, "u": bob_id }),
+        )
+        .await?;
+    assert_eq!(promoted["setMemberRole"]["role"], "MODERATOR");
+    let deleted = bob.ok(delete, json!({ "m": message_id })).await?;
+    assert_eq!(deleted["deleteMessage"]["deleted"], true);
+
+    // An archived channel keeps its history and takes no new messages.
+    let archived = alice
+        .ok(
+            "mutation($c: ID!) { archiveChannel(channelId: $c) { archived } }",
+            json!({ "c": place.channel_id }),
+        )
+        .await?;
+    assert_eq!(archived["archiveChannel"]["archived"], true);
+    let code = alice
+        .error_code(
+            "mutation($c: ID!) { sendMessage(input: {channelId: $c, body: \"too late\"}) { id } }",
+            json!({ "c": place.channel_id }),
+        )
+        .await?;
+    assert_eq!(code, "FORBIDDEN");
+
+    let profile = alice
+        .ok(
+            "mutation { updateProfile(displayName: \"Alice A.\") { displayName } }",
+            json!({}),
+        )
+        .await?;
+    assert_eq!(profile["updateProfile"]["displayName"], "Alice A.");
+    let me = alice.ok("{ me { displayName } }", json!({})).await?;
+    assert_eq!(me["me"]["displayName"], "Alice A.");
+
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_who_leaves_has_the_subscription_ended() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    bob.ok("{ me { id } }", json!({})).await?;
+
+    let mut subscriber =
+        Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or("")).await?;
+    subscriber
+        .subscribe(
+            "1",
+            CHANNEL_EVENTS,
+            json!({ "c": place.channel_id, "after": "0" }),
+        )
+        .await?;
+    send(&mut alice, &place.channel_id, "still here?").await?;
+    subscriber.next_event("1").await?;
+
+    bob.ok(
+        "mutation($s: ID!) { leaveServer(serverId: $s) }",
+        json!({ "s": place.server_id }),
+    )
+    .await?;
+    let ended = subscriber.next_message().await?;
+    assert_eq!(
+        ended["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{ended}"
+    );
+    assert_eq!(subscriber.next_message().await?["type"], "complete");
+
+    // What bob can no longer see, bob no longer gets.
+    send(&mut alice, &place.channel_id, "gone").await?;
+    subscriber.assert_quiet(Duration::from_millis(300)).await?;
+    app.stop().await?;
+    Ok(())
+}
