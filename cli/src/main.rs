@@ -113,6 +113,7 @@ impl DevArgs {
                 max_depth: self.max_query_depth,
                 max_complexity: self.max_query_complexity,
                 max_page_size: self.max_page_size.max(1),
+                ..ApiLimits::default()
             },
             http: HttpLimits {
                 max_body_bytes: self.max_body_bytes,

@@ -39,6 +39,9 @@ pub struct ApiLimits {
     pub max_complexity: usize,
     /// Most items one page (`first`/`last`) may hold.
     pub max_page_size: i64,
+    /// Longest a mutation whose payload is served from read models waits for them to apply
+    /// its events.
+    pub projection_wait: std::time::Duration,
 }
 
 impl Default for ApiLimits {
@@ -47,6 +50,7 @@ impl Default for ApiLimits {
             max_depth: 12,
             max_complexity: 1_000,
             max_page_size: 100,
+            projection_wait: std::time::Duration::from_secs(5),
         }
     }
 }

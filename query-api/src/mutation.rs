@@ -84,6 +84,25 @@ fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
     committed.value
 }
 
+/// Like [`committed`], for payloads whose fields are served from the read models (a server's
+/// channels and members): waits until the projectors have applied the command's events.
+async fn committed_and_projected<T>(ctx: &Context<'_>, result: Committed<T>) -> T {
+    let position = result.position;
+    let value = committed(ctx, result);
+    let state = state(ctx);
+    if !state
+        .watermarks
+        .wait_for(position, state.limits.projection_wait)
+        .await
+    {
+        tracing::warn!(
+            position,
+            "read models did not catch up before the mutation answered"
+        );
+    }
+    value
+}
+
 fn tokens(ctx: &Context<'_>, user: UserId) -> ApiResult<(String, String)> {
     let issuer = &state(ctx).tokens;
     let issue = |kind| {
@@ -221,7 +240,7 @@ impl MutationRoot {
                 .commands
                 .create_server(&context(ctx), &input.name)
                 .await?;
-            Ok(committed(ctx, record).into())
+            Ok(committed_and_projected(ctx, record).await.into())
         }
         .await;
         gql(result)
@@ -282,23 +301,12 @@ impl MutationRoot {
         let result: ApiResult<Server> = async {
             require_caller(ctx)?;
             let state = state(ctx);
-            let server_id = committed(
-                ctx,
-                state
-                    .commands
-                    .join_server(&context(ctx), &invite_code)
-                    .await?,
-            );
-            let server: aether_domain::server::Server =
-                state.commands.load(&server_id.to_string()).await?;
-            Ok(Server {
-                id: server_id,
-                name: server
-                    .name
-                    .map(|name| name.into_inner())
-                    .unwrap_or_default(),
-                owner_id: server.owner.unwrap_or_default(),
-            })
+            let joined = state
+                .commands
+                .join_server(&context(ctx), &invite_code)
+                .await?;
+            let server_id = committed_and_projected(ctx, joined).await;
+            server_from_store(state, server_id).await
         }
         .await;
         gql(result)
@@ -315,13 +323,11 @@ impl MutationRoot {
             require_caller(ctx)?;
             let server = ServerId::parse(&server_id)?;
             let state = state(ctx);
-            committed(
-                ctx,
-                state
-                    .commands
-                    .rename_server(&context(ctx), server, &name)
-                    .await?,
-            );
+            let renamed = state
+                .commands
+                .rename_server(&context(ctx), server, &name)
+                .await?;
+            committed_and_projected(ctx, renamed).await;
             server_from_store(state, server).await
         }
         .await;

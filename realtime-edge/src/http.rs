@@ -10,6 +10,7 @@ use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOC
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -74,7 +75,24 @@ fn authenticate(tokens: &TokenIssuer, authorization: Option<&str>) -> Result<Cal
         .map_err(|e| e.to_string())
 }
 
-async fn graphql_post(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql_post(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "the request body is larger than this server accepts (see --max-body-bytes)"
+                    .to_owned()
+            } else {
+                rejection.body_text()
+            };
+            return (status, Json(error_body(ErrorCode::BadUserInput, &message))).into_response();
+        }
+    };
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());

@@ -321,6 +321,18 @@ async fn bad_input_gets_a_coded_error_and_loses_nothing() -> anyhow::Result<()> 
         .await?;
     assert_eq!(code, "UNAUTHENTICATED", "forged token");
 
+    // A body over the size limit is refused with a coded error, not a bare 413 page.
+    let oversized = anonymous
+        .http
+        .post(format!("http://{}/graphql", app.local_addr))
+        .header("content-type", "application/json")
+        .body(format!("{{\"query\": \"{}\"}}", "x".repeat(300 * 1024)))
+        .send()
+        .await?;
+    assert_eq!(oversized.status(), 413);
+    let refusal: serde_json::Value = oversized.json().await?;
+    assert_eq!(refusal["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
     // Bob may not edit alice's message; nobody outside can see it.
     let message_id = send(&mut alice, &place.channel_id, "mine").await?;
     let code = bob

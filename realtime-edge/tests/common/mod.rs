@@ -141,12 +141,17 @@ pub async fn community(owner: &mut Client, member: &mut Client) -> anyhow::Resul
         )
         .await?;
     let code = invite["createInvite"]["code"].as_str().context("code")?;
-    member
+    let joined = member
         .ok(
-            "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
+            "mutation($c: String!) { joinServer(inviteCode: $c) { id channels { id } } }",
             json!({ "c": code }),
         )
         .await?;
+    // The payload is complete as soon as the mutation returns.
+    anyhow::ensure!(
+        joined["joinServer"]["channels"][0]["id"] == channel_id.as_str(),
+        "joinServer did not show the server's channels: {joined}"
+    );
     member.consistency = newest(&member.consistency, &owner.consistency);
     Ok(Community {
         server_id,

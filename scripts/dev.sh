@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# scripts/dev.sh: builds AetherConnect and runs it in its embedded default (`aether dev`): every
+# role in one process, SQLite files under ./data, GraphQL at http://127.0.0.1:8080/graphql.
+#
+# Usage: bash scripts/dev.sh [aether dev options]    (see: bash scripts/dev.sh --help)
+# Stop it with Ctrl+C; it shuts down gracefully.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+ensure_cargo
+ensure_build_tools
+
+# The dev profile, not --release: a release build takes much longer on a small machine.
+exec cargo run -p aether-cli --bin aether -- dev "$@"

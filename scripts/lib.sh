@@ -1,0 +1,49 @@
+# shellcheck shell=bash
+# Helpers shared by the scripts in this folder. Source it; do not run it.
+#
+# Every ensure_* function is idempotent: it checks first and installs only what is missing.
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Installs Debian packages, running `apt-get update` once per script run, and only when
+# something is about to be installed.
+_apt_updated=""
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    have sudo || die "need root (or sudo) to install: $*"
+    sudo="sudo"
+  fi
+  have apt-get || die "apt-get not found; install these yourself: $*"
+  log "installing $*"
+  if [ -z "$_apt_updated" ]; then
+    $sudo apt-get update -qq
+    _apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# Rust itself is a prerequisite; rustup installs often leave ~/.cargo/bin off a non-login PATH.
+ensure_cargo() {
+  if ! have cargo && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+  fi
+  have cargo || die "cargo not found: install Rust first (https://rustup.rs)"
+}
+
+# A C/C++ toolchain, make, cmake and pkg-config: some dependencies compile C code.
+ensure_build_tools() {
+  local missing=()
+  have cc || missing+=(gcc)
+  [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+  have make || missing+=(make)
+  have pkg-config || missing+=(pkg-config)
+  # librdkafka (bundled by rdkafka-sys) builds with these
+  have cmake || missing+=(cmake)
+  have g++ || missing+=(g++)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+  fi
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# scripts/test.sh: runs the whole AetherConnect test suite. CI runs the same through .ci/run.
+#
+# On a Debian machine with Rust it installs only what is missing (as root, or through sudo),
+# starts the servers the tests need (PostgreSQL, tansu), then runs, stopping at the first failing step:
+#   1. cargo fmt --check            formatting
+#   2. cargo clippy -D warnings     lints, on every target
+#   3. cargo nextest run            unit, integration and end-to-end tests
+#   4. cargo test --doc             doc tests (nextest does not run them)
+# It exits non-zero when any step fails.
+#
+# Usage: bash scripts/test.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+# --- tools ---------------------------------------------------------------------------------
+
+ensure_rust_components() {
+  local missing=()
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    have rustup || die "missing Rust components (${missing[*]}) and no rustup to add them"
+    log "adding Rust components: ${missing[*]}"
+    rustup component add "${missing[@]}"
+  fi
+}
+
+ensure_nextest() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+  fi
+}
+
+# --- services ------------------------------------------------------------------------------
+#
+# Real servers for the distributed mode's tests. Each ensure_* installs if missing, starts if
+# not running, waits until it answers, and exports the address the tests read. Servers are
+# left running afterwards so the next run reuses them.
+
+PG_VERSION=15
+TANSU_VERSION=0.6.0
+STATE_DIR="${AETHER_STATE_DIR:-$PWD/.tools}"
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for_port() {
+  local host=$1 port=$2 what=$3
+  for _ in $(seq 1 100); do
+    port_open "$host" "$port" && return 0
+    sleep 0.2
+  done
+  die "$what did not start listening on $host:$port"
+}
+
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi
+}
+
+ensure_postgres() {
+  if [ ! -x "/usr/lib/postgresql/$PG_VERSION/bin/postgres" ]; then
+    apt_install "postgresql-$PG_VERSION"
+  fi
+  if ! pg_lsclusters -h 2>/dev/null | grep -q "^$PG_VERSION main"; then
+    log "creating the PostgreSQL $PG_VERSION cluster"
+    pg_createcluster "$PG_VERSION" main >/dev/null
+  fi
+  if ! pg_ctlcluster "$PG_VERSION" main status >/dev/null 2>&1; then
+    log "starting PostgreSQL $PG_VERSION"
+    pg_ctlcluster "$PG_VERSION" main start
+  fi
+  wait_for_port 127.0.0.1 5432 PostgreSQL
+  # Tests log in over TCP with a password; set it (idempotent).
+  as_postgres "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  export AETHER_TEST_POSTGRES="postgres://postgres:postgres@127.0.0.1:5432/postgres"
+}
+
+# tansu: a Kafka-compatible broker from crates.io (no Apache Kafka can be fetched here).
+ensure_kafka() {
+  if ! have tansu || ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    log "installing tansu $TANSU_VERSION (a few minutes, once per machine)"
+    CARGO_PROFILE_DEV_DEBUG=0 cargo install tansu --version "$TANSU_VERSION" --locked \
+      --features libsql --debug
+  fi
+  if ! port_open 127.0.0.1 9092; then
+    log "starting tansu on 127.0.0.1:9092"
+    mkdir -p "$STATE_DIR/tansu"
+    (
+      cd "$STATE_DIR/tansu"
+      nohup tansu broker \
+        --listener-url tcp://127.0.0.1:9092 \
+        --advertised-listener-url tcp://127.0.0.1:9092 \
+        --storage-engine sqlite://tansu.db >tansu.log 2>&1 &
+    )
+    wait_for_port 127.0.0.1 9092 tansu
+  fi
+  export AETHER_TEST_KAFKA="127.0.0.1:9092"
+}
+
+ensure_services() {
+  ensure_postgres
+  ensure_kafka
+}
+
+# --- run -----------------------------------------------------------------------------------
+
+ensure_cargo
+ensure_build_tools
+ensure_rust_components
+ensure_nextest
+ensure_services
+
+log "cargo fmt --all --check"
+cargo fmt --all --check
+
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo nextest run --workspace --no-fail-fast"
+cargo nextest run --workspace --no-fail-fast
+
+log "cargo test --workspace --doc"
+cargo test --workspace --doc
+
+log "all checks passed"
