@@ -5,8 +5,11 @@
 //! its `events` table in commit order. [`service::ChatCommands`] is generic over any
 //! [`store::WriteStore`], the same trait a PostgreSQL store implements.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod postgres;
+pub mod relay;
 pub mod service;
 pub mod sqlite;
 pub mod store;

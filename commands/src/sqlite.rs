@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_schemas::audit::{chain_hash, ChainLink};
 use aether_schemas::{EventEnvelope, EventLog, LogError, LoggedEvent, Metadata};
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
@@ -19,7 +20,9 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use tokio::sync::watch;
 
-use crate::store::{DirectoryConflict, DirectoryKind, Position, StoreError, WriteStore};
+use crate::store::{
+    ChainCursor, DirectoryConflict, DirectoryKind, Position, StoreError, WriteStore,
+};
 
 /// How long a writer waits for SQLite's single write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -210,24 +213,55 @@ impl PersistedEventRepository for SqliteEventStore {
             .await
             .map_err(connection_error)?;
         let mut last_position = 0_i64;
+        let mut prev_hash: Option<String> = None;
         for event in events {
             let sequence = i64::try_from(event.sequence)
                 .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+            let prev = match prev_hash.take() {
+                Some(hash) => hash,
+                None => sqlx::query_scalar(
+                    "SELECT hash FROM events \
+                     WHERE aggregate_type = ? AND aggregate_id = ? AND sequence = ?",
+                )
+                .bind(&event.aggregate_type)
+                .bind(&event.aggregate_id)
+                .bind(sequence - 1)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(connection_error)?
+                .unwrap_or_default(),
+            };
+            let payload = event.payload.to_string();
+            let metadata = event.metadata.to_string();
+            let hash = chain_hash(
+                &prev,
+                &event.aggregate_type,
+                &event.aggregate_id,
+                sequence,
+                &event.event_type,
+                &event.event_version,
+                &payload,
+                &metadata,
+            );
             let result = sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 event_version, payload, metadata, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&event.aggregate_type)
             .bind(&event.aggregate_id)
             .bind(sequence)
             .bind(&event.event_type)
             .bind(&event.event_version)
-            .bind(event.payload.to_string())
-            .bind(event.metadata.to_string())
+            .bind(payload)
+            .bind(metadata)
+            .bind(prev)
+            .bind(&hash)
             .execute(&mut *tx)
             .await
             .map_err(append_error)?;
             last_position = result.last_insert_rowid();
+            prev_hash = Some(hash);
         }
         if let Some((aggregate_id, payload, version)) = snapshot_update {
             let last_sequence = events.last().map_or(0, |e| e.sequence);
@@ -308,6 +342,55 @@ impl WriteStore for SqliteEventStore {
             }),
         )
     }
+
+    async fn chain_page(
+        &self,
+        after: Option<ChainCursor>,
+        limit: usize,
+    ) -> Result<Vec<ChainLink>, StoreError> {
+        let after = after.unwrap_or(ChainCursor {
+            aggregate_type: String::new(),
+            aggregate_id: String::new(),
+            sequence: 0,
+        });
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+             metadata, prev_hash, hash FROM events \
+             WHERE (aggregate_type, aggregate_id, sequence) > (?, ?, ?) \
+             ORDER BY aggregate_type, aggregate_id, sequence LIMIT ?",
+        )
+        .bind(after.aggregate_type)
+        .bind(after.aggregate_id)
+        .bind(after.sequence)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        rows.iter()
+            .map(|row| chain_link(row).map_err(|e| StoreError::Unavailable(e.to_string())))
+            .collect()
+    }
+}
+
+/// Reads a row of the audit walk; the column names are the same on every backend.
+pub(crate) fn chain_link<R>(row: &R) -> Result<ChainLink, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ChainLink {
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
 }
 
 fn logged_event(row: &SqliteRow) -> Result<LoggedEvent, LogError> {

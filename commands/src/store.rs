@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use aether_schemas::audit::ChainLink;
 use cqrs_es::persist::PersistedEventRepository;
 
 /// The newest event of an aggregate: its log position (the consistency token a client can wait
@@ -63,4 +64,31 @@ pub trait WriteStore: PersistedEventRepository + Clone + 'static {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> impl Future<Output = Result<Position, StoreError>> + Send;
+
+    /// Up to `limit` stored events after `after` (an aggregate type, id and sequence) in
+    /// (aggregate type, aggregate id, sequence) order, with their hash-chain fields: what
+    /// `aether audit verify` walks.
+    fn chain_page(
+        &self,
+        after: Option<ChainCursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ChainLink>, StoreError>> + Send;
+}
+
+/// Where a page of the audit walk ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainCursor {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+}
+
+impl From<&ChainLink> for ChainCursor {
+    fn from(link: &ChainLink) -> Self {
+        Self {
+            aggregate_type: link.aggregate_type.clone(),
+            aggregate_id: link.aggregate_id.clone(),
+            sequence: link.sequence,
+        }
+    }
 }

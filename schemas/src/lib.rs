@@ -5,6 +5,7 @@
 //! that envelope, the metadata keys commands attach to events, the topic catalogue, and the
 //! [`EventLog`] port that projectors read from.
 
+pub mod audit;
 pub mod envelope;
 pub mod log;
 pub mod topics;

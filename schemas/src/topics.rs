@@ -9,6 +9,9 @@ pub const MESSAGE_EVENTS: &str = "aether.messages.events.v1";
 /// Projection updates for the realtime edge. Key: the read-model row's key (a channel id).
 pub const UPDATES: &str = "aether.updates.v1";
 
+/// Every topic that carries domain events.
+pub const EVENT_TOPICS: [&str; 3] = [IDENTITY_EVENTS, SERVER_EVENTS, MESSAGE_EVENTS];
+
 /// The topic that carries events of `aggregate_type`.
 pub fn topic_for(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {

@@ -10,6 +10,9 @@ CREATE TABLE events (
     event_version  TEXT    NOT NULL,
     payload        TEXT    NOT NULL,
     metadata       TEXT    NOT NULL,
+    -- the per-aggregate hash chain (see aether_schemas::audit)
+    prev_hash      TEXT    NOT NULL,
+    hash           TEXT    NOT NULL,
     UNIQUE (aggregate_type, aggregate_id, sequence)
 );
 

@@ -1,0 +1,176 @@
+//! The distributed event store on PostgreSQL: postgres-es stores and loads events; triggers in
+//! the same transaction chain their hashes, fill the write-side directory and the outbox that the
+//! relay publishes to Kafka.
+
+use std::time::Duration;
+
+use aether_schemas::audit::ChainLink;
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::sqlite::chain_link;
+use crate::store::{ChainCursor, DirectoryKind, Position, StoreError, WriteStore};
+
+#[derive(Clone)]
+pub struct PgEventStore {
+    repo: std::sync::Arc<PostgresEventRepository>,
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEventStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl PgEventStore {
+    /// Connects to PostgreSQL. A connection attempt gives up after `connect_timeout`, so a
+    /// command fails fast when the database is down.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(connect_timeout)
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::from_pool(pool))
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            repo: std::sync::Arc::new(PostgresEventRepository::new(pool.clone())),
+            pool,
+        }
+    }
+
+    /// Creates or upgrades the event-store tables (`aether migrate`).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl PersistedEventRepository for PgEventStore {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.repo.get_events::<A>(aggregate_id).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.repo
+            .get_last_events::<A>(aggregate_id, last_sequence)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        self.repo.get_snapshot::<A>(aggregate_id).await
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        self.repo.persist::<A>(events, snapshot_update).await
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        self.repo.stream_events::<A>(aggregate_id).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        self.repo.stream_all_events::<A>().await
+    }
+}
+
+impl WriteStore for PgEventStore {
+    async fn lookup(&self, kind: DirectoryKind, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT aggregate_id FROM directory WHERE kind = $1 AND key = $2")
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT position, sequence FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(
+            row.map_or_else(Position::default, |(log, sequence)| Position {
+                log,
+                sequence,
+            }),
+        )
+    }
+
+    async fn chain_page(
+        &self,
+        after: Option<ChainCursor>,
+        limit: usize,
+    ) -> Result<Vec<ChainLink>, StoreError> {
+        let after = after.unwrap_or(ChainCursor {
+            aggregate_type: String::new(),
+            aggregate_id: String::new(),
+            sequence: 0,
+        });
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload::text AS payload, metadata::text AS metadata, prev_hash, hash FROM events \
+             WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+             ORDER BY aggregate_type COLLATE \"C\", aggregate_id COLLATE \"C\", sequence LIMIT $4",
+        )
+        .bind(after.aggregate_type)
+        .bind(after.aggregate_id)
+        .bind(after.sequence)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| chain_link(row).map_err(unavailable))
+            .collect()
+    }
+}

@@ -1,0 +1,324 @@
+//! The relay: publishes the PostgreSQL outbox to Kafka.
+//!
+//! Rows are read in position order and deleted once the broker has acknowledged them, so a row
+//! whose transaction commits late (with a lower position than rows already published) is simply
+//! found on a later pass: nothing is skipped. Events of one aggregate are always inserted by
+//! transactions that committed one after another, so their positions — and their order on
+//! Kafka — follow their sequence.
+//!
+//! Exactly once: the producer is idempotent within a session; across a crash between the
+//! broker's acknowledgement and the outbox delete, the relay reads the tail of every topic on
+//! start and drops rows whose event id is already there. Only one relay publishes at a time
+//! (a PostgreSQL advisory lock); others wait as hot standbys.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aether_kafka::read::{recent_event_ids, EVENT_ID_HEADER};
+use aether_kafka::KafkaConfig;
+use aether_schemas::{topics, EventEnvelope, Metadata};
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use serde_json::Value;
+use sqlx::postgres::{PgListener, PgRow};
+use sqlx::{PgPool, Row};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The advisory-lock key that elects the publishing relay.
+const RELAY_LOCK: i64 = 0x6165_7468_6572; // "aether"
+
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Outbox rows published per round trip.
+    pub batch_size: i64,
+    /// Longest wait between retries while the broker is unreachable.
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1_000,
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("event store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Kafka(#[from] aether_kafka::KafkaError),
+    #[error("outbox row at position {position} is unreadable: {reason}")]
+    Corrupt { position: i64, reason: String },
+}
+
+/// What the relay reports for readiness.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelayStatus {
+    /// This instance holds the lock and publishes.
+    pub active: bool,
+    /// The broker acknowledged the last attempt.
+    pub broker_ok: bool,
+    pub published: u64,
+}
+
+struct OutboxRow {
+    position: i64,
+    topic: String,
+    key: String,
+    envelope: EventEnvelope,
+    hash: String,
+    prev_hash: String,
+}
+
+fn outbox_row(row: &PgRow, config: &KafkaConfig) -> Result<OutboxRow, RelayError> {
+    let position: i64 = row.try_get("position")?;
+    let corrupt = |reason: String| RelayError::Corrupt { position, reason };
+    let aggregate_type: String = row.try_get("aggregate_type")?;
+    let aggregate_id: String = row.try_get("aggregate_id")?;
+    let sequence: i64 = row.try_get("sequence")?;
+    let event_type: String = row.try_get("event_type")?;
+    let event_version: String = row.try_get("event_version")?;
+    let payload: Value = row.try_get("payload")?;
+    let metadata: Value = row.try_get("metadata")?;
+    let metadata = Metadata::from_value(&metadata);
+    let topic = topics::topic_for(&aggregate_type)
+        .ok_or_else(|| corrupt(format!("no topic for aggregate type {aggregate_type}")))?;
+    let envelope = EventEnvelope::from_stored(
+        &aggregate_type,
+        &aggregate_id,
+        u64::try_from(sequence).map_err(|e| corrupt(e.to_string()))?,
+        &event_type,
+        &event_version,
+        payload,
+        &metadata,
+    );
+    let key = if metadata.routing_key.is_empty() {
+        aggregate_id
+    } else {
+        metadata.routing_key
+    };
+    Ok(OutboxRow {
+        position,
+        topic: config.topic(topic),
+        key,
+        envelope,
+        hash: row.try_get("hash")?,
+        prev_hash: row.try_get("prev_hash")?,
+    })
+}
+
+/// The Kafka headers of an event: CloudEvents binding names, plus the hash chain.
+fn headers(row: &OutboxRow, body_len: usize) -> OwnedHeaders {
+    let envelope = &row.envelope;
+    let id = envelope.id.to_string();
+    let source = format!(
+        "/aether/{}/{}",
+        envelope.aggregate_type, envelope.aggregate_id
+    );
+    let time = envelope.occurred_at.to_rfc3339();
+    let ce_type = format!("aether.{}.v{}", envelope.event_type, envelope.version);
+    let length = body_len.to_string();
+    let pairs: [(&str, &str); 8] = [
+        (EVENT_ID_HEADER, &id),
+        ("ce_type", &ce_type),
+        ("ce_source", &source),
+        ("ce_time", &time),
+        ("ce_specversion", "1.0"),
+        ("content-type", "application/json"),
+        ("aether-hash", &row.hash),
+        ("aether-prev-hash", &row.prev_hash),
+    ];
+    let mut headers = OwnedHeaders::new_with_capacity(pairs.len() + 1);
+    for (key, value) in pairs {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    headers.insert(Header {
+        key: "aether-body-length",
+        value: Some(&length),
+    })
+}
+
+/// Runs the relay until `shutdown`. Standby while another instance holds the lock.
+pub async fn run_relay(
+    pool: PgPool,
+    kafka: KafkaConfig,
+    config: RelayConfig,
+    status: watch::Sender<RelayStatus>,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    let producer = kafka.producer()?;
+    let mut lock_holder = pool.acquire().await?;
+    loop {
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut *lock_holder)
+            .await?;
+        if acquired {
+            break;
+        }
+        tracing::info!("another relay is publishing; standing by");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    status.send_modify(|s| s.active = true);
+    tracing::info!("relay active");
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen("aether_outbox").await?;
+    let mut published = recently_published(&kafka, config.batch_size).await;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match publish_batch(&pool, &producer, &kafka, &config, &mut published).await {
+            Ok(0) => {
+                backoff = Duration::from_millis(100);
+                status.send_modify(|s| s.broker_ok = true);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    notification = listener.recv() => {
+                        if let Err(error) = notification {
+                            tracing::warn!(%error, "outbox notifications interrupted; re-reading");
+                        }
+                    }
+                }
+            }
+            Ok(count) => {
+                backoff = Duration::from_millis(100);
+                status.send_modify(|s| {
+                    s.broker_ok = true;
+                    s.published += count as u64;
+                });
+            }
+            Err(error) => {
+                status.send_modify(|s| s.broker_ok = false);
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "relay batch failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(config.max_backoff);
+                // What reached the broker before the failure is read back, not sent twice.
+                published = recently_published(&kafka, config.batch_size).await;
+            }
+        }
+    }
+    let _ = producer_flush(producer).await;
+    drop(lock_holder);
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+async fn producer_flush(producer: FutureProducer) -> Result<(), rdkafka::error::KafkaError> {
+    tokio::task::spawn_blocking(move || {
+        rdkafka::producer::Producer::flush(&producer, Timeout::After(Duration::from_secs(10)))
+    })
+    .await
+    .unwrap_or(Ok(()))
+}
+
+/// Event ids at the tail of every event topic: published, maybe not yet deleted.
+async fn recently_published(kafka: &KafkaConfig, batch_size: i64) -> HashSet<String> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut ids = HashSet::new();
+        for topic in topics::EVENT_TOPICS {
+            match recent_event_ids(&kafka, &kafka.topic(topic), batch_size) {
+                Ok(found) => ids.extend(found),
+                Err(error) => tracing::warn!(%error, topic, "could not read the topic tail"),
+            }
+        }
+        ids
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Publishes the next batch; returns how many rows left the outbox.
+async fn publish_batch(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    kafka: &KafkaConfig,
+    config: &RelayConfig,
+    published: &mut HashSet<String>,
+) -> Result<usize, RelayError> {
+    let rows = sqlx::query(
+        "SELECT o.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
+         e.event_version, e.payload, e.metadata, e.hash, e.prev_hash \
+         FROM outbox o JOIN events e ON e.position = o.position ORDER BY o.position LIMIT $1",
+    )
+    .bind(config.batch_size)
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let rows = rows
+        .iter()
+        .map(|row| outbox_row(row, kafka))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut done = Vec::with_capacity(rows.len());
+    let mut sends = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id = row.envelope.id.to_string();
+        if published.contains(&id) {
+            done.push(row.position);
+            continue;
+        }
+        let body = serde_json::to_vec(&row.envelope).map_err(|e| RelayError::Corrupt {
+            position: row.position,
+            reason: e.to_string(),
+        })?;
+        let record = FutureRecord::to(&row.topic)
+            .key(row.key.as_bytes())
+            .headers(headers(row, body.len()))
+            .payload(&body);
+        // Enqueue in order; the idempotent producer keeps that order per partition.
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(error, _)| RelayError::Kafka(error.into()))?;
+        sends.push((row.position, id, delivery));
+    }
+    let outcomes = join_all(
+        sends
+            .into_iter()
+            .map(|(position, id, delivery)| async move { (position, id, delivery.await) }),
+    )
+    .await;
+    let mut failure = None;
+    for (position, id, outcome) in outcomes {
+        match outcome {
+            Ok(Ok(_)) => {
+                done.push(position);
+                published.insert(id);
+            }
+            Ok(Err((error, _))) => failure = Some(RelayError::Kafka(error.into())),
+            Err(_) => {
+                failure = Some(RelayError::Kafka(aether_kafka::KafkaError::Other(
+                    "delivery cancelled".into(),
+                )))
+            }
+        }
+    }
+    sqlx::query("DELETE FROM outbox WHERE position = ANY($1)")
+        .bind(&done)
+        .execute(pool)
+        .await?;
+    // Deleted rows can never be read again: their ids need no remembering.
+    published.clear();
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(done.len()),
+    }
+}

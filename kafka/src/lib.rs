@@ -1,0 +1,78 @@
+//! Kafka plumbing shared by the relay, projectors and the log tools: client settings, the topic
+//! catalogue on the broker, an idempotent producer, and reading a topic back.
+
+pub mod admin;
+pub mod read;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("kafka: {0}")]
+    Other(String),
+}
+
+/// How to reach the broker and how topics are laid out.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`
+    pub bootstrap: String,
+    /// Prepended to every topic name; empty in production, unique per test.
+    pub topic_prefix: String,
+    /// Partitions of each event topic.
+    pub partitions: i32,
+    pub replication: i32,
+    /// Retention of the ephemeral updates topic.
+    pub updates_retention: Duration,
+    /// How long a produce may take before it is reported failed (and retried by the caller).
+    pub delivery_timeout: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: "127.0.0.1:9092".to_owned(),
+            topic_prefix: String::new(),
+            partitions: 6,
+            replication: 1,
+            updates_retention: Duration::from_secs(24 * 60 * 60),
+            delivery_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The broker-side name of a catalogue topic.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{}", self.topic_prefix, name)
+    }
+
+    /// Settings every client shares.
+    pub fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("allow.auto.create.topics", "false")
+            .set("log_level", "4");
+        config
+    }
+
+    /// An idempotent producer: `acks=all`, retries without duplicates, order kept per partition.
+    pub fn producer(&self) -> Result<rdkafka::producer::FutureProducer, KafkaError> {
+        Ok(self
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "none")
+            .set(
+                "message.timeout.ms",
+                self.delivery_timeout.as_millis().to_string(),
+            )
+            .create()?)
+    }
+}

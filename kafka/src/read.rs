@@ -1,0 +1,123 @@
+//! Reading topics back: the tail the relay checks after a crash, and whole-topic replays.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::{KafkaConfig, KafkaError};
+
+/// The CloudEvents header that carries an event's id.
+pub const EVENT_ID_HEADER: &str = "ce_id";
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A consumer outside any consumer group: it reads what it is assigned and commits nothing.
+pub fn standalone_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
+    Ok(config
+        .client()
+        .set("group.id", "aether-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .create()?)
+}
+
+/// A header's value as text.
+pub fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|header| header.key == name)
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    })
+}
+
+/// The number of partitions of `topic`.
+pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    i32::try_from(count).map_err(|e| KafkaError::Other(e.to_string()))
+}
+
+/// Reads every partition of `topic` from `start(low, high)` up to the high watermark as it was
+/// when called, handing each message to `visit`. Blocking: run it on a blocking thread.
+pub fn read_until_now(
+    config: &KafkaConfig,
+    topic: &str,
+    start: impl Fn(i64, i64) -> i64,
+    mut visit: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64, KafkaError> {
+    let consumer = standalone_consumer(config)?;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0_i64;
+    let mut ends = Vec::new();
+    for partition in 0..partitions(&consumer, topic)? {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
+        let from = start(low, high).clamp(low, high);
+        if from < high {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+            remaining += high - from;
+            ends.push((partition, high));
+        }
+    }
+    if remaining == 0 {
+        return Ok(0);
+    }
+    consumer.assign(&assignment)?;
+    let mut read = 0_u64;
+    let mut done: HashSet<i32> = HashSet::new();
+    while done.len() < ends.len() {
+        match consumer.poll(Duration::from_secs(10)) {
+            None => {
+                return Err(KafkaError::Other(format!(
+                    "{topic}: no message within 10 s before the end was reached"
+                )))
+            }
+            Some(Err(error)) => return Err(error.into()),
+            Some(Ok(message)) => {
+                let end = ends
+                    .iter()
+                    .find(|(partition, _)| *partition == message.partition())
+                    .map(|(_, high)| *high)
+                    .unwrap_or(0);
+                if message.offset() < end {
+                    visit(&message);
+                    read += 1;
+                }
+                if message.offset() + 1 >= end {
+                    done.insert(message.partition());
+                }
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// The event ids among the last `per_partition` messages of each partition of `topic`.
+pub fn recent_event_ids(
+    config: &KafkaConfig,
+    topic: &str,
+    per_partition: i64,
+) -> Result<HashSet<String>, KafkaError> {
+    let mut ids = HashSet::new();
+    read_until_now(
+        config,
+        topic,
+        |_, high| high - per_partition,
+        |message| {
+            if let Some(id) = header(message, EVENT_ID_HEADER) {
+                ids.insert(id.to_owned());
+            }
+        },
+    )?;
+    Ok(ids)
+}
