@@ -1,5 +1,8 @@
 //! `aether`: the AetherConnect binary. Parses configuration, sets up logging and runs a role.
 
+mod ops;
+mod serve;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +53,24 @@ enum Command {
     /// Run every role in one process on SQLite files under the data directory (no services
     /// needed): event store, projectors, read models and the GraphQL API at /graphql.
     Dev(DevArgs),
+
+    /// Run a distributed role against PostgreSQL and Kafka (`--role relay`).
+    Serve(serve::ServeArgs),
+
+    /// Create or upgrade the PostgreSQL event store's tables.
+    Migrate(ops::MigrateArgs),
+
+    /// Manage Kafka topics.
+    #[command(subcommand)]
+    Kafka(ops::KafkaCommand),
+
+    /// Check that stored history was not rewritten.
+    #[command(subcommand)]
+    Audit(ops::AuditCommand),
+
+    /// Read the public event log, e.g. to feed analytics.
+    #[command(subcommand)]
+    Log(ops::LogCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,8 +196,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
+        Command::Serve(args) => {
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone());
+            serve::serve(args, shutdown).await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Migrate(args) => ops::migrate(args).await,
+        Command::Kafka(command) => ops::kafka(command).await,
+        Command::Audit(command) => {
+            if ops::audit(command).await? {
+                Ok(())
+            } else {
+                Err(HistoryRewritten.into())
+            }
+        }
+        Command::Log(command) => ops::log(command).await,
     }
 }
+
+/// `aether audit verify` found a broken chain: exit 1 after printing where.
+#[derive(Debug, thiserror::Error)]
+#[error("the event history does not match its hash chain")]
+struct HistoryRewritten;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -210,3 +210,28 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     };
     (status, Json(body)).into_response()
 }
+
+/// `/healthz` and `/readyz` for a role that serves nothing else (the relay): `ready` says
+/// whether the role can do its work, with details for operators.
+pub fn health_router<F>(ready: F) -> Router
+where
+    F: Fn() -> (bool, serde_json::Value) + Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    let (ok, details) = ready();
+                    let status = if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, Json(details)).into_response()
+                }
+            }),
+        )
+}

@@ -1,0 +1,262 @@
+//! Operator subcommands: schema migrations, the topic catalogue, the audit walk, log replay.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aether_commands::audit::verify_chain;
+use aether_commands::postgres::PgEventStore;
+use aether_commands::SqliteEventStore;
+use aether_kafka::admin::{init_topics, TopicOutcome};
+use aether_kafka::read::{header, read_until_now};
+use aether_kafka::KafkaConfig;
+use anyhow::Context;
+use rdkafka::Message;
+
+/// Where PostgreSQL is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostgresArgs {
+    /// PostgreSQL URL of the event store, e.g. postgres://aether:secret@127.0.0.1/aether
+    #[arg(long = "postgres", env = "AETHER_POSTGRES_URL")]
+    pub url: String,
+
+    /// Most connections this process opens.
+    #[arg(long, default_value_t = 16, env = "AETHER_POSTGRES_MAX_CONNECTIONS")]
+    pub postgres_max_connections: u32,
+
+    /// Seconds to wait for a connection before a command fails.
+    #[arg(long, default_value_t = 5, env = "AETHER_POSTGRES_CONNECT_TIMEOUT")]
+    pub postgres_connect_timeout: u64,
+}
+
+impl PostgresArgs {
+    pub async fn connect(&self) -> anyhow::Result<PgEventStore> {
+        PgEventStore::connect(
+            &self.url,
+            self.postgres_max_connections,
+            Duration::from_secs(self.postgres_connect_timeout),
+        )
+        .await
+        .context("cannot reach PostgreSQL")
+    }
+}
+
+/// Where Kafka is and how topics are laid out.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port…]
+    #[arg(
+        long = "kafka",
+        default_value = "127.0.0.1:9092",
+        env = "AETHER_KAFKA_BOOTSTRAP"
+    )]
+    pub bootstrap: String,
+
+    /// Prefix of every topic name (to run several installations on one cluster).
+    #[arg(long, default_value = "", env = "AETHER_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+}
+
+impl KafkaArgs {
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap: self.bootstrap.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    postgres: PostgresArgs,
+}
+
+/// Creates or upgrades the PostgreSQL event store.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let store = args.postgres.connect().await?;
+    store.migrate().await?;
+    println!("event store is up to date");
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KafkaCommand {
+    /// Create the topic catalogue (idempotent): event topics keep messages forever.
+    Init(KafkaInitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KafkaInitArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+
+    /// Partitions of each topic.
+    #[arg(long, default_value_t = 6, env = "AETHER_KAFKA_PARTITIONS")]
+    partitions: i32,
+
+    /// Replicas of each partition.
+    #[arg(long, default_value_t = 1, env = "AETHER_KAFKA_REPLICATION")]
+    replication: i32,
+
+    /// Hours the ephemeral updates topic keeps messages.
+    #[arg(long, default_value_t = 24)]
+    updates_retention_hours: u64,
+}
+
+pub async fn kafka(command: KafkaCommand) -> anyhow::Result<()> {
+    match command {
+        KafkaCommand::Init(args) => {
+            anyhow::ensure!(args.partitions >= 1, "--partitions must be at least 1");
+            anyhow::ensure!(args.replication >= 1, "--replication must be at least 1");
+            let config = KafkaConfig {
+                partitions: args.partitions,
+                replication: args.replication,
+                updates_retention: Duration::from_secs(args.updates_retention_hours * 3600),
+                ..args.kafka.config()
+            };
+            for (topic, outcome) in init_topics(&config).await? {
+                let outcome = match outcome {
+                    TopicOutcome::Created => "created",
+                    TopicOutcome::AlreadyExisted => "exists",
+                };
+                println!("{outcome:>8}  {topic}");
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every aggregate's hash chain and report any event changed, removed or
+    /// reordered after it was written. Exits 1 when history was rewritten.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditVerifyArgs {
+    /// The PostgreSQL event store to check.
+    #[arg(
+        long = "postgres",
+        env = "AETHER_POSTGRES_URL",
+        conflicts_with = "data_dir"
+    )]
+    postgres: Option<String>,
+
+    /// The embedded event store to check (the data directory of `aether dev`).
+    #[arg(long, env = "AETHER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+pub async fn audit(command: AuditCommand) -> anyhow::Result<bool> {
+    let AuditCommand::Verify(args) = command;
+    let progress = |checked: u64| eprint!("\rchecked {checked} events");
+    let report = match (args.postgres, args.data_dir) {
+        (Some(url), None) => {
+            let store = PgEventStore::connect(&url, 2, Duration::from_secs(5)).await?;
+            verify_chain(&store, progress).await?
+        }
+        (None, Some(dir)) => {
+            let path = dir.join("events.db");
+            anyhow::ensure!(path.exists(), "no event store at {}", path.display());
+            let store = SqliteEventStore::open(&path).await?;
+            verify_chain(&store, progress).await?
+        }
+        _ => anyhow::bail!("pass --postgres URL or --data-dir DIR"),
+    };
+    eprintln!();
+    println!(
+        "{} events in {} aggregates checked",
+        report.events_checked, report.aggregates_checked
+    );
+    for chain_break in &report.breaks {
+        println!("BROKEN  {chain_break}");
+    }
+    if report.is_intact() {
+        println!("history is intact");
+    }
+    Ok(report.is_intact())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LogCommand {
+    /// Print a topic's events, oldest first, as JSON lines (one envelope per line).
+    Replay(LogReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogReplayArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+
+    /// The topic, e.g. aether.messages.events.v1 (the prefix is added).
+    #[arg(long)]
+    topic: String,
+
+    /// Start at each partition's first offset (otherwise only what arrives from now on).
+    #[arg(long)]
+    from_beginning: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReplayFormat::Jsonl)]
+    format: ReplayFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReplayFormat {
+    /// One event envelope per line, with its Kafka coordinates under `_kafka`.
+    Jsonl,
+}
+
+pub async fn log(command: LogCommand) -> anyhow::Result<()> {
+    let LogCommand::Replay(args) = command;
+    anyhow::ensure!(
+        args.from_beginning,
+        "only --from-beginning replays are supported: the log is read up to now"
+    );
+    let config = args.kafka.config();
+    let topic = config.topic(&args.topic);
+    let count = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut failure = None;
+        let count = read_until_now(
+            &config,
+            &topic,
+            |low, _| low,
+            |message| {
+                if failure.is_some() {
+                    return;
+                }
+                let mut line: serde_json::Value = message
+                    .payload()
+                    .and_then(|payload| serde_json::from_slice(payload).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                if let serde_json::Value::Object(fields) = &mut line {
+                    fields.insert(
+                        "_kafka".to_owned(),
+                        serde_json::json!({
+                            "partition": message.partition(),
+                            "offset": message.offset(),
+                            "key": message.key().map(String::from_utf8_lossy),
+                            "ce_id": header(message, "ce_id"),
+                        }),
+                    );
+                }
+                if let Err(error) = writeln!(out, "{line}") {
+                    failure = Some(error);
+                }
+            },
+        )?;
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        out.flush()?;
+        Ok(count)
+    })
+    .await??;
+    eprintln!("{count} events replayed");
+    Ok(())
+}
