@@ -38,6 +38,7 @@ pub enum MessageCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub enum MessageEvent {
     MessageSent {
         message_id: MessageId,

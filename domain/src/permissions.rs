@@ -11,6 +11,7 @@ use crate::ids::ServerId;
 
 /// A member's role in a server, from most to least powerful.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {
     Owner,
@@ -118,6 +119,7 @@ impl fmt::Display for Role {
 
 /// What kind of conversation a channel holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ChannelKind {
     /// Everyone may post.

@@ -70,6 +70,7 @@ pub enum ServerCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub enum ServerEvent {
     /// The owner is a member with the OWNER role from this event on.
     ServerCreated {

@@ -26,6 +26,7 @@ pub enum UserCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub enum UserEvent {
     UserRegistered {
         user_id: UserId,
@@ -34,6 +35,7 @@ pub enum UserEvent {
         /// A PHC-format argon2id hash. The event store keeps it for logins; it is redacted
         /// from every public copy of the event, so readers of the log decode it as empty.
         #[serde(default)]
+        #[cfg_attr(feature = "json-schema", schemars(skip))]
         password_hash: String,
         registered_at: DateTime<Utc>,
     },

@@ -68,11 +68,12 @@ fn checked_text(
 }
 
 macro_rules! text_value {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, schema($($schema:tt)*)) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(#[cfg_attr(feature = "json-schema", schemars($($schema)*))] String);
 
         impl $name {
             pub fn as_str(&self) -> &str {
@@ -101,28 +102,40 @@ macro_rules! text_value {
 text_value!(
     /// A login name: 3–32 characters of `a-z`, `0-9`, `_`, `.` and `-`, stored lower-cased so
     /// that `Alice` and `alice` are the same account.
-    Username
+    Username,
+    schema(
+        length(min = USERNAME_MIN_CHARS, max = USERNAME_MAX_CHARS),
+        pattern(r"^[a-z0-9_.-]+$")
+    )
 );
 text_value!(
     /// The name shown beside a user's messages: 1–64 characters, no control characters.
-    DisplayName
+    DisplayName,
+    schema(length(min = 1, max = DISPLAY_NAME_MAX_CHARS))
 );
 text_value!(
     /// A server's name: 1–100 characters, no control characters.
-    ServerName
+    ServerName,
+    schema(length(min = 1, max = NAME_MAX_CHARS))
 );
 text_value!(
     /// A channel's name: 1–100 characters, no control characters.
-    ChannelName
+    ChannelName,
+    schema(length(min = 1, max = NAME_MAX_CHARS))
 );
 text_value!(
     /// A message body: 1–4,000 characters after trimming; line feeds and tabs are kept, every
     /// other control character is refused.
-    MessageBody
+    MessageBody,
+    schema(length(min = 1, max = MESSAGE_BODY_MAX_CHARS))
 );
 text_value!(
     /// An invite code: 6–32 ASCII letters and digits.
-    InviteCode
+    InviteCode,
+    schema(
+        length(min = INVITE_CODE_MIN_CHARS, max = INVITE_CODE_MAX_CHARS),
+        pattern(r"^[A-Za-z0-9]+$")
+    )
 );
 
 impl Username {

@@ -66,20 +66,34 @@ impl Metadata {
 }
 
 /// One event as the public log carries it (the Kafka message value).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventEnvelope {
+    /// The event's id: UUIDv5 of `aggregate_type/aggregate_id/sequence`, so the same event
+    /// always has the same id, however often it is published. Consumers de-duplicate on it.
     pub id: Uuid,
+    /// The event type, e.g. `MessageSent`: the name of `data`'s JSON Schema.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The version of the event type, `MAJOR.MINOR`; `data` follows the schema of that major.
+    #[schemars(pattern(r"^[0-9]+\.[0-9]+$"))]
     pub version: String,
+    /// The kind of aggregate that decided the event: `User`, `Server` or `Message`.
     pub aggregate_type: String,
+    /// The id of that aggregate (a UUID for every aggregate type so far).
     pub aggregate_id: String,
-    /// The event's position in its aggregate's history, from 1.
+    /// The event's position in its aggregate's history, from 1, without gaps.
+    #[schemars(range(min = 1))]
     pub sequence: u64,
+    /// When the command that caused the event was decided.
     pub occurred_at: DateTime<Utc>,
+    /// The user id of whoever caused the event, or null for the system.
     pub actor: Option<String>,
+    /// One id per request, shared by every event that request caused.
     pub correlation_id: String,
+    /// The id of the request or event that directly caused this one.
     pub causation_id: String,
+    /// The event itself: an object that follows the JSON Schema of `type` at `version`.
+    #[schemars(with = "serde_json::Map<String, Value>")]
     pub data: Value,
 }
 

@@ -1,0 +1,448 @@
+//! The catalogue of public event types and their JSON Schemas.
+//!
+//! Every event a domain aggregate can emit is published, and every published event type is
+//! listed here with its aggregate, topic, current version and a one-line meaning. The JSON
+//! Schema of an event's `data` object is generated from the Rust event enums of
+//! `aether-domain` (with the `json-schema` feature): schemars describes the whole externally
+//! tagged enum (`{"MessageSent": {...}}`), and [`EventType::data_schema`] takes the inner object
+//! of one variant out of it — exactly what the public envelope carries as `data`.
+//!
+//! The generated schemas are checked in under `schemas/json/` by the `generate-schemas` binary;
+//! the crate's tests fail when they are stale, when a schema changed incompatibly within a
+//! version (see [`crate::compat`]) and when a golden example under `schemas/golden/` no longer
+//! decodes.
+
+use aether_domain::message::{Message, MessageEvent};
+use aether_domain::server::{Server, ServerEvent};
+use aether_domain::user::{User, UserEvent};
+use cqrs_es::Aggregate;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+
+use crate::envelope::EventEnvelope;
+use crate::topics;
+
+/// The JSON Schema dialect every checked-in schema uses.
+pub const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// The version of the envelope's own schema (`schemas/json/envelope.v1.json`).
+pub const ENVELOPE_SCHEMA_VERSION: u32 = 1;
+
+/// The custom schema keyword that carries where an event type is published.
+pub const EVENT_KEYWORD: &str = "x-aether-event";
+
+/// One public event type at its current version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventType {
+    /// The envelope's `type`, e.g. `MessageSent`.
+    pub name: &'static str,
+    /// The envelope's `aggregate_type`.
+    pub aggregate_type: &'static str,
+    /// The topic the event is published on.
+    pub topic: &'static str,
+    /// The current version, `MAJOR.MINOR`, as the domain writes it into the event store.
+    pub version: &'static str,
+    /// What happened, in one line, for the topic catalogue in `docs/events.md`.
+    pub summary: &'static str,
+}
+
+const USER: &str = User::TYPE;
+const SERVER: &str = Server::TYPE;
+const MESSAGE: &str = Message::TYPE;
+const V1: &str = aether_domain::EVENT_VERSION_1;
+
+const fn event(
+    name: &'static str,
+    aggregate_type: &'static str,
+    topic: &'static str,
+    summary: &'static str,
+) -> EventType {
+    EventType {
+        name,
+        aggregate_type,
+        topic,
+        version: V1,
+        summary,
+    }
+}
+
+/// Every public event type, grouped by aggregate in the order of the domain's enums.
+pub const EVENT_TYPES: &[EventType] = &[
+    event(
+        "UserRegistered",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "An account was created. Its password hash stays in the event store and is never \
+         published.",
+    ),
+    event(
+        "ProfileChanged",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "A user changed their display name.",
+    ),
+    event(
+        "ServerCreated",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A server was created; its owner is a member with the OWNER role from this event on.",
+    ),
+    event(
+        "ServerRenamed",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A server got a new name.",
+    ),
+    event(
+        "ChannelCreated",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A channel was created in the server.",
+    ),
+    event(
+        "ChannelRenamed",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A channel got a new name.",
+    ),
+    event(
+        "ChannelArchived",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A channel became read-only; its history stays readable.",
+    ),
+    event(
+        "InviteCreated",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A member created an invite code, optionally limited in uses and lifetime.",
+    ),
+    event(
+        "InviteRevoked",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "An invite code stopped working.",
+    ),
+    event(
+        "MemberJoined",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A user joined the server with an invite code.",
+    ),
+    event(
+        "MemberLeft",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A member left the server.",
+    ),
+    event(
+        "MemberRoleChanged",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A member's role changed; the previous role is included.",
+    ),
+    event(
+        "MessageSent",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "A message was posted in a channel.",
+    ),
+    event(
+        "MessageEdited",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "A message's body changed; the previous body is included, so the edit history is in the \
+         log.",
+    ),
+    event(
+        "MessageDeleted",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "A message was deleted: a tombstone that stays in history; its body is no longer shown.",
+    ),
+];
+
+/// What the catalogue could not do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("unknown event type {0}")]
+    UnknownEventType(String),
+    #[error("unknown aggregate type {0}")]
+    UnknownAggregateType(String),
+    #[error("the {aggregate_type} event enum has no variant {event_type}")]
+    NoSuchVariant {
+        aggregate_type: String,
+        event_type: String,
+    },
+    #[error("the generated schema of {0} is not an object schema")]
+    UnexpectedSchema(String),
+    #[error(
+        "{event_type} version {version} cannot be read as version {current}: there is no upcaster \
+         for it (add one to aether_schemas::catalog::upcast)"
+    )]
+    NoUpcaster {
+        event_type: String,
+        version: String,
+        current: String,
+    },
+}
+
+/// The event type called `name`.
+pub fn event_type(name: &str) -> Option<&'static EventType> {
+    EVENT_TYPES.iter().find(|event| event.name == name)
+}
+
+/// The major part of a `MAJOR.MINOR` version: the number in schema and golden file names.
+pub fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
+}
+
+/// The file name of an event type's schema and golden example at `version`.
+pub fn file_name(name: &str, version: &str) -> String {
+    format!("{name}.v{}.json", major(version))
+}
+
+/// The file name of the envelope's schema.
+pub fn envelope_file_name() -> String {
+    format!("envelope.v{ENVELOPE_SCHEMA_VERSION}.json")
+}
+
+impl EventType {
+    /// `MessageSent.v1.json`: the name of this version's schema and golden example.
+    pub fn file_name(&self) -> String {
+        file_name(self.name, self.version)
+    }
+
+    /// The JSON Schema of the envelope's `data` for this event type at its current version.
+    pub fn data_schema(&self) -> Result<Value, CatalogError> {
+        let enum_schema = event_enum_schema(self.aggregate_type)?;
+        let variant =
+            variant_schema(&enum_schema, self.name).ok_or_else(|| CatalogError::NoSuchVariant {
+                aggregate_type: self.aggregate_type.to_owned(),
+                event_type: self.name.to_owned(),
+            })?;
+        let Value::Object(variant) = variant else {
+            return Err(CatalogError::UnexpectedSchema(self.name.to_owned()));
+        };
+        let mut schema = Map::new();
+        schema.insert("$schema".into(), JSON_SCHEMA_DIALECT.into());
+        schema.insert("title".into(), self.name.into());
+        schema.insert("description".into(), self.summary.into());
+        schema.insert(
+            EVENT_KEYWORD.into(),
+            json!({
+                "type": self.name,
+                "version": self.version,
+                "aggregate_type": self.aggregate_type,
+                "topic": self.topic,
+            }),
+        );
+        schema.extend(variant);
+        // Subschemas are inlined, so there are no shared definitions unless a type is
+        // recursive; carry them over so that the schema stands alone if one ever is.
+        if let Some(defs) = enum_schema.get("$defs") {
+            schema.insert("$defs".into(), defs.clone());
+        }
+        Ok(Value::Object(schema))
+    }
+}
+
+/// The JSON Schema of the envelope every event travels in.
+pub fn envelope_schema() -> Value {
+    let mut schema = generator()
+        .into_root_schema_for::<EventEnvelope>()
+        .to_value();
+    if let Value::Object(fields) = &mut schema {
+        fields.insert(
+            "description".into(),
+            "One event of AetherConnect's public log: the value of a Kafka message on an \
+             `aether.<context>.events.v1` topic. `data` follows the schema of `type` at `version`."
+                .into(),
+        );
+    }
+    schema
+}
+
+/// The event type names of the domain's event enum for `aggregate_type`, in declaration order.
+/// The catalogue must list exactly these.
+pub fn domain_event_types(aggregate_type: &str) -> Result<Vec<String>, CatalogError> {
+    let schema = event_enum_schema(aggregate_type)?;
+    Ok(variants(&schema)
+        .filter_map(|variant| variant_name(variant).map(str::to_owned))
+        .collect())
+}
+
+/// The aggregate types whose events are public.
+pub const AGGREGATE_TYPES: [&str; 3] = [USER, SERVER, MESSAGE];
+
+/// Brings an envelope written at an older version of its event type up to the current one,
+/// so that [`EventEnvelope::decode`] reads it with today's domain types.
+///
+/// Versions that share the current major are compatible by the rules of [`crate::compat`] and
+/// pass through. An incompatible change adds a new major version, and with it an upcaster here
+/// that rewrites `data` from the old major to the new one: published events are never rewritten.
+pub fn upcast(envelope: EventEnvelope) -> Result<EventEnvelope, CatalogError> {
+    let current = event_type(&envelope.event_type)
+        .ok_or_else(|| CatalogError::UnknownEventType(envelope.event_type.clone()))?;
+    if major(&envelope.version) == major(current.version) {
+        return Ok(envelope);
+    }
+    // No event type has a second major version yet, so there is no upcaster to apply.
+    Err(CatalogError::NoUpcaster {
+        event_type: envelope.event_type,
+        version: envelope.version,
+        current: current.version.to_owned(),
+    })
+}
+
+/// Draft 2020-12 with every subschema inlined: each checked-in file reads on its own, and the
+/// compatibility check compares fields directly instead of following references.
+fn generator() -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|settings| settings.inline_subschemas = true)
+        .into_generator()
+}
+
+fn schema_of<T: JsonSchema>() -> Value {
+    generator().into_root_schema_for::<T>().to_value()
+}
+
+fn event_enum_schema(aggregate_type: &str) -> Result<Value, CatalogError> {
+    match aggregate_type {
+        USER => Ok(schema_of::<UserEvent>()),
+        SERVER => Ok(schema_of::<ServerEvent>()),
+        MESSAGE => Ok(schema_of::<MessageEvent>()),
+        other => Err(CatalogError::UnknownAggregateType(other.to_owned())),
+    }
+}
+
+/// The alternatives of an externally tagged enum's schema: one object per variant, with the
+/// variant's name as its only property.
+fn variants(enum_schema: &Value) -> impl Iterator<Item = &Value> {
+    enum_schema
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn variant_name(variant: &Value) -> Option<&str> {
+    let properties = variant.get("properties")?.as_object()?;
+    match properties.keys().collect::<Vec<_>>().as_slice() {
+        [name] => Some(name.as_str()),
+        _ => None,
+    }
+}
+
+fn variant_schema(enum_schema: &Value, name: &str) -> Option<Value> {
+    variants(enum_schema)
+        .find(|variant| variant_name(variant) == Some(name))
+        .and_then(|variant| variant.get("properties")?.get(name).cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_lists_exactly_the_domain_events() {
+        let mut listed: Vec<&str> = EVENT_TYPES.iter().map(|event| event.name).collect();
+        let mut emitted = Vec::new();
+        for aggregate_type in AGGREGATE_TYPES {
+            for name in domain_event_types(aggregate_type).unwrap() {
+                let event = event_type(&name)
+                    .unwrap_or_else(|| panic!("{name} is emitted but not in the catalogue"));
+                assert_eq!(event.aggregate_type, aggregate_type, "{name}");
+                emitted.push(name);
+            }
+        }
+        listed.sort_unstable();
+        emitted.sort_unstable();
+        assert_eq!(listed, emitted);
+    }
+
+    #[test]
+    fn each_event_type_is_published_on_its_aggregates_topic() {
+        for event in EVENT_TYPES {
+            assert_eq!(
+                topics::topic_for(event.aggregate_type),
+                Some(event.topic),
+                "{}",
+                event.name
+            );
+        }
+    }
+
+    #[test]
+    fn data_is_the_inner_object_of_the_variant() {
+        let schema = event_type("MessageSent").unwrap().data_schema().unwrap();
+        assert_eq!(schema["type"], "object");
+        assert_eq!(schema["title"], "MessageSent");
+        assert_eq!(schema["properties"]["message_id"]["format"], "uuid");
+        assert_eq!(schema["properties"]["sent_at"]["format"], "date-time");
+        assert_eq!(schema["properties"]["body"]["maxLength"], 4000);
+        assert_eq!(schema[EVENT_KEYWORD]["topic"], topics::MESSAGE_EVENTS);
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(required.contains(&"channel_id"), "{required:?}");
+    }
+
+    #[test]
+    fn the_password_hash_is_not_part_of_the_public_schema() {
+        let schema = event_type("UserRegistered").unwrap().data_schema().unwrap();
+        let text = schema.to_string();
+        for field in crate::envelope::REDACTED_FIELDS {
+            assert!(!text.contains(field), "{field} in {text}");
+        }
+        assert!(schema["properties"]["username"].is_object());
+    }
+
+    #[test]
+    fn optional_fields_are_not_required() {
+        let schema = event_type("InviteCreated").unwrap().data_schema().unwrap();
+        let required = schema["required"].as_array().unwrap();
+        assert!(!required.contains(&json!("max_uses")));
+        assert!(!required.contains(&json!("expires_at")));
+        assert!(required.contains(&json!("code")));
+    }
+
+    #[test]
+    fn an_unknown_variant_is_refused() {
+        let bogus = EventType {
+            name: "MessagePinned",
+            ..EVENT_TYPES[12]
+        };
+        assert!(matches!(
+            bogus.data_schema(),
+            Err(CatalogError::NoSuchVariant { .. })
+        ));
+    }
+
+    #[test]
+    fn an_older_major_version_needs_an_upcaster() {
+        let envelope = |version: &str| EventEnvelope {
+            id: uuid::Uuid::nil(),
+            event_type: "MessageSent".into(),
+            version: version.into(),
+            aggregate_type: MESSAGE.into(),
+            aggregate_id: "m".into(),
+            sequence: 1,
+            occurred_at: chrono::DateTime::UNIX_EPOCH,
+            actor: None,
+            correlation_id: String::new(),
+            causation_id: String::new(),
+            data: json!({}),
+        };
+        assert!(upcast(envelope("1.0")).is_ok());
+        assert!(upcast(envelope("1.3")).is_ok());
+        assert!(matches!(
+            upcast(envelope("0.9")),
+            Err(CatalogError::NoUpcaster { .. })
+        ));
+    }
+}
