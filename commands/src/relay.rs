@@ -6,10 +6,12 @@
 //! transactions that committed one after another, so their positions — and their order on
 //! Kafka — follow their sequence.
 //!
-//! Exactly once: the producer is idempotent within a session; across a crash between the
-//! broker's acknowledgement and the outbox delete, the relay reads the tail of every topic on
-//! start and drops rows whose event id is already there. Only one relay publishes at a time
-//! (a PostgreSQL advisory lock); others wait as hot standbys.
+//! Exactly once: the producer is idempotent within a session. Across a crash between the
+//! broker's acknowledgement and the outbox delete, the rows that were handed to the producer are
+//! still listed in `relay_inflight`; on start (and after a failed batch) the relay reads that
+//! many messages back from the tail of every topic and drops rows whose event id is already
+//! there. Only one relay publishes at a time (a PostgreSQL advisory lock); others wait as hot
+//! standbys.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -175,7 +177,7 @@ pub async fn run_relay(
     tracing::info!("relay active");
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen("aether_outbox").await?;
-    let mut published = recently_published(&kafka, config.batch_size).await;
+    let mut published = already_published(&pool, &kafka).await?;
     let mut backoff = Duration::from_millis(100);
     loop {
         if shutdown.is_cancelled() {
@@ -210,7 +212,10 @@ pub async fn run_relay(
                 }
                 backoff = (backoff * 2).min(config.max_backoff);
                 // What reached the broker before the failure is read back, not sent twice.
-                published = recently_published(&kafka, config.batch_size).await;
+                match already_published(&pool, &kafka).await {
+                    Ok(ids) => published = ids,
+                    Err(error) => tracing::warn!(%error, "cannot check in-flight rows yet"),
+                }
             }
         }
     }
@@ -228,21 +233,33 @@ async fn producer_flush(producer: FutureProducer) -> Result<(), rdkafka::error::
     .unwrap_or(Ok(()))
 }
 
-/// Event ids at the tail of every event topic: published, maybe not yet deleted.
-async fn recently_published(kafka: &KafkaConfig, batch_size: i64) -> HashSet<String> {
+/// The ids of in-flight rows that already reached Kafka: read back from the tail of every
+/// event topic, as many messages per partition as rows were in flight.
+async fn already_published(
+    pool: &PgPool,
+    kafka: &KafkaConfig,
+) -> Result<HashSet<String>, RelayError> {
+    let in_flight: i64 = sqlx::query_scalar("SELECT count(*) FROM relay_inflight")
+        .fetch_one(pool)
+        .await?;
+    if in_flight == 0 {
+        return Ok(HashSet::new());
+    }
+    tracing::info!(
+        in_flight,
+        "checking which in-flight events already reached Kafka"
+    );
     let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || {
+    let ids = tokio::task::spawn_blocking(move || -> Result<HashSet<String>, RelayError> {
         let mut ids = HashSet::new();
         for topic in topics::EVENT_TOPICS {
-            match recent_event_ids(&kafka, &kafka.topic(topic), batch_size) {
-                Ok(found) => ids.extend(found),
-                Err(error) => tracing::warn!(%error, topic, "could not read the topic tail"),
-            }
+            ids.extend(recent_event_ids(&kafka, &kafka.topic(topic), in_flight)?);
         }
-        ids
+        Ok(ids)
     })
     .await
-    .unwrap_or_default()
+    .map_err(|e| RelayError::Kafka(aether_kafka::KafkaError::Other(e.to_string())))??;
+    Ok(ids)
 }
 
 /// Publishes the next batch; returns how many rows left the outbox.
@@ -269,13 +286,23 @@ async fn publish_batch(
         .map(|row| outbox_row(row, kafka))
         .collect::<Result<Vec<_>, _>>()?;
     let mut done = Vec::with_capacity(rows.len());
-    let mut sends = Vec::with_capacity(rows.len());
+    let mut to_send = Vec::with_capacity(rows.len());
     for row in &rows {
-        let id = row.envelope.id.to_string();
-        if published.contains(&id) {
+        if published.remove(&row.envelope.id.to_string()) {
             done.push(row.position);
-            continue;
+        } else {
+            to_send.push(row);
         }
+    }
+    let in_flight: Vec<i64> = to_send.iter().map(|row| row.position).collect();
+    sqlx::query(
+        "INSERT INTO relay_inflight (position) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&in_flight)
+    .execute(pool)
+    .await?;
+    let mut sends = Vec::with_capacity(to_send.len());
+    for row in to_send {
         let body = serde_json::to_vec(&row.envelope).map_err(|e| RelayError::Corrupt {
             position: row.position,
             reason: e.to_string(),
@@ -288,21 +315,18 @@ async fn publish_batch(
         let delivery = producer
             .send_result(record)
             .map_err(|(error, _)| RelayError::Kafka(error.into()))?;
-        sends.push((row.position, id, delivery));
+        sends.push((row.position, delivery));
     }
     let outcomes = join_all(
         sends
             .into_iter()
-            .map(|(position, id, delivery)| async move { (position, id, delivery.await) }),
+            .map(|(position, delivery)| async move { (position, delivery.await) }),
     )
     .await;
     let mut failure = None;
-    for (position, id, outcome) in outcomes {
+    for (position, outcome) in outcomes {
         match outcome {
-            Ok(Ok(_)) => {
-                done.push(position);
-                published.insert(id);
-            }
+            Ok(Ok(_)) => done.push(position),
             Ok(Err((error, _))) => failure = Some(RelayError::Kafka(error.into())),
             Err(_) => {
                 failure = Some(RelayError::Kafka(aether_kafka::KafkaError::Other(
@@ -311,12 +335,16 @@ async fn publish_batch(
             }
         }
     }
+    let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM outbox WHERE position = ANY($1)")
         .bind(&done)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    // Deleted rows can never be read again: their ids need no remembering.
-    published.clear();
+    sqlx::query("DELETE FROM relay_inflight WHERE position = ANY($1)")
+        .bind(&done)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     match failure {
         Some(error) => Err(error),
         None => Ok(done.len()),

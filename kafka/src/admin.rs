@@ -15,14 +15,19 @@ pub enum TopicOutcome {
     AlreadyExisted,
 }
 
+/// How long event topics keep messages: 100 years, in milliseconds. Effectively forever; the
+/// conventional `-1` is not used because a Kafka-compatible broker the tests run on (tansu 0.6)
+/// takes it as "keep nothing" and empties the topic on restart.
+pub const EVENT_RETENTION_MS: &str = "3153600000000";
+
 /// Creates every catalogue topic that does not exist yet. Event topics keep their messages
-/// forever (`retention.ms=-1`); the updates topic keeps them for `updates_retention`.
+/// for [`EVENT_RETENTION_MS`]; the updates topic keeps them for `updates_retention`.
 pub async fn init_topics(config: &KafkaConfig) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let updates_retention = config.updates_retention.as_millis().to_string();
     let specs: Vec<(String, &str)> = topics::EVENT_TOPICS
         .iter()
-        .map(|name| (config.topic(name), "-1"))
+        .map(|name| (config.topic(name), EVENT_RETENTION_MS))
         .chain(std::iter::once((
             config.topic(topics::UPDATES),
             updates_retention.as_str(),

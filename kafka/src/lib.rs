@@ -58,6 +58,10 @@ impl KafkaConfig {
             .set("bootstrap.servers", &self.bootstrap)
             .set("allow.auto.create.topics", "false")
             .set("log_level", "4");
+        if let Ok(debug) = std::env::var("AETHER_KAFKA_DEBUG") {
+            // librdkafka's own debug contexts, e.g. `fetch,msg`: for diagnosing a broker.
+            config.set("debug", debug).set("log_level", "7");
+        }
         config
     }
 
@@ -68,6 +72,10 @@ impl KafkaConfig {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
+            // Record batches of at most 64 KiB: every consumer's fetch can hold a whole batch
+            // (a Kafka-compatible broker used in tests, tansu 0.6, stops answering fetches when a
+            // stored batch is larger than the fetch allows).
+            .set("batch.size", "65536")
             .set("compression.type", "none")
             .set(
                 "message.timeout.ms",

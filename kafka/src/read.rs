@@ -1,6 +1,7 @@
 //! Reading topics back: the tail the relay checks after a crash, and whole-topic replays.
 
 use std::collections::HashSet;
+
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -74,32 +75,45 @@ pub fn read_until_now(
     }
     consumer.assign(&assignment)?;
     let mut read = 0_u64;
-    let mut done: HashSet<i32> = HashSet::new();
-    while done.len() < ends.len() {
-        match consumer.poll(Duration::from_secs(10)) {
-            None => {
-                return Err(KafkaError::Other(format!(
-                    "{topic}: no message within 10 s before the end was reached"
-                )))
-            }
+    let mut last_progress = std::time::Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(500)) {
             Some(Err(error)) => return Err(error.into()),
             Some(Ok(message)) => {
+                last_progress = std::time::Instant::now();
                 let end = ends
                     .iter()
                     .find(|(partition, _)| *partition == message.partition())
-                    .map(|(_, high)| *high)
-                    .unwrap_or(0);
+                    .map_or(0, |(_, high)| *high);
                 if message.offset() < end {
                     visit(&message);
                     read += 1;
                 }
-                if message.offset() + 1 >= end {
-                    done.insert(message.partition());
-                }
             }
+            None => {}
+        }
+        // Offsets may have gaps, so a partition is done when the consumer's position has
+        // reached the end, not when a message with offset end-1 was seen.
+        let positions = consumer.position()?;
+        let finished = ends.iter().all(|(partition, high)| {
+            positions
+                .find_partition(topic, *partition)
+                .and_then(|tp| match tp.offset() {
+                    Offset::Offset(offset) => Some(offset >= *high),
+                    _ => None,
+                })
+                .unwrap_or(false)
+        });
+        if finished {
+            return Ok(read);
+        }
+        if last_progress.elapsed() > Duration::from_secs(30) {
+            return Err(KafkaError::Other(format!(
+                "{topic}: no progress for 30 s before the end was reached \
+                 (ends {ends:?}, positions {positions:?})"
+            )));
         }
     }
-    Ok(read)
 }
 
 /// The event ids among the last `per_partition` messages of each partition of `topic`.

@@ -41,6 +41,12 @@ CREATE TABLE outbox (
 );
 
 
+-- Outbox rows handed to the producer but not yet confirmed and deleted. After a crash, only
+-- these can already be on Kafka, so only for them does the relay look at the topics' tails.
+CREATE TABLE relay_inflight (
+    position bigint PRIMARY KEY
+);
+
 CREATE FUNCTION aether_chain_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     previous text;
