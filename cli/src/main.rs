@@ -74,14 +74,14 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-struct DevArgs {
+pub(crate) struct DevArgs {
     /// Directory for the SQLite files and the token-signing secret (created if missing).
     #[arg(long, default_value = "./data", env = "AETHER_DATA_DIR")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
 
     /// Address to serve HTTP and WebSocket on. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080", env = "AETHER_LISTEN")]
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     /// Whether projectors apply events from the start.
     #[arg(long, value_enum, default_value_t = ProjectorsAtStart::Running, env = "AETHER_PROJECTORS")]
@@ -121,7 +121,7 @@ struct DevArgs {
 }
 
 impl DevArgs {
-    fn into_config(self) -> EmbeddedConfig {
+    pub(crate) fn into_config(self) -> EmbeddedConfig {
         EmbeddedConfig {
             data_dir: self.data_dir,
             listen: self.listen,

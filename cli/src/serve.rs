@@ -1,9 +1,8 @@
 //! `aether serve`: the distributed roles, against PostgreSQL and Kafka.
 
-use std::net::SocketAddr;
-
 use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
 use aether_realtime_edge::http::health_router;
+use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -12,8 +11,13 @@ use crate::ops::{KafkaArgs, PostgresArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
+    /// GraphQL over HTTP and WebSocket: commands to PostgreSQL; queries and subscriptions from
+    /// read models this instance builds from the Kafka log (run as many as you like).
+    Api,
     /// Publish the PostgreSQL outbox to Kafka (one active instance; others stand by).
     Relay,
+    /// The API and the relay in one process.
+    All,
 }
 
 #[derive(Debug, clap::Args)]
@@ -28,9 +32,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
 
-    /// Address for /healthz and /readyz (and the API, for roles that serve it).
-    #[arg(long, default_value = "127.0.0.1:8081", env = "AETHER_LISTEN")]
-    listen: SocketAddr,
+    /// The API's settings; the relay uses only --listen (for /healthz and /readyz).
+    #[command(flatten)]
+    api: crate::DevArgs,
+
+    /// File holding the token-signing secret (at least 32 bytes), shared by every API instance.
+    /// Required: the distributed mode never generates or defaults a secret.
+    #[arg(long, env = "AETHER_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<std::path::PathBuf>,
 
     /// Outbox rows the relay publishes per round trip.
     #[arg(long, default_value_t = 1000, env = "AETHER_RELAY_BATCH")]
@@ -40,7 +49,41 @@ pub struct ServeArgs {
 pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = args.postgres.connect().await?;
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let listen = args.api.listen;
     match args.role {
+        Role::Api | Role::All => {
+            let Some(secret) = args.jwt_secret_file.clone() else {
+                anyhow::bail!(
+                    "--jwt-secret-file (AETHER_JWT_SECRET_FILE) is required: every API instance \
+                     must sign tokens with the same secret; create one with \
+                     `head -c 64 /dev/urandom > jwt-secret`"
+                );
+            };
+            let config = EmbeddedConfig {
+                jwt_secret_file: Some(secret),
+                ..args.api.into_config()
+            };
+            let running = start_distributed(
+                config,
+                DistributedConfig {
+                    postgres: store,
+                    kafka: args.kafka.config(),
+                    with_relay: args.role == Role::All,
+                },
+            )
+            .await?;
+            println!(
+                "aether api: GraphQL at http://{}/graphql",
+                running.local_addr
+            );
+            let token = shutdown.clone();
+            let stop = running.shutdown.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                stop.cancel();
+            });
+            tasks.spawn(async move { running.wait().await.context("api failed") });
+        }
         Role::Relay => {
             let (status, readiness) = tokio::sync::watch::channel(RelayStatus::default());
             let config = RelayConfig {
@@ -66,9 +109,9 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                 });
                 (ready, details)
             });
-            let listener = tokio::net::TcpListener::bind(args.listen)
+            let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .with_context(|| format!("cannot listen on {}", args.listen))?;
+                .with_context(|| format!("cannot listen on {listen}"))?;
             println!(
                 "aether relay: health at http://{}/readyz",
                 listener.local_addr()?

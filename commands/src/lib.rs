@@ -7,7 +7,9 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backend;
 pub mod error;
+pub mod mirror;
 pub mod postgres;
 pub mod relay;
 pub mod service;

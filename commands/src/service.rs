@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::{hash_password, verify_password};
 use crate::error::{CommandError, DomainRefusal, ErrorCode};
-use crate::store::{DirectoryKind, WriteStore};
+use crate::store::{DirectoryKind, EventRef, WriteStore, Written};
 
 /// How often a command that lost an optimistic-concurrency race is retried before the client
 /// gets `CONFLICT`.
@@ -64,12 +64,12 @@ impl CommandContext {
     }
 }
 
-/// The result of a command and the log position of its last event: a client that passes this
-/// position back as a consistency token reads its own write.
+/// The result of a command and where its last event was written: a client that passes this
+/// back as a consistency token reads its own write.
 #[derive(Clone, Debug)]
 pub struct Committed<T> {
     pub value: T,
-    pub position: i64,
+    pub position: Written,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,8 +176,16 @@ impl<R: WriteStore> ChatCommands<R> {
         Ok(std::mem::take(context.aggregate()))
     }
 
-    async fn position<A: Aggregate>(&self, id: &str) -> Result<i64, CommandError> {
-        Ok(self.store.position_of(A::TYPE, id).await?.log)
+    async fn position<A: Aggregate>(&self, id: &str) -> Result<Written, CommandError> {
+        let position = self.store.position_of(A::TYPE, id).await?;
+        Ok(Written {
+            log: position.log,
+            event: EventRef {
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: id.to_owned(),
+                sequence: position.sequence,
+            },
+        })
     }
 
     /// Runs one command, retrying a few times when another writer got there first.
@@ -388,7 +396,7 @@ impl<R: WriteStore> ChatCommands<R> {
         ctx: &CommandContext,
         server_id: ServerId,
         command: ServerCommand,
-    ) -> Result<i64, CommandError> {
+    ) -> Result<Written, CommandError> {
         let id = server_id.to_string();
         Self::execute(&self.servers, &id, command, ctx.metadata(id.clone())).await?;
         self.position::<Server>(&id).await
@@ -726,12 +734,11 @@ impl<R: WriteStore> ChatCommands<R> {
         )
         .await?;
         let message: Message = self.load(&id).await?;
-        let position = self.store.position_of(Message::TYPE, &id).await?;
+        let position = self.position::<Message>(&id).await?;
         let (Some(author_id), Some(created_at)) = (message.author, message.sent_at) else {
             return Err(CommandError::not_found("message"));
         };
         Ok(Committed {
-            position: position.log,
             value: MessageRecord {
                 id: message_id,
                 channel_id,
@@ -741,8 +748,9 @@ impl<R: WriteStore> ChatCommands<R> {
                 deleted: message.deleted,
                 created_at,
                 edited_at: message.edited_at,
-                version: position.sequence,
+                version: position.event.sequence,
             },
+            position,
         })
     }
 }

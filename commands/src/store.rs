@@ -13,6 +13,48 @@ pub struct Position {
     pub sequence: i64,
 }
 
+/// Names one stored event: enough for any process that has the log to find it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRef {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+}
+
+impl EventRef {
+    /// The opaque consistency token clients receive: `Type/id/sequence`.
+    pub fn token(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.aggregate_type, self.aggregate_id, self.sequence
+        )
+    }
+
+    pub fn parse_token(token: &str) -> Option<Self> {
+        let mut parts = token.trim().splitn(3, '/');
+        let aggregate_type = parts.next().filter(|part| !part.is_empty())?;
+        let aggregate_id = parts.next().filter(|part| !part.is_empty())?;
+        let sequence = parts
+            .next()?
+            .parse()
+            .ok()
+            .filter(|sequence| *sequence > 0)?;
+        Some(Self {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            sequence,
+        })
+    }
+}
+
+/// Where a command's last event was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Its position in this store's own log.
+    pub log: i64,
+    pub event: EventRef,
+}
+
 /// A write-side look-up table kept in step with the events by the store itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirectoryKind {

@@ -395,9 +395,9 @@ async fn the_log_is_ordered_gapless_and_its_head_follows_each_commit() {
         .await
         .expect("the head moved on commit")
         .unwrap();
-    assert_eq!(woken_at, owner.position);
+    assert_eq!(woken_at, owner.position.log);
     assert!(head.has_changed().unwrap());
-    assert_eq!(*head.borrow_and_update(), owner.position);
+    assert_eq!(*head.borrow_and_update(), owner.position.log);
 
     // A workload with refusals in between: refusals append nothing and leave no holes.
     let owner = owner.value.id;
@@ -434,10 +434,10 @@ async fn the_log_is_ordered_gapless_and_its_head_follows_each_commit() {
             .send_message(&ctx(Some(owner)), channel, &format!("message {i}"))
             .await
             .unwrap();
-        assert!(sent.position > last, "each commit moves the log forward");
-        last = sent.position;
+        assert!(sent.position.log > last, "each commit moves the log forward");
+        last = sent.position.log;
         assert!(head.has_changed().unwrap());
-        assert_eq!(*head.borrow_and_update(), sent.position);
+        assert_eq!(*head.borrow_and_update(), sent.position.log);
         assert!(fx
             .commands
             .send_message(&ctx(Some(outsider)), channel, "let me in")
@@ -553,7 +553,7 @@ async fn simultaneous_joins_never_lose_a_member() {
             Ok(committed) => {
                 assert_eq!(committed.value, server);
                 joined.insert(user);
-                tokens.push((user, committed.position));
+                tokens.push((user, committed.position.log));
             }
             Err(e) => {
                 assert_eq!(e.code, ErrorCode::Conflict, "{e}");

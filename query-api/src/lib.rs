@@ -10,10 +10,12 @@ mod query;
 mod subscription;
 pub mod types;
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aether_commands::auth::TokenIssuer;
+use aether_commands::backend::EventStoreBackend;
+use aether_commands::store::EventRef;
 use aether_commands::{ChatCommands, SqliteEventStore};
 use aether_domain::UserId;
 use aether_projections::{ReadModels, UpdateBus, Watermarks};
@@ -25,8 +27,8 @@ pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 
-/// The command service over the store this build runs on.
-pub type Commands = ChatCommands<SqliteEventStore>;
+/// The command service over the configured event store.
+pub type Commands = ChatCommands<EventStoreBackend>;
 
 pub type AetherSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -59,6 +61,9 @@ impl Default for ApiLimits {
 #[derive(Clone)]
 pub struct ApiState {
     pub commands: Arc<Commands>,
+    /// The log this process's projectors read: the event store itself in the embedded mode, a
+    /// mirror of the Kafka topics in the distributed mode.
+    pub local_log: SqliteEventStore,
     pub read: ReadModels,
     pub updates: UpdateBus,
     pub tokens: TokenIssuer,
@@ -80,18 +85,32 @@ impl std::fmt::Debug for ApiState {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Caller(pub Option<UserId>);
 
-/// Filled in by mutations: the log position the response's consistency token carries. Clones
-/// share one value, so the transport keeps a clone and reads it after execution.
+/// Filled in by mutations: the event the response's consistency token names. Clones share one
+/// value, so the transport keeps a clone and reads it after execution.
 #[derive(Clone, Debug, Default)]
-pub struct ConsistencyToken(Arc<AtomicI64>);
+pub struct ConsistencyToken(Arc<Mutex<Option<EventRef>>>);
 
 impl ConsistencyToken {
-    pub fn observe(&self, position: i64) {
-        self.0.fetch_max(position, Ordering::Relaxed);
+    pub fn observe(&self, event: EventRef) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(event);
+        }
     }
 
-    pub fn position(&self) -> Option<i64> {
-        Some(self.0.load(Ordering::Relaxed)).filter(|position| *position > 0)
+    pub fn event(&self) -> Option<EventRef> {
+        self.0.lock().ok().and_then(|last| last.clone())
+    }
+}
+
+impl ApiState {
+    /// Waits until this process's read models reflect `event`; `false` after `timeout`.
+    pub async fn wait_until_projected(&self, event: &EventRef, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Some(position) = self.local_log.wait_for_event(event, timeout).await else {
+            return false;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.watermarks.wait_for(position, left).await
     }
 }
 

@@ -79,7 +79,7 @@ fn context(ctx: &Context<'_>) -> CommandContext {
 
 fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
     if let Some(token) = ctx.data_opt::<ConsistencyToken>() {
-        token.observe(committed.position);
+        token.observe(committed.position.event);
     }
     committed.value
 }
@@ -87,16 +87,15 @@ fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
 /// Like [`committed`], for payloads whose fields are served from the read models (a server's
 /// channels and members): waits until the projectors have applied the command's events.
 async fn committed_and_projected<T>(ctx: &Context<'_>, result: Committed<T>) -> T {
-    let position = result.position;
+    let event = result.position.event.clone();
     let value = committed(ctx, result);
     let state = state(ctx);
     if !state
-        .watermarks
-        .wait_for(position, state.limits.projection_wait)
+        .wait_until_projected(&event, state.limits.projection_wait)
         .await
     {
         tracing::warn!(
-            position,
+            token = %event.token(),
             "read models did not catch up before the mutation answered"
         );
     }

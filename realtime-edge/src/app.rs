@@ -9,8 +9,13 @@ use std::time::Duration;
 use aether_commands::auth::{
     load_or_create_secret, TokenIssuer, DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL,
 };
+use aether_commands::backend::EventStoreBackend;
+use aether_commands::mirror::run_mirror;
+use aether_commands::postgres::PgEventStore;
+use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
 use aether_commands::sqlite::open_sqlite;
 use aether_commands::{ChatCommands, SqliteEventStore};
+use aether_kafka::KafkaConfig;
 use aether_projections::catalog::CatalogProjection;
 use aether_projections::runtime::{Projection, ProjectorControl};
 use aether_projections::timeline::TimelineProjection;
@@ -40,6 +45,9 @@ pub struct EmbeddedConfig {
     /// Longest the server waits for open requests and connections after a shutdown signal.
     pub shutdown_grace: Duration,
     pub access_token_ttl: Duration,
+    /// Read the token-signing secret from this file instead of generating one in the data
+    /// directory (the distributed mode, where every instance must share it).
+    pub jwt_secret_file: Option<PathBuf>,
 }
 
 impl Default for EmbeddedConfig {
@@ -54,6 +62,7 @@ impl Default for EmbeddedConfig {
             consistency_wait: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             access_token_ttl: DEFAULT_ACCESS_TTL,
+            jwt_secret_file: None,
         }
     }
 }
@@ -80,6 +89,8 @@ pub enum AppError {
     },
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Role(String),
 }
 
 /// A started application.
@@ -132,23 +143,100 @@ impl Running {
 
 /// Opens the stores, starts the projectors and the HTTP server, and returns once it listens.
 pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError> {
-    let data_dir = config.data_dir.clone();
-    let io = |source| AppError::DataDir {
-        path: data_dir.clone(),
+    prepare_data_dir(&config)?;
+    let events = SqliteEventStore::open(&config.data_dir.join("events.db")).await?;
+    let store = EventStoreBackend::Sqlite(events.clone());
+    start_app(
+        config,
+        store,
+        events,
+        JoinSet::new(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+/// Where the distributed API finds its servers.
+#[derive(Clone, Debug)]
+pub struct DistributedConfig {
+    pub postgres: PgEventStore,
+    pub kafka: KafkaConfig,
+    /// Also run the relay in this process (`aether serve --role all`).
+    pub with_relay: bool,
+}
+
+/// The API role of the distributed mode: commands go to PostgreSQL; this instance mirrors the
+/// Kafka event topics into a local log under the data directory, projects it into local read
+/// models, and serves queries and subscriptions from them.
+pub async fn start_distributed(
+    config: EmbeddedConfig,
+    distributed: DistributedConfig,
+) -> Result<Running, AppError> {
+    prepare_data_dir(&config)?;
+    let mirror = SqliteEventStore::open(&config.data_dir.join("mirror.db")).await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    {
+        let (mirror, kafka, token) = (mirror.clone(), distributed.kafka.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            run_mirror(mirror, kafka, token)
+                .await
+                .map_err(|e| AppError::Role(format!("mirror: {e}")))
+        });
+    }
+    if distributed.with_relay {
+        let pool = distributed.postgres.pool().clone();
+        let (kafka, token) = (distributed.kafka.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let (status, _) = tokio::sync::watch::channel(RelayStatus::default());
+            run_relay(pool, kafka, RelayConfig::default(), status, token)
+                .await
+                .map_err(|e| AppError::Role(format!("relay: {e}")))
+        });
+    }
+    let store = EventStoreBackend::Postgres(distributed.postgres);
+    start_app(config, store, mirror, tasks, shutdown).await
+}
+
+fn prepare_data_dir(config: &EmbeddedConfig) -> Result<(), AppError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
+        path: config.data_dir.clone(),
         source,
+    })
+}
+
+async fn start_app(
+    config: EmbeddedConfig,
+    store: EventStoreBackend,
+    local_log: SqliteEventStore,
+    mut tasks: JoinSet<Result<(), AppError>>,
+    shutdown: CancellationToken,
+) -> Result<Running, AppError> {
+    let data_dir = config.data_dir.clone();
+    let secret = match &config.jwt_secret_file {
+        Some(path) => std::fs::read(path).map_err(|source| AppError::DataDir {
+            path: path.clone(),
+            source,
+        })?,
+        None => load_or_create_secret(&data_dir.join("jwt-secret")).map_err(|source| {
+            AppError::DataDir {
+                path: data_dir.clone(),
+                source,
+            }
+        })?,
     };
-    std::fs::create_dir_all(&data_dir).map_err(io)?;
-    let secret = load_or_create_secret(&data_dir.join("jwt-secret")).map_err(io)?;
-    let events = SqliteEventStore::open(&data_dir.join("events.db")).await?;
+    if secret.len() < 32 {
+        return Err(AppError::Role(
+            "the token-signing secret must be at least 32 bytes".to_owned(),
+        ));
+    }
     let read = open_sqlite(&data_dir.join("read.db"), SqliteSynchronous::Normal).await?;
     aether_projections::migrate(&read).await?;
 
-    let shutdown = CancellationToken::new();
     let bus = UpdateBus::new(config.update_buffer);
-    let log: Arc<dyn aether_schemas::EventLog> = Arc::new(events.clone());
+    let log: Arc<dyn aether_schemas::EventLog> = Arc::new(local_log.clone());
     let projections: [Arc<dyn Projection>; 2] =
         [Arc::new(CatalogProjection), Arc::new(TimelineProjection)];
-    let mut tasks = JoinSet::new();
     let mut checkpoints = Vec::new();
     let mut controls = Vec::new();
     for projection in projections {
@@ -170,20 +258,23 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
     }
     let watermarks = Watermarks::new(checkpoints);
     let tokens = TokenIssuer::new(&secret, config.access_token_ttl, DEFAULT_REFRESH_TTL);
-    let schema = build_schema(ApiState {
-        commands: Arc::new(ChatCommands::new(events.clone())),
+    let api = ApiState {
+        commands: Arc::new(ChatCommands::new(store)),
+        local_log: local_log.clone(),
         read: ReadModels::new(read.clone()),
         updates: bus,
         tokens: tokens.clone(),
         watermarks: watermarks.clone(),
         limits: config.api.clone(),
         shutdown: shutdown.clone(),
-    });
+    };
+    let schema = build_schema(api.clone());
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let app = router(
         HttpState {
             schema,
             tokens,
+            api,
             watermarks,
             consistency_wait: config.consistency_wait,
             ready,
@@ -226,7 +317,7 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
         shutdown,
         projectors: controls,
         tasks,
-        events,
+        events: local_log,
         read,
     })
 }

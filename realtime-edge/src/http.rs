@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use aether_commands::auth::{TokenIssuer, TokenKind};
+use aether_commands::store::EventRef;
 use aether_commands::ErrorCode;
 use aether_projections::Watermarks;
-use aether_query_api::{AetherSchema, Caller, ConsistencyToken};
+use aether_query_api::{AetherSchema, ApiState, Caller, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -26,6 +27,7 @@ pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
 pub struct HttpState {
     pub schema: AetherSchema,
     pub tokens: TokenIssuer,
+    pub api: ApiState,
     pub watermarks: Watermarks,
     /// Longest a query waits for the read models to reach a consistency token.
     pub consistency_wait: Duration,
@@ -114,24 +116,17 @@ async fn graphql_post(
         }
     };
     if let Some(token) = headers.get(CONSISTENCY_HEADER) {
-        let Some(position) = token
-            .to_str()
-            .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok())
-        else {
+        let Some(event) = token.to_str().ok().and_then(EventRef::parse_token) else {
             let message =
                 format!("{CONSISTENCY_HEADER} must be a token from a mutation's extensions");
             return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
         };
         if !state
-            .watermarks
-            .wait_for(position, state.consistency_wait)
+            .api
+            .wait_until_projected(&event, state.consistency_wait)
             .await
         {
-            tracing::warn!(
-                position,
-                "read models did not reach the consistency token in time"
-            );
+            tracing::warn!(token = %event.token(), "read models did not reach the consistency token in time");
         }
     }
     let token = ConsistencyToken::default();
@@ -140,10 +135,10 @@ async fn graphql_post(
     for error in &mut response.errors {
         label_error(error);
     }
-    if let Some(position) = token.position() {
+    if let Some(event) = token.event() {
         response.extensions.insert(
             "consistencyToken".to_owned(),
-            async_graphql::Value::String(position.to_string()),
+            async_graphql::Value::String(event.token()),
         );
     }
     Json(response).into_response()

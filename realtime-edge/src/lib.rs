@@ -4,4 +4,4 @@
 pub mod app;
 pub mod http;
 
-pub use app::{start_embedded, EmbeddedConfig, Running};
+pub use app::{start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running};

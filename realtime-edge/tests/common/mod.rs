@@ -152,19 +152,17 @@ pub async fn community(owner: &mut Client, member: &mut Client) -> anyhow::Resul
         joined["joinServer"]["channels"][0]["id"] == channel_id.as_str(),
         "joinServer did not show the server's channels: {joined}"
     );
-    member.consistency = newest(&member.consistency, &owner.consistency);
+    // The member's join is the most recent write: its token covers the owner's writes too.
     Ok(Community {
         server_id,
         channel_id,
     })
 }
 
-/// The later of two consistency tokens.
-pub fn newest(a: &Option<String>, b: &Option<String>) -> Option<String> {
-    let position = |token: &Option<String>| token.as_deref().and_then(|t| t.parse::<i64>().ok());
-    position(a)
-        .max(position(b))
-        .map(|position| position.to_string())
+/// The token of the more recent write: `latest` if there is one, else `earlier`. A token names
+/// one event; waiting for the most recent write covers everything the log holds before it.
+pub fn newest(earlier: &Option<String>, latest: &Option<String>) -> Option<String> {
+    latest.clone().or_else(|| earlier.clone())
 }
 
 pub async fn send(client: &mut Client, channel_id: &str, body: &str) -> anyhow::Result<String> {
@@ -207,15 +205,6 @@ impl Subscriber {
             bail!("expected connection_ack, got {ack}");
         }
         Ok(subscriber)
-    }
-
-    /// The later of two consistency tokens.
-    pub fn newest(a: &Option<String>, b: &Option<String>) -> Option<String> {
-        let position =
-            |token: &Option<String>| token.as_deref().and_then(|t| t.parse::<i64>().ok());
-        position(a)
-            .max(position(b))
-            .map(|position| position.to_string())
     }
 
     pub async fn send(&mut self, message: Value) -> anyhow::Result<()> {

@@ -1,0 +1,95 @@
+//! The distributed mode against real PostgreSQL and a Kafka-compatible broker (tansu): two API
+//! instances, commands through PostgreSQL, the relay to Kafka, and each instance's read models
+//! and subscriptions fed from the log.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use aether_commands::postgres::PgEventStore;
+use aether_kafka::admin::init_topics;
+use aether_kafka::KafkaConfig;
+use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig, Running};
+use aether_test_support::{kafka_config, TestDatabase};
+use common::{community, newest, send, Client, Subscriber, CHANNEL_EVENTS};
+use serde_json::json;
+
+async fn instance(
+    dir: &Path,
+    secret: &Path,
+    db: &TestDatabase,
+    kafka: &KafkaConfig,
+    with_relay: bool,
+) -> anyhow::Result<Running> {
+    let postgres = PgEventStore::from_pool(db.pool().await?);
+    let config = EmbeddedConfig {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        jwt_secret_file: Some(secret.to_path_buf()),
+        ..EmbeddedConfig::default()
+    };
+    let distributed = DistributedConfig {
+        postgres,
+        kafka: kafka.clone(),
+        with_relay,
+    };
+    Ok(start_distributed(config, distributed).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_instances_share_one_log() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    PgEventStore::from_pool(db.pool().await?).migrate().await?;
+    let kafka = kafka_config(2);
+    init_topics(&kafka).await?;
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let secret = dirs.0.path().join("jwt-secret");
+    std::fs::write(&secret, [7_u8; 64])?;
+    let one = instance(dirs.0.path(), &secret, &db, &kafka, true).await?;
+    let two = instance(dirs.1.path(), &secret, &db, &kafka, false).await?;
+
+    // Alice works against instance one, bob against instance two.
+    let mut anonymous_one = Client::new(one.local_addr);
+    let mut anonymous_two = Client::new(two.local_addr);
+    let (mut alice, _) = anonymous_one.register("alice").await?;
+    let (mut bob, _) = anonymous_two.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    // Bob's instance has caught up with the join before bob subscribes there.
+    bob.ok("{ me { id } }", json!({})).await?;
+
+    let mut subscriber =
+        Subscriber::connect(two.local_addr, bob.token.as_deref().unwrap_or("")).await?;
+    subscriber
+        .subscribe(
+            "1",
+            CHANNEL_EVENTS,
+            json!({ "c": place.channel_id, "after": "0" }),
+        )
+        .await?;
+    let message_id = send(&mut alice, &place.channel_id, "across instances").await?;
+    let event = subscriber.next_event("1").await?;
+    assert_eq!(event["__typename"], "MessageSent");
+    assert_eq!(event["message"]["id"], message_id.as_str());
+    assert_eq!(event["message"]["author"]["username"], "alice");
+
+    // Bob reads alice's write on his own instance with alice's consistency token.
+    bob.consistency = newest(&None, &alice.consistency);
+    let history = bob
+        .ok(
+            "query($c: ID!) { channel(id: $c) { messages { edges { node { body } } } } }",
+            json!({ "c": place.channel_id }),
+        )
+        .await?;
+    assert_eq!(
+        history["channel"]["messages"]["edges"],
+        json!([{ "node": { "body": "across instances" } }])
+    );
+
+    one.stop().await?;
+    two.stop().await?;
+    db.drop_database().await?;
+    Ok(())
+}
