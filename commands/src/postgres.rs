@@ -151,11 +151,7 @@ impl WriteStore for PgEventStore {
         after: Option<ChainCursor>,
         limit: usize,
     ) -> Result<Vec<ChainLink>, StoreError> {
-        let after = after.unwrap_or(ChainCursor {
-            aggregate_type: String::new(),
-            aggregate_id: String::new(),
-            sequence: 0,
-        });
+        let after = after.unwrap_or_default();
         let rows = sqlx::query(
             "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, \
              payload::text AS payload, metadata::text AS metadata, prev_hash, hash FROM events \

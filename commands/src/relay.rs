@@ -14,11 +14,13 @@
 //! standbys.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_kafka::read::{recent_event_ids, EVENT_ID_HEADER};
 use aether_kafka::KafkaConfig;
 use aether_schemas::{topics, EventEnvelope, Metadata};
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -38,6 +40,9 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Longest wait between retries while the broker is unreachable.
     pub max_backoff: Duration,
+    /// For benchmarks: where to record each published event's command→Kafka latency. `None`
+    /// (the default) records nothing.
+    pub latency: Option<LatencyRecorder>,
 }
 
 impl Default for RelayConfig {
@@ -45,7 +50,42 @@ impl Default for RelayConfig {
         Self {
             batch_size: 1_000,
             max_backoff: Duration::from_secs(10),
+            latency: None,
         }
+    }
+}
+
+/// Command→Kafka latencies in microseconds, shared between the relay and whoever reads them
+/// (the write-path benchmark). For each event the broker acknowledged, the relay records the
+/// acknowledgement time minus the envelope's `occurred_at`, the time the command was decided.
+/// Both are wall-clock readings of the same host, so this only means something when the API and
+/// the relay share a clock. Clones share one list.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyRecorder(Arc<Mutex<Vec<u32>>>);
+
+impl LatencyRecorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one event acknowledged at `acked_at`; negative spans count as 0, longer than
+    /// `u32::MAX` µs (71 minutes) as `u32::MAX`.
+    pub fn record(&self, occurred_at: DateTime<Utc>, acked_at: DateTime<Utc>) {
+        let micros = (acked_at - occurred_at)
+            .num_microseconds()
+            .unwrap_or(i64::MAX);
+        let micros = u32::try_from(micros.max(0)).unwrap_or(u32::MAX);
+        if let Ok(mut samples) = self.0.lock() {
+            samples.push(micros);
+        }
+    }
+
+    /// Everything recorded since the last `take`, in the order acknowledged; empties the list.
+    pub fn take(&self) -> Vec<u32> {
+        self.0
+            .lock()
+            .map(|mut samples| std::mem::take(&mut *samples))
+            .unwrap_or_default()
     }
 }
 
@@ -315,18 +355,25 @@ async fn publish_batch(
         let delivery = producer
             .send_result(record)
             .map_err(|(error, _)| RelayError::Kafka(error.into()))?;
-        sends.push((row.position, delivery));
+        sends.push((row.position, row.envelope.occurred_at, delivery));
     }
-    let outcomes = join_all(
-        sends
-            .into_iter()
-            .map(|(position, delivery)| async move { (position, delivery.await) }),
-    )
+    let outcomes = join_all(sends.into_iter().map(
+        |(position, occurred_at, delivery)| async move {
+            let outcome = delivery.await;
+            // When the acknowledgement reached the relay, for `config.latency`.
+            (position, occurred_at, Utc::now(), outcome)
+        },
+    ))
     .await;
     let mut failure = None;
-    for (position, outcome) in outcomes {
+    for (position, occurred_at, acked_at, outcome) in outcomes {
         match outcome {
-            Ok(Ok(_)) => done.push(position),
+            Ok(Ok(_)) => {
+                if let Some(latency) = &config.latency {
+                    latency.record(occurred_at, acked_at);
+                }
+                done.push(position);
+            }
             Ok(Err((error, _))) => failure = Some(RelayError::Kafka(error.into())),
             Err(_) => {
                 failure = Some(RelayError::Kafka(aether_kafka::KafkaError::Other(

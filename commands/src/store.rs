@@ -117,8 +117,8 @@ pub trait WriteStore: PersistedEventRepository + Clone + 'static {
     ) -> impl Future<Output = Result<Vec<ChainLink>, StoreError>> + Send;
 }
 
-/// Where a page of the audit walk ends.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a page of the audit walk ends; the default is before the first event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChainCursor {
     pub aggregate_type: String,
     pub aggregate_id: String,

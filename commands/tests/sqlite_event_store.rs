@@ -434,7 +434,10 @@ async fn the_log_is_ordered_gapless_and_its_head_follows_each_commit() {
             .send_message(&ctx(Some(owner)), channel, &format!("message {i}"))
             .await
             .unwrap();
-        assert!(sent.position.log > last, "each commit moves the log forward");
+        assert!(
+            sent.position.log > last,
+            "each commit moves the log forward"
+        );
         last = sent.position.log;
         assert!(head.has_changed().unwrap());
         assert_eq!(*head.borrow_and_update(), sent.position.log);
