@@ -54,7 +54,8 @@ enum Command {
     /// needed): event store, projectors, read models and the GraphQL API at /graphql.
     Dev(DevArgs),
 
-    /// Run a distributed role against PostgreSQL and Kafka (`--role relay`).
+    /// Run against PostgreSQL and Kafka: every role in one process, or one role per process
+    /// with `--role api|relay`.
     Serve(serve::ServeArgs),
 
     /// Create or upgrade the PostgreSQL event store's tables.

@@ -22,8 +22,8 @@ pub enum Role {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The role this process plays.
-    #[arg(long, value_enum, env = "AETHER_ROLE")]
+    /// The role this process plays; all of them by default.
+    #[arg(long, value_enum, default_value_t = Role::All, env = "AETHER_ROLE")]
     role: Role,
 
     #[command(flatten)]
@@ -69,6 +69,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                     postgres: store,
                     kafka: args.kafka.config(),
                     with_relay: args.role == Role::All,
+                    relay_latency: None,
                 },
             )
             .await?;
