@@ -12,7 +12,7 @@ use aether_commands::auth::{
 use aether_commands::backend::EventStoreBackend;
 use aether_commands::mirror::run_mirror;
 use aether_commands::postgres::PgEventStore;
-use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
+use aether_commands::relay::{run_relay, LatencyRecorder, RelayConfig, RelayStatus};
 use aether_commands::sqlite::open_sqlite;
 use aether_commands::{ChatCommands, SqliteEventStore};
 use aether_kafka::KafkaConfig;
@@ -163,6 +163,9 @@ pub struct DistributedConfig {
     pub kafka: KafkaConfig,
     /// Also run the relay in this process (`aether serve --role all`).
     pub with_relay: bool,
+    /// For benchmarks: the in-process relay records command→Kafka latencies here (see
+    /// [`RelayConfig::latency`]). `None` records nothing.
+    pub relay_latency: Option<LatencyRecorder>,
 }
 
 /// The API role of the distributed mode: commands go to PostgreSQL; this instance mirrors the
@@ -187,9 +190,13 @@ pub async fn start_distributed(
     if distributed.with_relay {
         let pool = distributed.postgres.pool().clone();
         let (kafka, token) = (distributed.kafka.clone(), shutdown.clone());
+        let relay = RelayConfig {
+            latency: distributed.relay_latency.clone(),
+            ..RelayConfig::default()
+        };
         tasks.spawn(async move {
             let (status, _) = tokio::sync::watch::channel(RelayStatus::default());
-            run_relay(pool, kafka, RelayConfig::default(), status, token)
+            run_relay(pool, kafka, relay, status, token)
                 .await
                 .map_err(|e| AppError::Role(format!("relay: {e}")))
         });

@@ -35,6 +35,7 @@ async fn instance(
         postgres,
         kafka: kafka.clone(),
         with_relay,
+        relay_latency: None,
     };
     Ok(start_distributed(config, distributed).await?)
 }
