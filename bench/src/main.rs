@@ -1,0 +1,45 @@
+//! `aether-bench`: benchmarks of AetherConnect against real, local servers. Not a test: it
+//! measures and reports, it does not pass or fail.
+//!
+//! `aether-bench write-path` drives `sendMessage` through the distributed API role at increasing
+//! load and compares the result with raw Kafka produce and raw PostgreSQL inserts of the same
+//! bytes in the same run. See `bench/README.md`.
+
+mod report;
+mod stats;
+mod write_path;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aether-bench",
+    about = "AetherConnect benchmarks (local servers only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// sendMessage → PostgreSQL → relay → Kafka, at increasing load, beside raw baselines.
+    WritePath(write_path::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("AETHER_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::WritePath(args) => runtime.block_on(write_path::run(args)),
+    }
+}
