@@ -138,12 +138,7 @@ impl WriteStore for PgEventStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(
-            row.map_or_else(Position::default, |(log, sequence)| Position {
-                log,
-                sequence,
-            }),
-        )
+        Ok(Position::from_row(row))
     }
 
     async fn chain_page(

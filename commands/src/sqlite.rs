@@ -454,12 +454,7 @@ impl WriteStore for SqliteEventStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(
-            row.map_or_else(Position::default, |(log, sequence)| Position {
-                log,
-                sequence,
-            }),
-        )
+        Ok(Position::from_row(row))
     }
 
     async fn chain_page(

@@ -13,6 +13,13 @@ pub struct Position {
     pub sequence: i64,
 }
 
+impl Position {
+    /// From a `(position, sequence)` row, zeros when the aggregate has no events.
+    pub fn from_row(row: Option<(i64, i64)>) -> Self {
+        row.map_or_else(Self::default, |(log, sequence)| Self { log, sequence })
+    }
+}
+
 /// Names one stored event: enough for any process that has the log to find it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRef {
