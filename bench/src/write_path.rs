@@ -959,6 +959,10 @@ fn broker_description(kafka: &str) -> String {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        if args.iter().all(String::is_empty) {
+            // A zombie (an old broker that was restarted) has no command line.
+            continue;
+        }
         let storage = args
             .iter()
             .position(|a| a == "--storage-engine")
