@@ -107,6 +107,8 @@ pub struct Results {
     pub produce: ProduceResult,
     pub insert: InsertResult,
     pub insert_plain: InsertResult,
+    /// What went wrong or was skipped during the run.
+    pub notes: Vec<String>,
 }
 
 fn per_s(count: u64, seconds: f64) -> f64 {
@@ -236,6 +238,7 @@ impl Results {
                 "end_to_end_vs_raw_insert": ratio(self.insert.per_s()),
                 "end_to_end_vs_raw_insert_plain": ratio(self.insert_plain.per_s()),
             },
+            "notes": self.notes,
             "target": {
                 "end_to_end_per_s": TARGET_PER_S,
                 "best_end_to_end_per_s": round(self.best_rate(), 1),
@@ -289,6 +292,9 @@ impl Results {
             s.levels, s.seconds, s.warmup_s, s.pool, s.partitions, s.channels, self.wall_s
         );
 
+        for note in &self.notes {
+            let _ = writeln!(out, "**Note:** {note}\n");
+        }
         let _ = writeln!(out, "## End to end, per load level\n");
         let _ = writeln!(
             out,

@@ -257,6 +257,7 @@ async fn measure(
     }
     recorder.take();
 
+    let mut notes = Vec::new();
     let mut levels = Vec::with_capacity(args.levels.len());
     for &clients in &args.levels {
         let cpu = CpuSample::take();
@@ -290,11 +291,26 @@ async fn measure(
             level.command_to_kafka.p50_ms,
             level.command_to_kafka.p99_ms
         );
+        let drained = level.drained_at_s.is_some();
         levels.push(level);
+        if !drained {
+            // More load on a path that cannot keep up measures nothing new.
+            notes.push(format!(
+                "The outbox did not empty within {} s after the {clients}-client level; the \
+                 remaining levels were not run.",
+                args.drain_timeout
+            ));
+            break;
+        }
     }
 
     let sample = Sample::capture(&watch).await?;
-    running.stop().await.context("stopping the API role")?;
+    if let Err(error) = running.stop().await {
+        // A failed role (the mirror or the relay losing the broker) does not void the figures.
+        notes.push(format!(
+            "The API role reported an error when stopped: {error}"
+        ));
+    }
     store.pool().close().await;
 
     let best_clients = levels
@@ -306,7 +322,18 @@ async fn measure(
         .map_or(args.levels[0], |l| l.clients);
 
     eprintln!("raw produce: {} s", args.seconds);
-    let produce = raw_produce(raw_kafka, &sample, &setup.channels, seconds).await?;
+    let produce = raw_produce(raw_kafka, &sample, &setup.channels, seconds)
+        .await
+        .unwrap_or_else(|error| {
+            notes.push(format!("Raw produce failed: {error:#}"));
+            ProduceResult::default()
+        });
+    if produce.failed > 0 {
+        notes.push(format!(
+            "Raw produce: {} messages were not acknowledged.",
+            produce.failed
+        ));
+    }
     eprintln!("  {:.0} messages/s", produce.per_s());
 
     eprintln!(
@@ -343,6 +370,7 @@ async fn measure(
         produce,
         insert,
         insert_plain,
+        notes,
         ..Results::default()
     };
     if let Some(best) = results.best().and_then(LevelResult::end_to_end_per_s) {
