@@ -1,0 +1,364 @@
+//! The projector loop: poll a batch, apply it with the checkpoint in one store transaction,
+//! publish the updates, and set poison events aside.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_kafka::KafkaError;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::ProjectorMetrics;
+use super::source::{Checkpoint, KafkaSource, Payload, StreamEvent};
+use super::store::{ReadStore, StoreError};
+use crate::updates::Update;
+
+/// What to do with an event that keeps failing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoisonPolicy {
+    /// Park it as a dead letter and go on with the rest.
+    #[default]
+    Park,
+    /// Stop the projector; an operator must fix or skip the event.
+    Halt,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProjectorOptions {
+    /// Events per store transaction.
+    pub batch_size: usize,
+    /// How long to wait for more events once the first of a batch arrived.
+    pub linger: Duration,
+    /// Attempts at one failing event before the poison policy applies.
+    pub max_attempts: i32,
+    /// First wait between attempts; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub poison: PoisonPolicy,
+    /// Stop once the checkpoint has reached the log end (rebuilds and benchmarks).
+    pub stop_when_caught_up: bool,
+}
+
+impl Default for ProjectorOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 1_000,
+            linger: Duration::from_millis(20),
+            max_attempts: 3,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            poison: PoisonPolicy::Park,
+            stop_when_caught_up: false,
+        }
+    }
+}
+
+/// Where committed updates go.
+pub trait UpdateSink: Send + Sync + 'static {
+    fn publish(&self, updates: Vec<Update>);
+}
+
+impl UpdateSink for crate::updates::UpdateBus {
+    fn publish(&self, updates: Vec<Update>) {
+        for update in updates {
+            crate::updates::UpdateBus::publish(self, update);
+        }
+    }
+}
+
+/// Discards updates: for projections nobody watches live, and rebuilds.
+#[derive(Debug, Default)]
+pub struct NoUpdates;
+
+impl UpdateSink for NoUpdates {
+    fn publish(&self, _updates: Vec<Update>) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorFailure {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("halted on event {location}: {reason}")]
+    Halted { location: String, reason: String },
+}
+
+/// One version of one projection, fed from the event topics.
+pub struct StreamProjector {
+    store: Arc<dyn ReadStore>,
+    source: Arc<KafkaSource>,
+    updates: Arc<dyn UpdateSink>,
+    options: ProjectorOptions,
+    metrics: Arc<ProjectorMetrics>,
+    checkpoint: watch::Sender<Checkpoint>,
+    /// When the newest event applied so far happened: how stale the read model is while behind.
+    newest_applied: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+impl std::fmt::Debug for StreamProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamProjector")
+            .field("store", &self.store.describe())
+            .finish()
+    }
+}
+
+impl StreamProjector {
+    pub fn new(
+        store: Arc<dyn ReadStore>,
+        source: KafkaSource,
+        updates: Arc<dyn UpdateSink>,
+        options: ProjectorOptions,
+        metrics: Arc<ProjectorMetrics>,
+    ) -> Self {
+        Self {
+            store,
+            source: Arc::new(source),
+            updates,
+            options,
+            metrics,
+            checkpoint: watch::channel(Checkpoint::default()).0,
+            newest_applied: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The checkpoint after every committed batch.
+    pub fn checkpoint(&self) -> watch::Receiver<Checkpoint> {
+        self.checkpoint.subscribe()
+    }
+
+    pub fn metrics(&self) -> Arc<ProjectorMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until `shutdown` (or, with `stop_when_caught_up`, until the log end seen at start is
+    /// applied). While `paused` holds `true`, nothing is read or written.
+    pub async fn run(
+        &self,
+        mut paused: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProjectorFailure> {
+        let name = self.store.describe();
+        let mut backoff = self.options.backoff;
+        'reload: loop {
+            let mut checkpoint = loop {
+                match self.store.checkpoint().await {
+                    Ok(checkpoint) => break checkpoint,
+                    Err(error) => {
+                        tracing::warn!(projection = %name, %error, "cannot read the checkpoint");
+                        if !self.sleep(&mut backoff, &shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let source = self.source.clone();
+            let seek_to = checkpoint.clone();
+            blocking(move || source.seek(&seek_to)).await?;
+            let target = if self.options.stop_when_caught_up {
+                let source = self.source.clone();
+                let at = checkpoint.clone();
+                Some(blocking(move || source.lag(&at)).await?.log_end)
+            } else {
+                None
+            };
+            self.checkpoint.send_replace(checkpoint.clone());
+            self.metrics.checkpoint(checkpoint.total());
+            tracing::info!(projection = %name, events = checkpoint.total(), "projector started");
+            let mut lag_checked = Instant::now() - Duration::from_secs(60);
+            loop {
+                if target.is_some_and(|end| checkpoint.total() >= end) {
+                    self.refresh_lag(&checkpoint).await;
+                    return Ok(());
+                }
+                if *paused.borrow_and_update() {
+                    tracing::info!(projection = %name, "projector paused");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = paused.wait_for(|paused| !paused) => {
+                            tracing::info!(projection = %name, "projector resumed");
+                            // The store may have been reset meanwhile: start from what it holds.
+                            continue 'reload;
+                        }
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                if lag_checked.elapsed() >= Duration::from_secs(2) {
+                    self.refresh_lag(&checkpoint).await;
+                    lag_checked = Instant::now();
+                }
+                let source = self.source.clone();
+                let (max, linger) = (self.options.batch_size, self.options.linger);
+                let batch =
+                    blocking(move || source.poll_batch(max, Duration::from_millis(250), linger))
+                        .await?;
+                if batch.is_empty() {
+                    continue;
+                }
+                match self.apply(&mut checkpoint, &batch, &shutdown).await? {
+                    Outcome::Done => {
+                        backoff = self.options.backoff;
+                        self.checkpoint.send_replace(checkpoint.clone());
+                        self.metrics.checkpoint(checkpoint.total());
+                    }
+                    Outcome::Fenced => {
+                        tracing::warn!(projection = %name, "checkpoint moved under us; reloading");
+                        continue 'reload;
+                    }
+                    Outcome::Stopped => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Applies `batch` from `checkpoint`, splitting off and retrying a failing event, then
+    /// parking it (or halting) once it has failed `max_attempts` times.
+    async fn apply(
+        &self,
+        checkpoint: &mut Checkpoint,
+        batch: &[StreamEvent],
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, ProjectorFailure> {
+        let name = self.store.describe();
+        let mut pending = batch;
+        let mut window = pending.len();
+        let mut attempts = 0;
+        let mut backoff = self.options.backoff;
+        while !pending.is_empty() {
+            let slice = &pending[..window];
+            let to = checkpoint.after(slice);
+            let started = Instant::now();
+            match self.store.apply(checkpoint, slice, &to).await {
+                Ok(applied) => {
+                    self.metrics
+                        .batch(applied.applied, applied.ignored, started.elapsed());
+                    self.metrics.parked(applied.parked);
+                    if !applied.updates.is_empty() {
+                        self.updates.publish(applied.updates);
+                    }
+                    self.note_applied(slice);
+                    *checkpoint = to;
+                    pending = &pending[window..];
+                    window = pending.len();
+                    attempts = 0;
+                    backoff = self.options.backoff;
+                }
+                Err(StoreError::Fenced) => return Ok(Outcome::Fenced),
+                Err(StoreError::Event { index, .. }) if index > 0 && index < window => {
+                    // Commit what precedes the failing event first.
+                    window = index;
+                }
+                Err(StoreError::Event { reason, .. }) => {
+                    self.metrics.failed_batch();
+                    attempts += 1;
+                    let event = &pending[0];
+                    let deterministic = matches!(event.payload, Payload::Malformed { .. });
+                    if attempts < self.options.max_attempts && !deterministic {
+                        tracing::warn!(projection = %name, location = %event.location(), attempt = attempts, %reason, "event failed; retrying");
+                        window = 1;
+                        if !self.sleep(&mut backoff, shutdown).await {
+                            return Ok(Outcome::Stopped);
+                        }
+                        continue;
+                    }
+                    if self.options.poison == PoisonPolicy::Halt {
+                        tracing::error!(projection = %name, location = %event.location(), %reason, "poison event: halting");
+                        return Err(ProjectorFailure::Halted {
+                            location: event.location(),
+                            reason,
+                        });
+                    }
+                    let to = checkpoint.after(&pending[..1]);
+                    match self
+                        .store
+                        .park(checkpoint, event, &reason, attempts, &to)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::error!(projection = %name, location = %event.location(), %reason, "poison event parked as a dead letter");
+                            self.metrics.parked(1);
+                            *checkpoint = to;
+                            pending = &pending[1..];
+                            window = pending.len();
+                            attempts = 0;
+                        }
+                        Err(StoreError::Fenced) => return Ok(Outcome::Fenced),
+                        Err(error) => {
+                            tracing::warn!(projection = %name, %error, "cannot park the event; retrying");
+                            if !self.sleep(&mut backoff, shutdown).await {
+                                return Ok(Outcome::Stopped);
+                            }
+                        }
+                    }
+                }
+                Err(StoreError::Unavailable(error)) => {
+                    self.metrics.failed_batch();
+                    tracing::warn!(projection = %name, %error, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
+                    if !self.sleep(&mut backoff, shutdown).await {
+                        return Ok(Outcome::Stopped);
+                    }
+                }
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn refresh_lag(&self, checkpoint: &Checkpoint) {
+        let source = self.source.clone();
+        let at = checkpoint.clone();
+        match blocking(move || source.lag(&at)).await {
+            Ok(lag) => {
+                let newest = *self
+                    .newest_applied
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let seconds = match newest {
+                    Some(at) if lag.events > 0 => (Utc::now() - at).num_seconds().max(0),
+                    _ => 0,
+                };
+                self.metrics.lag(lag.events, seconds);
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the log end"),
+        }
+    }
+
+    fn note_applied(&self, slice: &[StreamEvent]) {
+        let newest = slice
+            .iter()
+            .filter_map(|event| event.envelope().map(|e| e.occurred_at))
+            .max();
+        if let Some(newest) = newest {
+            let mut slot = self
+                .newest_applied
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            *slot = Some(slot.map_or(newest, |at| at.max(newest)));
+        }
+    }
+
+    /// Sleeps for the current backoff and doubles it; `false` if shut down meanwhile.
+    async fn sleep(&self, backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(self.options.max_backoff);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+}
+
+enum Outcome {
+    Done,
+    Fenced,
+    Stopped,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| KafkaError::Other(format!("kafka reader task: {e}")))?
+}

@@ -1,0 +1,17 @@
+//! The distributed read side: projectors that consume the Kafka event topics into their own
+//! stores (PostgreSQL, MongoDB), each in its own process.
+//!
+//! A projector owns its offsets (DESIGN.md rule 4): the next offset of every partition is part
+//! of the read model and is written in the same store transaction as the rows a batch changed.
+//! On start it seeks to that checkpoint; Kafka's consumer-group offsets are never used.
+
+pub mod engine;
+pub mod metrics;
+pub mod postgres;
+pub mod source;
+pub mod store;
+
+pub use engine::{PoisonPolicy, ProjectorOptions, StreamProjector};
+pub use metrics::ProjectorMetrics;
+pub use source::{Checkpoint, KafkaSource, Lag, Payload, StreamEvent, TopicPartition};
+pub use store::{Applied, DeadLetter, ReadStore, StoreError};

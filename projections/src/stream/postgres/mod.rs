@@ -1,0 +1,494 @@
+//! PostgreSQL read-model stores: one schema per projection version (`catalog_v2`), so a rebuild
+//! writes beside the live version and the switch is one registry update.
+
+pub mod audit;
+pub mod catalog;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
+use super::store::{Applied, DeadLetter, ReadStore, Retried, StoreError};
+use crate::updates::Update;
+
+pub use audit::AuditProjection;
+pub use catalog::CatalogProjection;
+
+/// One read model kept in PostgreSQL.
+#[async_trait]
+pub trait PgProjection: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// The read model's tables, unqualified: run with `search_path` set to the version's schema.
+    fn tables(&self) -> &'static str;
+
+    /// `(table, query)` pairs whose rows, in the query's order, are the whole read model.
+    fn dump_queries(&self) -> &'static [(&'static str, &'static str)];
+
+    /// Applies `events` (none a duplicate, all decodable envelopes) in order inside the batch's
+    /// transaction. A failure names the event at fault where it can (see [`event_error`]).
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[(usize, &StreamEvent)],
+        updates: &mut Vec<Update>,
+    ) -> Result<(), StoreError>;
+}
+
+/// A failure of the event at `index`: a constraint it breaks is its own fault, a lost
+/// connection is not.
+pub fn event_error(index: usize, error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::Database(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::RowNotFound => StoreError::Event {
+            index,
+            reason: error.to_string(),
+        },
+        other => unavailable(other),
+    }
+}
+
+pub fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// The schema a version lives in.
+pub fn schema_name(projection: &str, version: i32) -> String {
+    format!("{projection}_v{version}")
+}
+
+/// A projection version in its own PostgreSQL schema.
+pub struct PgStore {
+    pool: PgPool,
+    projection: Arc<dyn PgProjection>,
+    version: i32,
+    schema: String,
+}
+
+impl PgStore {
+    pub fn new(pool: PgPool, projection: Arc<dyn PgProjection>, version: i32) -> Self {
+        let schema = schema_name(projection.name(), version);
+        Self {
+            pool,
+            projection,
+            version,
+            schema,
+        }
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A transaction with `search_path` on this version's schema, holding the version's write
+    /// lock (so two instances never apply at once).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(&format!("SET LOCAL search_path TO {}, public", self.schema))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&self.schema)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        Ok(tx)
+    }
+
+    async fn stored_checkpoint(conn: &mut PgConnection) -> Result<Checkpoint, StoreError> {
+        let rows = sqlx::query("SELECT topic, partition, next_offset FROM projector_checkpoint")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        let mut checkpoint = Checkpoint::default();
+        for row in rows {
+            checkpoint.set(
+                TopicPartition {
+                    topic: row.get(0),
+                    partition: row.get(1),
+                },
+                row.get(2),
+            );
+        }
+        Ok(checkpoint)
+    }
+
+    async fn fence(conn: &mut PgConnection, from: &Checkpoint) -> Result<(), StoreError> {
+        if Self::stored_checkpoint(conn).await? == *from {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced)
+        }
+    }
+
+    async fn write_checkpoint(conn: &mut PgConnection, to: &Checkpoint) -> Result<(), StoreError> {
+        let (topics, partitions, offsets): (Vec<String>, Vec<i32>, Vec<i64>) = to
+            .iter()
+            .map(|(p, offset)| (p.topic.clone(), p.partition, offset))
+            .fold(
+                (vec![], vec![], vec![]),
+                |(mut t, mut p, mut o), (a, b, c)| {
+                    t.push(a);
+                    p.push(b);
+                    o.push(c);
+                    (t, p, o)
+                },
+            );
+        sqlx::query(
+            "INSERT INTO projector_checkpoint (topic, partition, next_offset, updated_at) \
+             SELECT *, now() FROM UNNEST($1::text[], $2::int[], $3::bigint[]) \
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(topics)
+        .bind(partitions)
+        .bind(offsets)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn insert_dead_letter(
+        conn: &mut PgConnection,
+        event: &StreamEvent,
+        error: &str,
+        attempts: i32,
+    ) -> Result<(), StoreError> {
+        let (payload, envelope) = match &event.payload {
+            Payload::Event(envelope) => (
+                serde_json::to_string(envelope).unwrap_or_default(),
+                Some(envelope),
+            ),
+            Payload::Malformed { raw, .. } => (raw.clone(), None),
+        };
+        sqlx::query(
+            "INSERT INTO projector_dead_letters (topic, partition, \"offset\", event_id, \
+             event_type, aggregate_id, sequence, payload, error, attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&event.partition.topic)
+        .bind(event.partition.partition)
+        .bind(event.offset)
+        .bind(envelope.map(|e| e.id.to_string()))
+        .bind(envelope.map(|e| e.event_type.clone()))
+        .bind(envelope.map(|e| e.aggregate_id.clone()))
+        .bind(envelope.map(|_| event.sequence()))
+        .bind(payload)
+        .bind(error)
+        .bind(attempts)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Applies events that passed the duplicate and dead-letter checks, and records their
+    /// sequences.
+    async fn apply_fresh(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[StreamEvent],
+        applied: &mut Applied,
+        respect_parked: bool,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<String> = batch
+            .iter()
+            .filter_map(|e| e.aggregate_id().map(str::to_owned))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let parked: HashSet<String> = sqlx::query_scalar(
+            "SELECT DISTINCT aggregate_id FROM projector_dead_letters \
+             WHERE aggregate_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .collect();
+        let mut versions: HashMap<String, i64> = sqlx::query(
+            "SELECT aggregate_id, sequence FROM projector_versions WHERE aggregate_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        let mut fresh = Vec::with_capacity(batch.len());
+        for (index, event) in batch.iter().enumerate() {
+            let aggregate = match &event.payload {
+                Payload::Event(envelope) => envelope.aggregate_id.as_str(),
+                Payload::Malformed { reason, .. } => {
+                    return Err(StoreError::Event {
+                        index,
+                        reason: format!("not an event envelope: {reason}"),
+                    })
+                }
+            };
+            if respect_parked && parked.contains(aggregate) {
+                Self::insert_dead_letter(
+                    conn,
+                    event,
+                    "parked behind an earlier dead letter of the same aggregate",
+                    0,
+                )
+                .await?;
+                applied.parked += 1;
+                continue;
+            }
+            let sequence = event.sequence();
+            let seen = versions.get(aggregate).copied().unwrap_or(0);
+            if sequence <= seen {
+                applied.ignored += 1;
+                continue;
+            }
+            versions.insert(aggregate.to_owned(), sequence);
+            fresh.push((index, event));
+        }
+        self.projection
+            .apply(conn, &fresh, &mut applied.updates)
+            .await?;
+        applied.applied += fresh.len();
+        let touched: HashSet<&str> = fresh.iter().filter_map(|(_, e)| e.aggregate_id()).collect();
+        let (ids, sequences): (Vec<String>, Vec<i64>) = touched
+            .into_iter()
+            .map(|id| (id.to_owned(), versions[id]))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO projector_versions (aggregate_id, sequence) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+             ON CONFLICT (aggregate_id) DO UPDATE SET sequence = excluded.sequence",
+        )
+        .bind(ids)
+        .bind(sequences)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+const BOOKKEEPING: &str = r#"
+CREATE TABLE IF NOT EXISTS projector_checkpoint (
+    topic       TEXT        NOT NULL,
+    partition   INTEGER     NOT NULL,
+    next_offset BIGINT      NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+CREATE TABLE IF NOT EXISTS projector_versions (
+    aggregate_id TEXT   PRIMARY KEY,
+    sequence     BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projector_dead_letters (
+    id           BIGSERIAL   PRIMARY KEY,
+    topic        TEXT        NOT NULL,
+    partition    INTEGER     NOT NULL,
+    "offset"     BIGINT      NOT NULL,
+    event_id     TEXT,
+    event_type   TEXT,
+    aggregate_id TEXT,
+    sequence     BIGINT,
+    payload      TEXT        NOT NULL,
+    error        TEXT        NOT NULL,
+    attempts     INTEGER     NOT NULL,
+    parked_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS projector_dead_letters_by_aggregate
+    ON projector_dead_letters (aggregate_id);
+"#;
+
+#[async_trait]
+impl ReadStore for PgStore {
+    fn describe(&self) -> String {
+        format!("{} v{} (PostgreSQL)", self.projection.name(), self.version)
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        let ddl = format!(
+            "SELECT pg_advisory_xact_lock(hashtext('{schema}')); \
+             CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}; \
+             {BOOKKEEPING} {}",
+            self.projection.tables(),
+            schema = self.schema,
+        );
+        run_script(&self.pool, ddl).await
+    }
+
+    async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
+        let mut tx = self.begin().await?;
+        Self::stored_checkpoint(&mut tx).await
+    }
+
+    async fn apply(
+        &self,
+        from: &Checkpoint,
+        batch: &[StreamEvent],
+        to: &Checkpoint,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.begin().await?;
+        Self::fence(&mut tx, from).await?;
+        let mut applied = Applied::default();
+        self.apply_fresh(&mut tx, batch, &mut applied, true).await?;
+        Self::write_checkpoint(&mut tx, to).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(applied)
+    }
+
+    async fn park(
+        &self,
+        from: &Checkpoint,
+        event: &StreamEvent,
+        error: &str,
+        attempts: i32,
+        to: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        Self::fence(&mut tx, from).await?;
+        Self::insert_dead_letter(&mut tx, event, error, attempts).await?;
+        Self::write_checkpoint(&mut tx, to).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT topic, partition, \"offset\", event_id, event_type, aggregate_id, sequence, \
+             error, attempts, parked_at FROM projector_dead_letters ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| DeadLetter {
+                location: format!(
+                    "{}/{}@{}",
+                    row.get::<String, _>(0),
+                    row.get::<i32, _>(1),
+                    row.get::<i64, _>(2)
+                ),
+                event_id: row.get(3),
+                event_type: row.get(4),
+                aggregate_id: row.get(5),
+                sequence: row.get(6),
+                error: row.get(7),
+                attempts: row.get(8),
+                parked_at: row.get::<DateTime<Utc>, _>(9),
+            })
+            .collect())
+    }
+
+    async fn retry_dead_letters(&self) -> Result<(Retried, Vec<Update>), StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, topic, partition, \"offset\", payload, aggregate_id \
+             FROM projector_dead_letters ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let mut retried = Retried::default();
+        let mut updates = Vec::new();
+        let mut blocked: HashSet<Option<String>> = HashSet::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            let aggregate: Option<String> = row.get(5);
+            if aggregate.is_some() && blocked.contains(&aggregate) {
+                retried.still_failing += 1;
+                continue;
+            }
+            let event = StreamEvent {
+                partition: Arc::new(TopicPartition {
+                    topic: row.get(1),
+                    partition: row.get(2),
+                }),
+                offset: row.get(3),
+                payload: StreamEvent::decode(row.get::<String, _>(4).as_bytes()),
+            };
+            let mut tx = self.begin().await?;
+            sqlx::query("DELETE FROM projector_dead_letters WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let mut applied = Applied::default();
+            match self
+                .apply_fresh(&mut tx, std::slice::from_ref(&event), &mut applied, false)
+                .await
+            {
+                Ok(()) if applied.parked == 0 => {
+                    tx.commit().await.map_err(unavailable)?;
+                    retried.applied += 1;
+                    updates.append(&mut applied.updates);
+                }
+                Ok(()) | Err(StoreError::Event { .. }) => {
+                    drop(tx);
+                    sqlx::query(
+                        "UPDATE projector_dead_letters SET attempts = attempts + 1 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)
+                    .ok();
+                    retried.still_failing += 1;
+                    blocked.insert(aggregate);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok((retried, updates))
+    }
+
+    async fn dump(&self) -> Result<Value, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut dump = serde_json::Map::new();
+        for (table, query) in self.projection.dump_queries() {
+            let rows: Option<Value> =
+                sqlx::query_scalar(&format!("SELECT json_agg(t) FROM ({query}) t"))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            dump.insert((*table).to_owned(), rows.unwrap_or(Value::Array(vec![])));
+        }
+        Ok(Value::Object(dump))
+    }
+
+    async fn drop_version(&self) -> Result<(), StoreError> {
+        run_script(
+            &self.pool,
+            format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+        )
+        .await
+    }
+}
+
+/// Runs a multi-statement script in one transaction.
+fn run_script(
+    pool: &PgPool,
+    script: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + '_>> {
+    Box::pin(async move {
+        let script = format!("BEGIN; {script}; COMMIT;");
+        sqlx::raw_sql(&script)
+            .execute(pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    })
+}
