@@ -1,6 +1,7 @@
 //! `aether`: the AetherConnect binary. Parses configuration, sets up logging and runs a role.
 
 mod ops;
+mod projections;
 mod serve;
 
 use std::net::SocketAddr;
@@ -72,6 +73,10 @@ enum Command {
     /// Read the public event log, e.g. to feed analytics.
     #[command(subcommand)]
     Log(ops::LogCommand),
+
+    /// Watch, pause, rebuild and repair the distributed projections.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,7 +95,7 @@ pub(crate) struct DevArgs {
 
     /// Events a projector applies per read-model transaction.
     #[arg(long, default_value_t = 500, env = "AETHER_PROJECTOR_BATCH")]
-    projector_batch: usize,
+    pub(crate) projector_batch: usize,
 
     /// Deepest GraphQL selection accepted.
     #[arg(long, default_value_t = 12, env = "AETHER_MAX_QUERY_DEPTH")]
@@ -214,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Log(command) => ops::log(command).await,
+        Command::Projections(command) => projections::run(command).await,
     }
 }
 
@@ -231,10 +237,24 @@ async fn main() -> ExitCode {
     }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<projections::Refused>() => {
+            eprintln!("aether: {error:#}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "aether failed");
             eprintln!("aether: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

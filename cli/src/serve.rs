@@ -3,6 +3,13 @@
 use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
 use aether_realtime_edge::http::health_router;
 use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
+use std::sync::{Arc, Mutex};
+
+use aether_projections::stream::engine::{PoisonPolicy, ProjectorOptions};
+use aether_projections::stream::role::{
+    open_store, run_projector, KafkaUpdates, MetricsSlot, Stores,
+};
+use aether_projections::stream::ProjectorMetrics;
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +23,17 @@ pub enum Role {
     Api,
     /// Publish the PostgreSQL outbox to Kafka (one active instance; others stand by).
     Relay,
+    /// Keep one projection (`--projection NAME`) up to date from the Kafka log, in its own
+    /// store; serves /metrics, /healthz and /readyz on --listen.
+    Projector,
     /// The API and the relay in one process.
     All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnPoison {
+    Park,
+    Halt,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +56,19 @@ pub struct ServeArgs {
     /// Required: the distributed mode never generates or defaults a secret.
     #[arg(long, env = "AETHER_JWT_SECRET_FILE")]
     jwt_secret_file: Option<std::path::PathBuf>,
+
+    /// The projection a `projector` process keeps: catalog or audit.
+    #[arg(long, env = "AETHER_PROJECTION")]
+    projection: Option<String>,
+
+    /// What a projector does with an event that keeps failing: park it as a dead letter and go
+    /// on, or halt.
+    #[arg(long, value_enum, default_value_t = OnPoison::Park, env = "AETHER_ON_POISON")]
+    on_poison: OnPoison,
+
+    /// Attempts at a failing event before --on-poison applies.
+    #[arg(long, default_value_t = 3, env = "AETHER_PROJECTOR_ATTEMPTS")]
+    projector_attempts: i32,
 
     /// Outbox rows the relay publishes per round trip.
     #[arg(long, default_value_t = 1000, env = "AETHER_RELAY_BATCH")]
@@ -84,6 +113,90 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                 stop.cancel();
             });
             tasks.spawn(async move { running.wait().await.context("api failed") });
+        }
+        Role::Projector => {
+            let Some(name) = args.projection.clone() else {
+                anyhow::bail!(
+                    "--projection NAME (AETHER_PROJECTION) is required with --role projector"
+                );
+            };
+            let stores = Stores {
+                postgres: store.pool().clone(),
+            };
+            open_store(&stores, &name, 1)?;
+            let kafka = args.kafka.config();
+            let options = ProjectorOptions {
+                batch_size: args.api.projector_batch.max(1),
+                max_attempts: args.projector_attempts.max(1),
+                poison: match args.on_poison {
+                    OnPoison::Park => PoisonPolicy::Park,
+                    OnPoison::Halt => PoisonPolicy::Halt,
+                },
+                ..ProjectorOptions::default()
+            };
+            let metrics: MetricsSlot =
+                Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(&name, 1))));
+            let updates = Arc::new(KafkaUpdates::new(&kafka)?);
+            let halted = Arc::new(Mutex::new(None::<String>));
+            {
+                let (metrics, token, halted, name) = (
+                    metrics.clone(),
+                    shutdown.clone(),
+                    halted.clone(),
+                    name.clone(),
+                );
+                tasks.spawn(async move {
+                    let outcome = run_projector(
+                        stores,
+                        kafka,
+                        name.clone(),
+                        options,
+                        updates,
+                        metrics,
+                        token,
+                    )
+                    .await;
+                    if let Err(error) = &outcome {
+                        *halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+                    }
+                    outcome.with_context(|| format!("projector {name} failed"))
+                });
+            }
+            let health = health_router(move || {
+                let failure = halted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let details = serde_json::json!({ "ready": failure.is_none(), "failure": failure });
+                (failure.is_none(), details)
+            });
+            let router = health.route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        let text = metrics.lock().unwrap_or_else(|p| p.into_inner()).render();
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "aether projector {name}: metrics at http://{}/metrics",
+                listener.local_addr()?
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                    .context("metrics endpoint failed")
+            });
         }
         Role::Relay => {
             let (status, readiness) = tokio::sync::watch::channel(RelayStatus::default());

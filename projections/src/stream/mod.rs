@@ -8,6 +8,8 @@
 pub mod engine;
 pub mod metrics;
 pub mod postgres;
+pub mod registry;
+pub mod role;
 pub mod source;
 pub mod store;
 

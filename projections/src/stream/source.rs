@@ -152,6 +152,9 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
+            // Do not let the broker hold a fetch open waiting for more bytes: a projector
+            // wants what is there now.
+            .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(Self {
             consumer,

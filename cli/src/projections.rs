@@ -1,0 +1,453 @@
+//! `aether projections …`: the operator's view of the distributed projectors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_kafka::KafkaConfig;
+use aether_projections::stream::engine::{NoUpdates, ProjectorOptions, StreamProjector};
+use aether_projections::stream::registry::{Registry, VersionState};
+use aether_projections::stream::role::{open_store, Stores, STREAM_PROJECTIONS};
+use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource};
+use aether_projections::stream::{ProjectorMetrics, ReadStore};
+use aether_schemas::topics::EVENT_TOPICS;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::{KafkaArgs, PostgresArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// PostgreSQL URL of the read models and the projection registry.
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+impl StoreArgs {
+    pub async fn stores(&self) -> anyhow::Result<Stores> {
+        let store = self.postgres.connect().await?;
+        Ok(Stores {
+            postgres: store.pool().clone(),
+        })
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProjectionsCommand {
+    /// Every projection: live version, state, checkpoint, lag, dead letters.
+    List {
+        #[command(flatten)]
+        stores: StoreArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop applying events (every projector process of NAME, within a second).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Apply events again.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Empty the live version and its checkpoint, so it rebuilds in place from offset 0 when
+    /// resumed. NAME must be paused. Prefer `rebuild`, which keeps serving meanwhile.
+    Reset {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Build the next version from offset 0 beside the live one, then switch to it atomically.
+    /// The old version is kept until `drop`.
+    Rebuild {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
+        /// Build, but do not switch (inspect it first; switch with `switch`).
+        #[arg(long)]
+        no_switch: bool,
+    },
+    /// Make VERSION of NAME live (a built or a retired one: rolls back too).
+    Switch {
+        name: String,
+        #[arg(id = "projection_version", value_name = "VERSION")]
+        version: i32,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Drop a version that is not live: its tables and checkpoint.
+    Drop {
+        name: String,
+        #[arg(id = "projection_version", value_name = "VERSION")]
+        version: i32,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// The events NAME's live version set aside.
+    DeadLetters {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-apply NAME's dead letters (after fixing their cause); those that apply are removed.
+    Retry {
+        name: String,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+    /// Print a version's whole read model as JSON (the live version by default).
+    Dump {
+        name: String,
+        #[arg(id = "projection_version", value_name = "VERSION")]
+        version: Option<i32>,
+        #[command(flatten)]
+        stores: StoreArgs,
+    },
+}
+
+/// A command was refused (exit 2), as opposed to failing (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectionsCommand::List { stores, json } => list(&stores, json).await,
+        ProjectionsCommand::Pause { name, stores } => {
+            let (_, registry) = open(&stores, &name).await?;
+            registry.set_paused(&name, true).await?;
+            println!("{name}: paused");
+            Ok(())
+        }
+        ProjectionsCommand::Resume { name, stores } => {
+            let (_, registry) = open(&stores, &name).await?;
+            registry.set_paused(&name, false).await?;
+            println!("{name}: resumed");
+            Ok(())
+        }
+        ProjectionsCommand::Reset { name, stores } => {
+            let (opened, registry) = open(&stores, &name).await?;
+            let entry = registry.entry(&name).await?;
+            if !entry.paused {
+                return Err(Refused(format!(
+                    "{name} is running: `aether projections pause {name}` first (or use \
+                     `rebuild`, which keeps serving)"
+                ))
+                .into());
+            }
+            let store = open_store(&opened, &name, entry.live_version)?;
+            store.drop_version().await?;
+            store.prepare().await?;
+            println!(
+                "{name} v{}: emptied; it rebuilds from offset 0 on `aether projections resume {name}`",
+                entry.live_version
+            );
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild {
+            name,
+            stores,
+            batch,
+            no_switch,
+        } => rebuild(&stores, &name, batch, no_switch).await,
+        ProjectionsCommand::Switch {
+            name,
+            version,
+            stores,
+        } => {
+            let (_, registry) = open(&stores, &name).await?;
+            let previous = registry
+                .switch(&name, version)
+                .await
+                .map_err(|e| Refused(e.to_string()))?;
+            println!("{name}: v{version} is live (was v{previous})");
+            Ok(())
+        }
+        ProjectionsCommand::Drop {
+            name,
+            version,
+            stores,
+        } => {
+            let (opened, registry) = open(&stores, &name).await?;
+            registry
+                .mark_dropped(&name, version)
+                .await
+                .map_err(|e| Refused(e.to_string()))?;
+            open_store(&opened, &name, version)?.drop_version().await?;
+            println!("{name} v{version}: dropped");
+            Ok(())
+        }
+        ProjectionsCommand::DeadLetters { name, stores, json } => {
+            let store = live_store(&stores, &name).await?;
+            let letters = store.dead_letters().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else if letters.is_empty() {
+                println!("{name}: no dead letters");
+            } else {
+                for letter in &letters {
+                    println!(
+                        "{}  {}  {}#{}  attempts={}  {}",
+                        letter.location,
+                        letter.event_type.as_deref().unwrap_or("(unreadable)"),
+                        letter.aggregate_id.as_deref().unwrap_or("-"),
+                        letter.sequence.unwrap_or(0),
+                        letter.attempts,
+                        letter.error
+                    );
+                }
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Retry { name, stores } => {
+            let store = live_store(&stores, &name).await?;
+            let (retried, _) = store.retry_dead_letters().await?;
+            println!(
+                "{name}: {} applied, {} still failing",
+                retried.applied, retried.still_failing
+            );
+            if retried.still_failing > 0 {
+                return Err(Refused(format!(
+                    "{} dead letters still fail: see `aether projections dead-letters {name}`",
+                    retried.still_failing
+                ))
+                .into());
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Dump {
+            name,
+            version,
+            stores,
+        } => {
+            let (opened, registry) = open(&stores, &name).await?;
+            let version = match version {
+                Some(version) => version,
+                None => registry.entry(&name).await?.live_version,
+            };
+            let dump = open_store(&opened, &name, version)?.dump().await?;
+            println!("{}", serde_json::to_string_pretty(&dump)?);
+            Ok(())
+        }
+    }
+}
+
+async fn open(args: &StoreArgs, name: &str) -> anyhow::Result<(Stores, Registry)> {
+    let stores = args.stores().await?;
+    // Refuse unknown names before touching the registry.
+    open_store(&stores, name, 1).map_err(|e| Refused(e.to_string()))?;
+    let registry = Registry::open(stores.postgres.clone()).await?;
+    Ok((stores, registry))
+}
+
+async fn live_store(args: &StoreArgs, name: &str) -> anyhow::Result<Arc<dyn ReadStore>> {
+    let (stores, registry) = open(args, name).await?;
+    let entry = registry.entry(name).await?;
+    let store = open_store(&stores, name, entry.live_version)?;
+    store.prepare().await?;
+    Ok(store)
+}
+
+#[derive(serde::Serialize)]
+struct ListRow {
+    name: String,
+    store: &'static str,
+    version: i32,
+    state: &'static str,
+    paused: bool,
+    checkpoint: i64,
+    lag_events: Option<i64>,
+    dead_letters: usize,
+    building: Vec<i32>,
+}
+
+async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
+    let stores = args.stores().await?;
+    let registry = Registry::open(stores.postgres.clone()).await?;
+    let kafka = args.kafka.config();
+    let mut rows = Vec::new();
+    for (name, kind) in STREAM_PROJECTIONS {
+        let entry = registry.find(name).await?;
+        let (version, paused, building) = match &entry {
+            Some(entry) => (
+                entry.live_version,
+                entry.paused,
+                entry
+                    .versions
+                    .iter()
+                    .filter(|v| v.state == VersionState::Building)
+                    .map(|v| v.version)
+                    .collect(),
+            ),
+            None => (1, false, vec![]),
+        };
+        let store = open_store(&stores, name, version)?;
+        store.prepare().await?;
+        let checkpoint = store.checkpoint().await?;
+        let lag = {
+            let kafka = kafka.clone();
+            let at = checkpoint.clone();
+            tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &at))
+                .await?
+                .ok()
+        };
+        rows.push(ListRow {
+            name: (*name).to_owned(),
+            store: kind,
+            version,
+            state: match (&entry, paused) {
+                (None, _) => "never run",
+                (Some(_), true) => "paused",
+                (Some(_), false) => "running",
+            },
+            paused,
+            checkpoint: checkpoint.total(),
+            lag_events: lag.map(|lag| lag.events),
+            dead_letters: store.dead_letters().await?.len(),
+            building,
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<11} {:>7} {:<9} {:>11} {:>10} {:>12}  building",
+        "NAME", "STORE", "VERSION", "STATE", "CHECKPOINT", "LAG", "DEAD LETTERS"
+    );
+    for row in rows {
+        println!(
+            "{:<10} {:<11} {:>7} {:<9} {:>11} {:>10} {:>12}  {}",
+            row.name,
+            row.store,
+            format!("v{}", row.version),
+            row.state,
+            row.checkpoint,
+            row.lag_events
+                .map_or_else(|| "?".to_owned(), |lag| lag.to_string()),
+            row.dead_letters,
+            row.building
+                .iter()
+                .map(|v| format!("v{v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Builds the next version of `name` from offset 0 while the live one keeps serving, showing
+/// progress, then switches to it.
+async fn rebuild(
+    args: &StoreArgs,
+    name: &str,
+    batch: usize,
+    no_switch: bool,
+) -> anyhow::Result<()> {
+    let (stores, registry) = open(args, name).await?;
+    let kafka = args.kafka.config();
+    let version = registry.begin_build(name).await?;
+    let store = open_store(&stores, name, version)?;
+    store.prepare().await?;
+    eprintln!("{name}: building v{version} from offset 0");
+    let built = build_until_caught_up(&kafka, store.clone(), name, version, batch).await?;
+    if no_switch {
+        println!("{name} v{version}: built ({built} events); switch with `aether projections switch {name} {version}`");
+        return Ok(());
+    }
+    let previous = registry
+        .switch(name, version)
+        .await
+        .map_err(|e| Refused(e.to_string()))?;
+    println!(
+        "{name}: v{version} is live ({built} events); v{previous} retired (drop it with \
+         `aether projections drop {name} {previous}`)"
+    );
+    Ok(())
+}
+
+/// Applies the log to `store` until it is within one batch of the log end, with a progress bar
+/// (rate and ETA) on standard error. Returns the events consumed.
+pub async fn build_until_caught_up(
+    kafka: &KafkaConfig,
+    store: Arc<dyn ReadStore>,
+    name: &str,
+    version: i32,
+    batch: usize,
+) -> anyhow::Result<i64> {
+    let metrics = Arc::new(ProjectorMetrics::new(name, version));
+    let projector = StreamProjector::new(
+        store.clone(),
+        KafkaSource::new(kafka, &EVENT_TOPICS)?,
+        Arc::new(NoUpdates),
+        ProjectorOptions {
+            batch_size: batch.max(1),
+            stop_when_caught_up: true,
+            ..ProjectorOptions::default()
+        },
+        metrics,
+    );
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  ETA {eta}",
+        )
+        .context("progress bar template")?,
+    );
+    let mut checkpoints = projector.checkpoint();
+    let end = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &Checkpoint::default()))
+            .await??
+            .log_end
+    };
+    progress.set_length(end.max(0) as u64);
+    let watcher = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            while checkpoints.changed().await.is_ok() {
+                let at = checkpoints.borrow_and_update().total();
+                progress.set_position(at.max(0) as u64);
+            }
+        })
+    };
+    let (_paused, paused) = watch::channel(false);
+    let started = Instant::now();
+    // New events keep arriving while we build: go round until a pass finds almost nothing new.
+    loop {
+        let before = store.checkpoint().await?.total();
+        projector
+            .run(paused.clone(), CancellationToken::new())
+            .await?;
+        let after = store.checkpoint().await?.total();
+        let end = {
+            let kafka = kafka.clone();
+            let at = store.checkpoint().await?;
+            tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &at)).await??
+        };
+        progress.set_length(end.log_end.max(0) as u64);
+        if after - before <= batch as i64 || end.events <= batch as i64 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(24 * 3600) {
+            break;
+        }
+    }
+    watcher.abort();
+    let total = store.checkpoint().await?.total();
+    progress.finish_with_message("caught up");
+    Ok(total)
+}

@@ -1,0 +1,484 @@
+//! Projectors as their own processes, against real PostgreSQL and tansu: killed mid-batch they
+//! end identical to a fresh rebuild; a redelivered batch changes nothing; a rebuild while
+//! messages keep arriving switches with none lost or doubled; a poison event is parked and the
+//! rest flows.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_commands::postgres::PgEventStore;
+use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
+use aether_commands::{ChatCommands, CommandContext};
+use aether_domain::{ChannelId, ChannelKind, UserId};
+use aether_kafka::admin::init_topics;
+use aether_kafka::KafkaConfig;
+use aether_projections::stream::postgres::{AuditProjection, CatalogProjection, PgStore};
+use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource, StreamEvent};
+use aether_projections::stream::{ReadStore, StoreError};
+use aether_schemas::topics::{self, EVENT_TOPICS};
+use aether_test_support::{kafka_config, TestDatabase};
+use rdkafka::producer::FutureRecord;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+struct Process(Child);
+
+impl Process {
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An event store, its relay to Kafka, and a chat session to fill it.
+struct Fixture {
+    db: TestDatabase,
+    store: PgEventStore,
+    kafka: KafkaConfig,
+    commands: Arc<ChatCommands<PgEventStore>>,
+    shutdown: CancellationToken,
+    alice: UserId,
+    channel: ChannelId,
+}
+
+impl Fixture {
+    async fn start() -> anyhow::Result<Self> {
+        let db = TestDatabase::create().await?;
+        let store = PgEventStore::from_pool(db.pool().await?);
+        store.migrate().await?;
+        let kafka = kafka_config(3);
+        init_topics(&kafka).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let (pool, kafka, shutdown) = (store.pool().clone(), kafka.clone(), shutdown.clone());
+            async move {
+                let (status, _) = tokio::sync::watch::channel(RelayStatus::default());
+                let _ = run_relay(pool, kafka, RelayConfig::default(), status, shutdown).await;
+            }
+        });
+        let commands = Arc::new(ChatCommands::new(store.clone()));
+        let alice = commands
+            .register(&CommandContext::new(None), "alice", "correct horse", None)
+            .await?
+            .value
+            .id;
+        let bob = commands
+            .register(&CommandContext::new(None), "bob", "battery staple", None)
+            .await?
+            .value
+            .id;
+        let server = commands
+            .create_server(&CommandContext::new(Some(alice)), "projectors")
+            .await?
+            .value
+            .id;
+        let invite = commands
+            .create_invite(&CommandContext::new(Some(alice)), server, None, None)
+            .await?
+            .value
+            .code;
+        commands
+            .join_server(&CommandContext::new(Some(bob)), &invite)
+            .await?;
+        let channel = commands
+            .create_channel(
+                &CommandContext::new(Some(alice)),
+                server,
+                "general",
+                ChannelKind::Text,
+                false,
+            )
+            .await?
+            .value
+            .id;
+        Ok(Self {
+            db,
+            store,
+            kafka,
+            commands,
+            shutdown,
+            alice,
+            channel,
+        })
+    }
+
+    async fn send(&self, count: usize) -> anyhow::Result<()> {
+        for n in 0..count {
+            let ctx = CommandContext::new(Some(self.alice));
+            let sent = self
+                .commands
+                .send_message(&ctx, self.channel, &format!("message {n}"))
+                .await?
+                .value;
+            if n % 10 == 3 {
+                self.commands
+                    .edit_message(&ctx, sent.id, &format!("message {n}, edited"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the relay has published everything committed so far.
+    async fn published(&self) -> anyhow::Result<i64> {
+        let started = Instant::now();
+        loop {
+            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(self.store.pool())
+                .await?;
+            if pending == 0 {
+                return Ok(sqlx::query_scalar("SELECT count(*) FROM events")
+                    .fetch_one(self.store.pool())
+                    .await?);
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "outbox still holds {pending} rows"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn aether(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aether"));
+        command
+            .args(["--log", "warn"])
+            .env("AETHER_POSTGRES_URL", &self.db.url)
+            .env("AETHER_KAFKA_BOOTSTRAP", &self.kafka.bootstrap)
+            .env("AETHER_TOPIC_PREFIX", &self.kafka.topic_prefix);
+        command
+    }
+
+    fn projector(&self, name: &str, batch: usize) -> anyhow::Result<Process> {
+        let child = self
+            .aether()
+            .args(["serve", "--role", "projector", "--projection", name])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--projector-batch", &batch.to_string()])
+            .stdout(Stdio::null())
+            .spawn()?;
+        Ok(Process(child))
+    }
+
+    async fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut command = self.aether();
+        command.args(args);
+        let output = tokio::task::spawn_blocking(move || command.output()).await??;
+        eprintln!(
+            "aether {}: {}\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(output)
+    }
+
+    async fn dump(&self, name: &str, version: i32) -> anyhow::Result<Value> {
+        let output = self
+            .cli(&["projections", "dump", name, &version.to_string()])
+            .await?;
+        anyhow::ensure!(output.status.success(), "dump failed");
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
+    /// Events consumed by a version, from its checkpoint table.
+    async fn consumed(&self, name: &str, version: i32) -> anyhow::Result<i64> {
+        let sql = format!(
+            "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM {name}_v{version}.projector_checkpoint"
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap_or(0))
+    }
+
+    async fn log_end(&self) -> anyhow::Result<i64> {
+        let kafka = self.kafka.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            lag_of(&kafka, &EVENT_TOPICS, &Checkpoint::default())
+        })
+        .await??
+        .log_end)
+    }
+
+    async fn wait_consumed(&self, name: &str, version: i32, at_least: i64) -> anyhow::Result<i64> {
+        let started = Instant::now();
+        loop {
+            let consumed = self.consumed(name, version).await?;
+            if consumed >= at_least {
+                return Ok(consumed);
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "{name} v{version} consumed {consumed} of {at_least} events"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn finish(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.store.pool().close().await;
+        self.db.drop_database().await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    fixture.send(120).await?;
+    let events = fixture.published().await?;
+    let end = fixture.log_end().await?;
+    assert_eq!(end, events, "every stored event is on Kafka once");
+
+    for name in [CatalogProjection::NAME, AuditProjection::NAME] {
+        // Small batches, so the kill lands between (or inside) transactions.
+        let projector = fixture.projector(name, 7)?;
+        let before_kill = fixture.wait_consumed(name, 1, 40).await?;
+        projector.kill();
+        let at_kill = fixture.consumed(name, 1).await?;
+        assert!(at_kill >= before_kill);
+        eprintln!("{name}: killed at {at_kill} of {end} events consumed");
+        let _projector = fixture.projector(name, 7)?;
+        fixture.wait_consumed(name, 1, end).await?;
+        drop(_projector);
+
+        let rebuilt = fixture.cli(&["projections", "rebuild", name]).await?;
+        assert!(rebuilt.status.success(), "rebuild of {name} failed");
+        let killed = fixture.dump(name, 1).await?;
+        let fresh = fixture.dump(name, 2).await?;
+        assert_eq!(
+            killed, fresh,
+            "{name}: killed-and-restarted equals a fresh rebuild"
+        );
+        if name == AuditProjection::NAME {
+            let rows = fresh["audit_events"].as_array().map_or(0, Vec::len) as i64;
+            assert_eq!(rows, events, "one audit row per stored event");
+        } else {
+            assert_eq!(fresh["users"].as_array().map_or(0, Vec::len), 2);
+            assert_eq!(fresh["members"].as_array().map_or(0, Vec::len), 2);
+        }
+    }
+    fixture.finish().await
+}
+
+/// Every event of the topics, read back as a projector reads them.
+async fn read_all(kafka: &KafkaConfig, expected: i64) -> anyhow::Result<Vec<StreamEvent>> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let source = KafkaSource::new(&kafka, &EVENT_TOPICS)?;
+        source.seek(&Checkpoint::default())?;
+        let mut all = Vec::new();
+        let started = Instant::now();
+        while (all.len() as i64) < expected && started.elapsed() < Duration::from_secs(60) {
+            all.extend(source.poll_batch(
+                1_000,
+                Duration::from_millis(500),
+                Duration::from_millis(50),
+            )?);
+        }
+        anyhow::ensure!(
+            all.len() as i64 == expected,
+            "read {} of {expected}",
+            all.len()
+        );
+        Ok(all)
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_batch_changes_nothing_and_a_stale_writer_is_fenced() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    fixture.send(12).await?;
+    let events = fixture.published().await?;
+    let batch = read_all(&fixture.kafka, events).await?;
+    let store = PgStore::new(fixture.store.pool().clone(), Arc::new(CatalogProjection), 1);
+    store.prepare().await?;
+
+    let start = Checkpoint::default();
+    let end = start.after(&batch);
+    let first = store.apply(&start, &batch, &end).await?;
+    assert_eq!(first.applied as i64, events);
+    let once = store.dump().await?;
+
+    // The same batch again, as after a crash between commit and whatever came next.
+    let again = store.apply(&end, &batch, &end).await?;
+    assert_eq!((again.applied, again.ignored), (0, batch.len()));
+    assert_eq!(
+        store.dump().await?,
+        once,
+        "a redelivered batch changes nothing"
+    );
+
+    // A writer still holding the old checkpoint is refused and writes nothing.
+    let stale = store.apply(&start, &batch, &end).await;
+    assert!(matches!(stale, Err(StoreError::Fenced)), "{stale:?}");
+    assert_eq!(store.dump().await?, once);
+    assert_eq!(store.checkpoint().await?, end);
+    fixture.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_while_messages_arrive_switches_with_none_lost_or_doubled() -> anyhow::Result<()>
+{
+    let fixture = Arc::new(Fixture::start().await?);
+    fixture.send(40).await?;
+    let _live = fixture.projector(AuditProjection::NAME, 50)?;
+    fixture
+        .wait_consumed(AuditProjection::NAME, 1, fixture.published().await?)
+        .await?;
+
+    let stop = CancellationToken::new();
+    let sender = tokio::spawn({
+        let (fixture, stop) = (fixture.clone(), stop.clone());
+        async move {
+            let mut sent = 0;
+            while !stop.is_cancelled() && sent < 400 {
+                fixture.send(1).await?;
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            anyhow::Ok(sent)
+        }
+    });
+    let rebuilt = fixture
+        .cli(&["projections", "rebuild", AuditProjection::NAME])
+        .await?;
+    assert!(rebuilt.status.success());
+    // Keep sending across the switch, then stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let sent = sender.await??;
+    assert!(sent > 0);
+    let events = fixture.published().await?;
+    // The live process moved to v2 and carries on from v2's checkpoint.
+    fixture
+        .wait_consumed(AuditProjection::NAME, 2, events)
+        .await?;
+    let dump = fixture.dump(AuditProjection::NAME, 2).await?;
+    let rows = dump["audit_events"].as_array().cloned().unwrap_or_default();
+    let stored: Vec<(String, i64)> =
+        sqlx::query_as("SELECT aggregate_id, sequence FROM events ORDER BY aggregate_id, sequence")
+            .fetch_all(fixture.store.pool())
+            .await?;
+    let projected: Vec<(String, i64)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["aggregate_id"].as_str().unwrap_or_default().to_owned(),
+                row["sequence"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(projected.len() as i64, events);
+    assert_eq!(projected, stored, "every stored event exactly once in v2");
+    drop(_live);
+    match Arc::try_unwrap(fixture) {
+        Ok(fixture) => fixture.finish().await,
+        Err(_) => Ok(()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_parked_and_the_rest_flows() -> anyhow::Result<()> {
+    let fixture = Fixture::start().await?;
+    fixture.published().await?;
+    // Two events of one server aggregate that the catalog cannot decode, and a value that is
+    // not an envelope at all.
+    let producer = fixture.kafka.producer()?;
+    let topic = fixture.kafka.topic(topics::SERVER_EVENTS);
+    let broken = uuid::Uuid::now_v7().to_string();
+    for sequence in 1..=2 {
+        let envelope = json!({
+            "id": uuid::Uuid::new_v4(), "type": "ServerCreated", "version": "1.0",
+            "aggregate_type": "Server", "aggregate_id": broken, "sequence": sequence,
+            "occurred_at": "2026-11-23T12:00:00Z", "actor": null,
+            "correlation_id": "c", "causation_id": "c", "data": {"not": "a server"}
+        });
+        let payload = envelope.to_string();
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&broken).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    producer
+        .send(
+            FutureRecord::to(&topic).key("junk").payload("{not json"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    // Then a healthy server.
+    fixture
+        .commands
+        .create_server(
+            &CommandContext::new(Some(fixture.alice)),
+            "after the poison",
+        )
+        .await?;
+    fixture.published().await?;
+    let end = fixture.log_end().await?;
+
+    let _projector = fixture.projector(CatalogProjection::NAME, 100)?;
+    fixture
+        .wait_consumed(CatalogProjection::NAME, 1, end)
+        .await?;
+    let dump = fixture.dump(CatalogProjection::NAME, 1).await?;
+    let names: Vec<&str> = dump["servers"]
+        .as_array()
+        .map(|servers| servers.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"after the poison"));
+
+    let listed = fixture
+        .cli(&[
+            "projections",
+            "dead-letters",
+            CatalogProjection::NAME,
+            "--json",
+        ])
+        .await?;
+    assert!(listed.status.success());
+    let letters: Vec<Value> = serde_json::from_slice(&listed.stdout)?;
+    assert_eq!(letters.len(), 3, "{letters:#?}");
+    assert_eq!(letters[0]["aggregate_id"], json!(broken));
+    assert_eq!(letters[0]["attempts"], json!(3), "retried before parking");
+    assert_eq!(letters[1]["aggregate_id"], json!(broken));
+    assert!(letters[1]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("behind an earlier dead letter"));
+    assert_eq!(letters[2]["aggregate_id"], Value::Null);
+
+    // Retrying cannot fix a broken event: it stays parked and the command says so (exit 2).
+    let retried = fixture
+        .cli(&["projections", "retry", CatalogProjection::NAME])
+        .await?;
+    assert_eq!(retried.status.code(), Some(2));
+    let list = fixture.cli(&["projections", "list", "--json"]).await?;
+    assert!(list.status.success());
+    let rows: Vec<Value> = serde_json::from_slice(&list.stdout)?;
+    let catalog = rows
+        .iter()
+        .find(|row| row["name"] == json!("catalog"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(catalog["dead_letters"], json!(3));
+    assert_eq!(catalog["lag_events"], json!(0));
+    drop(_projector);
+    fixture.finish().await
+}

@@ -1,0 +1,188 @@
+//! The projector role: one projection, kept up to date by one process, following the registry
+//! (pause, resume, switch to a rebuilt version) as operators change it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aether_kafka::{KafkaConfig, KafkaError};
+use aether_schemas::topics;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{ProjectorFailure, ProjectorOptions, StreamProjector, UpdateSink};
+use super::metrics::ProjectorMetrics;
+use super::postgres::{AuditProjection, CatalogProjection, PgStore};
+use super::registry::Registry;
+use super::source::KafkaSource;
+use super::store::{ReadStore, StoreError};
+use crate::updates::Update;
+
+/// The projections that run as their own processes, and the store each keeps.
+pub const STREAM_PROJECTIONS: &[(&str, &str)] = &[
+    (CatalogProjection::NAME, "PostgreSQL"),
+    (AuditProjection::NAME, "PostgreSQL"),
+];
+
+/// The stores read models are kept in.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    pub postgres: PgPool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error("unknown projection {0:?}; known: {known}", known = known())]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Projector(#[from] ProjectorFailure),
+}
+
+fn known() -> String {
+    STREAM_PROJECTIONS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The store of one version of a projection.
+pub fn open_store(
+    stores: &Stores,
+    name: &str,
+    version: i32,
+) -> Result<Arc<dyn ReadStore>, RoleError> {
+    let pool = stores.postgres.clone();
+    match name {
+        CatalogProjection::NAME => Ok(Arc::new(PgStore::new(
+            pool,
+            Arc::new(CatalogProjection),
+            version,
+        ))),
+        AuditProjection::NAME => Ok(Arc::new(PgStore::new(
+            pool,
+            Arc::new(AuditProjection),
+            version,
+        ))),
+        other => Err(RoleError::Unknown(other.to_owned())),
+    }
+}
+
+/// Publishes updates to `aether.updates.v1`, keyed like the read-model row they describe.
+/// Fire and forget: an update lost here is recovered by the client's catch-up from its cursor.
+pub struct KafkaUpdates {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaUpdates {
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: config.producer()?,
+            topic: config.topic(topics::UPDATES),
+        })
+    }
+}
+
+impl UpdateSink for KafkaUpdates {
+    fn publish(&self, updates: Vec<Update>) {
+        for update in updates {
+            let key = match &update {
+                Update::Channel(row) => row.channel_id.to_string(),
+                Update::Membership { server_id, .. } => server_id.to_string(),
+            };
+            let Ok(payload) = serde_json::to_vec(&update) else {
+                continue;
+            };
+            let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+            if let Err((error, _)) = self.producer.send_result(record) {
+                tracing::warn!(%error, "cannot queue a projection update");
+            }
+        }
+    }
+}
+
+/// Where the running projector's metrics are, across version switches.
+pub type MetricsSlot = Arc<Mutex<Arc<ProjectorMetrics>>>;
+
+/// How often a projector process re-reads the registry.
+const REGISTRY_POLL: Duration = Duration::from_millis(500);
+
+/// Runs projection `name` until `shutdown`: the live version from the registry, paused while
+/// the registry says so, and moved to a new version as soon as one is switched live.
+pub async fn run_projector(
+    stores: Stores,
+    kafka: KafkaConfig,
+    name: String,
+    options: ProjectorOptions,
+    updates: Arc<dyn UpdateSink>,
+    metrics: MetricsSlot,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    open_store(&stores, &name, 1)?;
+    let registry = Registry::open(stores.postgres.clone()).await?;
+    while !shutdown.is_cancelled() {
+        let entry = match registry.entry(&name).await {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(projection = %name, %error, "cannot read the registry; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let version = entry.live_version;
+        let store = open_store(&stores, &name, version)?;
+        store.prepare().await?;
+        let version_metrics = Arc::new(ProjectorMetrics::new(&name, version));
+        *metrics.lock().unwrap_or_else(|p| p.into_inner()) = version_metrics.clone();
+        let source = KafkaSource::new(&kafka, &topics::EVENT_TOPICS)?;
+        let projector = StreamProjector::new(
+            store,
+            source,
+            updates.clone(),
+            options.clone(),
+            version_metrics,
+        );
+        let (paused, paused_rx) = watch::channel(entry.paused);
+        let current = shutdown.child_token();
+        let watcher = {
+            let registry = registry.clone();
+            let name = name.clone();
+            let current = current.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = current.cancelled() => return,
+                        _ = tokio::time::sleep(REGISTRY_POLL) => {}
+                    }
+                    match registry.find(&name).await {
+                        Ok(Some(entry)) if entry.live_version != version => {
+                            tracing::info!(projection = %name, from = version, to = entry.live_version, "switching to the new live version");
+                            current.cancel();
+                            return;
+                        }
+                        Ok(Some(entry)) => {
+                            paused.send_if_modified(|p| {
+                                std::mem::replace(p, entry.paused) != entry.paused
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(error) => tracing::debug!(%error, "registry poll failed"),
+                    }
+                }
+            })
+        };
+        let outcome = projector.run(paused_rx, current.clone()).await;
+        current.cancel();
+        let _ = watcher.await;
+        outcome?;
+    }
+    Ok(())
+}
