@@ -311,7 +311,7 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
             state: match (&entry, paused) {
                 (None, _) => "never run",
                 (Some(_), true) => "paused",
-                (Some(_), false) => "running",
+                (Some(_), false) => "active",
             },
             paused,
             checkpoint: checkpoint.total(),

@@ -3,6 +3,7 @@
 //! messages keep arriving switches with none lost or doubled; a poison event is parked and the
 //! rest flows.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,6 +167,37 @@ impl Fixture {
             .stdout(Stdio::null())
             .spawn()?;
         Ok(Process(child))
+    }
+
+    /// A projector and the URL of its /metrics, from the line it prints at start.
+    async fn projector_with_metrics(&self, name: &str) -> anyhow::Result<(Process, String)> {
+        let mut child = self
+            .aether()
+            .args(["serve", "--role", "projector", "--projection", name])
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take();
+        let process = Process(child);
+        let line = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                let mut line = String::new();
+                if let Some(stdout) = stdout {
+                    let _ = BufReader::new(stdout).read_line(&mut line);
+                }
+                line
+            }),
+        )
+        .await??;
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .map(str::to_owned);
+        let Some(url) = url else {
+            anyhow::bail!("no metrics address in {line:?}");
+        };
+        Ok((process, url))
     }
 
     async fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
@@ -432,10 +464,27 @@ async fn a_poison_event_is_parked_and_the_rest_flows() -> anyhow::Result<()> {
     fixture.published().await?;
     let end = fixture.log_end().await?;
 
-    let _projector = fixture.projector(CatalogProjection::NAME, 100)?;
+    let (_projector, metrics) = fixture
+        .projector_with_metrics(CatalogProjection::NAME)
+        .await?;
     fixture
         .wait_consumed(CatalogProjection::NAME, 1, end)
         .await?;
+    // Prometheus sees the dead letters and the applied events.
+    let text = reqwest::get(&metrics).await?.text().await?;
+    let labels = "{projection=\"catalog\",version=\"1\"}";
+    assert!(
+        text.contains(&format!("aether_projector_dead_letters_total{labels} 3")),
+        "{text}"
+    );
+    let applied: i64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!("aether_projector_events_applied_total{labels} "))
+        })
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(applied, end - 3, "every healthy event applied");
     let dump = fixture.dump(CatalogProjection::NAME, 1).await?;
     let names: Vec<&str> = dump["servers"]
         .as_array()

@@ -100,6 +100,10 @@ impl Registry {
     /// Opens the registry, creating its tables if needed.
     pub async fn open(pool: PgPool) -> Result<Self, StoreError> {
         let mut tx = pool.begin().await.map_err(unavailable)?;
+        sqlx::query("SET LOCAL client_min_messages TO warning")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('aether_projection_registry'))")
             .execute(&mut *tx)
             .await

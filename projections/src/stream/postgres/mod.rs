@@ -318,7 +318,8 @@ impl ReadStore for PgStore {
 
     async fn prepare(&self) -> Result<(), StoreError> {
         let ddl = format!(
-            "SELECT pg_advisory_xact_lock(hashtext('{schema}')); \
+            "SET LOCAL client_min_messages TO warning; \
+             SELECT pg_advisory_xact_lock(hashtext('{schema}')); \
              CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}; \
              {BOOKKEEPING} {}",
             self.projection.tables(),
