@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{ProjectorFailure, ProjectorOptions, StreamProjector, UpdateSink};
 use super::metrics::ProjectorMetrics;
-use super::postgres::{AuditProjection, CatalogProjection, PgStore};
+use super::postgres::{
+    AuditProjection, CatalogProjection, PgProjection, PgStore, SearchProjection,
+};
 use super::registry::Registry;
 use super::source::KafkaSource;
 use super::store::{ReadStore, StoreError};
@@ -23,6 +25,7 @@ use crate::updates::Update;
 pub const STREAM_PROJECTIONS: &[(&str, &str)] = &[
     (CatalogProjection::NAME, "PostgreSQL"),
     (AuditProjection::NAME, "PostgreSQL"),
+    (SearchProjection::NAME, "PostgreSQL"),
 ];
 
 /// The stores read models are kept in.
@@ -57,20 +60,17 @@ pub fn open_store(
     name: &str,
     version: i32,
 ) -> Result<Arc<dyn ReadStore>, RoleError> {
-    let pool = stores.postgres.clone();
-    match name {
-        CatalogProjection::NAME => Ok(Arc::new(PgStore::new(
-            pool,
-            Arc::new(CatalogProjection),
-            version,
-        ))),
-        AuditProjection::NAME => Ok(Arc::new(PgStore::new(
-            pool,
-            Arc::new(AuditProjection),
-            version,
-        ))),
-        other => Err(RoleError::Unknown(other.to_owned())),
-    }
+    let projection: Arc<dyn PgProjection> = match name {
+        CatalogProjection::NAME => Arc::new(CatalogProjection),
+        AuditProjection::NAME => Arc::new(AuditProjection),
+        SearchProjection::NAME => Arc::new(SearchProjection),
+        other => return Err(RoleError::Unknown(other.to_owned())),
+    };
+    Ok(Arc::new(PgStore::new(
+        stores.postgres.clone(),
+        projection,
+        version,
+    )))
 }
 
 /// Publishes updates to `aether.updates.v1`, keyed like the read-model row they describe.

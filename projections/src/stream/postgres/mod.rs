@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod search;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::updates::Update;
 
 pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
+pub use search::SearchProjection;
 
 /// One read model kept in PostgreSQL.
 #[async_trait]

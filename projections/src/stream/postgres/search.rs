@@ -1,0 +1,169 @@
+//! The search read model in PostgreSQL: the current words of every live message, indexed for
+//! full-text search (`tsvector`, GIN), with the user directory beside it.
+
+use aether_domain::message::MessageEvent;
+use aether_domain::user::UserEvent;
+use async_trait::async_trait;
+use sqlx::PgConnection;
+
+use super::{event_error, PgProjection};
+use crate::stream::source::StreamEvent;
+use crate::stream::store::StoreError;
+use crate::updates::Update;
+
+#[derive(Debug, Default)]
+pub struct SearchProjection;
+
+impl SearchProjection {
+    pub const NAME: &'static str = "search";
+}
+
+#[async_trait]
+impl PgProjection for SearchProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn tables(&self) -> &'static str {
+        r#"
+CREATE TABLE IF NOT EXISTS search_messages (
+    id         TEXT        PRIMARY KEY,
+    channel_id TEXT        NOT NULL,
+    server_id  TEXT        NOT NULL,
+    author_id  TEXT        NOT NULL,
+    body       TEXT        NOT NULL,
+    sent_at    TIMESTAMPTZ NOT NULL,
+    words      TSVECTOR    GENERATED ALWAYS AS (to_tsvector('simple', body)) STORED
+);
+CREATE INDEX IF NOT EXISTS search_messages_words ON search_messages USING GIN (words);
+CREATE INDEX IF NOT EXISTS search_messages_by_channel ON search_messages (channel_id, sent_at);
+CREATE TABLE IF NOT EXISTS search_users (
+    id           TEXT PRIMARY KEY,
+    username     TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    words        TSVECTOR GENERATED ALWAYS AS
+                 (to_tsvector('simple', username || ' ' || display_name)) STORED
+);
+CREATE INDEX IF NOT EXISTS search_users_words ON search_users USING GIN (words);
+"#
+    }
+
+    fn dump_queries(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "search_messages",
+                "SELECT id, channel_id, server_id, author_id, body, sent_at \
+                 FROM search_messages ORDER BY id",
+            ),
+            (
+                "search_users",
+                "SELECT id, username, display_name FROM search_users ORDER BY id",
+            ),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[(usize, &StreamEvent)],
+        _updates: &mut Vec<Update>,
+    ) -> Result<(), StoreError> {
+        for (index, event) in events {
+            let Some(envelope) = event.envelope() else {
+                continue;
+            };
+            let decode_error = |e: serde_json::Error| StoreError::Event {
+                index: *index,
+                reason: format!("{} cannot be decoded: {e}", envelope.event_type),
+            };
+            let outcome = match envelope.aggregate_type.as_str() {
+                "Message" => apply_message(tx, envelope.decode().map_err(decode_error)?).await,
+                "User" => {
+                    apply_user(
+                        tx,
+                        &envelope.aggregate_id,
+                        envelope.decode().map_err(decode_error)?,
+                    )
+                    .await
+                }
+                _ => Ok(()),
+            };
+            outcome.map_err(|e| event_error(*index, e))?;
+        }
+        Ok(())
+    }
+}
+
+async fn apply_message(tx: &mut PgConnection, event: MessageEvent) -> Result<(), sqlx::Error> {
+    match event {
+        MessageEvent::MessageSent {
+            message_id,
+            channel_id,
+            server_id,
+            author_id,
+            body,
+            sent_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO search_messages (id, channel_id, server_id, author_id, body, sent_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(message_id.to_string())
+            .bind(channel_id.to_string())
+            .bind(server_id.to_string())
+            .bind(author_id.to_string())
+            .bind(body.as_str())
+            .bind(sent_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        MessageEvent::MessageEdited {
+            message_id, body, ..
+        } => {
+            sqlx::query("UPDATE search_messages SET body = $1 WHERE id = $2")
+                .bind(body.as_str())
+                .bind(message_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        MessageEvent::MessageDeleted { message_id, .. } => {
+            // Deleted words must not be found any more.
+            sqlx::query("DELETE FROM search_messages WHERE id = $1")
+                .bind(message_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_user(
+    tx: &mut PgConnection,
+    user_id: &str,
+    event: UserEvent,
+) -> Result<(), sqlx::Error> {
+    match event {
+        UserEvent::UserRegistered {
+            username,
+            display_name,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO search_users (id, username, display_name) VALUES ($1, $2, $3)",
+            )
+            .bind(user_id)
+            .bind(username.as_str())
+            .bind(display_name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        UserEvent::ProfileChanged { display_name, .. } => {
+            sqlx::query("UPDATE search_users SET display_name = $1 WHERE id = $2")
+                .bind(display_name.as_str())
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
