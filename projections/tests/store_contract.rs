@@ -1,0 +1,337 @@
+//! The contract every read-model store keeps (the `ReadStore` port), run against each adapter
+//! on its real server: PostgreSQL for catalog, audit and search. Whatever the store:
+//!
+//! - `prepare` is idempotent and a new version starts with an empty checkpoint;
+//! - a batch moves the checkpoint in the same transaction as its rows;
+//! - a redelivered batch is ignored whole and changes nothing;
+//! - a writer holding a stale checkpoint is fenced and changes nothing;
+//! - a value that is not an envelope is blamed on its index, and nothing of its batch is kept;
+//! - a parked event holds back later events of its aggregate, and `retry` applies both in order;
+//! - `drop_version` leaves nothing behind.
+
+use std::sync::Arc;
+
+use aether_domain::message::MessageEvent;
+use aether_domain::server::ServerEvent;
+use aether_domain::user::UserEvent;
+use aether_domain::{
+    ChannelId, ChannelKind, ChannelName, DisplayName, MessageBody, MessageId, ServerId, ServerName,
+    UserId, Username,
+};
+use aether_projections::stream::postgres::{
+    AuditProjection, CatalogProjection, PgProjection, PgStore, SearchProjection,
+};
+use aether_projections::stream::{
+    Checkpoint, Payload, ReadStore, StoreError, StreamEvent, TopicPartition,
+};
+use aether_schemas::{EventEnvelope, Metadata};
+use aether_test_support::TestDatabase;
+use chrono::Utc;
+use serde::Serialize;
+
+/// Builds stream events the way the relay publishes them, on one partition per aggregate type.
+#[derive(Default)]
+struct Log {
+    events: Vec<StreamEvent>,
+    offsets: std::collections::HashMap<&'static str, i64>,
+}
+
+impl Log {
+    fn push<E: Serialize + cqrs_es::DomainEvent>(
+        &mut self,
+        aggregate_type: &'static str,
+        aggregate_id: &str,
+        sequence: u64,
+        event: &E,
+    ) -> StreamEvent {
+        let at = Utc::now();
+        let metadata = Metadata {
+            actor: None,
+            correlation_id: "contract".to_owned(),
+            causation_id: "contract".to_owned(),
+            occurred_at: at,
+            routing_key: aggregate_id.to_owned(),
+        };
+        let envelope = EventEnvelope::from_stored(
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            &event.event_type(),
+            &event.event_version(),
+            serde_json::to_value(event).unwrap_or_default(),
+            &metadata,
+        );
+        let offset = self.offsets.entry(aggregate_type).or_insert(0);
+        let stream_event = StreamEvent {
+            partition: Arc::new(TopicPartition {
+                topic: format!("contract.{aggregate_type}"),
+                partition: 0,
+            }),
+            offset: *offset,
+            payload: Payload::Event(Box::new(envelope)),
+        };
+        *offset += 1;
+        self.events.push(stream_event.clone());
+        stream_event
+    }
+}
+
+fn parse<T, E: std::fmt::Debug>(result: Result<T, E>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("test value does not parse: {error:?}"),
+    }
+}
+
+/// A user, a server with a channel, three messages, an edit and a deletion; then the message
+/// events used for parking.
+struct Scenario {
+    history: Vec<StreamEvent>,
+    parked_first: StreamEvent,
+    parked_second: StreamEvent,
+}
+
+fn scenario() -> Scenario {
+    let mut log = Log::default();
+    let user = UserId::new();
+    let server = ServerId::new();
+    let channel = ChannelId::new();
+    let at = Utc::now();
+    log.push(
+        "User",
+        &user.to_string(),
+        1,
+        &UserEvent::UserRegistered {
+            user_id: user,
+            username: parse(Username::parse("contract")),
+            display_name: parse(DisplayName::parse("Contract")),
+            password_hash: String::new(),
+            registered_at: at,
+        },
+    );
+    log.push(
+        "Server",
+        &server.to_string(),
+        1,
+        &ServerEvent::ServerCreated {
+            server_id: server,
+            name: parse(ServerName::parse("contract")),
+            owner_id: user,
+            created_at: at,
+        },
+    );
+    log.push(
+        "Server",
+        &server.to_string(),
+        2,
+        &ServerEvent::ChannelCreated {
+            channel_id: channel,
+            name: parse(ChannelName::parse("general")),
+            kind: ChannelKind::Text,
+            private: false,
+        },
+    );
+    let mut messages = Vec::new();
+    for n in 0..3 {
+        let message = MessageId::new();
+        messages.push(message);
+        log.push(
+            "Message",
+            &message.to_string(),
+            1,
+            &MessageEvent::MessageSent {
+                message_id: message,
+                channel_id: channel,
+                server_id: server,
+                author_id: user,
+                body: parse(MessageBody::parse(&format!("hello {n}"))),
+                sent_at: at,
+            },
+        );
+    }
+    log.push(
+        "Message",
+        &messages[0].to_string(),
+        2,
+        &MessageEvent::MessageEdited {
+            message_id: messages[0],
+            channel_id: channel,
+            body: parse(MessageBody::parse("hello again")),
+            previous_body: parse(MessageBody::parse("hello 0")),
+            edited_at: at,
+        },
+    );
+    log.push(
+        "Message",
+        &messages[1].to_string(),
+        2,
+        &MessageEvent::MessageDeleted {
+            message_id: messages[1],
+            channel_id: channel,
+            deleted_by: user,
+            deleted_at: at,
+        },
+    );
+    let history = log.events.clone();
+    let late = MessageId::new();
+    let parked_first = log.push(
+        "Message",
+        &late.to_string(),
+        1,
+        &MessageEvent::MessageSent {
+            message_id: late,
+            channel_id: channel,
+            server_id: server,
+            author_id: user,
+            body: parse(MessageBody::parse("parked")),
+            sent_at: at,
+        },
+    );
+    let parked_second = log.push(
+        "Message",
+        &late.to_string(),
+        2,
+        &MessageEvent::MessageEdited {
+            message_id: late,
+            channel_id: channel,
+            body: parse(MessageBody::parse("parked, edited")),
+            previous_body: parse(MessageBody::parse("parked")),
+            edited_at: at,
+        },
+    );
+    Scenario {
+        history,
+        parked_first,
+        parked_second,
+    }
+}
+
+/// The contract, against one store.
+async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
+    let name = store.describe();
+    store.prepare().await?;
+    store.prepare().await?;
+    assert_eq!(store.checkpoint().await?, Checkpoint::default(), "{name}");
+    let empty = store.dump().await?;
+
+    let Scenario {
+        history,
+        parked_first,
+        parked_second,
+    } = scenario();
+    let start = Checkpoint::default();
+    let end = start.after(&history);
+    let applied = store.apply(&start, &history, &end).await?;
+    assert_eq!(applied.applied, history.len(), "{name}");
+    assert_eq!(
+        store.checkpoint().await?,
+        end,
+        "{name}: checkpoint moved with the rows"
+    );
+    let once = store.dump().await?;
+    assert_ne!(once, empty, "{name}: the batch left rows");
+
+    let again = store.apply(&end, &history, &end).await?;
+    assert_eq!((again.applied, again.ignored), (0, history.len()), "{name}");
+    assert_eq!(
+        store.dump().await?,
+        once,
+        "{name}: a redelivery changes nothing"
+    );
+
+    let stale = store.apply(&start, &history, &end).await;
+    assert!(
+        matches!(stale, Err(StoreError::Fenced)),
+        "{name}: {stale:?}"
+    );
+    assert_eq!(
+        store.dump().await?,
+        once,
+        "{name}: a fenced writer changes nothing"
+    );
+
+    // A value that is not an envelope, after a healthy event in the same batch.
+    let junk = StreamEvent {
+        partition: parked_first.partition.clone(),
+        offset: parked_first.offset + 10,
+        payload: StreamEvent::decode(b"{not json"),
+    };
+    let mixed = vec![parked_first.clone(), junk.clone()];
+    let failed = store.apply(&end, &mixed, &end.after(&mixed)).await;
+    assert!(
+        matches!(failed, Err(StoreError::Event { index: 1, .. })),
+        "{name}: {failed:?}"
+    );
+    assert_eq!(
+        store.dump().await?,
+        once,
+        "{name}: nothing of a failed batch is kept"
+    );
+    assert_eq!(store.checkpoint().await?, end, "{name}");
+
+    // Park the late message's first event; its edit then waits behind it.
+    let parked = end.after(std::slice::from_ref(&parked_first));
+    store
+        .park(
+            &end,
+            &parked_first,
+            "contract: parked on purpose",
+            3,
+            &parked,
+        )
+        .await?;
+    let behind = parked.after(std::slice::from_ref(&parked_second));
+    let held = store
+        .apply(&parked, std::slice::from_ref(&parked_second), &behind)
+        .await?;
+    assert_eq!((held.applied, held.parked), (0, 1), "{name}");
+    let letters = store.dead_letters().await?;
+    assert_eq!(letters.len(), 2, "{name}: {letters:?}");
+    assert_eq!(letters[0].sequence, Some(1), "{name}");
+    assert_eq!(letters[0].attempts, 3, "{name}");
+    assert_eq!(letters[1].sequence, Some(2), "{name}");
+    assert_eq!(
+        store.dump().await?,
+        once,
+        "{name}: parked events are not applied"
+    );
+
+    let (retried, _) = store.retry_dead_letters().await?;
+    assert_eq!((retried.applied, retried.still_failing), (2, 0), "{name}");
+    assert!(store.dead_letters().await?.is_empty(), "{name}");
+    assert_eq!(store.checkpoint().await?, behind, "{name}");
+    // They now count as applied: delivered again, they are ignored.
+    let late = vec![parked_first.clone(), parked_second.clone()];
+    let redelivered = store.apply(&behind, &late, &behind).await?;
+    assert_eq!((redelivered.applied, redelivered.ignored), (0, 2), "{name}");
+
+    store.drop_version().await?;
+    store.prepare().await?;
+    assert_eq!(store.checkpoint().await?, Checkpoint::default(), "{name}");
+    assert_eq!(store.dump().await?, empty, "{name}: dropped means empty");
+    Ok(())
+}
+
+async fn postgres_keeps_the_contract(projection: Arc<dyn PgProjection>) -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let pool = db.pool().await?;
+    keeps_the_contract(Arc::new(PgStore::new(pool.clone(), projection, 7))).await?;
+    pool.close().await;
+    db.drop_database().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn catalog_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
+    postgres_keeps_the_contract(Arc::new(CatalogProjection)).await
+}
+
+#[tokio::test]
+async fn audit_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
+    postgres_keeps_the_contract(Arc::new(AuditProjection)).await
+}
+
+#[tokio::test]
+async fn search_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
+    postgres_keeps_the_contract(Arc::new(SearchProjection)).await
+}
