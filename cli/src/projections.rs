@@ -7,7 +7,7 @@ use aether_kafka::KafkaConfig;
 use aether_projections::stream::engine::{NoUpdates, ProjectorOptions, StreamProjector};
 use aether_projections::stream::registry::{Registry, VersionState};
 use aether_projections::stream::role::{open_store, Stores, STREAM_PROJECTIONS};
-use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource};
+use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource, Lag};
 use aether_projections::stream::{ProjectorMetrics, ReadStore};
 use aether_schemas::topics::EVENT_TOPICS;
 use anyhow::Context;
@@ -408,12 +408,7 @@ pub async fn build_until_caught_up(
         .context("progress bar template")?,
     );
     let mut checkpoints = projector.checkpoint();
-    let end = {
-        let kafka = kafka.clone();
-        tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &Checkpoint::default()))
-            .await??
-            .log_end
-    };
+    let end = log_lag(kafka, Checkpoint::default()).await?.log_end;
     progress.set_length(end.max(0) as u64);
     let watcher = {
         let progress = progress.clone();
@@ -433,11 +428,7 @@ pub async fn build_until_caught_up(
             .run(paused.clone(), CancellationToken::new())
             .await?;
         let after = store.checkpoint().await?.total();
-        let end = {
-            let kafka = kafka.clone();
-            let at = store.checkpoint().await?;
-            tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &at)).await??
-        };
+        let end = log_lag(kafka, store.checkpoint().await?).await?;
         progress.set_length(end.log_end.max(0) as u64);
         if after - before <= batch as i64 || end.events <= batch as i64 {
             break;
@@ -450,4 +441,23 @@ pub async fn build_until_caught_up(
     let total = store.checkpoint().await?.total();
     progress.finish_with_message("caught up");
     Ok(total)
+}
+
+/// How far `at` is behind the log; a broker slow to answer is asked again, a few times.
+async fn log_lag(kafka: &KafkaConfig, at: Checkpoint) -> anyhow::Result<Lag> {
+    let mut wait = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        let (kafka, at) = (kafka.clone(), at.clone());
+        match tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &at)).await? {
+            Ok(lag) => return Ok(lag),
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%error, attempt, "the broker did not answer; asking again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error).context("cannot read the log end from Kafka"),
+        }
+    }
 }

@@ -1,11 +1,15 @@
-//! The catalog read model: users, servers, channels, members and invites.
+//! The catalog read model: users, servers, channels, members and invites. The statements are
+//! shared by the SQLite store (embedded mode) and the PostgreSQL one (`stream::postgres`).
 
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
 use aether_domain::{Role, ServerId, UserId};
-use aether_schemas::LoggedEvent;
+use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
+
+use crate::sql::SqlWrite;
 
 use crate::runtime::{Projection, ProjectionError};
 use crate::updates::Update;
@@ -29,30 +33,56 @@ impl Projection for CatalogProjection {
         event: &LoggedEvent,
         updates: &mut Vec<Update>,
     ) -> Result<(), ProjectionError> {
-        let envelope = &event.envelope;
-        match envelope.aggregate_type.as_str() {
-            "User" => {
-                let user: UserEvent = envelope
-                    .decode()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                apply_user(tx, &envelope.aggregate_id, user).await
-            }
-            "Server" => {
-                let server: ServerEvent = envelope
-                    .decode()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                apply_server(tx, event, server, updates).await
-            }
-            _ => Ok(()),
-        }
+        apply_catalog_event(tx, &event.envelope, event.position, updates)
+            .await
+            .map_err(|error| match error {
+                CatalogError::Sql(error) => ProjectionError::Store(error),
+                decode @ CatalogError::Decode { .. } => ProjectionError::decode(event, decode),
+            })
     }
 }
 
+/// Why a catalog event could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{event_type} cannot be decoded: {reason}")]
+    Decode { event_type: String, reason: String },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Applies one catalog event through `tx`, whichever SQL store it belongs to. `order` ranks a
+/// server's channels and members (any number that grows with the server's history).
+pub async fn apply_catalog_event(
+    tx: &mut dyn SqlWrite,
+    envelope: &EventEnvelope,
+    order: i64,
+    updates: &mut Vec<Update>,
+) -> Result<(), CatalogError> {
+    let decode = |e: &dyn std::fmt::Display| CatalogError::Decode {
+        event_type: envelope.event_type.clone(),
+        reason: e.to_string(),
+    };
+    match envelope.aggregate_type.as_str() {
+        "User" => {
+            let user: UserEvent = envelope.decode().map_err(|e| decode(&e))?;
+            apply_user(tx, &envelope.aggregate_id, user).await?;
+        }
+        "Server" => {
+            let server = ServerId::parse(&envelope.aggregate_id).map_err(|e| decode(&e))?;
+            let event: ServerEvent = envelope.decode().map_err(|e| decode(&e))?;
+            apply_server(tx, server, order, event, updates).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 async fn apply_user(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn SqlWrite,
     user_id: &str,
     event: UserEvent,
-) -> Result<(), ProjectionError> {
+) -> Result<(), sqlx::Error> {
     match event {
         UserEvent::UserRegistered {
             username,
@@ -60,66 +90,61 @@ async fn apply_user(
             registered_at,
             ..
         } => {
-            sqlx::query(
-                "INSERT INTO users (id, username, display_name, registered_at) VALUES (?, ?, ?, ?)",
+            tx.write(
+                "INSERT INTO users (id, username, display_name, registered_at) \
+                 VALUES ($1, $2, $3, $4)",
+                vec![
+                    user_id.into(),
+                    username.as_str().into(),
+                    display_name.as_str().into(),
+                    registered_at.into(),
+                ],
             )
-            .bind(user_id)
-            .bind(username.as_str())
-            .bind(display_name.as_str())
-            .bind(registered_at)
-            .execute(&mut *tx)
-            .await?;
+            .await
         }
         UserEvent::ProfileChanged { display_name, .. } => {
-            sqlx::query("UPDATE users SET display_name = ? WHERE id = ?")
-                .bind(display_name.as_str())
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            tx.write(
+                "UPDATE users SET display_name = $1 WHERE id = $2",
+                vec![display_name.as_str().into(), user_id.into()],
+            )
+            .await
         }
     }
-    Ok(())
 }
 
 async fn apply_server(
-    tx: &mut SqliteConnection,
-    event: &LoggedEvent,
-    server_event: ServerEvent,
+    tx: &mut dyn SqlWrite,
+    server: ServerId,
+    order: i64,
+    event: ServerEvent,
     updates: &mut Vec<Update>,
-) -> Result<(), ProjectionError> {
-    let server_id = event.envelope.aggregate_id.as_str();
-    let server = ServerId::parse(server_id).map_err(|e| ProjectionError::decode(event, e))?;
-    let position = event.position;
-    match server_event {
+) -> Result<(), sqlx::Error> {
+    let server_id = server.to_string();
+    match event {
         ServerEvent::ServerCreated {
             name,
             owner_id,
             created_at,
             ..
         } => {
-            sqlx::query("INSERT INTO servers (id, name, owner_id, created_at) VALUES (?, ?, ?, ?)")
-                .bind(server_id)
-                .bind(name.as_str())
-                .bind(owner_id.to_string())
-                .bind(created_at)
-                .execute(&mut *tx)
-                .await?;
-            insert_member(
-                tx,
-                server_id,
-                &owner_id.to_string(),
-                "OWNER",
-                created_at,
-                position,
+            tx.write(
+                "INSERT INTO servers (id, name, owner_id, created_at) VALUES ($1, $2, $3, $4)",
+                vec![
+                    server_id.as_str().into(),
+                    name.as_str().into(),
+                    owner_id.to_string().into(),
+                    created_at.into(),
+                ],
             )
             .await?;
+            insert_member(tx, &server_id, owner_id, Role::Owner, created_at, order).await?;
         }
         ServerEvent::ServerRenamed { name } => {
-            sqlx::query("UPDATE servers SET name = ? WHERE id = ?")
-                .bind(name.as_str())
-                .bind(server_id)
-                .execute(&mut *tx)
-                .await?;
+            tx.write(
+                "UPDATE servers SET name = $1 WHERE id = $2",
+                vec![name.as_str().into(), server_id.into()],
+            )
+            .await?;
         }
         ServerEvent::ChannelCreated {
             channel_id,
@@ -127,31 +152,33 @@ async fn apply_server(
             kind,
             private,
         } => {
-            sqlx::query(
+            tx.write(
                 "INSERT INTO channels (id, server_id, name, kind, private, archived, position) \
-                 VALUES (?, ?, ?, ?, ?, 0, ?)",
+                 VALUES ($1, $2, $3, $4, $5, FALSE, $6)",
+                vec![
+                    channel_id.to_string().into(),
+                    server_id.into(),
+                    name.as_str().into(),
+                    kind.as_str().into(),
+                    private.into(),
+                    order.into(),
+                ],
             )
-            .bind(channel_id.to_string())
-            .bind(server_id)
-            .bind(name.as_str())
-            .bind(kind.as_str())
-            .bind(private)
-            .bind(position)
-            .execute(&mut *tx)
             .await?;
         }
         ServerEvent::ChannelRenamed { channel_id, name } => {
-            sqlx::query("UPDATE channels SET name = ? WHERE id = ?")
-                .bind(name.as_str())
-                .bind(channel_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            tx.write(
+                "UPDATE channels SET name = $1 WHERE id = $2",
+                vec![name.as_str().into(), channel_id.to_string().into()],
+            )
+            .await?;
         }
         ServerEvent::ChannelArchived { channel_id } => {
-            sqlx::query("UPDATE channels SET archived = 1 WHERE id = ?")
-                .bind(channel_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            tx.write(
+                "UPDATE channels SET archived = TRUE WHERE id = $1",
+                vec![channel_id.to_string().into()],
+            )
+            .await?;
         }
         ServerEvent::InviteCreated {
             code,
@@ -159,23 +186,25 @@ async fn apply_server(
             max_uses,
             expires_at,
         } => {
-            sqlx::query(
+            tx.write(
                 "INSERT INTO invites (code, server_id, created_by, max_uses, uses, expires_at, \
-                 revoked) VALUES (?, ?, ?, ?, 0, ?, 0)",
+                 revoked) VALUES ($1, $2, $3, $4, 0, $5, FALSE)",
+                vec![
+                    code.as_str().into(),
+                    server_id.into(),
+                    created_by.to_string().into(),
+                    max_uses.map(i64::from).into(),
+                    expires_at.into(),
+                ],
             )
-            .bind(code.as_str())
-            .bind(server_id)
-            .bind(created_by.to_string())
-            .bind(max_uses)
-            .bind(expires_at)
-            .execute(&mut *tx)
             .await?;
         }
         ServerEvent::InviteRevoked { code } => {
-            sqlx::query("UPDATE invites SET revoked = 1 WHERE code = ?")
-                .bind(code.as_str())
-                .execute(&mut *tx)
-                .await?;
+            tx.write(
+                "UPDATE invites SET revoked = TRUE WHERE code = $1",
+                vec![code.as_str().into()],
+            )
+            .await?;
         }
         ServerEvent::MemberJoined {
             user_id,
@@ -183,36 +212,32 @@ async fn apply_server(
             invite_code,
             joined_at,
         } => {
-            insert_member(
-                tx,
-                server_id,
-                &user_id.to_string(),
-                role.as_str(),
-                joined_at,
-                position,
+            insert_member(tx, &server_id, user_id, role, joined_at, order).await?;
+            tx.write(
+                "UPDATE invites SET uses = uses + 1 WHERE code = $1",
+                vec![invite_code.as_str().into()],
             )
             .await?;
-            sqlx::query("UPDATE invites SET uses = uses + 1 WHERE code = ?")
-                .bind(invite_code.as_str())
-                .execute(&mut *tx)
-                .await?;
             updates.push(membership(server, user_id, Some(role)));
         }
         ServerEvent::MemberLeft { user_id } => {
-            sqlx::query("DELETE FROM members WHERE server_id = ? AND user_id = ?")
-                .bind(server_id)
-                .bind(user_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            tx.write(
+                "DELETE FROM members WHERE server_id = $1 AND user_id = $2",
+                vec![server_id.into(), user_id.to_string().into()],
+            )
+            .await?;
             updates.push(membership(server, user_id, None));
         }
         ServerEvent::MemberRoleChanged { user_id, role, .. } => {
-            sqlx::query("UPDATE members SET role = ? WHERE server_id = ? AND user_id = ?")
-                .bind(role.as_str())
-                .bind(server_id)
-                .bind(user_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            tx.write(
+                "UPDATE members SET role = $1 WHERE server_id = $2 AND user_id = $3",
+                vec![
+                    role.as_str().into(),
+                    server_id.into(),
+                    user_id.to_string().into(),
+                ],
+            )
+            .await?;
             updates.push(membership(server, user_id, Some(role)));
         }
     }
@@ -228,22 +253,23 @@ fn membership(server_id: ServerId, user_id: UserId, role: Option<Role>) -> Updat
 }
 
 async fn insert_member(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn SqlWrite,
     server_id: &str,
-    user_id: &str,
-    role: &str,
-    joined_at: chrono::DateTime<chrono::Utc>,
-    position: i64,
+    user_id: UserId,
+    role: Role,
+    joined_at: DateTime<Utc>,
+    order: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO members (server_id, user_id, role, joined_at, position) VALUES (?, ?, ?, ?, ?)",
+    tx.write(
+        "INSERT INTO members (server_id, user_id, role, joined_at, position) \
+         VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            server_id.into(),
+            user_id.to_string().into(),
+            role.as_str().into(),
+            joined_at.into(),
+            order.into(),
+        ],
     )
-    .bind(server_id)
-    .bind(user_id)
-    .bind(role)
-    .bind(joined_at)
-    .bind(position)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .await
 }

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod read;
 pub mod rows;
 pub mod runtime;
+pub mod sql;
 pub mod stream;
 pub mod timeline;
 pub mod updates;

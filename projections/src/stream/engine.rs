@@ -154,11 +154,20 @@ impl StreamProjector {
             };
             let source = self.source.clone();
             let seek_to = checkpoint.clone();
-            blocking(move || source.seek(&seek_to)).await?;
+            if self
+                .kafka(&name, &shutdown, move || source.seek(&seek_to))
+                .await
+                .is_none()
+            {
+                return Ok(());
+            }
             let target = if self.options.stop_when_caught_up {
                 let source = self.source.clone();
                 let at = checkpoint.clone();
-                Some(blocking(move || source.lag(&at)).await?.log_end)
+                match self.kafka(&name, &shutdown, move || source.lag(&at)).await {
+                    Some(lag) => Some(lag.log_end),
+                    None => return Ok(()),
+                }
             } else {
                 None
             };
@@ -191,9 +200,20 @@ impl StreamProjector {
                 }
                 let source = self.source.clone();
                 let (max, linger) = (self.options.batch_size, self.options.linger);
-                let batch =
+                let polled =
                     blocking(move || source.poll_batch(max, Duration::from_millis(250), linger))
-                        .await?;
+                        .await;
+                let batch = match polled {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        // The broker went away mid-fetch: start again from what is committed.
+                        tracing::warn!(projection = %name, %error, "reading the log failed; retrying");
+                        if !self.sleep(&mut backoff, &shutdown).await {
+                            return Ok(());
+                        }
+                        continue 'reload;
+                    }
+                };
                 if batch.is_empty() {
                     continue;
                 }
@@ -335,6 +355,30 @@ impl StreamProjector {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             *slot = Some(slot.map_or(newest, |at| at.max(newest)));
+        }
+    }
+
+    /// Runs a blocking broker call until it succeeds, backing off between tries; `None` once
+    /// shut down. The broker being away is never a reason for a projector to exit.
+    async fn kafka<T: Send + 'static>(
+        &self,
+        name: &str,
+        shutdown: &CancellationToken,
+        work: impl Fn() -> Result<T, KafkaError> + Send + Sync + 'static,
+    ) -> Option<T> {
+        let work = Arc::new(work);
+        let mut backoff = self.options.backoff;
+        loop {
+            let attempt = work.clone();
+            match blocking(move || attempt()).await {
+                Ok(value) => return Some(value),
+                Err(error) => {
+                    tracing::warn!(projection = %name, %error, "the broker did not answer; retrying");
+                    if !self.sleep(&mut backoff, shutdown).await {
+                        return None;
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,103 @@
+//! One statement text for both SQL stores. Read-model statements are written once, with `$N`
+//! placeholders (PostgreSQL's form, which sqlx also binds for SQLite) and values from
+//! [`SqlValue`], and run on whichever connection the store holds.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, SqliteConnection};
+
+/// A value bound to a placeholder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+    Time(DateTime<Utc>),
+    OptionalInt(Option<i64>),
+    OptionalTime(Option<DateTime<Utc>>),
+}
+
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        Self::Text(value.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        Self::Text(value)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        Self::Int(value)
+    }
+}
+
+impl From<bool> for SqlValue {
+    fn from(value: bool) -> Self {
+        Self::Bool(value)
+    }
+}
+
+impl From<DateTime<Utc>> for SqlValue {
+    fn from(value: DateTime<Utc>) -> Self {
+        Self::Time(value)
+    }
+}
+
+impl From<Option<i64>> for SqlValue {
+    fn from(value: Option<i64>) -> Self {
+        Self::OptionalInt(value)
+    }
+}
+
+impl From<Option<DateTime<Utc>>> for SqlValue {
+    fn from(value: Option<DateTime<Utc>>) -> Self {
+        Self::OptionalTime(value)
+    }
+}
+
+/// A connection a read-model statement can run on.
+#[async_trait]
+pub trait SqlWrite: Send {
+    async fn write(&mut self, sql: &'static str, values: Vec<SqlValue>) -> Result<(), sqlx::Error>;
+}
+
+macro_rules! bind_all {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                SqlValue::Text(v) => query.bind(v),
+                SqlValue::Int(v) => query.bind(v),
+                SqlValue::Bool(v) => query.bind(v),
+                SqlValue::Time(v) => query.bind(v),
+                SqlValue::OptionalInt(v) => query.bind(v),
+                SqlValue::OptionalTime(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+
+#[async_trait]
+impl SqlWrite for PgConnection {
+    async fn write(&mut self, sql: &'static str, values: Vec<SqlValue>) -> Result<(), sqlx::Error> {
+        bind_all!(sqlx::query(sql), values)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SqlWrite for SqliteConnection {
+    async fn write(&mut self, sql: &'static str, values: Vec<SqlValue>) -> Result<(), sqlx::Error> {
+        bind_all!(sqlx::query(sql), values)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+}
