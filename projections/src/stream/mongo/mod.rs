@@ -9,7 +9,7 @@
 //! writes and the bookkeeping (applied sequences, parked events) then go to the server in one
 //! ordered client-level `bulkWrite`.
 
-
+pub mod timeline;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
 use super::store::{Applied, DeadLetter, ReadStore, Retried, StoreError};
 use crate::updates::Update;
 
-
+pub use timeline::MongoTimelineProjection;
 
 /// One read model kept in MongoDB.
 #[async_trait]
