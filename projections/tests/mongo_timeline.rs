@@ -10,15 +10,22 @@ use std::sync::Arc;
 use aether_domain::message::MessageEvent;
 use aether_domain::{ChannelId, MessageBody, MessageId, ServerId, UserId};
 use aether_projections::rows::ChannelEventKind;
+use aether_projections::stream::engine::NoUpdates;
 use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::{
-    Checkpoint, Payload, ReadStore, StoreError, StreamEvent, TopicPartition,
+    Checkpoint, KafkaSource, Payload, ProjectorMetrics, ProjectorOptions, ReadStore, StoreError,
+    StreamEvent, StreamProjector, TopicPartition,
 };
-use aether_projections::Update;
+use aether_projections::{Update, UpdateBus};
+use aether_schemas::topics::MESSAGE_EVENTS;
 use aether_schemas::{EventEnvelope, Metadata};
 use chrono::{DateTime, Utc};
 use mongodb::{Client, Database};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
 use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 fn mongo_url() -> String {
     std::env::var("AETHER_TEST_MONGO")
@@ -743,6 +750,137 @@ async fn a_version_lives_in_its_own_collections_until_dropped() {
         "{names:?}"
     );
     assert_eq!(messages(&live.dump().await.expect("dump")).len(), 1);
+
+    mongo.drop().await;
+}
+
+/// Publishes `events` to the messages topic as the relay does: the envelope as JSON, keyed by
+/// channel (garbage keyed by `stray`).
+async fn publish(config: &aether_kafka::KafkaConfig, events: &[StreamEvent]) {
+    let producer = config.producer().expect("producer");
+    let topic = config.topic(MESSAGE_EVENTS);
+    for event in events {
+        let (key, body) = match &event.payload {
+            Payload::Event(envelope) => (
+                envelope.data["channel_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                serde_json::to_vec(envelope).expect("envelope as JSON"),
+            ),
+            Payload::Malformed { raw, .. } => ("stray".to_owned(), raw.clone().into_bytes()),
+        };
+        producer
+            .send(
+                FutureRecord::to(&topic).key(key.as_bytes()).payload(&body),
+                Timeout::Never,
+            )
+            .await
+            .map_err(|(error, _)| error)
+            .expect("publish");
+    }
+}
+
+async fn run_until_caught_up(
+    store: Arc<MongoStore>,
+    config: &aether_kafka::KafkaConfig,
+    updates: Arc<dyn aether_projections::stream::engine::UpdateSink>,
+) -> Checkpoint {
+    let source = KafkaSource::new(config, &[MESSAGE_EVENTS]).expect("source");
+    let projector = StreamProjector::new(
+        store,
+        source,
+        updates,
+        ProjectorOptions {
+            batch_size: 50,
+            stop_when_caught_up: true,
+            ..ProjectorOptions::default()
+        },
+        Arc::new(ProjectorMetrics::new("timeline", 1)),
+    );
+    let checkpoint = projector.checkpoint();
+    let (_pause, paused) = watch::channel(false);
+    projector
+        .run(paused, CancellationToken::new())
+        .await
+        .expect("projector run");
+    let reached = checkpoint.borrow().clone();
+    reached
+}
+
+#[tokio::test]
+async fn a_projector_builds_the_timeline_from_the_broker_and_resumes_where_it_stopped() {
+    let mongo = TestMongo::new().await;
+    let store = Arc::new(mongo.store(1).await);
+    let config = aether_test_support::kafka_config(2);
+    aether_kafka::admin::init_topics(&config)
+        .await
+        .expect("create topics");
+    let mut script = Script::new();
+    let channels = [ChannelId::new(), ChannelId::new(), ChannelId::new()];
+    let mut events = Vec::new();
+    let mut sent = Vec::new();
+    for n in 0..60 {
+        let channel = channels[n % channels.len()];
+        let (id, event) = script.send(channel, &format!("message {n}"), n as i64);
+        events.push(event);
+        sent.push(id);
+    }
+    events.push(script.edit(sent[0], "message 0, edited", 100));
+    events.push(script.delete(sent[1], 101));
+    events.push(script.malformed());
+    publish(&config, &events).await;
+    let bus = UpdateBus::default();
+    let mut told = bus.subscribe();
+
+    let reached = run_until_caught_up(store.clone(), &config, Arc::new(bus.clone())).await;
+
+    assert_eq!(reached.total(), events.len() as i64);
+    assert_eq!(store.checkpoint().await.expect("checkpoint"), reached);
+    let dump = store.dump().await.expect("dump");
+    assert_eq!(messages(&dump).len(), 60);
+    assert_eq!(message(&dump, sent[0])["body"], json!("message 0, edited"));
+    assert_eq!(message(&dump, sent[1])["deleted"], json!(true));
+    // Each channel's messages are numbered in the order they were sent.
+    for channel in channels {
+        let positions: Vec<(i64, String)> = messages(&dump)
+            .iter()
+            .filter(|m| m["channel_id"] == json!(channel.to_string()))
+            .map(|m| {
+                let id = m["_id"].as_str().unwrap_or_default().to_owned();
+                (m["channel_seq"].as_i64().unwrap_or_default(), id)
+            })
+            .collect();
+        let in_sent_order: Vec<String> = sent
+            .iter()
+            .filter(|id| script.channels[id] == channel)
+            .map(|id| id.to_string())
+            .collect();
+        assert_eq!(
+            positions
+                .iter()
+                .map(|(_, id)| id.clone())
+                .collect::<Vec<_>>(),
+            in_sent_order
+        );
+        assert_eq!(
+            positions.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=20).collect::<Vec<i64>>()
+        );
+    }
+    let letters = store.dead_letters().await.expect("dead letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].aggregate_id, None);
+    let mut updates = 0;
+    while told.try_recv().is_ok() {
+        updates += 1;
+    }
+    assert_eq!(updates, 62, "one update per applied message event");
+
+    // A restart resumes from the stored checkpoint: nothing is applied twice.
+    let again = run_until_caught_up(store.clone(), &config, Arc::new(NoUpdates)).await;
+    assert_eq!(again, reached);
+    assert_eq!(store.dump().await.expect("dump"), dump);
 
     mongo.drop().await;
 }
