@@ -6,8 +6,8 @@
 //! version's single checkpoint document; MongoDB refuses a second transaction that writes the
 //! same document before the first commits (a write conflict), so that document is the version's
 //! write lock, the way `pg_advisory_xact_lock` is for [`super::postgres::PgStore`]. The model's
-//! writes and the bookkeeping (applied sequences, parked events) then go to the server in one
-//! ordered client-level `bulkWrite`.
+//! writes and the bookkeeping (applied sequences, parked events) then go to the server in a
+//! few ordered bulk commands (see [`MongoTx`]'s flush).
 
 pub mod timeline;
 
@@ -111,40 +111,83 @@ impl MongoTx<'_> {
         self.origins.push(None);
     }
 
-    /// Sends the queued writes, in order, as one bulk write.
+    /// Sends the queued writes, in order. A run of inserts into one collection goes as one
+    /// `insert` command (several times cheaper per document than a `bulkWrite` entry on the
+    /// servers measured); everything else between such runs goes as one `bulkWrite`.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.writes.is_empty() {
-            return Ok(());
-        }
         let writes = std::mem::take(&mut self.writes);
         let origins = std::mem::take(&mut self.origins);
-        match self
-            .database
-            .client()
-            .bulk_write(writes)
-            .ordered(true)
-            .session(&mut *self.session)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) => Err(bulk_error(error, &origins)),
+        let mut writes = writes.into_iter().peekable();
+        let mut at = 0;
+        while let Some(first) = writes.next() {
+            let start = at;
+            at += 1;
+            match first {
+                WriteModel::InsertOne(insert) => {
+                    let namespace = insert.namespace;
+                    let mut documents = vec![insert.document];
+                    while let Some(WriteModel::InsertOne(next)) = writes.peek() {
+                        if next.namespace != namespace {
+                            break;
+                        }
+                        if let Some(WriteModel::InsertOne(next)) = writes.next() {
+                            documents.push(next.document);
+                            at += 1;
+                        }
+                    }
+                    self.database
+                        .collection::<Document>(&namespace.coll)
+                        .insert_many(documents)
+                        .ordered(true)
+                        .session(&mut *self.session)
+                        .await
+                        .map_err(|error| write_error(error, &origins[start..at]))?;
+                }
+                other => {
+                    let mut models = vec![other];
+                    while writes
+                        .peek()
+                        .is_some_and(|next| !matches!(next, WriteModel::InsertOne(_)))
+                    {
+                        if let Some(next) = writes.next() {
+                            models.push(next);
+                            at += 1;
+                        }
+                    }
+                    self.database
+                        .client()
+                        .bulk_write(models)
+                        .ordered(true)
+                        .session(&mut *self.session)
+                        .await
+                        .map_err(|error| write_error(error, &origins[start..at]))?;
+                }
+            }
         }
+        Ok(())
     }
 }
 
-/// A failed bulk write: a write error of a model write is its event's fault.
-fn bulk_error(error: MongoError, origins: &[Option<usize>]) -> StoreError {
-    if let ErrorKind::BulkWrite(failure) = error.kind.as_ref() {
-        if let Some((at, write_error)) = failure.write_errors.iter().min_by_key(|(at, _)| **at) {
-            if let Some(Some(index)) = origins.get(*at) {
-                return StoreError::Event {
-                    index: *index,
-                    reason: write_error.message.clone(),
-                };
-            }
-        }
+/// A failed write: a write error of a model write is its event's fault. `origins` are the
+/// events of the writes sent together, in order.
+fn write_error(error: MongoError, origins: &[Option<usize>]) -> StoreError {
+    let failed = match error.kind.as_ref() {
+        ErrorKind::BulkWrite(failure) => failure
+            .write_errors
+            .iter()
+            .min_by_key(|(at, _)| **at)
+            .map(|(at, e)| (*at, e.message.clone())),
+        ErrorKind::InsertMany(failure) => failure
+            .write_errors
+            .as_ref()
+            .and_then(|errors| errors.iter().min_by_key(|e| e.index))
+            .map(|e| (e.index, e.message.clone())),
+        _ => None,
+    };
+    match failed.and_then(|(at, reason)| Some((origins.get(at).copied()??, reason))) {
+        Some((index, reason)) => StoreError::Event { index, reason },
+        None => unavailable(error),
     }
-    unavailable(error)
 }
 
 pub fn unavailable(error: MongoError) -> StoreError {
@@ -406,6 +449,8 @@ impl MongoStore {
                 versions.insert(id.to_owned(), sequence);
             }
         }
+        // Aggregates seen for the first time get their record inserted (cheaper than an upsert).
+        let recorded: HashSet<String> = versions.keys().cloned().collect();
         let mut next_dead_letter = None;
         let mut fresh = Vec::with_capacity(batch.len());
         for (index, event) in batch.iter().enumerate() {
@@ -451,13 +496,23 @@ impl MongoStore {
             .apply(&mut tx, &fresh, &mut applied.updates)
             .await?;
         applied.applied += fresh.len();
-        let touched: HashSet<&str> = fresh.iter().filter_map(|(_, e)| e.aggregate_id()).collect();
-        for id in touched {
+        let mut touched: Vec<&str> = fresh.iter().filter_map(|(_, e)| e.aggregate_id()).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let (known, new): (Vec<&str>, Vec<&str>) =
+            touched.into_iter().partition(|id| recorded.contains(*id));
+        for id in new {
+            let model = InsertOneModel::builder()
+                .namespace(tx.namespace(VERSIONS))
+                .document(doc! { "_id": id, "sequence": versions[id] })
+                .build();
+            tx.bookkeeping(model);
+        }
+        for id in known {
             let model = UpdateOneModel::builder()
                 .namespace(tx.namespace(VERSIONS))
                 .filter(doc! { "_id": id })
                 .update(doc! { "$set": { "sequence": versions[id] } })
-                .upsert(true)
                 .build();
             tx.bookkeeping(model);
         }

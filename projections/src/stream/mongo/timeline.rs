@@ -4,8 +4,8 @@
 //! ([`crate::timeline::TimelineProjection`]).
 //!
 //! A batch is worked out in memory: the messages and channel counters it touches are read
-//! once, every event is applied to those copies in order, and the results are written back in
-//! the batch's one bulk write. Times are BSON dates, so they keep milliseconds; the rows pushed
+//! once, every event is applied to those copies in order, and the results are written back
+//! with the batch's bookkeeping in a few bulk commands. Times are BSON dates, so they keep milliseconds; the rows pushed
 //! to the realtime edge carry the same truncated times a later read returns.
 
 use std::collections::{HashMap, HashSet};
@@ -279,25 +279,25 @@ impl MongoProjection for MongoTimelineProjection {
             }));
         }
 
-        for key in &touched_order {
-            let Some(touched) = messages.get(key) else {
-                continue;
-            };
-            let document = message_document(&touched.row);
-            if touched.new {
-                let model = InsertOneModel::builder()
-                    .namespace(tx.namespace(MESSAGES))
-                    .document(document)
-                    .build();
-                tx.write(touched.origin, model);
-            } else {
-                let model = ReplaceOneModel::builder()
-                    .namespace(tx.namespace(MESSAGES))
-                    .filter(doc! { "_id": key })
-                    .replacement(document)
-                    .build();
-                tx.write(touched.origin, model);
-            }
+        // New messages first, then changed ones: each group goes to the server as one command.
+        let touched: Vec<&Touched> = touched_order
+            .iter()
+            .filter_map(|key| messages.get(key))
+            .collect();
+        for touched in touched.iter().filter(|t| t.new) {
+            let model = InsertOneModel::builder()
+                .namespace(tx.namespace(MESSAGES))
+                .document(message_document(&touched.row))
+                .build();
+            tx.write(touched.origin, model);
+        }
+        for touched in touched.iter().filter(|t| !t.new) {
+            let model = ReplaceOneModel::builder()
+                .namespace(tx.namespace(MESSAGES))
+                .filter(doc! { "_id": touched.row.id.to_string() })
+                .replacement(message_document(&touched.row))
+                .build();
+            tx.write(touched.origin, model);
         }
         for (index, document) in channel_events {
             let model = InsertOneModel::builder()
