@@ -6,8 +6,8 @@
 //! version's single checkpoint document; MongoDB refuses a second transaction that writes the
 //! same document before the first commits (a write conflict), so that document is the version's
 //! write lock, the way `pg_advisory_xact_lock` is for [`super::postgres::PgStore`]. The model's
-//! writes and the bookkeeping (applied sequences, parked events) then go to the server in a
-//! few ordered bulk commands (see [`MongoTx`]'s flush).
+//! writes and the bookkeeping (applied sequences, parked events) then go to the server as a few
+//! multi-document `insert` and `update` commands (MongoDB 4.2 or later).
 
 pub mod timeline;
 
@@ -19,10 +19,8 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR};
-use mongodb::options::{
-    IndexOptions, InsertOneModel, ReadConcern, UpdateOneModel, WriteConcern, WriteModel,
-};
-use mongodb::{ClientSession, Collection, Database, IndexModel, Namespace};
+use mongodb::options::{IndexOptions, ReadConcern, WriteConcern};
+use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde_json::Value;
 
 use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
@@ -66,19 +64,43 @@ pub struct MongoTx<'a> {
     database: &'a Database,
     prefix: &'a str,
     session: &'a mut ClientSession,
-    writes: Vec<WriteModel>,
+    writes: Vec<Write>,
     /// The batch index of the event each write is for; `None` for bookkeeping.
     origins: Vec<Option<usize>>,
+}
+
+/// A write queued for the end of the batch, on an unprefixed collection name.
+#[derive(Debug)]
+enum Write {
+    Insert {
+        collection: String,
+        document: Document,
+    },
+    /// `update` is an update document (`$set`, …) or a whole replacement.
+    Update {
+        collection: String,
+        filter: Document,
+        update: Document,
+        upsert: bool,
+    },
+}
+
+impl Write {
+    fn collection(&self) -> &str {
+        match self {
+            Write::Insert { collection, .. } | Write::Update { collection, .. } => collection,
+        }
+    }
+
+    fn is_insert(&self) -> bool {
+        matches!(self, Write::Insert { .. })
+    }
 }
 
 impl MongoTx<'_> {
     /// The version's collection `name`.
     pub fn collection(&self, name: &str) -> Collection<Document> {
         self.database.collection(&format!("{}{name}", self.prefix))
-    }
-
-    pub fn namespace(&self, name: &str) -> Namespace {
-        Namespace::new(self.database.name(), format!("{}{name}", self.prefix))
     }
 
     /// Every document of collection `name` that matches `filter`, read in the transaction.
@@ -100,94 +122,117 @@ impl MongoTx<'_> {
         Ok(found)
     }
 
-    /// Queues a write for the event at batch index `origin`.
-    pub fn write(&mut self, origin: usize, model: impl Into<WriteModel>) {
-        self.writes.push(model.into());
-        self.origins.push(Some(origin));
+    /// Queues the insert of `document` into collection `name`, for the event at batch index
+    /// `origin`.
+    pub fn insert(&mut self, origin: usize, name: &str, document: Document) {
+        self.queue(
+            Some(origin),
+            Write::Insert {
+                collection: name.to_owned(),
+                document,
+            },
+        );
     }
 
-    fn bookkeeping(&mut self, model: impl Into<WriteModel>) {
-        self.writes.push(model.into());
-        self.origins.push(None);
+    /// Queues an update of the document of collection `name` that `filter` matches: `update`
+    /// is an update document (`$set`, …) or a whole replacement.
+    pub fn update(
+        &mut self,
+        origin: usize,
+        name: &str,
+        filter: Document,
+        update: Document,
+        upsert: bool,
+    ) {
+        self.queue(
+            Some(origin),
+            Write::Update {
+                collection: name.to_owned(),
+                filter,
+                update,
+                upsert,
+            },
+        );
     }
 
-    /// Sends the queued writes, in order. A run of inserts into one collection goes as one
-    /// `insert` command (several times cheaper per document than a `bulkWrite` entry on the
-    /// servers measured); everything else between such runs goes as one `bulkWrite`.
+    fn queue(&mut self, origin: Option<usize>, write: Write) {
+        self.writes.push(write);
+        self.origins.push(origin);
+    }
+
+    /// Sends the queued writes, in order: each run of inserts into one collection as one
+    /// `insert` command, each run of updates of one collection as one `update` command (the
+    /// client-level `bulkWrite` would need MongoDB 8).
     async fn flush(&mut self) -> Result<(), StoreError> {
         let writes = std::mem::take(&mut self.writes);
         let origins = std::mem::take(&mut self.origins);
-        let mut writes = writes.into_iter().peekable();
-        let mut at = 0;
-        while let Some(first) = writes.next() {
-            let start = at;
-            at += 1;
-            match first {
-                WriteModel::InsertOne(insert) => {
-                    let namespace = insert.namespace;
-                    let mut documents = vec![insert.document];
-                    while let Some(WriteModel::InsertOne(next)) = writes.peek() {
-                        if next.namespace != namespace {
-                            break;
-                        }
-                        if let Some(WriteModel::InsertOne(next)) = writes.next() {
-                            documents.push(next.document);
-                            at += 1;
-                        }
-                    }
-                    self.database
-                        .collection::<Document>(&namespace.coll)
-                        .insert_many(documents)
-                        .ordered(true)
-                        .session(&mut *self.session)
-                        .await
-                        .map_err(|error| write_error(error, &origins[start..at]))?;
-                }
-                other => {
-                    let mut models = vec![other];
-                    while writes
-                        .peek()
-                        .is_some_and(|next| !matches!(next, WriteModel::InsertOne(_)))
-                    {
-                        if let Some(next) = writes.next() {
-                            models.push(next);
-                            at += 1;
-                        }
-                    }
-                    self.database
-                        .client()
-                        .bulk_write(models)
-                        .ordered(true)
-                        .session(&mut *self.session)
-                        .await
-                        .map_err(|error| write_error(error, &origins[start..at]))?;
-                }
+        let mut start = 0;
+        while start < writes.len() {
+            let first = &writes[start];
+            let end = writes[start..]
+                .iter()
+                .position(|w| {
+                    w.is_insert() != first.is_insert() || w.collection() != first.collection()
+                })
+                .map_or(writes.len(), |run| start + run);
+            let collection = format!("{}{}", self.prefix, first.collection());
+            let run = &writes[start..end];
+            let command = if first.is_insert() {
+                let documents: Vec<&Document> = run
+                    .iter()
+                    .filter_map(|w| match w {
+                        Write::Insert { document, .. } => Some(document),
+                        Write::Update { .. } => None,
+                    })
+                    .collect();
+                doc! { "insert": collection, "documents": documents, "ordered": true }
+            } else {
+                let updates: Vec<Document> = run
+                    .iter()
+                    .filter_map(|w| match w {
+                        Write::Update {
+                            filter,
+                            update,
+                            upsert,
+                            ..
+                        } => Some(doc! { "q": filter, "u": update, "upsert": upsert }),
+                        Write::Insert { .. } => None,
+                    })
+                    .collect();
+                doc! { "update": collection, "updates": updates, "ordered": true }
+            };
+            let reply = self
+                .database
+                .run_command(command)
+                .session(&mut *self.session)
+                .await
+                .map_err(unavailable)?;
+            if let Some(failure) = write_error(&reply, &origins[start..end]) {
+                return Err(failure);
             }
+            start = end;
         }
         Ok(())
     }
 }
 
-/// A failed write: a write error of a model write is its event's fault. `origins` are the
-/// events of the writes sent together, in order.
-fn write_error(error: MongoError, origins: &[Option<usize>]) -> StoreError {
-    let failed = match error.kind.as_ref() {
-        ErrorKind::BulkWrite(failure) => failure
-            .write_errors
-            .iter()
-            .min_by_key(|(at, _)| **at)
-            .map(|(at, e)| (*at, e.message.clone())),
-        ErrorKind::InsertMany(failure) => failure
-            .write_errors
-            .as_ref()
-            .and_then(|errors| errors.iter().min_by_key(|e| e.index))
-            .map(|e| (e.index, e.message.clone())),
-        _ => None,
-    };
-    match failed.and_then(|(at, reason)| Some((origins.get(at).copied()??, reason))) {
-        Some((index, reason)) => StoreError::Event { index, reason },
-        None => unavailable(error),
-    }
+/// The first write error in the reply of an `insert` or `update` command, blamed on the event
+/// whose write it was (`origins`: the events of the command's writes, in order).
+fn write_error(reply: &Document, origins: &[Option<usize>]) -> Option<StoreError> {
+    let errors = reply.get_array("writeErrors").ok()?;
+    let first = errors.first()?.as_document()?;
+    let at = first
+        .get_i32("index")
+        .ok()
+        .and_then(|at| usize::try_from(at).ok());
+    let reason = first
+        .get_str("errmsg")
+        .unwrap_or("write refused")
+        .to_owned();
+    Some(match at.and_then(|at| origins.get(at).copied().flatten()) {
+        Some(index) => StoreError::Event { index, reason },
+        None => StoreError::Unavailable(reason),
+    })
 }
 
 pub fn unavailable(error: MongoError) -> StoreError {
@@ -469,16 +514,17 @@ impl MongoStore {
                     None => self.next_dead_letter_id(tx.session).await?,
                 };
                 next_dead_letter = Some(id + 1);
-                tx.bookkeeping(
-                    InsertOneModel::builder()
-                        .namespace(tx.namespace(DEAD_LETTERS))
-                        .document(Self::dead_letter_document(
+                tx.queue(
+                    None,
+                    Write::Insert {
+                        collection: DEAD_LETTERS.to_owned(),
+                        document: Self::dead_letter_document(
                             id,
                             event,
                             "parked behind an earlier dead letter of the same aggregate",
                             0,
-                        ))
-                        .build(),
+                        ),
+                    },
                 );
                 applied.parked += 1;
                 continue;
@@ -502,19 +548,24 @@ impl MongoStore {
         let (known, new): (Vec<&str>, Vec<&str>) =
             touched.into_iter().partition(|id| recorded.contains(*id));
         for id in new {
-            let model = InsertOneModel::builder()
-                .namespace(tx.namespace(VERSIONS))
-                .document(doc! { "_id": id, "sequence": versions[id] })
-                .build();
-            tx.bookkeeping(model);
+            tx.queue(
+                None,
+                Write::Insert {
+                    collection: VERSIONS.to_owned(),
+                    document: doc! { "_id": id, "sequence": versions[id] },
+                },
+            );
         }
         for id in known {
-            let model = UpdateOneModel::builder()
-                .namespace(tx.namespace(VERSIONS))
-                .filter(doc! { "_id": id })
-                .update(doc! { "$set": { "sequence": versions[id] } })
-                .build();
-            tx.bookkeeping(model);
+            tx.queue(
+                None,
+                Write::Update {
+                    collection: VERSIONS.to_owned(),
+                    filter: doc! { "_id": id },
+                    update: doc! { "$set": { "sequence": versions[id] } },
+                    upsert: false,
+                },
+            );
         }
         tx.flush().await
     }

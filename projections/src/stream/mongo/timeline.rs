@@ -15,7 +15,6 @@ use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::{InsertOneModel, ReplaceOneModel, UpdateOneModel};
 
 use super::{malformed, ModelCollection, MongoProjection, MongoTx};
 use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow};
@@ -285,41 +284,37 @@ impl MongoProjection for MongoTimelineProjection {
             .filter_map(|key| messages.get(key))
             .collect();
         for touched in touched.iter().filter(|t| t.new) {
-            let model = InsertOneModel::builder()
-                .namespace(tx.namespace(MESSAGES))
-                .document(message_document(&touched.row))
-                .build();
-            tx.write(touched.origin, model);
+            tx.insert(touched.origin, MESSAGES, message_document(&touched.row));
         }
         for touched in touched.iter().filter(|t| !t.new) {
-            let model = ReplaceOneModel::builder()
-                .namespace(tx.namespace(MESSAGES))
-                .filter(doc! { "_id": touched.row.id.to_string() })
-                .replacement(message_document(&touched.row))
-                .build();
-            tx.write(touched.origin, model);
+            let id = touched.row.id.to_string();
+            let replacement = message_document(&touched.row);
+            tx.update(
+                touched.origin,
+                MESSAGES,
+                doc! { "_id": id },
+                replacement,
+                false,
+            );
         }
         for (index, document) in channel_events {
-            let model = InsertOneModel::builder()
-                .namespace(tx.namespace(CHANNEL_EVENTS))
-                .document(document)
-                .build();
-            tx.write(index, model);
+            tx.insert(index, CHANNEL_EVENTS, document);
         }
         for key in &channel_order {
             let Some(head) = heads.get(key) else {
                 continue;
             };
-            let model = UpdateOneModel::builder()
-                .namespace(tx.namespace(CHANNEL_HEADS))
-                .filter(doc! { "_id": key })
-                .update(doc! { "$set": {
-                    "last_event": head.last_event,
-                    "last_message": head.last_message,
-                } })
-                .upsert(true)
-                .build();
-            tx.write(head.origin, model);
+            let counters = doc! { "$set": {
+                "last_event": head.last_event,
+                "last_message": head.last_message,
+            } };
+            tx.update(
+                head.origin,
+                CHANNEL_HEADS,
+                doc! { "_id": key },
+                counters,
+                true,
+            );
         }
         Ok(())
     }
