@@ -2,7 +2,7 @@
 # scripts/test.sh: runs the whole AetherConnect test suite. CI runs the same through .ci/run.
 #
 # On a Debian machine with Rust it installs only what is missing (as root, or through sudo),
-# starts the servers the tests need (PostgreSQL, tansu), then runs, stopping at the first failing step:
+# starts the servers the tests need (PostgreSQL, tansu, SecantusDB), then runs, stopping at the first failing step:
 #   1. cargo fmt --check            formatting
 #   2. cargo clippy -D warnings     lints, on every target
 #   3. cargo nextest run            unit, integration and end-to-end tests
@@ -44,6 +44,7 @@ ensure_nextest() {
 
 PG_VERSION=15
 TANSU_VERSION=0.6.0
+SECANTUS_VERSION=0.7.0b3
 STATE_DIR="${AETHER_STATE_DIR:-$PWD/.tools}"
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
@@ -101,9 +102,32 @@ ensure_kafka() {
   export AETHER_TEST_KAFKA="127.0.0.1:9092"
 }
 
+# SecantusDB: a MongoDB-compatible server from PyPI (no real mongod can be fetched here).
+ensure_mongo() {
+  local venv="$PWD/.venv-mongo"
+  if [ ! -x "$venv/bin/secantusd-py" ]; then
+    log "installing MongoDB-compatible (SecantusDB) $SECANTUS_VERSION (about a minute, once)"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      rm -rf "$venv"
+      apt_install python3-venv
+      python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install --quiet "SecantusDB==$SECANTUS_VERSION"
+  fi
+  if ! port_open 127.0.0.1 27017; then
+    log "starting MongoDB-compatible (SecantusDB) on 127.0.0.1:27017"
+    mkdir -p "$STATE_DIR/mongo"
+    nohup "$venv/bin/secantusd-py" --host 127.0.0.1 --port 27017 \
+      --storage-path "$STATE_DIR/mongo" >"$STATE_DIR/mongo.log" 2>&1 &
+    wait_for_port 127.0.0.1 27017 "MongoDB-compatible (SecantusDB)"
+  fi
+  export AETHER_TEST_MONGO="mongodb://127.0.0.1:27017/?directConnection=true"
+}
+
 ensure_services() {
   ensure_postgres
   ensure_kafka
+  ensure_mongo
 }
 
 # --- run -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod metrics;
+pub mod mongo;
 pub mod postgres;
 pub mod registry;
 pub mod role;

@@ -1,0 +1,419 @@
+//! The timeline read model in MongoDB: one document per message with its edit history, each
+//! channel's numbered stream of changes that subscriptions resume from, and per-channel
+//! counters. Same semantics, and the same updates, as the embedded one
+//! ([`crate::timeline::TimelineProjection`]).
+//!
+//! A batch is worked out in memory: the messages and channel counters it touches are read
+//! once, every event is applied to those copies in order, and the results are written back
+//! with the batch's bookkeeping in a few bulk commands. Times are BSON dates, so they keep milliseconds; the rows pushed
+//! to the realtime edge carry the same truncated times a later read returns.
+
+use std::collections::{HashMap, HashSet};
+
+use aether_domain::message::MessageEvent;
+use aether_domain::{ChannelId, MessageId, ServerId, UserId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mongodb::bson::{doc, Bson, Document};
+
+use super::{malformed, ModelCollection, MongoProjection, MongoTx};
+use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow};
+use crate::stream::source::StreamEvent;
+use crate::stream::store::StoreError;
+use crate::updates::Update;
+
+const MESSAGES: &str = "messages";
+const CHANNEL_EVENTS: &str = "channel_events";
+const CHANNEL_HEADS: &str = "channel_heads";
+
+#[derive(Debug, Default)]
+pub struct MongoTimelineProjection;
+
+impl MongoTimelineProjection {
+    pub const NAME: &'static str = "timeline";
+}
+
+/// A message as this batch left it.
+struct Touched {
+    row: MessageRow,
+    /// The first event of the batch that touched it: the one blamed if the write fails.
+    origin: usize,
+    /// Sent in this batch, so it is inserted rather than replaced.
+    new: bool,
+}
+
+/// A channel's counters as this batch left them.
+#[derive(Default)]
+struct Head {
+    last_event: i64,
+    last_message: i64,
+    origin: usize,
+}
+
+#[async_trait]
+impl MongoProjection for MongoTimelineProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn collections(&self) -> &'static [ModelCollection] {
+        &[
+            ModelCollection {
+                name: MESSAGES,
+                indexes: &[(&[("channel_id", 1), ("channel_seq", 1)], true)],
+                dump_order: &["channel_id", "channel_seq"],
+            },
+            ModelCollection {
+                name: CHANNEL_EVENTS,
+                indexes: &[(&[("channel_id", 1), ("seq", 1)], true)],
+                dump_order: &["channel_id", "seq"],
+            },
+            ModelCollection {
+                name: CHANNEL_HEADS,
+                indexes: &[],
+                dump_order: &["_id"],
+            },
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut MongoTx<'_>,
+        events: &[(usize, &StreamEvent)],
+        updates: &mut Vec<Update>,
+    ) -> Result<(), StoreError> {
+        let mut decoded = Vec::with_capacity(events.len());
+        for (index, event) in events {
+            let Some(envelope) = event.envelope() else {
+                continue;
+            };
+            if envelope.aggregate_type != "Message" {
+                continue;
+            }
+            let message: MessageEvent = envelope.decode().map_err(|e| StoreError::Event {
+                index: *index,
+                reason: format!("{} cannot be decoded: {e}", envelope.event_type),
+            })?;
+            decoded.push((*index, event.sequence(), message));
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+
+        // The first event of the batch that names each message and channel.
+        let mut first_for: HashMap<String, usize> = HashMap::new();
+        for (index, _, message) in &decoded {
+            first_for
+                .entry(message_id(message).to_string())
+                .or_insert(*index);
+            first_for
+                .entry(message.channel_id().to_string())
+                .or_insert(*index);
+        }
+        let message_ids: Vec<String> = decoded
+            .iter()
+            .map(|(_, _, m)| message_id(m).to_string())
+            .collect();
+        let channel_ids: Vec<String> = decoded
+            .iter()
+            .map(|(_, _, m)| m.channel_id().to_string())
+            .collect();
+        let origin_of = |document: &Document| {
+            document
+                .get_str("_id")
+                .ok()
+                .and_then(|id| first_for.get(id).copied())
+                .unwrap_or(decoded[0].0)
+        };
+        let mut messages: HashMap<String, Touched> = HashMap::new();
+        for stored in tx
+            .find(MESSAGES, doc! { "_id": { "$in": &message_ids } })
+            .await?
+        {
+            let origin = origin_of(&stored);
+            let row = message_from_document(&stored)
+                .ok_or_else(|| malformed(origin, "message document", &stored))?;
+            messages.insert(
+                row.id.to_string(),
+                Touched {
+                    row,
+                    origin,
+                    new: false,
+                },
+            );
+        }
+        let mut heads: HashMap<String, Head> = HashMap::new();
+        for stored in tx
+            .find(CHANNEL_HEADS, doc! { "_id": { "$in": &channel_ids } })
+            .await?
+        {
+            let id = stored.get_str("_id").unwrap_or_default().to_owned();
+            let origin = origin_of(&stored);
+            let (Ok(last_event), Ok(last_message)) =
+                (stored.get_i64("last_event"), stored.get_i64("last_message"))
+            else {
+                return Err(malformed(origin, "channel head", &stored));
+            };
+            heads.insert(
+                id,
+                Head {
+                    last_event,
+                    last_message,
+                    origin,
+                },
+            );
+        }
+
+        // Message ids in the order the batch first touched them, so writes are deterministic.
+        let mut touched_order: Vec<String> = Vec::new();
+        let mut channel_order: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut channel_events = Vec::with_capacity(decoded.len());
+        for (index, version, event) in decoded {
+            let channel = event.channel_id();
+            let channel_key = channel.to_string();
+            let head = heads.entry(channel_key.clone()).or_insert_with(|| Head {
+                origin: index,
+                ..Head::default()
+            });
+            if seen.insert(channel_key.clone()) {
+                channel_order.push(channel_key.clone());
+            }
+            let (kind, id) = match event {
+                MessageEvent::MessageSent {
+                    message_id,
+                    server_id,
+                    author_id,
+                    body,
+                    sent_at,
+                    ..
+                } => {
+                    let key = message_id.to_string();
+                    if messages.contains_key(&key) {
+                        return Err(StoreError::Event {
+                            index,
+                            reason: format!("message {key} is already in the timeline"),
+                        });
+                    }
+                    head.last_message += 1;
+                    messages.insert(
+                        key,
+                        Touched {
+                            row: MessageRow {
+                                id: message_id,
+                                channel_id: channel,
+                                server_id,
+                                author_id,
+                                body: Some(body.into_inner()),
+                                created_at: millis(sent_at),
+                                edited_at: None,
+                                deleted: false,
+                                position: head.last_message,
+                                version,
+                                edits: Vec::new(),
+                            },
+                            origin: index,
+                            new: true,
+                        },
+                    );
+                    (ChannelEventKind::MessageSent, message_id)
+                }
+                MessageEvent::MessageEdited {
+                    message_id,
+                    body,
+                    previous_body,
+                    edited_at,
+                    ..
+                } => {
+                    let touched = existing(&mut messages, message_id, index)?;
+                    let edited_at = millis(edited_at);
+                    let row = &mut touched.row;
+                    row.edits.push(EditRow {
+                        body: previous_body.into_inner(),
+                        replaced_at: edited_at,
+                    });
+                    row.body = Some(body.into_inner());
+                    row.edited_at = Some(edited_at);
+                    row.deleted = false;
+                    row.version = version;
+                    (ChannelEventKind::MessageEdited, message_id)
+                }
+                MessageEvent::MessageDeleted { message_id, .. } => {
+                    // A tombstone keeps its place in the channel but none of its words.
+                    let row = &mut existing(&mut messages, message_id, index)?.row;
+                    row.body = None;
+                    row.deleted = true;
+                    row.edits.clear();
+                    row.version = version;
+                    (ChannelEventKind::MessageDeleted, message_id)
+                }
+            };
+            let key = id.to_string();
+            if seen.insert(key.clone()) {
+                touched_order.push(key.clone());
+            }
+            head.last_event += 1;
+            let seq = head.last_event;
+            channel_events.push((
+                index,
+                doc! {
+                    "channel_id": &channel_key,
+                    "seq": seq,
+                    "kind": kind.as_str(),
+                    "message_id": &key,
+                },
+            ));
+            let message = messages
+                .get(&key)
+                .map(|touched| touched.row.clone())
+                .ok_or_else(|| StoreError::Event {
+                    index,
+                    reason: format!("message {key} vanished while applying the batch"),
+                })?;
+            updates.push(Update::Channel(ChannelEventRow {
+                channel_id: channel,
+                seq,
+                kind,
+                message,
+            }));
+        }
+
+        // New messages first, then changed ones: each group goes to the server as one command.
+        let touched: Vec<&Touched> = touched_order
+            .iter()
+            .filter_map(|key| messages.get(key))
+            .collect();
+        for touched in touched.iter().filter(|t| t.new) {
+            tx.insert(touched.origin, MESSAGES, message_document(&touched.row));
+        }
+        for touched in touched.iter().filter(|t| !t.new) {
+            let id = touched.row.id.to_string();
+            let replacement = message_document(&touched.row);
+            tx.update(
+                touched.origin,
+                MESSAGES,
+                doc! { "_id": id },
+                replacement,
+                false,
+            );
+        }
+        for (index, document) in channel_events {
+            tx.insert(index, CHANNEL_EVENTS, document);
+        }
+        for key in &channel_order {
+            let Some(head) = heads.get(key) else {
+                continue;
+            };
+            let counters = doc! { "$set": {
+                "last_event": head.last_event,
+                "last_message": head.last_message,
+            } };
+            tx.update(
+                head.origin,
+                CHANNEL_HEADS,
+                doc! { "_id": key },
+                counters,
+                true,
+            );
+        }
+        Ok(())
+    }
+}
+
+fn message_id(event: &MessageEvent) -> MessageId {
+    match event {
+        MessageEvent::MessageSent { message_id, .. }
+        | MessageEvent::MessageEdited { message_id, .. }
+        | MessageEvent::MessageDeleted { message_id, .. } => *message_id,
+    }
+}
+
+/// The message an edit or deletion is about; its absence is the event's fault (its aggregate's
+/// earlier events are missing from this read model).
+fn existing(
+    messages: &mut HashMap<String, Touched>,
+    id: MessageId,
+    index: usize,
+) -> Result<&mut Touched, StoreError> {
+    messages
+        .get_mut(&id.to_string())
+        .ok_or_else(|| StoreError::Event {
+            index,
+            reason: format!("message {id} is not in the timeline"),
+        })
+}
+
+/// `at` cut to what a BSON date holds.
+fn millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
+}
+
+fn bson_time(at: DateTime<Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+fn chrono_time(at: mongodb::bson::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(at.timestamp_millis())
+}
+
+pub fn message_document(row: &MessageRow) -> Document {
+    let edits: Vec<Bson> = row
+        .edits
+        .iter()
+        .map(|edit| {
+            Bson::Document(doc! {
+                "body": &edit.body,
+                "replaced_at": bson_time(edit.replaced_at),
+            })
+        })
+        .collect();
+    doc! {
+        "_id": row.id.to_string(),
+        "channel_id": row.channel_id.to_string(),
+        "server_id": row.server_id.to_string(),
+        "author_id": row.author_id.to_string(),
+        "body": row.body.clone(),
+        "created_at": bson_time(row.created_at),
+        "edited_at": row.edited_at.map(bson_time),
+        "deleted": row.deleted,
+        "channel_seq": row.position,
+        "version": row.version,
+        "edits": edits,
+    }
+}
+
+/// The row a stored message document holds; `None` if it is not one this code wrote.
+pub fn message_from_document(document: &Document) -> Option<MessageRow> {
+    let id = |field: &str| document.get_str(field).ok();
+    let body = match document.get("body") {
+        Some(Bson::String(body)) => Some(body.clone()),
+        Some(Bson::Null) | None => None,
+        Some(_) => return None,
+    };
+    let edited_at = match document.get("edited_at") {
+        Some(Bson::DateTime(at)) => Some(chrono_time(*at)?),
+        Some(Bson::Null) | None => None,
+        Some(_) => return None,
+    };
+    let mut edits = Vec::new();
+    for edit in document.get_array("edits").ok()? {
+        let edit = edit.as_document()?;
+        edits.push(EditRow {
+            body: edit.get_str("body").ok()?.to_owned(),
+            replaced_at: chrono_time(*edit.get_datetime("replaced_at").ok()?)?,
+        });
+    }
+    Some(MessageRow {
+        id: MessageId::parse(id("_id")?).ok()?,
+        channel_id: ChannelId::parse(id("channel_id")?).ok()?,
+        server_id: ServerId::parse(id("server_id")?).ok()?,
+        author_id: UserId::parse(id("author_id")?).ok()?,
+        body,
+        created_at: chrono_time(*document.get_datetime("created_at").ok()?)?,
+        edited_at,
+        deleted: document.get_bool("deleted").ok()?,
+        position: document.get_i64("channel_seq").ok()?,
+        version: document.get_i64("version").ok()?,
+        edits,
+    })
+}
