@@ -15,6 +15,7 @@ use aether_realtime_edge::http::HttpLimits;
 use aether_realtime_edge::{start_embedded, EmbeddedConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// AetherConnect: an event-sourced chat backend.
 ///
@@ -153,9 +154,18 @@ impl DevArgs {
     }
 }
 
-fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+/// Servers log to standard output (for a log collector); operator commands log to standard
+/// error, so their standard output stays what they print (JSON, JSON lines, tables).
+fn init_tracing(format: LogFormat, filter: &str, to_stderr: bool) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -231,7 +241,8 @@ struct HistoryRewritten;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = init_tracing(cli.log_format, &cli.log) {
+    let to_stderr = !matches!(cli.command, Command::Dev(_) | Command::Serve(_));
+    if let Err(error) = init_tracing(cli.log_format, &cli.log, to_stderr) {
         eprintln!("aether: invalid log settings: {error}");
         return ExitCode::from(2);
     }

@@ -41,6 +41,31 @@ impl PostgresArgs {
     }
 }
 
+/// Where MongoDB is, for the document read models (timeline).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MongoArgs {
+    /// MongoDB URL of the document read models, e.g. mongodb://mongo:27017/?replicaSet=rs0
+    /// (transactions need a replica set).
+    #[arg(long = "mongo", env = "AETHER_MONGO_URL")]
+    pub mongo_url: Option<String>,
+
+    /// The database within it.
+    #[arg(long, default_value = "aether", env = "AETHER_MONGO_DATABASE")]
+    pub mongo_database: String,
+}
+
+impl MongoArgs {
+    pub async fn connect(&self) -> anyhow::Result<Option<mongodb::Database>> {
+        let Some(url) = &self.mongo_url else {
+            return Ok(None);
+        };
+        let client = mongodb::Client::with_uri_str(url)
+            .await
+            .context("cannot reach MongoDB")?;
+        Ok(Some(client.database(&self.mongo_database)))
+    }
+}
+
 /// Where Kafka is and how topics are laid out.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::engine::{NoUpdates, ProjectorOptions, StreamProjector};
 use aether_projections::stream::registry::{Registry, VersionState};
-use aether_projections::stream::role::{open_store, Stores, STREAM_PROJECTIONS};
+use aether_projections::stream::role::{open_store, RoleError, Stores, STREAM_PROJECTIONS};
 use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource, Lag};
 use aether_projections::stream::{ProjectorMetrics, ReadStore};
 use aether_schemas::topics::EVENT_TOPICS;
@@ -15,13 +15,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::{KafkaArgs, PostgresArgs};
+use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
     /// PostgreSQL URL of the read models and the projection registry.
     #[command(flatten)]
     pub postgres: PostgresArgs,
+
+    #[command(flatten)]
+    pub mongo: MongoArgs,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -32,6 +35,7 @@ impl StoreArgs {
         let store = self.postgres.connect().await?;
         Ok(Stores {
             postgres: store.pool().clone(),
+            mongo: self.mongo.connect().await?,
         })
     }
 }
@@ -294,16 +298,27 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
             ),
             None => (1, false, vec![]),
         };
-        let store = open_store(&stores, name, version)?;
+        let store = match open_store(&stores, name, version) {
+            Ok(store) => store,
+            Err(RoleError::NoMongo(_)) => {
+                rows.push(ListRow {
+                    name: (*name).to_owned(),
+                    store: kind,
+                    version,
+                    state: "no store",
+                    paused,
+                    checkpoint: 0,
+                    lag_events: None,
+                    dead_letters: 0,
+                    building,
+                });
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         store.prepare().await?;
         let checkpoint = store.checkpoint().await?;
-        let lag = {
-            let kafka = kafka.clone();
-            let at = checkpoint.clone();
-            tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &at))
-                .await?
-                .ok()
-        };
+        let lag = log_lag(&kafka, checkpoint.clone()).await.ok();
         rows.push(ListRow {
             name: (*name).to_owned(),
             store: kind,

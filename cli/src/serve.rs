@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::{KafkaArgs, PostgresArgs};
+use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -48,6 +48,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
 
+    #[command(flatten)]
+    mongo: MongoArgs,
+
     /// The API's settings; the relay uses only --listen (for /healthz and /readyz).
     #[command(flatten)]
     api: crate::DevArgs,
@@ -57,7 +60,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AETHER_JWT_SECRET_FILE")]
     jwt_secret_file: Option<std::path::PathBuf>,
 
-    /// The projection a `projector` process keeps: catalog or audit.
+    /// The projection a `projector` process keeps: catalog, audit, search (PostgreSQL) or
+    /// timeline (MongoDB, with --mongo).
     #[arg(long, env = "AETHER_PROJECTION")]
     projection: Option<String>,
 
@@ -122,6 +126,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
             };
             let stores = Stores {
                 postgres: store.pool().clone(),
+                mongo: args.mongo.connect().await?,
             };
             open_store(&stores, &name, 1)?;
             let kafka = args.kafka.config();

@@ -14,6 +14,7 @@ use aether_commands::{ChatCommands, CommandContext};
 use aether_domain::{ChannelId, ChannelKind, UserId};
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
+use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::postgres::{
     AuditProjection, CatalogProjection, PgStore, SearchProjection,
 };
@@ -24,6 +25,11 @@ use aether_test_support::{kafka_config, TestDatabase};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+
+fn mongo_url() -> String {
+    std::env::var("AETHER_TEST_MONGO")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".to_owned())
+}
 
 struct Process(Child);
 
@@ -156,7 +162,9 @@ impl Fixture {
             .args(["--log", "warn"])
             .env("AETHER_POSTGRES_URL", &self.db.url)
             .env("AETHER_KAFKA_BOOTSTRAP", &self.kafka.bootstrap)
-            .env("AETHER_TOPIC_PREFIX", &self.kafka.topic_prefix);
+            .env("AETHER_TOPIC_PREFIX", &self.kafka.topic_prefix)
+            .env("AETHER_MONGO_URL", mongo_url())
+            .env("AETHER_MONGO_DATABASE", &self.db.name);
         command
     }
 
@@ -221,8 +229,17 @@ impl Fixture {
         Ok(serde_json::from_slice(&output.stdout)?)
     }
 
-    /// Events consumed by a version, from its checkpoint table.
+    /// Events consumed by a version, from its stored checkpoint.
     async fn consumed(&self, name: &str, version: i32) -> anyhow::Result<i64> {
+        if name == MongoTimelineProjection::NAME {
+            let client = mongodb::Client::with_uri_str(mongo_url()).await?;
+            let store = MongoStore::new(
+                client.database(&self.db.name),
+                Arc::new(MongoTimelineProjection),
+                version,
+            );
+            return Ok(store.checkpoint().await.map(|c| c.total()).unwrap_or(0));
+        }
         let sql = format!(
             "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM {name}_v{version}.projector_checkpoint"
         );
@@ -258,6 +275,9 @@ impl Fixture {
 
     async fn finish(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        if let Ok(client) = mongodb::Client::with_uri_str(mongo_url()).await {
+            let _ = client.database(&self.db.name).drop().await;
+        }
         self.store.pool().close().await;
         self.db.drop_database().await?;
         Ok(())
@@ -276,6 +296,7 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
         CatalogProjection::NAME,
         AuditProjection::NAME,
         SearchProjection::NAME,
+        MongoTimelineProjection::NAME,
     ] {
         // Small batches, so the kill lands between (or inside) transactions.
         let projector = fixture.projector(name, 7)?;
@@ -299,6 +320,9 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
         if name == AuditProjection::NAME {
             let rows = fresh["audit_events"].as_array().map_or(0, Vec::len) as i64;
             assert_eq!(rows, events, "one audit row per stored event");
+        } else if name == MongoTimelineProjection::NAME {
+            let messages = fresh["messages"].as_array().cloned().unwrap_or_default();
+            assert_eq!(messages.len(), 120, "one timeline document per message");
         } else if name == SearchProjection::NAME {
             assert_eq!(fresh["search_messages"].as_array().map_or(0, Vec::len), 120);
             // Every tenth message was edited: the new words are found, in the live version.

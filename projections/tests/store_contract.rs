@@ -1,5 +1,6 @@
 //! The contract every read-model store keeps (the `ReadStore` port), run against each adapter
-//! on its real server: PostgreSQL for catalog, audit and search. Whatever the store:
+//! on its real server: PostgreSQL for catalog, audit and search, MongoDB-compatible (SecantusDB)
+//! for the timeline. Whatever the store:
 //!
 //! - `prepare` is idempotent and a new version starts with an empty checkpoint;
 //! - a batch moves the checkpoint in the same transaction as its rows;
@@ -18,6 +19,7 @@ use aether_domain::{
     ChannelId, ChannelKind, ChannelName, DisplayName, MessageBody, MessageId, ServerId, ServerName,
     UserId, Username,
 };
+use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::postgres::{
     AuditProjection, CatalogProjection, PgProjection, PgStore, SearchProjection,
 };
@@ -334,4 +336,20 @@ async fn audit_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
 #[tokio::test]
 async fn search_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
     postgres_keeps_the_contract(Arc::new(SearchProjection)).await
+}
+
+#[tokio::test]
+async fn timeline_in_mongodb_keeps_the_store_contract() -> anyhow::Result<()> {
+    let url = std::env::var("AETHER_TEST_MONGO")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".to_owned());
+    let client = mongodb::Client::with_uri_str(&url).await?;
+    let database = client.database(&format!("aether_test_{}", uuid::Uuid::new_v4().simple()));
+    let outcome = keeps_the_contract(Arc::new(MongoStore::new(
+        database.clone(),
+        Arc::new(MongoTimelineProjection),
+        7,
+    )))
+    .await;
+    database.drop().await?;
+    outcome
 }

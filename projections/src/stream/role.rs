@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{ProjectorFailure, ProjectorOptions, StreamProjector, UpdateSink};
 use super::metrics::ProjectorMetrics;
+use super::mongo::{MongoStore, MongoTimelineProjection};
 use super::postgres::{
     AuditProjection, CatalogProjection, PgProjection, PgStore, SearchProjection,
 };
@@ -26,18 +27,24 @@ pub const STREAM_PROJECTIONS: &[(&str, &str)] = &[
     (CatalogProjection::NAME, "PostgreSQL"),
     (AuditProjection::NAME, "PostgreSQL"),
     (SearchProjection::NAME, "PostgreSQL"),
+    (MongoTimelineProjection::NAME, "MongoDB"),
 ];
 
 /// The stores read models are kept in.
 #[derive(Clone, Debug)]
 pub struct Stores {
     pub postgres: PgPool,
+    /// The MongoDB database of the document read models (timeline); `None` where none is
+    /// configured, and those projections cannot run.
+    pub mongo: Option<mongodb::Database>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
     #[error("unknown projection {0:?}; known: {known}", known = known())]
     Unknown(String),
+    #[error("projection {0} lives in MongoDB: give --mongo (AETHER_MONGO_URL)")]
+    NoMongo(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -60,6 +67,16 @@ pub fn open_store(
     name: &str,
     version: i32,
 ) -> Result<Arc<dyn ReadStore>, RoleError> {
+    if name == MongoTimelineProjection::NAME {
+        let Some(database) = stores.mongo.clone() else {
+            return Err(RoleError::NoMongo(name.to_owned()));
+        };
+        return Ok(Arc::new(MongoStore::new(
+            database,
+            Arc::new(MongoTimelineProjection),
+            version,
+        )));
+    }
     let projection: Arc<dyn PgProjection> = match name {
         CatalogProjection::NAME => Arc::new(CatalogProjection),
         AuditProjection::NAME => Arc::new(AuditProjection),
