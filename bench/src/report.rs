@@ -10,6 +10,16 @@ use serde_json::{json, Value};
 
 use crate::stats::{round, CpuUse, Summary};
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 /// The issue's target for sustained end-to-end throughput on 2 cores.
 pub const TARGET_PER_S: f64 = 5_000.0;
 
@@ -26,6 +36,9 @@ pub struct Machine {
     /// `SHOW` of the settings that decide commit cost.
     pub postgres_settings: Vec<(String, String)>,
     pub broker: String,
+    /// `/proc/loadavg` (1, 5 and 15 minutes) when the run started: how busy the machine
+    /// already was with work that is not the benchmark's.
+    pub load_at_start: String,
 }
 
 /// One load level: `clients` loops of `sendMessage` for the configured time.
@@ -109,6 +122,8 @@ pub struct Results {
     pub insert_plain: InsertResult,
     /// What went wrong or was skipped during the run.
     pub notes: Vec<String>,
+    /// `/proc/loadavg` when the run ended.
+    pub load_at_end: String,
 }
 
 fn per_s(count: u64, seconds: f64) -> f64 {
@@ -193,6 +208,7 @@ impl Results {
             "wall_s": round(self.wall_s, 1),
             "build_profile": m.build_profile,
             "git_revision": m.git_revision,
+            "load_average": { "start": m.load_at_start, "end": self.load_at_end },
             "machine": {
                 "nproc": m.nproc,
                 "cpu_model": m.cpu_model,
@@ -271,6 +287,11 @@ impl Results {
         let _ = writeln!(out, "| nproc | {} ({}) |", m.nproc, m.cpu_model);
         let _ = writeln!(out, "| memory | {} |", m.memory);
         let _ = writeln!(out, "| kernel | {} |", m.kernel);
+        let _ = writeln!(
+            out,
+            "| load average (1/5/15 min) | {} at the start, {} at the end |",
+            m.load_at_start, self.load_at_end
+        );
         let _ = writeln!(
             out,
             "| sharing | PostgreSQL, the broker, the API role (relay and Kafka mirror included) and \

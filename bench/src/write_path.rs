@@ -170,6 +170,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     dropped.context("dropping the benchmark database")?;
     results.started_at = started_at;
     results.wall_s = wall.elapsed().as_secs_f64();
+    results.load_at_end = crate::report::load_average();
     results.machine = machine;
     results.settings = Settings {
         levels: args.levels.clone(),
@@ -900,6 +901,7 @@ fn redact_password(url: &str) -> String {
 
 impl Machine {
     async fn probe(watch: &PgPool, kafka: &str) -> Self {
+        let load_at_start = crate::report::load_average();
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let cpuinfo = read("/proc/cpuinfo");
         let cpu_model = cpuinfo
@@ -965,6 +967,7 @@ impl Machine {
             postgres_version,
             postgres_settings,
             broker: broker_description(kafka),
+            load_at_start,
         }
     }
 }

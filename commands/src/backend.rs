@@ -71,6 +71,10 @@ impl PersistedEventRepository for EventStoreBackend {
 }
 
 impl WriteStore for EventStoreBackend {
+    async fn append(&self, events: &[SerializedEvent]) -> Result<i64, PersistenceError> {
+        delegate!(self, store => store.append(events).await)
+    }
+
     async fn lookup(&self, kind: DirectoryKind, key: &str) -> Result<Option<String>, StoreError> {
         delegate!(self, store => store.lookup(kind, key).await)
     }

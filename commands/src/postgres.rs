@@ -11,7 +11,8 @@ use cqrs_es::persist::{
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
 
 use crate::sqlite::chain_link;
 use crate::store::{ChainCursor, DirectoryKind, Position, StoreError, WriteStore};
@@ -43,6 +44,10 @@ impl PgEventStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(connect_timeout)
+            // No ping before every acquisition (a round trip per statement): a connection that
+            // died is found by the statement itself, which then fails as `Unavailable` like any
+            // other database error.
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(unavailable)?;
@@ -82,9 +87,21 @@ impl PersistedEventRepository for PgEventStore {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.repo
-            .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
+        // postgres-es formats the sequence into the SQL text, a new prepared statement per
+        // sequence; this is its query with the sequence bound instead (the command service asks
+        // this on every message, for the server's newest events).
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+             metadata FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(i64::try_from(last_sequence).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
+        rows.iter().map(serialized_event).collect()
     }
 
     async fn get_snapshot<A: Aggregate>(
@@ -114,7 +131,79 @@ impl PersistedEventRepository for PgEventStore {
     }
 }
 
+fn serialized_event(row: &PgRow) -> Result<SerializedEvent, PersistenceError> {
+    let get = |e: sqlx::Error| PersistenceError::DeserializationError(Box::new(e));
+    let sequence: i64 = row.try_get("sequence").map_err(get)?;
+    Ok(SerializedEvent::new(
+        row.try_get("aggregate_id").map_err(get)?,
+        usize::try_from(sequence)
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?,
+        row.try_get("aggregate_type").map_err(get)?,
+        row.try_get("event_type").map_err(get)?,
+        row.try_get("event_version").map_err(get)?,
+        row.try_get("payload").map_err(get)?,
+        row.try_get("metadata").map_err(get)?,
+    ))
+}
+
+/// Sorts an append failure the way postgres-es does: any unique violation (a taken sequence,
+/// or a taken directory key) is a lost race that the command service retries.
+fn append_error(error: sqlx::Error) -> PersistenceError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            PersistenceError::OptimisticLockError
+        }
+        _ => PersistenceError::ConnectionError(Box::new(error)),
+    }
+}
+
+/// postgres-es's insert, returning the log position.
+const INSERT_EVENT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     RETURNING position";
+
+async fn insert_event(
+    executor: impl sqlx::PgExecutor<'_>,
+    event: &SerializedEvent,
+) -> Result<i64, PersistenceError> {
+    sqlx::query_scalar(INSERT_EVENT)
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(
+            i64::try_from(event.sequence)
+                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?,
+        )
+        .bind(&event.event_type)
+        .bind(&event.event_version)
+        .bind(&event.payload)
+        .bind(&event.metadata)
+        .fetch_one(executor)
+        .await
+        .map_err(append_error)
+}
+
 impl WriteStore for PgEventStore {
+    async fn append(&self, events: &[SerializedEvent]) -> Result<i64, PersistenceError> {
+        match events {
+            [] => Ok(0),
+            // One statement is its own transaction: one round trip instead of four.
+            [event] => insert_event(&self.pool, event).await,
+            _ => {
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
+                let mut position = 0;
+                for event in events {
+                    position = insert_event(&mut *tx, event).await?;
+                }
+                tx.commit().await.map_err(append_error)?;
+                Ok(position)
+            }
+        }
+    }
+
     async fn lookup(&self, kind: DirectoryKind, key: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT aggregate_id FROM directory WHERE kind = $1 AND key = $2")
             .bind(kind.as_str())

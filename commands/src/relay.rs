@@ -6,14 +6,19 @@
 //! transactions that committed one after another, so their positions — and their order on
 //! Kafka — follow their sequence.
 //!
+//! Pipelined: up to `max_batches_in_flight` batches are with the producer at once; the next
+//! batch is read and produced while earlier ones wait for their acknowledgements, and each batch's
+//! rows are deleted as soon as its acknowledgements are in. The idempotent producer (at most 5
+//! requests in flight per connection) keeps the produce order per partition, and so per key.
+//!
 //! Exactly once: the producer is idempotent within a session. Across a crash between the
 //! broker's acknowledgement and the outbox delete, the rows that were handed to the producer are
-//! still listed in `relay_inflight`; on start (and after a failed batch) the relay reads that
-//! many messages back from the tail of every topic and drops rows whose event id is already
-//! there. Only one relay publishes at a time (a PostgreSQL advisory lock); others wait as hot
-//! standbys.
+//! still listed in `relay_inflight`; on start (and after a failure, once every outstanding
+//! delivery has resolved) the relay reads that many messages back from the tail of every topic
+//! and drops rows whose event id is already there. Only one relay publishes at a time (a
+//! PostgreSQL advisory lock); others wait as hot standbys.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,9 +26,10 @@ use aether_kafka::read::{recent_event_ids, EVENT_ID_HEADER};
 use aether_kafka::KafkaConfig;
 use aether_schemas::{topics, EventEnvelope, Metadata};
 use chrono::{DateTime, Utc};
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgRow};
@@ -36,8 +42,13 @@ const RELAY_LOCK: i64 = 0x6165_7468_6572; // "aether"
 
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
-    /// Outbox rows published per round trip.
+    /// Outbox rows read and handed to the producer at a time.
     pub batch_size: i64,
+    /// Batches handed to the producer whose acknowledgements are still outstanding; the next
+    /// batch is read and produced while earlier ones wait for the broker. At most
+    /// `batch_size × max_batches_in_flight` rows are in flight (and listed in
+    /// `relay_inflight`, so that is also what a restart reads back).
+    pub max_batches_in_flight: usize,
     /// Longest wait between retries while the broker is unreachable.
     pub max_backoff: Duration,
     /// For benchmarks: where to record each published event's command→Kafka latency. `None`
@@ -49,6 +60,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch_size: 1_000,
+            max_batches_in_flight: 4,
             max_backoff: Duration::from_secs(10),
             latency: None,
         }
@@ -219,44 +231,31 @@ pub async fn run_relay(
     listener.listen("aether_outbox").await?;
     let mut published = already_published(&pool, &kafka).await?;
     let mut backoff = Duration::from_millis(100);
-    loop {
-        if shutdown.is_cancelled() {
+    let relay = Relay {
+        pool: &pool,
+        producer: &producer,
+        kafka: &kafka,
+        config: &config,
+        status: &status,
+    };
+    while !shutdown.is_cancelled() {
+        let Err(error) = relay
+            .publish(&mut listener, &mut published, &shutdown)
+            .await
+        else {
             break;
+        };
+        status.send_modify(|s| s.broker_ok = false);
+        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "relay publishing failed");
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
         }
-        match publish_batch(&pool, &producer, &kafka, &config, &mut published).await {
-            Ok(0) => {
-                backoff = Duration::from_millis(100);
-                status.send_modify(|s| s.broker_ok = true);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    notification = listener.recv() => {
-                        if let Err(error) = notification {
-                            tracing::warn!(%error, "outbox notifications interrupted; re-reading");
-                        }
-                    }
-                }
-            }
-            Ok(count) => {
-                backoff = Duration::from_millis(100);
-                status.send_modify(|s| {
-                    s.broker_ok = true;
-                    s.published += count as u64;
-                });
-            }
-            Err(error) => {
-                status.send_modify(|s| s.broker_ok = false);
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "relay batch failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(config.max_backoff);
-                // What reached the broker before the failure is read back, not sent twice.
-                match already_published(&pool, &kafka).await {
-                    Ok(ids) => published = ids,
-                    Err(error) => tracing::warn!(%error, "cannot check in-flight rows yet"),
-                }
-            }
+        backoff = (backoff * 2).min(config.max_backoff);
+        // What reached the broker before the failure is read back, not sent twice.
+        match already_published(&pool, &kafka).await {
+            Ok(ids) => published = ids,
+            Err(error) => tracing::warn!(%error, "cannot check in-flight rows yet"),
         }
     }
     let _ = producer_flush(producer).await;
@@ -302,47 +301,201 @@ async fn already_published(
     Ok(ids)
 }
 
-/// Publishes the next batch; returns how many rows left the outbox.
-async fn publish_batch(
-    pool: &PgPool,
-    producer: &FutureProducer,
-    kafka: &KafkaConfig,
-    config: &RelayConfig,
-    published: &mut HashSet<String>,
-) -> Result<usize, RelayError> {
-    let rows = sqlx::query(
-        "SELECT o.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
-         e.event_version, e.payload, e.metadata, e.hash, e.prev_hash \
-         FROM outbox o JOIN events e ON e.position = o.position ORDER BY o.position LIMIT $1",
-    )
-    .bind(config.batch_size)
-    .fetch_all(pool)
-    .await?;
-    if rows.is_empty() {
-        return Ok(0);
+/// How one dispatched batch ended, once every delivery in it resolved.
+struct BatchOutcome {
+    /// Every position of the batch, acknowledged or not.
+    positions: Vec<i64>,
+    /// The positions that are on Kafka: acknowledged now, or found there after a crash.
+    done: Vec<i64>,
+    failure: Option<RelayError>,
+}
+
+type PendingBatch = BoxFuture<'static, BatchOutcome>;
+
+/// The batches handed to the producer whose outbox rows are not deleted yet.
+///
+/// A row is *eligible* when it is in the outbox and no in-flight batch holds it. Instead of
+/// remembering every row, the window remembers the positions it holds and the highest position
+/// it ever dispatched (`cursor`): a row above the cursor is new; a row below the lowest held
+/// position was never dispatched or has been deleted — a transaction that committed late with a
+/// lower position is found there as soon as the batches around it are done. So nothing is
+/// skipped and nothing is sent twice within one session.
+#[derive(Default)]
+struct Window {
+    held: BTreeSet<i64>,
+    cursor: i64,
+    batches: FuturesUnordered<PendingBatch>,
+}
+
+impl Window {
+    /// Rows below this position that are still in the outbox are eligible.
+    fn floor(&self) -> i64 {
+        self.held.first().copied().unwrap_or(i64::MAX)
     }
-    let rows = rows
-        .iter()
-        .map(|row| outbox_row(row, kafka))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut done = Vec::with_capacity(rows.len());
-    let mut to_send = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if published.remove(&row.envelope.id.to_string()) {
-            done.push(row.position);
-        } else {
-            to_send.push(row);
+}
+
+/// What one publishing session needs, borrowed from `run_relay`.
+struct Relay<'a> {
+    pool: &'a PgPool,
+    producer: &'a FutureProducer,
+    kafka: &'a KafkaConfig,
+    config: &'a RelayConfig,
+    status: &'a watch::Sender<RelayStatus>,
+}
+
+impl Relay<'_> {
+    /// Publishes until `shutdown` (then drains the window and returns `Ok`) or until something
+    /// fails. On failure every delivery still outstanding is awaited first, so that the
+    /// read-back that follows sees everything this session will ever put on Kafka.
+    async fn publish(
+        &self,
+        listener: &mut PgListener,
+        published: &mut HashSet<String>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let mut window = Window::default();
+        let result = self
+            .publish_until_failure(&mut window, listener, published, shutdown)
+            .await;
+        let drained = self.drain(&mut window).await;
+        result.and(drained)
+    }
+
+    async fn publish_until_failure(
+        &self,
+        window: &mut Window,
+        listener: &mut PgListener,
+        published: &mut HashSet<String>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let max_batches = self.config.max_batches_in_flight.max(1);
+        loop {
+            // Fill the window while there are eligible rows.
+            while window.batches.len() < max_batches {
+                let dispatched = self.dispatch(window, published).await?;
+                if dispatched < self.config.batch_size.max(1) as usize {
+                    break;
+                }
+            }
+            if window.batches.is_empty() {
+                self.status.send_modify(|s| s.broker_ok = true);
+            }
+            let room = window.batches.len() < max_batches;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                Some(outcome) = window.batches.next() => self.complete(window, outcome).await?,
+                notification = listener.recv(), if room => {
+                    if let Err(error) = notification {
+                        tracing::warn!(%error, "outbox notifications interrupted; re-reading");
+                    }
+                    // One pass reads every row committed so far: fold the queued wake-ups.
+                    while listener.next_buffered().is_some() {}
+                }
+            }
         }
     }
-    let in_flight: Vec<i64> = to_send.iter().map(|row| row.position).collect();
-    sqlx::query(
-        "INSERT INTO relay_inflight (position) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(&in_flight)
-    .execute(pool)
-    .await?;
-    let mut sends = Vec::with_capacity(to_send.len());
-    for row in to_send {
+
+    /// Waits for every batch still in flight and deletes what was acknowledged.
+    async fn drain(&self, window: &mut Window) -> Result<(), RelayError> {
+        let mut result = Ok(());
+        while let Some(outcome) = window.batches.next().await {
+            if let Err(error) = self.complete(window, outcome).await {
+                result = result.and(Err(error));
+            }
+        }
+        result
+    }
+
+    /// Reads the next eligible rows, marks them in flight and hands them to the producer;
+    /// returns how many rows it took.
+    async fn dispatch(
+        &self,
+        window: &mut Window,
+        published: &mut HashSet<String>,
+    ) -> Result<usize, RelayError> {
+        // One statement: the rows are listed in `relay_inflight` (committed) before any of them
+        // is produced, which is what the read-back after a crash relies on.
+        let rows = sqlx::query(
+            "WITH batch AS ( \
+                 SELECT o.position, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, \
+                 e.event_version, e.payload, e.metadata, e.hash, e.prev_hash \
+                 FROM outbox o JOIN events e ON e.position = o.position \
+                 WHERE o.position < $1 OR o.position > $2 ORDER BY o.position LIMIT $3), \
+             marked AS (INSERT INTO relay_inflight (position) SELECT position FROM batch \
+                 ON CONFLICT DO NOTHING) \
+             SELECT * FROM batch ORDER BY position",
+        )
+        .bind(window.floor())
+        .bind(window.cursor)
+        .bind(self.config.batch_size.max(1))
+        .fetch_all(self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows = rows
+            .iter()
+            .map(|row| outbox_row(row, self.kafka))
+            .collect::<Result<Vec<_>, _>>()?;
+        let positions: Vec<i64> = rows.iter().map(|row| row.position).collect();
+        window.held.extend(&positions);
+        window.cursor = window
+            .cursor
+            .max(positions.iter().copied().max().unwrap_or(0));
+        let mut done = Vec::new();
+        let mut sends = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for row in &rows {
+            if published.remove(&row.envelope.id.to_string()) {
+                done.push(row.position);
+                continue;
+            }
+            match self.produce(row) {
+                Ok(delivery) => sends.push((row.position, row.envelope.occurred_at, delivery)),
+                Err(error) => {
+                    // Later rows must not overtake this one: stop here.
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let latency = self.config.latency.clone();
+        window.batches.push(Box::pin(async move {
+            let outcomes = join_all(sends.into_iter().map(
+                |(position, occurred_at, delivery)| async move {
+                    let outcome = delivery.await;
+                    // When the acknowledgement reached the relay, for `config.latency`.
+                    (position, occurred_at, Utc::now(), outcome)
+                },
+            ))
+            .await;
+            for (position, occurred_at, acked_at, outcome) in outcomes {
+                match outcome {
+                    Ok(Ok(_)) => {
+                        if let Some(latency) = &latency {
+                            latency.record(occurred_at, acked_at);
+                        }
+                        done.push(position);
+                    }
+                    Ok(Err((error, _))) => failure = Some(RelayError::Kafka(error.into())),
+                    Err(_) => {
+                        failure = Some(RelayError::Kafka(aether_kafka::KafkaError::Other(
+                            "delivery cancelled".into(),
+                        )))
+                    }
+                }
+            }
+            BatchOutcome {
+                positions,
+                done,
+                failure,
+            }
+        }));
+        Ok(rows.len())
+    }
+
+    /// Enqueues one row; the idempotent producer keeps the enqueue order per partition.
+    fn produce(&self, row: &OutboxRow) -> Result<DeliveryFuture, RelayError> {
         let body = serde_json::to_vec(&row.envelope).map_err(|e| RelayError::Corrupt {
             position: row.position,
             reason: e.to_string(),
@@ -351,49 +504,39 @@ async fn publish_batch(
             .key(row.key.as_bytes())
             .headers(headers(row, body.len()))
             .payload(&body);
-        // Enqueue in order; the idempotent producer keeps that order per partition.
-        let delivery = producer
+        self.producer
             .send_result(record)
-            .map_err(|(error, _)| RelayError::Kafka(error.into()))?;
-        sends.push((row.position, row.envelope.occurred_at, delivery));
+            .map_err(|(error, _)| RelayError::Kafka(error.into()))
     }
-    let outcomes = join_all(sends.into_iter().map(
-        |(position, occurred_at, delivery)| async move {
-            let outcome = delivery.await;
-            // When the acknowledgement reached the relay, for `config.latency`.
-            (position, occurred_at, Utc::now(), outcome)
-        },
-    ))
-    .await;
-    let mut failure = None;
-    for (position, occurred_at, acked_at, outcome) in outcomes {
-        match outcome {
-            Ok(Ok(_)) => {
-                if let Some(latency) = &config.latency {
-                    latency.record(occurred_at, acked_at);
-                }
-                done.push(position);
+
+    /// Deletes a finished batch's acknowledged rows; only then does the window let go of its
+    /// positions (an acknowledged row still in the outbox must not look eligible).
+    async fn complete(&self, window: &mut Window, outcome: BatchOutcome) -> Result<(), RelayError> {
+        if !outcome.done.is_empty() {
+            sqlx::query(
+                "WITH unmarked AS (DELETE FROM relay_inflight WHERE position = ANY($1)) \
+                 DELETE FROM outbox WHERE position = ANY($1)",
+            )
+            .bind(&outcome.done)
+            .execute(self.pool)
+            .await?;
+        }
+        for position in &outcome.positions {
+            window.held.remove(position);
+        }
+        let count = outcome.done.len() as u64;
+        match outcome.failure {
+            Some(error) => {
+                self.status.send_modify(|s| s.published += count);
+                Err(error)
             }
-            Ok(Err((error, _))) => failure = Some(RelayError::Kafka(error.into())),
-            Err(_) => {
-                failure = Some(RelayError::Kafka(aether_kafka::KafkaError::Other(
-                    "delivery cancelled".into(),
-                )))
+            None => {
+                self.status.send_modify(|s| {
+                    s.broker_ok = true;
+                    s.published += count;
+                });
+                Ok(())
             }
         }
-    }
-    let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM outbox WHERE position = ANY($1)")
-        .bind(&done)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM relay_inflight WHERE position = ANY($1)")
-        .bind(&done)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(done.len()),
     }
 }

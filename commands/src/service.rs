@@ -2,6 +2,8 @@
 //! the request's metadata, and reports the log position a client can wait on.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 
 use aether_domain::message::{Message, MessageCommand};
 use aether_domain::server::{Server, ServerCommand};
@@ -12,7 +14,8 @@ use aether_domain::{
 };
 use aether_schemas::Metadata;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventStore, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventStore};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -28,6 +31,10 @@ const CONFLICT_RETRIES: usize = 3;
 /// The longest an invite may live.
 pub const MAX_INVITE_LIFETIME_SECS: i64 = 30 * 24 * 60 * 60;
 const INVITE_CODE_LEN: usize = 10;
+/// Servers whose state the command service keeps between commands.
+const CACHED_SERVERS: usize = 4_096;
+/// Channel → server look-ups kept between commands.
+const CACHED_CHANNELS: usize = 65_536;
 
 /// Who is acting, on behalf of which request, and when.
 #[derive(Clone, Debug)]
@@ -128,12 +135,60 @@ pub struct MessageRecord {
 
 type Framework<R, A> = CqrsFramework<A, PersistedEventStore<R, A>>;
 
+/// A map that forgets an arbitrary entry when it is full: enough for a cache whose every entry
+/// is checked or immutable.
+struct Bounded<K, V> {
+    entries: Mutex<HashMap<K, V>>,
+    capacity: usize,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    /// Stores `value` unless the entry already there should be kept (`keep(old, new)`).
+    fn put(&self, key: K, value: V, keep: impl FnOnce(&V, &V) -> bool) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.get(&key).is_some_and(|old| keep(old, &value)) {
+            return;
+        }
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            if let Some(victim) = entries.keys().next().cloned() {
+                entries.remove(&victim);
+            }
+        }
+        entries.insert(key, value);
+    }
+}
+
+/// A server's state as of its event `sequence`.
+#[derive(Clone, Default)]
+struct ServerState {
+    server: Arc<Server>,
+    sequence: usize,
+}
+
 /// Every command of the chat domain, over one event store.
 pub struct ChatCommands<R: WriteStore> {
     store: R,
     users: Framework<R, User>,
     servers: Framework<R, Server>,
-    messages: Framework<R, Message>,
+    /// Server states by id. Never trusted as they are: each use first reads the events stored
+    /// after the cached sequence (usually none), so a change made a moment ago — by this process
+    /// or any other — is seen by the next command, without replaying the server's history.
+    server_states: Bounded<String, ServerState>,
+    /// Channel id → server id. A channel never moves, so an entry never goes stale.
+    channel_servers: Bounded<ChannelId, String>,
 }
 
 impl<R: WriteStore> std::fmt::Debug for ChatCommands<R> {
@@ -155,8 +210,9 @@ impl<R: WriteStore> ChatCommands<R> {
         Self {
             users: framework(&store),
             servers: framework(&store),
-            messages: framework(&store),
             store,
+            server_states: Bounded::new(CACHED_SERVERS),
+            channel_servers: Bounded::new(CACHED_CHANNELS),
         }
     }
 
@@ -174,6 +230,107 @@ impl<R: WriteStore> ChatCommands<R> {
             PersistedEventStore::new_event_store(self.store.clone());
         let mut context = store.load_aggregate(id).await?;
         Ok(std::mem::take(context.aggregate()))
+    }
+
+    /// Loads an aggregate's current state and the sequence of its newest event.
+    async fn load_at<A>(&self, id: &str) -> Result<(A, usize), CommandError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Error: DomainRefusal,
+    {
+        let store: PersistedEventStore<R, A> =
+            PersistedEventStore::new_event_store(self.store.clone());
+        let mut context = store.load_aggregate(id).await?;
+        let sequence = context.current_sequence;
+        Ok((std::mem::take(context.aggregate()), sequence))
+    }
+
+    /// A server's current state: the cached one brought up to date with the events stored
+    /// after it (one query, usually answered with nothing).
+    async fn current_server(&self, id: &str) -> Result<Arc<Server>, CommandError> {
+        let cached = self.server_states.get(&id.to_owned()).unwrap_or_default();
+        let newer = self
+            .store
+            .get_last_events::<Server>(id, cached.sequence)
+            .await
+            .map_err(persistence::<Server>)?;
+        if newer.is_empty() {
+            return Ok(cached.server);
+        }
+        let mut server = Server::clone(&cached.server);
+        let mut sequence = cached.sequence;
+        for event in newer {
+            let envelope: cqrs_es::EventEnvelope<Server> =
+                event.try_into().map_err(persistence::<Server>)?;
+            sequence = envelope.sequence;
+            server.apply(envelope.payload);
+        }
+        let state = ServerState {
+            server: Arc::new(server),
+            sequence,
+        };
+        self.server_states
+            .put(id.to_owned(), state.clone(), |old, new| {
+                old.sequence >= new.sequence
+            });
+        Ok(state.server)
+    }
+
+    /// Decides `command` against `aggregate` (its state as of event `sequence`) and appends the
+    /// resulting events with `metadata` — the same rows `CqrsFramework::execute_with_metadata`
+    /// writes, without its load: returns the state after the events and where the last one
+    /// was written.
+    async fn decide<A>(
+        &self,
+        id: &str,
+        mut aggregate: A,
+        sequence: usize,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(A, Written), AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+    {
+        // `handle` applies each event to `aggregate` as it decides it.
+        let sink = EventSink::default();
+        aggregate
+            .handle(command, &(), &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        let envelopes: Vec<cqrs_es::EventEnvelope<A>> = events
+            .into_iter()
+            .zip(sequence + 1..)
+            .map(|(payload, sequence)| cqrs_es::EventEnvelope {
+                aggregate_id: id.to_owned(),
+                sequence,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let serialized = envelopes
+            .iter()
+            .map(SerializedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let log = if serialized.is_empty() {
+            self.store
+                .position_of(A::TYPE, id)
+                .await
+                .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?
+                .log
+        } else {
+            self.store.append(&serialized).await?
+        };
+        let last = sequence + envelopes.len();
+        let written = Written {
+            log,
+            event: EventRef {
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: id.to_owned(),
+                sequence: i64::try_from(last).unwrap_or(i64::MAX),
+            },
+        };
+        Ok((aggregate, written))
     }
 
     async fn position<A: Aggregate>(&self, id: &str) -> Result<Written, CommandError> {
@@ -227,20 +384,28 @@ impl<R: WriteStore> ChatCommands<R> {
         ServerId::parse(&id).map_err(|e| CommandError::internal(e.to_string()))
     }
 
-    /// What `user` may do in a channel, decided from the owning server's full history.
+    /// What `user` may do in a channel, decided from the owning server's current state.
     pub async fn channel_access(
         &self,
         channel_id: ChannelId,
         user: UserId,
     ) -> Result<ChannelAccess, CommandError> {
-        let Some(server_id) = self
-            .store
-            .lookup(DirectoryKind::Channel, &channel_id.to_string())
-            .await?
-        else {
-            return Ok(ChannelAccess::UnknownChannel);
+        let server_id = match self.channel_servers.get(&channel_id) {
+            Some(server_id) => server_id,
+            None => {
+                let Some(server_id) = self
+                    .store
+                    .lookup(DirectoryKind::Channel, &channel_id.to_string())
+                    .await?
+                else {
+                    return Ok(ChannelAccess::UnknownChannel);
+                };
+                self.channel_servers
+                    .put(channel_id, server_id.clone(), |_, _| true);
+                server_id
+            }
         };
-        let server: Server = self.load(&server_id).await?;
+        let server = self.current_server(&server_id).await?;
         Ok(server.channel_access(channel_id, user))
     }
 
@@ -658,8 +823,15 @@ impl<R: WriteStore> ChatCommands<R> {
             access,
             at: ctx.at,
         };
-        self.message_command(ctx, message_id, channel_id, access, command)
-            .await
+        // A freshly generated id has no events: nothing to load.
+        let target = MessageTarget {
+            message_id,
+            channel_id,
+            access,
+            state: Message::default(),
+            sequence: 0,
+        };
+        self.message_command(ctx, target, command).await
     }
 
     /// Loads a live message and the actor's access to its channel.
@@ -667,8 +839,8 @@ impl<R: WriteStore> ChatCommands<R> {
         &self,
         message_id: MessageId,
         actor: UserId,
-    ) -> Result<(ChannelId, ChannelAccess), CommandError> {
-        let message: Message = self.load(&message_id.to_string()).await?;
+    ) -> Result<MessageTarget, CommandError> {
+        let (message, sequence) = self.load_at::<Message>(&message_id.to_string()).await?;
         let channel_id = message
             .channel_id
             .ok_or_else(|| CommandError::not_found("message"))?;
@@ -677,7 +849,13 @@ impl<R: WriteStore> ChatCommands<R> {
             // Outsiders learn nothing about messages they cannot see.
             return Err(CommandError::not_found("message"));
         }
-        Ok((channel_id, access))
+        Ok(MessageTarget {
+            message_id,
+            channel_id,
+            access,
+            state: message,
+            sequence,
+        })
     }
 
     pub async fn edit_message(
@@ -688,15 +866,14 @@ impl<R: WriteStore> ChatCommands<R> {
     ) -> Result<Committed<MessageRecord>, CommandError> {
         let actor = ctx.actor()?;
         let body = MessageBody::parse(body)?;
-        let (channel_id, access) = self.message_and_access(message_id, actor).await?;
+        let target = self.message_and_access(message_id, actor).await?;
         let command = MessageCommand::EditMessage {
             actor,
             body,
-            access,
+            access: target.access,
             at: ctx.at,
         };
-        self.message_command(ctx, message_id, channel_id, access, command)
-            .await
+        self.message_command(ctx, target, command).await
     }
 
     pub async fn delete_message(
@@ -705,36 +882,45 @@ impl<R: WriteStore> ChatCommands<R> {
         message_id: MessageId,
     ) -> Result<Committed<MessageRecord>, CommandError> {
         let actor = ctx.actor()?;
-        let (channel_id, access) = self.message_and_access(message_id, actor).await?;
+        let target = self.message_and_access(message_id, actor).await?;
         let command = MessageCommand::DeleteMessage {
             actor,
-            access,
+            access: target.access,
             at: ctx.at,
         };
-        self.message_command(ctx, message_id, channel_id, access, command)
-            .await
+        self.message_command(ctx, target, command).await
     }
 
-    /// Runs a message command keyed by its channel, then reads the message back from the event
-    /// store for the response.
+    /// Runs a message command keyed by its channel against the message's known state, and
+    /// answers from the state after its events (no read-back). A lost race reloads and retries.
     async fn message_command(
         &self,
         ctx: &CommandContext,
-        message_id: MessageId,
-        channel_id: ChannelId,
-        access: ChannelAccess,
+        target: MessageTarget,
         command: MessageCommand,
     ) -> Result<Committed<MessageRecord>, CommandError> {
+        let MessageTarget {
+            message_id,
+            channel_id,
+            access,
+            mut state,
+            mut sequence,
+        } = target;
         let id = message_id.to_string();
-        Self::execute(
-            &self.messages,
-            &id,
-            command,
-            ctx.metadata(channel_id.to_string()),
-        )
-        .await?;
-        let message: Message = self.load(&id).await?;
-        let position = self.position::<Message>(&id).await?;
+        let metadata = ctx.metadata(channel_id.to_string());
+        let mut attempt = 0;
+        let (message, position) = loop {
+            attempt += 1;
+            match self
+                .decide(&id, state, sequence, command.clone(), &metadata)
+                .await
+            {
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
+                    (state, sequence) = self.load_at::<Message>(&id).await?;
+                }
+                result => break result?,
+            }
+        };
         let (Some(author_id), Some(created_at)) = (message.author, message.sent_at) else {
             return Err(CommandError::not_found("message"));
         };
@@ -753,4 +939,22 @@ impl<R: WriteStore> ChatCommands<R> {
             position,
         })
     }
+}
+
+/// The message a command is about, as far as the service already knows it.
+struct MessageTarget {
+    message_id: MessageId,
+    channel_id: ChannelId,
+    access: ChannelAccess,
+    /// The message's state as of event `sequence` (the default and 0 for a new message).
+    state: Message,
+    sequence: usize,
+}
+
+fn persistence<A>(error: PersistenceError) -> CommandError
+where
+    A: Aggregate,
+    A::Error: DomainRefusal,
+{
+    CommandError::from(AggregateError::<A::Error>::from(error))
 }

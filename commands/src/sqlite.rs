@@ -276,56 +276,13 @@ async fn stream(events: Vec<SerializedEvent>) -> ReplayStream {
     stream
 }
 
-impl PersistedEventRepository for SqliteEventStore {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.select_events(A::TYPE, aggregate_id, 0).await
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let after = i64::try_from(last_sequence).unwrap_or(i64::MAX);
-        self.select_events(A::TYPE, aggregate_id, after).await
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        let row = sqlx::query(
-            "SELECT last_sequence, snapshot_version, payload FROM snapshots \
-             WHERE aggregate_type = ? AND aggregate_id = ?",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(connection_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let payload: String = row.try_get("payload").map_err(connection_error)?;
-        let last_sequence: i64 = row.try_get("last_sequence").map_err(connection_error)?;
-        let version: i64 = row.try_get("snapshot_version").map_err(connection_error)?;
-        let to_usize = |n: i64| {
-            usize::try_from(n).map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
-        };
-        Ok(Some(SerializedSnapshot {
-            aggregate_id: aggregate_id.to_owned(),
-            aggregate: serde_json::from_str(&payload)?,
-            current_sequence: to_usize(last_sequence)?,
-            current_snapshot: to_usize(version)?,
-        }))
-    }
-
-    async fn persist<A: Aggregate>(
+impl SqliteEventStore {
+    /// Appends events (and a snapshot) in one transaction; returns the last event's position.
+    async fn append_with_snapshot(
         &self,
         events: &[SerializedEvent],
-        snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
+        snapshot_update: Option<(&str, String, Value, usize)>,
+    ) -> Result<i64, PersistenceError> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -382,7 +339,7 @@ impl PersistedEventRepository for SqliteEventStore {
             last_position = result.last_insert_rowid();
             prev_hash = Some(hash);
         }
-        if let Some((aggregate_id, payload, version)) = snapshot_update {
+        if let Some((aggregate_type, aggregate_id, payload, version)) = snapshot_update {
             let last_sequence = events.last().map_or(0, |e| e.sequence);
             sqlx::query(
                 "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
@@ -391,7 +348,7 @@ impl PersistedEventRepository for SqliteEventStore {
                  last_sequence = excluded.last_sequence, \
                  snapshot_version = excluded.snapshot_version, payload = excluded.payload",
             )
-            .bind(A::TYPE)
+            .bind(aggregate_type)
             .bind(aggregate_id)
             .bind(i64::try_from(last_sequence).unwrap_or(i64::MAX))
             .bind(i64::try_from(version).unwrap_or(i64::MAX))
@@ -403,7 +360,65 @@ impl PersistedEventRepository for SqliteEventStore {
         tx.commit().await.map_err(append_error)?;
         self.head
             .send_modify(|head| *head = (*head).max(last_position));
-        Ok(())
+        Ok(last_position)
+    }
+}
+
+impl PersistedEventRepository for SqliteEventStore {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select_events(A::TYPE, aggregate_id, 0).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let after = i64::try_from(last_sequence).unwrap_or(i64::MAX);
+        self.select_events(A::TYPE, aggregate_id, after).await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        let row = sqlx::query(
+            "SELECT last_sequence, snapshot_version, payload FROM snapshots \
+             WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(connection_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let payload: String = row.try_get("payload").map_err(connection_error)?;
+        let last_sequence: i64 = row.try_get("last_sequence").map_err(connection_error)?;
+        let version: i64 = row.try_get("snapshot_version").map_err(connection_error)?;
+        let to_usize = |n: i64| {
+            usize::try_from(n).map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+        };
+        Ok(Some(SerializedSnapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: serde_json::from_str(&payload)?,
+            current_sequence: to_usize(last_sequence)?,
+            current_snapshot: to_usize(version)?,
+        }))
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let snapshot_update =
+            snapshot_update.map(|(id, payload, version)| (A::TYPE, id, payload, version));
+        self.append_with_snapshot(events, snapshot_update)
+            .await
+            .map(|_| ())
     }
 
     async fn stream_events<A: Aggregate>(
@@ -431,6 +446,10 @@ impl PersistedEventRepository for SqliteEventStore {
 }
 
 impl WriteStore for SqliteEventStore {
+    async fn append(&self, events: &[SerializedEvent]) -> Result<i64, PersistenceError> {
+        self.append_with_snapshot(events, None).await
+    }
+
     async fn lookup(&self, kind: DirectoryKind, key: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT aggregate_id FROM directory WHERE kind = ? AND key = ?")
             .bind(kind.as_str())

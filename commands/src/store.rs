@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use aether_schemas::audit::ChainLink;
-use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 
 /// The newest event of an aggregate: its log position (the consistency token a client can wait
 /// on) and its aggregate sequence (the aggregate's version).
@@ -106,6 +106,13 @@ pub trait WriteStore: PersistedEventRepository + Clone + 'static {
         kind: DirectoryKind,
         key: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Appends one command's events (of one aggregate, consecutive sequences) atomically, as
+    /// `persist` without a snapshot does, and returns the log position of the last one.
+    fn append(
+        &self,
+        events: &[SerializedEvent],
+    ) -> impl Future<Output = Result<i64, PersistenceError>> + Send;
 
     /// Where the newest event of one aggregate stands (zeros if it has none).
     fn position_of(

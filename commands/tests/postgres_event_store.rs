@@ -98,3 +98,83 @@ async fn a_command_fails_fast_when_postgres_is_unreachable() -> anyhow::Result<(
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_member_who_left_a_moment_ago_is_refused_even_by_a_service_that_cached_the_server(
+) -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let store = store(&db).await?;
+    // Two API processes over one store: `here` caches the server while `elsewhere` changes it.
+    let here = ChatCommands::new(store.clone());
+    let elsewhere = ChatCommands::new(store.clone());
+    let alice = here
+        .register(&CommandContext::new(None), "alice", "correct horse", None)
+        .await?
+        .value;
+    let bob = here
+        .register(&CommandContext::new(None), "bob", "battery staple", None)
+        .await?
+        .value;
+    let as_alice = CommandContext::new(Some(alice.id));
+    let as_bob = CommandContext::new(Some(bob.id));
+    let server = here.create_server(&as_alice, "Rustaceans").await?.value;
+    let channel = here
+        .create_channel(&as_alice, server.id, "general", ChannelKind::Text, false)
+        .await?
+        .value;
+    let invite = here
+        .create_invite(&as_alice, server.id, None, None)
+        .await?
+        .value;
+
+    // Bob is not a member yet: refused. Then he joins through the other process.
+    let refused = here
+        .send_message(&as_bob, channel.id, "let me in")
+        .await
+        .expect_err("not a member yet");
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    elsewhere.join_server(&as_bob, &invite.code).await?;
+    let sent = here.send_message(&as_bob, channel.id, "hi all").await?;
+    assert_eq!(sent.value.version, 1);
+    assert_eq!(sent.value.body.as_deref(), Some("hi all"));
+    assert_eq!(sent.value.server_id, server.id);
+    let stored: (i64, i64) =
+        sqlx::query_as("SELECT position, sequence FROM events WHERE aggregate_id = $1")
+            .bind(sent.value.id.to_string())
+            .fetch_one(store.pool())
+            .await?;
+    assert_eq!(
+        (sent.position.log, sent.position.event.sequence),
+        stored,
+        "the token names the stored row"
+    );
+
+    // Bob leaves through the other process; this one refuses him on the very next command.
+    elsewhere.leave_server(&as_bob, server.id).await?;
+    let refused = here
+        .send_message(&as_bob, channel.id, "still here?")
+        .await
+        .expect_err("left the server");
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    let refused = here
+        .edit_message(&as_bob, sent.value.id, "edited after leaving")
+        .await
+        .expect_err("left the server");
+    assert_eq!(refused.code, ErrorCode::NotFound, "outsiders learn nothing");
+
+    // And takes him back as soon as he rejoins.
+    elsewhere.join_server(&as_bob, &invite.code).await?;
+    let edited = here
+        .edit_message(&as_bob, sent.value.id, "hi all, again")
+        .await?;
+    assert_eq!(edited.value.version, 2);
+    assert_eq!(edited.value.body.as_deref(), Some("hi all, again"));
+    assert_eq!(edited.value.created_at, sent.value.created_at);
+    assert!(edited.value.edited_at.is_some());
+
+    let report = verify_chain(&store, |_| {}).await?;
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    store.pool().close().await;
+    db.drop_database().await?;
+    Ok(())
+}
