@@ -274,6 +274,8 @@ struct ListRow {
     paused: bool,
     checkpoint: i64,
     lag_events: Option<i64>,
+    /// While behind: seconds since the checkpoint last moved (a stuck projector grows it).
+    lag_seconds: Option<i64>,
     dead_letters: usize,
     building: Vec<i32>,
 }
@@ -309,6 +311,7 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
                     paused,
                     checkpoint: 0,
                     lag_events: None,
+                    lag_seconds: None,
                     dead_letters: 0,
                     building,
                 });
@@ -319,6 +322,12 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
         store.prepare().await?;
         let checkpoint = store.checkpoint().await?;
         let lag = log_lag(&kafka, checkpoint.clone()).await.ok();
+        let moved = store.last_progress().await?;
+        let lag_seconds = lag.as_ref().map(|lag| match moved {
+            Some(at) if lag.events > 0 => (chrono::Utc::now() - at).num_seconds().max(0),
+            None if lag.events > 0 => -1,
+            _ => 0,
+        });
         rows.push(ListRow {
             name: (*name).to_owned(),
             store: kind,
@@ -331,6 +340,7 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
             paused,
             checkpoint: checkpoint.total(),
             lag_events: lag.map(|lag| lag.events),
+            lag_seconds,
             dead_letters: store.dead_letters().await?.len(),
             building,
         });
@@ -340,12 +350,12 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<11} {:>7} {:<9} {:>11} {:>10} {:>12}  building",
-        "NAME", "STORE", "VERSION", "STATE", "CHECKPOINT", "LAG", "DEAD LETTERS"
+        "{:<10} {:<11} {:>7} {:<9} {:>11} {:>10} {:>8} {:>12}  building",
+        "NAME", "STORE", "VERSION", "STATE", "CHECKPOINT", "LAG", "LAG (S)", "DEAD LETTERS"
     );
     for row in rows {
         println!(
-            "{:<10} {:<11} {:>7} {:<9} {:>11} {:>10} {:>12}  {}",
+            "{:<10} {:<11} {:>7} {:<9} {:>11} {:>10} {:>8} {:>12}  {}",
             row.name,
             row.store,
             format!("v{}", row.version),
@@ -353,6 +363,11 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
             row.checkpoint,
             row.lag_events
                 .map_or_else(|| "?".to_owned(), |lag| lag.to_string()),
+            match row.lag_seconds {
+                Some(seconds) if seconds >= 0 => seconds.to_string(),
+                Some(_) => "never".to_owned(),
+                None => "?".to_owned(),
+            },
             row.dead_letters,
             row.building
                 .iter()

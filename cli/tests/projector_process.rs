@@ -13,6 +13,7 @@ use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
 use aether_commands::{ChatCommands, CommandContext};
 use aether_domain::{ChannelId, ChannelKind, UserId};
 use aether_kafka::admin::init_topics;
+use aether_kafka::read::read_until_now;
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::postgres::{
@@ -23,6 +24,7 @@ use aether_projections::stream::{ReadStore, StoreError};
 use aether_schemas::topics::{self, EVENT_TOPICS};
 use aether_test_support::{kafka_config, TestDatabase};
 use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -249,6 +251,32 @@ impl Fixture {
             .unwrap_or(0))
     }
 
+    /// (key, value) of every message on `aether.updates.v1`.
+    async fn updates(&self) -> anyhow::Result<Vec<(String, Value)>> {
+        let kafka = self.kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut seen = Vec::new();
+            read_until_now(
+                &kafka,
+                &kafka.topic(topics::UPDATES),
+                |low, _| low,
+                |message| {
+                    let key = message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default();
+                    let value = message
+                        .payload()
+                        .and_then(|p| serde_json::from_slice(p).ok())
+                        .unwrap_or_default();
+                    seen.push((key, value));
+                },
+            )?;
+            Ok(seen)
+        })
+        .await?
+    }
+
     async fn log_end(&self) -> anyhow::Result<i64> {
         let kafka = self.kafka.clone();
         Ok(tokio::task::spawn_blocking(move || {
@@ -323,6 +351,21 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
         } else if name == MongoTimelineProjection::NAME {
             let messages = fresh["messages"].as_array().cloned().unwrap_or_default();
             assert_eq!(messages.len(), 120, "one timeline document per message");
+            // The live projector told the realtime edge: channel updates keyed by channel id.
+            // (The catalog's membership updates share the topic, keyed by server id.)
+            let updates = fixture.updates().await?;
+            let channel = fixture.channel.to_string();
+            let mut channel_updates = 0;
+            for (key, update) in &updates {
+                if let Some(row) = update.get("Channel") {
+                    assert_eq!(key, &channel);
+                    assert_eq!(row["channel_id"], json!(channel));
+                    channel_updates += 1;
+                } else {
+                    assert_eq!(json!(key), update["Membership"]["server_id"], "{update}");
+                }
+            }
+            assert!(channel_updates > 0, "the timeline published no updates");
         } else if name == SearchProjection::NAME {
             assert_eq!(fresh["search_messages"].as_array().map_or(0, Vec::len), 120);
             // Every tenth message was edited: the new words are found, in the live version.

@@ -1,10 +1,12 @@
 //! The port every distributed read-model store implements.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::source::{Checkpoint, StreamEvent};
+use super::source::{Checkpoint, Payload, StreamEvent};
 use crate::updates::Update;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,9 @@ pub trait ReadStore: Send + Sync + 'static {
     /// The stored checkpoint (empty for a version never run).
     async fn checkpoint(&self) -> Result<Checkpoint, StoreError>;
 
+    /// When the checkpoint last moved, if it ever did.
+    async fn last_progress(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
     /// Applies `batch` and moves the checkpoint from `from` to `to`, in one transaction.
     /// Events at or below their aggregate's applied sequence are ignored; events of an aggregate
     /// that has a dead letter are parked behind it, so each aggregate keeps its order.
@@ -104,4 +109,130 @@ pub trait ReadStore: Send + Sync + 'static {
 
     /// Drops the version's tables or collections, checkpoint included.
     async fn drop_version(&self) -> Result<(), StoreError>;
+}
+
+/// Why an event was parked without being tried: its aggregate already has a dead letter.
+pub const HELD_BEHIND: &str = "parked behind an earlier dead letter of the same aggregate";
+
+/// A batch sorted by the per-aggregate sequence guard, the same way in every store.
+#[derive(Debug, Default)]
+pub struct Sorted<'a> {
+    /// Events to apply, in batch order, with their index in the batch.
+    pub fresh: Vec<(usize, &'a StreamEvent)>,
+    /// Events to park behind an earlier dead letter of their aggregate ([`HELD_BEHIND`]).
+    pub held: Vec<&'a StreamEvent>,
+    /// Duplicates: at or below their aggregate's applied sequence.
+    pub ignored: usize,
+    /// The applied sequence of every aggregate `fresh` touches, once they are applied.
+    pub sequences: BTreeMap<String, i64>,
+}
+
+/// The distinct aggregates of a batch: what a store looks up before sorting it.
+pub fn aggregate_ids(batch: &[StreamEvent]) -> Vec<String> {
+    batch
+        .iter()
+        .filter_map(|event| event.aggregate_id().map(str::to_owned))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Sorts `batch` given the aggregates that have dead letters (`parked`) and the sequence
+/// applied so far per aggregate (`applied`). A value that is not an envelope fails the batch,
+/// blamed on its index.
+pub fn sort_batch<'a>(
+    batch: &'a [StreamEvent],
+    parked: &HashSet<String>,
+    applied: &HashMap<String, i64>,
+) -> Result<Sorted<'a>, StoreError> {
+    let mut sorted = Sorted::default();
+    for (index, event) in batch.iter().enumerate() {
+        let aggregate = match &event.payload {
+            Payload::Event(envelope) => envelope.aggregate_id.as_str(),
+            Payload::Malformed { reason, .. } => {
+                return Err(StoreError::Event {
+                    index,
+                    reason: format!("not an event envelope: {reason}"),
+                })
+            }
+        };
+        if parked.contains(aggregate) {
+            sorted.held.push(event);
+            continue;
+        }
+        let sequence = event.sequence();
+        let seen = sorted
+            .sequences
+            .get(aggregate)
+            .or_else(|| applied.get(aggregate))
+            .copied()
+            .unwrap_or(0);
+        if sequence <= seen {
+            sorted.ignored += 1;
+            continue;
+        }
+        sorted.sequences.insert(aggregate.to_owned(), sequence);
+        sorted.fresh.push((index, event));
+    }
+    Ok(sorted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::stream::source::TopicPartition;
+
+    fn event(aggregate: &str, sequence: u64, offset: i64) -> StreamEvent {
+        let raw = serde_json::json!({
+            "id": uuid::Uuid::new_v4(), "type": "T", "version": "1.0",
+            "aggregate_type": "Message", "aggregate_id": aggregate, "sequence": sequence,
+            "occurred_at": "2026-11-23T12:00:00Z", "actor": null,
+            "correlation_id": "c", "causation_id": "c", "data": {}
+        });
+        StreamEvent {
+            partition: Arc::new(TopicPartition {
+                topic: "t".to_owned(),
+                partition: 0,
+            }),
+            offset,
+            payload: StreamEvent::decode(raw.to_string().as_bytes()),
+        }
+    }
+
+    #[test]
+    fn duplicates_are_ignored_held_aggregates_wait_and_the_rest_is_fresh() {
+        let batch = vec![
+            event("a", 1, 0),
+            event("a", 2, 1),
+            event("a", 2, 2),
+            event("b", 3, 3),
+            event("c", 1, 4),
+        ];
+        let parked = HashSet::from(["c".to_owned()]);
+        let applied = HashMap::from([("b".to_owned(), 5)]);
+        let sorted = sort_batch(&batch, &parked, &applied).map_err(|e| e.to_string());
+        let Ok(sorted) = sorted else {
+            panic!("{sorted:?}");
+        };
+        let fresh: Vec<usize> = sorted.fresh.iter().map(|(index, _)| *index).collect();
+        assert_eq!(fresh, vec![0, 1]);
+        assert_eq!(sorted.ignored, 2, "a#2 again, and b#3 below b's 5");
+        assert_eq!(sorted.held.len(), 1);
+        assert_eq!(sorted.sequences.get("a"), Some(&2));
+        assert!(!sorted.sequences.contains_key("b"));
+    }
+
+    #[test]
+    fn a_value_that_is_not_an_envelope_is_blamed_on_its_index() {
+        let mut batch = vec![event("a", 1, 0)];
+        batch.push(StreamEvent {
+            offset: 1,
+            payload: StreamEvent::decode(b"junk"),
+            ..batch[0].clone()
+        });
+        let outcome = sort_batch(&batch, &HashSet::new(), &HashMap::new());
+        assert!(matches!(outcome, Err(StoreError::Event { index: 1, .. })));
+    }
 }

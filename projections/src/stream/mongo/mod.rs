@@ -24,7 +24,9 @@ use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde_json::Value;
 
 use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
-use super::store::{Applied, DeadLetter, ReadStore, Retried, StoreError};
+use super::store::{
+    aggregate_ids, sort_batch, Applied, DeadLetter, ReadStore, Retried, StoreError, HELD_BEHIND,
+};
 use crate::updates::Update;
 
 pub use timeline::MongoTimelineProjection;
@@ -466,12 +468,7 @@ impl MongoStore {
         applied: &mut Applied,
         respect_parked: bool,
     ) -> Result<(), StoreError> {
-        let ids: Vec<String> = batch
-            .iter()
-            .filter_map(|e| e.aggregate_id().map(str::to_owned))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let ids = aggregate_ids(batch);
         let mut tx = MongoTx {
             database: &self.database,
             prefix: &self.prefix,
@@ -494,75 +491,48 @@ impl MongoStore {
                 versions.insert(id.to_owned(), sequence);
             }
         }
-        // Aggregates seen for the first time get their record inserted (cheaper than an upsert).
-        let recorded: HashSet<String> = versions.keys().cloned().collect();
-        let mut next_dead_letter = None;
-        let mut fresh = Vec::with_capacity(batch.len());
-        for (index, event) in batch.iter().enumerate() {
-            let aggregate = match &event.payload {
-                Payload::Event(envelope) => envelope.aggregate_id.as_str(),
-                Payload::Malformed { reason, .. } => {
-                    return Err(StoreError::Event {
-                        index,
-                        reason: format!("not an event envelope: {reason}"),
-                    })
-                }
-            };
-            if parked.contains(aggregate) {
-                let id = match next_dead_letter {
-                    Some(id) => id,
-                    None => self.next_dead_letter_id(tx.session).await?,
-                };
-                next_dead_letter = Some(id + 1);
+        let sorted = sort_batch(batch, &parked, &versions)?;
+        if !sorted.held.is_empty() {
+            let mut id = self.next_dead_letter_id(tx.session).await?;
+            for event in &sorted.held {
                 tx.queue(
                     None,
                     Write::Insert {
                         collection: DEAD_LETTERS.to_owned(),
-                        document: Self::dead_letter_document(
-                            id,
-                            event,
-                            "parked behind an earlier dead letter of the same aggregate",
-                            0,
-                        ),
+                        document: Self::dead_letter_document(id, event, HELD_BEHIND, 0),
                     },
                 );
-                applied.parked += 1;
-                continue;
+                id += 1;
             }
-            let sequence = event.sequence();
-            let seen = versions.get(aggregate).copied().unwrap_or(0);
-            if sequence <= seen {
-                applied.ignored += 1;
-                continue;
-            }
-            versions.insert(aggregate.to_owned(), sequence);
-            fresh.push((index, event));
         }
+        applied.parked += sorted.held.len();
+        applied.ignored += sorted.ignored;
+        let fresh = sorted.fresh;
         self.projection
             .apply(&mut tx, &fresh, &mut applied.updates)
             .await?;
         applied.applied += fresh.len();
-        let mut touched: Vec<&str> = fresh.iter().filter_map(|(_, e)| e.aggregate_id()).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        let (known, new): (Vec<&str>, Vec<&str>) =
-            touched.into_iter().partition(|id| recorded.contains(*id));
-        for id in new {
+        // Aggregates seen for the first time get their record inserted (cheaper than an upsert).
+        let (known, new): (Vec<_>, Vec<_>) = sorted
+            .sequences
+            .into_iter()
+            .partition(|(id, _)| versions.contains_key(id));
+        for (id, sequence) in new {
             tx.queue(
                 None,
                 Write::Insert {
                     collection: VERSIONS.to_owned(),
-                    document: doc! { "_id": id, "sequence": versions[id] },
+                    document: doc! { "_id": id, "sequence": sequence },
                 },
             );
         }
-        for id in known {
+        for (id, sequence) in known {
             tx.queue(
                 None,
                 Write::Update {
                     collection: VERSIONS.to_owned(),
                     filter: doc! { "_id": id },
-                    update: doc! { "$set": { "sequence": versions[id] } },
+                    update: doc! { "$set": { "sequence": sequence } },
                     upsert: false,
                 },
             );
@@ -692,6 +662,17 @@ impl ReadStore for MongoStore {
 
     async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         self.stored_checkpoint(None).await
+    }
+
+    async fn last_progress(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let found = self
+            .collection(CHECKPOINT)
+            .find_one(doc! { "_id": CHECKPOINT_ID })
+            .await
+            .map_err(unavailable)?;
+        Ok(found
+            .and_then(|document| document.get_datetime("updated_at").ok().copied())
+            .and_then(|at| chrono::DateTime::from_timestamp_millis(at.timestamp_millis())))
     }
 
     async fn apply(

@@ -14,7 +14,9 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
-use super::store::{Applied, DeadLetter, ReadStore, Retried, StoreError};
+use super::store::{
+    aggregate_ids, sort_batch, Applied, DeadLetter, ReadStore, Retried, StoreError, HELD_BEHIND,
+};
 use crate::updates::Update;
 
 pub use audit::AuditProjection;
@@ -202,23 +204,22 @@ impl PgStore {
         applied: &mut Applied,
         respect_parked: bool,
     ) -> Result<(), StoreError> {
-        let ids: Vec<String> = batch
-            .iter()
-            .filter_map(|e| e.aggregate_id().map(str::to_owned))
-            .collect::<HashSet<_>>()
+        let ids = aggregate_ids(batch);
+        let parked: HashSet<String> = if respect_parked {
+            sqlx::query_scalar(
+                "SELECT DISTINCT aggregate_id FROM projector_dead_letters \
+                 WHERE aggregate_id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?
             .into_iter()
-            .collect();
-        let parked: HashSet<String> = sqlx::query_scalar(
-            "SELECT DISTINCT aggregate_id FROM projector_dead_letters \
-             WHERE aggregate_id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .collect();
-        let mut versions: HashMap<String, i64> = sqlx::query(
+            .collect()
+        } else {
+            HashSet::new()
+        };
+        let versions: HashMap<String, i64> = sqlx::query(
             "SELECT aggregate_id, sequence FROM projector_versions WHERE aggregate_id = ANY($1)",
         )
         .bind(&ids)
@@ -228,46 +229,18 @@ impl PgStore {
         .into_iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-        let mut fresh = Vec::with_capacity(batch.len());
-        for (index, event) in batch.iter().enumerate() {
-            let aggregate = match &event.payload {
-                Payload::Event(envelope) => envelope.aggregate_id.as_str(),
-                Payload::Malformed { reason, .. } => {
-                    return Err(StoreError::Event {
-                        index,
-                        reason: format!("not an event envelope: {reason}"),
-                    })
-                }
-            };
-            if respect_parked && parked.contains(aggregate) {
-                Self::insert_dead_letter(
-                    conn,
-                    event,
-                    "parked behind an earlier dead letter of the same aggregate",
-                    0,
-                )
-                .await?;
-                applied.parked += 1;
-                continue;
-            }
-            let sequence = event.sequence();
-            let seen = versions.get(aggregate).copied().unwrap_or(0);
-            if sequence <= seen {
-                applied.ignored += 1;
-                continue;
-            }
-            versions.insert(aggregate.to_owned(), sequence);
-            fresh.push((index, event));
+        let sorted = sort_batch(batch, &parked, &versions)?;
+        for event in &sorted.held {
+            Self::insert_dead_letter(conn, event, HELD_BEHIND, 0).await?;
         }
+        applied.parked += sorted.held.len();
+        applied.ignored += sorted.ignored;
+        let fresh = sorted.fresh;
         self.projection
             .apply(conn, &fresh, &mut applied.updates)
             .await?;
         applied.applied += fresh.len();
-        let touched: HashSet<&str> = fresh.iter().filter_map(|(_, e)| e.aggregate_id()).collect();
-        let (ids, sequences): (Vec<String>, Vec<i64>) = touched
-            .into_iter()
-            .map(|id| (id.to_owned(), versions[id]))
-            .unzip();
+        let (ids, sequences): (Vec<String>, Vec<i64>) = sorted.sequences.into_iter().unzip();
         sqlx::query(
             "INSERT INTO projector_versions (aggregate_id, sequence) \
              SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
@@ -333,6 +306,14 @@ impl ReadStore for PgStore {
     async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         let mut tx = self.begin().await?;
         Self::stored_checkpoint(&mut tx).await
+    }
+
+    async fn last_progress(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query_scalar("SELECT max(updated_at) FROM projector_checkpoint")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)
     }
 
     async fn apply(
