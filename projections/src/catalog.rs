@@ -27,6 +27,19 @@ impl Projection for CatalogProjection {
         Self::NAME
     }
 
+    fn tables(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("users", "SELECT * FROM users ORDER BY id"),
+            ("servers", "SELECT * FROM servers ORDER BY id"),
+            ("channels", "SELECT * FROM channels ORDER BY id"),
+            (
+                "members",
+                "SELECT * FROM members ORDER BY server_id, user_id",
+            ),
+            ("invites", "SELECT * FROM invites ORDER BY code"),
+        ]
+    }
+
     async fn apply(
         &self,
         tx: &mut SqliteConnection,

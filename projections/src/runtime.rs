@@ -47,6 +47,9 @@ pub trait Projection: Send + Sync + 'static {
     /// A stable name: the checkpoint's key.
     fn name(&self) -> &'static str;
 
+    /// `(table, query)` pairs whose rows, in the query's order, are the whole read model.
+    fn tables(&self) -> &'static [(&'static str, &'static str)];
+
     /// Applies one event inside the batch's transaction and appends the updates to publish once
     /// the transaction commits. Events the projection does not care about are simply ignored.
     async fn apply(

@@ -27,6 +27,20 @@ impl Projection for TimelineProjection {
         Self::NAME
     }
 
+    fn tables(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("messages", "SELECT * FROM messages ORDER BY id"),
+            (
+                "channel_events",
+                "SELECT * FROM channel_events ORDER BY channel_id, seq",
+            ),
+            (
+                "channel_heads",
+                "SELECT * FROM channel_heads ORDER BY channel_id",
+            ),
+        ]
+    }
+
     async fn apply(
         &self,
         tx: &mut SqliteConnection,

@@ -1,6 +1,7 @@
 //! The contract every read-model store keeps (the `ReadStore` port), run against each adapter
 //! on its real server: PostgreSQL for catalog, audit and search, MongoDB-compatible (SecantusDB)
-//! for the timeline. Whatever the store:
+//! for the timeline, SQLite (the embedded mode's store) for catalog and timeline. Whatever the
+//! store:
 //!
 //! - `prepare` is idempotent and a new version starts with an empty checkpoint;
 //! - a batch moves the checkpoint in the same transaction as its rows;
@@ -23,6 +24,7 @@ use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::postgres::{
     AuditProjection, CatalogProjection, PgProjection, PgStore, SearchProjection,
 };
+use aether_projections::stream::sqlite::SqliteStore;
 use aether_projections::stream::{
     Checkpoint, Payload, ReadStore, StoreError, StreamEvent, TopicPartition,
 };
@@ -352,4 +354,21 @@ async fn timeline_in_mongodb_keeps_the_store_contract() -> anyhow::Result<()> {
     .await;
     database.drop().await?;
     outcome
+}
+
+async fn sqlite_keeps_the_contract(
+    projection: Arc<dyn aether_projections::runtime::Projection>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    keeps_the_contract(Arc::new(SqliteStore::new(dir.path(), projection, 7))).await
+}
+
+#[tokio::test]
+async fn catalog_in_sqlite_keeps_the_store_contract() -> anyhow::Result<()> {
+    sqlite_keeps_the_contract(Arc::new(aether_projections::catalog::CatalogProjection)).await
+}
+
+#[tokio::test]
+async fn timeline_in_sqlite_keeps_the_store_contract() -> anyhow::Result<()> {
+    sqlite_keeps_the_contract(Arc::new(aether_projections::timeline::TimelineProjection)).await
 }

@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod registry;
 pub mod role;
 pub mod source;
+pub mod sqlite;
 pub mod store;
 
 pub use engine::{PoisonPolicy, ProjectorOptions, StreamProjector};
