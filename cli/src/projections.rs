@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::engine::{NoUpdates, ProjectorOptions, StreamProjector};
+use aether_projections::stream::event_store::build_from_event_store;
 use aether_projections::stream::registry::{Registry, VersionState};
 use aether_projections::stream::role::{open_store, RoleError, Stores, STREAM_PROJECTIONS};
 use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource, Lag};
@@ -81,6 +82,11 @@ pub enum ProjectionsCommand {
         /// Build, but do not switch (inspect it first; switch with `switch`).
         #[arg(long)]
         no_switch: bool,
+        /// Where to read history from: `kafka` (offset 0 of every partition), or `store` (the
+        /// PostgreSQL event store at --postgres, in one consistent snapshot, then Kafka for
+        /// what came after).
+        #[arg(long, value_enum, default_value_t = RebuildFrom::Kafka)]
+        from: RebuildFrom,
     },
     /// Make VERSION of NAME live (a built or a retired one: rolls back too).
     Switch {
@@ -120,6 +126,12 @@ pub enum ProjectionsCommand {
         #[command(flatten)]
         stores: StoreArgs,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebuildFrom {
+    Kafka,
+    Store,
 }
 
 /// A command was refused (exit 2), as opposed to failing (exit 1).
@@ -166,7 +178,8 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             stores,
             batch,
             no_switch,
-        } => rebuild(&stores, &name, batch, no_switch).await,
+            from,
+        } => rebuild(&stores, &name, batch, no_switch, from).await,
         ProjectionsCommand::Switch {
             name,
             version,
@@ -386,13 +399,27 @@ async fn rebuild(
     name: &str,
     batch: usize,
     no_switch: bool,
+    from: RebuildFrom,
 ) -> anyhow::Result<()> {
     let (stores, registry) = open(args, name).await?;
     let kafka = args.kafka.config();
     let version = registry.begin_build(name).await?;
     let store = open_store(&stores, name, version)?;
     store.prepare().await?;
-    eprintln!("{name}: building v{version} from offset 0");
+    if from == RebuildFrom::Store {
+        eprintln!("{name}: building v{version} from the event store");
+        let progress = progress_bar()?;
+        let applied =
+            build_from_event_store(&stores.postgres, store.as_ref(), batch, |done, total| {
+                progress.set_length(total.max(0) as u64);
+                progress.set_position(done.max(0) as u64);
+            })
+            .await?;
+        progress.finish_and_clear();
+        eprintln!("{name}: {applied} events from the event store; now what came after, from Kafka");
+    } else {
+        eprintln!("{name}: building v{version} from offset 0");
+    }
     let built = build_until_caught_up(&kafka, store.clone(), name, version, batch).await?;
     if no_switch {
         println!("{name} v{version}: built ({built} events); switch with `aether projections switch {name} {version}`");
@@ -430,13 +457,7 @@ pub async fn build_until_caught_up(
         },
         metrics,
     );
-    let progress = ProgressBar::new(0);
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  ETA {eta}",
-        )
-        .context("progress bar template")?,
-    );
+    let progress = progress_bar()?;
     let mut checkpoints = projector.checkpoint();
     let end = log_lag(kafka, Checkpoint::default()).await?.log_end;
     progress.set_length(end.max(0) as u64);
@@ -490,4 +511,16 @@ async fn log_lag(kafka: &KafkaConfig, at: Checkpoint) -> anyhow::Result<Lag> {
             Err(error) => return Err(error).context("cannot read the log end from Kafka"),
         }
     }
+}
+
+/// A bar with the rate and the time left, on standard error.
+fn progress_bar() -> anyhow::Result<ProgressBar> {
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  ETA {eta}",
+        )
+        .context("progress bar template")?,
+    );
+    Ok(progress)
 }

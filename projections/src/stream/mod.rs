@@ -6,6 +6,7 @@
 //! On start it seeks to that checkpoint; Kafka's consumer-group offsets are never used.
 
 pub mod engine;
+pub mod event_store;
 pub mod metrics;
 pub mod mongo;
 pub mod postgres;
