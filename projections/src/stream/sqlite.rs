@@ -15,7 +15,8 @@ use sqlx::{Column, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
 use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
 use super::store::{
-    aggregate_ids, sort_batch, Applied, DeadLetter, ReadStore, Retried, StoreError, HELD_BEHIND,
+    aggregate_ids, retry_in_order, sort_batch, Applied, DeadLetter, Parked, ReadStore, Retried,
+    RetryParked, StoreError, HELD_BEHIND,
 };
 use crate::runtime::{Projection, ProjectionError};
 use crate::updates::Update;
@@ -306,6 +307,43 @@ fn row_json(row: &SqliteRow) -> Value {
 }
 
 #[async_trait]
+impl RetryParked for SqliteStore {
+    async fn retry_parked(&self, parked: &Parked) -> Result<Option<Vec<Update>>, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM stream_dead_letters WHERE id = $1")
+            .bind(parked.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let mut applied = Applied::default();
+        match self
+            .apply_fresh(
+                &mut tx,
+                std::slice::from_ref(&parked.event),
+                &mut applied,
+                false,
+            )
+            .await
+        {
+            Ok(()) => {
+                tx.commit().await.map_err(unavailable)?;
+                Ok(Some(applied.updates))
+            }
+            Err(StoreError::Event { .. }) => {
+                drop(tx);
+                sqlx::query("UPDATE stream_dead_letters SET attempts = attempts + 1 WHERE id = $1")
+                    .bind(parked.id)
+                    .execute(&self.pool().await?)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
+#[async_trait]
 impl ReadStore for SqliteStore {
     fn describe(&self) -> String {
         format!("{} v{} (SQLite)", self.projection.name(), self.version)
@@ -401,56 +439,22 @@ impl ReadStore for SqliteStore {
         .fetch_all(&self.pool().await?)
         .await
         .map_err(unavailable)?;
-        let mut retried = Retried::default();
-        let mut updates = Vec::new();
-        let mut blocked: HashSet<Option<String>> = HashSet::new();
-        for row in rows {
-            let id: i64 = row.get(0);
-            let aggregate: Option<String> = row.get(5);
-            if aggregate.is_some() && blocked.contains(&aggregate) {
-                retried.still_failing += 1;
-                continue;
-            }
-            let event = StreamEvent {
-                partition: Arc::new(TopicPartition {
-                    topic: row.get(1),
-                    partition: row.get(2),
-                }),
-                offset: row.get(3),
-                payload: StreamEvent::decode(row.get::<String, _>(4).as_bytes()),
-            };
-            let mut tx = self.begin().await?;
-            sqlx::query("DELETE FROM stream_dead_letters WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            let mut applied = Applied::default();
-            match self
-                .apply_fresh(&mut tx, std::slice::from_ref(&event), &mut applied, false)
-                .await
-            {
-                Ok(()) => {
-                    tx.commit().await.map_err(unavailable)?;
-                    retried.applied += 1;
-                    updates.append(&mut applied.updates);
-                }
-                Err(StoreError::Event { .. }) => {
-                    drop(tx);
-                    sqlx::query(
-                        "UPDATE stream_dead_letters SET attempts = attempts + 1 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .execute(&self.pool().await?)
-                    .await
-                    .map_err(unavailable)?;
-                    retried.still_failing += 1;
-                    blocked.insert(aggregate);
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Ok((retried, updates))
+        let letters = rows
+            .into_iter()
+            .map(|row| Parked {
+                id: row.get(0),
+                aggregate_id: row.get(5),
+                event: StreamEvent {
+                    partition: Arc::new(TopicPartition {
+                        topic: row.get(1),
+                        partition: row.get(2),
+                    }),
+                    offset: row.get(3),
+                    payload: StreamEvent::decode(row.get::<String, _>(4).as_bytes()),
+                },
+            })
+            .collect();
+        retry_in_order(self, letters).await
     }
 
     async fn dump(&self) -> Result<Value, StoreError> {

@@ -236,3 +236,52 @@ mod tests {
         assert!(matches!(outcome, Err(StoreError::Event { index: 1, .. })));
     }
 }
+
+/// A parked event as a store keeps it, for [`retry_in_order`].
+#[derive(Debug)]
+pub struct Parked {
+    /// The store's id of the dead letter (increasing in parking order).
+    pub id: i64,
+    pub aggregate_id: Option<String>,
+    pub event: StreamEvent,
+}
+
+/// How one store re-applies one parked event.
+#[async_trait]
+pub trait RetryParked: Send + Sync {
+    /// Removes the dead letter and applies its event, in one transaction. `Some(updates)` once
+    /// committed; `None` when it still fails, with nothing changed but its attempts counted.
+    async fn retry_parked(&self, parked: &Parked) -> Result<Option<Vec<Update>>, StoreError>;
+}
+
+/// Re-applies `letters` (oldest first). Once one event of an aggregate still fails, the later
+/// ones of that aggregate stay parked behind it, so no aggregate is applied out of order.
+pub async fn retry_in_order(
+    store: &dyn RetryParked,
+    letters: Vec<Parked>,
+) -> Result<(Retried, Vec<Update>), StoreError> {
+    let mut retried = Retried::default();
+    let mut updates = Vec::new();
+    let mut blocked: HashSet<String> = HashSet::new();
+    for parked in letters {
+        if let Some(aggregate) = &parked.aggregate_id {
+            if blocked.contains(aggregate) {
+                retried.still_failing += 1;
+                continue;
+            }
+        }
+        match store.retry_parked(&parked).await? {
+            Some(mut applied) => {
+                retried.applied += 1;
+                updates.append(&mut applied);
+            }
+            None => {
+                retried.still_failing += 1;
+                if let Some(aggregate) = parked.aggregate_id {
+                    blocked.insert(aggregate);
+                }
+            }
+        }
+    }
+    Ok((retried, updates))
+}

@@ -25,7 +25,8 @@ use serde_json::Value;
 
 use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
 use super::store::{
-    aggregate_ids, sort_batch, Applied, DeadLetter, ReadStore, Retried, StoreError, HELD_BEHIND,
+    aggregate_ids, retry_in_order, sort_batch, Applied, DeadLetter, Parked, ReadStore, Retried,
+    RetryParked, StoreError, HELD_BEHIND,
 };
 use crate::updates::Update;
 
@@ -624,6 +625,35 @@ fn dump_document(mut document: Document) -> Value {
 }
 
 #[async_trait]
+impl RetryParked for MongoStore {
+    async fn retry_parked(&self, parked: &Parked) -> Result<Option<Vec<Update>>, StoreError> {
+        let mut session = self.begin().await?;
+        match self.retry_one(&mut session, parked.id, &parked.event).await {
+            Ok(applied) if applied.parked == 0 => {
+                Self::commit(&mut session).await?;
+                Ok(Some(applied.updates))
+            }
+            Ok(_) | Err(StoreError::Event { .. }) => {
+                let _ = session.abort_transaction().await;
+                // Counting attempts is best effort: the letter stays parked either way.
+                let _ = self
+                    .collection(DEAD_LETTERS)
+                    .update_one(
+                        doc! { "_id": parked.id },
+                        doc! { "$inc": { "attempts": 1 } },
+                    )
+                    .await;
+                Ok(None)
+            }
+            Err(other) => {
+                let _ = session.abort_transaction().await;
+                Err(other)
+            }
+        }
+    }
+}
+
+#[async_trait]
 impl ReadStore for MongoStore {
     fn describe(&self) -> String {
         format!("{} v{} (MongoDB)", self.projection.name(), self.version)
@@ -746,54 +776,26 @@ impl ReadStore for MongoStore {
             .try_collect()
             .await
             .map_err(unavailable)?;
-        let mut retried = Retried::default();
-        let mut updates = Vec::new();
-        let mut blocked: HashSet<Option<String>> = HashSet::new();
-        for letter in stored {
-            let Ok(id) = letter.get_i64("_id") else {
-                retried.still_failing += 1;
-                continue;
-            };
-            let aggregate = letter.get_str("aggregate_id").ok().map(str::to_owned);
-            if aggregate.is_some() && blocked.contains(&aggregate) {
-                retried.still_failing += 1;
-                continue;
-            }
-            let event = StreamEvent {
-                partition: Arc::new(TopicPartition {
-                    topic: letter.get_str("topic").unwrap_or_default().to_owned(),
-                    partition: letter.get_i32("partition").unwrap_or_default(),
-                }),
-                offset: letter.get_i64("offset").unwrap_or_default(),
-                payload: StreamEvent::decode(
-                    letter.get_str("payload").unwrap_or_default().as_bytes(),
-                ),
-            };
-            let mut session = self.begin().await?;
-            let outcome = self.retry_one(&mut session, id, &event).await;
-            match outcome {
-                Ok(mut applied) if applied.parked == 0 => {
-                    Self::commit(&mut session).await?;
-                    retried.applied += 1;
-                    updates.append(&mut applied.updates);
-                }
-                Ok(_) | Err(StoreError::Event { .. }) => {
-                    let _ = session.abort_transaction().await;
-                    // Counting attempts is best effort: the letter stays parked either way.
-                    let _ = self
-                        .collection(DEAD_LETTERS)
-                        .update_one(doc! { "_id": id }, doc! { "$inc": { "attempts": 1 } })
-                        .await;
-                    retried.still_failing += 1;
-                    blocked.insert(aggregate);
-                }
-                Err(other) => {
-                    let _ = session.abort_transaction().await;
-                    return Err(other);
-                }
-            }
-        }
-        Ok((retried, updates))
+        let letters = stored
+            .into_iter()
+            .filter_map(|letter| {
+                Some(Parked {
+                    id: letter.get_i64("_id").ok()?,
+                    aggregate_id: letter.get_str("aggregate_id").ok().map(str::to_owned),
+                    event: StreamEvent {
+                        partition: Arc::new(TopicPartition {
+                            topic: letter.get_str("topic").unwrap_or_default().to_owned(),
+                            partition: letter.get_i32("partition").unwrap_or_default(),
+                        }),
+                        offset: letter.get_i64("offset").unwrap_or_default(),
+                        payload: StreamEvent::decode(
+                            letter.get_str("payload").unwrap_or_default().as_bytes(),
+                        ),
+                    },
+                })
+            })
+            .collect();
+        retry_in_order(self, letters).await
     }
 
     async fn dump(&self) -> Result<Value, StoreError> {
