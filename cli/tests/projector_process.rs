@@ -614,6 +614,20 @@ async fn a_poison_event_is_parked_and_the_rest_flows() -> anyhow::Result<()> {
         .cli(&["projections", "retry", CatalogProjection::NAME])
         .await?;
     assert_eq!(retried.status.code(), Some(2));
+    let listed = fixture
+        .cli(&[
+            "projections",
+            "dead-letters",
+            CatalogProjection::NAME,
+            "--json",
+        ])
+        .await?;
+    let letters: Vec<Value> = serde_json::from_slice(&listed.stdout)?;
+    let attempts: Vec<&Value> = letters.iter().map(|letter| &letter["attempts"]).collect();
+    assert!(
+        attempts.contains(&&json!(4)),
+        "the retry counted an attempt at the first broken event: {attempts:?}"
+    );
     let list = fixture.cli(&["projections", "list", "--json"]).await?;
     assert!(list.status.success());
     let rows: Vec<Value> = serde_json::from_slice(&list.stdout)?;

@@ -311,13 +311,15 @@ impl RetryParked for PgStore {
             }
             Err(StoreError::Event { .. }) => {
                 drop(tx);
+                let mut tx = self.begin().await?;
                 sqlx::query(
                     "UPDATE projector_dead_letters SET attempts = attempts + 1 WHERE id = $1",
                 )
                 .bind(parked.id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
                 Ok(None)
             }
             Err(other) => Err(other),
