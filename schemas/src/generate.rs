@@ -191,12 +191,19 @@ fn event_table() -> Result<String, CatalogError> {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        // Required fields in declaration order (the order of `required`), then optional ones.
+        // Required fields, then optional ones, each by name: the same table whichever order
+        // the JSON maps keep (serde_json's `preserve_order` may be on in a workspace build).
         let mut names: Vec<&String> = required
             .iter()
             .filter(|name| properties.contains_key(*name))
             .collect();
-        names.extend(properties.keys().filter(|name| !required.contains(name)));
+        names.sort();
+        let mut optional: Vec<&String> = properties
+            .keys()
+            .filter(|name| !required.contains(name))
+            .collect();
+        optional.sort();
+        names.extend(optional);
         let fields: Vec<String> = names
             .into_iter()
             .map(|name| {
