@@ -6,6 +6,7 @@
 //! bytes in the same run. See `bench/README.md`.
 
 mod report;
+mod servers;
 mod stats;
 mod write_path;
 
