@@ -33,6 +33,29 @@ pub fn ensure_local(postgres: &str, kafka: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a MongoDB URI whose hosts are not on this machine.
+pub fn ensure_local_mongo(uri: &str) -> anyhow::Result<()> {
+    let rest = uri
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .context("--mongo: not a mongodb:// URI")?;
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, hosts)| hosts);
+    ensure!(!hosts.is_empty(), "--mongo: no host in {uri}");
+    for server in hosts.split(',') {
+        let host = if server.starts_with('[') {
+            server.split_once(']').map_or(server, |(host, _)| host)
+        } else {
+            server.rsplit_once(':').map_or(server, |(host, _)| host)
+        };
+        ensure!(
+            is_loopback(host),
+            "--mongo must be on this machine (loopback), not {server}"
+        );
+    }
+    Ok(())
+}
+
 pub fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"
@@ -239,6 +262,16 @@ mod tests {
         assert!(is_loopback("[::1]"));
         assert!(!is_loopback("10.0.0.1"));
         assert!(!is_loopback("example.com"));
+    }
+
+    #[test]
+    fn only_local_mongo() {
+        assert!(ensure_local_mongo("mongodb://127.0.0.1:27017/?directConnection=true").is_ok());
+        assert!(ensure_local_mongo("mongodb://u:p@localhost/db").is_ok());
+        assert!(ensure_local_mongo("mongodb://[::1]:27017").is_ok());
+        assert!(ensure_local_mongo("mongodb://10.0.0.1:27017").is_err());
+        assert!(ensure_local_mongo("mongodb://127.0.0.1,db.example.com").is_err());
+        assert!(ensure_local_mongo("localhost:27017").is_err());
     }
 
     #[test]
