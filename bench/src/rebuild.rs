@@ -105,6 +105,9 @@ pub struct Args {
     /// Longest any one phase (fill, consume, one rebuild) may take, in seconds.
     #[arg(long, default_value_t = 600)]
     phase_timeout: u64,
+    /// A remark for the results about the set-up (e.g. how the broker was prepared); repeatable.
+    #[arg(long = "note", value_name = "TEXT")]
+    notes: Vec<String>,
 }
 
 impl Args {
@@ -133,6 +136,10 @@ impl Args {
         ensure!(
             (10..=MAX_PHASE_S).contains(&self.phase_timeout),
             "--phase-timeout: 10 to {MAX_PHASE_S} seconds"
+        );
+        ensure!(
+            self.notes.len() <= 8 && self.notes.iter().all(|n| n.len() <= 1_000),
+            "--note: at most 8, of at most 1,000 characters"
         );
         ensure_local(&self.postgres, &self.kafka)?;
         if let Some(mongo) = &self.mongo {
@@ -227,6 +234,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn measure(args: &Args, kafka: &KafkaConfig) -> anyhow::Result<RebuildResults> {
     let phase = Duration::from_secs(args.phase_timeout);
+    let mut notes = args.notes.clone();
     let machine = {
         let probe = BenchDatabase::create(&args.postgres).await?;
         let pool = PgPoolOptions::new()
@@ -238,7 +246,6 @@ async fn measure(args: &Args, kafka: &KafkaConfig) -> anyhow::Result<RebuildResu
         probe.drop_database().await?;
         machine
     };
-    let mut notes = Vec::new();
 
     eprintln!("filling the topics: {} events", args.events);
     let fill = tokio::time::timeout(phase, fill(kafka, args.shape(), args.in_flight))
