@@ -3,9 +3,15 @@
 //!
 //! `aether-bench write-path` drives `sendMessage` through the distributed API role at increasing
 //! load and compares the result with raw Kafka produce and raw PostgreSQL inserts of the same
-//! bytes in the same run. See `bench/README.md`.
+//! bytes in the same run. `aether-bench rebuild` rebuilds projections from the event topics into
+//! each store and compares that with the raw consume rate of the same topics. See
+//! `bench/README.md`.
 
+mod chat_log;
+mod rebuild;
+mod rebuild_report;
 mod report;
+mod servers;
 mod stats;
 mod write_path;
 
@@ -26,6 +32,8 @@ struct Cli {
 enum Command {
     /// sendMessage → PostgreSQL → relay → Kafka, at increasing load, beside raw baselines.
     WritePath(write_path::Args),
+    /// Projection rebuilds from Kafka into each store, beside the raw consume rate.
+    Rebuild(rebuild::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::WritePath(args) => runtime.block_on(write_path::run(args)),
+        Command::Rebuild(args) => runtime.block_on(rebuild::run(args)),
     }
 }

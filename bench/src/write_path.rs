@@ -7,8 +7,7 @@
 //! fresh prefix, `bench<random>.`) are left on the broker, as the tests leave theirs.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use rand::RngCore;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -35,6 +34,7 @@ use uuid::Uuid;
 use crate::report::{
     InsertResult, LevelResult, Machine, ProduceResult, Results, Settings, TARGET_PER_S,
 };
+use crate::servers::{ensure_local, redact_password, BenchDatabase};
 use crate::stats::{micros, CpuSample, Summary};
 
 /// Most load levels, clients per level, seconds per phase: keeps a run bounded.
@@ -106,32 +106,8 @@ impl Args {
         ensure!((1..=64).contains(&self.channels), "--channels: 1 to 64");
         ensure!((1..=64).contains(&self.partitions), "--partitions: 1 to 64");
         ensure!((2..=256).contains(&self.pool), "--pool: 2 to 256");
-        let postgres = PgConnectOptions::from_str(&self.postgres).context("--postgres")?;
-        let host = postgres.get_host();
-        ensure!(
-            host.starts_with('/') || is_loopback(host),
-            "--postgres must be on this machine (loopback or a Unix socket), not {host}"
-        );
-        for server in self.kafka.split(',') {
-            let host = server
-                .rsplit_once(':')
-                .map_or(server, |(host, _)| host)
-                .trim();
-            ensure!(
-                is_loopback(host),
-                "--kafka must be on this machine (loopback), not {server}"
-            );
-        }
-        Ok(())
+        ensure_local(&self.postgres, &self.kafka)
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -838,221 +814,4 @@ async fn raw_insert(
         latency: Summary::of_micros(&mut latencies),
         cpu,
     })
-}
-
-// --- servers ---------------------------------------------------------------------------------
-
-/// `aether_bench_<random>`, created on the admin URL's server and dropped at the end.
-struct BenchDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl BenchDatabase {
-    async fn create(admin_url: &str) -> anyhow::Result<Self> {
-        let name = format!("aether_bench_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .context("connecting to PostgreSQL")?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await?;
-        let base = admin_url
-            .split_once('?')
-            .map_or(admin_url, |(base, _)| base);
-        let base = base.rsplit_once('/').map_or(base, |(base, _)| base);
-        let query = admin_url
-            .split_once('?')
-            .map_or(String::new(), |(_, q)| format!("?{q}"));
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}{query}"),
-            name,
-        })
-    }
-
-    async fn drop_database(&self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await?;
-        admin.close().await?;
-        Ok(())
-    }
-}
-
-fn redact_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-impl Machine {
-    async fn probe(watch: &PgPool, kafka: &str) -> Self {
-        let load_at_start = crate::report::load_average();
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let cpuinfo = read("/proc/cpuinfo");
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|line| line.strip_prefix("model name"))
-            .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned())
-            .unwrap_or_else(|| "unknown".to_owned());
-        let memory = read("/proc/meminfo")
-            .lines()
-            .find_map(|line| line.strip_prefix("MemTotal:"))
-            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or_else(
-                || "unknown".to_owned(),
-                |kb| format!("{:.1} GiB", kb as f64 / 1_048_576.0),
-            );
-        let git_revision = std::process::Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .output()
-            .ok()
-            .filter(|out| out.status.success())
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-            .map(|rev| {
-                let dirty = std::process::Command::new("git")
-                    .args(["status", "--porcelain", "--untracked-files=no"])
-                    .output()
-                    .is_ok_and(|out| !out.stdout.is_empty());
-                if dirty {
-                    format!("{rev} (with uncommitted changes)")
-                } else {
-                    rev
-                }
-            })
-            .unwrap_or_else(|| "unknown".to_owned());
-        let postgres_version: String = sqlx::query_scalar("SELECT version()")
-            .fetch_one(watch)
-            .await
-            .unwrap_or_default();
-        let mut postgres_settings = Vec::new();
-        for name in [
-            "synchronous_commit",
-            "fsync",
-            "wal_sync_method",
-            "shared_buffers",
-            "max_connections",
-        ] {
-            let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
-                .fetch_one(watch)
-                .await
-                .unwrap_or_else(|_| "?".to_owned());
-            postgres_settings.push((name.to_owned(), value));
-        }
-        Self {
-            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model,
-            memory,
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
-            git_revision,
-            build_profile: if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            },
-            postgres_version,
-            postgres_settings,
-            broker: broker_description(kafka),
-            load_at_start,
-        }
-    }
-}
-
-/// What serves `kafka`: a local process whose name starts with `tansu` if there is one, with
-/// its storage engine's scheme and, when cargo installed it, its build profile.
-fn broker_description(kafka: &str) -> String {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return format!("Kafka-compatible broker at {kafka}");
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let comm = comm.trim();
-        if !comm.starts_with("tansu") {
-            continue;
-        }
-        let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().all(String::is_empty) {
-            // A zombie (an old broker that was restarted) has no command line.
-            continue;
-        }
-        let storage = args
-            .iter()
-            .position(|a| a == "--storage-engine")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|engine| {
-                engine
-                    .split_once("://")
-                    .map(|(scheme, _)| scheme.to_owned())
-            })
-            .unwrap_or_else(|| "?".to_owned());
-        let profile = cargo_install_profile(comm).unwrap_or_else(|| "unknown".to_owned());
-        return format!(
-            "{comm} at {kafka} (storage engine: {storage}; cargo-install profile: {profile})"
-        );
-    }
-    format!("Kafka-compatible broker at {kafka}")
-}
-
-/// The profile (`release`, `dev`) `cargo install` built `binary` with, from its records.
-fn cargo_install_profile(binary: &str) -> Option<String> {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))?;
-    let records: Value =
-        serde_json::from_slice(&std::fs::read(home.join(".crates2.json")).ok()?).ok()?;
-    records["installs"]
-        .as_object()?
-        .iter()
-        .find(|(key, install)| {
-            key.starts_with(&format!("{binary} "))
-                && install["bins"]
-                    .as_array()
-                    .is_some_and(|bins| bins.iter().any(|b| b == binary))
-        })
-        .and_then(|(_, install)| install["profile"].as_str().map(str::to_owned))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_loopback_servers() {
-        assert!(is_loopback("127.0.0.1"));
-        assert!(is_loopback("localhost"));
-        assert!(is_loopback("[::1]"));
-        assert!(!is_loopback("10.0.0.1"));
-        assert!(!is_loopback("example.com"));
-    }
-
-    #[test]
-    fn passwords_are_not_written_down() {
-        assert_eq!(
-            redact_password("postgres://postgres:secret@127.0.0.1:5432/postgres"),
-            "postgres://postgres:***@127.0.0.1:5432/postgres"
-        );
-        assert_eq!(
-            redact_password("postgres://127.0.0.1/postgres"),
-            "postgres://127.0.0.1/postgres"
-        );
-    }
 }
