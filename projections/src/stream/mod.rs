@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod registry;
 pub mod role;
 pub mod source;
+mod sql_rows;
 pub mod sqlite;
 pub mod store;
 

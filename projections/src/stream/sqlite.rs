@@ -13,10 +13,13 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteRow, SqliteSynchronous};
 use sqlx::{Column, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
-use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
+use super::source::{Checkpoint, StreamEvent};
+use super::sql_rows::{
+    checkpoint_from_rows, DeadLetterRow, ParkedRow, DEAD_LETTER_COLUMNS, PARKED_COLUMNS,
+};
 use super::store::{
-    aggregate_ids, retry_in_order, sort_batch, Applied, DeadLetter, Parked, ReadStore, Retried,
-    RetryParked, StoreError, HELD_BEHIND,
+    aggregate_ids, retry_in_order, sort_batch, Applied, DeadLetter, DeadLetterFields, Parked,
+    ReadStore, Retried, RetryParked, StoreError, HELD_BEHIND,
 };
 use crate::runtime::{Projection, ProjectionError};
 use crate::updates::Update;
@@ -97,21 +100,11 @@ impl SqliteStore {
     }
 
     async fn stored_checkpoint(conn: &mut SqliteConnection) -> Result<Checkpoint, StoreError> {
-        let rows = sqlx::query("SELECT topic, partition, next_offset FROM stream_checkpoint")
+        let rows = sqlx::query_as("SELECT topic, partition, next_offset FROM stream_checkpoint")
             .fetch_all(&mut *conn)
             .await
             .map_err(unavailable)?;
-        let mut checkpoint = Checkpoint::default();
-        for row in rows {
-            checkpoint.set(
-                TopicPartition {
-                    topic: row.get(0),
-                    partition: row.get(1),
-                },
-                row.get(2),
-            );
-        }
-        Ok(checkpoint)
+        Ok(checkpoint_from_rows(rows))
     }
 
     async fn fence(conn: &mut SqliteConnection, from: &Checkpoint) -> Result<(), StoreError> {
@@ -150,13 +143,7 @@ impl SqliteStore {
         error: &str,
         attempts: i32,
     ) -> Result<(), StoreError> {
-        let (payload, envelope) = match &event.payload {
-            Payload::Event(envelope) => (
-                serde_json::to_string(envelope).unwrap_or_default(),
-                Some(envelope),
-            ),
-            Payload::Malformed { raw, .. } => (raw.clone(), None),
-        };
+        let fields = DeadLetterFields::of(event);
         sqlx::query(
             "INSERT INTO stream_dead_letters (topic, partition, \"offset\", event_id, \
              event_type, aggregate_id, sequence, payload, error, attempts, parked_at) \
@@ -165,11 +152,11 @@ impl SqliteStore {
         .bind(&event.partition.topic)
         .bind(event.partition.partition)
         .bind(event.offset)
-        .bind(envelope.map(|e| e.id.to_string()))
-        .bind(envelope.map(|e| e.event_type.clone()))
-        .bind(envelope.map(|e| e.aggregate_id.clone()))
-        .bind(envelope.map(|_| event.sequence()))
-        .bind(payload)
+        .bind(fields.event_id)
+        .bind(fields.event_type)
+        .bind(fields.aggregate_id)
+        .bind(fields.sequence)
+        .bind(fields.payload)
         .bind(error)
         .bind(attempts)
         .bind(Utc::now())
@@ -404,57 +391,23 @@ impl ReadStore for SqliteStore {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT topic, partition, \"offset\", event_id, event_type, aggregate_id, sequence, \
-             error, attempts, parked_at FROM stream_dead_letters ORDER BY id",
-        )
+        let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM stream_dead_letters ORDER BY id"
+        ))
         .fetch_all(&self.pool().await?)
         .await
         .map_err(unavailable)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| DeadLetter {
-                location: format!(
-                    "{}/{}@{}",
-                    row.get::<String, _>(0),
-                    row.get::<i32, _>(1),
-                    row.get::<i64, _>(2)
-                ),
-                event_id: row.get(3),
-                event_type: row.get(4),
-                aggregate_id: row.get(5),
-                sequence: row.get(6),
-                error: row.get(7),
-                attempts: row.get(8),
-                parked_at: row.get(9),
-            })
-            .collect())
+        Ok(rows.into_iter().map(DeadLetter::from).collect())
     }
 
     async fn retry_dead_letters(&self) -> Result<(Retried, Vec<Update>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, topic, partition, \"offset\", payload, aggregate_id \
-             FROM stream_dead_letters ORDER BY id",
-        )
+        let rows: Vec<ParkedRow> = sqlx::query_as(&format!(
+            "SELECT {PARKED_COLUMNS} FROM stream_dead_letters ORDER BY id"
+        ))
         .fetch_all(&self.pool().await?)
         .await
         .map_err(unavailable)?;
-        let letters = rows
-            .into_iter()
-            .map(|row| Parked {
-                id: row.get(0),
-                aggregate_id: row.get(5),
-                event: StreamEvent {
-                    partition: Arc::new(TopicPartition {
-                        topic: row.get(1),
-                        partition: row.get(2),
-                    }),
-                    offset: row.get(3),
-                    payload: StreamEvent::decode(row.get::<String, _>(4).as_bytes()),
-                },
-            })
-            .collect();
-        retry_in_order(self, letters).await
+        retry_in_order(self, rows.into_iter().map(Parked::from).collect()).await
     }
 
     async fn dump(&self) -> Result<Value, StoreError> {

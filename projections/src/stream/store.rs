@@ -177,6 +177,37 @@ pub fn sort_batch<'a>(
     Ok(sorted)
 }
 
+/// What every store records of a parked event: its payload as it arrived (the envelope, or the
+/// unreadable value itself) and, if it could be read, which event it is.
+pub(crate) struct DeadLetterFields {
+    pub payload: String,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub aggregate_id: Option<String>,
+    pub sequence: Option<i64>,
+}
+
+impl DeadLetterFields {
+    pub fn of(event: &StreamEvent) -> Self {
+        match &event.payload {
+            Payload::Event(envelope) => Self {
+                payload: serde_json::to_string(envelope).unwrap_or_default(),
+                event_id: Some(envelope.id.to_string()),
+                event_type: Some(envelope.event_type.clone()),
+                aggregate_id: Some(envelope.aggregate_id.clone()),
+                sequence: Some(event.sequence()),
+            },
+            Payload::Malformed { raw, .. } => Self {
+                payload: raw.clone(),
+                event_id: None,
+                event_type: None,
+                aggregate_id: None,
+                sequence: None,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -23,10 +23,10 @@ use mongodb::options::{IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde_json::Value;
 
-use super::source::{Checkpoint, Payload, StreamEvent, TopicPartition};
+use super::source::{Checkpoint, StreamEvent, TopicPartition};
 use super::store::{
-    aggregate_ids, retry_in_order, sort_batch, Applied, DeadLetter, Parked, ReadStore, Retried,
-    RetryParked, StoreError, HELD_BEHIND,
+    aggregate_ids, retry_in_order, sort_batch, Applied, DeadLetter, DeadLetterFields, Parked,
+    ReadStore, Retried, RetryParked, StoreError, HELD_BEHIND,
 };
 use crate::updates::Update;
 
@@ -424,23 +424,17 @@ impl MongoStore {
     }
 
     fn dead_letter_document(id: i64, event: &StreamEvent, error: &str, attempts: i32) -> Document {
-        let (payload, envelope) = match &event.payload {
-            Payload::Event(envelope) => (
-                serde_json::to_string(envelope).unwrap_or_default(),
-                Some(envelope),
-            ),
-            Payload::Malformed { raw, .. } => (raw.clone(), None),
-        };
+        let fields = DeadLetterFields::of(event);
         doc! {
             "_id": id,
             "topic": &event.partition.topic,
             "partition": event.partition.partition,
             "offset": event.offset,
-            "event_id": envelope.map(|e| e.id.to_string()),
-            "event_type": envelope.map(|e| e.event_type.clone()),
-            "aggregate_id": envelope.map(|e| e.aggregate_id.clone()),
-            "sequence": envelope.map(|_| event.sequence()),
-            "payload": payload,
+            "event_id": fields.event_id,
+            "event_type": fields.event_type,
+            "aggregate_id": fields.aggregate_id,
+            "sequence": fields.sequence,
+            "payload": fields.payload,
             "error": error,
             "attempts": attempts,
             "parked_at": mongodb::bson::DateTime::now(),
