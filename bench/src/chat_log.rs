@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use aether_commands::relay::event_headers;
 use aether_domain::message::MessageEvent;
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
@@ -25,7 +26,7 @@ use cqrs_es::DomainEvent;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -80,38 +81,17 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// The relay's header set (commands/src/relay.rs, `headers`). The hash chain is
+    /// The relay's header set ([`event_headers`]). The hash chain is
     /// `sha256(prev_hash || envelope JSON)` per aggregate: the same size and shape as the event
     /// store's chain, though not its canonical form (no consumer here checks it).
     pub fn headers(&self) -> OwnedHeaders {
-        let envelope = &self.envelope;
-        let id = envelope.id.to_string();
-        let source = format!(
-            "/aether/{}/{}",
-            envelope.aggregate_type, envelope.aggregate_id
-        );
-        let time = envelope.occurred_at.to_rfc3339();
-        let ce_type = format!("aether.{}.v{}", envelope.event_type, envelope.version);
-        let length = self.body.len().to_string();
-        let pairs: [(&str, &str); 9] = [
-            (aether_kafka::read::EVENT_ID_HEADER, &id),
-            ("ce_type", &ce_type),
-            ("ce_source", &source),
-            ("ce_time", &time),
-            ("ce_specversion", "1.0"),
-            ("content-type", "application/json"),
-            ("aether-hash", &self.hash),
-            ("aether-prev-hash", &self.prev_hash),
-            ("aether-body-length", &length),
-        ];
-        let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
-        for (key, value) in pairs {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        headers
+        event_headers(
+            &self.envelope,
+            &self.envelope.id.to_string(),
+            &self.hash,
+            &self.prev_hash,
+            self.body.len(),
+        )
     }
 }
 

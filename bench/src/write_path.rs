@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_commands::postgres::PgEventStore;
+use aether_commands::relay::event_headers;
 use aether_commands::relay::LatencyRecorder;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
@@ -22,7 +23,7 @@ use chrono::Utc;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rand::RngCore;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
@@ -615,35 +616,15 @@ impl Sample {
         })
     }
 
-    /// The relay's header set (commands/src/relay.rs, `headers`), with a fresh event id.
+    /// The relay's header set ([`event_headers`]), with a fresh event id.
     fn headers(&self, event_id: &str) -> OwnedHeaders {
-        let envelope = &self.envelope;
-        let source = format!(
-            "/aether/{}/{}",
-            envelope.aggregate_type, envelope.aggregate_id
-        );
-        let time = envelope.occurred_at.to_rfc3339();
-        let ce_type = format!("aether.{}.v{}", envelope.event_type, envelope.version);
-        let length = self.body.len().to_string();
-        let pairs: [(&str, &str); 9] = [
-            (aether_kafka::read::EVENT_ID_HEADER, event_id),
-            ("ce_type", &ce_type),
-            ("ce_source", &source),
-            ("ce_time", &time),
-            ("ce_specversion", "1.0"),
-            ("content-type", "application/json"),
-            ("aether-hash", &self.hash),
-            ("aether-prev-hash", &self.prev_hash),
-            ("aether-body-length", &length),
-        ];
-        let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
-        for (key, value) in pairs {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        headers
+        event_headers(
+            &self.envelope,
+            event_id,
+            &self.hash,
+            &self.prev_hash,
+            self.body.len(),
+        )
     }
 }
 

@@ -169,8 +169,21 @@ fn outbox_row(row: &PgRow, config: &KafkaConfig) -> Result<OutboxRow, RelayError
 
 /// The Kafka headers of an event: CloudEvents binding names, plus the hash chain.
 fn headers(row: &OutboxRow, body_len: usize) -> OwnedHeaders {
-    let envelope = &row.envelope;
-    let id = envelope.id.to_string();
+    let id = row.envelope.id.to_string();
+    event_headers(&row.envelope, &id, &row.hash, &row.prev_hash, body_len)
+}
+
+/// The headers the relay publishes an event with (docs/events.md): `ce_id` (`event_id`, the
+/// envelope's id when the relay sends it), `ce_type`, `ce_source`, `ce_time`, `ce_specversion`,
+/// `content-type`, the hash chain (`aether-hash`, `aether-prev-hash`) and the value's length.
+/// Public so that benchmarks produce exactly what the relay produces.
+pub fn event_headers(
+    envelope: &EventEnvelope,
+    event_id: &str,
+    hash: &str,
+    prev_hash: &str,
+    body_len: usize,
+) -> OwnedHeaders {
     let source = format!(
         "/aether/{}/{}",
         envelope.aggregate_type, envelope.aggregate_id
@@ -178,27 +191,25 @@ fn headers(row: &OutboxRow, body_len: usize) -> OwnedHeaders {
     let time = envelope.occurred_at.to_rfc3339();
     let ce_type = format!("aether.{}.v{}", envelope.event_type, envelope.version);
     let length = body_len.to_string();
-    let pairs: [(&str, &str); 8] = [
-        (EVENT_ID_HEADER, &id),
+    let pairs: [(&str, &str); 9] = [
+        (EVENT_ID_HEADER, event_id),
         ("ce_type", &ce_type),
         ("ce_source", &source),
         ("ce_time", &time),
         ("ce_specversion", "1.0"),
         ("content-type", "application/json"),
-        ("aether-hash", &row.hash),
-        ("aether-prev-hash", &row.prev_hash),
+        ("aether-hash", hash),
+        ("aether-prev-hash", prev_hash),
+        ("aether-body-length", &length),
     ];
-    let mut headers = OwnedHeaders::new_with_capacity(pairs.len() + 1);
+    let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
     for (key, value) in pairs {
         headers = headers.insert(Header {
             key,
             value: Some(value),
         });
     }
-    headers.insert(Header {
-        key: "aether-body-length",
-        value: Some(&length),
-    })
+    headers
 }
 
 /// Runs the relay until `shutdown`. Standby while another instance holds the lock.
