@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use crate::chat_log::{ChatLog, Shape};
 use crate::rebuild_report::{ConsumeResult, FillResult, RebuildResults, RebuildRow, Settings};
-use crate::report::Machine;
+use crate::report::{publish, Machine};
 use crate::servers::{ensure_local, ensure_local_mongo, redact_password, BenchDatabase};
 use crate::stats::CpuSample;
 
@@ -217,18 +217,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         mongo: args.mongo.as_deref().map(redact_password),
         topic_prefix: kafka.topic_prefix.clone(),
     };
-    let markdown = results.to_markdown();
-    println!("\n{markdown}");
-    if cfg!(debug_assertions) {
-        eprintln!("debug build: not writing results to {}", args.out.display());
-    } else {
-        results.write(&args.out)?;
-        println!(
-            "written: {}, {}",
-            args.out.join("rebuild.json").display(),
-            args.out.join("rebuild.md").display()
-        );
-    }
+    publish(&results, &args.out)?;
     Ok(())
 }
 

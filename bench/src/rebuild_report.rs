@@ -2,14 +2,12 @@
 //! and `rebuild.md`.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::chat_log::Mix;
-use crate::report::Machine;
+use crate::report::{cpu_cell, Machine, Report};
 use crate::stats::{round, CpuUse};
 
 /// The target for a rebuild into PostgreSQL (batched), on 2 cores.
@@ -461,19 +459,16 @@ impl RebuildResults {
         );
         out
     }
-
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&self.to_json())?;
-        std::fs::write(dir.join("rebuild.json"), json + "\n")?;
-        std::fs::write(dir.join("rebuild.md"), self.to_markdown())?;
-        Ok(())
-    }
 }
 
-fn cpu_cell(cpu: &CpuUse) -> String {
-    format!(
-        "{:.2} / {:.2} / {:.2} / {:.2} ({:.2} of {})",
-        cpu.this_process, cpu.postgres, cpu.broker, cpu.other, cpu.busy, cpu.cores
-    )
+impl Report for RebuildResults {
+    const NAME: &'static str = "rebuild";
+
+    fn to_json(&self) -> Value {
+        RebuildResults::to_json(self)
+    }
+
+    fn to_markdown(&self) -> String {
+        RebuildResults::to_markdown(self)
+    }
 }

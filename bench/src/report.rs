@@ -481,18 +481,52 @@ impl Results {
         }
         out
     }
+}
 
-    /// Writes `write-path.json` and `write-path.md` under `dir`.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&self.to_json())?;
-        std::fs::write(dir.join("write-path.json"), json + "\n")?;
-        std::fs::write(dir.join("write-path.md"), self.to_markdown())?;
-        Ok(())
+impl Report for Results {
+    const NAME: &'static str = "write-path";
+
+    fn to_json(&self) -> Value {
+        Results::to_json(self)
+    }
+
+    fn to_markdown(&self) -> String {
+        Results::to_markdown(self)
     }
 }
 
-fn cpu_cell(cpu: &CpuUse) -> String {
+/// A benchmark's results: JSON for tools, Markdown for people.
+pub trait Report {
+    /// The results files' stem under `bench/results/`.
+    const NAME: &'static str;
+    fn to_json(&self) -> Value;
+    fn to_markdown(&self) -> String;
+}
+
+/// Prints the Markdown; from a release build also writes `<NAME>.json` and `<NAME>.md` under
+/// `dir` (a debug build's figures are not worth keeping).
+pub fn publish<R: Report>(report: &R, dir: &Path) -> anyhow::Result<()> {
+    println!("\n{}", report.to_markdown());
+    if cfg!(debug_assertions) {
+        eprintln!("debug build: not writing results to {}", dir.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (json, markdown) = (
+        dir.join(format!("{}.json", R::NAME)),
+        dir.join(format!("{}.md", R::NAME)),
+    );
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report.to_json())? + "\n",
+    )?;
+    std::fs::write(&markdown, report.to_markdown())?;
+    println!("written: {}, {}", json.display(), markdown.display());
+    Ok(())
+}
+
+/// CPU use as a table cell: this process / PostgreSQL / broker / other (busy of cores).
+pub fn cpu_cell(cpu: &CpuUse) -> String {
     format!(
         "{:.2} / {:.2} / {:.2} / {:.2} ({:.2} of {})",
         cpu.this_process, cpu.postgres, cpu.broker, cpu.other, cpu.busy, cpu.cores

@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::report::{
-    InsertResult, LevelResult, Machine, ProduceResult, Results, Settings, TARGET_PER_S,
+    publish, InsertResult, LevelResult, Machine, ProduceResult, Results, Settings, TARGET_PER_S,
 };
 use crate::servers::{ensure_local, redact_password, BenchDatabase};
 use crate::stats::{micros, CpuSample, Summary};
@@ -159,18 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         postgres: redact_password(&args.postgres),
         kafka: args.kafka.clone(),
     };
-    let markdown = results.to_markdown();
-    println!("\n{markdown}");
-    if cfg!(debug_assertions) {
-        eprintln!("debug build: not writing results to {}", args.out.display());
-    } else {
-        results.write(&args.out)?;
-        println!(
-            "written: {}, {}",
-            args.out.join("write-path.json").display(),
-            args.out.join("write-path.md").display()
-        );
-    }
+    publish(&results, &args.out)?;
     Ok(())
 }
 
