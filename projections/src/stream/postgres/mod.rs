@@ -95,14 +95,20 @@ impl PgStore {
         &self.schema
     }
 
-    /// A transaction with `search_path` on this version's schema, holding the version's write
-    /// lock (so two instances never apply at once).
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    /// A transaction with `search_path` on this version's schema, for reading.
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(&format!("SET LOCAL search_path TO {}, public", self.schema))
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        Ok(tx)
+    }
+
+    /// A transaction for writing: as [`Self::begin_read`], holding the version's write lock (so
+    /// two instances never apply at once).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.begin_read().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(&self.schema)
             .execute(&mut *tx)
@@ -333,12 +339,12 @@ impl ReadStore for PgStore {
     }
 
     async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         Self::stored_checkpoint(&mut tx).await
     }
 
     async fn last_progress(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         sqlx::query_scalar("SELECT max(updated_at) FROM projector_checkpoint")
             .fetch_one(&mut *tx)
             .await
@@ -377,7 +383,7 @@ impl ReadStore for PgStore {
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         let rows: Vec<DeadLetterRow> = sqlx::query_as(&format!(
             "SELECT {DEAD_LETTER_COLUMNS} FROM projector_dead_letters ORDER BY id"
         ))
@@ -388,7 +394,7 @@ impl ReadStore for PgStore {
     }
 
     async fn retry_dead_letters(&self) -> Result<(Retried, Vec<Update>), StoreError> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         let rows: Vec<ParkedRow> = sqlx::query_as(&format!(
             "SELECT {PARKED_COLUMNS} FROM projector_dead_letters ORDER BY id"
         ))
@@ -400,7 +406,7 @@ impl ReadStore for PgStore {
     }
 
     async fn dump(&self) -> Result<Value, StoreError> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         let mut dump = serde_json::Map::new();
         for (table, query) in self.projection.dump_queries() {
             let rows: Option<Value> =
