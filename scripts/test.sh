@@ -9,7 +9,9 @@
 #   4. cargo test --doc             doc tests (nextest does not run them)
 # It exits non-zero when any step fails.
 #
-# Usage: bash scripts/test.sh
+# Usage: bash scripts/test.sh              everything
+#        bash scripts/test.sh --services   only install and start the servers, then print the
+#                                          AETHER_TEST_* variables to export for `cargo nextest run`
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -148,6 +150,13 @@ ensure_build_tools
 ensure_rust_components
 ensure_nextest
 ensure_services
+
+if [ "${1:-}" = "--services" ]; then
+  echo "export AETHER_TEST_POSTGRES='$AETHER_TEST_POSTGRES'"
+  echo "export AETHER_TEST_KAFKA='$AETHER_TEST_KAFKA'"
+  echo "export AETHER_TEST_MONGO='$AETHER_TEST_MONGO'"
+  exit 0
+fi
 
 log "cargo fmt --all --check"
 cargo fmt --all --check
