@@ -15,9 +15,10 @@ use aether_domain::{ChannelId, ChannelKind, UserId};
 use aether_kafka::admin::init_topics;
 use aether_kafka::read::read_until_now;
 use aether_kafka::KafkaConfig;
+use aether_projections::receipts::{READ_POINTER_QUERY, UNREAD_QUERY};
 use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::postgres::{
-    AuditProjection, CatalogProjection, PgStore, SearchProjection,
+    AuditProjection, CatalogProjection, PgStore, ReceiptsProjection, SearchProjection,
 };
 use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource, StreamEvent};
 use aether_projections::stream::{ReadStore, StoreError};
@@ -57,6 +58,7 @@ struct Fixture {
     commands: Arc<ChatCommands<PgEventStore>>,
     shutdown: CancellationToken,
     alice: UserId,
+    bob: UserId,
     channel: ChannelId,
 }
 
@@ -117,21 +119,34 @@ impl Fixture {
             commands,
             shutdown,
             alice,
+            bob,
             channel,
         })
     }
 
+    /// Alice sends `count` messages, mentioning bob in every seventh and editing every tenth
+    /// (the edit drops the mention); bob marks the channel read after every 25th.
     async fn send(&self, count: usize) -> anyhow::Result<()> {
         for n in 0..count {
             let ctx = CommandContext::new(Some(self.alice));
+            let body = if n % 7 == 0 {
+                format!("message {n} for <@{}>", self.bob)
+            } else {
+                format!("message {n}")
+            };
             let sent = self
                 .commands
-                .send_message(&ctx, self.channel, &format!("message {n}"))
+                .send_message(&ctx, self.channel, &body)
                 .await?
                 .value;
             if n % 10 == 3 {
                 self.commands
                     .edit_message(&ctx, sent.id, &format!("message {n}, edited"))
+                    .await?;
+            }
+            if n % 25 == 24 {
+                self.commands
+                    .mark_read(&CommandContext::new(Some(self.bob)), self.channel, sent.id)
                     .await?;
             }
         }
@@ -325,6 +340,7 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
         CatalogProjection::NAME,
         AuditProjection::NAME,
         SearchProjection::NAME,
+        ReceiptsProjection::NAME,
         MongoTimelineProjection::NAME,
     ] {
         // Small batches, so the kill lands between (or inside) transactions.
@@ -377,6 +393,36 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
             .fetch_one(fixture.store.pool())
             .await?;
             assert_eq!(found, 12);
+        } else if name == ReceiptsProjection::NAME {
+            assert_eq!(
+                fresh["receipt_messages"].as_array().map_or(0, Vec::len),
+                120
+            );
+            // Bob last marked message 99 read (the 100th): 20 are unread, of which messages
+            // 105, 112 and 119 mention him. Read through the live version's queries.
+            let bob = fixture.bob.to_string();
+            let channel = fixture.channel.to_string();
+            let mut read = fixture.store.pool().begin().await?;
+            sqlx::query("SET LOCAL search_path TO receipts_v2")
+                .execute(&mut *read)
+                .await?;
+            let (seq,): (i64,) = sqlx::query_as(READ_POINTER_QUERY)
+                .bind(&bob)
+                .bind(&channel)
+                .fetch_one(&mut *read)
+                .await?;
+            assert_eq!(seq, 100);
+            let (unread, mentions): (i64, i64) = sqlx::query_as(UNREAD_QUERY)
+                .bind(&channel)
+                .bind(seq)
+                .bind(&bob)
+                .bind(&channel)
+                .bind(seq)
+                .bind(&bob)
+                .fetch_one(&mut *read)
+                .await?;
+            assert_eq!((unread, mentions), (20, 3));
+            read.rollback().await?;
         } else {
             assert_eq!(fresh["users"].as_array().map_or(0, Vec::len), 2);
             assert_eq!(fresh["members"].as_array().map_or(0, Vec::len), 2);

@@ -1,6 +1,7 @@
 //! Errors of the command side, each with the stable code clients see.
 
 use aether_domain::message::MessageError;
+use aether_domain::receipts::ReadMarkerError;
 use aether_domain::server::ServerError;
 use aether_domain::user::UserError;
 use aether_domain::ValidationError;
@@ -119,6 +120,17 @@ impl DomainRefusal for MessageError {
                 ErrorCode::Forbidden
             }
             AlreadySent | MessageDeleted => ErrorCode::Conflict,
+        }
+    }
+}
+
+impl DomainRefusal for ReadMarkerError {
+    fn code(&self) -> ErrorCode {
+        use ReadMarkerError::*;
+        match self {
+            UnknownChannel | UnknownMessage => ErrorCode::NotFound,
+            NotAChannelMember => ErrorCode::Forbidden,
+            WrongMarker => ErrorCode::Internal,
         }
     }
 }

@@ -17,5 +17,5 @@ pub mod sqlite;
 pub mod store;
 
 pub use error::{CommandError, ErrorCode};
-pub use service::{ChatCommands, CommandContext, Committed};
+pub use service::{ChatCommands, CommandContext, Committed, ReadMarkRecord};
 pub use sqlite::SqliteEventStore;

@@ -6,6 +6,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use aether_domain::message::{Message, MessageCommand};
+use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
 use aether_domain::user::{User, UserCommand};
 use aether_domain::{
@@ -178,6 +179,15 @@ struct ServerState {
     sequence: usize,
 }
 
+/// A user's read marker in a channel, as a command left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadMarkRecord {
+    pub user_id: UserId,
+    pub channel_id: ChannelId,
+    pub message_id: MessageId,
+    pub read_at: DateTime<Utc>,
+}
+
 /// Every command of the chat domain, over one event store.
 pub struct ChatCommands<R: WriteStore> {
     store: R,
@@ -331,6 +341,36 @@ impl<R: WriteStore> ChatCommands<R> {
             },
         };
         Ok((aggregate, written))
+    }
+
+    /// [`Self::decide`], reloading the aggregate and deciding again when another writer got
+    /// there first, up to [`CONFLICT_RETRIES`] times.
+    async fn decide_retrying<A>(
+        &self,
+        id: &str,
+        mut state: A,
+        mut sequence: usize,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(A, Written), CommandError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Command: Clone,
+        A::Error: DomainRefusal,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .decide(id, state, sequence, command.clone(), metadata)
+                .await
+            {
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
+                    (state, sequence) = self.load_at::<A>(id).await?;
+                }
+                result => return result.map_err(CommandError::from),
+            }
+        }
     }
 
     async fn position<A: Aggregate>(&self, id: &str) -> Result<Written, CommandError> {
@@ -891,6 +931,50 @@ impl<R: WriteStore> ChatCommands<R> {
         self.message_command(ctx, target, command).await
     }
 
+    // --- read markers ---------------------------------------------------------------------
+
+    /// Records that the caller has read `channel_id` up to `message_id`. Keyed by the channel,
+    /// like its messages. Marking the message already marked writes nothing and answers with
+    /// the marker as it stands.
+    pub async fn mark_read(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        message_id: MessageId,
+    ) -> Result<Committed<ReadMarkRecord>, CommandError> {
+        let user_id = ctx.actor()?;
+        let access = self.channel_access(channel_id, user_id).await?;
+        let message: Message = self.load(&message_id.to_string()).await?;
+        let command = ReadMarkerCommand::MarkRead {
+            user_id,
+            channel_id,
+            message_id,
+            message_channel: message.channel_id,
+            access,
+            at: ctx.at,
+        };
+        let id = read_marker_id(user_id, channel_id).to_string();
+        let (state, sequence) = self.load_at::<ReadMarker>(&id).await?;
+        let metadata = ctx.metadata(channel_id.to_string());
+        let (marker, position) = self
+            .decide_retrying(&id, state, sequence, command, &metadata)
+            .await?;
+        let (Some(message_id), Some(read_at)) = (marker.last_message_id, marker.read_at) else {
+            return Err(CommandError::internal(
+                "a read marker was saved without its message",
+            ));
+        };
+        Ok(Committed {
+            value: ReadMarkRecord {
+                user_id,
+                channel_id,
+                message_id,
+                read_at,
+            },
+            position,
+        })
+    }
+
     /// Runs a message command keyed by its channel against the message's known state, and
     /// answers from the state after its events (no read-back). A lost race reloads and retries.
     async fn message_command(
@@ -903,24 +987,14 @@ impl<R: WriteStore> ChatCommands<R> {
             message_id,
             channel_id,
             access,
-            mut state,
-            mut sequence,
+            state,
+            sequence,
         } = target;
         let id = message_id.to_string();
         let metadata = ctx.metadata(channel_id.to_string());
-        let mut attempt = 0;
-        let (message, position) = loop {
-            attempt += 1;
-            match self
-                .decide(&id, state, sequence, command.clone(), &metadata)
-                .await
-            {
-                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
-                    (state, sequence) = self.load_at::<Message>(&id).await?;
-                }
-                result => break result?,
-            }
-        };
+        let (message, position) = self
+            .decide_retrying(&id, state, sequence, command, &metadata)
+            .await?;
         let (Some(author_id), Some(created_at)) = (message.author, message.sent_at) else {
             return Err(CommandError::not_found("message"));
         };

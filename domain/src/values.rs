@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::ids::UserId;
 use serde::{Deserialize, Serialize};
 
 /// Why a value from outside was refused. `field` names the input field as a client spells it.
@@ -183,6 +184,25 @@ impl MessageBody {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         checked_text("body", value, MESSAGE_BODY_MAX_CHARS, &['\n', '\t']).map(Self)
     }
+
+    /// The users the body mentions, each once, in order of first mention. A mention is a user
+    /// id in `<@…>`, the form clients insert when a member is picked from a list; a name is
+    /// not a mention, because names change and ids do not.
+    pub fn mentions(&self) -> Vec<UserId> {
+        let mut found = Vec::new();
+        for (start, _) in self.0.match_indices("<@") {
+            let rest = &self.0[start + 2..];
+            let Some(end) = rest.find('>') else {
+                break;
+            };
+            if let Ok(user) = UserId::parse(&rest[..end]) {
+                if !found.contains(&user) {
+                    found.push(user);
+                }
+            }
+        }
+        found
+    }
 }
 
 impl InviteCode {
@@ -233,6 +253,17 @@ impl fmt::Debug for Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mentions_are_user_ids_in_angle_brackets_each_once() {
+        let (a, b) = (UserId::new(), UserId::new());
+        let body = MessageBody::parse(&format!(
+            "<@{a}> and <@{b}>, again <@{a}>; not <@someone> nor @{b} nor <@{a}"
+        ))
+        .unwrap();
+        assert_eq!(body.mentions(), vec![a, b]);
+        assert!(MessageBody::parse("<@>").unwrap().mentions().is_empty());
+    }
 
     #[test]
     fn message_body_keeps_line_breaks_and_refuses_other_controls() {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use crate::sql::SqlWrite;
+use crate::sql::{ApplyError, SqlWrite};
 
 use crate::runtime::{Projection, ProjectionError};
 use crate::updates::Update;
@@ -48,20 +48,8 @@ impl Projection for CatalogProjection {
     ) -> Result<(), ProjectionError> {
         apply_catalog_event(tx, &event.envelope, event.position, updates)
             .await
-            .map_err(|error| match error {
-                CatalogError::Sql(error) => ProjectionError::Store(error),
-                decode @ CatalogError::Decode { .. } => ProjectionError::decode(event, decode),
-            })
+            .map_err(|error| error.for_event(event))
     }
-}
-
-/// Why a catalog event could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    #[error("{event_type} cannot be decoded: {reason}")]
-    Decode { event_type: String, reason: String },
-    #[error(transparent)]
-    Sql(#[from] sqlx::Error),
 }
 
 /// Applies one catalog event through `tx`, whichever SQL store it belongs to. `order` ranks a
@@ -71,11 +59,8 @@ pub async fn apply_catalog_event(
     envelope: &EventEnvelope,
     order: i64,
     updates: &mut Vec<Update>,
-) -> Result<(), CatalogError> {
-    let decode = |e: &dyn std::fmt::Display| CatalogError::Decode {
-        event_type: envelope.event_type.clone(),
-        reason: e.to_string(),
-    };
+) -> Result<(), ApplyError> {
+    let decode = |e: &dyn std::fmt::Display| ApplyError::decode(envelope, e);
     match envelope.aggregate_type.as_str() {
         "User" => {
             let user: UserEvent = envelope.decode().map_err(|e| decode(&e))?;

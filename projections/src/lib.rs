@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod read;
+pub mod receipts;
 pub mod rows;
 pub mod runtime;
 pub mod sql;

@@ -4,11 +4,12 @@
 
 use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, MessageId, Role, ServerId, UserId};
 use sqlx::sqlite::SqliteRow;
-use sqlx::SqlitePool;
+use sqlx::{Row, SqlitePool};
 
+use crate::receipts::{ReadStateRow, READ_POINTER_QUERY, UNREAD_QUERY};
 use crate::rows::{
-    parse_role, ChannelEventKind, ChannelEventRow, ChannelRow, MemberRow, MessageRow, RowError,
-    ServerRow, UserRow,
+    parse_id, parse_role, ChannelEventKind, ChannelEventRow, ChannelRow, MemberRow, MessageRow,
+    RowError, ServerRow, UserRow,
 };
 use crate::timeline::MESSAGE_COLUMNS;
 
@@ -152,6 +153,46 @@ impl ReadModels {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    /// `user`'s read pointer in `channel` and what is unread after it.
+    pub async fn read_state(
+        &self,
+        user: UserId,
+        channel: ChannelId,
+    ) -> Result<ReadStateRow, RowError> {
+        let pointer = sqlx::query(READ_POINTER_QUERY)
+            .bind(user.to_string())
+            .bind(channel.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let (last_read_seq, last_read) = match &pointer {
+            Some(row) => (
+                row.try_get::<i64, _>("last_read_seq")?,
+                Some((
+                    parse_id(row, "message_id", MessageId::parse)?,
+                    row.try_get("read_at")?,
+                )),
+            ),
+            None => (0, None),
+        };
+        let counts = sqlx::query(UNREAD_QUERY)
+            .bind(channel.to_string())
+            .bind(last_read_seq)
+            .bind(user.to_string())
+            .bind(channel.to_string())
+            .bind(last_read_seq)
+            .bind(user.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ReadStateRow {
+            user_id: user,
+            channel_id: channel,
+            last_read,
+            last_read_seq,
+            unread: counts.try_get("unread")?,
+            mentions: counts.try_get("mentions")?,
+        })
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Option<MessageRow>, RowError> {

@@ -2,9 +2,51 @@
 //! placeholders (PostgreSQL's form, which sqlx also binds for SQLite) and values from
 //! [`SqlValue`], and run on whichever connection the store holds.
 
+use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, SqliteConnection};
+
+use crate::runtime::ProjectionError;
+use crate::stream::postgres::event_error;
+use crate::stream::store::StoreError;
+
+/// Why an event could not be applied by statements shared between the SQL stores.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{event_type} cannot be decoded: {reason}")]
+    Decode { event_type: String, reason: String },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+impl ApplyError {
+    pub fn decode(envelope: &EventEnvelope, reason: &dyn std::fmt::Display) -> Self {
+        Self::Decode {
+            event_type: envelope.event_type.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// As the embedded projector reports it.
+    pub fn for_event(self, event: &LoggedEvent) -> ProjectionError {
+        match self {
+            ApplyError::Sql(error) => ProjectionError::Store(error),
+            decode @ ApplyError::Decode { .. } => ProjectionError::decode(event, decode),
+        }
+    }
+
+    /// As a stream store reports it, blaming the batch's event at `index`.
+    pub fn at(self, index: usize) -> StoreError {
+        match self {
+            ApplyError::Sql(error) => event_error(index, error),
+            decode @ ApplyError::Decode { .. } => StoreError::Event {
+                index,
+                reason: decode.to_string(),
+            },
+        }
+    }
+}
 
 /// A value bound to a placeholder.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use aether_domain::message::MessageEvent;
+use aether_domain::receipts::{read_marker_id, ReadMarkerEvent};
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
 use aether_domain::{
@@ -22,7 +23,7 @@ use aether_domain::{
 };
 use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::postgres::{
-    AuditProjection, CatalogProjection, PgProjection, PgStore, SearchProjection,
+    AuditProjection, CatalogProjection, PgProjection, PgStore, ReceiptsProjection, SearchProjection,
 };
 use aether_projections::stream::sqlite::SqliteStore;
 use aether_projections::stream::{
@@ -148,7 +149,7 @@ fn scenario() -> Scenario {
                 channel_id: channel,
                 server_id: server,
                 author_id: user,
-                body: parse(MessageBody::parse(&format!("hello {n}"))),
+                body: parse(MessageBody::parse(&format!("hello {n}, <@{user}>"))),
                 sent_at: at,
             },
         );
@@ -161,7 +162,7 @@ fn scenario() -> Scenario {
             message_id: messages[0],
             channel_id: channel,
             body: parse(MessageBody::parse("hello again")),
-            previous_body: parse(MessageBody::parse("hello 0")),
+            previous_body: parse(MessageBody::parse(&format!("hello 0, <@{user}>"))),
             edited_at: at,
         },
     );
@@ -174,6 +175,18 @@ fn scenario() -> Scenario {
             channel_id: channel,
             deleted_by: user,
             deleted_at: at,
+        },
+    );
+    log.push(
+        "ReadMarker",
+        &read_marker_id(user, channel).to_string(),
+        1,
+        &ReadMarkerEvent::ChannelMarkedRead {
+            user_id: user,
+            channel_id: channel,
+            server_id: server,
+            message_id: messages[1],
+            read_at: at,
         },
     );
     let history = log.events.clone();
@@ -341,6 +354,11 @@ async fn search_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn receipts_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
+    postgres_keeps_the_contract(Arc::new(ReceiptsProjection)).await
+}
+
+#[tokio::test]
 async fn timeline_in_mongodb_keeps_the_store_contract() -> anyhow::Result<()> {
     let url = std::env::var("AETHER_TEST_MONGO")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".to_owned());
@@ -371,4 +389,9 @@ async fn catalog_in_sqlite_keeps_the_store_contract() -> anyhow::Result<()> {
 #[tokio::test]
 async fn timeline_in_sqlite_keeps_the_store_contract() -> anyhow::Result<()> {
     sqlite_keeps_the_contract(Arc::new(aether_projections::timeline::TimelineProjection)).await
+}
+
+#[tokio::test]
+async fn receipts_in_sqlite_keeps_the_store_contract() -> anyhow::Result<()> {
+    sqlite_keeps_the_contract(Arc::new(aether_projections::receipts::ReceiptsProjection)).await
 }

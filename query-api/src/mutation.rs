@@ -10,7 +10,7 @@ use async_graphql::{Context, InputObject, Object, ID};
 use crate::error::{gql, ApiError, ApiResult};
 use crate::types::{
     caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Invite, Member,
-    Message, RoleGql, Server, User,
+    Message, ReadState, RoleGql, Server, User,
 };
 use crate::{ApiState, ConsistencyToken};
 
@@ -67,9 +67,33 @@ pub struct SendMessageInput {
 }
 
 #[derive(InputObject, Debug)]
+pub struct MarkReadInput {
+    pub channel_id: Option<ID>,
+    pub conversation_id: Option<ID>,
+    /// The newest message the user has seen: everything up to it counts as read.
+    pub message_id: ID,
+}
+
+#[derive(InputObject, Debug)]
 pub struct EditMessageInput {
     pub message_id: ID,
     pub body: String,
+}
+
+/// The channel an input names. Conversations are not built yet, so naming one is refused.
+fn channel_or_conversation(
+    channel: Option<&ID>,
+    conversation: Option<&ID>,
+) -> ApiResult<ChannelId> {
+    match (channel, conversation) {
+        (Some(channel), None) => Ok(ChannelId::parse(channel)?),
+        (None, Some(_)) => Err(ApiError::bad_input(
+            "conversations are not available yet: pass channelId",
+        )),
+        _ => Err(ApiError::bad_input(
+            "pass exactly one of channelId and conversationId",
+        )),
+    }
 }
 
 /// The command context of this request, and the payload's value once committed.
@@ -463,24 +487,37 @@ impl MutationRoot {
     ) -> async_graphql::Result<Message> {
         let result: ApiResult<Message> = async {
             require_caller(ctx)?;
-            let channel = match (&input.channel_id, &input.conversation_id) {
-                (Some(channel), None) => ChannelId::parse(channel)?,
-                (None, Some(_)) => {
-                    return Err(ApiError::bad_input(
-                        "conversations are not available yet: pass channelId",
-                    ))
-                }
-                _ => {
-                    return Err(ApiError::bad_input(
-                        "pass exactly one of channelId and conversationId",
-                    ))
-                }
-            };
+            let channel =
+                channel_or_conversation(input.channel_id.as_ref(), input.conversation_id.as_ref())?;
             let record = state(ctx)
                 .commands
                 .send_message(&context(ctx), channel, &input.body)
                 .await?;
             Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Marks the channel read up to `messageId` for the caller. The pointer never moves
+    /// backwards: marking an older message leaves it where it is. Answers with the read state
+    /// once the receipts read model has applied the marker.
+    async fn mark_read(
+        &self,
+        ctx: &Context<'_>,
+        input: MarkReadInput,
+    ) -> async_graphql::Result<ReadState> {
+        let result: ApiResult<ReadState> = async {
+            let user = require_caller(ctx)?;
+            let channel =
+                channel_or_conversation(input.channel_id.as_ref(), input.conversation_id.as_ref())?;
+            let message = MessageId::parse(&input.message_id)?;
+            let record = state(ctx)
+                .commands
+                .mark_read(&context(ctx), channel, message)
+                .await?;
+            committed_and_projected(ctx, record).await;
+            Ok(state(ctx).read.read_state(user, channel).await?.into())
         }
         .await;
         gql(result)

@@ -5,6 +5,7 @@ use aether_commands::service::{
 };
 use aether_domain::{ChannelId, ServerId, UserId};
 use aether_projections::read::PageFrom;
+use aether_projections::receipts::ReadStateRow;
 use aether_projections::rows::{
     ChannelEventRow, ChannelRow, EditRow, MessageRow, ServerRow, UserRow,
 };
@@ -340,6 +341,34 @@ impl From<ChannelRecord> for Channel {
     }
 }
 
+/// How far the caller has read a channel, and what is waiting after that: the badge a client
+/// shows. Unread messages exclude the caller's own and deleted ones; mentions are unread
+/// messages that mention the caller (`<@userId>` in the body).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ReadState {
+    pub channel_id: ID,
+    /// The last message marked read; `null` before the first `markRead`.
+    pub last_read_message_id: Option<ID>,
+    /// That message's place in the channel (messages are numbered from 1); 0 before any.
+    pub last_read_sequence: i64,
+    pub read_at: Option<DateTime<Utc>>,
+    pub unread_count: i64,
+    pub mention_count: i64,
+}
+
+impl From<ReadStateRow> for ReadState {
+    fn from(row: ReadStateRow) -> Self {
+        Self {
+            channel_id: ID(row.channel_id.to_string()),
+            last_read_message_id: row.last_read.map(|(message, _)| ID(message.to_string())),
+            last_read_sequence: row.last_read_seq,
+            read_at: row.last_read.map(|(_, at)| at),
+            unread_count: row.unread,
+            mention_count: row.mentions,
+        }
+    }
+}
+
 #[derive(SimpleObject, Clone, Debug)]
 pub struct MessageEdge {
     pub cursor: String,
@@ -376,6 +405,16 @@ impl Channel {
 
     async fn archived(&self) -> bool {
         self.archived
+    }
+
+    /// The caller's read pointer here and the unread and mention counts after it.
+    async fn read_state(&self, ctx: &Context<'_>) -> async_graphql::Result<ReadState> {
+        let result: ApiResult<ReadState> = async {
+            let user = require_caller(ctx)?;
+            Ok(state(ctx).read.read_state(user, self.id).await?.into())
+        }
+        .await;
+        gql(result)
     }
 
     /// The channel's messages, oldest first within a page. `first`/`after` pages forward from

@@ -17,6 +17,7 @@ use aether_commands::sqlite::open_sqlite;
 use aether_commands::{ChatCommands, SqliteEventStore};
 use aether_kafka::KafkaConfig;
 use aether_projections::catalog::CatalogProjection;
+use aether_projections::receipts::ReceiptsProjection;
 use aether_projections::runtime::{Projection, ProjectorControl};
 use aether_projections::timeline::TimelineProjection;
 use aether_projections::{
@@ -242,8 +243,11 @@ async fn start_app(
 
     let bus = UpdateBus::new(config.update_buffer);
     let log: Arc<dyn aether_schemas::EventLog> = Arc::new(local_log.clone());
-    let projections: [Arc<dyn Projection>; 2] =
-        [Arc::new(CatalogProjection), Arc::new(TimelineProjection)];
+    let projections: [Arc<dyn Projection>; 3] = [
+        Arc::new(CatalogProjection),
+        Arc::new(TimelineProjection),
+        Arc::new(ReceiptsProjection),
+    ];
     let mut checkpoints = Vec::new();
     let mut controls = Vec::new();
     for projection in projections {

@@ -13,6 +13,7 @@
 //! decodes.
 
 use aether_domain::message::{Message, MessageEvent};
+use aether_domain::receipts::{ReadMarker, ReadMarkerEvent};
 use aether_domain::server::{Server, ServerEvent};
 use aether_domain::user::{User, UserEvent};
 use cqrs_es::Aggregate;
@@ -50,6 +51,7 @@ pub struct EventType {
 const USER: &str = User::TYPE;
 const SERVER: &str = Server::TYPE;
 const MESSAGE: &str = Message::TYPE;
+const READ_MARKER: &str = ReadMarker::TYPE;
 const V1: &str = aether_domain::EVENT_VERSION_1;
 
 const fn event(
@@ -160,6 +162,13 @@ pub const EVENT_TYPES: &[EventType] = &[
         MESSAGE,
         topics::MESSAGE_EVENTS,
         "A message was deleted: a tombstone that stays in history; its body is no longer shown.",
+    ),
+    event(
+        "ChannelMarkedRead",
+        READ_MARKER,
+        topics::MESSAGE_EVENTS,
+        "A member read a channel up to a message. Keyed by the channel, like its messages, so \
+         a consumer sees it after the message it points at.",
     ),
 ];
 
@@ -274,7 +283,7 @@ pub fn domain_event_types(aggregate_type: &str) -> Result<Vec<String>, CatalogEr
 }
 
 /// The aggregate types whose events are public.
-pub const AGGREGATE_TYPES: [&str; 3] = [USER, SERVER, MESSAGE];
+pub const AGGREGATE_TYPES: [&str; 4] = [USER, SERVER, MESSAGE, READ_MARKER];
 
 /// Brings an envelope written at an older version of its event type up to the current one,
 /// so that [`EventEnvelope::decode`] reads it with today's domain types.
@@ -313,6 +322,7 @@ fn event_enum_schema(aggregate_type: &str) -> Result<Value, CatalogError> {
         USER => Ok(schema_of::<UserEvent>()),
         SERVER => Ok(schema_of::<ServerEvent>()),
         MESSAGE => Ok(schema_of::<MessageEvent>()),
+        READ_MARKER => Ok(schema_of::<ReadMarkerEvent>()),
         other => Err(CatalogError::UnknownAggregateType(other.to_owned())),
     }
 }

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use aether_domain::message::MessageEvent;
+use aether_domain::receipts::ReadMarkerEvent;
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
 use aether_schemas::catalog::{self, EVENT_TYPES};
@@ -231,6 +232,7 @@ fn check_golden(name: &str, path: &Path) -> Result<(), String> {
         "User" => round_trip::<UserEvent>(&current),
         "Server" => round_trip::<ServerEvent>(&current),
         "Message" => round_trip::<MessageEvent>(&current),
+        "ReadMarker" => round_trip::<ReadMarkerEvent>(&current),
         other => Err(format!("no domain events for aggregate type {other}")),
     }?;
     if republished.version != event.version {

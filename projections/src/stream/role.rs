@@ -15,7 +15,7 @@ use super::engine::{ProjectorFailure, ProjectorOptions, StreamProjector, UpdateS
 use super::metrics::ProjectorMetrics;
 use super::mongo::{MongoStore, MongoTimelineProjection};
 use super::postgres::{
-    AuditProjection, CatalogProjection, PgProjection, PgStore, SearchProjection,
+    AuditProjection, CatalogProjection, PgProjection, PgStore, ReceiptsProjection, SearchProjection,
 };
 use super::registry::Registry;
 use super::source::KafkaSource;
@@ -27,6 +27,7 @@ pub const STREAM_PROJECTIONS: &[(&str, &str)] = &[
     (CatalogProjection::NAME, "PostgreSQL"),
     (AuditProjection::NAME, "PostgreSQL"),
     (SearchProjection::NAME, "PostgreSQL"),
+    (ReceiptsProjection::NAME, "PostgreSQL"),
     (MongoTimelineProjection::NAME, "MongoDB"),
 ];
 
@@ -81,6 +82,7 @@ pub fn open_store(
         CatalogProjection::NAME => Arc::new(CatalogProjection),
         AuditProjection::NAME => Arc::new(AuditProjection),
         SearchProjection::NAME => Arc::new(SearchProjection),
+        ReceiptsProjection::NAME => Arc::new(ReceiptsProjection),
         other => return Err(RoleError::Unknown(other.to_owned())),
     };
     Ok(Arc::new(PgStore::new(

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use super::{event_error, PgProjection};
-use crate::catalog::{apply_catalog_event, CatalogError};
+use super::PgProjection;
+use crate::catalog::apply_catalog_event;
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
 use crate::updates::Update;
@@ -94,13 +94,7 @@ CREATE TABLE IF NOT EXISTS invites (
             // Channels and members of a server are ranked by the server's own sequence.
             apply_catalog_event(tx, envelope, event.sequence(), updates)
                 .await
-                .map_err(|error| match error {
-                    CatalogError::Sql(error) => event_error(*index, error),
-                    decode @ CatalogError::Decode { .. } => StoreError::Event {
-                        index: *index,
-                        reason: decode.to_string(),
-                    },
-                })?;
+                .map_err(|error| error.at(*index))?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod receipts;
 pub mod search;
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +26,7 @@ use crate::updates::Update;
 
 pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
+pub use receipts::ReceiptsProjection;
 pub use search::SearchProjection;
 
 /// One read model kept in PostgreSQL.
