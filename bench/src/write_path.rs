@@ -16,6 +16,8 @@ use aether_commands::relay::event_headers;
 use aether_commands::relay::LatencyRecorder;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
+use aether_query_api::rate::RateLimits;
+use aether_query_api::ApiLimits;
 use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
 use aether_schemas::{topics, EventEnvelope, Metadata};
 use anyhow::{anyhow, bail, ensure, Context};
@@ -195,6 +197,12 @@ async fn measure(
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(2),
         jwt_secret_file: Some(secret),
+        // The load comes from one user on one address, far above what a person sends: the
+        // benchmark measures the write path, not the rate limits.
+        api: ApiLimits {
+            rates: RateLimits::unlimited(),
+            ..ApiLimits::default()
+        },
         ..EmbeddedConfig::default()
     };
     let running = start_distributed(

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aether_projections::ProjectorConfig;
+use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::http::HttpLimits;
 use aether_realtime_edge::{start_embedded, EmbeddedConfig};
@@ -110,6 +111,22 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 100, env = "AETHER_MAX_PAGE_SIZE")]
     max_page_size: i64,
 
+    /// Mutations one signed-in user may send: RATE/BURST (per second / at once) or `off`.
+    #[arg(long, default_value_t = RateLimits::default().mutations_per_user, env = "AETHER_RATE_MUTATIONS_PER_USER")]
+    rate_mutations_per_user: Rate,
+
+    /// Mutations one client address may send: RATE/BURST or `off`.
+    #[arg(long, default_value_t = RateLimits::default().mutations_per_ip, env = "AETHER_RATE_MUTATIONS_PER_IP")]
+    rate_mutations_per_ip: Rate,
+
+    /// Sign-in and registration attempts one client address may make: RATE/BURST or `off`.
+    #[arg(long, default_value_t = RateLimits::default().logins_per_ip, env = "AETHER_RATE_LOGINS_PER_IP")]
+    rate_logins_per_ip: Rate,
+
+    /// Sign-in attempts for one username, from anywhere: RATE/BURST or `off`.
+    #[arg(long, default_value_t = RateLimits::default().logins_per_username, env = "AETHER_RATE_LOGINS_PER_USERNAME")]
+    rate_logins_per_username: Rate,
+
     /// Largest accepted HTTP request body, in bytes.
     #[arg(long, default_value_t = 256 * 1024, env = "AETHER_MAX_BODY_BYTES")]
     max_body_bytes: usize,
@@ -141,6 +158,13 @@ impl DevArgs {
                 max_depth: self.max_query_depth,
                 max_complexity: self.max_query_complexity,
                 max_page_size: self.max_page_size.max(1),
+                rates: RateLimits {
+                    mutations_per_user: self.rate_mutations_per_user,
+                    mutations_per_ip: self.rate_mutations_per_ip,
+                    logins_per_ip: self.rate_logins_per_ip,
+                    logins_per_username: self.rate_logins_per_username,
+                    ..RateLimits::default()
+                },
                 ..ApiLimits::default()
             },
             http: HttpLimits {

@@ -7,6 +7,7 @@
 pub mod error;
 mod mutation;
 mod query;
+pub mod rate;
 mod subscription;
 pub mod types;
 
@@ -44,6 +45,8 @@ pub struct ApiLimits {
     /// Longest a mutation whose payload is served from read models waits for them to apply
     /// its events.
     pub projection_wait: std::time::Duration,
+    /// Per-user, per-address and per-account request rates.
+    pub rates: rate::RateLimits,
 }
 
 impl Default for ApiLimits {
@@ -53,6 +56,7 @@ impl Default for ApiLimits {
             max_complexity: 1_000,
             max_page_size: 100,
             projection_wait: std::time::Duration::from_secs(5),
+            rates: rate::RateLimits::default(),
         }
     }
 }
@@ -116,8 +120,11 @@ impl ApiState {
 
 pub fn build_schema(state: ApiState) -> AetherSchema {
     let limits = state.limits.clone();
+    let limiters = Arc::new(rate::RateLimiters::new(&limits.rates));
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(state)
+        .data(limiters)
+        .extension(rate::MutationRateLimit)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

@@ -182,6 +182,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: RegisterInput,
     ) -> async_graphql::Result<AuthPayload> {
+        crate::rate::check_login(ctx, None)?;
         let result: ApiResult<AuthPayload> = async {
             let record = state(ctx)
                 .commands
@@ -209,6 +210,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: LoginInput,
     ) -> async_graphql::Result<AuthPayload> {
+        crate::rate::check_login(ctx, Some(&input.username))?;
         let result: ApiResult<AuthPayload> = async {
             let user = state(ctx)
                 .commands

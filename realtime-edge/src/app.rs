@@ -302,7 +302,11 @@ async fn start_app(
     let grace = config.shutdown_grace;
     let token = shutdown.clone();
     tasks.spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
         tokio::pin!(server);
         let result = tokio::select! {

@@ -1,11 +1,13 @@
 //! HTTP and WebSocket transport for the GraphQL schema.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use aether_commands::auth::{TokenIssuer, TokenKind};
 use aether_commands::store::EventRef;
 use aether_commands::ErrorCode;
 use aether_projections::Watermarks;
+use aether_query_api::rate::ClientIp;
 use aether_query_api::{AetherSchema, ApiState, Caller, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
@@ -13,11 +15,11 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 
 /// The request header a client sets to a mutation's consistency token to read its own write.
@@ -79,6 +81,7 @@ fn authenticate(tokens: &TokenIssuer, authorization: Option<&str>) -> Result<Cal
 
 async fn graphql_post(
     State(state): State<HttpState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -130,7 +133,10 @@ async fn graphql_post(
         }
     }
     let token = ConsistencyToken::default();
-    let request = request.data(caller).data(token.clone());
+    let mut request = request.data(caller).data(token.clone());
+    if let Some(Extension(ConnectInfo(peer))) = peer {
+        request = request.data(ClientIp(peer.ip()));
+    }
     let mut response = state.schema.execute(request).await;
     for error in &mut response.errors {
         label_error(error);

@@ -81,6 +81,8 @@ async fn badges_count_what_a_member_has_not_read_and_mark_read_clears_them() -> 
             json!({ "m": sent[4], "b": format!("now for <@{bob_id}> too") }),
         )
         .await?;
+    // Bob reads after alice's writes: her newest consistency token covers them.
+    bob.consistency = alice.consistency.clone();
     let after_changes = read_state(&mut bob, channel).await?;
     assert_eq!(after_changes["unreadCount"], 1, "{after_changes}");
     assert_eq!(after_changes["mentionCount"], 1, "{after_changes}");

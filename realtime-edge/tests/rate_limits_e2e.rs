@@ -1,0 +1,171 @@
+//! Rate limits end to end through the embedded application: a user flooding mutations or
+//! guessing passwords is throttled with `RATE_LIMITED` and a retry hint, another user is not,
+//! and every message the server accepted is kept.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aether_query_api::rate::{Rate, RateLimits};
+use aether_query_api::ApiLimits;
+use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running};
+use common::{community, Client};
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+async fn start_limited(dir: &std::path::Path) -> anyhow::Result<Running> {
+    let config = EmbeddedConfig {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        api: ApiLimits {
+            rates: RateLimits {
+                mutations_per_user: Rate::new(5.0, 10),
+                // Every test client shares 127.0.0.1: limit users, not the address.
+                mutations_per_ip: Rate::unlimited(),
+                logins_per_ip: Rate::new(5.0, 40),
+                logins_per_username: Rate::new(0.1, 5),
+                ..RateLimits::default()
+            },
+            ..ApiLimits::default()
+        },
+        ..EmbeddedConfig::default()
+    };
+    Ok(start_embedded(config).await?)
+}
+
+const SEND: &str =
+    "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id body } }";
+
+fn code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
+#[tokio::test]
+async fn a_flooding_user_is_throttled_while_another_is_not_and_nothing_accepted_is_lost(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start_limited(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut mallory, _) = anonymous.register("mallory").await?;
+    let place = community(&mut alice, &mut mallory).await?;
+    // Let the buckets refill after the set-up's mutations.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Mallory fires 200 messages at once; alice sends 8, one every 300 ms, meanwhile.
+    let flood = join_all((0..200).map(|n| {
+        let mut mallory = mallory.clone();
+        let channel = place.channel_id.clone();
+        async move {
+            mallory
+                .raw(SEND, json!({ "c": channel, "b": format!("flood {n}") }))
+                .await
+        }
+    }));
+    let steady = async {
+        let mut answers = Vec::new();
+        for n in 0..8 {
+            let mut alice = alice.clone();
+            answers.push(
+                alice
+                    .raw(
+                        SEND,
+                        json!({ "c": place.channel_id, "b": format!("alice {n}") }),
+                    )
+                    .await,
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        answers
+    };
+    let (flooded, steady) = tokio::join!(flood, steady);
+
+    let mut accepted = Vec::new();
+    let mut throttled = 0;
+    for answer in flooded {
+        let answer = answer?;
+        match code(&answer) {
+            None => accepted.push(
+                answer["data"]["sendMessage"]["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            Some("RATE_LIMITED") => {
+                throttled += 1;
+                let retry = answer["errors"][0]["extensions"]["retryAfterMs"].as_u64();
+                assert!(retry.is_some_and(|ms| ms > 0 && ms <= 1_000), "{answer}");
+            }
+            Some(other) => anyhow::bail!("unexpected {other}: {answer}"),
+        }
+    }
+    assert!(throttled >= 150, "only {throttled} of 200 throttled");
+    assert!(
+        accepted.len() >= 10,
+        "the burst passes: {} accepted",
+        accepted.len()
+    );
+    for answer in steady {
+        let answer = answer?;
+        assert_eq!(code(&answer), None, "alice was throttled: {answer}");
+        accepted.push(
+            answer["data"]["sendMessage"]["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+
+    // Every accepted message is in the channel, and nothing else.
+    let history = alice
+        .ok(
+            "query($c: ID!) { channel(id: $c) { messages(first: 100) { edges { node { body } } } } }",
+            json!({ "c": place.channel_id }),
+        )
+        .await?;
+    let mut stored: Vec<String> = history["channel"]["messages"]["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|edge| edge["node"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    stored.sort();
+    accepted.sort();
+    assert_eq!(stored, accepted);
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled_per_account() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start_limited(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    anonymous.register("alice").await?;
+    anonymous.register("bob").await?;
+    let login = "mutation($u: String!, $p: String!) { login(input: {username: $u, password: $p}) { accessToken } }";
+
+    let mut codes = Vec::new();
+    for n in 0..12 {
+        let answer = anonymous
+            .raw(login, json!({ "u": "alice", "p": format!("guess {n}") }))
+            .await?;
+        codes.push(code(&answer).unwrap_or("OK").to_owned());
+    }
+    assert_eq!(codes[..5], ["UNAUTHENTICATED"; 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|c| c == "RATE_LIMITED"), "{codes:?}");
+    // Even the right password waits: the account's bucket is empty.
+    let right = anonymous
+        .raw(login, json!({ "u": "alice", "p": "correct horse" }))
+        .await?;
+    assert_eq!(code(&right), Some("RATE_LIMITED"));
+    // Another account from the same address signs in.
+    let bob = anonymous
+        .raw(login, json!({ "u": "bob", "p": "correct horse" }))
+        .await?;
+    assert_eq!(code(&bob), None, "{bob}");
+    app.stop().await?;
+    Ok(())
+}
