@@ -1,5 +1,6 @@
 //! `aether`: the AetherConnect binary. Parses configuration, sets up logging and runs a role.
 
+mod keys;
 mod ops;
 mod projections;
 mod serve;
@@ -75,6 +76,10 @@ enum Command {
     /// Read the public event log, e.g. to feed analytics.
     #[command(subcommand)]
     Log(ops::LogCommand),
+
+    /// Manage the token-signing keyring: generate, rotate, retire, list, jwks.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 
     /// Watch, pause, rebuild and repair the distributed projections.
     #[command(subcommand)]
@@ -254,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Log(command) => ops::log(command).await,
         Command::Projections(command) => projections::run(command).await,
+        Command::Keys(command) => keys::run(command),
     }
 }
 

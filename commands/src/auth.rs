@@ -1,4 +1,5 @@
-//! Passwords (argon2id) and access tokens (JWT, HS256).
+//! Passwords (argon2id) and tokens (JWT, EdDSA, signed by the keyring's active key and
+//! carrying its `kid`; see [`crate::keys`]).
 
 use std::time::Duration;
 
@@ -6,8 +7,14 @@ use aether_domain::{Password, UserId};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+use crate::keys::{Keyring, KeyringError};
 
 /// Hashes a password with argon2id and a random salt, in PHC string format.
 pub fn hash_password(password: &Password) -> Result<String, AuthError> {
@@ -33,6 +40,8 @@ pub fn verify_password(password: &str, phc_hash: &str) -> bool {
 pub enum AuthError {
     #[error("the token is invalid or expired")]
     InvalidToken,
+    #[error("the token is signed by a key this service does not know (no such kid)")]
+    UnknownKey,
     #[error("this is not an access token")]
     WrongTokenKind,
     #[error("password hashing failed: {0}")]
@@ -56,11 +65,13 @@ pub struct Claims {
     pub kind: TokenKind,
 }
 
-/// Issues and verifies tokens with one HMAC secret.
+/// Issues tokens with the keyring's active key and verifies them with any of its keys.
 #[derive(Clone)]
 pub struct TokenIssuer {
+    kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: Arc<HashMap<String, DecodingKey>>,
+    jwks: Arc<JwkSet>,
     access_ttl: Duration,
     refresh_ttl: Duration,
 }
@@ -68,7 +79,8 @@ pub struct TokenIssuer {
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenIssuer")
-            .field("secret", &"<hidden>")
+            .field("kid", &self.kid)
+            .field("keys", &self.decoding.len())
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
             .finish()
@@ -81,13 +93,30 @@ pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 impl TokenIssuer {
-    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+    pub fn new(
+        keyring: &Keyring,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Result<Self, KeyringError> {
+        let active = keyring.active()?;
+        let decoding = keyring
+            .keys()
+            .iter()
+            .map(|key| (key.kid.clone(), key.decoding()))
+            .collect();
+        Ok(Self {
+            kid: active.kid.clone(),
+            encoding: active.encoding()?,
+            decoding: Arc::new(decoding),
+            jwks: Arc::new(keyring.jwks()),
             access_ttl,
             refresh_ttl,
-        }
+        })
+    }
+
+    /// The public keys tokens are verified with, for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
     }
 
     pub fn issue(&self, user: UserId, kind: TokenKind) -> Result<String, AuthError> {
@@ -102,17 +131,26 @@ impl TokenIssuer {
             exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             kind,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map_err(|e| AuthError::Signing(e.to_string()))
     }
 
-    /// The user a token of `kind` speaks for. Only HS256 is accepted, `exp` is required, and
-    /// no leeway is given.
+    /// The user a token of `kind` speaks for. The header must name a known key (`kid`) and
+    /// EdDSA, the only algorithm accepted (so neither `none` nor an HMAC "signed" with a public
+    /// key gets through); `exp` and `sub` are required and no leeway is given.
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<UserId, AuthError> {
-        let mut validation = Validation::new(Algorithm::HS256);
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AuthError::InvalidToken);
+        }
+        let kid = header.kid.ok_or(AuthError::UnknownKey)?;
+        let key = self.decoding.get(&kid).ok_or(AuthError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|_| AuthError::InvalidToken)?;
         if data.claims.kind != kind {
             return Err(AuthError::WrongTokenKind);
@@ -156,30 +194,45 @@ pub fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>>
 mod tests {
     use super::*;
 
-    fn issuer(secret: &[u8]) -> TokenIssuer {
-        TokenIssuer::new(secret, DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL)
+    fn issuer(keyring: &Keyring) -> TokenIssuer {
+        TokenIssuer::new(keyring, DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL).unwrap()
+    }
+
+    /// A token with `header` and `claims` as given, signed (or not) as given: what a forger
+    /// can send.
+    fn forged(header: &serde_json::Value, claims: &serde_json::Value, signature: &str) -> String {
+        let part = |value: &serde_json::Value| {
+            base64url(serde_json::to_vec(value).unwrap_or_default().as_slice())
+        };
+        format!("{}.{}.{signature}", part(header), part(claims))
+    }
+
+    use crate::keys::base64url;
+
+    fn claims(user: UserId, exp_in: i64) -> serde_json::Value {
+        let now = Utc::now().timestamp();
+        serde_json::json!({ "sub": user.to_string(), "iat": now, "exp": now + exp_in, "kind": "access" })
     }
 
     #[test]
-    fn a_token_speaks_for_its_user_only_with_the_right_secret() {
+    fn a_token_speaks_for_its_user_only_with_the_right_keys() {
+        let (ring, other) = (Keyring::generate(), Keyring::generate());
         let user = UserId::new();
-        let token = issuer(b"one secret")
-            .issue(user, TokenKind::Access)
-            .unwrap();
+        let token = issuer(&ring).issue(user, TokenKind::Access).unwrap();
         assert_eq!(
-            issuer(b"one secret")
-                .verify(&token, TokenKind::Access)
-                .unwrap(),
+            issuer(&ring).verify(&token, TokenKind::Access).unwrap(),
             user
         );
-        assert!(issuer(b"another secret")
-            .verify(&token, TokenKind::Access)
-            .is_err());
+        // Another service's keys: not even the kid is known.
+        assert!(matches!(
+            issuer(&other).verify(&token, TokenKind::Access),
+            Err(AuthError::UnknownKey)
+        ));
     }
 
     #[test]
     fn a_refresh_token_is_not_an_access_token() {
-        let issuer = issuer(b"secret");
+        let issuer = issuer(&Keyring::generate());
         let refresh = issuer.issue(UserId::new(), TokenKind::Refresh).unwrap();
         assert!(matches!(
             issuer.verify(&refresh, TokenKind::Access),
@@ -189,10 +242,112 @@ mod tests {
 
     #[test]
     fn an_expired_token_is_refused() {
-        let issuer = TokenIssuer::new(b"secret", Duration::ZERO, Duration::ZERO);
+        let issuer =
+            TokenIssuer::new(&Keyring::generate(), Duration::ZERO, Duration::ZERO).unwrap();
         let token = issuer.issue(UserId::new(), TokenKind::Access).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(issuer.verify(&token, TokenKind::Access).is_err());
+        assert!(matches!(
+            issuer.verify(&token, TokenKind::Access),
+            Err(AuthError::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn a_forged_signature_is_refused() {
+        let ring = Keyring::generate();
+        let issuer = issuer(&ring);
+        let token = issuer.issue(UserId::new(), TokenKind::Access).unwrap();
+        // Same header and key id, someone else's claims, the original signature.
+        let (header, rest) = token.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        let other = base64url(&serde_json::to_vec(&claims(UserId::new(), 600)).unwrap());
+        let tampered = format!("{header}.{other}.{signature}");
+        assert!(matches!(
+            issuer.verify(&tampered, TokenKind::Access),
+            Err(AuthError::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn alg_none_and_hmac_with_the_public_key_are_refused() {
+        let ring = Keyring::generate();
+        let issuer = issuer(&ring);
+        let kid = ring.active().unwrap().kid.clone();
+        let user = UserId::new();
+        let none = forged(
+            &serde_json::json!({ "alg": "none", "kid": kid }),
+            &claims(user, 600),
+            "",
+        );
+        assert!(issuer.verify(&none, TokenKind::Access).is_err());
+        // The classic confusion: HS256 keyed with the published public key.
+        let public = ring.keys()[0].jwk();
+        let x = match &public.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(params) => params.x.clone(),
+            _ => String::new(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid);
+        let hmac = jsonwebtoken::encode(
+            &header,
+            &claims(user, 600),
+            &EncodingKey::from_secret(x.as_bytes()),
+        )
+        .unwrap();
+        assert!(matches!(
+            issuer.verify(&hmac, TokenKind::Access),
+            Err(AuthError::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn a_token_without_a_known_kid_is_refused() {
+        let ring = Keyring::generate();
+        let token = issuer(&ring)
+            .issue(UserId::new(), TokenKind::Access)
+            .unwrap();
+        let (_, rest) = token.split_once('.').unwrap();
+        for header in [
+            serde_json::json!({ "alg": "EdDSA", "typ": "JWT" }),
+            serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": "ed25519-000000000000" }),
+        ] {
+            let swapped = format!(
+                "{}.{rest}",
+                base64url(&serde_json::to_vec(&header).unwrap())
+            );
+            assert!(matches!(
+                issuer(&ring).verify(&swapped, TokenKind::Access),
+                Err(AuthError::UnknownKey)
+            ));
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_until_their_key_is_retired() {
+        let ring = Keyring::generate();
+        let old_kid = ring.active().unwrap().kid.clone();
+        let user = UserId::new();
+        let old = issuer(&ring).issue(user, TokenKind::Access).unwrap();
+        let rotated = ring.rotated();
+        let new = issuer(&rotated).issue(user, TokenKind::Access).unwrap();
+        assert_ne!(
+            jsonwebtoken::decode_header(&new).unwrap().kid,
+            Some(old_kid.clone())
+        );
+        assert_eq!(
+            issuer(&rotated).verify(&old, TokenKind::Access).unwrap(),
+            user
+        );
+        assert_eq!(
+            issuer(&rotated).verify(&new, TokenKind::Access).unwrap(),
+            user
+        );
+        let retired = rotated.retired(&old_kid).unwrap();
+        assert!(issuer(&retired).verify(&old, TokenKind::Access).is_err());
+        assert_eq!(
+            issuer(&retired).verify(&new, TokenKind::Access).unwrap(),
+            user
+        );
     }
 
     #[test]

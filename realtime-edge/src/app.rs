@@ -10,6 +10,7 @@ use aether_commands::auth::{
     load_or_create_secret, TokenIssuer, DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL,
 };
 use aether_commands::backend::EventStoreBackend;
+use aether_commands::keys::Keyring;
 use aether_commands::mirror::run_mirror;
 use aether_commands::postgres::PgEventStore;
 use aether_commands::relay::{run_relay, LatencyRecorder, RelayConfig, RelayStatus};
@@ -233,11 +234,9 @@ async fn start_app(
             }
         })?,
     };
-    if secret.len() < 32 {
-        return Err(AppError::Role(
-            "the token-signing secret must be at least 32 bytes".to_owned(),
-        ));
-    }
+    let keyring = Keyring::from_bytes(&secret).map_err(|error| {
+        AppError::Role(format!("the token-signing keys cannot be used: {error}"))
+    })?;
     let read = open_sqlite(&data_dir.join("read.db"), SqliteSynchronous::Normal).await?;
     aether_projections::migrate(&read).await?;
 
@@ -268,7 +267,9 @@ async fn start_app(
         });
     }
     let watermarks = Watermarks::new(checkpoints);
-    let tokens = TokenIssuer::new(&secret, config.access_token_ttl, DEFAULT_REFRESH_TTL);
+    let tokens = TokenIssuer::new(&keyring, config.access_token_ttl, DEFAULT_REFRESH_TTL).map_err(
+        |error| AppError::Role(format!("the token-signing keys cannot be used: {error}")),
+    )?;
     let api = ApiState {
         commands: Arc::new(ChatCommands::new(store)),
         local_log: local_log.clone(),

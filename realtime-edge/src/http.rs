@@ -55,6 +55,7 @@ pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(state)
 }
@@ -199,6 +200,11 @@ async fn graphql_get(
                 })
                 .serve()
         })
+}
+
+/// The public keys tokens are signed with, for services that verify them on their own.
+async fn jwks(State(state): State<HttpState>) -> Response {
+    Json(state.tokens.jwks().clone()).into_response()
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {

@@ -48,7 +48,10 @@ async fn two_api_instances_share_one_log() -> anyhow::Result<()> {
     init_topics(&kafka).await?;
     let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
     let secret = dirs.0.path().join("jwt-secret");
-    std::fs::write(&secret, [7_u8; 64])?;
+    std::fs::write(
+        &secret,
+        aether_commands::keys::Keyring::generate().to_json(),
+    )?;
     let one = instance(dirs.0.path(), &secret, &db, &kafka, true).await?;
     let two = instance(dirs.1.path(), &secret, &db, &kafka, false).await?;
 

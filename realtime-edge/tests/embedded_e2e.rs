@@ -478,3 +478,33 @@ async fn a_member_who_leaves_has_the_subscription_ended() -> anyhow::Result<()> 
     app.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn tokens_name_their_key_and_verify_against_the_published_jwks() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (alice, alice_id) = anonymous.register("alice").await?;
+    let token = alice.token.clone().unwrap_or_default();
+
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        reqwest::get(format!("http://{}/.well-known/jwks.json", app.local_addr))
+            .await?
+            .json()
+            .await?;
+    let header = jsonwebtoken::decode_header(&token)?;
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let kid = header.kid.unwrap_or_default();
+    let key = jwks.find(&kid).expect("the token's key is published");
+    // Another service checks the token with nothing but the published key.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(key)?,
+        &validation,
+    )?;
+    assert_eq!(claims.claims["sub"], alice_id.as_str());
+    app.stop().await?;
+    Ok(())
+}
