@@ -212,6 +212,7 @@ async fn measure(
             kafka: kafka.clone(),
             with_relay: true,
             relay_latency: Some(recorder.clone()),
+            updates: Default::default(),
         },
     )
     .await?;

@@ -2,7 +2,7 @@
 
 use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
 use aether_realtime_edge::http::health_router;
-use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
+use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig, UpdateFeed};
 use std::sync::{Arc, Mutex};
 
 use aether_projections::stream::engine::{PoisonPolicy, ProjectorOptions};
@@ -26,6 +26,10 @@ pub enum Role {
     /// Keep one projection (`--projection NAME`) up to date from the Kafka log, in its own
     /// store; serves /metrics, /healthz and /readyz on --listen.
     Projector,
+    /// The realtime edge: the API's GraphQL over HTTP and WebSocket, whose subscriptions are fed
+    /// by the projectors' updates on `aether.updates.v1` (every partition, from start-up, no
+    /// consumer group); run as many as you like.
+    Edge,
     /// The API and the relay in one process.
     All,
 }
@@ -55,8 +59,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     api: crate::DevArgs,
 
-    /// File holding the token-signing secret (at least 32 bytes), shared by every API instance.
-    /// Required: the distributed mode never generates or defaults a secret.
+    /// The token-signing keyring (`aether keys generate`) or secret (at least 32 random bytes),
+    /// shared by every API and edge instance. Required: the distributed mode never generates or
+    /// defaults one, and refuses a weak one.
     #[arg(long, env = "AETHER_JWT_SECRET_FILE")]
     jwt_secret_file: Option<std::path::PathBuf>,
 
@@ -84,12 +89,12 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let listen = args.api.listen;
     match args.role {
-        Role::Api | Role::All => {
+        Role::Api | Role::Edge | Role::All => {
             let Some(secret) = args.jwt_secret_file.clone() else {
                 anyhow::bail!(
                     "--jwt-secret-file (AETHER_JWT_SECRET_FILE) is required: every API instance \
                      must sign tokens with the same secret; create one with \
-                     `head -c 64 /dev/urandom > jwt-secret`"
+                     `aether keys generate --file jwt-secret`"
                 );
             };
             let config = EmbeddedConfig {
@@ -103,11 +108,21 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                     kafka: args.kafka.config(),
                     with_relay: args.role == Role::All,
                     relay_latency: None,
+                    updates: if args.role == Role::Edge {
+                        UpdateFeed::UpdatesTopic
+                    } else {
+                        UpdateFeed::LocalProjectors
+                    },
                 },
             )
             .await?;
+            let role = if args.role == Role::Edge {
+                "edge"
+            } else {
+                "api"
+            };
             println!(
-                "aether api: GraphQL at http://{}/graphql",
+                "aether {role}: GraphQL at http://{}/graphql",
                 running.local_addr
             );
             let token = shutdown.clone();

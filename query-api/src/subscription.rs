@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aether_domain::{ChannelAccess, ChannelId, UserId};
+use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, UserId};
 use aether_projections::rows::{ChannelEventRow, ChannelRow};
 use aether_projections::Update;
 use async_graphql::{Context, Subscription, ID};
@@ -41,6 +41,34 @@ async fn catch_up(
         if !full {
             return Ok(events);
         }
+    }
+}
+
+/// How long a subscriber waits for the read model to hold the events of a gap before it goes
+/// on without them (it logs a warning; a resume from its cursor later fills the gap).
+const GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The channel's events after `last` and before `next`, from the read model, waiting (bounded)
+/// for it to have them all: an update can reach an edge before its read model applies the same
+/// event.
+async fn fill_gap(
+    state: &ApiState,
+    channel: ChannelId,
+    last: i64,
+    next: i64,
+) -> ApiResult<Vec<ChannelEventRow>> {
+    let deadline = tokio::time::Instant::now() + GAP_WAIT;
+    loop {
+        let mut events = catch_up(state, channel, last).await?;
+        events.retain(|event| event.seq < next);
+        let complete = events.len() as i64 == next - last - 1;
+        if complete || tokio::time::Instant::now() >= deadline {
+            if !complete {
+                tracing::warn!(%channel, from = last + 1, to = next - 1, found = events.len(), "a gap in a channel's updates was not filled in time");
+            }
+            return Ok(events);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
 
@@ -118,27 +146,37 @@ impl SubscriptionRoot {
                     },
                 };
                 match update.as_ref() {
-                    Update::Channel(event) if event.channel_id == channel_id => {
+                    Update::Channel(event) if event.channel_id == channel_id && event.seq > last => {
                         if event.seq > last + 1 {
-                            // A gap: fetch what is missing, this event included.
-                            match catch_up(&state, channel_id, last).await {
+                            // A gap (this edge started after those updates, or they were
+                            // lost): the read model has them, or soon will.
+                            match fill_gap(&state, channel_id, last, event.seq).await {
                                 Ok(events) => pending = events,
                                 Err(error) => { yield Err(error.into()); return; }
                             }
-                        } else {
-                            pending.push(event.clone());
                         }
+                        pending.push(event.clone());
                     }
-                    Update::Membership { server_id, user_id, .. }
+                    Update::Membership { server_id, user_id, role }
                         if *server_id == channel.server_id && *user_id == user =>
                     {
-                        match still_visible(&state, &channel, user).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                yield Err(ApiError::forbidden("you no longer have access to this channel").into());
-                                return;
-                            }
-                            Err(error) => { yield Err(error.into()); return; }
+                        // Decided from the update itself: a read model that has not caught up
+                        // yet must not keep a removed member subscribed.
+                        let access = match role {
+                            Some(role) => ChannelAccess::Member {
+                                server_id: *server_id,
+                                role: *role,
+                                channel: ChannelFacts {
+                                    kind: channel.kind,
+                                    private: channel.private,
+                                    archived: channel.archived,
+                                },
+                            },
+                            None => ChannelAccess::NotAMember { server_id: *server_id },
+                        };
+                        if !access.can_view() {
+                            yield Err(ApiError::forbidden("you no longer have access to this channel").into());
+                            return;
                         }
                     }
                     _ => {}

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::edge::run_update_feed;
 use crate::http::{router, HttpLimits, HttpState};
 
 #[derive(Clone, Debug)]
@@ -148,12 +149,15 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
     prepare_data_dir(&config)?;
     let events = SqliteEventStore::open(&config.data_dir.join("events.db")).await?;
     let store = EventStoreBackend::Sqlite(events.clone());
+    let bus = UpdateBus::new(config.update_buffer);
     start_app(
         config,
         store,
         events,
         JoinSet::new(),
         CancellationToken::new(),
+        bus.clone(),
+        bus,
     )
     .await
 }
@@ -168,6 +172,20 @@ pub struct DistributedConfig {
     /// For benchmarks: the in-process relay records command→Kafka latencies here (see
     /// [`RelayConfig::latency`]). `None` records nothing.
     pub relay_latency: Option<LatencyRecorder>,
+    /// Where subscriptions hear news: the projectors' updates on `aether.updates.v1` (the edge
+    /// role), or this instance's own projectors (the API role).
+    pub updates: UpdateFeed,
+}
+
+/// Where an instance's subscriptions get their updates from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateFeed {
+    /// This instance's own projectors, over its mirror of the log.
+    #[default]
+    LocalProjectors,
+    /// Every partition of `aether.updates.v1`, from the moment the instance starts: what the
+    /// projector processes publish. The local read models only catch subscribers up.
+    UpdatesTopic,
 }
 
 /// The API role of the distributed mode: commands go to PostgreSQL; this instance mirrors the
@@ -203,8 +221,23 @@ pub async fn start_distributed(
                 .map_err(|e| AppError::Role(format!("relay: {e}")))
         });
     }
+    let bus = UpdateBus::new(config.update_buffer);
+    let local_updates = match distributed.updates {
+        UpdateFeed::LocalProjectors => bus.clone(),
+        UpdateFeed::UpdatesTopic => {
+            let (kafka, feed, token) = (distributed.kafka.clone(), bus.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                run_update_feed(kafka, feed, token)
+                    .await
+                    .map_err(AppError::Role)
+            });
+            // The local projectors still keep the read models that catch subscribers up;
+            // what they would announce, the topic announces.
+            UpdateBus::new(1)
+        }
+    };
     let store = EventStoreBackend::Postgres(distributed.postgres);
-    start_app(config, store, mirror, tasks, shutdown).await
+    start_app(config, store, mirror, tasks, shutdown, bus, local_updates).await
 }
 
 fn prepare_data_dir(config: &EmbeddedConfig) -> Result<(), AppError> {
@@ -220,6 +253,8 @@ async fn start_app(
     local_log: SqliteEventStore,
     mut tasks: JoinSet<Result<(), AppError>>,
     shutdown: CancellationToken,
+    bus: UpdateBus,
+    projector_updates: UpdateBus,
 ) -> Result<Running, AppError> {
     let data_dir = config.data_dir.clone();
     let secret = match &config.jwt_secret_file {
@@ -240,7 +275,6 @@ async fn start_app(
     let read = open_sqlite(&data_dir.join("read.db"), SqliteSynchronous::Normal).await?;
     aether_projections::migrate(&read).await?;
 
-    let bus = UpdateBus::new(config.update_buffer);
     let log: Arc<dyn aether_schemas::EventLog> = Arc::new(local_log.clone());
     let projections: [Arc<dyn Projection>; 3] = [
         Arc::new(CatalogProjection),
@@ -254,7 +288,7 @@ async fn start_app(
             projection,
             log.clone(),
             read.clone(),
-            bus.clone(),
+            projector_updates.clone(),
             config.projector.clone(),
         )
         .await?;

@@ -2,6 +2,9 @@
 //! readiness, and the embedded application that runs every role in one process.
 
 pub mod app;
+pub mod edge;
 pub mod http;
 
-pub use app::{start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running};
+pub use app::{
+    start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running, UpdateFeed,
+};

@@ -36,6 +36,7 @@ async fn instance(
         kafka: kafka.clone(),
         with_relay,
         relay_latency: None,
+        updates: Default::default(),
     };
     Ok(start_distributed(config, distributed).await?)
 }

@@ -19,5 +19,5 @@ pub mod store;
 
 pub use engine::{PoisonPolicy, ProjectorOptions, StreamProjector};
 pub use metrics::ProjectorMetrics;
-pub use source::{Checkpoint, KafkaSource, Lag, Payload, StreamEvent, TopicPartition};
+pub use source::{Checkpoint, KafkaSource, Lag, Payload, Polled, StreamEvent, TopicPartition};
 pub use store::{Applied, DeadLetter, ReadStore, StoreError};

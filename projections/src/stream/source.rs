@@ -36,15 +36,18 @@ pub enum Payload {
     },
 }
 
-/// One message of an event topic, where it was read.
+/// One message of a topic, where it was read, with its payload decoded as `T`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StreamEvent {
+pub struct Polled<T> {
     pub partition: Arc<TopicPartition>,
     pub offset: i64,
-    pub payload: Payload,
+    pub payload: T,
 }
 
-impl StreamEvent {
+/// One message of an event topic, where it was read.
+pub type StreamEvent = Polled<Payload>;
+
+impl Polled<Payload> {
     pub fn envelope(&self) -> Option<&EventEnvelope> {
         match &self.payload {
             Payload::Event(envelope) => Some(envelope),
@@ -207,6 +210,18 @@ impl KafkaSource {
         wait: Duration,
         linger: Duration,
     ) -> Result<Vec<StreamEvent>, KafkaError> {
+        self.poll_raw(max, wait, linger, StreamEvent::decode)
+    }
+
+    /// As [`Self::poll_batch`], each payload read with `decode` instead of as an envelope (the
+    /// updates topic carries other JSON).
+    pub fn poll_raw<T>(
+        &self,
+        max: usize,
+        wait: Duration,
+        linger: Duration,
+        decode: impl Fn(&[u8]) -> T,
+    ) -> Result<Vec<Polled<T>>, KafkaError> {
         let mut batch = Vec::new();
         let mut names: BTreeMap<(String, i32), Arc<TopicPartition>> = BTreeMap::new();
         let started = Instant::now();
@@ -229,16 +244,27 @@ impl KafkaSource {
                     })
                 })
                 .clone();
-            batch.push(StreamEvent {
+            batch.push(Polled {
                 partition,
                 offset: message.offset(),
-                payload: StreamEvent::decode(message.payload().unwrap_or_default()),
+                payload: decode(message.payload().unwrap_or_default()),
             });
             if batch.len() == 1 {
                 deadline = Instant::now() + linger;
             }
         }
         Ok(batch)
+    }
+
+    /// Where every partition ends now: a checkpoint that [`Self::seek`]s to new messages only.
+    /// Blocking.
+    pub fn log_ends(&self) -> Result<Checkpoint, KafkaError> {
+        let partitions = self.partitions()?;
+        let mut checkpoint = Checkpoint::default();
+        for (partition, end) in self.offsets_at(&partitions, Offset::End)? {
+            checkpoint.set(partition, end);
+        }
+        Ok(checkpoint)
     }
 
     /// How far `checkpoint` is behind the broker's high watermarks. Blocking.
