@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aether_projections::ProjectorConfig;
+use aether_query_api::ephemeral::EphemeralLimits;
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::http::HttpLimits;
@@ -144,6 +145,23 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 900, env = "AETHER_ACCESS_TOKEN_TTL")]
     access_token_ttl: u64,
 
+    /// Milliseconds a typing signal holds unless renewed.
+    #[arg(long, default_value_t = 6000, env = "AETHER_TYPING_TTL_MS")]
+    typing_ttl_ms: u64,
+
+    /// Shortest milliseconds between two forwarded typing signals of one user in one channel.
+    #[arg(long, default_value_t = 1000, env = "AETHER_TYPING_INTERVAL_MS")]
+    typing_interval_ms: u64,
+
+    /// Milliseconds between an instance's presence reports while users are connected; a report
+    /// older than three of these no longer counts.
+    #[arg(long, default_value_t = 10_000, env = "AETHER_PRESENCE_HEARTBEAT_MS")]
+    presence_heartbeat_ms: u64,
+
+    /// Milliseconds without any live report before a user shows offline.
+    #[arg(long, default_value_t = 3000, env = "AETHER_PRESENCE_OFFLINE_GRACE_MS")]
+    presence_offline_grace_ms: u64,
+
     /// Seconds to wait for open requests and connections after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 10, env = "AETHER_SHUTDOWN_GRACE")]
     shutdown_grace: u64,
@@ -176,6 +194,13 @@ impl DevArgs {
                 max_body_bytes: self.max_body_bytes,
             },
             update_buffer: self.update_buffer,
+            ephemeral: EphemeralLimits {
+                typing_ttl: Duration::from_millis(self.typing_ttl_ms.max(1)),
+                typing_interval: Duration::from_millis(self.typing_interval_ms),
+                heartbeat: Duration::from_millis(self.presence_heartbeat_ms.max(100)),
+                offline_grace: Duration::from_millis(self.presence_offline_grace_ms),
+                ..EphemeralLimits::default()
+            },
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
             ..EmbeddedConfig::default()

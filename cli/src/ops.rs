@@ -128,6 +128,10 @@ pub struct KafkaInitArgs {
     /// Hours the ephemeral updates topic keeps messages.
     #[arg(long, default_value_t = 24)]
     updates_retention_hours: u64,
+
+    /// Seconds the typing-and-presence topic keeps signals.
+    #[arg(long, default_value_t = 60)]
+    ephemeral_retention_seconds: u64,
 }
 
 pub async fn kafka(command: KafkaCommand) -> anyhow::Result<()> {
@@ -139,6 +143,7 @@ pub async fn kafka(command: KafkaCommand) -> anyhow::Result<()> {
                 partitions: args.partitions,
                 replication: args.replication,
                 updates_retention: Duration::from_secs(args.updates_retention_hours * 3600),
+                ephemeral_retention: Duration::from_secs(args.ephemeral_retention_seconds.max(1)),
                 ..args.kafka.config()
             };
             for (topic, outcome) in init_topics(&config).await? {

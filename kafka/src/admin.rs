@@ -21,17 +21,22 @@ pub enum TopicOutcome {
 pub const EVENT_RETENTION_MS: &str = "3153600000000";
 
 /// Creates every catalogue topic that does not exist yet. Event topics keep their messages
-/// for [`EVENT_RETENTION_MS`]; the updates topic keeps them for `updates_retention`.
+/// for [`EVENT_RETENTION_MS`]; the updates topic keeps them for `updates_retention`, the
+/// typing-and-presence topic for `ephemeral_retention`.
 pub async fn init_topics(config: &KafkaConfig) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let updates_retention = config.updates_retention.as_millis().to_string();
+    let ephemeral_retention = config.ephemeral_retention.as_millis().to_string();
     let specs: Vec<(String, &str)> = topics::EVENT_TOPICS
         .iter()
         .map(|name| (config.topic(name), EVENT_RETENTION_MS))
-        .chain(std::iter::once((
-            config.topic(topics::UPDATES),
-            updates_retention.as_str(),
-        )))
+        .chain([
+            (config.topic(topics::UPDATES), updates_retention.as_str()),
+            (
+                config.topic(topics::EPHEMERAL),
+                ephemeral_retention.as_str(),
+            ),
+        ])
         .collect();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()

@@ -28,6 +28,8 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// Retention of the ephemeral updates topic.
     pub updates_retention: Duration,
+    /// Retention of the typing-and-presence topic: signals matter for seconds.
+    pub ephemeral_retention: Duration,
     /// How long a produce may take before it is reported failed (and retried by the caller).
     pub delivery_timeout: Duration,
 }
@@ -40,6 +42,7 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication: 1,
             updates_retention: Duration::from_secs(24 * 60 * 60),
+            ephemeral_retention: Duration::from_secs(60),
             delivery_timeout: Duration::from_secs(30),
         }
     }

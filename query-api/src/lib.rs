@@ -4,6 +4,7 @@
 //! The transport (HTTP, WebSocket) lives in `aether-realtime-edge`; this crate only needs the
 //! caller's identity ([`Caller`]) in each request's data.
 
+pub mod ephemeral;
 pub mod error;
 mod mutation;
 mod query;
@@ -31,7 +32,15 @@ pub use subscription::SubscriptionRoot;
 /// The command service over the configured event store.
 pub type Commands = ChatCommands<EventStoreBackend>;
 
-pub type AetherSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+/// Every mutation: the commands, and the ephemeral signals (typing, presence).
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Mutations(MutationRoot, ephemeral::EphemeralMutation);
+
+/// Every subscription: channel events, typing, presence.
+#[derive(async_graphql::MergedSubscription, Default)]
+pub struct Subscriptions(SubscriptionRoot, ephemeral::EphemeralSubscription);
+
+pub type AetherSchema = Schema<QueryRoot, Mutations, Subscriptions>;
 
 /// Limits on what one GraphQL document may ask for.
 #[derive(Clone, Debug)]
@@ -70,6 +79,8 @@ pub struct ApiState {
     pub local_log: SqliteEventStore,
     pub read: ReadModels,
     pub updates: UpdateBus,
+    /// Typing and presence.
+    pub ephemeral: Arc<ephemeral::Ephemeral>,
     pub tokens: TokenIssuer,
     pub watermarks: Watermarks,
     pub limits: ApiLimits,
@@ -121,7 +132,7 @@ impl ApiState {
 pub fn build_schema(state: ApiState) -> AetherSchema {
     let limits = state.limits.clone();
     let limiters = Arc::new(rate::RateLimiters::new(&limits.rates));
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    Schema::build(QueryRoot, Mutations::default(), Subscriptions::default())
         .data(state)
         .data(limiters)
         .extension(rate::MutationRateLimit)

@@ -24,13 +24,14 @@ use aether_projections::timeline::TimelineProjection;
 use aether_projections::{
     ProjectionError, Projector, ProjectorConfig, ReadModels, UpdateBus, Watermarks,
 };
+use aether_query_api::ephemeral::{Ephemeral, EphemeralLimits};
 use aether_query_api::{build_schema, ApiLimits, ApiState};
 use sqlx::sqlite::SqliteSynchronous;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::run_update_feed;
+use crate::edge::{run_signal_feed, run_update_feed, KafkaSignals};
 use crate::http::{router, HttpLimits, HttpState};
 
 #[derive(Clone, Debug)]
@@ -51,6 +52,8 @@ pub struct EmbeddedConfig {
     /// Read the token-signing secret from this file instead of generating one in the data
     /// directory (the distributed mode, where every instance must share it).
     pub jwt_secret_file: Option<PathBuf>,
+    /// Typing and presence timings.
+    pub ephemeral: EphemeralLimits,
 }
 
 impl Default for EmbeddedConfig {
@@ -66,6 +69,7 @@ impl Default for EmbeddedConfig {
             shutdown_grace: Duration::from_secs(10),
             access_token_ttl: DEFAULT_ACCESS_TTL,
             jwt_secret_file: None,
+            ephemeral: EphemeralLimits::default(),
         }
     }
 }
@@ -150,14 +154,18 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
     let events = SqliteEventStore::open(&config.data_dir.join("events.db")).await?;
     let store = EventStoreBackend::Sqlite(events.clone());
     let bus = UpdateBus::new(config.update_buffer);
+    let hub = Ephemeral::loopback(config.ephemeral.clone());
     start_app(
         config,
         store,
         events,
         JoinSet::new(),
         CancellationToken::new(),
-        bus.clone(),
-        bus,
+        Feeds {
+            bus: bus.clone(),
+            projector_updates: bus,
+            hub,
+        },
     )
     .await
 }
@@ -236,8 +244,35 @@ pub async fn start_distributed(
             UpdateBus::new(1)
         }
     };
+    // Typing and presence travel between instances on their own short-lived topic.
+    let signals = KafkaSignals::new(&distributed.kafka)
+        .map_err(|e| AppError::Role(format!("typing and presence: {e}")))?;
+    let hub = Ephemeral::new(config.ephemeral.clone(), Arc::new(signals));
+    {
+        let (kafka, hub, token) = (distributed.kafka.clone(), hub.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            run_signal_feed(kafka, hub, token)
+                .await
+                .map_err(AppError::Role)
+        });
+    }
     let store = EventStoreBackend::Postgres(distributed.postgres);
-    start_app(config, store, mirror, tasks, shutdown, bus, local_updates).await
+    let feeds = Feeds {
+        bus,
+        projector_updates: local_updates,
+        hub,
+    };
+    start_app(config, store, mirror, tasks, shutdown, feeds).await
+}
+
+/// Where subscriptions hear news, and where this instance's projectors announce theirs.
+struct Feeds {
+    /// What subscriptions listen to.
+    bus: UpdateBus,
+    /// Where the local projectors publish (the same bus, unless news comes from the topic).
+    projector_updates: UpdateBus,
+    /// Typing and presence.
+    hub: Arc<Ephemeral>,
 }
 
 fn prepare_data_dir(config: &EmbeddedConfig) -> Result<(), AppError> {
@@ -253,9 +288,20 @@ async fn start_app(
     local_log: SqliteEventStore,
     mut tasks: JoinSet<Result<(), AppError>>,
     shutdown: CancellationToken,
-    bus: UpdateBus,
-    projector_updates: UpdateBus,
+    feeds: Feeds,
 ) -> Result<Running, AppError> {
+    let Feeds {
+        bus,
+        projector_updates,
+        hub,
+    } = feeds;
+    {
+        let (hub, token) = (hub.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            hub.run(token).await;
+            Ok(())
+        });
+    }
     let data_dir = config.data_dir.clone();
     let secret = match &config.jwt_secret_file {
         Some(path) => std::fs::read(path).map_err(|source| AppError::DataDir {
@@ -309,6 +355,7 @@ async fn start_app(
         local_log: local_log.clone(),
         read: ReadModels::new(read.clone()),
         updates: bus,
+        ephemeral: hub,
         tokens: tokens.clone(),
         watermarks: watermarks.clone(),
         limits: config.api.clone(),

@@ -1,14 +1,19 @@
-//! The edge's news feed: every partition of `aether.updates.v1`, read from the moment the edge
-//! starts, outside any consumer group, so every edge instance sees every update the projectors
-//! publish and fans it out to its own subscribers. Nothing here asks a database for news; the
-//! read models are read only to catch a subscriber up.
+//! The edge's feeds: every partition of `aether.updates.v1` (projection updates) and of
+//! `aether.ephemeral.v1` (typing and presence), read from the moment the instance starts,
+//! outside any consumer group, so every instance sees every update and signal and fans them out
+//! to its own subscribers. Nothing here asks a database for news; the read models are read only
+//! to catch a subscriber up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::{Checkpoint, KafkaSource};
 use aether_projections::{Update, UpdateBus};
+use aether_query_api::ephemeral::{Ephemeral, Signal, SignalSink};
 use aether_schemas::topics;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 /// Longest one poll waits before the reader looks at the shutdown signal again.
@@ -26,19 +31,83 @@ pub async fn run_update_feed(
     bus: UpdateBus,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    tokio::task::spawn_blocking(move || feed(&kafka, &bus, &shutdown))
-        .await
-        .map_err(|e| format!("the update feed stopped: {e}"))
+    run_feed(kafka, topics::UPDATES, shutdown, move |update: Update| {
+        bus.publish(update)
+    })
+    .await
 }
 
-fn feed(kafka: &KafkaConfig, bus: &UpdateBus, shutdown: &CancellationToken) {
+/// Reads `aether.ephemeral.v1` (typing and presence from every instance) into `hub`.
+pub async fn run_signal_feed(
+    kafka: KafkaConfig,
+    hub: Arc<Ephemeral>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    run_feed(kafka, topics::EPHEMERAL, shutdown, move |signal: Signal| {
+        hub.receive(signal)
+    })
+    .await
+}
+
+/// Follows every partition of `topic` from its end at start-up, handing each message that
+/// reads as a `T` to `deliver`, until `shutdown`.
+async fn run_feed<T, F>(
+    kafka: KafkaConfig,
+    topic: &'static str,
+    shutdown: CancellationToken,
+    deliver: F,
+) -> Result<(), String>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(T) + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || feed(&kafka, topic, &deliver, &shutdown))
+        .await
+        .map_err(|e| format!("the {topic} feed stopped: {e}"))
+}
+
+/// Publishes this instance's typing and presence signals to `aether.ephemeral.v1`, keyed by
+/// user. Fire and forget: a lost signal is repeated by the next heartbeat or keystroke.
+pub struct KafkaSignals {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaSignals {
+    pub fn new(config: &KafkaConfig) -> Result<Self, aether_kafka::KafkaError> {
+        Ok(Self {
+            producer: config.producer()?,
+            topic: config.topic(topics::EPHEMERAL),
+        })
+    }
+}
+
+impl SignalSink for KafkaSignals {
+    fn send(&self, signal: Signal) {
+        let Ok(payload) = serde_json::to_vec(&signal) else {
+            return;
+        };
+        let key = signal.key();
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        if let Err((error, _)) = self.producer.send_result(record) {
+            tracing::warn!(%error, "cannot queue a typing or presence signal");
+        }
+    }
+}
+
+fn feed<T: DeserializeOwned>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    deliver: &dyn Fn(T),
+    shutdown: &CancellationToken,
+) {
     let mut position: Option<Checkpoint> = None;
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        match follow(kafka, bus, shutdown, &mut position) {
+        match follow(kafka, topic, deliver, shutdown, &mut position) {
             Ok(()) => return,
             Err(error) => {
-                tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "the update feed lost the broker; retrying");
+                tracing::warn!(%error, topic, backoff_ms = backoff.as_millis() as u64, "a feed lost the broker; retrying");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -48,24 +117,25 @@ fn feed(kafka: &KafkaConfig, bus: &UpdateBus, shutdown: &CancellationToken) {
 
 /// Follows the topic from `position` (or its end, the first time), keeping `position` up to
 /// date, until `shutdown` or a broker error.
-fn follow(
+fn follow<T: DeserializeOwned>(
     kafka: &KafkaConfig,
-    bus: &UpdateBus,
+    topic: &str,
+    deliver: &dyn Fn(T),
     shutdown: &CancellationToken,
     position: &mut Option<Checkpoint>,
 ) -> Result<(), String> {
-    let source = KafkaSource::new(kafka, &[topics::UPDATES]).map_err(|e| e.to_string())?;
+    let source = KafkaSource::new(kafka, &[topic]).map_err(|e| e.to_string())?;
     let start = match position.clone() {
         Some(position) => position,
         None => source.log_ends().map_err(|e| e.to_string())?,
     };
     source.seek(&start).map_err(|e| e.to_string())?;
     *position = Some(start);
-    tracing::info!("following projection updates");
+    tracing::info!(topic, "following");
     while !shutdown.is_cancelled() {
         let polled = source
             .poll_raw(POLL_MAX, POLL_WAIT, Duration::ZERO, |raw| {
-                serde_json::from_slice::<Update>(raw)
+                serde_json::from_slice::<T>(raw)
             })
             .map_err(|e| e.to_string())?;
         for message in polled {
@@ -73,11 +143,11 @@ fn follow(
                 position.set(message.partition.as_ref().clone(), message.offset + 1);
             }
             match message.payload {
-                Ok(update) => bus.publish(update),
-                // An update this edge cannot read is skipped: its subscribers catch up from
-                // the read model at the next update of the same channel.
+                Ok(value) => deliver(value),
+                // A message this instance cannot read is skipped: channel subscribers catch up
+                // from the read model at the next update; typing and presence repeat.
                 Err(error) => {
-                    tracing::warn!(%error, offset = message.offset, "an unreadable projection update")
+                    tracing::warn!(%error, topic, offset = message.offset, "an unreadable message")
                 }
             }
         }

@@ -1,11 +1,13 @@
 //! HTTP and WebSocket transport for the GraphQL schema.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_commands::auth::{TokenIssuer, TokenKind};
 use aether_commands::store::EventRef;
 use aether_commands::ErrorCode;
+use aether_domain::UserId;
 use aether_projections::Watermarks;
 use aether_query_api::rate::ClientIp;
 use aether_query_api::{AetherSchema, ApiState, Caller, ConsistencyToken};
@@ -181,9 +183,15 @@ async fn graphql_get(
     };
     let schema = state.schema.clone();
     let tokens = state.tokens.clone();
+    let hub = state.api.ephemeral.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
+            // Who this connection is, once `connection_init` has said: their presence lasts as
+            // long as the socket.
+            let signed_in: Arc<Mutex<Option<UserId>>> = Arc::default();
+            let seen = signed_in.clone();
+            let connected = hub.clone();
             GraphQLWebSocket::new(socket, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let authorization = payload
@@ -194,11 +202,23 @@ async fn graphql_get(
                         async_graphql::Error::new(message)
                             .extend_with(|_, e| e.set("code", ErrorCode::Unauthenticated.as_str()))
                     })?;
+                    if let Caller(Some(user)) = caller {
+                        if let Ok(mut slot) = seen.lock() {
+                            if slot.replace(user).is_none() {
+                                connected.connected(user);
+                            }
+                        }
+                    }
                     let mut data = Data::default();
                     data.insert(caller);
                     Ok(data)
                 })
                 .serve()
+                .await;
+            let user = signed_in.lock().ok().and_then(|mut slot| slot.take());
+            if let Some(user) = user {
+                hub.disconnected(user);
+            }
         })
 }
 

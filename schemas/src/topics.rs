@@ -10,6 +10,10 @@ pub const MESSAGE_EVENTS: &str = "aether.messages.events.v1";
 /// Projection updates for the realtime edge. Key: the read-model row's key (a channel id).
 pub const UPDATES: &str = "aether.updates.v1";
 
+/// Typing and presence signals between instances: ephemeral (kept a minute), never part of the
+/// replayable log. Key: the user id.
+pub const EPHEMERAL: &str = "aether.ephemeral.v1";
+
 /// Every topic that carries domain events.
 pub const EVENT_TOPICS: [&str; 3] = [IDENTITY_EVENTS, SERVER_EVENTS, MESSAGE_EVENTS];
 

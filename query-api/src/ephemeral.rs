@@ -1,0 +1,686 @@
+//! Typing and presence: signals that matter for seconds and never enter the event store.
+//!
+//! Every instance publishes its signals through a [`SignalSink`] — straight to its own hub in
+//! the embedded mode, or to the short-retention topic `aether.ephemeral.v1` in the distributed
+//! mode, read back by every instance (see `aether_realtime_edge::edge`) and handed to
+//! [`Ephemeral::receive`]. So every instance sees every instance's signals.
+//!
+//! - **Typing:** `startTyping` sends a signal that holds until `typing_ttl` from now; members
+//!   subscribed to the channel see `typing: true`, then `typing: false` when it expires
+//!   unrenewed. A user's signals per channel are coalesced to one per `typing_interval`.
+//! - **Presence:** each instance counts the authenticated WebSocket connections of each user and
+//!   reports the user's status (`ONLINE`, `AWAY` if the client said so, none once their last
+//!   connection here closed) when it changes, and again every `heartbeat` while connected. Every
+//!   instance folds the reports of all instances: a user is ONLINE while any live report says
+//!   so, AWAY while every live report says away, and OFFLINE once no live report is left for
+//!   `offline_grace` (a reconnect within it does not flicker). A report is live until
+//!   `3 × heartbeat` old, so the users of an instance that died go offline too. Only changes
+//!   are pushed to subscribers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aether_domain::{ChannelId, UserId};
+use async_graphql::Enum;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::rate::{Rate, RateLimiter};
+
+/// Limits and timings of typing and presence; all configurable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EphemeralLimits {
+    /// How long a typing signal holds unless renewed.
+    pub typing_ttl: Duration,
+    /// The shortest time between two typing signals of one user in one channel that are
+    /// forwarded; more frequent ones are coalesced.
+    pub typing_interval: Duration,
+    /// How often an instance repeats its presence reports while users are connected.
+    pub heartbeat: Duration,
+    /// How long a user must be without any live report before they are shown offline.
+    pub offline_grace: Duration,
+    /// Signals a slow subscriber may fall behind before it skips ahead.
+    pub buffer: usize,
+}
+
+impl Default for EphemeralLimits {
+    fn default() -> Self {
+        Self {
+            typing_ttl: Duration::from_secs(6),
+            typing_interval: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(10),
+            offline_grace: Duration::from_secs(3),
+            buffer: 4_096,
+        }
+    }
+}
+
+/// What a user shows as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Enum)]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Offline,
+}
+
+/// One signal, as it travels between instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Signal {
+    Typing {
+        channel_id: ChannelId,
+        user_id: UserId,
+        until: DateTime<Utc>,
+    },
+    /// What one instance knows of one user: `Online`/`Away` while connected there, `Offline`
+    /// once their last connection there closed.
+    Presence {
+        instance: Uuid,
+        user_id: UserId,
+        status: PresenceStatus,
+    },
+}
+
+impl Signal {
+    /// The key that keeps one user's signals in order on the topic.
+    pub fn key(&self) -> String {
+        match self {
+            Signal::Typing { user_id, .. } | Signal::Presence { user_id, .. } => {
+                user_id.to_string()
+            }
+        }
+    }
+}
+
+/// Where an instance sends its signals.
+pub trait SignalSink: Send + Sync {
+    fn send(&self, signal: Signal);
+}
+
+/// A change of a user's presence, as subscribers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub user_id: UserId,
+    pub status: PresenceStatus,
+}
+
+#[derive(Default)]
+struct Local {
+    connections: u32,
+    away: bool,
+}
+
+impl Local {
+    fn status(&self) -> PresenceStatus {
+        match (self.connections, self.away) {
+            (0, _) => PresenceStatus::Offline,
+            (_, true) => PresenceStatus::Away,
+            (_, false) => PresenceStatus::Online,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Folded {
+    /// Each instance's last report and when it came.
+    reports: HashMap<Uuid, (PresenceStatus, Instant)>,
+    /// What subscribers were last told.
+    shown: Option<PresenceStatus>,
+    /// Since when no live report says connected.
+    gone_since: Option<Instant>,
+}
+
+/// The typing and presence hub of one instance.
+pub struct Ephemeral {
+    instance: Uuid,
+    limits: EphemeralLimits,
+    sink: Arc<dyn SignalSink>,
+    typing: broadcast::Sender<Signal>,
+    presence: broadcast::Sender<PresenceChange>,
+    local: Mutex<HashMap<UserId, Local>>,
+    folded: Mutex<HashMap<UserId, Folded>>,
+    typing_rate: RateLimiter,
+}
+
+impl std::fmt::Debug for Ephemeral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ephemeral")
+            .field("instance", &self.instance)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Delivers signals to the hub itself: the embedded mode, one instance.
+pub struct LoopbackSink(std::sync::Weak<Ephemeral>);
+
+impl SignalSink for LoopbackSink {
+    fn send(&self, signal: Signal) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.receive(signal);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps hold plain values; one panicked holder leaves them usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Ephemeral {
+    fn build(limits: EphemeralLimits, sink: Arc<dyn SignalSink>) -> Self {
+        let interval = limits.typing_interval.as_secs_f64().max(0.001);
+        Self {
+            instance: Uuid::now_v7(),
+            typing: broadcast::channel(limits.buffer.max(1)).0,
+            presence: broadcast::channel(limits.buffer.max(1)).0,
+            typing_rate: RateLimiter::new(Rate::new(1.0 / interval, 1), 100_000),
+            limits,
+            sink,
+            local: Mutex::new(HashMap::new()),
+            folded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A hub whose signals go through `sink` (which must bring every instance's signals back
+    /// to [`Self::receive`]).
+    pub fn new(limits: EphemeralLimits, sink: Arc<dyn SignalSink>) -> Arc<Self> {
+        Arc::new(Self::build(limits, sink))
+    }
+
+    /// A hub for one instance alone: its signals come straight back to it.
+    pub fn loopback(limits: EphemeralLimits) -> Arc<Self> {
+        Arc::new_cyclic(|hub| Self::build(limits, Arc::new(LoopbackSink(hub.clone()))))
+    }
+
+    pub fn limits(&self) -> &EphemeralLimits {
+        &self.limits
+    }
+
+    /// `user` is typing in `channel`. `false` when coalesced with a signal sent moments ago.
+    pub fn start_typing(&self, user: UserId, channel: ChannelId) -> bool {
+        if self
+            .typing_rate
+            .check(&format!("{user}:{channel}"))
+            .is_err()
+        {
+            return false;
+        }
+        let ttl = chrono::Duration::from_std(self.limits.typing_ttl).unwrap_or_default();
+        self.sink.send(Signal::Typing {
+            channel_id: channel,
+            user_id: user,
+            until: Utc::now() + ttl,
+        });
+        true
+    }
+
+    /// A WebSocket of `user` was authenticated on this instance.
+    pub fn connected(&self, user: UserId) {
+        let status = {
+            let mut local = lock(&self.local);
+            let entry = local.entry(user).or_default();
+            entry.connections += 1;
+            entry.status()
+        };
+        self.report(user, status);
+    }
+
+    /// A WebSocket of `user` on this instance closed.
+    pub fn disconnected(&self, user: UserId) {
+        let status = {
+            let mut local = lock(&self.local);
+            let Some(entry) = local.get_mut(&user) else {
+                return;
+            };
+            entry.connections = entry.connections.saturating_sub(1);
+            let status = entry.status();
+            if entry.connections == 0 {
+                local.remove(&user);
+            }
+            status
+        };
+        self.report(user, status);
+    }
+
+    /// The client says whether `user` is away (idle) or back.
+    pub fn set_away(&self, user: UserId, away: bool) {
+        let status = {
+            let mut local = lock(&self.local);
+            let Some(entry) = local.get_mut(&user) else {
+                return;
+            };
+            entry.away = away;
+            entry.status()
+        };
+        self.report(user, status);
+    }
+
+    fn report(&self, user: UserId, status: PresenceStatus) {
+        self.sink.send(Signal::Presence {
+            instance: self.instance,
+            user_id: user,
+            status,
+        });
+    }
+
+    /// A signal from any instance (this one included).
+    pub fn receive(&self, signal: Signal) {
+        match signal {
+            typing @ Signal::Typing { .. } => {
+                let _ = self.typing.send(typing);
+            }
+            Signal::Presence {
+                instance,
+                user_id,
+                status,
+            } => {
+                lock(&self.folded)
+                    .entry(user_id)
+                    .or_default()
+                    .reports
+                    .insert(instance, (status, Instant::now()));
+                self.fold(Instant::now());
+            }
+        }
+    }
+
+    pub fn typing(&self) -> broadcast::Receiver<Signal> {
+        self.typing.subscribe()
+    }
+
+    pub fn presence(&self) -> broadcast::Receiver<PresenceChange> {
+        self.presence.subscribe()
+    }
+
+    /// What `user` shows as now, as far as this instance has heard.
+    pub fn status_of(&self, user: UserId) -> PresenceStatus {
+        lock(&self.folded)
+            .get(&user)
+            .and_then(|folded| folded.shown)
+            .unwrap_or(PresenceStatus::Offline)
+    }
+
+    /// Works out every user's status from the live reports and tells subscribers what changed.
+    fn fold(&self, now: Instant) {
+        let expiry = self.limits.heartbeat * 3;
+        let mut changes = Vec::new();
+        let mut folded = lock(&self.folded);
+        folded.retain(|user, entry| {
+            entry.reports.retain(|_, (status, at)| {
+                *status != PresenceStatus::Offline && now.duration_since(*at) < expiry
+            });
+            let live = entry.reports.values().map(|(status, _)| *status);
+            let connected = if live.clone().any(|s| s == PresenceStatus::Online) {
+                Some(PresenceStatus::Online)
+            } else if live.clone().any(|s| s == PresenceStatus::Away) {
+                Some(PresenceStatus::Away)
+            } else {
+                None
+            };
+            let next = match connected {
+                Some(status) => {
+                    entry.gone_since = None;
+                    Some(status)
+                }
+                None => {
+                    let since = *entry.gone_since.get_or_insert(now);
+                    if now.duration_since(since) >= self.limits.offline_grace {
+                        Some(PresenceStatus::Offline)
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(next) = next {
+                if entry.shown != Some(next) {
+                    // Someone never shown online does not need an offline event.
+                    if !(entry.shown.is_none() && next == PresenceStatus::Offline) {
+                        changes.push(PresenceChange {
+                            user_id: *user,
+                            status: next,
+                        });
+                    }
+                    entry.shown = Some(next);
+                }
+            }
+            // Forget users who are offline and shown so.
+            !(entry.reports.is_empty() && entry.shown == Some(PresenceStatus::Offline))
+        });
+        drop(folded);
+        for change in changes {
+            let _ = self.presence.send(change);
+        }
+    }
+
+    /// Repeats this instance's reports every `heartbeat` and settles debounced changes, until
+    /// `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let tick = Duration::from_millis(250)
+            .min(self.limits.offline_grace.max(Duration::from_millis(10)));
+        let mut last_heartbeat = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            if last_heartbeat.elapsed() >= self.limits.heartbeat {
+                last_heartbeat = Instant::now();
+                let reports: Vec<(UserId, PresenceStatus)> = lock(&self.local)
+                    .iter()
+                    .map(|(user, local)| (*user, local.status()))
+                    .collect();
+                for (user, status) in reports {
+                    self.report(user, status);
+                }
+            }
+            self.fold(Instant::now());
+        }
+    }
+}
+
+// --- GraphQL ---------------------------------------------------------------------------------
+
+use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
+use futures::Stream;
+
+use crate::error::{gql, ApiError, ApiResult};
+use crate::types::{load_user, require_caller, require_member, state, User};
+
+/// Someone started or stopped typing in a channel.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct TypingEvent {
+    pub channel_id: ID,
+    pub user: User,
+    /// `false` once the signal expired unrenewed.
+    pub typing: bool,
+    /// When `typing: true` lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A member's presence changed.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PresenceEvent {
+    pub user: User,
+    pub status: PresenceStatus,
+}
+
+/// What a client may set; `OFFLINE` follows from its connections closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+pub enum SettablePresence {
+    Online,
+    Away,
+}
+
+#[derive(Debug, Default)]
+pub struct EphemeralMutation;
+
+#[Object]
+impl EphemeralMutation {
+    /// Tells the channel's other subscribers that the caller is typing, for
+    /// `typingTtlSeconds`. Send it again while typing goes on; signals closer together than
+    /// the coalescing interval are dropped (the answer is then `false`).
+    async fn start_typing(&self, ctx: &Context<'_>, channel_id: ID) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            let user = require_caller(ctx)?;
+            let channel = ChannelId::parse(&channel_id)?;
+            let state = state(ctx);
+            let row = state
+                .read
+                .channel(channel)
+                .await?
+                .ok_or_else(|| ApiError::not_found("channel"))?;
+            if !state.read.channel_access(&row, user).await?.can_view() {
+                return Err(ApiError::forbidden("you cannot see this channel"));
+            }
+            Ok(state.ephemeral.start_typing(user, channel))
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Shows the caller away (idle) or back online, on every connection they hold here.
+    async fn set_presence(
+        &self,
+        ctx: &Context<'_>,
+        status: SettablePresence,
+    ) -> async_graphql::Result<PresenceStatus> {
+        let result: ApiResult<PresenceStatus> = async {
+            let user = require_caller(ctx)?;
+            let hub = &state(ctx).ephemeral;
+            hub.set_away(user, status == SettablePresence::Away);
+            Ok(match status {
+                SettablePresence::Online => PresenceStatus::Online,
+                SettablePresence::Away => PresenceStatus::Away,
+            })
+        }
+        .await;
+        gql(result)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct EphemeralSubscription;
+
+#[Subscription]
+impl EphemeralSubscription {
+    /// Who starts and stops typing in a channel (the caller's own signals excluded).
+    async fn typing(
+        &self,
+        ctx: &Context<'_>,
+        channel_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<TypingEvent>>> {
+        let state = state(ctx).clone();
+        let user = require_caller(ctx)?;
+        let channel = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
+        let row = state
+            .read
+            .channel(channel)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("channel"))?;
+        if !state
+            .read
+            .channel_access(&row, user)
+            .await
+            .map_err(ApiError::from)?
+            .can_view()
+        {
+            return Err(ApiError::forbidden("you cannot see this channel").into());
+        }
+        let mut signals = state.ephemeral.typing();
+        let shutdown = state.shutdown.clone();
+        Ok(async_stream::stream! {
+            // Who is typing now, and until when.
+            let mut typing: HashMap<UserId, DateTime<Utc>> = HashMap::new();
+            loop {
+                let next_expiry = typing.values().min().copied();
+                let wait = next_expiry
+                    .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or(Duration::from_secs(3600));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait), if next_expiry.is_some() => {
+                        let now = Utc::now();
+                        let expired: Vec<(UserId, DateTime<Utc>)> = typing
+                            .iter()
+                            .filter(|(_, until)| **until <= now)
+                            .map(|(user, until)| (*user, *until))
+                            .collect();
+                        for (who, until) in expired {
+                            typing.remove(&who);
+                            match load_user(&state, who).await {
+                                Ok(person) => yield Ok(TypingEvent { channel_id: ID(channel.to_string()), user: person, typing: false, expires_at: until }),
+                                Err(error) => { yield Err(error.into()); return; }
+                            }
+                        }
+                    }
+                    received = signals.recv() => match received {
+                        Ok(Signal::Typing { channel_id, user_id, until }) if channel_id == channel && user_id != user => {
+                            typing.insert(user_id, until);
+                            match load_user(&state, user_id).await {
+                                Ok(person) => yield Ok(TypingEvent { channel_id: ID(channel.to_string()), user: person, typing: true, expires_at: until }),
+                                Err(error) => { yield Err(error.into()); return; }
+                            }
+                        }
+                        Ok(_) => {}
+                        // Typing is of the moment: a subscriber that fell behind skips ahead.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        })
+    }
+
+    /// Presence changes (`ONLINE`, `AWAY`, `OFFLINE`) of a server's members, for its members.
+    async fn presence(
+        &self,
+        ctx: &Context<'_>,
+        server_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<PresenceEvent>>> {
+        let state = state(ctx).clone();
+        let user = require_caller(ctx)?;
+        let server = aether_domain::ServerId::parse(&server_id).map_err(ApiError::from)?;
+        require_member(&state, server, user).await?;
+        let mut changes = state.ephemeral.presence();
+        let shutdown = state.shutdown.clone();
+        Ok(async_stream::stream! {
+            loop {
+                let change = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = changes.recv() => match received {
+                        Ok(change) => change,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                match state.read.member_role(server, change.user_id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => continue,
+                    Err(error) => { yield Err(ApiError::from(error).into()); return; }
+                }
+                match load_user(&state, change.user_id).await {
+                    Ok(person) => yield Ok(PresenceEvent { user: person, status: change.status }),
+                    Err(error) => { yield Err(error.into()); return; }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<Ephemeral> {
+        Ephemeral::loopback(EphemeralLimits::default())
+    }
+
+    async fn settle(hub: &Arc<Ephemeral>, by: Duration) {
+        tokio::time::advance(by).await;
+        hub.fold(Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_is_online_while_connected_and_offline_after_the_grace() {
+        let hub = hub();
+        let mut changes = hub.presence();
+        let user = UserId::new();
+        hub.connected(user);
+        hub.connected(user);
+        assert_eq!(
+            changes.try_recv().ok().map(|c| c.status),
+            Some(PresenceStatus::Online)
+        );
+        hub.disconnected(user);
+        assert_eq!(
+            hub.status_of(user),
+            PresenceStatus::Online,
+            "one connection is left"
+        );
+        hub.disconnected(user);
+        settle(&hub, Duration::from_secs(1)).await;
+        assert!(changes.try_recv().is_err(), "not offline within the grace");
+        settle(&hub, Duration::from_secs(3)).await;
+        assert_eq!(
+            changes.try_recv().ok().map(|c| c.status),
+            Some(PresenceStatus::Offline)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnect_within_the_grace_does_not_flicker() {
+        let hub = hub();
+        let user = UserId::new();
+        hub.connected(user);
+        let mut changes = hub.presence();
+        hub.disconnected(user);
+        settle(&hub, Duration::from_secs(1)).await;
+        hub.connected(user);
+        settle(&hub, Duration::from_secs(10)).await;
+        assert!(changes.try_recv().is_err(), "no offline, no second online");
+        assert_eq!(hub.status_of(user), PresenceStatus::Online);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn away_shows_while_every_connection_is_away() {
+        let hub = hub();
+        let user = UserId::new();
+        hub.connected(user);
+        let mut changes = hub.presence();
+        hub.set_away(user, true);
+        assert_eq!(
+            changes.try_recv().ok().map(|c| c.status),
+            Some(PresenceStatus::Away)
+        );
+        hub.set_away(user, false);
+        assert_eq!(
+            changes.try_recv().ok().map(|c| c.status),
+            Some(PresenceStatus::Online)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_instance_keeps_a_user_online_and_its_silence_expires() {
+        let hub = hub();
+        let user = UserId::new();
+        let elsewhere = Uuid::now_v7();
+        hub.receive(Signal::Presence {
+            instance: elsewhere,
+            user_id: user,
+            status: PresenceStatus::Online,
+        });
+        assert_eq!(hub.status_of(user), PresenceStatus::Online);
+        // Connected here too, then gone here: still online through the other instance.
+        hub.connected(user);
+        hub.disconnected(user);
+        settle(&hub, Duration::from_secs(5)).await;
+        assert_eq!(hub.status_of(user), PresenceStatus::Online);
+        // The other instance stops reporting (it died): offline after 3 heartbeats + grace.
+        settle(&hub, Duration::from_secs(31)).await;
+        settle(&hub, Duration::from_secs(4)).await;
+        assert_eq!(hub.status_of(user), PresenceStatus::Offline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn typing_is_coalesced_per_user_and_channel() {
+        let hub = hub();
+        let mut typing = hub.typing();
+        let (user, channel) = (UserId::new(), ChannelId::new());
+        assert!(hub.start_typing(user, channel));
+        assert!(!hub.start_typing(user, channel));
+        assert!(hub.start_typing(user, ChannelId::new()));
+        assert!(typing.try_recv().is_ok());
+        assert!(typing.try_recv().is_ok());
+        assert!(typing.try_recv().is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(hub.start_typing(user, channel));
+    }
+}

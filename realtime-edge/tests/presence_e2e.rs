@@ -1,0 +1,207 @@
+//! Typing and presence end to end: over WebSockets on the embedded application, and across two
+//! distributed instances that share a broker (tansu) and PostgreSQL.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use aether_commands::postgres::PgEventStore;
+use aether_kafka::admin::init_topics;
+use aether_kafka::KafkaConfig;
+use aether_query_api::ephemeral::EphemeralLimits;
+use aether_realtime_edge::{
+    start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running,
+};
+use aether_test_support::{kafka_config, TestDatabase};
+use common::{community, Client, Subscriber};
+use serde_json::{json, Value};
+
+const TYPING: &str =
+    "subscription($c: ID!) { typing(channelId: $c) { channelId typing expiresAt user { username } } }";
+const PRESENCE: &str =
+    "subscription($s: ID!) { presence(serverId: $s) { status user { username } } }";
+const START_TYPING: &str = "mutation($c: ID!) { startTyping(channelId: $c) }";
+
+fn limits() -> EphemeralLimits {
+    EphemeralLimits {
+        typing_ttl: Duration::from_secs(1),
+        offline_grace: Duration::from_millis(500),
+        heartbeat: Duration::from_secs(2),
+        ..EphemeralLimits::default()
+    }
+}
+
+fn config(dir: &Path) -> EmbeddedConfig {
+    EmbeddedConfig {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        ephemeral: limits(),
+        ..EmbeddedConfig::default()
+    }
+}
+
+/// The next `next` payload's data for subscription `id`, under `field`.
+async fn next(subscriber: &mut Subscriber, id: &str, field: &str) -> anyhow::Result<Value> {
+    let message = subscriber.next_message().await?;
+    anyhow::ensure!(
+        message["id"] == id && message["type"] == "next",
+        "expected an event for {id}, got {message}"
+    );
+    anyhow::ensure!(
+        message["payload"].get("errors").is_none(),
+        "subscription error: {message}"
+    );
+    Ok(message["payload"]["data"][field].clone())
+}
+
+fn token(client: &Client) -> String {
+    client.token.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn typing_reaches_other_members_and_expires() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start_embedded(config(dir.path())).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let (mut carol, _) = anonymous.register("carol").await?;
+    let place = community(&mut alice, &mut bob).await?;
+
+    let mut watcher = Subscriber::connect(app.local_addr, &token(&bob)).await?;
+    watcher
+        .subscribe("t", TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = alice
+        .ok(START_TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    assert_eq!(started["startTyping"], true);
+    // A second signal at once is coalesced.
+    let again = alice
+        .ok(START_TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    assert_eq!(again["startTyping"], false);
+
+    let typing = next(&mut watcher, "t", "typing").await?;
+    assert_eq!(typing["typing"], true);
+    assert_eq!(typing["user"]["username"], "alice");
+    assert_eq!(typing["channelId"], place.channel_id.as_str());
+    // Not renewed: it lapses by itself.
+    let stopped = next(&mut watcher, "t", "typing").await?;
+    assert_eq!(stopped["typing"], false);
+    assert_eq!(stopped["user"]["username"], "alice");
+    watcher.assert_quiet(Duration::from_millis(300)).await?;
+
+    // Someone outside the server can neither signal nor watch.
+    let code = carol
+        .error_code(START_TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    assert_eq!(code, "FORBIDDEN");
+    let mut outsider = Subscriber::connect(app.local_addr, &token(&carol)).await?;
+    outsider
+        .subscribe("t", TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    let refused = outsider.next_message().await?;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    app.stop().await?;
+    Ok(())
+}
+
+async fn instance(
+    dir: &Path,
+    secret: &Path,
+    db: &TestDatabase,
+    kafka: &KafkaConfig,
+    with_relay: bool,
+) -> anyhow::Result<Running> {
+    let config = EmbeddedConfig {
+        jwt_secret_file: Some(secret.to_path_buf()),
+        ..config(dir)
+    };
+    let distributed = DistributedConfig {
+        postgres: PgEventStore::from_pool(db.pool().await?),
+        kafka: kafka.clone(),
+        with_relay,
+        relay_latency: None,
+        updates: Default::default(),
+    };
+    Ok(start_distributed(config, distributed).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_typing_cross_instances() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    PgEventStore::from_pool(db.pool().await?).migrate().await?;
+    let kafka = kafka_config(2);
+    init_topics(&kafka).await?;
+    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let secret = dirs.0.path().join("jwt-secret");
+    std::fs::write(
+        &secret,
+        aether_commands::keys::Keyring::generate().to_json(),
+    )?;
+    let one = instance(dirs.0.path(), &secret, &db, &kafka, true).await?;
+    let two = instance(dirs.1.path(), &secret, &db, &kafka, false).await?;
+    let _stop = [
+        one.shutdown.clone().drop_guard(),
+        two.shutdown.clone().drop_guard(),
+    ];
+
+    let mut anonymous = Client::new(one.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    // Instance two has caught up with the membership before anyone uses it.
+    let mut bob_on_two = Client::new(two.local_addr).with_token(&token(&bob));
+    bob_on_two.consistency = bob.consistency.clone();
+    bob_on_two.ok("{ me { id } }", json!({})).await?;
+
+    // Alice watches from instance one.
+    let mut watcher = Subscriber::connect(one.local_addr, &token(&alice)).await?;
+    watcher
+        .subscribe("p", PRESENCE, json!({ "s": place.server_id }))
+        .await?;
+    watcher
+        .subscribe("t", TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Bob connects to instance two: online on instance one.
+    let bob_socket = Subscriber::connect(two.local_addr, &token(&bob)).await?;
+    let mut seen = next(&mut watcher, "p", "presence").await?;
+    // Alice's own connection may be announced first.
+    if seen["user"]["username"] == "alice" {
+        seen = next(&mut watcher, "p", "presence").await?;
+    }
+    assert_eq!(seen["user"]["username"], "bob", "{seen}");
+    assert_eq!(seen["status"], "ONLINE");
+
+    // Bob types on instance two: alice sees it on instance one.
+    bob_on_two
+        .ok(START_TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    let typing = next(&mut watcher, "t", "typing").await?;
+    assert_eq!(typing["user"]["username"], "bob");
+    assert_eq!(typing["typing"], true);
+    let stopped = next(&mut watcher, "t", "typing").await?;
+    assert_eq!(stopped["typing"], false);
+
+    // Bob's last connection closes: offline on instance one, after the grace.
+    drop(bob_socket);
+    let gone = next(&mut watcher, "p", "presence").await?;
+    assert_eq!(gone["user"]["username"], "bob");
+    assert_eq!(gone["status"], "OFFLINE");
+
+    one.stop().await?;
+    two.stop().await?;
+    db.drop_database().await?;
+    Ok(())
+}
