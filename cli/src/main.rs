@@ -137,6 +137,18 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 256 * 1024, env = "AETHER_MAX_BODY_BYTES")]
     max_body_bytes: usize,
 
+    /// WebSocket connections one instance holds at most; more are refused with HTTP 503.
+    #[arg(long, default_value_t = 100_000, env = "AETHER_MAX_CONNECTIONS")]
+    max_connections: usize,
+
+    /// Subscriptions one WebSocket connection may hold at once.
+    #[arg(
+        long,
+        default_value_t = 100,
+        env = "AETHER_MAX_SUBSCRIPTIONS_PER_CONNECTION"
+    )]
+    max_subscriptions_per_connection: usize,
+
     /// Updates a slow subscriber may fall behind before it re-reads the read model.
     #[arg(long, default_value_t = 4096, env = "AETHER_UPDATE_BUFFER")]
     update_buffer: usize,
@@ -192,6 +204,8 @@ impl DevArgs {
             },
             http: HttpLimits {
                 max_body_bytes: self.max_body_bytes,
+                max_connections: self.max_connections,
+                max_subscriptions_per_connection: self.max_subscriptions_per_connection,
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {

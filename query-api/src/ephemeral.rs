@@ -391,6 +391,7 @@ use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
 use futures::Stream;
 
 use crate::error::{gql, ApiError, ApiResult};
+use crate::rate::subscription_permit;
 use crate::types::{load_user, require_caller, require_member, state, User};
 
 /// Someone started or stopped typing in a channel.
@@ -494,9 +495,11 @@ impl EphemeralSubscription {
         {
             return Err(ApiError::forbidden("you cannot see this channel").into());
         }
+        let permit = subscription_permit(ctx)?;
         let mut signals = state.ephemeral.typing();
         let shutdown = state.shutdown.clone();
         Ok(async_stream::stream! {
+            let _permit = permit;
             // Who is typing now, and until when.
             let mut typing: HashMap<UserId, DateTime<Utc>> = HashMap::new();
             loop {
@@ -549,9 +552,11 @@ impl EphemeralSubscription {
         let user = require_caller(ctx)?;
         let server = aether_domain::ServerId::parse(&server_id).map_err(ApiError::from)?;
         require_member(&state, server, user).await?;
+        let permit = subscription_permit(ctx)?;
         let mut changes = state.ephemeral.presence();
         let shutdown = state.shutdown.clone();
         Ok(async_stream::stream! {
+            let _permit = permit;
             loop {
                 let change = tokio::select! {
                     _ = shutdown.cancelled() => return,

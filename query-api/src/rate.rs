@@ -316,12 +316,80 @@ pub fn check_login(
     Ok(())
 }
 
+/// How many subscriptions one WebSocket connection may hold at once; the transport puts one in
+/// each connection's data. Absent (plain HTTP, tests that run the schema directly) means no
+/// limit.
+#[derive(Clone, Debug)]
+pub struct SubscriptionBudget {
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+/// One subscription's share of its connection's budget, given back when the subscription ends.
+#[derive(Debug)]
+pub struct SubscriptionPermit(Option<Arc<std::sync::atomic::AtomicUsize>>);
+
+impl Drop for SubscriptionPermit {
+    fn drop(&mut self) {
+        if let Some(held) = self.0.take() {
+            held.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+impl SubscriptionBudget {
+    pub fn new(max: usize) -> Self {
+        Self {
+            held: Arc::default(),
+            max,
+        }
+    }
+
+    fn take(&self) -> Option<SubscriptionPermit> {
+        use std::sync::atomic::Ordering;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| SubscriptionPermit(Some(self.held.clone())))
+    }
+}
+
+/// A permit for one more subscription on the caller's connection, or `RATE_LIMITED`.
+pub fn subscription_permit(
+    ctx: &async_graphql::Context<'_>,
+) -> async_graphql::Result<SubscriptionPermit> {
+    let Some(budget) = ctx.data_opt::<SubscriptionBudget>() else {
+        return Ok(SubscriptionPermit(None));
+    };
+    budget.take().ok_or_else(|| {
+        async_graphql::Error::new(format!(
+            "this connection already holds {} subscriptions, the most allowed; end one first \
+             (see --max-subscriptions-per-connection)",
+            budget.max
+        ))
+        .extend_with(|_, extensions| extensions.set("code", ErrorCode::RateLimited.as_str()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn limiter(per_second: f64, burst: u32) -> RateLimiter {
         RateLimiter::new(Rate::new(per_second, burst), 10)
+    }
+
+    #[test]
+    fn a_subscription_budget_is_given_back_when_a_permit_drops() {
+        let budget = SubscriptionBudget::new(2);
+        let first = budget.take();
+        let second = budget.take();
+        assert!(first.is_some() && second.is_some());
+        assert!(budget.take().is_none());
+        drop(first);
+        assert!(budget.take().is_some());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
+use crate::rate::subscription_permit;
 use crate::types::{parse_cursor, require_caller, state, ChannelEvent};
 use crate::ApiState;
 
@@ -93,6 +94,7 @@ impl SubscriptionRoot {
         let user = require_caller(ctx)?;
         let channel_id = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
         let after = parse_cursor(after.as_deref(), "after")?;
+        let permit = subscription_permit(ctx)?;
         let channel = state
             .read
             .channel(channel_id)
@@ -114,6 +116,7 @@ impl SubscriptionRoot {
         };
         let shutdown = state.shutdown.clone();
         Ok(async_stream::stream! {
+            let _permit = permit;
             let mut last = start;
             let mut pending: Vec<ChannelEventRow> = if after.is_some() {
                 match catch_up(&state, channel_id, last).await {

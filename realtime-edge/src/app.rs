@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::{run_signal_feed, run_update_feed, KafkaSignals};
-use crate::http::{router, HttpLimits, HttpState};
+use crate::http::{router, Connections, HttpLimits, HttpState};
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
@@ -371,6 +371,7 @@ async fn start_app(
             watermarks,
             consistency_wait: config.consistency_wait,
             ready,
+            connections: Connections::new(&config.http),
         },
         &config.http,
     );

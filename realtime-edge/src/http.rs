@@ -9,7 +9,7 @@ use aether_commands::store::EventRef;
 use aether_commands::ErrorCode;
 use aether_domain::UserId;
 use aether_projections::Watermarks;
-use aether_query_api::rate::ClientIp;
+use aether_query_api::rate::{ClientIp, SubscriptionBudget};
 use aether_query_api::{AetherSchema, ApiState, Caller, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
@@ -36,19 +36,68 @@ pub struct HttpState {
     /// Longest a query waits for the read models to reach a consistency token.
     pub consistency_wait: Duration,
     pub ready: tokio::sync::watch::Receiver<bool>,
+    pub connections: Connections,
 }
 
 #[derive(Clone, Debug)]
 pub struct HttpLimits {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// WebSocket connections this instance holds at most; more are refused with HTTP 503.
+    pub max_connections: usize,
+    /// Subscriptions one WebSocket connection may hold at once.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 256 * 1024,
+            max_connections: 100_000,
+            max_subscriptions_per_connection: 100,
         }
+    }
+}
+
+/// The WebSocket connections an instance holds, against its limit.
+#[derive(Clone, Debug)]
+pub struct Connections {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+    max_subscriptions: usize,
+}
+
+/// One held connection; dropping it frees the place.
+struct ConnectionSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Connections {
+    pub fn new(limits: &HttpLimits) -> Self {
+        Self {
+            open: Arc::default(),
+            max: limits.max_connections,
+            max_subscriptions: limits.max_subscriptions_per_connection,
+        }
+    }
+
+    /// How many are open now.
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn take(&self) -> Option<ConnectionSlot> {
+        use std::sync::atomic::Ordering;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self.open.clone()))
     }
 }
 
@@ -181,12 +230,30 @@ async fn graphql_get(
         ))
         .into_response();
     };
+    let Some(slot) = state.connections.take() else {
+        let message = format!(
+            "this instance holds its most WebSocket connections ({}); try again later or \
+             another instance",
+            state.connections.max
+        );
+        tracing::warn!(
+            open = state.connections.open(),
+            "refused a WebSocket: connection limit"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(error_body(ErrorCode::Unavailable, &message)),
+        )
+            .into_response();
+    };
     let schema = state.schema.clone();
     let tokens = state.tokens.clone();
     let hub = state.api.ephemeral.clone();
+    let budget = state.connections.max_subscriptions;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             // Who this connection is, once `connection_init` has said: their presence lasts as
             // long as the socket.
             let signed_in: Arc<Mutex<Option<UserId>>> = Arc::default();
@@ -211,6 +278,7 @@ async fn graphql_get(
                     }
                     let mut data = Data::default();
                     data.insert(caller);
+                    data.insert(SubscriptionBudget::new(budget));
                     Ok(data)
                 })
                 .serve()

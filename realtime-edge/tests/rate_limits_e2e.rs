@@ -10,7 +10,7 @@ use std::time::Duration;
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running};
-use common::{community, Client};
+use common::{community, send, Client};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -166,6 +166,81 @@ async fn password_guessing_is_throttled_per_account() -> anyhow::Result<()> {
         .raw(login, json!({ "u": "bob", "p": "correct horse" }))
         .await?;
     assert_eq!(code(&bob), None, "{bob}");
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_and_subscription_limits_refuse_clearly_and_free_up() -> anyhow::Result<()> {
+    use aether_realtime_edge::http::HttpLimits;
+    use common::{Subscriber, CHANNEL_EVENTS};
+
+    let dir = tempfile::tempdir()?;
+    let config = EmbeddedConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        http: HttpLimits {
+            max_connections: 2,
+            max_subscriptions_per_connection: 2,
+            ..HttpLimits::default()
+        },
+        ..EmbeddedConfig::default()
+    };
+    let app = start_embedded(config).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    let token = bob.token.clone().unwrap_or_default();
+
+    // Two subscriptions on one connection; the third is refused, and ending one frees a place.
+    let mut first = Subscriber::connect(app.local_addr, &token).await?;
+    for id in ["1", "2"] {
+        first
+            .subscribe(id, CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+            .await?;
+    }
+    // Subscriptions start concurrently: let the first two take their places.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first
+        .subscribe("3", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .await?;
+    let refused = first.next_message().await?;
+    assert_eq!(refused["id"], "3", "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    first.send(json!({ "id": "1", "type": "complete" })).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first
+        .subscribe("4", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .await?;
+    send(&mut alice, &place.channel_id, "fits").await?;
+    // Subscriptions 2 and 4 both get it, in either order.
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let message = first.next_message().await?;
+        // `complete` frames of the refused and the ended subscription may come first.
+        if message["type"] != "next" {
+            continue;
+        }
+        assert!(message["payload"].get("errors").is_none(), "{message}");
+        ids.push(message["id"].as_str().unwrap_or_default().to_owned());
+    }
+    ids.sort();
+    assert_eq!(ids, ["2", "4"]);
+
+    // Two connections are the most; a third is refused with 503 and a reason.
+    let second = Subscriber::connect(app.local_addr, &token).await?;
+    let third = Subscriber::connect(app.local_addr, &token).await;
+    let error = third.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("503"), "{error}");
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _again = Subscriber::connect(app.local_addr, &token).await?;
+    drop(first);
     app.stop().await?;
     Ok(())
 }
