@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use aether_commands::postgres::PgEventStore;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
-use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig, Running};
+use aether_realtime_edge::{Running, UpdateFeed};
 use aether_test_support::{kafka_config, TestDatabase};
 use common::{community, newest, send, Client, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
@@ -23,22 +21,8 @@ async fn instance(
     kafka: &KafkaConfig,
     with_relay: bool,
 ) -> anyhow::Result<Running> {
-    let postgres = PgEventStore::from_pool(db.pool().await?);
-    let config = EmbeddedConfig {
-        data_dir: dir.to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown_grace: Duration::from_secs(2),
-        jwt_secret_file: Some(secret.to_path_buf()),
-        ..EmbeddedConfig::default()
-    };
-    let distributed = DistributedConfig {
-        postgres,
-        kafka: kafka.clone(),
-        with_relay,
-        relay_latency: None,
-        updates: Default::default(),
-    };
-    Ok(start_distributed(config, distributed).await?)
+    let (config, updates) = (common::unlimited(), UpdateFeed::LocalProjectors);
+    common::distributed(config, dir, secret, db, kafka, with_relay, updates).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,9 +15,7 @@ use aether_kafka::KafkaConfig;
 use aether_projections::stream::metrics::ProjectorMetrics;
 use aether_projections::stream::role::{run_projector, KafkaUpdates, Stores};
 use aether_projections::stream::ProjectorOptions;
-use aether_realtime_edge::{
-    start_distributed, DistributedConfig, EmbeddedConfig, Running, UpdateFeed,
-};
+use aether_realtime_edge::{Running, UpdateFeed};
 use aether_test_support::{kafka_config, TestDatabase};
 use common::{community, send, Client, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
@@ -36,22 +33,10 @@ async fn instance(
     kafka: &KafkaConfig,
     updates: UpdateFeed,
 ) -> anyhow::Result<Running> {
-    let config = EmbeddedConfig {
-        data_dir: dir.to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown_grace: Duration::from_secs(2),
-        jwt_secret_file: Some(secret.to_path_buf()),
-        ..EmbeddedConfig::default()
-    };
-    let distributed = DistributedConfig {
-        postgres: PgEventStore::from_pool(db.pool().await?),
-        kafka: kafka.clone(),
-        // The API instance runs the relay; edges never do.
-        with_relay: updates == UpdateFeed::LocalProjectors,
-        relay_latency: None,
-        updates,
-    };
-    Ok(start_distributed(config, distributed).await?)
+    // The API instance runs the relay; edges never do.
+    let with_relay = updates == UpdateFeed::LocalProjectors;
+    let config = common::unlimited();
+    common::distributed(config, dir, secret, db, kafka, with_relay, updates).await
 }
 
 /// The API role, two edges, and the catalog and timeline projector processes' work, in-process.

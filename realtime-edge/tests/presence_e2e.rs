@@ -11,9 +11,7 @@ use aether_commands::postgres::PgEventStore;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
 use aether_query_api::ephemeral::EphemeralLimits;
-use aether_realtime_edge::{
-    start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running,
-};
+use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running, UpdateFeed};
 use aether_test_support::{kafka_config, TestDatabase};
 use common::{community, Client, Subscriber};
 use serde_json::{json, Value};
@@ -122,18 +120,8 @@ async fn instance(
     kafka: &KafkaConfig,
     with_relay: bool,
 ) -> anyhow::Result<Running> {
-    let config = EmbeddedConfig {
-        jwt_secret_file: Some(secret.to_path_buf()),
-        ..config(dir)
-    };
-    let distributed = DistributedConfig {
-        postgres: PgEventStore::from_pool(db.pool().await?),
-        kafka: kafka.clone(),
-        with_relay,
-        relay_latency: None,
-        updates: Default::default(),
-    };
-    Ok(start_distributed(config, distributed).await?)
+    let updates = UpdateFeed::LocalProjectors;
+    common::distributed(config(dir), dir, secret, db, kafka, with_relay, updates).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

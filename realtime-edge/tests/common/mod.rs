@@ -17,12 +17,53 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for something that should arrive at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A distributed instance (the API role, or an edge with `UpdateFeed::UpdatesTopic`) on
+/// `db` and `kafka`, signing tokens with `secret`; `config` is the base of its settings (its
+/// data directory, listen address and secret file are set here).
+pub async fn distributed(
+    config: EmbeddedConfig,
+    dir: &Path,
+    secret: &Path,
+    db: &aether_test_support::TestDatabase,
+    kafka: &aether_kafka::KafkaConfig,
+    with_relay: bool,
+    updates: aether_realtime_edge::UpdateFeed,
+) -> anyhow::Result<Running> {
+    let config = EmbeddedConfig {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        jwt_secret_file: Some(secret.to_path_buf()),
+        ..config
+    };
+    let distributed = aether_realtime_edge::DistributedConfig {
+        postgres: aether_commands::postgres::PgEventStore::from_pool(db.pool().await?),
+        kafka: kafka.clone(),
+        with_relay,
+        relay_latency: None,
+        updates,
+    };
+    Ok(aether_realtime_edge::start_distributed(config, distributed).await?)
+}
+
+/// Settings for tests that send more than a person would: no rate limits (their own tests set
+/// them).
+pub fn unlimited() -> EmbeddedConfig {
+    EmbeddedConfig {
+        api: aether_query_api::ApiLimits {
+            rates: aether_query_api::rate::RateLimits::unlimited(),
+            ..aether_query_api::ApiLimits::default()
+        },
+        ..EmbeddedConfig::default()
+    }
+}
+
 pub async fn start(data_dir: &Path) -> anyhow::Result<Running> {
     let config = EmbeddedConfig {
         data_dir: data_dir.to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(2),
-        ..EmbeddedConfig::default()
+        ..unlimited()
     };
     Ok(start_embedded(config).await?)
 }
