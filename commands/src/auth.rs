@@ -63,6 +63,20 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub kind: TokenKind,
+    /// The sign-in session the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// A refresh token's generation within its session: only the newest is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+}
+
+/// What a verified token says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub user: UserId,
+    pub session: Option<uuid::Uuid>,
+    pub generation: Option<u32>,
 }
 
 /// Issues tokens with the keyring's active key and verifies them with any of its keys.
@@ -120,6 +134,29 @@ impl TokenIssuer {
     }
 
     pub fn issue(&self, user: UserId, kind: TokenKind) -> Result<String, AuthError> {
+        self.sign(user, kind, None, None)
+    }
+
+    /// A token of `session`: the access token names it (so signing out knows which), the
+    /// refresh token also carries its generation.
+    pub fn issue_for_session(
+        &self,
+        user: UserId,
+        kind: TokenKind,
+        session: uuid::Uuid,
+        generation: u32,
+    ) -> Result<String, AuthError> {
+        let generation = (kind == TokenKind::Refresh).then_some(generation);
+        self.sign(user, kind, Some(session.to_string()), generation)
+    }
+
+    fn sign(
+        &self,
+        user: UserId,
+        kind: TokenKind,
+        sid: Option<String>,
+        generation: Option<u32>,
+    ) -> Result<String, AuthError> {
         let now = Utc::now().timestamp();
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
@@ -130,6 +167,8 @@ impl TokenIssuer {
             iat: now,
             exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             kind,
+            sid,
+            generation,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
@@ -141,6 +180,12 @@ impl TokenIssuer {
     /// EdDSA, the only algorithm accepted (so neither `none` nor an HMAC "signed" with a public
     /// key gets through); `exp` and `sub` are required and no leeway is given.
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<UserId, AuthError> {
+        self.verify_claims(token, kind)
+            .map(|verified| verified.user)
+    }
+
+    /// As [`Self::verify`], with the session and generation the token carries.
+    pub fn verify_claims(&self, token: &str, kind: TokenKind) -> Result<Verified, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::InvalidToken);
@@ -155,7 +200,15 @@ impl TokenIssuer {
         if data.claims.kind != kind {
             return Err(AuthError::WrongTokenKind);
         }
-        UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)
+        let session = match data.claims.sid.as_deref() {
+            Some(sid) => Some(uuid::Uuid::parse_str(sid).map_err(|_| AuthError::InvalidToken)?),
+            None => None,
+        };
+        Ok(Verified {
+            user: UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)?,
+            session,
+            generation: data.claims.generation,
+        })
     }
 }
 

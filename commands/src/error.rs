@@ -3,6 +3,7 @@
 use aether_domain::message::MessageError;
 use aether_domain::receipts::ReadMarkerError;
 use aether_domain::server::ServerError;
+use aether_domain::session::SessionError;
 use aether_domain::user::UserError;
 use aether_domain::ValidationError;
 use cqrs_es::AggregateError;
@@ -120,6 +121,17 @@ impl DomainRefusal for MessageError {
                 ErrorCode::Forbidden
             }
             AlreadySent | MessageDeleted => ErrorCode::Conflict,
+        }
+    }
+}
+
+impl DomainRefusal for SessionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            SessionError::AlreadyStarted => ErrorCode::Conflict,
+            SessionError::UnknownSession | SessionError::Ended | SessionError::TokenReused => {
+                ErrorCode::Unauthenticated
+            }
         }
     }
 }

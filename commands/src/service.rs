@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use aether_domain::message::{Message, MessageCommand};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
+use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
 use aether_domain::user::{User, UserCommand};
 use aether_domain::{
     ChannelAccess, ChannelId, ChannelKind, ChannelName, DisplayName, InviteCode, MessageBody,
@@ -177,6 +178,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
 struct ServerState {
     server: Arc<Server>,
     sequence: usize,
+}
+
+/// A sign-in session and the generation of its one valid refresh token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub session_id: Uuid,
+    pub user_id: UserId,
+    pub generation: u32,
 }
 
 /// A user's read marker in a channel, as a command left it.
@@ -929,6 +938,129 @@ impl<R: WriteStore> ChatCommands<R> {
             at: ctx.at,
         };
         self.message_command(ctx, target, command).await
+    }
+
+    // --- sessions -------------------------------------------------------------------------
+
+    /// Starts a session for `user` (a sign-in or a registration): refresh generation 0.
+    pub async fn start_session(
+        &self,
+        user: UserId,
+    ) -> Result<Committed<SessionRecord>, CommandError> {
+        let ctx = CommandContext::new(Some(user));
+        let session_id = Uuid::now_v7();
+        let command = SessionCommand::StartSession {
+            session_id,
+            user_id: user,
+            at: ctx.at,
+        };
+        let id = session_id.to_string();
+        let (_, position) = self
+            .decide_retrying(
+                &id,
+                Session::default(),
+                0,
+                command,
+                &ctx.metadata(user.to_string()),
+            )
+            .await?;
+        Ok(Committed {
+            value: SessionRecord {
+                session_id,
+                user_id: user,
+                generation: 0,
+            },
+            position,
+        })
+    }
+
+    /// Trades the refresh token of `generation` in `session` for the next generation. A spent
+    /// generation presented again ends the session (recorded) and is refused.
+    pub async fn refresh_session(
+        &self,
+        user: UserId,
+        session_id: Uuid,
+        generation: u32,
+    ) -> Result<Committed<SessionRecord>, CommandError> {
+        let ctx = CommandContext::new(Some(user));
+        let id = session_id.to_string();
+        let (state, sequence) = self.load_at::<Session>(&id).await?;
+        if state.user_id != Some(user) {
+            return Err(CommandError::from(AggregateError::UserError(
+                SessionError::UnknownSession,
+            )));
+        }
+        let account: User = self.load(&user.to_string()).await?;
+        let command = SessionCommand::Refresh {
+            generation,
+            ended_before: account.sessions_ended_before,
+            at: ctx.at,
+        };
+        let (session, position) = self
+            .decide_retrying(
+                &id,
+                state,
+                sequence,
+                command,
+                &ctx.metadata(user.to_string()),
+            )
+            .await?;
+        if session.ended.is_some() {
+            tracing::warn!(%user, session = %session_id, generation, "a spent refresh token was presented again; the session is ended");
+            return Err(CommandError::from(AggregateError::UserError(
+                SessionError::TokenReused,
+            )));
+        }
+        Ok(Committed {
+            value: SessionRecord {
+                session_id,
+                user_id: user,
+                generation: session.generation,
+            },
+            position,
+        })
+    }
+
+    /// Ends `session` of `user` (sign out on this device).
+    pub async fn end_session(
+        &self,
+        user: UserId,
+        session_id: Uuid,
+    ) -> Result<Written, CommandError> {
+        let ctx = CommandContext::new(Some(user));
+        let id = session_id.to_string();
+        let (state, sequence) = self.load_at::<Session>(&id).await?;
+        if state.user_id != Some(user) {
+            return Err(CommandError::from(AggregateError::UserError(
+                SessionError::UnknownSession,
+            )));
+        }
+        let command = SessionCommand::EndSession {
+            reason: SessionEndReason::LoggedOut,
+            at: ctx.at,
+        };
+        let (_, position) = self
+            .decide_retrying(
+                &id,
+                state,
+                sequence,
+                command,
+                &ctx.metadata(user.to_string()),
+            )
+            .await?;
+        Ok(position)
+    }
+
+    /// Ends every session of `user` that started before now (sign out everywhere).
+    pub async fn end_all_sessions(&self, user: UserId) -> Result<Written, CommandError> {
+        let ctx = CommandContext::new(Some(user));
+        let id = user.to_string();
+        let (state, sequence) = self.load_at::<User>(&id).await?;
+        let command = UserCommand::EndAllSessions { at: ctx.at };
+        let (_, position) = self
+            .decide_retrying(&id, state, sequence, command, &ctx.metadata(id.clone()))
+            .await?;
+        Ok(position)
     }
 
     // --- read markers ---------------------------------------------------------------------

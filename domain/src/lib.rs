@@ -13,6 +13,7 @@ pub mod message;
 pub mod permissions;
 pub mod receipts;
 pub mod server;
+pub mod session;
 pub mod user;
 pub mod values;
 

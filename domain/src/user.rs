@@ -23,6 +23,8 @@ pub enum UserCommand {
         display_name: DisplayName,
         at: DateTime<Utc>,
     },
+    /// Sign out on every device: every session started before now ends.
+    EndAllSessions { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,8 @@ pub enum UserEvent {
         display_name: DisplayName,
         changed_at: DateTime<Utc>,
     },
+    /// Every session that started before `ended_at` is over ("log out everywhere").
+    AllSessionsEnded { ended_at: DateTime<Utc> },
 }
 
 impl DomainEvent for UserEvent {
@@ -50,6 +54,7 @@ impl DomainEvent for UserEvent {
         match self {
             UserEvent::UserRegistered { .. } => "UserRegistered",
             UserEvent::ProfileChanged { .. } => "ProfileChanged",
+            UserEvent::AllSessionsEnded { .. } => "AllSessionsEnded",
         }
         .to_owned()
     }
@@ -73,6 +78,8 @@ pub struct User {
     pub username: Option<Username>,
     pub display_name: Option<DisplayName>,
     pub password_hash: Option<String>,
+    /// When the user last signed out everywhere.
+    pub sessions_ended_before: Option<DateTime<Utc>>,
 }
 
 impl User {
@@ -114,6 +121,13 @@ impl Aggregate for User {
                 };
                 sink.write(event, self).await;
             }
+            UserCommand::EndAllSessions { at } => {
+                if !self.is_registered() {
+                    return Err(UserError::UnknownUser);
+                }
+                sink.write(UserEvent::AllSessionsEnded { ended_at: at }, self)
+                    .await;
+            }
             UserCommand::ChangeProfile { display_name, at } => {
                 if !self.is_registered() {
                     return Err(UserError::UnknownUser);
@@ -146,6 +160,9 @@ impl Aggregate for User {
             }
             UserEvent::ProfileChanged { display_name, .. } => {
                 self.display_name = Some(display_name);
+            }
+            UserEvent::AllSessionsEnded { ended_at } => {
+                self.sessions_ended_before = Some(ended_at);
             }
         }
     }

@@ -107,6 +107,7 @@ async fn apply_user(
             )
             .await
         }
+        UserEvent::AllSessionsEnded { .. } => Ok(()),
     }
 }
 

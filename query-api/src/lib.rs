@@ -100,6 +100,10 @@ impl std::fmt::Debug for ApiState {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Caller(pub Option<UserId>);
 
+/// The sign-in session the caller's access token belongs to, if it names one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerSession(pub Option<uuid::Uuid>);
+
 /// Filled in by mutations: the event the response's consistency token names. Clones share one
 /// value, so the transport keeps a clone and reads it after execution.
 #[derive(Clone, Debug, Default)]

@@ -3,7 +3,7 @@
 //! returned as `extensions.consistencyToken`.
 
 use aether_commands::auth::TokenKind;
-use aether_commands::{CommandContext, Committed};
+use aether_commands::{CommandContext, Committed, SessionRecord};
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_graphql::{Context, InputObject, Object, ID};
 
@@ -12,7 +12,7 @@ use crate::types::{
     caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Invite, Member,
     Message, ReadState, RoleGql, Server, User,
 };
-use crate::{ApiState, ConsistencyToken};
+use crate::{ApiState, CallerSession, ConsistencyToken};
 
 #[derive(Debug, Default)]
 pub struct MutationRoot;
@@ -126,18 +126,32 @@ async fn committed_and_projected<T>(ctx: &Context<'_>, result: Committed<T>) -> 
     value
 }
 
-fn tokens(ctx: &Context<'_>, user: UserId) -> ApiResult<(String, String)> {
+/// An access token and a refresh token of `session`.
+fn tokens(ctx: &Context<'_>, session: &SessionRecord) -> ApiResult<(String, String)> {
     let issuer = &state(ctx).tokens;
     let issue = |kind| {
-        issuer.issue(user, kind).map_err(|e| {
-            tracing::error!(error = %e, "token signing failed");
-            ApiError::new(
-                aether_commands::ErrorCode::Internal,
-                "could not issue a token",
+        issuer
+            .issue_for_session(
+                session.user_id,
+                kind,
+                session.session_id,
+                session.generation,
             )
-        })
+            .map_err(|e| {
+                tracing::error!(error = %e, "token signing failed");
+                ApiError::new(
+                    aether_commands::ErrorCode::Internal,
+                    "could not issue a token",
+                )
+            })
     };
     Ok((issue(TokenKind::Access)?, issue(TokenKind::Refresh)?))
+}
+
+/// A new session for `user` and its first tokens.
+async fn sign_in(ctx: &Context<'_>, user: UserId) -> ApiResult<(String, String)> {
+    let session = state(ctx).commands.start_session(user).await?;
+    tokens(ctx, &committed(ctx, session))
 }
 
 /// A server as the event store has it right after a command (the catalog may lag).
@@ -194,7 +208,7 @@ impl MutationRoot {
                 )
                 .await?;
             let user = committed(ctx, record);
-            let (access_token, refresh_token) = tokens(ctx, user.id)?;
+            let (access_token, refresh_token) = sign_in(ctx, user.id).await?;
             Ok(AuthPayload {
                 access_token,
                 refresh_token,
@@ -216,7 +230,7 @@ impl MutationRoot {
                 .commands
                 .authenticate(&input.username, &input.password)
                 .await?;
-            let (access_token, refresh_token) = tokens(ctx, user.id)?;
+            let (access_token, refresh_token) = sign_in(ctx, user.id).await?;
             Ok(AuthPayload {
                 access_token,
                 refresh_token,
@@ -227,7 +241,9 @@ impl MutationRoot {
         gql(result)
     }
 
-    /// Trades a refresh token for a new pair of tokens.
+    /// Trades a refresh token for a new pair of tokens. Each refresh token works once: the
+    /// answer carries its successor. Presenting a spent one again ends the whole session (every
+    /// token of it), because it means the token was copied; the user signs in again.
     async fn refresh_token(
         &self,
         ctx: &Context<'_>,
@@ -235,20 +251,65 @@ impl MutationRoot {
     ) -> async_graphql::Result<AuthPayload> {
         let result: ApiResult<AuthPayload> = async {
             let state = state(ctx);
-            let user = state
+            let verified = state
                 .tokens
-                .verify(&refresh_token, TokenKind::Refresh)
+                .verify_claims(&refresh_token, TokenKind::Refresh)
                 .map_err(|e| {
                     ApiError::new(aether_commands::ErrorCode::Unauthenticated, e.to_string())
                 })?;
-            let user: User = load_user(state, user).await?;
-            let id = UserId::parse(&user.id)?;
-            let (access_token, refresh_token) = tokens(ctx, id)?;
+            let (Some(session), Some(generation)) = (verified.session, verified.generation) else {
+                return Err(ApiError::new(
+                    aether_commands::ErrorCode::Unauthenticated,
+                    "this refresh token belongs to no session; sign in again",
+                ));
+            };
+            let next = state
+                .commands
+                .refresh_session(verified.user, session, generation)
+                .await?;
+            let next = committed(ctx, next);
+            let user: User = load_user(state, verified.user).await?;
+            let (access_token, refresh_token) = tokens(ctx, &next)?;
             Ok(AuthPayload {
                 access_token,
                 refresh_token,
                 user,
             })
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Signs out on this device: the session's refresh token stops working at once (its access
+    /// token lapses within its lifetime, 15 minutes by default).
+    async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            let user = require_caller(ctx)?;
+            let Some(CallerSession(Some(session))) = ctx.data_opt::<CallerSession>() else {
+                return Err(ApiError::bad_input(
+                    "this access token belongs to no session; nothing to sign out of",
+                ));
+            };
+            let written = state(ctx).commands.end_session(user, *session).await?;
+            if let Some(token) = ctx.data_opt::<ConsistencyToken>() {
+                token.observe(written.event);
+            }
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Signs out everywhere: every session that started before now ends, and their refresh
+    /// tokens stop working at once.
+    async fn logout_everywhere(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            let user = require_caller(ctx)?;
+            let written = state(ctx).commands.end_all_sessions(user).await?;
+            if let Some(token) = ctx.data_opt::<ConsistencyToken>() {
+                token.observe(written.event);
+            }
+            Ok(true)
         }
         .await;
         gql(result)

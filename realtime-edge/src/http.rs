@@ -10,7 +10,7 @@ use aether_commands::ErrorCode;
 use aether_domain::UserId;
 use aether_projections::Watermarks;
 use aether_query_api::rate::{ClientIp, SubscriptionBudget};
-use aether_query_api::{AetherSchema, ApiState, Caller, ConsistencyToken};
+use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -115,19 +115,22 @@ fn error_body(code: ErrorCode, message: &str) -> serde_json::Value {
     json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
 }
 
-/// The caller a bearer token speaks for. No header means anonymous; a bad token is an error,
-/// never silently anonymous.
-fn authenticate(tokens: &TokenIssuer, authorization: Option<&str>) -> Result<Caller, String> {
+/// The caller a bearer token speaks for, and its session. No header means anonymous; a bad
+/// token is an error, never silently anonymous.
+fn authenticate(
+    tokens: &TokenIssuer,
+    authorization: Option<&str>,
+) -> Result<(Caller, CallerSession), String> {
     let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(Caller(None));
+        return Ok((Caller(None), CallerSession(None)));
     };
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or("the authorization must be 'Bearer <accessToken>'")?;
     tokens
-        .verify(token.trim(), TokenKind::Access)
-        .map(|user| Caller(Some(user)))
+        .verify_claims(token.trim(), TokenKind::Access)
+        .map(|verified| (Caller(Some(verified.user)), CallerSession(verified.session)))
         .map_err(|e| e.to_string())
 }
 
@@ -153,7 +156,7 @@ async fn graphql_post(
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let caller = match authenticate(&state.tokens, authorization) {
+    let (caller, session) = match authenticate(&state.tokens, authorization) {
         Ok(caller) => caller,
         Err(message) => {
             return Json(error_body(ErrorCode::Unauthenticated, &message)).into_response();
@@ -185,7 +188,7 @@ async fn graphql_post(
         }
     }
     let token = ConsistencyToken::default();
-    let mut request = request.data(caller).data(token.clone());
+    let mut request = request.data(caller).data(session).data(token.clone());
     if let Some(Extension(ConnectInfo(peer))) = peer {
         request = request.data(ClientIp(peer.ip()));
     }
@@ -265,10 +268,12 @@ async fn graphql_get(
                         .get("authorization")
                         .or_else(|| payload.get("Authorization"))
                         .and_then(|value| value.as_str());
-                    let caller = authenticate(&tokens, authorization).map_err(|message| {
-                        async_graphql::Error::new(message)
-                            .extend_with(|_, e| e.set("code", ErrorCode::Unauthenticated.as_str()))
-                    })?;
+                    let (caller, session) =
+                        authenticate(&tokens, authorization).map_err(|message| {
+                            async_graphql::Error::new(message).extend_with(|_, e| {
+                                e.set("code", ErrorCode::Unauthenticated.as_str())
+                            })
+                        })?;
                     if let Caller(Some(user)) = caller {
                         if let Ok(mut slot) = seen.lock() {
                             if slot.replace(user).is_none() {
@@ -278,6 +283,7 @@ async fn graphql_get(
                     }
                     let mut data = Data::default();
                     data.insert(caller);
+                    data.insert(session);
                     data.insert(SubscriptionBudget::new(budget));
                     Ok(data)
                 })

@@ -15,6 +15,7 @@
 use aether_domain::message::{Message, MessageEvent};
 use aether_domain::receipts::{ReadMarker, ReadMarkerEvent};
 use aether_domain::server::{Server, ServerEvent};
+use aether_domain::session::{Session, SessionEvent};
 use aether_domain::user::{User, UserEvent};
 use cqrs_es::Aggregate;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -52,6 +53,7 @@ const USER: &str = User::TYPE;
 const SERVER: &str = Server::TYPE;
 const MESSAGE: &str = Message::TYPE;
 const READ_MARKER: &str = ReadMarker::TYPE;
+const SESSION: &str = Session::TYPE;
 const V1: &str = aether_domain::EVENT_VERSION_1;
 
 const fn event(
@@ -83,6 +85,32 @@ pub const EVENT_TYPES: &[EventType] = &[
         USER,
         topics::IDENTITY_EVENTS,
         "A user changed their display name.",
+    ),
+    event(
+        "AllSessionsEnded",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "The user signed out everywhere: every session that started before this ended.",
+    ),
+    event(
+        "SessionStarted",
+        SESSION,
+        topics::IDENTITY_EVENTS,
+        "A user signed in (or registered) on a device: a session whose refresh tokens rotate. \
+         Keyed by the user.",
+    ),
+    event(
+        "SessionRefreshed",
+        SESSION,
+        topics::IDENTITY_EVENTS,
+        "A session's refresh token was traded for the next generation; the old one is spent.",
+    ),
+    event(
+        "SessionEnded",
+        SESSION,
+        topics::IDENTITY_EVENTS,
+        "A session ended: signed out, or a spent refresh token was presented again (reuse, \
+         with the generation presented), which ends the whole token family.",
     ),
     event(
         "ServerCreated",
@@ -283,7 +311,7 @@ pub fn domain_event_types(aggregate_type: &str) -> Result<Vec<String>, CatalogEr
 }
 
 /// The aggregate types whose events are public.
-pub const AGGREGATE_TYPES: [&str; 4] = [USER, SERVER, MESSAGE, READ_MARKER];
+pub const AGGREGATE_TYPES: [&str; 5] = [USER, SESSION, SERVER, MESSAGE, READ_MARKER];
 
 /// Brings an envelope written at an older version of its event type up to the current one,
 /// so that [`EventEnvelope::decode`] reads it with today's domain types.
@@ -323,6 +351,7 @@ fn event_enum_schema(aggregate_type: &str) -> Result<Value, CatalogError> {
         SERVER => Ok(schema_of::<ServerEvent>()),
         MESSAGE => Ok(schema_of::<MessageEvent>()),
         READ_MARKER => Ok(schema_of::<ReadMarkerEvent>()),
+        SESSION => Ok(schema_of::<SessionEvent>()),
         other => Err(CatalogError::UnknownAggregateType(other.to_owned())),
     }
 }

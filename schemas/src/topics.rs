@@ -1,6 +1,7 @@
 //! The topic catalogue: where each aggregate's events are published and how they are keyed.
 
-/// Users: registrations and profile changes. Key: user id.
+/// Users and their sessions: registrations, profile changes, sign-ins, token rotations and
+/// sign-outs. Key: user id.
 pub const IDENTITY_EVENTS: &str = "aether.identity.events.v1";
 /// Servers: channels, members, roles, invites. Key: server id.
 pub const SERVER_EVENTS: &str = "aether.servers.events.v1";
@@ -20,7 +21,7 @@ pub const EVENT_TOPICS: [&str; 3] = [IDENTITY_EVENTS, SERVER_EVENTS, MESSAGE_EVE
 /// The topic that carries events of `aggregate_type`.
 pub fn topic_for(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {
-        "User" => Some(IDENTITY_EVENTS),
+        "User" | "Session" => Some(IDENTITY_EVENTS),
         "Server" => Some(SERVER_EVENTS),
         "Message" | "ReadMarker" => Some(MESSAGE_EVENTS),
         _ => None,

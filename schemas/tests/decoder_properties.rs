@@ -8,6 +8,7 @@
 use aether_domain::message::MessageEvent;
 use aether_domain::receipts::ReadMarkerEvent;
 use aether_domain::server::ServerEvent;
+use aether_domain::session::SessionEvent;
 use aether_domain::user::UserEvent;
 use aether_schemas::catalog;
 use aether_schemas::generate::golden_dir;
@@ -64,6 +65,7 @@ fn consume(envelope: EventEnvelope) -> Result<(), String> {
         "Server" => envelope.decode::<ServerEvent>().map(drop),
         "Message" => envelope.decode::<MessageEvent>().map(drop),
         "ReadMarker" => envelope.decode::<ReadMarkerEvent>().map(drop),
+        "Session" => envelope.decode::<SessionEvent>().map(drop),
         other => return Err(format!("unknown aggregate type {other}")),
     };
     decoded.map_err(|e| e.to_string())

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use aether_domain::message::MessageEvent;
 use aether_domain::receipts::ReadMarkerEvent;
 use aether_domain::server::ServerEvent;
+use aether_domain::session::SessionEvent;
 use aether_domain::user::UserEvent;
 use aether_schemas::catalog::{self, EVENT_TYPES};
 use aether_schemas::envelope::REDACTED_FIELDS;
@@ -233,6 +234,7 @@ fn check_golden(name: &str, path: &Path) -> Result<(), String> {
         "Server" => round_trip::<ServerEvent>(&current),
         "Message" => round_trip::<MessageEvent>(&current),
         "ReadMarker" => round_trip::<ReadMarkerEvent>(&current),
+        "Session" => round_trip::<SessionEvent>(&current),
         other => Err(format!("no domain events for aggregate type {other}")),
     }?;
     if republished.version != event.version {

@@ -164,6 +164,7 @@ async fn apply_user(
                 .execute(&mut *tx)
                 .await?;
         }
+        UserEvent::AllSessionsEnded { .. } => {}
     }
     Ok(())
 }
