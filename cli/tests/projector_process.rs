@@ -352,6 +352,20 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
         eprintln!("{name}: killed at {at_kill} of {end} events consumed");
         let _projector = fixture.projector(name, 7)?;
         fixture.wait_consumed(name, 1, end).await?;
+        if name == MongoTimelineProjection::NAME {
+            // Updates are sent after each commit without waiting for the broker; give the
+            // running projector the moment it needs before it is stopped with SIGKILL.
+            let started = Instant::now();
+            while !fixture
+                .updates()
+                .await?
+                .iter()
+                .any(|(_, u)| u.get("Channel").is_some())
+                && started.elapsed() < Duration::from_secs(15)
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         drop(_projector);
 
         let rebuilt = fixture.cli(&["projections", "rebuild", name]).await?;

@@ -542,7 +542,7 @@ impl<R: WriteStore> ChatCommands<R> {
             .await;
             return Err(refused());
         };
-        let user: User = self.load(&user_id).await?;
+        let (user, sequence) = self.load_at::<User>(&user_id).await?;
         let (Some(id), Some(hash), Some(display_name)) = (
             user.id,
             user.password_hash.clone(),
@@ -555,6 +555,20 @@ impl<R: WriteStore> ChatCommands<R> {
             .await
             .map_err(|e| CommandError::internal(e.to_string()))?;
         if !valid {
+            // A security event for auditors; the refusal stands whether or not it is recorded.
+            let ctx = CommandContext::new(None);
+            let recorded = self
+                .decide_retrying(
+                    &user_id,
+                    user,
+                    sequence,
+                    UserCommand::RecordFailedLogin { at: ctx.at },
+                    &ctx.metadata(user_id.clone()),
+                )
+                .await;
+            if let Err(error) = recorded {
+                tracing::warn!(%error, "a failed sign-in could not be recorded");
+            }
             return Err(refused());
         }
         Ok(UserRecord {

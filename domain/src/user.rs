@@ -25,6 +25,8 @@ pub enum UserCommand {
     },
     /// Sign out on every device: every session started before now ends.
     EndAllSessions { at: DateTime<Utc> },
+    /// Someone tried to sign in as this user with a wrong password.
+    RecordFailedLogin { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +49,9 @@ pub enum UserEvent {
     },
     /// Every session that started before `ended_at` is over ("log out everywhere").
     AllSessionsEnded { ended_at: DateTime<Utc> },
+    /// A sign-in as this user failed: a wrong password. (Attempts are rate-limited per
+    /// username before they get this far, so a flood leaves a bounded trail.)
+    LoginFailed { failed_at: DateTime<Utc> },
 }
 
 impl DomainEvent for UserEvent {
@@ -55,6 +60,7 @@ impl DomainEvent for UserEvent {
             UserEvent::UserRegistered { .. } => "UserRegistered",
             UserEvent::ProfileChanged { .. } => "ProfileChanged",
             UserEvent::AllSessionsEnded { .. } => "AllSessionsEnded",
+            UserEvent::LoginFailed { .. } => "LoginFailed",
         }
         .to_owned()
     }
@@ -121,6 +127,13 @@ impl Aggregate for User {
                 };
                 sink.write(event, self).await;
             }
+            UserCommand::RecordFailedLogin { at } => {
+                if !self.is_registered() {
+                    return Err(UserError::UnknownUser);
+                }
+                sink.write(UserEvent::LoginFailed { failed_at: at }, self)
+                    .await;
+            }
             UserCommand::EndAllSessions { at } => {
                 if !self.is_registered() {
                     return Err(UserError::UnknownUser);
@@ -164,6 +177,7 @@ impl Aggregate for User {
             UserEvent::AllSessionsEnded { ended_at } => {
                 self.sessions_ended_before = Some(ended_at);
             }
+            UserEvent::LoginFailed { .. } => {}
         }
     }
 }

@@ -107,7 +107,7 @@ async fn apply_user(
             )
             .await
         }
-        UserEvent::AllSessionsEnded { .. } => Ok(()),
+        UserEvent::AllSessionsEnded { .. } | UserEvent::LoginFailed { .. } => Ok(()),
     }
 }
 

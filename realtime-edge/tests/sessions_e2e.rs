@@ -130,3 +130,53 @@ async fn signing_out_here_or_everywhere_stops_refreshes() -> anyhow::Result<()> 
     app.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn security_events_are_in_the_log() -> anyhow::Result<()> {
+    use aether_schemas::EventLog;
+
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    anonymous.register("alice").await?;
+    let wrong = anonymous
+        .raw(
+            "mutation { login(input: {username: \"alice\", password: \"wrong horse\"}) { accessToken } }",
+            json!({}),
+        )
+        .await?;
+    assert_eq!(code(&wrong), Some("UNAUTHENTICATED"));
+    // An unknown account leaves nothing: there is no one to record it for.
+    anonymous
+        .raw(
+            "mutation { login(input: {username: \"nobody\", password: \"wrong horse\"}) { accessToken } }",
+            json!({}),
+        )
+        .await?;
+    let login = anonymous.raw(LOGIN, json!({ "u": "alice" })).await?;
+    let (_, first) = tokens(&login, "login");
+    refresh(&mut anonymous, &first).await?;
+    refresh(&mut anonymous, &first).await?;
+    app.stop().await?;
+
+    let log = aether_commands::SqliteEventStore::open(&dir.path().join("events.db")).await?;
+    let events = log.read_after(0, 10_000).await?;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event.envelope.event_type.as_str())
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| **t == "LoginFailed").count(),
+        1,
+        "{types:?}"
+    );
+    let reuse = events
+        .iter()
+        .find(|event| event.envelope.event_type == "SessionEnded")
+        .map(|event| event.envelope.data.clone())
+        .unwrap_or_default();
+    assert_eq!(reuse["reason"], "REFRESH_TOKEN_REUSED");
+    assert_eq!(reuse["presented_generation"], 0);
+    log.close().await;
+    Ok(())
+}

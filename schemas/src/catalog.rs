@@ -93,6 +93,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         "The user signed out everywhere: every session that started before this ended.",
     ),
     event(
+        "LoginFailed",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "Someone tried to sign in as the user with a wrong password.",
+    ),
+    event(
         "SessionStarted",
         SESSION,
         topics::IDENTITY_EVENTS,

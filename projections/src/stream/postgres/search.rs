@@ -164,7 +164,7 @@ async fn apply_user(
                 .execute(&mut *tx)
                 .await?;
         }
-        UserEvent::AllSessionsEnded { .. } => {}
+        UserEvent::AllSessionsEnded { .. } | UserEvent::LoginFailed { .. } => {}
     }
     Ok(())
 }
