@@ -1,0 +1,462 @@
+//! The permission matrix, table-driven: every mutation that acts in a server, tried as every
+//! role (OWNER, ADMIN, MODERATOR, MEMBER, GUEST), as a signed-in outsider and as anonymous,
+//! against the matrix the README documents. Each attempt gets fresh targets (a message, a
+//! channel, an invite) made by the owner, so attempts do not depend on each other.
+
+mod common;
+
+use common::{send, start, Client};
+use serde_json::{json, Value};
+
+const ROLES: [&str; 5] = ["OWNER", "ADMIN", "MODERATOR", "MEMBER", "GUEST"];
+
+/// Who tries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Actor {
+    Role(&'static str),
+    Outsider,
+    Anonymous,
+}
+
+/// One mutation and the roles the matrix lets do it.
+struct Case {
+    name: &'static str,
+    allowed: &'static [&'static str],
+    /// What an outsider gets: FORBIDDEN, or NOT_FOUND where even existence is hidden (a
+    /// message of a server one is not in).
+    outsider: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "renameServer",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "createChannel",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "renameChannel",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "archiveChannel",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "setMemberRole",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "createInvite",
+        allowed: &["OWNER", "ADMIN", "MODERATOR", "MEMBER"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "revokeInvite",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "sendMessage",
+        allowed: &ROLES,
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "sendAnnouncement",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "sendPrivate",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "editOthersMessage",
+        allowed: &[],
+        outsider: "NOT_FOUND",
+    },
+    Case {
+        name: "deleteOthersMessage",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+    },
+    Case {
+        name: "markRead",
+        allowed: &ROLES,
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "markReadPrivate",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "startTyping",
+        allowed: &ROLES,
+        outsider: "FORBIDDEN",
+    },
+];
+
+struct World {
+    owner: Client,
+    by_role: Vec<(&'static str, Client)>,
+    outsider: Client,
+    anonymous: Client,
+    server: String,
+    text: String,
+    announcements: String,
+    private: String,
+    /// A GUEST whose role the setMemberRole attempts set (to GUEST again), and who writes the
+    /// messages the others try to edit and delete.
+    target: String,
+    author: Client,
+}
+
+fn data_id(value: &Value, field: &str) -> String {
+    value[field]["id"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn channel(
+    owner: &mut Client,
+    server: &str,
+    name: &str,
+    kind: &str,
+    private: bool,
+) -> anyhow::Result<String> {
+    let made = owner
+        .ok(
+            "mutation($s: ID!, $n: String!, $k: ChannelKind!, $p: Boolean!) { createChannel(input: {serverId: $s, name: $n, kind: $k, private: $p}) { id } }",
+            json!({ "s": server, "n": name, "k": kind, "p": private }),
+        )
+        .await?;
+    Ok(data_id(&made, "createChannel"))
+}
+
+async fn invite(owner: &mut Client, server: &str) -> anyhow::Result<String> {
+    let made = owner
+        .ok(
+            "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
+            json!({ "s": server }),
+        )
+        .await?;
+    Ok(made["createInvite"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+async fn world(app: &aether_realtime_edge::Running) -> anyhow::Result<World> {
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut owner, _) = anonymous.register("owner").await?;
+    let server = owner
+        .ok(
+            "mutation { createServer(input: {name: \"matrix\"}) { id } }",
+            json!({}),
+        )
+        .await?;
+    let server = data_id(&server, "createServer");
+    let text = channel(&mut owner, &server, "general", "TEXT", false).await?;
+    let announcements = channel(&mut owner, &server, "news", "ANNOUNCEMENT", false).await?;
+    let private = channel(&mut owner, &server, "staff", "TEXT", true).await?;
+    let mut by_role = vec![("OWNER", owner.clone())];
+    let mut target = String::new();
+    let mut author = None;
+    for (n, role) in ["ADMIN", "MODERATOR", "MEMBER", "GUEST", "GUEST"]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut member, id) = anonymous.register(&format!("member{n}")).await?;
+        let code = invite(&mut owner, &server).await?;
+        member
+            .ok(
+                "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
+                json!({ "c": code }),
+            )
+            .await?;
+        owner
+            .ok(
+                "mutation($s: ID!, $u: ID!, $r: Role!) { setMemberRole(input: {serverId: $s, userId: $u, role: $r}) { role } }",
+                json!({ "s": server, "u": id, "r": role }),
+            )
+            .await?;
+        if n == 4 {
+            target = id;
+            author = Some(member);
+        } else {
+            by_role.push((role, member));
+        }
+    }
+    let (outsider, _) = anonymous.register("outsider").await?;
+    Ok(World {
+        owner,
+        by_role,
+        outsider,
+        anonymous,
+        server,
+        text,
+        announcements,
+        private,
+        target,
+        author: author.ok_or_else(|| anyhow::anyhow!("no author"))?,
+    })
+}
+
+/// The owner's fresh targets, then `actor`'s attempt: "OK" or the error's code.
+async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyhow::Result<String> {
+    let owner = &mut world.owner;
+    let (query, variables) = match case {
+        "renameServer" => (
+            "mutation($s: ID!, $n: String!) { renameServer(serverId: $s, name: $n) { id } }",
+            json!({ "s": world.server, "n": format!("matrix {n}") }),
+        ),
+        "createChannel" => (
+            "mutation($s: ID!, $n: String!) { createChannel(input: {serverId: $s, name: $n}) { id } }",
+            json!({ "s": world.server, "n": format!("new-{n}") }),
+        ),
+        "renameChannel" => (
+            "mutation($c: ID!, $n: String!) { renameChannel(channelId: $c, name: $n) { id } }",
+            json!({ "c": world.text, "n": format!("general-{n}") }),
+        ),
+        "archiveChannel" => {
+            let fresh = channel(owner, &world.server, &format!("old-{n}"), "TEXT", false).await?;
+            (
+                "mutation($c: ID!) { archiveChannel(channelId: $c) { id } }",
+                json!({ "c": fresh }),
+            )
+        }
+        "setMemberRole" => (
+            "mutation($s: ID!, $u: ID!) { setMemberRole(input: {serverId: $s, userId: $u, role: GUEST}) { role } }",
+            json!({ "s": world.server, "u": world.target }),
+        ),
+        "createInvite" => (
+            "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
+            json!({ "s": world.server }),
+        ),
+        "revokeInvite" => {
+            let code = invite(owner, &world.server).await?;
+            ("mutation($c: String!) { revokeInvite(code: $c) }", json!({ "c": code }))
+        }
+        "sendMessage" | "sendAnnouncement" | "sendPrivate" => {
+            let channel = match case {
+                "sendMessage" => &world.text,
+                "sendAnnouncement" => &world.announcements,
+                _ => &world.private,
+            };
+            (
+                "mutation($c: ID!) { sendMessage(input: {channelId: $c, body: \"hi\"}) { id } }",
+                json!({ "c": channel }),
+            )
+        }
+        "editOthersMessage" | "deleteOthersMessage" => {
+            let message = send(&mut world.author, &world.text, &format!("theirs {n}")).await?;
+            owner.consistency = world.author.consistency.clone();
+            if case == "editOthersMessage" {
+                (
+                    "mutation($m: ID!) { editMessage(input: {messageId: $m, body: \"mine now\"}) { id } }",
+                    json!({ "m": message }),
+                )
+            } else {
+                ("mutation($m: ID!) { deleteMessage(messageId: $m) { id } }", json!({ "m": message }))
+            }
+        }
+        "markRead" | "markReadPrivate" => {
+            let channel = if case == "markRead" { world.text.clone() } else { world.private.clone() };
+            let message = send(owner, &channel, &format!("to read {n}")).await?;
+            (
+                "mutation($c: ID!, $m: ID!) { markRead(input: {channelId: $c, messageId: $m}) { unreadCount } }",
+                json!({ "c": channel, "m": message }),
+            )
+        }
+        "startTyping" => ("mutation($c: ID!) { startTyping(channelId: $c) }", json!({ "c": world.text })),
+        other => anyhow::bail!("no case {other}"),
+    };
+    let consistency = world.owner.consistency.clone();
+    let client = match actor {
+        Actor::Role(role) => {
+            &mut world
+                .by_role
+                .iter_mut()
+                .find(|(r, _)| *r == role)
+                .ok_or_else(|| anyhow::anyhow!("no {role}"))?
+                .1
+        }
+        Actor::Outsider => &mut world.outsider,
+        Actor::Anonymous => &mut world.anonymous,
+    };
+    // Read the owner's preparations before acting on them.
+    client.consistency = consistency;
+    let body = client.raw(query, variables).await?;
+    Ok(match body["errors"][0]["extensions"]["code"].as_str() {
+        None => "OK".to_owned(),
+        Some(code) => code.to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn every_mutation_as_every_role_follows_the_matrix() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut world = world(&app).await?;
+    let mut actors: Vec<Actor> = ROLES.iter().map(|role| Actor::Role(role)).collect();
+    actors.extend([Actor::Outsider, Actor::Anonymous]);
+
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for case in CASES {
+        for actor in &actors {
+            n += 1;
+            let expected = match actor {
+                Actor::Role(role) if case.allowed.contains(role) => "OK",
+                Actor::Role(_) => "FORBIDDEN",
+                Actor::Outsider => case.outsider,
+                Actor::Anonymous => "UNAUTHENTICATED",
+            };
+            let got = attempt(&mut world, case.name, *actor, n).await?;
+            if got != expected {
+                wrong.push(format!(
+                    "{} as {actor:?}: expected {expected}, got {got}",
+                    case.name
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} attempts off the matrix:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::Result<()> {
+    use common::Subscriber;
+
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut world = world(&app).await?;
+    let secret = send(&mut world.owner, &world.private, "staff only").await?;
+    let public = send(&mut world.owner, &world.text, "for everyone").await?;
+    let consistency = world.owner.consistency.clone();
+
+    let queries = [
+        (
+            "server",
+            "query($i: ID!) { server(id: $i) { id name } }",
+            world.server.clone(),
+        ),
+        (
+            "channel",
+            "query($i: ID!) { channel(id: $i) { id messages { edges { node { body } } } } }",
+            world.private.clone(),
+        ),
+        (
+            "message",
+            "query($i: ID!) { message(id: $i) { body } }",
+            secret.clone(),
+        ),
+    ];
+    // The outsider sees none of the server; a MEMBER none of the private channel.
+    let member = world
+        .by_role
+        .iter()
+        .find(|(role, _)| *role == "MEMBER")
+        .map(|(_, client)| client.clone())
+        .ok_or_else(|| anyhow::anyhow!("no member"))?;
+    for (who, mut client) in [
+        ("outsider", world.outsider.clone()),
+        ("member", member.clone()),
+    ] {
+        client.consistency = consistency.clone();
+        for (field, query, id) in &queries {
+            if who == "member" && *field == "server" {
+                continue;
+            }
+            let answer = client.raw(query, json!({ "i": id })).await?;
+            assert_eq!(
+                answer["data"][field],
+                Value::Null,
+                "{who} saw {field}: {answer}"
+            );
+            assert!(answer.get("errors").is_none_or(Value::is_null), "{answer}");
+        }
+        let servers = client
+            .ok("{ servers { id channels { id } } }", json!({}))
+            .await?;
+        let text = serde_json::to_string(&servers)?;
+        if who == "outsider" {
+            assert!(
+                !text.contains(&world.server),
+                "the outsider listed the server: {text}"
+            );
+        } else {
+            assert!(
+                !text.contains(&world.private),
+                "the member listed the private channel: {text}"
+            );
+        }
+    }
+    // The member does see the public channel and its message, and the moderator the private.
+    let mut member = member;
+    member.consistency = consistency.clone();
+    let seen = member
+        .ok(
+            "query($i: ID!) { message(id: $i) { body } }",
+            json!({ "i": public }),
+        )
+        .await?;
+    assert_eq!(seen["message"]["body"], "for everyone");
+
+    // Subscriptions: refused with FORBIDDEN, never a stream.
+    let subscriptions = [
+        (
+            "subscription($i: ID!) { channelEvents(channelId: $i) { cursor } }",
+            world.private.clone(),
+        ),
+        (
+            "subscription($i: ID!) { typing(channelId: $i) { typing } }",
+            world.private.clone(),
+        ),
+    ];
+    for (query, id) in subscriptions {
+        for token in [member.token.clone(), world.outsider.token.clone()] {
+            let mut socket =
+                Subscriber::connect(app.local_addr, &token.unwrap_or_default()).await?;
+            socket.subscribe("s", query, json!({ "i": id })).await?;
+            let refused = socket.next_message().await?;
+            assert_eq!(
+                refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+                "{query}: {refused}"
+            );
+        }
+    }
+    let mut socket = Subscriber::connect(
+        app.local_addr,
+        &world.outsider.token.clone().unwrap_or_default(),
+    )
+    .await?;
+    socket
+        .subscribe(
+            "p",
+            "subscription($i: ID!) { presence(serverId: $i) { status } }",
+            json!({ "i": world.server }),
+        )
+        .await?;
+    let refused = socket.next_message().await?;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    app.stop().await?;
+    Ok(())
+}
