@@ -113,6 +113,10 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 1000, env = "AETHER_MAX_QUERY_COMPLEXITY")]
     max_query_complexity: usize,
 
+    /// Most aliased fields one GraphQL document may hold.
+    #[arg(long, default_value_t = 30, env = "AETHER_MAX_QUERY_ALIASES")]
+    max_query_aliases: usize,
+
     /// Most items one page (`first`/`last`) may ask for.
     #[arg(long, default_value_t = 100, env = "AETHER_MAX_PAGE_SIZE")]
     max_page_size: i64,
@@ -140,6 +144,10 @@ pub(crate) struct DevArgs {
     /// WebSocket connections one instance holds at most; more are refused with HTTP 503.
     #[arg(long, default_value_t = 100_000, env = "AETHER_MAX_CONNECTIONS")]
     max_connections: usize,
+
+    /// Largest WebSocket message a client may send, in bytes; a larger one closes the connection.
+    #[arg(long, default_value_t = 64 * 1024, env = "AETHER_MAX_WS_MESSAGE_BYTES")]
+    max_ws_message_bytes: usize,
 
     /// Subscriptions one WebSocket connection may hold at once.
     #[arg(
@@ -193,6 +201,7 @@ impl DevArgs {
                 max_depth: self.max_query_depth,
                 max_complexity: self.max_query_complexity,
                 max_page_size: self.max_page_size.max(1),
+                max_aliases: self.max_query_aliases,
                 rates: RateLimits {
                     mutations_per_user: self.rate_mutations_per_user,
                     mutations_per_ip: self.rate_mutations_per_ip,
@@ -206,6 +215,7 @@ impl DevArgs {
                 max_body_bytes: self.max_body_bytes,
                 max_connections: self.max_connections,
                 max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+                max_ws_message_bytes: self.max_ws_message_bytes,
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {

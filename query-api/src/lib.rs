@@ -4,6 +4,7 @@
 //! The transport (HTTP, WebSocket) lives in `aether-realtime-edge`; this crate only needs the
 //! caller's identity ([`Caller`]) in each request's data.
 
+pub mod document;
 pub mod ephemeral;
 pub mod error;
 mod mutation;
@@ -54,6 +55,8 @@ pub struct ApiLimits {
     /// Longest a mutation whose payload is served from read models waits for them to apply
     /// its events.
     pub projection_wait: std::time::Duration,
+    /// Most aliased fields one document may hold.
+    pub max_aliases: usize,
     /// Per-user, per-address and per-account request rates.
     pub rates: rate::RateLimits,
 }
@@ -65,6 +68,7 @@ impl Default for ApiLimits {
             max_complexity: 1_000,
             max_page_size: 100,
             projection_wait: std::time::Duration::from_secs(5),
+            max_aliases: 30,
             rates: rate::RateLimits::default(),
         }
     }
@@ -140,6 +144,9 @@ pub fn build_schema(state: ApiState) -> AetherSchema {
         .data(state)
         .data(limiters)
         .extension(rate::MutationRateLimit)
+        .extension(document::AliasLimit {
+            max: limits.max_aliases,
+        })
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

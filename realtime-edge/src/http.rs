@@ -47,6 +47,9 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Subscriptions one WebSocket connection may hold at once.
     pub max_subscriptions_per_connection: usize,
+    /// Largest WebSocket message (and frame) a client may send, in bytes; a larger one closes
+    /// the connection (close code 1009, "message too big").
+    pub max_ws_message_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -55,6 +58,7 @@ impl Default for HttpLimits {
             max_body_bytes: 256 * 1024,
             max_connections: 100_000,
             max_subscriptions_per_connection: 100,
+            max_ws_message_bytes: 64 * 1024,
         }
     }
 }
@@ -65,6 +69,7 @@ pub struct Connections {
     open: Arc<std::sync::atomic::AtomicUsize>,
     max: usize,
     max_subscriptions: usize,
+    max_message: usize,
 }
 
 /// One held connection; dropping it frees the place.
@@ -82,6 +87,7 @@ impl Connections {
             open: Arc::default(),
             max: limits.max_connections,
             max_subscriptions: limits.max_subscriptions_per_connection,
+            max_message: limits.max_ws_message_bytes,
         }
     }
 
@@ -253,8 +259,11 @@ async fn graphql_get(
     let tokens = state.tokens.clone();
     let hub = state.api.ephemeral.clone();
     let budget = state.connections.max_subscriptions;
+    let max_message = state.connections.max_message;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             // Who this connection is, once `connection_init` has said: their presence lasts as

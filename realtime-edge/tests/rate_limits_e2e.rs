@@ -244,3 +244,50 @@ async fn connection_and_subscription_limits_refuse_clearly_and_free_up() -> anyh
     app.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn too_many_aliases_and_oversized_websocket_messages_are_refused() -> anyhow::Result<()> {
+    use common::Subscriber;
+
+    let dir = tempfile::tempdir()?;
+    let app = start_limited(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+
+    let aliased = |n: usize| {
+        let fields: Vec<String> = (0..n).map(|i| format!("a{i}: me {{ id }}")).collect();
+        format!("{{ {} }}", fields.join(" "))
+    };
+    let within = alice.raw(&aliased(30), json!({})).await?;
+    assert_eq!(code(&within), None, "{within}");
+    let over = alice.raw(&aliased(31), json!({})).await?;
+    assert_eq!(code(&over), Some("BAD_USER_INPUT"), "{over}");
+    assert!(over["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("aliases"));
+
+    // A WebSocket message over 64 KiB closes the connection; the server goes on serving.
+    let token = alice.token.clone().unwrap_or_default();
+    let mut socket = Subscriber::connect(app.local_addr, &token).await?;
+    socket
+        .send(json!({ "id": "x", "type": "subscribe", "payload": { "query": "x".repeat(100 * 1024) } }))
+        .await?;
+    let closed = socket.next_message().await;
+    assert!(closed.is_err(), "still open: {closed:?}");
+    let mut again = Subscriber::connect(app.local_addr, &token).await?;
+    again
+        .subscribe(
+            "ok",
+            "subscription($c: ID!) { typing(channelId: $c) { typing } }",
+            json!({ "c": "not-an-id" }),
+        )
+        .await?;
+    let answer = again.next_message().await?;
+    assert_eq!(
+        answer["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{answer}"
+    );
+    app.stop().await?;
+    Ok(())
+}
