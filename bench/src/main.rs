@@ -8,6 +8,7 @@
 //! `bench/README.md`.
 
 mod chat_log;
+mod realtime;
 mod rebuild;
 mod rebuild_report;
 mod report;
@@ -34,6 +35,9 @@ enum Command {
     WritePath(write_path::Args),
     /// Projection rebuilds from Kafka into each store, beside the raw consume rate.
     Rebuild(rebuild::Args),
+    /// Subscriptions: latency, fan-out and idle connections, beside a bare axum WebSocket
+    /// broadcast server.
+    Realtime(realtime::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +54,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::WritePath(args) => runtime.block_on(write_path::run(args)),
         Command::Rebuild(args) => runtime.block_on(rebuild::run(args)),
+        Command::Realtime(args) => runtime.block_on(realtime::run(args)),
     }
 }

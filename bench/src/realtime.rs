@@ -1,0 +1,768 @@
+//! `aether-bench realtime`: what chat clients feel. Through the product (the embedded
+//! application, in-process, on loopback) and through a bare axum WebSocket broadcast server in
+//! the same run:
+//!
+//! 1. **Latency and fan-out**: `--subscribers` WebSocket clients, each a member subscribed to
+//!    `channelEvents` of one of `--channels` channels; `sendMessage` at `--rate` messages/s for
+//!    `--seconds`, round-robin over the channels, each body carrying its send instant. Every
+//!    subscriber notes mutation-sent → event-received; deliveries expected vs received.
+//! 2. **Idle connections**: `--idle` authenticated, idle WebSockets held open; the process's RSS
+//!    before and after (client sockets are in the same process, so this bounds the server's
+//!    share from above).
+//!
+//! The baseline runs the same load shapes against a minimal axum server that forwards every
+//! published message to all its WebSockets through a `tokio::sync::broadcast` channel.
+//! Bounded: at most 5,000 subscribers, 5,000 messages/s, 60 s, 50,000 idle connections; loopback
+//! only; everything stops by itself.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aether_query_api::rate::RateLimits;
+use aether_query_api::ApiLimits;
+use aether_realtime_edge::http::HttpLimits;
+use aether_realtime_edge::{start_embedded, EmbeddedConfig};
+use anyhow::{bail, Context};
+use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::report::{load_average, publish, Report};
+use crate::stats::{micros, round, Summary};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// WebSocket subscribers, each a member of the server.
+    #[arg(long, default_value_t = 1_000)]
+    subscribers: usize,
+    /// Channels the subscribers are spread over.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Messages per second sent.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u32,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Idle WebSocket connections to hold open (each also uses a client socket in this process:
+    /// raise `ulimit -n` to more than twice this).
+    #[arg(long, default_value_t = 5_000)]
+    idle: usize,
+    /// Where `realtime.json`, `realtime.md` and `realtime-latency.svg` go.
+    #[arg(long, default_value = "bench/results")]
+    out: std::path::PathBuf,
+}
+
+const EPOCH_FIELD: &str = "t";
+
+/// Microseconds since `epoch`, as sent in a message body.
+fn stamp(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One load phase's outcome.
+#[derive(Clone, Debug, Default)]
+struct Phase {
+    sent: u64,
+    send_failures: u64,
+    send_seconds: f64,
+    expected: u64,
+    delivered: u64,
+    latency: Summary,
+    /// Sorted latencies in microseconds, for the plot.
+    samples: Vec<u32>,
+    deliveries_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Idle {
+    opened: usize,
+    failed: usize,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    seconds: f64,
+}
+
+impl Idle {
+    fn kib_per_connection(&self) -> f64 {
+        if self.opened == 0 {
+            return 0.0;
+        }
+        self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 / self.opened as f64
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Results {
+    started: String,
+    load_before: String,
+    load_after: String,
+    subscribers: usize,
+    channels: usize,
+    rate: u32,
+    seconds: u64,
+    product: Phase,
+    baseline: Phase,
+    product_idle: Idle,
+    baseline_idle: Idle,
+    notes: Vec<String>,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.subscribers == 0 || args.subscribers > 5_000 {
+        bail!("--subscribers must be 1 to 5000");
+    }
+    if args.channels == 0 || args.channels > args.subscribers {
+        bail!("--channels must be 1 to --subscribers");
+    }
+    if args.rate == 0 || args.rate > 5_000 || args.seconds == 0 || args.seconds > 60 {
+        bail!("--rate must be 1 to 5000 and --seconds 1 to 60");
+    }
+    if args.idle > 50_000 {
+        bail!("--idle must be at most 50000");
+    }
+    let mut results = Results {
+        started: chrono::Utc::now()
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string(),
+        load_before: load_average(),
+        subscribers: args.subscribers,
+        channels: args.channels,
+        rate: args.rate,
+        seconds: args.seconds,
+        ..Results::default()
+    };
+
+    eprintln!("baseline: bare axum broadcast");
+    let (baseline, baseline_idle) = baseline(&args).await?;
+    results.baseline = baseline;
+    results.baseline_idle = baseline_idle;
+
+    eprintln!("product: the embedded application");
+    let (product, product_idle, notes) = product(&args).await?;
+    results.product = product;
+    results.product_idle = product_idle;
+    results.notes.extend(notes);
+    results.load_after = load_average();
+    if !cfg!(debug_assertions) {
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(args.out.join("realtime-latency.svg"), plot(&results))?;
+    }
+    publish(&results, &args.out)
+}
+
+// --- the product ------------------------------------------------------------------------------
+
+async fn graphql(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
+    let mut request = http
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: Value = request.send().await?.json().await?;
+    if body.get("errors").is_some_and(|e| !e.is_null()) {
+        bail!("{body}");
+    }
+    Ok(body["data"].clone())
+}
+
+async fn register(http: &reqwest::Client, addr: SocketAddr, name: &str) -> anyhow::Result<String> {
+    let data = graphql(
+        http,
+        addr,
+        None,
+        "mutation($u: String!) { register(input: {username: $u, password: \"bench password\"}) { accessToken } }",
+        json!({ "u": name }),
+    )
+    .await?;
+    Ok(data["register"]["accessToken"]
+        .as_str()
+        .context("no token")?
+        .to_owned())
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `url` with `subprotocol`, from source address 127.0.0.`source`.
+async fn connect(url: &str, subprotocol: Option<&str>, source: u8) -> anyhow::Result<Socket> {
+    let mut request = url.into_client_request()?;
+    if let Some(subprotocol) = subprotocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", subprotocol.parse()?);
+    }
+    let host = request.uri().host().unwrap_or("127.0.0.1").to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, source.max(1)], 0)))?;
+    let stream = socket
+        .connect(format!("{host}:{port}").parse::<SocketAddr>()?)
+        .await?;
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await?;
+    Ok(socket)
+}
+
+/// A `graphql-transport-ws` connection past `connection_init`.
+async fn signed_in_socket(addr: SocketAddr, token: &str, source: u8) -> anyhow::Result<Socket> {
+    let mut socket = connect(
+        &format!("ws://{addr}/graphql"),
+        Some("graphql-transport-ws"),
+        source,
+    )
+    .await?;
+    socket
+        .send(WsMessage::text(
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })
+                .to_string(),
+        ))
+        .await?;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .context("no connection_ack")?
+            .context("closed")??;
+        if let WsMessage::Text(text) = frame {
+            let message: Value = serde_json::from_str(text.as_str())?;
+            if message["type"] == "connection_ack" {
+                return Ok(socket);
+            }
+        }
+    }
+}
+
+async fn product(args: &Args) -> anyhow::Result<(Phase, Idle, Vec<String>)> {
+    let dir = tempfile::tempdir()?;
+    let config = EmbeddedConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        api: ApiLimits {
+            rates: RateLimits::unlimited(),
+            ..ApiLimits::default()
+        },
+        http: HttpLimits {
+            max_connections: 200_000,
+            ..HttpLimits::default()
+        },
+        ..EmbeddedConfig::default()
+    };
+    let app = start_embedded(config).await?;
+    let addr = app.local_addr;
+    let http = reqwest::Client::new();
+    let mut notes = Vec::new();
+
+    // The sender owns a server with the channels; every subscriber joins with one invite.
+    let owner = register(&http, addr, "sender").await?;
+    let server = graphql(
+        &http,
+        addr,
+        Some(&owner),
+        "mutation { createServer(input: {name: \"bench\"}) { id } }",
+        json!({}),
+    )
+    .await?;
+    let server = server["createServer"]["id"]
+        .as_str()
+        .context("server")?
+        .to_owned();
+    let mut channels = Vec::new();
+    for n in 0..args.channels {
+        let made = graphql(&http, addr, Some(&owner), "mutation($s: ID!, $n: String!) { createChannel(input: {serverId: $s, name: $n}) { id } }", json!({ "s": server, "n": format!("c{n}") })).await?;
+        channels.push(
+            made["createChannel"]["id"]
+                .as_str()
+                .context("channel")?
+                .to_owned(),
+        );
+    }
+    let invite = graphql(
+        &http,
+        addr,
+        Some(&owner),
+        "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
+        json!({ "s": server }),
+    )
+    .await?;
+    let code = invite["createInvite"]["code"]
+        .as_str()
+        .context("invite")?
+        .to_owned();
+    eprintln!("  registering {} members", args.subscribers);
+    let mut tokens = Vec::with_capacity(args.subscribers);
+    let registered: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.subscribers)
+        .map(|n| {
+            let http = http.clone();
+            async move { register(&http, addr, &format!("member{n}")).await }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    // Joins change one server: one at a time, as concurrent ones would only conflict.
+    for token in registered {
+        let token = token?;
+        graphql(
+            &http,
+            addr,
+            Some(&token),
+            "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
+            json!({ "c": code }),
+        )
+        .await?;
+        tokens.push(token);
+    }
+
+    let epoch = Instant::now();
+    let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut readers = tokio::task::JoinSet::new();
+    eprintln!("  subscribing");
+    for (n, token) in tokens.iter().enumerate() {
+        let channel = channels[n % channels.len()].clone();
+        let mut socket = signed_in_socket(addr, token, 1).await?;
+        socket
+            .send(WsMessage::text(
+                json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($c: ID!) { channelEvents(channelId: $c) { ... on MessageSent { message { body } } } }", "variables": { "c": channel } } })
+                    .to_string(),
+            ))
+            .await?;
+        let (samples, delivered, stop) = (samples.clone(), delivered.clone(), stop.clone());
+        readers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let frame = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    frame = socket.next() => frame,
+                };
+                let Some(Ok(WsMessage::Text(text))) = frame else {
+                    break;
+                };
+                let now = stamp(epoch);
+                let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                if message["type"] == "ping" {
+                    let _ = socket
+                        .send(WsMessage::text(json!({ "type": "pong" }).to_string()))
+                        .await;
+                    continue;
+                }
+                let body = message["payload"]["data"]["channelEvents"]["message"]["body"]
+                    .as_str()
+                    .unwrap_or_default();
+                if let Some(sent) = body
+                    .strip_prefix(&format!("{EPOCH_FIELD}="))
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
+                }
+            }
+            delivered.fetch_add(mine.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Ok(mut all) = samples.lock() {
+                all.extend(mine);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    eprintln!("  sending {} messages/s for {} s", args.rate, args.seconds);
+    let total = u64::from(args.rate) * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let started = Instant::now();
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut sends = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    for n in 0..total {
+        // Open loop: the n-th message leaves at n × interval, whatever the previous ones do.
+        tokio::time::sleep_until(tokio::time::Instant::from_std(
+            started + interval * n as u32,
+        ))
+        .await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let (http, owner, channel, failures) = (
+            http.clone(),
+            owner.clone(),
+            channels[n as usize % channels.len()].clone(),
+            failures.clone(),
+        );
+        sends.spawn(async move {
+            let body = format!("{EPOCH_FIELD}={}", stamp(epoch));
+            if graphql(&http, addr, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_err() {
+                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+    }
+    while sends.join_next().await.is_some() {}
+    let send_seconds = started.elapsed().as_secs_f64();
+    let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
+    // Let the last deliveries land, then stop the readers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    while readers.join_next().await.is_some() {}
+    let sent = total - failed;
+    let per_channel = args.subscribers as u64 / args.channels as u64;
+    let mut samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let phase = Phase {
+        sent,
+        send_failures: failed,
+        send_seconds,
+        expected: sent * per_channel,
+        delivered: delivered.load(std::sync::atomic::Ordering::Relaxed),
+        latency: Summary::of_micros(&mut samples),
+        deliveries_per_s: 0.0,
+        samples,
+    };
+    let phase = Phase {
+        deliveries_per_s: phase.delivered as f64 / send_seconds.max(0.001),
+        ..phase
+    };
+    if args.subscribers % args.channels != 0 {
+        notes.push(
+            "subscribers do not divide evenly over channels; expected deliveries are approximate"
+                .to_owned(),
+        );
+    }
+
+    eprintln!("  holding {} idle connections", args.idle);
+    let idle = hold_idle(args.idle, |source| {
+        let token = tokens[0].clone();
+        async move { signed_in_socket(addr, &token, source).await }
+    })
+    .await;
+    app.stop().await?;
+    Ok((phase, idle, notes))
+}
+
+/// Opens `count` connections with `open`, spread over source addresses 127.0.0.1–.250, and
+/// measures this process's RSS growth.
+async fn hold_idle<F, Fut>(count: usize, open: F) -> Idle
+where
+    F: Fn(u8) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Socket>>,
+{
+    let rss_before_kib = rss_kib();
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(count);
+    let mut failed = 0;
+    for n in 0..count {
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        let source = u8::try_from(1 + n / 20_000).unwrap_or(250);
+        match open(source).await {
+            Ok(socket) => held.push(socket),
+            Err(_) => failed += 1,
+        }
+        if failed > 100 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = Idle {
+        opened: held.len(),
+        failed,
+        rss_before_kib,
+        rss_after_kib: rss_kib(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    drop(held);
+    idle
+}
+
+// --- the baseline -----------------------------------------------------------------------------
+
+async fn baseline_socket(socket: WebSocket, feed: broadcast::Sender<Arc<str>>) {
+    let mut updates = feed.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            update = updates.recv() => match update {
+                Ok(text) => if sink.send(AxumMessage::text(text.as_ref())).await.is_err() { return },
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            incoming = stream.next() => if !matches!(incoming, Some(Ok(_))) { return },
+        }
+    }
+}
+
+async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
+    let (feed, _) = broadcast::channel::<Arc<str>>(4_096);
+    let app = axum::Router::new()
+        .route(
+            "/ws",
+            get(|upgrade: WebSocketUpgrade, State(feed): State<broadcast::Sender<Arc<str>>>| async move {
+                upgrade.on_upgrade(move |socket| baseline_socket(socket, feed))
+            }),
+        )
+        .with_state(feed.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        }
+    });
+
+    // The same shape: subscribers each see one channel's share of the messages.
+    let epoch = Instant::now();
+    let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers_stop = tokio_util::sync::CancellationToken::new();
+    let mut readers = tokio::task::JoinSet::new();
+    for n in 0..args.subscribers {
+        let channel = n % args.channels;
+        let mut socket = connect(&format!("ws://{addr}/ws"), None, 1).await?;
+        let (samples, delivered, stop) = (samples.clone(), delivered.clone(), readers_stop.clone());
+        readers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let frame = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    frame = socket.next() => frame,
+                };
+                let Some(Ok(WsMessage::Text(text))) = frame else {
+                    break;
+                };
+                let now = stamp(epoch);
+                let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                // Every client gets every message; it counts only its channel's, as a
+                // subscriber of one channel would.
+                if message["channel"].as_u64() != Some(channel as u64) {
+                    continue;
+                }
+                if let Some(sent) = message["t"].as_u64() {
+                    mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
+                }
+            }
+            delivered.fetch_add(mine.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Ok(mut all) = samples.lock() {
+                all.extend(mine);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let total = u64::from(args.rate) * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let started = Instant::now();
+    for n in 0..total {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(
+            started + interval * n as u32,
+        ))
+        .await;
+        let message = json!({ "channel": n as usize % args.channels, "t": stamp(epoch), "body": "a message of about the product's size", "id": uuid::Uuid::now_v7() });
+        let _ = feed.send(Arc::from(message.to_string()));
+    }
+    let send_seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    readers_stop.cancel();
+    while readers.join_next().await.is_some() {}
+    let per_channel = args.subscribers as u64 / args.channels as u64;
+    let mut samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let delivered = delivered.load(std::sync::atomic::Ordering::Relaxed);
+    let phase = Phase {
+        sent: total,
+        send_failures: 0,
+        send_seconds,
+        expected: total * per_channel,
+        delivered,
+        latency: Summary::of_micros(&mut samples),
+        deliveries_per_s: delivered as f64 / send_seconds.max(0.001),
+        samples,
+    };
+    let idle = hold_idle(args.idle, |source| async move {
+        connect(&format!("ws://{addr}/ws"), None, source).await
+    })
+    .await;
+    stop.cancel();
+    let _ = server.await;
+    Ok((phase, idle))
+}
+
+// --- the report ---------------------------------------------------------------------------------
+
+fn phase_json(phase: &Phase) -> Value {
+    json!({
+        "sent": phase.sent,
+        "send_failures": phase.send_failures,
+        "send_seconds": round(phase.send_seconds, 3),
+        "achieved_rate_per_s": round(phase.sent as f64 / phase.send_seconds.max(0.001), 1),
+        "deliveries_expected": phase.expected,
+        "deliveries_received": phase.delivered,
+        "deliveries_per_s": round(phase.deliveries_per_s, 1),
+        "latency": phase.latency.to_json(),
+    })
+}
+
+fn idle_json(idle: &Idle) -> Value {
+    json!({
+        "opened": idle.opened,
+        "failed": idle.failed,
+        "seconds": round(idle.seconds, 1),
+        "rss_before_kib": idle.rss_before_kib,
+        "rss_after_kib": idle.rss_after_kib,
+        "kib_per_connection": round(idle.kib_per_connection(), 2),
+    })
+}
+
+impl Report for Results {
+    const NAME: &'static str = "realtime";
+
+    fn to_json(&self) -> Value {
+        json!({
+            "date": self.started,
+            "nproc": nproc(),
+            "load_average_before": self.load_before,
+            "load_average_after": self.load_after,
+            "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "settings": { "subscribers": self.subscribers, "channels": self.channels, "rate_per_s": self.rate, "seconds": self.seconds },
+            "product": phase_json(&self.product),
+            "baseline": phase_json(&self.baseline),
+            "idle_product": idle_json(&self.product_idle),
+            "idle_baseline": idle_json(&self.baseline_idle),
+            "notes": self.notes,
+        })
+    }
+
+    fn to_markdown(&self) -> String {
+        let row = |name: &str, p: &Phase| {
+            format!(
+                "| {name} | {:.0} | {} / {} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
+                p.sent as f64 / p.send_seconds.max(0.001),
+                p.delivered,
+                p.expected,
+                p.deliveries_per_s,
+                p.latency.p50_ms,
+                p.latency.p99_ms,
+                p.latency.max_ms
+            )
+        };
+        let idle_row = |name: &str, i: &Idle| {
+            format!(
+                "| {name} | {} ({} failed) | {:.0} s | {:.1} KiB |\n",
+                i.opened,
+                i.failed,
+                i.seconds,
+                i.kib_per_connection()
+            )
+        };
+        let mut out = String::new();
+        out.push_str("# Realtime benchmark\n\n");
+        out.push_str(&format!(
+            "{} · {} cores · {} build · load average before `{}`, after `{}` · {} subscribers over {} channels, {} messages/s for {} s; product = the embedded application in-process, baseline = a bare axum WebSocket broadcast server, same process, same run.\n\n",
+            self.started,
+            nproc(),
+            if cfg!(debug_assertions) { "debug" } else { "release" },
+            self.load_before,
+            self.load_after,
+            self.subscribers,
+            self.channels,
+            self.rate,
+            self.seconds
+        ));
+        out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str(&row("product: sendMessage → channelEvents", &self.product));
+        out.push_str(&row("baseline: broadcast → WebSocket", &self.baseline));
+        out.push_str("\n| idle connections | held | to open | RSS per connection (client sockets included) |\n|---|---:|---:|---:|\n");
+        out.push_str(&idle_row(
+            "product (graphql-transport-ws, connection_init)",
+            &self.product_idle,
+        ));
+        out.push_str(&idle_row("baseline (bare WebSocket)", &self.baseline_idle));
+        for note in &self.notes {
+            out.push_str(&format!("\n**Note:** {note}\n"));
+        }
+        out
+    }
+}
+
+/// Latency CDFs of the product and the baseline, as an SVG drawn by hand.
+fn plot(results: &Results) -> String {
+    let (width, height, margin) = (640.0, 400.0, 50.0);
+    let max_ms = results
+        .product
+        .latency
+        .p99_ms
+        .max(results.baseline.latency.p99_ms)
+        .max(1.0)
+        * 1.2;
+    let curve = |samples: &[u32], color: &str| {
+        if samples.is_empty() {
+            return String::new();
+        }
+        let step = (samples.len() / 200).max(1);
+        let points: Vec<String> = samples
+            .iter()
+            .enumerate()
+            .step_by(step)
+            .map(|(i, us)| {
+                let x =
+                    margin + (f64::from(*us) / 1_000.0 / max_ms).min(1.0) * (width - 2.0 * margin);
+                let y =
+                    height - margin - (i as f64 / samples.len() as f64) * (height - 2.0 * margin);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
+        format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            points.join(" ")
+        )
+    };
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+<line x1=\"{margin}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\
+<line x1=\"{margin}\" y1=\"{margin}\" x2=\"{margin}\" y2=\"{b}\" stroke=\"black\"/>\
+<text x=\"{margin}\" y=\"20\">latency CDF, mutation sent → event received ({} subscribers, {} msg/s)</text>\
+<text x=\"{r}\" y=\"{lx}\" text-anchor=\"end\">{max_ms:.1} ms</text><text x=\"{margin}\" y=\"{lx}\">0</text>\
+<text x=\"5\" y=\"{margin}\">100 %</text>\
+{}{}\
+<text x=\"{r}\" y=\"40\" text-anchor=\"end\" fill=\"#c0392b\">product</text>\
+<text x=\"{r}\" y=\"56\" text-anchor=\"end\" fill=\"#2980b9\">bare axum broadcast</text></svg>\n",
+        results.subscribers,
+        results.rate,
+        curve(&results.product.samples, "#c0392b"),
+        curve(&results.baseline.samples, "#2980b9"),
+        b = height - margin,
+        r = width - margin,
+        lx = height - margin + 18.0,
+    )
+}
