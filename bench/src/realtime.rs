@@ -10,8 +10,9 @@
 //!    before and after (client sockets are in the same process, so this bounds the server's
 //!    share from above).
 //!
-//! The baseline runs the same load shapes against a minimal axum server that forwards every
-//! published message to all its WebSockets through a `tokio::sync::broadcast` channel.
+//! The baseline runs the same load shapes against a minimal axum server that forwards each
+//! published message to the WebSockets of its channel through a `tokio::sync::broadcast`
+//! channel per chat channel.
 //! Bounded: at most 5,000 subscribers, 5,000 messages/s, 60 s, 50,000 idle connections; loopback
 //! only; everything stops by itself.
 
@@ -519,24 +520,37 @@ async fn baseline_socket(socket: WebSocket, feed: broadcast::Sender<Arc<str>>) {
 }
 
 async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
-    let (feed, _) = broadcast::channel::<Arc<str>>(4_096);
+    // One broadcast channel per chat channel: a client hears only its channel, as a
+    // subscriber of one chat channel does.
+    let feeds: Arc<Vec<broadcast::Sender<Arc<str>>>> = Arc::new(
+        (0..args.channels)
+            .map(|_| broadcast::channel::<Arc<str>>(4_096).0)
+            .collect(),
+    );
     let app = axum::Router::new()
         .route(
-            "/ws",
-            get(|upgrade: WebSocketUpgrade, State(feed): State<broadcast::Sender<Arc<str>>>| async move {
-                upgrade.on_upgrade(move |socket| baseline_socket(socket, feed))
-            }),
+            "/ws/{channel}",
+            get(
+                |upgrade: WebSocketUpgrade,
+                 axum::extract::Path(channel): axum::extract::Path<usize>,
+                 State(feeds): State<Arc<Vec<broadcast::Sender<Arc<str>>>>>| async move {
+                    let feed = feeds.get(channel).or_else(|| feeds.first()).cloned();
+                    upgrade.on_upgrade(move |socket| async move {
+                        if let Some(feed) = feed {
+                            baseline_socket(socket, feed).await;
+                        }
+                    })
+                },
+            ),
         )
-        .with_state(feed.clone());
+        .with_state(feeds.clone());
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn({
         let stop = stop.clone();
         async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
+            let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         }
     });
 
@@ -548,7 +562,7 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
     let mut readers = tokio::task::JoinSet::new();
     for n in 0..args.subscribers {
         let channel = n % args.channels;
-        let mut socket = connect(&format!("ws://{addr}/ws"), None, 1).await?;
+        let mut socket = connect(&format!("ws://{addr}/ws/{channel}"), None, 1).await?;
         let (samples, delivered, stop) = (samples.clone(), delivered.clone(), readers_stop.clone());
         readers.spawn(async move {
             let mut mine = Vec::new();
@@ -564,11 +578,6 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
                 let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
                     continue;
                 };
-                // Every client gets every message; it counts only its channel's, as a
-                // subscriber of one channel would.
-                if message["channel"].as_u64() != Some(channel as u64) {
-                    continue;
-                }
                 if let Some(sent) = message["t"].as_u64() {
                     mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
                 }
@@ -589,7 +598,7 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
         ))
         .await;
         let message = json!({ "channel": n as usize % args.channels, "t": stamp(epoch), "body": "a message of about the product's size", "id": uuid::Uuid::now_v7() });
-        let _ = feed.send(Arc::from(message.to_string()));
+        let _ = feeds[n as usize % args.channels].send(Arc::from(message.to_string()));
     }
     let send_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -609,7 +618,7 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
         samples,
     };
     let idle = hold_idle(args.idle, |source| async move {
-        connect(&format!("ws://{addr}/ws"), None, source).await
+        connect(&format!("ws://{addr}/ws/0"), None, source).await
     })
     .await;
     stop.cancel();
