@@ -550,7 +550,9 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
     let server = tokio::spawn({
         let stop = stop.clone();
         async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
         }
     });
 
