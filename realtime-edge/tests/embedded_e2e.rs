@@ -508,3 +508,70 @@ async fn tokens_name_their_key_and_verify_against_the_published_jwks() -> anyhow
     app.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn clients_of_the_older_graphql_ws_protocol_subscribe_too() -> anyhow::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    bob.ok("{ me { id } }", json!({})).await?;
+
+    // subscriptions-transport-ws, the `graphql-ws` subprotocol: start/data/stop.
+    let mut request = format!("ws://{}/graphql", app.local_addr).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-ws".parse()?);
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("graphql-ws")
+    );
+    let token = bob.token.clone().unwrap_or_default();
+    let next = async |socket: &mut tokio_tungstenite::WebSocketStream<_>| -> anyhow::Result<serde_json::Value> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("closed"))??;
+            if let WsMessage::Text(text) = frame {
+                let message: serde_json::Value = serde_json::from_str(text.as_str())?;
+                if message["type"] != "ka" {
+                    return Ok(message);
+                }
+            }
+        }
+    };
+    socket
+        .send(WsMessage::text(
+            json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })
+                .to_string(),
+        ))
+        .await?;
+    assert_eq!(next(&mut socket).await?["type"], "connection_ack");
+    socket
+        .send(WsMessage::text(
+            json!({ "id": "1", "type": "start", "payload": { "query": CHANNEL_EVENTS, "variables": { "c": place.channel_id } } })
+                .to_string(),
+        ))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = send(&mut alice, &place.channel_id, "old clients too").await?;
+    let data = next(&mut socket).await?;
+    assert_eq!(data["type"], "data", "{data}");
+    assert_eq!(data["id"], "1");
+    assert_eq!(
+        data["payload"]["data"]["channelEvents"]["message"]["id"],
+        sent.as_str()
+    );
+    app.stop().await?;
+    Ok(())
+}
