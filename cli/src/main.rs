@@ -133,6 +133,10 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = RateLimits::default().logins_per_ip, env = "AETHER_RATE_LOGINS_PER_IP")]
     rate_logins_per_ip: Rate,
 
+    /// Subscriptions one WebSocket connection may start: RATE/BURST or `off`.
+    #[arg(long, default_value_t = RateLimits::default().subscribes_per_connection, env = "AETHER_RATE_SUBSCRIBES_PER_CONNECTION")]
+    rate_subscribes_per_connection: Rate,
+
     /// Sign-in attempts for one username, from anywhere: RATE/BURST or `off`.
     #[arg(long, default_value_t = RateLimits::default().logins_per_username, env = "AETHER_RATE_LOGINS_PER_USERNAME")]
     rate_logins_per_username: Rate,
@@ -207,6 +211,7 @@ impl DevArgs {
                     mutations_per_ip: self.rate_mutations_per_ip,
                     logins_per_ip: self.rate_logins_per_ip,
                     logins_per_username: self.rate_logins_per_username,
+                    subscribes_per_connection: self.rate_subscribes_per_connection,
                     ..RateLimits::default()
                 },
                 ..ApiLimits::default()

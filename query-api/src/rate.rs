@@ -92,6 +92,8 @@ pub struct RateLimits {
     /// Login attempts per username, from anywhere: slows password guessing spread over many
     /// addresses.
     pub logins_per_username: Rate,
+    /// Subscriptions one WebSocket connection may start.
+    pub subscribes_per_connection: Rate,
     /// Buckets kept per limiter at most.
     pub max_keys: usize,
 }
@@ -103,6 +105,7 @@ impl Default for RateLimits {
             mutations_per_ip: Rate::new(100.0, 500),
             logins_per_ip: Rate::new(2.0, 20),
             logins_per_username: Rate::new(0.2, 5),
+            subscribes_per_connection: Rate::new(10.0, 50),
             max_keys: 100_000,
         }
     }
@@ -116,6 +119,7 @@ impl RateLimits {
             mutations_per_ip: Rate::unlimited(),
             logins_per_ip: Rate::unlimited(),
             logins_per_username: Rate::unlimited(),
+            subscribes_per_connection: Rate::unlimited(),
             ..Self::default()
         }
     }
@@ -323,6 +327,8 @@ pub fn check_login(
 pub struct SubscriptionBudget {
     held: Arc<std::sync::atomic::AtomicUsize>,
     max: usize,
+    /// How fast the connection may start subscriptions, whatever it holds.
+    starts: Arc<RateLimiter>,
 }
 
 /// One subscription's share of its connection's budget, given back when the subscription ends.
@@ -339,9 +345,15 @@ impl Drop for SubscriptionPermit {
 
 impl SubscriptionBudget {
     pub fn new(max: usize) -> Self {
+        Self::with_rate(max, Rate::unlimited())
+    }
+
+    /// At most `max` at once, started no faster than `rate`.
+    pub fn with_rate(max: usize, rate: Rate) -> Self {
         Self {
             held: Arc::default(),
             max,
+            starts: Arc::new(RateLimiter::new(rate, 1)),
         }
     }
 
@@ -363,6 +375,12 @@ pub fn subscription_permit(
     let Some(budget) = ctx.data_opt::<SubscriptionBudget>() else {
         return Ok(SubscriptionPermit(None));
     };
+    // Starting a subscription is the costly message a WebSocket client can repeat (each reads
+    // the read model); it is limited per connection, pings and completions are not.
+    budget
+        .starts
+        .check("connection")
+        .map_err(|t| throttled_error(t, "subscriptions started on this connection"))?;
     budget.take().ok_or_else(|| {
         async_graphql::Error::new(format!(
             "this connection already holds {} subscriptions, the most allowed; end one first \

@@ -259,6 +259,7 @@ async fn graphql_get(
     let tokens = state.tokens.clone();
     let hub = state.api.ephemeral.clone();
     let budget = state.connections.max_subscriptions;
+    let start_rate = state.api.limits.rates.subscribes_per_connection;
     let max_message = state.connections.max_message;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
@@ -293,7 +294,7 @@ async fn graphql_get(
                     let mut data = Data::default();
                     data.insert(caller);
                     data.insert(session);
-                    data.insert(SubscriptionBudget::new(budget));
+                    data.insert(SubscriptionBudget::with_rate(budget, start_rate));
                     Ok(data)
                 })
                 .serve()

@@ -26,6 +26,7 @@ async fn start_limited(dir: &std::path::Path) -> anyhow::Result<Running> {
                 mutations_per_ip: Rate::unlimited(),
                 logins_per_ip: Rate::new(5.0, 40),
                 logins_per_username: Rate::new(0.1, 5),
+                subscribes_per_connection: Rate::new(1.0, 3),
                 ..RateLimits::default()
             },
             ..ApiLimits::default()
@@ -288,6 +289,50 @@ async fn too_many_aliases_and_oversized_websocket_messages_are_refused() -> anyh
         answer["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
         "{answer}"
     );
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_starting_subscriptions_too_fast_is_throttled() -> anyhow::Result<()> {
+    use common::{Subscriber, CHANNEL_EVENTS};
+
+    let dir = tempfile::tempdir()?;
+    let app = start_limited(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    let token = bob.token.clone().unwrap_or_default();
+    let mut socket = Subscriber::connect(app.local_addr, &token).await?;
+    // Three at once pass (the burst); a fourth at once is refused with a retry hint.
+    for id in ["1", "2", "3", "4"] {
+        socket
+            .subscribe(id, CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+            .await?;
+    }
+    let mut throttled = None;
+    for _ in 0..8 {
+        let message = socket.next_message().await?;
+        if message["payload"]["errors"][0]["extensions"]["code"] == "RATE_LIMITED" {
+            throttled = Some(message);
+            break;
+        }
+    }
+    let throttled = throttled.ok_or_else(|| anyhow::anyhow!("no subscription was throttled"))?;
+    // Subscriptions start concurrently: any one of the four may be the one refused.
+    assert!(throttled["id"].is_string(), "{throttled}");
+    let retry = throttled["payload"]["errors"][0]["extensions"]["retryAfterMs"].as_u64();
+    assert!(retry.is_some_and(|ms| ms > 0 && ms <= 1_000), "{throttled}");
+    // Another connection has its own budget.
+    let mut other = Subscriber::connect(app.local_addr, &token).await?;
+    other
+        .subscribe("1", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&mut alice, &place.channel_id, "heard").await?;
+    let heard = other.next_event("1").await?;
+    assert_eq!(heard["message"]["body"], "heard");
     app.stop().await?;
     Ok(())
 }
