@@ -97,12 +97,16 @@ impl DomainRefusal for ServerError {
     fn code(&self) -> ErrorCode {
         use ServerError::*;
         match self {
-            UnknownServer | UnknownChannel | UnknownInvite => ErrorCode::NotFound,
+            UnknownServer | UnknownChannel | UnknownInvite | NoSuchMember | NotBanned => {
+                ErrorCode::NotFound
+            }
             NotAMember
             | NotPermitted { .. }
             | OwnerCannotLeave
             | OwnershipIsNotTransferable
-            | RoleAboveYourOwn => ErrorCode::Forbidden,
+            | RoleAboveYourOwn
+            | MemberOutranksYou
+            | Banned => ErrorCode::Forbidden,
             AlreadyExists | ChannelAlreadyExists | InviteAlreadyExists | AlreadyAMember => {
                 ErrorCode::Conflict
             }

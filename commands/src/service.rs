@@ -12,7 +12,7 @@ use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionE
 use aether_domain::user::{User, UserCommand};
 use aether_domain::{
     ChannelAccess, ChannelId, ChannelKind, ChannelName, DisplayName, InviteCode, MessageBody,
-    MessageId, Password, Role, ServerId, ServerName, UserId, Username,
+    MessageId, ModerationReason, Password, Role, ServerId, ServerName, UserId, Username,
 };
 use aether_schemas::Metadata;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -862,6 +862,65 @@ impl<R: WriteStore> ChatCommands<R> {
                 user_id: user,
                 role,
             },
+            position,
+        })
+    }
+
+    /// Removes a member below the caller's role; they may rejoin with an invite.
+    pub async fn remove_member(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        user: UserId,
+        reason: Option<&str>,
+    ) -> Result<Committed<()>, CommandError> {
+        let command = ServerCommand::RemoveMember {
+            actor: ctx.actor()?,
+            user,
+            reason: reason.map(ModerationReason::parse).transpose()?,
+        };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: (),
+            position,
+        })
+    }
+
+    /// Bans `user` from the server (removing them if a member). Banning someone already banned
+    /// changes nothing.
+    pub async fn ban_user(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        user: UserId,
+        reason: Option<&str>,
+    ) -> Result<Committed<()>, CommandError> {
+        let command = ServerCommand::BanUser {
+            actor: ctx.actor()?,
+            user,
+            reason: reason.map(ModerationReason::parse).transpose()?,
+            at: ctx.at,
+        };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: (),
+            position,
+        })
+    }
+
+    pub async fn unban_user(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        user: UserId,
+    ) -> Result<Committed<()>, CommandError> {
+        let command = ServerCommand::UnbanUser {
+            actor: ctx.actor()?,
+            user,
+        };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: (),
             position,
         })
     }

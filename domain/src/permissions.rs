@@ -30,6 +30,8 @@ pub enum Permission {
     ManageChannels,
     /// Change other members' roles (only to roles below one's own).
     ManageRoles,
+    /// Remove and ban members below one's own role, and lift bans.
+    ManageMembers,
     /// Create invites.
     CreateInvites,
     /// Revoke invites created by others.
@@ -71,6 +73,7 @@ impl Role {
     /// | ManageServer          | ADMIN        |
     /// | ManageChannels        | ADMIN        |
     /// | ManageRoles           | ADMIN        |
+    /// | ManageMembers         | MODERATOR    |
     /// | ManageInvites         | MODERATOR    |
     /// | ManageMessages        | MODERATOR    |
     /// | ViewPrivateChannels   | MODERATOR    |
@@ -82,7 +85,8 @@ impl Role {
             Permission::ManageServer | Permission::ManageChannels | Permission::ManageRoles => {
                 Role::Admin
             }
-            Permission::ManageInvites
+            Permission::ManageMembers
+            | Permission::ManageInvites
             | Permission::ManageMessages
             | Permission::ViewPrivateChannels
             | Permission::PostAnnouncements => Role::Moderator,
@@ -243,6 +247,8 @@ mod tests {
         assert!(!Role::Member.allows(Permission::ManageMessages));
         assert!(Role::Moderator.allows(Permission::ManageMessages));
         assert!(!Role::Moderator.allows(Permission::ManageChannels));
+        assert!(Role::Moderator.allows(Permission::ManageMembers));
+        assert!(!Role::Member.allows(Permission::ManageMembers));
         assert!(Role::Admin.allows(Permission::ManageChannels));
         assert!(Role::Owner.allows(Permission::ManageRoles));
     }

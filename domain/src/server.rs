@@ -3,7 +3,7 @@
 //! Membership and channels live in one aggregate so that "is this user a member, and may they
 //! post here?" is answered from one consistent history ([`Server::channel_access`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, ServerId, UserId};
 use crate::permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
-use crate::values::{ChannelName, InviteCode, ServerName};
+use crate::values::{ChannelName, InviteCode, ModerationReason, ServerName};
 use crate::EVENT_VERSION_1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +67,24 @@ pub enum ServerCommand {
         user: UserId,
         role: Role,
     },
+    /// Remove a member below the actor's role; they may rejoin with an invite.
+    RemoveMember {
+        actor: UserId,
+        user: UserId,
+        reason: Option<ModerationReason>,
+    },
+    /// Ban a user: removed if a member, and no invite lets them in until the ban is lifted.
+    /// A user who is not a member can be banned too, before they ever join.
+    BanUser {
+        actor: UserId,
+        user: UserId,
+        reason: Option<ModerationReason>,
+        at: DateTime<Utc>,
+    },
+    UnbanUser {
+        actor: UserId,
+        user: UserId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +136,24 @@ pub enum ServerEvent {
         role: Role,
         previous_role: Role,
     },
+    /// A moderator removed a member, who may rejoin with an invite.
+    MemberRemoved {
+        user_id: UserId,
+        removed_by: UserId,
+        reason: Option<ModerationReason>,
+    },
+    /// A user was banned: removed if they were a member, and refused by every invite until
+    /// unbanned.
+    UserBanned {
+        user_id: UserId,
+        banned_by: UserId,
+        reason: Option<ModerationReason>,
+        banned_at: DateTime<Utc>,
+    },
+    UserUnbanned {
+        user_id: UserId,
+        unbanned_by: UserId,
+    },
 }
 
 impl DomainEvent for ServerEvent {
@@ -133,6 +169,9 @@ impl DomainEvent for ServerEvent {
             ServerEvent::MemberJoined { .. } => "MemberJoined",
             ServerEvent::MemberLeft { .. } => "MemberLeft",
             ServerEvent::MemberRoleChanged { .. } => "MemberRoleChanged",
+            ServerEvent::MemberRemoved { .. } => "MemberRemoved",
+            ServerEvent::UserBanned { .. } => "UserBanned",
+            ServerEvent::UserUnbanned { .. } => "UserUnbanned",
         }
         .to_owned()
     }
@@ -180,6 +219,14 @@ pub enum ServerError {
     OwnershipIsNotTransferable,
     #[error("you can only change the role of members below your own role, to a role below it")]
     RoleAboveYourOwn,
+    #[error("that user is not a member of this server")]
+    NoSuchMember,
+    #[error("you can only remove or ban members below your own role")]
+    MemberOutranksYou,
+    #[error("you are banned from this server")]
+    Banned,
+    #[error("that user is not banned from this server")]
+    NotBanned,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +252,8 @@ pub struct Server {
     pub members: BTreeMap<UserId, Role>,
     pub channels: BTreeMap<ChannelId, ChannelState>,
     pub invites: BTreeMap<InviteCode, InviteState>,
+    #[serde(default)]
+    pub banned: BTreeSet<UserId>,
 }
 
 impl Server {
@@ -356,6 +405,9 @@ impl Server {
                 if self.members.contains_key(&user) {
                     return Err(ServerError::AlreadyAMember);
                 }
+                if self.banned.contains(&user) {
+                    return Err(ServerError::Banned);
+                }
                 if invite.revoked {
                     return Err(ServerError::InviteRevoked);
                 }
@@ -396,6 +448,56 @@ impl Server {
                     user_id: user,
                     role,
                     previous_role,
+                }
+            }
+            ServerCommand::RemoveMember {
+                actor,
+                user,
+                reason,
+            } => {
+                let actor_role = self.require(actor, Permission::ManageMembers)?;
+                let role = self.role_of(user).ok_or(ServerError::NoSuchMember)?;
+                if !actor_role.outranks(role) {
+                    return Err(ServerError::MemberOutranksYou);
+                }
+                ServerEvent::MemberRemoved {
+                    user_id: user,
+                    removed_by: actor,
+                    reason,
+                }
+            }
+            ServerCommand::BanUser {
+                actor,
+                user,
+                reason,
+                at,
+            } => {
+                let actor_role = self.require(actor, Permission::ManageMembers)?;
+                if user == actor
+                    || self
+                        .role_of(user)
+                        .is_some_and(|role| !actor_role.outranks(role))
+                {
+                    return Err(ServerError::MemberOutranksYou);
+                }
+                if self.banned.contains(&user) {
+                    return Ok(vec![]);
+                }
+                ServerEvent::UserBanned {
+                    user_id: user,
+                    banned_by: actor,
+                    reason,
+                    banned_at: at,
+                }
+            }
+            ServerCommand::UnbanUser { actor, user } => {
+                self.require(actor, Permission::ManageMembers)?;
+                if !self.banned.contains(&user) {
+                    return Err(ServerError::NotBanned);
+                }
+                ServerEvent::UserUnbanned {
+                    user_id: user,
+                    unbanned_by: actor,
                 }
             }
         };
@@ -496,6 +598,16 @@ impl Aggregate for Server {
             }
             ServerEvent::MemberRoleChanged { user_id, role, .. } => {
                 self.members.insert(user_id, role);
+            }
+            ServerEvent::MemberRemoved { user_id, .. } => {
+                self.members.remove(&user_id);
+            }
+            ServerEvent::UserBanned { user_id, .. } => {
+                self.members.remove(&user_id);
+                self.banned.insert(user_id);
+            }
+            ServerEvent::UserUnbanned { user_id, .. } => {
+                self.banned.remove(&user_id);
             }
         }
     }

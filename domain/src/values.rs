@@ -33,6 +33,7 @@ pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 pub const INVITE_CODE_MIN_CHARS: usize = 6;
 pub const INVITE_CODE_MAX_CHARS: usize = 32;
+pub const REASON_MAX_CHARS: usize = 512;
 
 /// Trims `value` and checks it is non-empty, at most `max` characters, and free of control
 /// characters other than those `allowed`.
@@ -139,6 +140,13 @@ text_value!(
     )
 );
 
+text_value!(
+    /// Why a moderator removed or banned someone, kept in the log for auditors: 1–512
+    /// characters; line feeds and tabs are kept, every other control character is refused.
+    ModerationReason,
+    schema(length(min = 1, max = REASON_MAX_CHARS))
+);
+
 impl Username {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         let value = value.trim().to_lowercase();
@@ -202,6 +210,12 @@ impl MessageBody {
             }
         }
         found
+    }
+}
+
+impl ModerationReason {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_text("reason", value, REASON_MAX_CHARS, &['\n', '\t']).map(Self)
     }
 }
 

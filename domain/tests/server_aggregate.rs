@@ -1210,3 +1210,215 @@ fn changing_a_role_in_a_server_that_does_not_exist_is_refused() {
         .when(change_role(owner(), member(), Role::Moderator))
         .then_expect_error(ServerError::UnknownServer);
 }
+
+// --- RemoveMember, BanUser, UnbanUser -------------------------------------------------------
+
+fn reason(value: &str) -> aether_domain::ModerationReason {
+    aether_domain::ModerationReason::parse(value).expect("a valid reason")
+}
+
+fn remove(actor: UserId, user: UserId) -> ServerCommand {
+    ServerCommand::RemoveMember {
+        actor,
+        user,
+        reason: Some(reason("spam")),
+    }
+}
+
+fn ban(actor: UserId, user: UserId) -> ServerCommand {
+    ServerCommand::BanUser {
+        actor,
+        user,
+        reason: Some(reason("spam links")),
+        at: hours_later(1),
+    }
+}
+
+fn banned(actor: UserId, user: UserId) -> ServerEvent {
+    ServerEvent::UserBanned {
+        user_id: user,
+        banned_by: actor,
+        reason: Some(reason("spam links")),
+        banned_at: hours_later(1),
+    }
+}
+
+#[test]
+fn a_moderator_removes_a_member_with_a_reason() {
+    framework()
+        .given(staffed())
+        .when(remove(moderator(), member()))
+        .then_expect_events(vec![ServerEvent::MemberRemoved {
+            user_id: member(),
+            removed_by: moderator(),
+            reason: Some(reason("spam")),
+        }]);
+}
+
+#[test]
+fn a_removed_member_can_rejoin_with_an_invite() {
+    framework()
+        .given(staffed())
+        .and(vec![ServerEvent::MemberRemoved {
+            user_id: member(),
+            removed_by: moderator(),
+            reason: None,
+        }])
+        .when(join(member(), welcome(), hours_later(2)))
+        .then_expect_events(vec![ServerEvent::MemberJoined {
+            user_id: member(),
+            role: Role::Member,
+            invite_code: welcome(),
+            joined_at: hours_later(2),
+        }]);
+}
+
+#[test]
+fn nobody_removes_or_bans_an_equal_or_higher_role() {
+    for (actor, target) in [
+        (moderator(), moderator()),
+        (moderator(), admin()),
+        (admin(), second_admin()),
+        (admin(), owner()),
+    ] {
+        let with_second_admin = || {
+            let mut events = staffed();
+            events.push(joined(second_admin(), welcome()));
+            events.push(ServerEvent::MemberRoleChanged {
+                user_id: second_admin(),
+                role: Role::Admin,
+                previous_role: Role::Member,
+            });
+            events
+        };
+        framework()
+            .given(with_second_admin())
+            .when(remove(actor, target))
+            .then_expect_error(ServerError::MemberOutranksYou);
+        framework()
+            .given(with_second_admin())
+            .when(ban(actor, target))
+            .then_expect_error(ServerError::MemberOutranksYou);
+    }
+}
+
+#[test]
+fn members_and_guests_may_not_remove_or_ban() {
+    for actor in [member(), guest()] {
+        let role = if actor == member() {
+            Role::Member
+        } else {
+            Role::Guest
+        };
+        framework()
+            .given(staffed())
+            .when(remove(actor, guest()))
+            .then_expect_error(ServerError::NotPermitted { role });
+        framework()
+            .given(staffed())
+            .when(ban(actor, outsider()))
+            .then_expect_error(ServerError::NotPermitted { role });
+    }
+}
+
+#[test]
+fn removing_someone_who_is_not_a_member_is_refused() {
+    framework()
+        .given(staffed())
+        .when(remove(admin(), outsider()))
+        .then_expect_error(ServerError::NoSuchMember);
+}
+
+#[test]
+fn a_ban_removes_the_member_and_keeps_every_invite_shut() {
+    framework()
+        .given(staffed())
+        .and(vec![banned(moderator(), member())])
+        .when(join(member(), welcome(), hours_later(2)))
+        .then_expect_error(ServerError::Banned);
+    framework()
+        .given(staffed())
+        .and(vec![banned(moderator(), member())])
+        .when(ServerCommand::LeaveServer { user: member() })
+        .then_expect_error(ServerError::NotAMember);
+}
+
+#[test]
+fn someone_who_never_joined_can_be_banned_ahead_of_time() {
+    framework()
+        .given(staffed())
+        .when(ban(admin(), outsider()))
+        .then_expect_events(vec![banned(admin(), outsider())]);
+    framework()
+        .given(staffed())
+        .and(vec![banned(admin(), outsider())])
+        .when(join(outsider(), welcome(), hours_later(2)))
+        .then_expect_error(ServerError::Banned);
+}
+
+#[test]
+fn banning_twice_records_one_ban() {
+    framework()
+        .given(staffed())
+        .and(vec![banned(admin(), outsider())])
+        .when(ban(moderator(), outsider()))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn nobody_bans_themselves() {
+    framework()
+        .given(staffed())
+        .when(ban(owner(), owner()))
+        .then_expect_error(ServerError::MemberOutranksYou);
+}
+
+#[test]
+fn an_unbanned_user_can_join_again() {
+    framework()
+        .given(staffed())
+        .and(vec![banned(moderator(), member())])
+        .when(ServerCommand::UnbanUser {
+            actor: admin(),
+            user: member(),
+        })
+        .then_expect_events(vec![ServerEvent::UserUnbanned {
+            user_id: member(),
+            unbanned_by: admin(),
+        }]);
+    framework()
+        .given(staffed())
+        .and(vec![
+            banned(moderator(), member()),
+            ServerEvent::UserUnbanned {
+                user_id: member(),
+                unbanned_by: admin(),
+            },
+        ])
+        .when(join(member(), welcome(), hours_later(3)))
+        .then_expect_events(vec![ServerEvent::MemberJoined {
+            user_id: member(),
+            role: Role::Member,
+            invite_code: welcome(),
+            joined_at: hours_later(3),
+        }]);
+}
+
+#[test]
+fn unbanning_someone_who_is_not_banned_is_refused() {
+    framework()
+        .given(staffed())
+        .when(ServerCommand::UnbanUser {
+            actor: admin(),
+            user: outsider(),
+        })
+        .then_expect_error(ServerError::NotBanned);
+    framework()
+        .given(staffed())
+        .and(vec![banned(moderator(), outsider())])
+        .when(ServerCommand::UnbanUser {
+            actor: member(),
+            user: outsider(),
+        })
+        .then_expect_error(ServerError::NotPermitted { role: Role::Member });
+}

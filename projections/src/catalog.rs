@@ -227,6 +227,46 @@ async fn apply_server(
             .await?;
             updates.push(membership(server, user_id, None));
         }
+        ServerEvent::MemberRemoved { user_id, .. } => {
+            tx.write(
+                "DELETE FROM members WHERE server_id = $1 AND user_id = $2",
+                vec![server_id.into(), user_id.to_string().into()],
+            )
+            .await?;
+            updates.push(membership(server, user_id, None));
+        }
+        ServerEvent::UserBanned {
+            user_id,
+            banned_by,
+            reason,
+            banned_at,
+        } => {
+            tx.write(
+                "DELETE FROM members WHERE server_id = $1 AND user_id = $2",
+                vec![server_id.clone().into(), user_id.to_string().into()],
+            )
+            .await?;
+            tx.write(
+                "INSERT INTO bans (server_id, user_id, banned_by, reason, banned_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    server_id.into(),
+                    user_id.to_string().into(),
+                    banned_by.to_string().into(),
+                    reason.map(|reason| reason.into_inner()).into(),
+                    banned_at.into(),
+                ],
+            )
+            .await?;
+            updates.push(membership(server, user_id, None));
+        }
+        ServerEvent::UserUnbanned { user_id, .. } => {
+            tx.write(
+                "DELETE FROM bans WHERE server_id = $1 AND user_id = $2",
+                vec![server_id.into(), user_id.to_string().into()],
+            )
+            .await?;
+        }
         ServerEvent::MemberRoleChanged { user_id, role, .. } => {
             tx.write(
                 "UPDATE members SET role = $1 WHERE server_id = $2 AND user_id = $3",

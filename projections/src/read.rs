@@ -8,8 +8,8 @@ use sqlx::{Row, SqlitePool};
 
 use crate::receipts::{ReadStateRow, READ_POINTER_QUERY, UNREAD_QUERY};
 use crate::rows::{
-    parse_id, parse_role, ChannelEventKind, ChannelEventRow, ChannelRow, MemberRow, MessageRow,
-    RowError, ServerRow, UserRow,
+    parse_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow, MemberRow,
+    MessageRow, RowError, ServerRow, UserRow,
 };
 use crate::timeline::MESSAGE_COLUMNS;
 
@@ -144,6 +144,19 @@ impl ReadModels {
         .fetch_all(&self.pool)
         .await?;
         all(&rows, MemberRow::from_row)
+    }
+
+    /// The bans in force in `server`, newest first, at most `limit`.
+    pub async fn bans(&self, server: ServerId, limit: i64) -> Result<Vec<BanRow>, RowError> {
+        let rows = sqlx::query(
+            "SELECT user_id, banned_by, reason, banned_at FROM bans WHERE server_id = ? \
+             ORDER BY banned_at DESC, user_id LIMIT ?",
+        )
+        .bind(server.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        all(&rows, BanRow::from_row)
     }
 
     pub async fn member_count(&self, server: ServerId) -> Result<i64, RowError> {

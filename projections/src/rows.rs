@@ -112,6 +112,26 @@ impl MemberRow {
     }
 }
 
+/// A ban in force: who, by whom, why and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanRow {
+    pub user_id: UserId,
+    pub banned_by: UserId,
+    pub reason: Option<String>,
+    pub banned_at: DateTime<Utc>,
+}
+
+impl BanRow {
+    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+        Ok(Self {
+            user_id: parse_id(row, "user_id", UserId::parse)?,
+            banned_by: parse_id(row, "banned_by", UserId::parse)?,
+            reason: row.try_get("reason")?,
+            banned_at: row.try_get("banned_at")?,
+        })
+    }
+}
+
 /// One earlier body of an edited message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EditRow {

@@ -55,6 +55,7 @@ pub enum SqlValue {
     Int(i64),
     Bool(bool),
     Time(DateTime<Utc>),
+    OptionalText(Option<String>),
     OptionalInt(Option<i64>),
     OptionalTime(Option<DateTime<Utc>>),
 }
@@ -89,6 +90,12 @@ impl From<DateTime<Utc>> for SqlValue {
     }
 }
 
+impl From<Option<String>> for SqlValue {
+    fn from(value: Option<String>) -> Self {
+        Self::OptionalText(value)
+    }
+}
+
 impl From<Option<i64>> for SqlValue {
     fn from(value: Option<i64>) -> Self {
         Self::OptionalInt(value)
@@ -116,6 +123,7 @@ macro_rules! bind_all {
                 SqlValue::Int(v) => query.bind(v),
                 SqlValue::Bool(v) => query.bind(v),
                 SqlValue::Time(v) => query.bind(v),
+                SqlValue::OptionalText(v) => query.bind(v),
                 SqlValue::OptionalInt(v) => query.bind(v),
                 SqlValue::OptionalTime(v) => query.bind(v),
             };

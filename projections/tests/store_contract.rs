@@ -18,8 +18,8 @@ use aether_domain::receipts::{read_marker_id, ReadMarkerEvent};
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
 use aether_domain::{
-    ChannelId, ChannelKind, ChannelName, DisplayName, MessageBody, MessageId, ServerId, ServerName,
-    UserId, Username,
+    ChannelId, ChannelKind, ChannelName, DisplayName, MessageBody, MessageId, ModerationReason,
+    ServerId, ServerName, UserId, Username,
 };
 use aether_projections::stream::mongo::{MongoStore, MongoTimelineProjection};
 use aether_projections::stream::postgres::{
@@ -134,6 +134,17 @@ fn scenario() -> Scenario {
             name: parse(ChannelName::parse("general")),
             kind: ChannelKind::Text,
             private: false,
+        },
+    );
+    log.push(
+        "Server",
+        &server.to_string(),
+        3,
+        &ServerEvent::UserBanned {
+            user_id: UserId::new(),
+            banned_by: user,
+            reason: Some(parse(ModerationReason::parse("spam"))),
+            banned_at: at,
         },
     );
     let mut messages = Vec::new();

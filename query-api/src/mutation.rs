@@ -60,6 +60,20 @@ pub struct SetMemberRoleInput {
 }
 
 #[derive(InputObject, Debug)]
+pub struct ModerateMemberInput {
+    pub server_id: ID,
+    pub user_id: ID,
+    /// Why, for the audit log: 1–512 characters.
+    pub reason: Option<String>,
+}
+
+#[derive(InputObject, Debug)]
+pub struct UnbanUserInput {
+    pub server_id: ID,
+    pub user_id: ID,
+}
+
+#[derive(InputObject, Debug)]
 pub struct SendMessageInput {
     pub channel_id: Option<ID>,
     pub conversation_id: Option<ID>,
@@ -538,6 +552,72 @@ impl MutationRoot {
                 user: load_user(state, member.user_id).await?,
                 role: member.role.into(),
             })
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Removes a member below the caller's role (MODERATOR and up). They may rejoin with an
+    /// invite; their subscriptions to the server's channels end with `FORBIDDEN`.
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        input: ModerateMemberInput,
+    ) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let user = UserId::parse(&input.user_id)?;
+            let record = state(ctx)
+                .commands
+                .remove_member(&context(ctx), server, user, input.reason.as_deref())
+                .await?;
+            committed(ctx, record);
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Bans a user from the server (MODERATOR and up; only users below the caller's role):
+    /// a member is removed, and no invite lets them in until `unbanUser`. Users who never
+    /// joined can be banned too. Banning twice changes nothing.
+    async fn ban_user(
+        &self,
+        ctx: &Context<'_>,
+        input: ModerateMemberInput,
+    ) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let user = UserId::parse(&input.user_id)?;
+            let record = state(ctx)
+                .commands
+                .ban_user(&context(ctx), server, user, input.reason.as_deref())
+                .await?;
+            committed(ctx, record);
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Lifts a ban (MODERATOR and up); `NOT_FOUND` when the user is not banned.
+    async fn unban_user(
+        &self,
+        ctx: &Context<'_>,
+        input: UnbanUserInput,
+    ) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let user = UserId::parse(&input.user_id)?;
+            let record = state(ctx)
+                .commands
+                .unban_user(&context(ctx), server, user)
+                .await?;
+            committed(ctx, record);
+            Ok(true)
         }
         .await;
         gql(result)

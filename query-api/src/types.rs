@@ -181,6 +181,15 @@ pub struct Member {
     pub role: RoleGql,
 }
 
+/// A ban in force. The banned user is named by id: they may never have joined.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Ban {
+    pub user_id: ID,
+    pub banned_by: User,
+    pub reason: Option<String>,
+    pub banned_at: DateTime<Utc>,
+}
+
 #[derive(SimpleObject, Clone, Debug)]
 pub struct MemberEdge {
     pub cursor: String,
@@ -257,6 +266,35 @@ impl Server {
                 }
             }
             Ok(visible)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// The bans in force, newest first (at most `first`, 50 by default; the page-size limit
+    /// applies). Only roles that may ban (MODERATOR and up) see them: `FORBIDDEN` otherwise.
+    async fn bans(&self, ctx: &Context<'_>, first: Option<i32>) -> async_graphql::Result<Vec<Ban>> {
+        let result: ApiResult<Vec<Ban>> = async {
+            let state = state(ctx);
+            let user = require_caller(ctx)?;
+            let role = require_member(state, self.id, user).await?;
+            if !role.allows(aether_domain::Permission::ManageMembers) {
+                return Err(ApiError::forbidden(format!(
+                    "your role ({role}) does not allow seeing bans"
+                )));
+            }
+            let max = state.limits.max_page_size;
+            let first = page_size(first, "first", max)?.unwrap_or(max.min(50));
+            let mut bans = Vec::new();
+            for row in state.read.bans(self.id, first).await? {
+                bans.push(Ban {
+                    user_id: ID(row.user_id.to_string()),
+                    banned_by: load_user(state, row.banned_by).await?,
+                    reason: row.reason,
+                    banned_at: row.banned_at,
+                });
+            }
+            Ok(bans)
         }
         .await;
         gql(result)

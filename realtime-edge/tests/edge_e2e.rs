@@ -234,12 +234,11 @@ async fn clients_on_two_edges_get_a_message_sent_through_the_api_and_resume_with
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_who_leaves_has_the_edge_subscription_ended_with_forbidden() -> anyhow::Result<()>
-{
+async fn a_removed_member_has_the_edge_subscription_ended_with_forbidden() -> anyhow::Result<()> {
     let deployment = Deployment::start().await?;
     let mut anonymous = Client::new(deployment.api.local_addr);
     let (mut alice, _) = anonymous.register("alice").await?;
-    let (mut bob, _) = anonymous.register("bob").await?;
+    let (mut bob, bob_id) = anonymous.register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
     let bob_token = bob.token.clone().unwrap_or_default();
     let mut bob_on_edge = Client::new(deployment.edges[0].local_addr).with_token(&bob_token);
@@ -257,11 +256,13 @@ async fn a_member_who_leaves_has_the_edge_subscription_ended_with_forbidden() ->
         "before"
     );
 
-    bob.ok(
-        "mutation($s: ID!) { leaveServer(serverId: $s) }",
-        json!({ "s": place.server_id }),
-    )
-    .await?;
+    alice.consistency = bob.consistency.clone();
+    alice
+        .ok(
+            "mutation($s: ID!, $u: ID!) { removeMember(input: {serverId: $s, userId: $u, reason: \"off topic\"}) }",
+            json!({ "s": place.server_id, "u": bob_id }),
+        )
+        .await?;
     let ended = subscriber.next_message().await?;
     assert_eq!(ended["type"], "next", "{ended}");
     assert_eq!(

@@ -54,6 +54,21 @@ const CASES: &[Case] = &[
         outsider: "FORBIDDEN",
     },
     Case {
+        name: "removeMember",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "banUser",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
+        name: "unbanUser",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+    },
+    Case {
         name: "createInvite",
         allowed: &["OWNER", "ADMIN", "MODERATOR", "MEMBER"],
         outsider: "FORBIDDEN",
@@ -236,6 +251,40 @@ async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyho
             "mutation($s: ID!, $u: ID!) { setMemberRole(input: {serverId: $s, userId: $u, role: GUEST}) { role } }",
             json!({ "s": world.server, "u": world.target }),
         ),
+        "removeMember" => {
+            // A fresh member (below every moderating role) for each attempt.
+            let code = invite(owner, &world.server).await?;
+            let (mut member, id) = world.anonymous.register(&format!("removable{n}")).await?;
+            member
+                .ok(
+                    "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
+                    json!({ "c": code }),
+                )
+                .await?;
+            owner.consistency = member.consistency.clone();
+            (
+                "mutation($s: ID!, $u: ID!) { removeMember(input: {serverId: $s, userId: $u, reason: \"matrix\"}) }",
+                json!({ "s": world.server, "u": id }),
+            )
+        }
+        // A user who never joined can be banned ahead of time.
+        "banUser" => (
+            "mutation($s: ID!, $u: ID!) { banUser(input: {serverId: $s, userId: $u}) }",
+            json!({ "s": world.server, "u": uuid::Uuid::now_v7().to_string() }),
+        ),
+        "unbanUser" => {
+            let user = uuid::Uuid::now_v7().to_string();
+            owner
+                .ok(
+                    "mutation($s: ID!, $u: ID!) { banUser(input: {serverId: $s, userId: $u}) }",
+                    json!({ "s": world.server, "u": user }),
+                )
+                .await?;
+            (
+                "mutation($s: ID!, $u: ID!) { unbanUser(input: {serverId: $s, userId: $u}) }",
+                json!({ "s": world.server, "u": user }),
+            )
+        }
         "createInvite" => (
             "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
             json!({ "s": world.server }),

@@ -179,6 +179,26 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A member's role changed; the previous role is included.",
     ),
     event(
+        "MemberRemoved",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A moderator removed a member below their role, with an optional reason; the user may \
+         rejoin with an invite.",
+    ),
+    event(
+        "UserBanned",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A user was banned from the server, with an optional reason: removed if a member, and \
+         refused by every invite until unbanned.",
+    ),
+    event(
+        "UserUnbanned",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A ban was lifted; the user may join again with an invite.",
+    ),
+    event(
         "MessageSent",
         MESSAGE,
         topics::MESSAGE_EVENTS,

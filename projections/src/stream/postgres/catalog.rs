@@ -1,4 +1,4 @@
-//! The catalog read model in PostgreSQL: users, servers, channels, members and invites. The
+//! The catalog read model in PostgreSQL: users, servers, channels, members, invites and bans. The
 //! statements are the embedded store's (`crate::catalog`); only the tables are PostgreSQL's.
 
 use async_trait::async_trait;
@@ -65,6 +65,14 @@ CREATE TABLE IF NOT EXISTS invites (
     expires_at TIMESTAMPTZ,
     revoked    BOOLEAN     NOT NULL DEFAULT false
 );
+CREATE TABLE IF NOT EXISTS bans (
+    server_id TEXT        NOT NULL,
+    user_id   TEXT        NOT NULL,
+    banned_by TEXT        NOT NULL,
+    reason    TEXT,
+    banned_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (server_id, user_id)
+);
 "#
     }
 
@@ -78,6 +86,7 @@ CREATE TABLE IF NOT EXISTS invites (
                 "SELECT * FROM members ORDER BY server_id, user_id",
             ),
             ("invites", "SELECT * FROM invites ORDER BY code"),
+            ("bans", "SELECT * FROM bans ORDER BY server_id, user_id"),
         ]
     }
 
