@@ -15,6 +15,7 @@ use aether_query_api::ephemeral::EphemeralLimits;
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::http::HttpLimits;
+use aether_realtime_edge::oidc::{JwksSource, OidcConfig};
 use aether_realtime_edge::{start_embedded, EmbeddedConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -189,6 +190,26 @@ pub(crate) struct DevArgs {
     /// Seconds to wait for open requests and connections after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 10, env = "AETHER_SHUTDOWN_GRACE")]
     shutdown_grace: u64,
+
+    /// Also accept access tokens of this external OpenID Connect issuer (its exact `iss`).
+    #[arg(long, env = "AETHER_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks"])]
+    oidc_issuer: Option<String>,
+
+    /// The audience the external issuer's tokens must name in `aud` (this deployment's client id).
+    #[arg(long, env = "AETHER_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+
+    /// The external issuer's public keys: a JWKS file, or an http(s) URL.
+    #[arg(long, env = "AETHER_OIDC_JWKS", requires = "oidc_issuer")]
+    oidc_jwks: Option<String>,
+
+    /// Seconds between two reads of the external issuer's JWKS.
+    #[arg(long, default_value_t = 300, env = "AETHER_OIDC_JWKS_REFRESH_SECONDS")]
+    oidc_jwks_refresh_seconds: u64,
+
+    /// Seconds of clock difference tolerated on the external issuer's `exp` and `nbf`.
+    #[arg(long, default_value_t = 30, env = "AETHER_OIDC_LEEWAY_SECONDS")]
+    oidc_leeway_seconds: u64,
 }
 
 impl DevArgs {
@@ -232,6 +253,16 @@ impl DevArgs {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
+            oidc: match (self.oidc_issuer, self.oidc_audience, self.oidc_jwks) {
+                (Some(issuer), Some(audience), Some(jwks)) => Some(OidcConfig {
+                    issuer,
+                    audience,
+                    jwks: JwksSource::parse(&jwks),
+                    refresh: Duration::from_secs(self.oidc_jwks_refresh_seconds.max(1)),
+                    leeway: Duration::from_secs(self.oidc_leeway_seconds),
+                }),
+                _ => None,
+            },
             ..EmbeddedConfig::default()
         }
     }

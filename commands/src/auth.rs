@@ -212,6 +212,32 @@ impl TokenIssuer {
     }
 }
 
+/// Someone an external OpenID Connect issuer vouches for: its `iss` and `sub` claims, and the
+/// names it gives (used once, for the account's display name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    pub issuer: String,
+    pub subject: String,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+}
+
+/// The namespace of the user ids derived from external identities.
+const EXTERNAL_USER_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5d1e_40a7_8b3c_4f0e_9a62_c3d8_e1f0_7b24);
+
+impl ExternalIdentity {
+    /// The account this identity signs in to: a UUIDv5 of issuer and subject, so every
+    /// instance, and every restart, arrives at the same account without asking anyone.
+    pub fn user_id(&self) -> UserId {
+        let name = format!("{}\n{}", self.issuer, self.subject);
+        UserId::from_uuid(uuid::Uuid::new_v5(
+            &EXTERNAL_USER_NAMESPACE,
+            name.as_bytes(),
+        ))
+    }
+}
+
 /// A valid argon2id hash of a random password, checked against when a username does not exist
 /// so that a failed login takes the same time either way.
 pub(crate) const DUMMY_HASH: &str =

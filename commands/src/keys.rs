@@ -153,7 +153,7 @@ fn derived_kid(signing: &SigningKey) -> String {
 }
 
 /// Base64url without padding, as JWKs and JWTs spell bytes.
-pub(crate) fn base64url(bytes: &[u8]) -> String {
+pub fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

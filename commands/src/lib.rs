@@ -18,5 +18,7 @@ pub mod sqlite;
 pub mod store;
 
 pub use error::{CommandError, ErrorCode};
-pub use service::{ChatCommands, CommandContext, Committed, ReadMarkRecord, SessionRecord};
+pub use service::{
+    ChatCommands, CommandContext, Committed, Moderation, ReadMarkRecord, SessionRecord,
+};
 pub use sqlite::SqliteEventStore;

@@ -23,7 +23,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use uuid::Uuid;
 
-use crate::auth::{hash_password, verify_password};
+use crate::auth::{hash_password, verify_password, ExternalIdentity};
 use crate::error::{CommandError, DomainRefusal, ErrorCode};
 use crate::store::{DirectoryKind, EventRef, WriteStore, Written};
 
@@ -37,6 +37,15 @@ const INVITE_CODE_LEN: usize = 10;
 const CACHED_SERVERS: usize = 4_096;
 /// Channel → server look-ups kept between commands.
 const CACHED_CHANNELS: usize = 65_536;
+
+/// What a moderator does to a user of a server. Removal and bans act only on roles below the
+/// moderator's; a removed member may rejoin with an invite, a banned user may not until unbanned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moderation<'a> {
+    Remove { reason: Option<&'a str> },
+    Ban { reason: Option<&'a str> },
+    Unban,
+}
 
 /// Who is acting, on behalf of which request, and when.
 #[derive(Clone, Debug)]
@@ -518,6 +527,43 @@ impl<R: WriteStore> ChatCommands<R> {
         })
     }
 
+    /// The account of an identity vouched for by an external OpenID Connect issuer, created
+    /// the first time one of its tokens arrives (`UserRegistered` without a password, then
+    /// `ExternalIdentityLinked`). The username is `oidc-` and 16 hex digits of the account id;
+    /// the display name the issuer's `name`, else its `preferred_username`, when valid.
+    pub async fn ensure_external_user(
+        &self,
+        identity: &ExternalIdentity,
+    ) -> Result<UserId, CommandError> {
+        let user_id = identity.user_id();
+        let id = user_id.to_string();
+        let digits = user_id.as_uuid().simple().to_string();
+        let username = Username::parse(&format!("oidc-{}", &digits[..16]))?;
+        let display_name = [&identity.name, &identity.preferred_username]
+            .into_iter()
+            .flatten()
+            .find_map(|name| DisplayName::parse(name).ok())
+            .map_or_else(|| DisplayName::parse(username.as_str()), Ok)?;
+        let command = UserCommand::RegisterExternalUser {
+            user_id,
+            username,
+            display_name,
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+            at: Utc::now(),
+        };
+        let ctx = CommandContext::new(Some(user_id));
+        match Self::execute(&self.users, &id, command, ctx.metadata(id.clone())).await {
+            Ok(_) => Ok(user_id),
+            // Created already (by an earlier request, or another instance at the same time).
+            Err(error) if error.code == ErrorCode::Conflict => match self.user(user_id).await? {
+                Some(_) => Ok(user_id),
+                None => Err(error),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
     /// The account a username and password sign in to. The answer does not say which of the two
     /// was wrong.
     pub async fn authenticate(
@@ -866,57 +912,29 @@ impl<R: WriteStore> ChatCommands<R> {
         })
     }
 
-    /// Removes a member below the caller's role; they may rejoin with an invite.
-    pub async fn remove_member(
+    /// Removes, bans or unbans `user` (see [`Moderation`]).
+    pub async fn moderate(
         &self,
         ctx: &CommandContext,
         server_id: ServerId,
         user: UserId,
-        reason: Option<&str>,
+        action: Moderation<'_>,
     ) -> Result<Committed<()>, CommandError> {
-        let command = ServerCommand::RemoveMember {
-            actor: ctx.actor()?,
-            user,
-            reason: reason.map(ModerationReason::parse).transpose()?,
-        };
-        let position = self.server_command(ctx, server_id, command).await?;
-        Ok(Committed {
-            value: (),
-            position,
-        })
-    }
-
-    /// Bans `user` from the server (removing them if a member). Banning someone already banned
-    /// changes nothing.
-    pub async fn ban_user(
-        &self,
-        ctx: &CommandContext,
-        server_id: ServerId,
-        user: UserId,
-        reason: Option<&str>,
-    ) -> Result<Committed<()>, CommandError> {
-        let command = ServerCommand::BanUser {
-            actor: ctx.actor()?,
-            user,
-            reason: reason.map(ModerationReason::parse).transpose()?,
-            at: ctx.at,
-        };
-        let position = self.server_command(ctx, server_id, command).await?;
-        Ok(Committed {
-            value: (),
-            position,
-        })
-    }
-
-    pub async fn unban_user(
-        &self,
-        ctx: &CommandContext,
-        server_id: ServerId,
-        user: UserId,
-    ) -> Result<Committed<()>, CommandError> {
-        let command = ServerCommand::UnbanUser {
-            actor: ctx.actor()?,
-            user,
+        let actor = ctx.actor()?;
+        let reason = |reason: Option<&str>| reason.map(ModerationReason::parse).transpose();
+        let command = match action {
+            Moderation::Remove { reason: why } => ServerCommand::RemoveMember {
+                actor,
+                user,
+                reason: reason(why)?,
+            },
+            Moderation::Ban { reason: why } => ServerCommand::BanUser {
+                actor,
+                user,
+                reason: reason(why)?,
+                at: ctx.at,
+            },
+            Moderation::Unban => ServerCommand::UnbanUser { actor, user },
         };
         let position = self.server_command(ctx, server_id, command).await?;
         Ok(Committed {

@@ -27,6 +27,16 @@ pub enum UserCommand {
     EndAllSessions { at: DateTime<Utc> },
     /// Someone tried to sign in as this user with a wrong password.
     RecordFailedLogin { at: DateTime<Utc> },
+    /// Create the account of someone signed in by an external OpenID Connect issuer, the
+    /// first time one of their tokens arrives. The account has no password.
+    RegisterExternalUser {
+        user_id: UserId,
+        username: Username,
+        display_name: DisplayName,
+        issuer: String,
+        subject: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +62,14 @@ pub enum UserEvent {
     /// A sign-in as this user failed: a wrong password. (Attempts are rate-limited per
     /// username before they get this far, so a flood leaves a bounded trail.)
     LoginFailed { failed_at: DateTime<Utc> },
+    /// The account speaks for `subject` at the OpenID Connect issuer `issuer` (its `iss` and
+    /// `sub` claims): tokens of that issuer for that subject act as this user. Follows the
+    /// account's `UserRegistered` (with no password).
+    ExternalIdentityLinked {
+        issuer: String,
+        subject: String,
+        linked_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -61,6 +79,7 @@ impl DomainEvent for UserEvent {
             UserEvent::ProfileChanged { .. } => "ProfileChanged",
             UserEvent::AllSessionsEnded { .. } => "AllSessionsEnded",
             UserEvent::LoginFailed { .. } => "LoginFailed",
+            UserEvent::ExternalIdentityLinked { .. } => "ExternalIdentityLinked",
         }
         .to_owned()
     }
@@ -127,6 +146,32 @@ impl Aggregate for User {
                 };
                 sink.write(event, self).await;
             }
+            UserCommand::RegisterExternalUser {
+                user_id,
+                username,
+                display_name,
+                issuer,
+                subject,
+                at,
+            } => {
+                if self.is_registered() {
+                    return Err(UserError::AlreadyRegistered);
+                }
+                let registered = UserEvent::UserRegistered {
+                    user_id,
+                    username,
+                    display_name,
+                    password_hash: String::new(),
+                    registered_at: at,
+                };
+                sink.write(registered, self).await;
+                let linked = UserEvent::ExternalIdentityLinked {
+                    issuer,
+                    subject,
+                    linked_at: at,
+                };
+                sink.write(linked, self).await;
+            }
             UserCommand::RecordFailedLogin { at } => {
                 if !self.is_registered() {
                     return Err(UserError::UnknownUser);
@@ -177,7 +222,7 @@ impl Aggregate for User {
             UserEvent::AllSessionsEnded { ended_at } => {
                 self.sessions_ended_before = Some(ended_at);
             }
-            UserEvent::LoginFailed { .. } => {}
+            UserEvent::LoginFailed { .. } | UserEvent::ExternalIdentityLinked { .. } => {}
         }
     }
 }

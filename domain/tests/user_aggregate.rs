@@ -175,3 +175,45 @@ fn going_back_to_an_earlier_display_name_is_a_change() {
         .when(change_display_name("Alice"))
         .then_expect_events(vec![display_name_changed("Alice")]);
 }
+
+// --- RegisterExternalUser -------------------------------------------------------------------
+
+fn register_external() -> UserCommand {
+    UserCommand::RegisterExternalUser {
+        user_id: alice_id(),
+        username: username("oidc-0123456789abcdef"),
+        display_name: display_name("Alice Example"),
+        issuer: "https://id.example.com".to_owned(),
+        subject: "248289761001".to_owned(),
+        at: at(),
+    }
+}
+
+#[test]
+fn an_external_account_has_no_password_and_names_its_issuer_and_subject() {
+    framework()
+        .given_no_previous_events()
+        .when(register_external())
+        .then_expect_events(vec![
+            UserEvent::UserRegistered {
+                user_id: alice_id(),
+                username: username("oidc-0123456789abcdef"),
+                display_name: display_name("Alice Example"),
+                password_hash: String::new(),
+                registered_at: at(),
+            },
+            UserEvent::ExternalIdentityLinked {
+                issuer: "https://id.example.com".to_owned(),
+                subject: "248289761001".to_owned(),
+                linked_at: at(),
+            },
+        ]);
+}
+
+#[test]
+fn an_external_account_is_created_once() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(register_external())
+        .then_expect_error(UserError::AlreadyRegistered);
+}

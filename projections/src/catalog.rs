@@ -107,7 +107,9 @@ async fn apply_user(
             )
             .await
         }
-        UserEvent::AllSessionsEnded { .. } | UserEvent::LoginFailed { .. } => Ok(()),
+        UserEvent::AllSessionsEnded { .. }
+        | UserEvent::LoginFailed { .. }
+        | UserEvent::ExternalIdentityLinked { .. } => Ok(()),
     }
 }
 

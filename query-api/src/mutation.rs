@@ -3,7 +3,7 @@
 //! returned as `extensions.consistencyToken`.
 
 use aether_commands::auth::TokenKind;
-use aether_commands::{CommandContext, Committed, SessionRecord};
+use aether_commands::{CommandContext, Committed, Moderation, SessionRecord};
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_graphql::{Context, InputObject, Object, ID};
 
@@ -108,6 +108,27 @@ fn channel_or_conversation(
             "pass exactly one of channelId and conversationId",
         )),
     }
+}
+
+async fn moderate(
+    ctx: &Context<'_>,
+    server_id: &ID,
+    user_id: &ID,
+    action: Moderation<'_>,
+) -> async_graphql::Result<bool> {
+    let result: ApiResult<bool> = async {
+        require_caller(ctx)?;
+        let server = ServerId::parse(server_id)?;
+        let user = UserId::parse(user_id)?;
+        let record = state(ctx)
+            .commands
+            .moderate(&context(ctx), server, user, action)
+            .await?;
+        committed(ctx, record);
+        Ok(true)
+    }
+    .await;
+    gql(result)
 }
 
 /// The command context of this request, and the payload's value once committed.
@@ -564,19 +585,10 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: ModerateMemberInput,
     ) -> async_graphql::Result<bool> {
-        let result: ApiResult<bool> = async {
-            require_caller(ctx)?;
-            let server = ServerId::parse(&input.server_id)?;
-            let user = UserId::parse(&input.user_id)?;
-            let record = state(ctx)
-                .commands
-                .remove_member(&context(ctx), server, user, input.reason.as_deref())
-                .await?;
-            committed(ctx, record);
-            Ok(true)
-        }
-        .await;
-        gql(result)
+        let action = Moderation::Remove {
+            reason: input.reason.as_deref(),
+        };
+        moderate(ctx, &input.server_id, &input.user_id, action).await
     }
 
     /// Bans a user from the server (MODERATOR and up; only users below the caller's role):
@@ -587,19 +599,10 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: ModerateMemberInput,
     ) -> async_graphql::Result<bool> {
-        let result: ApiResult<bool> = async {
-            require_caller(ctx)?;
-            let server = ServerId::parse(&input.server_id)?;
-            let user = UserId::parse(&input.user_id)?;
-            let record = state(ctx)
-                .commands
-                .ban_user(&context(ctx), server, user, input.reason.as_deref())
-                .await?;
-            committed(ctx, record);
-            Ok(true)
-        }
-        .await;
-        gql(result)
+        let action = Moderation::Ban {
+            reason: input.reason.as_deref(),
+        };
+        moderate(ctx, &input.server_id, &input.user_id, action).await
     }
 
     /// Lifts a ban (MODERATOR and up); `NOT_FOUND` when the user is not banned.
@@ -608,19 +611,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: UnbanUserInput,
     ) -> async_graphql::Result<bool> {
-        let result: ApiResult<bool> = async {
-            require_caller(ctx)?;
-            let server = ServerId::parse(&input.server_id)?;
-            let user = UserId::parse(&input.user_id)?;
-            let record = state(ctx)
-                .commands
-                .unban_user(&context(ctx), server, user)
-                .await?;
-            committed(ctx, record);
-            Ok(true)
-        }
-        .await;
-        gql(result)
+        moderate(ctx, &input.server_id, &input.user_id, Moderation::Unban).await
     }
 
     async fn send_message(

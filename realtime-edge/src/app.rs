@@ -32,7 +32,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::{run_signal_feed, run_update_feed, KafkaSignals};
-use crate::http::{router, Connections, HttpLimits, HttpState};
+use crate::http::{router, Authenticator, Connections, HttpLimits, HttpState};
+use crate::oidc::{ExternalIssuer, OidcConfig};
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
@@ -54,6 +55,8 @@ pub struct EmbeddedConfig {
     pub jwt_secret_file: Option<PathBuf>,
     /// Typing and presence timings.
     pub ephemeral: EphemeralLimits,
+    /// An external OpenID Connect issuer whose tokens are accepted besides the product's own.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Default for EmbeddedConfig {
@@ -70,6 +73,7 @@ impl Default for EmbeddedConfig {
             access_token_ttl: DEFAULT_ACCESS_TTL,
             jwt_secret_file: None,
             ephemeral: EphemeralLimits::default(),
+            oidc: None,
         }
     }
 }
@@ -361,12 +365,23 @@ async fn start_app(
         limits: config.api.clone(),
         shutdown: shutdown.clone(),
     };
+    let external = match config.oidc.clone() {
+        None => None,
+        Some(oidc) => {
+            let issuer = ExternalIssuer::load(oidc)
+                .await
+                .map_err(|error| AppError::Role(error.to_string()))?;
+            issuer.spawn_refresh(shutdown.clone());
+            Some(issuer)
+        }
+    };
+    let auth = Authenticator::new(tokens, external, api.commands.clone());
     let schema = build_schema(api.clone());
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let app = router(
         HttpState {
             schema,
-            tokens,
+            auth,
             api,
             watermarks,
             consistency_wait: config.consistency_wait,

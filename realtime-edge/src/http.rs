@@ -1,5 +1,6 @@
 //! HTTP and WebSocket transport for the GraphQL schema.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use aether_commands::ErrorCode;
 use aether_domain::UserId;
 use aether_projections::Watermarks;
 use aether_query_api::rate::{ClientIp, SubscriptionBudget};
-use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, ConsistencyToken};
+use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -24,13 +25,15 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::json;
 
+use crate::oidc::ExternalIssuer;
+
 /// The request header a client sets to a mutation's consistency token to read its own write.
 pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
 
 #[derive(Clone)]
 pub struct HttpState {
     pub schema: AetherSchema,
-    pub tokens: TokenIssuer,
+    pub auth: Authenticator,
     pub api: ApiState,
     pub watermarks: Watermarks,
     /// Longest a query waits for the read models to reach a consistency token.
@@ -121,23 +124,87 @@ fn error_body(code: ErrorCode, message: &str) -> serde_json::Value {
     json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
 }
 
-/// The caller a bearer token speaks for, and its session. No header means anonymous; a bad
-/// token is an error, never silently anonymous.
-fn authenticate(
-    tokens: &TokenIssuer,
-    authorization: Option<&str>,
-) -> Result<(Caller, CallerSession), String> {
-    let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok((Caller(None), CallerSession(None)));
-    };
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or("the authorization must be 'Bearer <accessToken>'")?;
-    tokens
-        .verify_claims(token.trim(), TokenKind::Access)
-        .map(|verified| (Caller(Some(verified.user)), CallerSession(verified.session)))
-        .map_err(|e| e.to_string())
+/// Who a bearer token speaks for: one of the product's own tokens, or, when an external
+/// OpenID Connect issuer is configured, one of its tokens, whose account is created the first
+/// time it is seen.
+#[derive(Clone)]
+pub struct Authenticator {
+    tokens: TokenIssuer,
+    external: Option<Arc<ExternalIssuer>>,
+    commands: Arc<Commands>,
+    /// External accounts known to exist, so that only a first token costs a command.
+    known: Arc<Mutex<HashSet<UserId>>>,
+}
+
+/// External accounts remembered as existing at most; the set starts over when full.
+const KNOWN_EXTERNAL_USERS: usize = 100_000;
+
+impl Authenticator {
+    pub fn new(
+        tokens: TokenIssuer,
+        external: Option<Arc<ExternalIssuer>>,
+        commands: Arc<Commands>,
+    ) -> Self {
+        Self {
+            tokens,
+            external,
+            commands,
+            known: Arc::default(),
+        }
+    }
+
+    /// The caller a bearer token speaks for, and its session. No header means anonymous; a
+    /// bad token is an error, never silently anonymous.
+    async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Caller, CallerSession), (ErrorCode, String)> {
+        let unauthenticated = |message: String| (ErrorCode::Unauthenticated, message);
+        let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok((Caller(None), CallerSession(None)));
+        };
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                unauthenticated("the authorization must be 'Bearer <accessToken>'".to_owned())
+            })?
+            .trim();
+        let Some(external) = self
+            .external
+            .as_ref()
+            .filter(|issuer| issuer.claims_issuer(token))
+        else {
+            return self
+                .tokens
+                .verify_claims(token, TokenKind::Access)
+                .map(|verified| (Caller(Some(verified.user)), CallerSession(verified.session)))
+                .map_err(|e| unauthenticated(e.to_string()));
+        };
+        let identity = external
+            .verify(token)
+            .await
+            .map_err(|e| unauthenticated(e.to_string()))?;
+        let user = identity.user_id();
+        let known = self
+            .known
+            .lock()
+            .map(|known| known.contains(&user))
+            .unwrap_or(false);
+        if !known {
+            self.commands
+                .ensure_external_user(&identity)
+                .await
+                .map_err(|e| (e.code, e.message))?;
+            if let Ok(mut known) = self.known.lock() {
+                if known.len() >= KNOWN_EXTERNAL_USERS {
+                    known.clear();
+                }
+                known.insert(user);
+            }
+        }
+        Ok((Caller(Some(user)), CallerSession(None)))
+    }
 }
 
 async fn graphql_post(
@@ -162,10 +229,10 @@ async fn graphql_post(
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let (caller, session) = match authenticate(&state.tokens, authorization) {
+    let (caller, session) = match state.auth.authenticate(authorization).await {
         Ok(caller) => caller,
-        Err(message) => {
-            return Json(error_body(ErrorCode::Unauthenticated, &message)).into_response();
+        Err((code, message)) => {
+            return Json(error_body(code, &message)).into_response();
         }
     };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
@@ -256,7 +323,7 @@ async fn graphql_get(
             .into_response();
     };
     let schema = state.schema.clone();
-    let tokens = state.tokens.clone();
+    let auth = state.auth.clone();
     let hub = state.api.ephemeral.clone();
     let budget = state.connections.max_subscriptions;
     let start_rate = state.api.limits.rates.subscribes_per_connection;
@@ -279,11 +346,12 @@ async fn graphql_get(
                         .or_else(|| payload.get("Authorization"))
                         .and_then(|value| value.as_str());
                     let (caller, session) =
-                        authenticate(&tokens, authorization).map_err(|message| {
-                            async_graphql::Error::new(message).extend_with(|_, e| {
-                                e.set("code", ErrorCode::Unauthenticated.as_str())
-                            })
-                        })?;
+                        auth.authenticate(authorization)
+                            .await
+                            .map_err(|(code, message)| {
+                                async_graphql::Error::new(message)
+                                    .extend_with(|_, e| e.set("code", code.as_str()))
+                            })?;
                     if let Caller(Some(user)) = caller {
                         if let Ok(mut slot) = seen.lock() {
                             if slot.replace(user).is_none() {
@@ -308,7 +376,7 @@ async fn graphql_get(
 
 /// The public keys tokens are signed with, for services that verify them on their own.
 async fn jwks(State(state): State<HttpState>) -> Response {
-    Json(state.tokens.jwks().clone()).into_response()
+    Json(state.auth.tokens.jwks().clone()).into_response()
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {

@@ -99,6 +99,13 @@ pub const EVENT_TYPES: &[EventType] = &[
         "Someone tried to sign in as the user with a wrong password.",
     ),
     event(
+        "ExternalIdentityLinked",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "The account speaks for a subject of an external OpenID Connect issuer (its `iss` and \
+         `sub`); written right after the account's `UserRegistered`, which has no password.",
+    ),
+    event(
         "SessionStarted",
         SESSION,
         topics::IDENTITY_EVENTS,

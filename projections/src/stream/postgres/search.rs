@@ -164,7 +164,9 @@ async fn apply_user(
                 .execute(&mut *tx)
                 .await?;
         }
-        UserEvent::AllSessionsEnded { .. } | UserEvent::LoginFailed { .. } => {}
+        UserEvent::AllSessionsEnded { .. }
+        | UserEvent::LoginFailed { .. }
+        | UserEvent::ExternalIdentityLinked { .. } => {}
     }
     Ok(())
 }
