@@ -392,7 +392,7 @@ use futures::Stream;
 
 use crate::error::{gql, ApiError, ApiResult};
 use crate::rate::subscription_permit;
-use crate::types::{load_user, require_caller, require_member, state, User};
+use crate::types::{load_user, require_caller, require_member, state, visible_channel, User};
 
 /// Someone started or stopped typing in a channel.
 #[derive(SimpleObject, Clone, Debug)]
@@ -432,14 +432,7 @@ impl EphemeralMutation {
             let user = require_caller(ctx)?;
             let channel = ChannelId::parse(&channel_id)?;
             let state = state(ctx);
-            let row = state
-                .read
-                .channel(channel)
-                .await?
-                .ok_or_else(|| ApiError::not_found("channel"))?;
-            if !state.read.channel_access(&row, user).await?.can_view() {
-                return Err(ApiError::forbidden("you cannot see this channel"));
-            }
+            visible_channel(state, channel, user).await?;
             Ok(state.ephemeral.start_typing(user, channel))
         }
         .await;
@@ -480,21 +473,7 @@ impl EphemeralSubscription {
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
         let channel = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
-        let row = state
-            .read
-            .channel(channel)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("channel"))?;
-        if !state
-            .read
-            .channel_access(&row, user)
-            .await
-            .map_err(ApiError::from)?
-            .can_view()
-        {
-            return Err(ApiError::forbidden("you cannot see this channel").into());
-        }
+        visible_channel(&state, channel, user).await?;
         let permit = subscription_permit(ctx)?;
         let mut signals = state.ephemeral.typing();
         let shutdown = state.shutdown.clone();

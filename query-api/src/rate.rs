@@ -320,27 +320,66 @@ pub fn check_login(
     Ok(())
 }
 
+/// A bounded count of held places (connections, subscriptions): [`Slots::take`] gives a
+/// [`Slot`] while fewer than `max` are held, and dropping the slot frees its place.
+#[derive(Clone, Debug)]
+pub struct Slots {
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+/// One held place of a [`Slots`].
+#[derive(Debug)]
+pub struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            held: Arc::default(),
+            max,
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How many are held now.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn take(&self) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.held.clone()))
+    }
+}
+
 /// How many subscriptions one WebSocket connection may hold at once; the transport puts one in
 /// each connection's data. Absent (plain HTTP, tests that run the schema directly) means no
 /// limit.
 #[derive(Clone, Debug)]
 pub struct SubscriptionBudget {
-    held: Arc<std::sync::atomic::AtomicUsize>,
-    max: usize,
+    slots: Slots,
     /// How fast the connection may start subscriptions, whatever it holds.
     starts: Arc<RateLimiter>,
 }
 
 /// One subscription's share of its connection's budget, given back when the subscription ends.
 #[derive(Debug)]
-pub struct SubscriptionPermit(Option<Arc<std::sync::atomic::AtomicUsize>>);
-
-impl Drop for SubscriptionPermit {
-    fn drop(&mut self) {
-        if let Some(held) = self.0.take() {
-            held.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
-    }
+pub struct SubscriptionPermit {
+    _slot: Option<Slot>,
 }
 
 impl SubscriptionBudget {
@@ -351,20 +390,9 @@ impl SubscriptionBudget {
     /// At most `max` at once, started no faster than `rate`.
     pub fn with_rate(max: usize, rate: Rate) -> Self {
         Self {
-            held: Arc::default(),
-            max,
+            slots: Slots::new(max),
             starts: Arc::new(RateLimiter::new(rate, 1)),
         }
-    }
-
-    fn take(&self) -> Option<SubscriptionPermit> {
-        use std::sync::atomic::Ordering;
-        self.held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held < self.max).then_some(held + 1)
-            })
-            .ok()
-            .map(|_| SubscriptionPermit(Some(self.held.clone())))
     }
 }
 
@@ -373,7 +401,7 @@ pub fn subscription_permit(
     ctx: &async_graphql::Context<'_>,
 ) -> async_graphql::Result<SubscriptionPermit> {
     let Some(budget) = ctx.data_opt::<SubscriptionBudget>() else {
-        return Ok(SubscriptionPermit(None));
+        return Ok(SubscriptionPermit { _slot: None });
     };
     // Starting a subscription is the costly message a WebSocket client can repeat (each reads
     // the read model); it is limited per connection, pings and completions are not.
@@ -381,14 +409,15 @@ pub fn subscription_permit(
         .starts
         .check("connection")
         .map_err(|t| throttled_error(t, "subscriptions started on this connection"))?;
-    budget.take().ok_or_else(|| {
+    let slot = budget.slots.take().ok_or_else(|| {
         async_graphql::Error::new(format!(
             "this connection already holds {} subscriptions, the most allowed; end one first \
              (see --max-subscriptions-per-connection)",
-            budget.max
+            budget.slots.max()
         ))
         .extend_with(|_, extensions| extensions.set("code", ErrorCode::RateLimited.as_str()))
-    })
+    })?;
+    Ok(SubscriptionPermit { _slot: Some(slot) })
 }
 
 #[cfg(test)]
@@ -400,14 +429,16 @@ mod tests {
     }
 
     #[test]
-    fn a_subscription_budget_is_given_back_when_a_permit_drops() {
-        let budget = SubscriptionBudget::new(2);
-        let first = budget.take();
-        let second = budget.take();
+    fn a_slot_is_given_back_when_it_drops() {
+        let slots = Slots::new(2);
+        let first = slots.take();
+        let second = slots.take();
         assert!(first.is_some() && second.is_some());
-        assert!(budget.take().is_none());
+        assert!(slots.take().is_none());
+        assert_eq!(slots.held(), 2);
         drop(first);
-        assert!(budget.take().is_some());
+        assert_eq!(slots.held(), 1);
+        assert!(slots.take().is_some());
     }
 
     #[test]

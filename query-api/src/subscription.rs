@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, UserId};
-use aether_projections::rows::{ChannelEventRow, ChannelRow};
+use aether_domain::{ChannelAccess, ChannelFacts, ChannelId};
+use aether_projections::rows::ChannelEventRow;
 use aether_projections::Update;
 use async_graphql::{Context, Subscription, ID};
 use futures::Stream;
@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
 use crate::rate::subscription_permit;
-use crate::types::{parse_cursor, require_caller, state, ChannelEvent};
+use crate::types::{parse_cursor, require_caller, state, visible_channel, ChannelEvent};
 use crate::ApiState;
 
 /// Events read from the read model per catch-up query.
@@ -73,12 +73,6 @@ async fn fill_gap(
     }
 }
 
-/// Whether `user` still sees `channel` after a membership change in its server.
-async fn still_visible(state: &ApiState, channel: &ChannelRow, user: UserId) -> ApiResult<bool> {
-    let access: ChannelAccess = state.read.channel_access(channel, user).await?;
-    Ok(access.can_view())
-}
-
 #[Subscription]
 impl SubscriptionRoot {
     /// Every change to a channel's messages, in order. With `after` (a cursor from an earlier
@@ -95,15 +89,7 @@ impl SubscriptionRoot {
         let channel_id = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
-        let channel = state
-            .read
-            .channel(channel_id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("channel"))?;
-        if !still_visible(&state, &channel, user).await? {
-            return Err(ApiError::forbidden("you cannot see this channel").into());
-        }
+        let channel = visible_channel(&state, channel_id, user).await?;
         // Subscribe before reading where to start, so nothing published in between is missed.
         let mut updates = state.updates.subscribe();
         let start = match after {

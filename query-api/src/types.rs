@@ -227,6 +227,24 @@ pub(crate) fn page_size(value: Option<i32>, argument: &str, max: i64) -> ApiResu
     }
 }
 
+/// The channel `id` as `user` may see it: `NOT_FOUND` when there is no such channel,
+/// `FORBIDDEN` when the user may not view it.
+pub(crate) async fn visible_channel(
+    state: &ApiState,
+    id: ChannelId,
+    user: UserId,
+) -> ApiResult<ChannelRow> {
+    let row = state
+        .read
+        .channel(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    if !state.read.channel_access(&row, user).await?.can_view() {
+        return Err(ApiError::forbidden("you cannot see this channel"));
+    }
+    Ok(row)
+}
+
 /// Whether the caller is a member of `server`; refuses otherwise.
 pub(crate) async fn require_member(
     state: &ApiState,

@@ -10,7 +10,7 @@ use aether_commands::store::EventRef;
 use aether_commands::ErrorCode;
 use aether_domain::UserId;
 use aether_projections::Watermarks;
-use aether_query_api::rate::{ClientIp, SubscriptionBudget};
+use aether_query_api::rate::{ClientIp, Slots, SubscriptionBudget};
 use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
@@ -69,26 +69,15 @@ impl Default for HttpLimits {
 /// The WebSocket connections an instance holds, against its limit.
 #[derive(Clone, Debug)]
 pub struct Connections {
-    open: Arc<std::sync::atomic::AtomicUsize>,
-    max: usize,
+    slots: Slots,
     max_subscriptions: usize,
     max_message: usize,
-}
-
-/// One held connection; dropping it frees the place.
-struct ConnectionSlot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
 }
 
 impl Connections {
     pub fn new(limits: &HttpLimits) -> Self {
         Self {
-            open: Arc::default(),
-            max: limits.max_connections,
+            slots: Slots::new(limits.max_connections),
             max_subscriptions: limits.max_subscriptions_per_connection,
             max_message: limits.max_ws_message_bytes,
         }
@@ -96,17 +85,7 @@ impl Connections {
 
     /// How many are open now.
     pub fn open(&self) -> usize {
-        self.open.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn take(&self) -> Option<ConnectionSlot> {
-        use std::sync::atomic::Ordering;
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < self.max).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| ConnectionSlot(self.open.clone()))
+        self.slots.held()
     }
 }
 
@@ -306,11 +285,11 @@ async fn graphql_get(
         ))
         .into_response();
     };
-    let Some(slot) = state.connections.take() else {
+    let Some(slot) = state.connections.slots.take() else {
         let message = format!(
             "this instance holds its most WebSocket connections ({}); try again later or \
              another instance",
-            state.connections.max
+            state.connections.slots.max()
         );
         tracing::warn!(
             open = state.connections.open(),

@@ -3,10 +3,12 @@
 
 use aether_domain::message::MessageEvent;
 use aether_domain::user::UserEvent;
+use aether_schemas::EventEnvelope;
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use super::{event_error, PgProjection};
+use super::PgProjection;
+use crate::sql::ApplyError;
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
 use crate::updates::Update;
@@ -72,26 +74,29 @@ CREATE INDEX IF NOT EXISTS search_users_words ON search_users USING GIN (words);
             let Some(envelope) = event.envelope() else {
                 continue;
             };
-            let decode_error = |e: serde_json::Error| StoreError::Event {
-                index: *index,
-                reason: format!("{} cannot be decoded: {e}", envelope.event_type),
-            };
-            let outcome = match envelope.aggregate_type.as_str() {
-                "Message" => apply_message(tx, envelope.decode().map_err(decode_error)?).await,
-                "User" => {
-                    apply_user(
-                        tx,
-                        &envelope.aggregate_id,
-                        envelope.decode().map_err(decode_error)?,
-                    )
-                    .await
-                }
-                _ => Ok(()),
-            };
-            outcome.map_err(|e| event_error(*index, e))?;
+            apply_event(tx, envelope)
+                .await
+                .map_err(|error| error.at(*index))?;
         }
         Ok(())
     }
+}
+
+async fn apply_event(tx: &mut PgConnection, envelope: &EventEnvelope) -> Result<(), ApplyError> {
+    let decode_error = |e: serde_json::Error| ApplyError::decode(envelope, &e);
+    match envelope.aggregate_type.as_str() {
+        "Message" => apply_message(tx, envelope.decode().map_err(decode_error)?).await?,
+        "User" => {
+            apply_user(
+                tx,
+                &envelope.aggregate_id,
+                envelope.decode().map_err(decode_error)?,
+            )
+            .await?
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn apply_message(tx: &mut PgConnection, event: MessageEvent) -> Result<(), sqlx::Error> {
