@@ -154,6 +154,11 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 64 * 1024, env = "AETHER_MAX_WS_MESSAGE_BYTES")]
     max_ws_message_bytes: usize,
 
+    /// Milliseconds a message to a WebSocket client may wait to be sent; a client that reads
+    /// nothing for this long is disconnected.
+    #[arg(long, default_value_t = 10_000, env = "AETHER_WS_SEND_TIMEOUT_MS")]
+    ws_send_timeout_ms: u64,
+
     /// Subscriptions one WebSocket connection may hold at once.
     #[arg(
         long,
@@ -242,6 +247,7 @@ impl DevArgs {
                 max_connections: self.max_connections,
                 max_subscriptions_per_connection: self.max_subscriptions_per_connection,
                 max_ws_message_bytes: self.max_ws_message_bytes,
+                ws_send_timeout: Duration::from_millis(self.ws_send_timeout_ms.max(1)),
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {

@@ -23,9 +23,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use futures::StreamExt;
 use serde_json::json;
 
 use crate::oidc::ExternalIssuer;
+use crate::ws::SendDeadline;
 
 /// The request header a client sets to a mutation's consistency token to read its own write.
 pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
@@ -53,6 +55,9 @@ pub struct HttpLimits {
     /// Largest WebSocket message (and frame) a client may send, in bytes; a larger one closes
     /// the connection (close code 1009, "message too big").
     pub max_ws_message_bytes: usize,
+    /// Longest a message to a WebSocket client may wait to be sent; a client that reads
+    /// nothing for this long is disconnected.
+    pub ws_send_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -62,6 +67,7 @@ impl Default for HttpLimits {
             max_connections: 100_000,
             max_subscriptions_per_connection: 100,
             max_ws_message_bytes: 64 * 1024,
+            ws_send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -72,6 +78,7 @@ pub struct Connections {
     slots: Slots,
     max_subscriptions: usize,
     max_message: usize,
+    send_timeout: Duration,
 }
 
 impl Connections {
@@ -80,6 +87,7 @@ impl Connections {
             slots: Slots::new(limits.max_connections),
             max_subscriptions: limits.max_subscriptions_per_connection,
             max_message: limits.max_ws_message_bytes,
+            send_timeout: limits.ws_send_timeout,
         }
     }
 
@@ -307,6 +315,7 @@ async fn graphql_get(
     let budget = state.connections.max_subscriptions;
     let start_rate = state.api.limits.rates.subscribes_per_connection;
     let max_message = state.connections.max_message;
+    let send_timeout = state.connections.send_timeout;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(max_message)
@@ -318,7 +327,9 @@ async fn graphql_get(
             let signed_in: Arc<Mutex<Option<UserId>>> = Arc::default();
             let seen = signed_in.clone();
             let connected = hub.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
+            let (sink, stream) = socket.split();
+            let sink = SendDeadline::new(sink, send_timeout);
+            GraphQLWebSocket::new_with_pair(sink, stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let authorization = payload
                         .get("authorization")

@@ -5,6 +5,7 @@ pub mod app;
 pub mod edge;
 pub mod http;
 pub mod oidc;
+pub mod ws;
 
 pub use app::{
     start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running, UpdateFeed,

@@ -1,0 +1,107 @@
+//! A WebSocket client that stops reading is disconnected once a message has waited for it
+//! longer than the send timeout, while the other subscribers of the same channel keep up.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aether_realtime_edge::http::HttpLimits;
+use aether_realtime_edge::{start_embedded, EmbeddedConfig};
+use common::{community, send, unlimited, Client, Subscriber, CHANNEL_EVENTS, PATIENCE};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Subscriptions the stalled client holds to the channel, so that each message costs it many
+/// times its size and the socket buffers fill quickly.
+const STALLED_SUBSCRIPTIONS: usize = 50;
+const MESSAGES: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_and_the_others_keep_up() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let base = unlimited();
+    let app = start_embedded(EmbeddedConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        http: HttpLimits {
+            ws_send_timeout: Duration::from_millis(500),
+            ..base.http.clone()
+        },
+        ..base
+    })
+    .await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    alice.consistency = bob.consistency.clone();
+    let token = bob.token.clone().unwrap_or_default();
+
+    let mut healthy = Subscriber::connect(app.local_addr, &token).await?;
+    healthy
+        .subscribe("1", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .await?;
+
+    // The stalled client: a small receive buffer, many subscriptions, then it never reads again.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let stream = socket.connect(app.local_addr).await?;
+    let mut request = format!("ws://{}/graphql", app.local_addr).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut stalled, _) = tokio_tungstenite::client_async(request, stream).await?;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    stalled.send(Message::text(init.to_string())).await?;
+    let ack = tokio::time::timeout(PATIENCE, stalled.next()).await?;
+    anyhow::ensure!(
+        matches!(&ack, Some(Ok(Message::Text(text))) if text.contains("connection_ack")),
+        "{ack:?}"
+    );
+    for id in 0..STALLED_SUBSCRIPTIONS {
+        let subscribe = json!({ "id": id.to_string(), "type": "subscribe",
+            "payload": { "query": CHANNEL_EVENTS, "variables": { "c": place.channel_id } } });
+        stalled.send(Message::text(subscribe.to_string())).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let body = "x".repeat(3990);
+    for n in 0..MESSAGES {
+        send(&mut alice, &place.channel_id, &format!("{n} {body}")).await?;
+    }
+    // The healthy subscriber gets every message, in order, however stuck the other one is.
+    for n in 0..MESSAGES {
+        let event = healthy.next_event("1").await?;
+        let text = event["message"]["body"].as_str().unwrap_or_default();
+        assert!(text.starts_with(&format!("{n} ")), "message {n}: {event}");
+    }
+
+    // The stalled connection was closed by the server: what it can still read ends.
+    let mut read = 0usize;
+    let drained = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(_)) = stalled.next().await {
+            read += 1;
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the stalled connection is still open after {read} frames"
+    );
+    assert!(
+        read < STALLED_SUBSCRIPTIONS * MESSAGES,
+        "the stalled client received everything ({read} frames): it was never stalled"
+    );
+    assert!(
+        aether_realtime_edge::ws::SLOW_CLIENTS_DISCONNECTED
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    app.stop().await?;
+    Ok(())
+}
