@@ -1,5 +1,6 @@
 //! The audit read model: every event with its actor and cause, queryable by aggregate, actor
-//! and time. One multi-row insert per batch.
+//! and time. One multi-row insert per batch; its unique key on `(aggregate_id, sequence)` turns
+//! redelivered events away, so the store's separate sequence guard is skipped.
 
 use async_trait::async_trait;
 use sqlx::PgConnection;
@@ -47,6 +48,11 @@ CREATE INDEX IF NOT EXISTS audit_by_correlation ON audit_events (correlation_id)
 "#
     }
 
+    /// `UNIQUE (aggregate_id, sequence)` turns a redelivered event away by itself.
+    fn rejects_duplicates(&self) -> bool {
+        true
+    }
+
     fn dump_queries(&self) -> &'static [(&'static str, &'static str)] {
         &[(
             "audit_events",
@@ -61,9 +67,9 @@ CREATE INDEX IF NOT EXISTS audit_by_correlation ON audit_events (correlation_id)
         tx: &mut PgConnection,
         events: &[(usize, &StreamEvent)],
         _updates: &mut Vec<Update>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut columns = AuditColumns::default();
         for (_, event) in events {
@@ -85,13 +91,14 @@ CREATE INDEX IF NOT EXISTS audit_by_correlation ON audit_events (correlation_id)
             columns.offset.push(event.offset);
             columns.data.push(envelope.data.clone());
         }
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO audit_events (event_id, event_type, version, aggregate_type, \
              aggregate_id, sequence, occurred_at, actor, correlation_id, causation_id, topic, \
              partition, \"offset\", data) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::bigint[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::int[], $13::bigint[], $14::jsonb[])",
+             $12::int[], $13::bigint[], $14::jsonb[]) \
+             ON CONFLICT (aggregate_id, sequence) DO NOTHING",
         )
         .bind(columns.event_id)
         .bind(columns.event_type)
@@ -112,7 +119,7 @@ CREATE INDEX IF NOT EXISTS audit_by_correlation ON audit_events (correlation_id)
         // A batched insert cannot say which row broke it: blame the first, and the projector
         // narrows down from there.
         .map_err(|e| event_error(events[0].0, e))?;
-        Ok(())
+        Ok(usize::try_from(inserted.rows_affected()).unwrap_or(usize::MAX))
     }
 }
 

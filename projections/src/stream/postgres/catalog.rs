@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS bans (
         tx: &mut PgConnection,
         events: &[(usize, &StreamEvent)],
         updates: &mut Vec<Update>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         for (index, event) in events {
             let Some(envelope) = event.envelope() else {
                 continue;
@@ -105,6 +105,6 @@ CREATE TABLE IF NOT EXISTS bans (
                 .await
                 .map_err(|error| error.at(*index))?;
         }
-        Ok(())
+        Ok(events.len())
     }
 }

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS read_pointers (
         tx: &mut PgConnection,
         events: &[(usize, &StreamEvent)],
         _updates: &mut Vec<Update>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         for (index, event) in events {
             let Some(envelope) = event.envelope() else {
                 continue;
@@ -69,6 +69,6 @@ CREATE TABLE IF NOT EXISTS read_pointers (
                 .await
                 .map_err(|error| error.at(*index))?;
         }
-        Ok(())
+        Ok(events.len())
     }
 }

@@ -69,7 +69,7 @@ CREATE INDEX IF NOT EXISTS search_users_words ON search_users USING GIN (words);
         tx: &mut PgConnection,
         events: &[(usize, &StreamEvent)],
         _updates: &mut Vec<Update>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         for (index, event) in events {
             let Some(envelope) = event.envelope() else {
                 continue;
@@ -78,7 +78,7 @@ CREATE INDEX IF NOT EXISTS search_users_words ON search_users USING GIN (words);
                 .await
                 .map_err(|error| error.at(*index))?;
         }
-        Ok(())
+        Ok(events.len())
     }
 }
 
