@@ -8,6 +8,7 @@
 //! `bench/README.md`.
 
 mod chat_log;
+mod idle;
 mod realtime;
 mod rebuild;
 mod rebuild_report;
@@ -38,6 +39,12 @@ enum Command {
     /// Subscriptions: latency, fan-out and idle connections, beside a bare axum WebSocket
     /// broadcast server.
     Realtime(realtime::Args),
+    /// (Used by `realtime`.) Opens and holds idle WebSocket connections from this process.
+    #[command(hide = true)]
+    IdleClients(idle::ClientArgs),
+    /// (Used by `realtime`.) Runs one server and holds idle connections to it.
+    #[command(hide = true)]
+    IdleServer(idle::ServerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::WritePath(args) => runtime.block_on(write_path::run(args)),
         Command::Rebuild(args) => runtime.block_on(rebuild::run(args)),
         Command::Realtime(args) => runtime.block_on(realtime::run(args)),
+        Command::IdleClients(args) => runtime.block_on(idle::clients(args)),
+        Command::IdleServer(args) => runtime.block_on(idle::serve(args)),
     }
 }

@@ -6,9 +6,10 @@
 //!    `channelEvents` of one of `--channels` channels; `sendMessage` at `--rate` messages/s for
 //!    `--seconds`, round-robin over the channels, each body carrying its send instant. Every
 //!    subscriber notes mutation-sent → event-received; deliveries expected vs received.
-//! 2. **Idle connections**: `--idle` authenticated, idle WebSockets held open; the process's RSS
-//!    before and after (client sockets are in the same process, so this bounds the server's
-//!    share from above).
+//! 2. **Idle connections**: `--idle` authenticated, idle WebSockets held open by client child
+//!    processes (`aether-bench idle-clients`, up to 9,000 each, each from its own 127.0.0.x
+//!    address); this process's RSS before and after is the server's cost per connection. One
+//!    process holds at most its file-descriptor limit (`ulimit -n`) of connections.
 //!
 //! The baseline runs the same load shapes against a minimal axum server that forwards each
 //! published message to the WebSockets of its channel through a `tokio::sync::broadcast`
@@ -51,8 +52,15 @@ pub struct Args {
     /// Seconds of sending.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Idle WebSocket connections to hold open (each also uses a client socket in this process:
-    /// raise `ulimit -n` to more than twice this).
+    /// Fan-out phase: connections all subscribed to one channel (the members of the latency
+    /// phase, several connections each: one member, several devices).
+    #[arg(long, default_value_t = 5_000)]
+    fanout_subscribers: usize,
+    /// Fan-out phase: messages per second to that channel (each owed to every subscriber).
+    #[arg(long, default_value_t = 20)]
+    fanout_rate: u32,
+    /// Idle WebSocket connections to hold open (the server's end of each is a file descriptor
+    /// of this process: `ulimit -n` must be above this).
     #[arg(long, default_value_t = 5_000)]
     idle: usize,
     /// Where `realtime.json`, `realtime.md` and `realtime-latency.svg` go.
@@ -82,12 +90,12 @@ struct Phase {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Idle {
-    opened: usize,
-    failed: usize,
-    rss_before_kib: u64,
-    rss_after_kib: u64,
-    seconds: f64,
+pub struct Idle {
+    pub opened: usize,
+    pub failed: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub seconds: f64,
 }
 
 impl Idle {
@@ -110,12 +118,16 @@ struct Results {
     seconds: u64,
     product: Phase,
     baseline: Phase,
+    fanout_subscribers: usize,
+    fanout_rate: u32,
+    fanout_product: Phase,
+    fanout_baseline: Phase,
     product_idle: Idle,
     baseline_idle: Idle,
     notes: Vec<String>,
 }
 
-fn rss_kib() -> u64 {
+pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -138,9 +150,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.rate == 0 || args.rate > 5_000 || args.seconds == 0 || args.seconds > 60 {
         bail!("--rate must be 1 to 5000 and --seconds 1 to 60");
     }
+    if args.fanout_subscribers == 0
+        || args.fanout_subscribers > 10_000
+        || args.fanout_rate == 0
+        || args.fanout_rate > 1_000
+    {
+        bail!("--fanout-subscribers must be 1 to 10000 and --fanout-rate 1 to 1000");
+    }
     if args.idle > 50_000 {
         bail!("--idle must be at most 50000");
     }
+    let latency = Shape {
+        subscribers: args.subscribers,
+        channels: args.channels,
+        rate: args.rate,
+        seconds: args.seconds,
+    };
+    let fanout = Shape {
+        subscribers: args.fanout_subscribers,
+        channels: 1,
+        rate: args.fanout_rate,
+        seconds: args.seconds,
+    };
     let mut results = Results {
         started: chrono::Utc::now()
             .format("%Y-%m-%d %H:%M:%S UTC")
@@ -150,19 +181,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         channels: args.channels,
         rate: args.rate,
         seconds: args.seconds,
+        fanout_subscribers: args.fanout_subscribers,
+        fanout_rate: args.fanout_rate,
         ..Results::default()
     };
+    if args.subscribers % args.channels != 0 {
+        results.notes.push(
+            "subscribers do not divide evenly over channels; expected deliveries are approximate"
+                .to_owned(),
+        );
+    }
 
     eprintln!("baseline: bare axum broadcast");
-    let (baseline, baseline_idle) = baseline(&args).await?;
-    results.baseline = baseline;
-    results.baseline_idle = baseline_idle;
+    results.baseline = baseline(latency).await?;
+    eprintln!("baseline: fan-out to {} connections", fanout.subscribers);
+    results.fanout_baseline = baseline(fanout).await?;
 
     eprintln!("product: the embedded application");
-    let (product, product_idle, notes) = product(&args).await?;
-    results.product = product;
-    results.product_idle = product_idle;
-    results.notes.extend(notes);
+    let product = Product::start(args.channels, args.subscribers).await?;
+    results.product = product.phase(latency).await?;
+    eprintln!("product: fan-out to {} connections", fanout.subscribers);
+    results.fanout_product = product.phase(fanout).await?;
+    product.app.stop().await?;
+
+    eprintln!("idle connections: {} to each server", args.idle);
+    results.baseline_idle = crate::idle::measure(crate::idle::Server::Baseline, args.idle).await?;
+    results.product_idle = crate::idle::measure(crate::idle::Server::Product, args.idle).await?;
     results.load_after = load_average();
     if !cfg!(debug_assertions) {
         std::fs::create_dir_all(&args.out)?;
@@ -193,7 +237,11 @@ async fn graphql(
     Ok(body["data"].clone())
 }
 
-async fn register(http: &reqwest::Client, addr: SocketAddr, name: &str) -> anyhow::Result<String> {
+pub async fn register(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    name: &str,
+) -> anyhow::Result<String> {
     let data = graphql(
         http,
         addr,
@@ -212,7 +260,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket to `url` with `subprotocol`, from source address 127.0.0.`source`.
-async fn connect(url: &str, subprotocol: Option<&str>, source: u8) -> anyhow::Result<Socket> {
+pub async fn connect(url: &str, subprotocol: Option<&str>, source: u8) -> anyhow::Result<Socket> {
     let mut request = url.into_client_request()?;
     if let Some(subprotocol) = subprotocol {
         request
@@ -233,7 +281,7 @@ async fn connect(url: &str, subprotocol: Option<&str>, source: u8) -> anyhow::Re
 }
 
 /// A `graphql-transport-ws` connection past `connection_init`.
-async fn signed_in_socket(addr: SocketAddr, token: &str, source: u8) -> anyhow::Result<Socket> {
+pub async fn signed_in_socket(addr: SocketAddr, token: &str, source: u8) -> anyhow::Result<Socket> {
     let mut socket = connect(
         &format!("ws://{addr}/graphql"),
         Some("graphql-transport-ws"),
@@ -260,10 +308,10 @@ async fn signed_in_socket(addr: SocketAddr, token: &str, source: u8) -> anyhow::
     }
 }
 
-async fn product(args: &Args) -> anyhow::Result<(Phase, Idle, Vec<String>)> {
-    let dir = tempfile::tempdir()?;
-    let config = EmbeddedConfig {
-        data_dir: dir.path().to_path_buf(),
+/// The embedded application as the benchmark runs it: no rate limits, room for every connection.
+pub fn product_config(data_dir: &std::path::Path) -> EmbeddedConfig {
+    EmbeddedConfig {
+        data_dir: data_dir.to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(2),
         api: ApiLimits {
@@ -275,231 +323,246 @@ async fn product(args: &Args) -> anyhow::Result<(Phase, Idle, Vec<String>)> {
             ..HttpLimits::default()
         },
         ..EmbeddedConfig::default()
-    };
-    let app = start_embedded(config).await?;
-    let addr = app.local_addr;
-    let http = reqwest::Client::new();
-    let mut notes = Vec::new();
-
-    // The sender owns a server with the channels; every subscriber joins with one invite.
-    let owner = register(&http, addr, "sender").await?;
-    let server = graphql(
-        &http,
-        addr,
-        Some(&owner),
-        "mutation { createServer(input: {name: \"bench\"}) { id } }",
-        json!({}),
-    )
-    .await?;
-    let server = server["createServer"]["id"]
-        .as_str()
-        .context("server")?
-        .to_owned();
-    let mut channels = Vec::new();
-    for n in 0..args.channels {
-        let made = graphql(&http, addr, Some(&owner), "mutation($s: ID!, $n: String!) { createChannel(input: {serverId: $s, name: $n}) { id } }", json!({ "s": server, "n": format!("c{n}") })).await?;
-        channels.push(
-            made["createChannel"]["id"]
-                .as_str()
-                .context("channel")?
-                .to_owned(),
-        );
     }
-    let invite = graphql(
-        &http,
-        addr,
-        Some(&owner),
-        "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
-        json!({ "s": server }),
-    )
-    .await?;
-    let code = invite["createInvite"]["code"]
-        .as_str()
-        .context("invite")?
-        .to_owned();
-    eprintln!("  registering {} members", args.subscribers);
-    let mut tokens = Vec::with_capacity(args.subscribers);
-    let registered: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.subscribers)
-        .map(|n| {
-            let http = http.clone();
-            async move { register(&http, addr, &format!("member{n}")).await }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    // Joins change one server: one at a time, as concurrent ones would only conflict.
-    for token in registered {
-        let token = token?;
-        graphql(
-            &http,
-            addr,
-            Some(&token),
-            "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
-            json!({ "c": code }),
-        )
-        .await?;
-        tokens.push(token);
-    }
-
-    let epoch = Instant::now();
-    let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
-    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut readers = tokio::task::JoinSet::new();
-    eprintln!("  subscribing");
-    for (n, token) in tokens.iter().enumerate() {
-        let channel = channels[n % channels.len()].clone();
-        let mut socket = signed_in_socket(addr, token, 1).await?;
-        socket
-            .send(WsMessage::text(
-                json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($c: ID!) { channelEvents(channelId: $c) { ... on MessageSent { message { body } } } }", "variables": { "c": channel } } })
-                    .to_string(),
-            ))
-            .await?;
-        let (samples, delivered, stop) = (samples.clone(), delivered.clone(), stop.clone());
-        readers.spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let frame = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    frame = socket.next() => frame,
-                };
-                let Some(Ok(WsMessage::Text(text))) = frame else {
-                    break;
-                };
-                let now = stamp(epoch);
-                let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
-                    continue;
-                };
-                if message["type"] == "ping" {
-                    let _ = socket
-                        .send(WsMessage::text(json!({ "type": "pong" }).to_string()))
-                        .await;
-                    continue;
-                }
-                let body = message["payload"]["data"]["channelEvents"]["message"]["body"]
-                    .as_str()
-                    .unwrap_or_default();
-                if let Some(sent) = body
-                    .strip_prefix(&format!("{EPOCH_FIELD}="))
-                    .and_then(|t| t.parse::<u64>().ok())
-                {
-                    mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
-                }
-            }
-            delivered.fetch_add(mine.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            if let Ok(mut all) = samples.lock() {
-                all.extend(mine);
-            }
-        });
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    eprintln!("  sending {} messages/s for {} s", args.rate, args.seconds);
-    let total = u64::from(args.rate) * args.seconds;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
-    let started = Instant::now();
-    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut sends = tokio::task::JoinSet::new();
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
-    for n in 0..total {
-        // Open loop: the n-th message leaves at n × interval, whatever the previous ones do.
-        tokio::time::sleep_until(tokio::time::Instant::from_std(
-            started + interval * n as u32,
-        ))
-        .await;
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
-        };
-        let (http, owner, channel, failures) = (
-            http.clone(),
-            owner.clone(),
-            channels[n as usize % channels.len()].clone(),
-            failures.clone(),
-        );
-        sends.spawn(async move {
-            let body = format!("{EPOCH_FIELD}={}", stamp(epoch));
-            if graphql(&http, addr, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_err() {
-                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            drop(permit);
-        });
-    }
-    while sends.join_next().await.is_some() {}
-    let send_seconds = started.elapsed().as_secs_f64();
-    let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
-    // Let the last deliveries land, then stop the readers.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.cancel();
-    while readers.join_next().await.is_some() {}
-    let sent = total - failed;
-    let per_channel = args.subscribers as u64 / args.channels as u64;
-    let mut samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    let phase = Phase {
-        sent,
-        send_failures: failed,
-        send_seconds,
-        expected: sent * per_channel,
-        delivered: delivered.load(std::sync::atomic::Ordering::Relaxed),
-        latency: Summary::of_micros(&mut samples),
-        deliveries_per_s: 0.0,
-        samples,
-    };
-    let phase = Phase {
-        deliveries_per_s: phase.delivered as f64 / send_seconds.max(0.001),
-        ..phase
-    };
-    if args.subscribers % args.channels != 0 {
-        notes.push(
-            "subscribers do not divide evenly over channels; expected deliveries are approximate"
-                .to_owned(),
-        );
-    }
-
-    eprintln!("  holding {} idle connections", args.idle);
-    let idle = hold_idle(args.idle, |source| {
-        let token = tokens[0].clone();
-        async move { signed_in_socket(addr, &token, source).await }
-    })
-    .await;
-    app.stop().await?;
-    Ok((phase, idle, notes))
 }
 
-/// Opens `count` connections with `open`, spread over source addresses 127.0.0.1–.250, and
-/// measures this process's RSS growth.
-async fn hold_idle<F, Fut>(count: usize, open: F) -> Idle
-where
-    F: Fn(u8) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Socket>>,
-{
-    let rss_before_kib = rss_kib();
-    let started = Instant::now();
-    let mut held = Vec::with_capacity(count);
-    let mut failed = 0;
-    for n in 0..count {
-        if started.elapsed() > Duration::from_secs(120) {
-            break;
-        }
-        let source = u8::try_from(1 + n / 20_000).unwrap_or(250);
-        match open(source).await {
-            Ok(socket) => held.push(socket),
-            Err(_) => failed += 1,
-        }
-        if failed > 100 {
-            break;
+/// One load shape: `subscribers` connections spread over `channels` channels, `rate`
+/// messages/s for `seconds`, round-robin over the channels.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    subscribers: usize,
+    channels: usize,
+    rate: u32,
+    seconds: u64,
+}
+
+impl Shape {
+    fn total(&self) -> u64 {
+        u64::from(self.rate) * self.seconds
+    }
+
+    /// Deliveries owed for `sent` messages.
+    fn expected(&self, sent: u64) -> u64 {
+        sent * (self.subscribers / self.channels) as u64
+    }
+}
+
+/// Collects every subscriber's latencies.
+#[derive(Clone, Default)]
+struct Tally {
+    samples: Arc<Mutex<Vec<u32>>>,
+    delivered: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Tally {
+    fn add(&self, mine: Vec<u32>) {
+        self.delivered
+            .fetch_add(mine.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut all) = self.samples.lock() {
+            all.extend(mine);
         }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = Idle {
-        opened: held.len(),
-        failed,
-        rss_before_kib,
-        rss_after_kib: rss_kib(),
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    drop(held);
-    idle
+
+    fn phase(&self, shape: &Shape, sent: u64, send_failures: u64, send_seconds: f64) -> Phase {
+        let mut samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let delivered = self.delivered.load(std::sync::atomic::Ordering::Relaxed);
+        Phase {
+            sent,
+            send_failures,
+            send_seconds,
+            expected: shape.expected(sent),
+            delivered,
+            latency: Summary::of_micros(&mut samples),
+            deliveries_per_s: delivered as f64 / send_seconds.max(0.001),
+            samples,
+        }
+    }
+}
+
+/// The product with a server of channels and members, ready for load phases.
+struct Product {
+    app: aether_realtime_edge::Running,
+    http: reqwest::Client,
+    owner: String,
+    channels: Vec<String>,
+    tokens: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Product {
+    /// Starts the application; the sender owns a server with `channels` channels, `members`
+    /// users join it with one invite.
+    async fn start(channels: usize, members: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let app = start_embedded(product_config(dir.path())).await?;
+        let addr = app.local_addr;
+        let http = reqwest::Client::new();
+        let owner = register(&http, addr, "sender").await?;
+        let server = graphql(
+            &http,
+            addr,
+            Some(&owner),
+            "mutation { createServer(input: {name: \"bench\"}) { id } }",
+            json!({}),
+        )
+        .await?;
+        let server = server["createServer"]["id"]
+            .as_str()
+            .context("server")?
+            .to_owned();
+        let mut made = Vec::new();
+        for n in 0..channels {
+            let channel = graphql(&http, addr, Some(&owner), "mutation($s: ID!, $n: String!) { createChannel(input: {serverId: $s, name: $n}) { id } }", json!({ "s": server, "n": format!("c{n}") })).await?;
+            made.push(
+                channel["createChannel"]["id"]
+                    .as_str()
+                    .context("channel")?
+                    .to_owned(),
+            );
+        }
+        let invite = graphql(
+            &http,
+            addr,
+            Some(&owner),
+            "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
+            json!({ "s": server }),
+        )
+        .await?;
+        let code = invite["createInvite"]["code"]
+            .as_str()
+            .context("invite")?
+            .to_owned();
+        eprintln!("  registering {members} members");
+        let registered: Vec<anyhow::Result<String>> = futures::stream::iter(0..members)
+            .map(|n| {
+                let http = http.clone();
+                async move { register(&http, addr, &format!("member{n}")).await }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut tokens = Vec::with_capacity(members);
+        // Joins change one server: one at a time, as concurrent ones would only conflict.
+        for token in registered {
+            let token = token?;
+            graphql(
+                &http,
+                addr,
+                Some(&token),
+                "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
+                json!({ "c": code }),
+            )
+            .await?;
+            tokens.push(token);
+        }
+        Ok(Self {
+            app,
+            http,
+            owner,
+            channels: made,
+            tokens,
+            _dir: dir,
+        })
+    }
+
+    /// Runs one load shape: subscriber `n` is member `n mod members` (a member with several
+    /// devices holds several connections) on channel `n mod channels`.
+    async fn phase(&self, shape: Shape) -> anyhow::Result<Phase> {
+        let addr = self.app.local_addr;
+        let channels = &self.channels[..shape.channels.min(self.channels.len())];
+        let epoch = Instant::now();
+        let tally = Tally::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut readers = tokio::task::JoinSet::new();
+        eprintln!("  subscribing {} connections", shape.subscribers);
+        for n in 0..shape.subscribers {
+            let channel = channels[n % channels.len()].clone();
+            let token = &self.tokens[n % self.tokens.len()];
+            let mut socket = signed_in_socket(addr, token, 1).await?;
+            socket
+                .send(WsMessage::text(
+                    json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($c: ID!) { channelEvents(channelId: $c) { ... on MessageSent { message { body } } } }", "variables": { "c": channel } } })
+                        .to_string(),
+                ))
+                .await?;
+            let (tally, stop) = (tally.clone(), stop.clone());
+            readers.spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let frame = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        frame = socket.next() => frame,
+                    };
+                    let Some(Ok(WsMessage::Text(text))) = frame else {
+                        break;
+                    };
+                    let now = stamp(epoch);
+                    let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
+                        continue;
+                    };
+                    if message["type"] == "ping" {
+                        let _ = socket
+                            .send(WsMessage::text(json!({ "type": "pong" }).to_string()))
+                            .await;
+                        continue;
+                    }
+                    let body = message["payload"]["data"]["channelEvents"]["message"]["body"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if let Some(sent) = body
+                        .strip_prefix(&format!("{EPOCH_FIELD}="))
+                        .and_then(|t| t.parse::<u64>().ok())
+                    {
+                        mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
+                    }
+                }
+                tally.add(mine);
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        eprintln!(
+            "  sending {} messages/s for {} s",
+            shape.rate, shape.seconds
+        );
+        let total = shape.total();
+        let interval = Duration::from_secs_f64(1.0 / f64::from(shape.rate));
+        let started = Instant::now();
+        let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut sends = tokio::task::JoinSet::new();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+        for n in 0..total {
+            // Open loop: the n-th message leaves at n × interval, whatever the previous ones do.
+            tokio::time::sleep_until(tokio::time::Instant::from_std(
+                started + interval * n as u32,
+            ))
+            .await;
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break;
+            };
+            let (http, owner, channel, failures) = (
+                self.http.clone(),
+                self.owner.clone(),
+                channels[n as usize % channels.len()].clone(),
+                failures.clone(),
+            );
+            sends.spawn(async move {
+                let body = format!("{EPOCH_FIELD}={}", stamp(epoch));
+                if graphql(&http, addr, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_err() {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                drop(permit);
+            });
+        }
+        while sends.join_next().await.is_some() {}
+        let send_seconds = started.elapsed().as_secs_f64();
+        let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
+        // Let the last deliveries land, then stop the readers.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.cancel();
+        while readers.join_next().await.is_some() {}
+        Ok(tally.phase(&shape, total - failed, failed, send_seconds))
+    }
 }
 
 // --- the baseline -----------------------------------------------------------------------------
@@ -519,11 +582,22 @@ async fn baseline_socket(socket: WebSocket, feed: broadcast::Sender<Arc<str>>) {
     }
 }
 
-async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
+type Feeds = Arc<Vec<broadcast::Sender<Arc<str>>>>;
+
+/// The bare axum broadcast server on loopback: its address, the feed of each chat channel, and
+/// what stops it.
+pub async fn baseline_server(
+    channels: usize,
+) -> anyhow::Result<(
+    SocketAddr,
+    Feeds,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+)> {
     // One broadcast channel per chat channel: a client hears only its channel, as a
     // subscriber of one chat channel does.
-    let feeds: Arc<Vec<broadcast::Sender<Arc<str>>>> = Arc::new(
-        (0..args.channels)
+    let feeds: Feeds = Arc::new(
+        (0..channels.max(1))
             .map(|_| broadcast::channel::<Arc<str>>(4_096).0)
             .collect(),
     );
@@ -533,7 +607,7 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
             get(
                 |upgrade: WebSocketUpgrade,
                  axum::extract::Path(channel): axum::extract::Path<usize>,
-                 State(feeds): State<Arc<Vec<broadcast::Sender<Arc<str>>>>>| async move {
+                 State(feeds): State<Feeds>| async move {
                     let feed = feeds.get(channel).or_else(|| feeds.first()).cloned();
                     upgrade.on_upgrade(move |socket| async move {
                         if let Some(feed) = feed {
@@ -556,16 +630,20 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
         }
     });
 
-    // The same shape: subscribers each see one channel's share of the messages.
+    Ok((addr, feeds, stop, server))
+}
+
+/// One load shape through the bare broadcast server.
+async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
+    let (addr, feeds, stop, server) = baseline_server(shape.channels).await?;
     let epoch = Instant::now();
-    let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
-    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tally = Tally::default();
     let readers_stop = tokio_util::sync::CancellationToken::new();
     let mut readers = tokio::task::JoinSet::new();
-    for n in 0..args.subscribers {
-        let channel = n % args.channels;
+    for n in 0..shape.subscribers {
+        let channel = n % shape.channels;
         let mut socket = connect(&format!("ws://{addr}/ws/{channel}"), None, 1).await?;
-        let (samples, delivered, stop) = (samples.clone(), delivered.clone(), readers_stop.clone());
+        let (tally, stop) = (tally.clone(), readers_stop.clone());
         readers.spawn(async move {
             let mut mine = Vec::new();
             loop {
@@ -584,48 +662,28 @@ async fn baseline(args: &Args) -> anyhow::Result<(Phase, Idle)> {
                     mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
                 }
             }
-            delivered.fetch_add(mine.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            if let Ok(mut all) = samples.lock() {
-                all.extend(mine);
-            }
+            tally.add(mine);
         });
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let total = u64::from(args.rate) * args.seconds;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let total = shape.total();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(shape.rate));
     let started = Instant::now();
     for n in 0..total {
         tokio::time::sleep_until(tokio::time::Instant::from_std(
             started + interval * n as u32,
         ))
         .await;
-        let message = json!({ "channel": n as usize % args.channels, "t": stamp(epoch), "body": "a message of about the product's size", "id": uuid::Uuid::now_v7() });
-        let _ = feeds[n as usize % args.channels].send(Arc::from(message.to_string()));
+        let message = json!({ "channel": n as usize % shape.channels, "t": stamp(epoch), "body": "a message of about the product's size", "id": uuid::Uuid::now_v7() });
+        let _ = feeds[n as usize % shape.channels].send(Arc::from(message.to_string()));
     }
     let send_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
     readers_stop.cancel();
     while readers.join_next().await.is_some() {}
-    let per_channel = args.subscribers as u64 / args.channels as u64;
-    let mut samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    let delivered = delivered.load(std::sync::atomic::Ordering::Relaxed);
-    let phase = Phase {
-        sent: total,
-        send_failures: 0,
-        send_seconds,
-        expected: total * per_channel,
-        delivered,
-        latency: Summary::of_micros(&mut samples),
-        deliveries_per_s: delivered as f64 / send_seconds.max(0.001),
-        samples,
-    };
-    let idle = hold_idle(args.idle, |source| async move {
-        connect(&format!("ws://{addr}/ws/0"), None, source).await
-    })
-    .await;
     stop.cancel();
     let _ = server.await;
-    Ok((phase, idle))
+    Ok(tally.phase(&shape, total, 0, send_seconds))
 }
 
 // --- the report ---------------------------------------------------------------------------------
@@ -667,6 +725,9 @@ impl Report for Results {
             "settings": { "subscribers": self.subscribers, "channels": self.channels, "rate_per_s": self.rate, "seconds": self.seconds },
             "product": phase_json(&self.product),
             "baseline": phase_json(&self.baseline),
+            "fanout_settings": { "subscribers": self.fanout_subscribers, "channels": 1, "rate_per_s": self.fanout_rate, "seconds": self.seconds },
+            "fanout_product": phase_json(&self.fanout_product),
+            "fanout_baseline": phase_json(&self.fanout_baseline),
             "idle_product": idle_json(&self.product_idle),
             "idle_baseline": idle_json(&self.baseline_idle),
             "notes": self.notes,
@@ -712,7 +773,20 @@ impl Report for Results {
         out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
         out.push_str(&row("product: sendMessage → channelEvents", &self.product));
         out.push_str(&row("baseline: broadcast → WebSocket", &self.baseline));
-        out.push_str("\n| idle connections | held | to open | RSS per connection (client sockets included) |\n|---|---:|---:|---:|\n");
+        out.push_str(&format!(
+            "\n**Fan-out:** {} connections on one channel, {} messages/s for {} s (every message owed to every connection).\n\n",
+            self.fanout_subscribers, self.fanout_rate, self.seconds
+        ));
+        out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str(&row(
+            "product: sendMessage → channelEvents",
+            &self.fanout_product,
+        ));
+        out.push_str(&row(
+            "baseline: broadcast → WebSocket",
+            &self.fanout_baseline,
+        ));
+        out.push_str("\n| idle connections | held | to open | server RSS per connection (clients in child processes) |\n|---|---:|---:|---:|\n");
         out.push_str(&idle_row(
             "product (graphql-transport-ws, connection_init)",
             &self.product_idle,

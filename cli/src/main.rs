@@ -159,6 +159,11 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 10_000, env = "AETHER_WS_SEND_TIMEOUT_MS")]
     ws_send_timeout_ms: u64,
 
+    /// Bytes each WebSocket connection reads into at once (a larger client message still
+    /// arrives whole); small, because every idle connection keeps it.
+    #[arg(long, default_value_t = aether_realtime_edge::http::DEFAULT_WS_READ_BUFFER_BYTES, env = "AETHER_WS_READ_BUFFER_BYTES")]
+    ws_read_buffer_bytes: usize,
+
     /// Subscriptions one WebSocket connection may hold at once.
     #[arg(
         long,
@@ -248,6 +253,7 @@ impl DevArgs {
                 max_subscriptions_per_connection: self.max_subscriptions_per_connection,
                 max_ws_message_bytes: self.max_ws_message_bytes,
                 ws_send_timeout: Duration::from_millis(self.ws_send_timeout_ms.max(1)),
+                ws_read_buffer_bytes: self.ws_read_buffer_bytes.max(1),
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::oidc::ExternalIssuer;
-use crate::ws::SendDeadline;
+use crate::ws::{close_too_big, watch_for_oversized, SendDeadline};
 
 /// The request header a client sets to a mutation's consistency token to read its own write.
 pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
@@ -44,6 +45,11 @@ pub struct HttpState {
     pub connections: Connections,
 }
 
+/// The default of [`HttpLimits::ws_read_buffer_bytes`]: a GraphQL `subscribe` or `ping` fits
+/// many times over, where the WebSocket library's own default (128 KiB, touched in full on the
+/// first read) would cost every idle connection 128 KiB.
+pub const DEFAULT_WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct HttpLimits {
     /// Largest accepted request body, in bytes.
@@ -58,6 +64,10 @@ pub struct HttpLimits {
     /// Longest a message to a WebSocket client may wait to be sent; a client that reads
     /// nothing for this long is disconnected.
     pub ws_send_timeout: Duration,
+    /// Bytes each WebSocket connection reads into at once. Idle connections are most of an
+    /// edge's connections and each keeps this buffer, so it is small; a larger message from a
+    /// client still arrives whole (the buffer grows for it, up to `max_ws_message_bytes`).
+    pub ws_read_buffer_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -68,6 +78,7 @@ impl Default for HttpLimits {
             max_subscriptions_per_connection: 100,
             max_ws_message_bytes: 64 * 1024,
             ws_send_timeout: Duration::from_secs(10),
+            ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
         }
     }
 }
@@ -79,6 +90,7 @@ pub struct Connections {
     max_subscriptions: usize,
     max_message: usize,
     send_timeout: Duration,
+    read_buffer: usize,
 }
 
 impl Connections {
@@ -88,6 +100,7 @@ impl Connections {
             max_subscriptions: limits.max_subscriptions_per_connection,
             max_message: limits.max_ws_message_bytes,
             send_timeout: limits.ws_send_timeout,
+            read_buffer: limits.ws_read_buffer_bytes.max(1),
         }
     }
 
@@ -316,8 +329,10 @@ async fn graphql_get(
     let start_rate = state.api.limits.rates.subscribes_per_connection;
     let max_message = state.connections.max_message;
     let send_timeout = state.connections.send_timeout;
+    let read_buffer = state.connections.read_buffer;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(read_buffer)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {
@@ -328,8 +343,9 @@ async fn graphql_get(
             let seen = signed_in.clone();
             let connected = hub.clone();
             let (sink, stream) = socket.split();
-            let sink = SendDeadline::new(sink, send_timeout);
-            GraphQLWebSocket::new_with_pair(sink, stream, schema, protocol)
+            let mut sink = SendDeadline::new(sink, send_timeout);
+            let (stream, too_big) = watch_for_oversized(stream);
+            GraphQLWebSocket::new_with_pair(&mut sink, stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let authorization = payload
                         .get("authorization")
@@ -357,6 +373,9 @@ async fn graphql_get(
                 })
                 .serve()
                 .await;
+            if too_big.load(Ordering::Relaxed) {
+                close_too_big(&mut sink, max_message).await;
+            }
             let user = signed_in.lock().ok().and_then(|mut slot| slot.take());
             if let Some(user) = user {
                 hub.disconnected(user);

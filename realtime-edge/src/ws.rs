@@ -5,12 +5,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::Message;
-use futures::Sink;
+use axum::extract::ws::{close_code, CloseFrame, Message};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Sleep;
 
 /// Connections ended because a send missed its deadline, since start.
@@ -91,4 +92,45 @@ where
         let outcome = Pin::new(&mut self.inner).poll_close(cx);
         self.bounded(cx, outcome)
     }
+}
+
+/// Passes `stream` through, noting whether it ended because the client sent a message larger
+/// than the connection allows.
+pub fn watch_for_oversized<S>(stream: S) -> (impl Stream<Item = S::Item>, Arc<AtomicBool>)
+where
+    S: Stream<Item = Result<Message, axum::Error>>,
+{
+    let too_big = Arc::new(AtomicBool::new(false));
+    let seen = too_big.clone();
+    let stream = stream.inspect(move |item| {
+        if let Err(error) = item {
+            if is_too_big(error) {
+                seen.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    (stream, too_big)
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|inner| matches!(inner, tungstenite::Error::Capacity(_)))
+}
+
+/// Tells the client why its connection ends (close code 1009, "message too big"), within the
+/// sink's own send deadline.
+pub async fn close_too_big<S>(sink: &mut S, limit: usize)
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let frame = CloseFrame {
+        code: close_code::SIZE,
+        reason: format!("message too big: the limit is {limit} bytes").into(),
+    };
+    tracing::info!(
+        limit,
+        "closed a WebSocket that sent a message over the limit"
+    );
+    let _ = sink.send(Message::Close(Some(frame))).await;
 }
