@@ -352,10 +352,14 @@ impl Shape {
 struct Tally {
     samples: Arc<Mutex<Vec<u32>>>,
     delivered: Arc<std::sync::atomic::AtomicU64>,
+    /// When the last delivery arrived, in microseconds since the phase's epoch.
+    last_delivery_us: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Tally {
-    fn add(&self, mine: Vec<u32>) {
+    fn add(&self, mine: Vec<u32>, last_us: u64) {
+        self.last_delivery_us
+            .fetch_max(last_us, std::sync::atomic::Ordering::Relaxed);
         self.delivered
             .fetch_add(mine.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut all) = self.samples.lock() {
@@ -363,9 +367,23 @@ impl Tally {
         }
     }
 
-    fn phase(&self, shape: &Shape, sent: u64, send_failures: u64, send_seconds: f64) -> Phase {
+    /// The phase's figures; deliveries per second are counted from the first send (at
+    /// `sending_from_us`) to the last delivery, so a backlog drained after sending stopped
+    /// does not flatter the rate.
+    fn phase(
+        &self,
+        shape: &Shape,
+        sent: u64,
+        send_failures: u64,
+        send_seconds: f64,
+        sending_from_us: u64,
+    ) -> Phase {
         let mut samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
         let delivered = self.delivered.load(std::sync::atomic::Ordering::Relaxed);
+        let last = self
+            .last_delivery_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let delivering_seconds = last.saturating_sub(sending_from_us) as f64 / 1e6;
         Phase {
             sent,
             send_failures,
@@ -373,7 +391,7 @@ impl Tally {
             expected: shape.expected(sent),
             delivered,
             latency: Summary::of_micros(&mut samples),
-            deliveries_per_s: delivered as f64 / send_seconds.max(0.001),
+            deliveries_per_s: delivered as f64 / delivering_seconds.max(send_seconds).max(0.001),
             samples,
         }
     }
@@ -488,6 +506,7 @@ impl Product {
             let (tally, stop) = (tally.clone(), stop.clone());
             readers.spawn(async move {
                 let mut mine = Vec::new();
+                let mut last_us = 0;
                 loop {
                     let frame = tokio::select! {
                         _ = stop.cancelled() => break,
@@ -497,6 +516,7 @@ impl Product {
                         break;
                     };
                     let now = stamp(epoch);
+                    last_us = now;
                     let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
                         continue;
                     };
@@ -516,7 +536,7 @@ impl Product {
                         mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
                     }
                 }
-                tally.add(mine);
+                tally.add(mine, last_us);
             });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -528,6 +548,7 @@ impl Product {
         let total = shape.total();
         let interval = Duration::from_secs_f64(1.0 / f64::from(shape.rate));
         let started = Instant::now();
+        let sending_from_us = stamp(epoch);
         let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut sends = tokio::task::JoinSet::new();
         let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
@@ -561,7 +582,13 @@ impl Product {
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop.cancel();
         while readers.join_next().await.is_some() {}
-        Ok(tally.phase(&shape, total - failed, failed, send_seconds))
+        Ok(tally.phase(
+            &shape,
+            total - failed,
+            failed,
+            send_seconds,
+            sending_from_us,
+        ))
     }
 }
 
@@ -646,6 +673,7 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
         let (tally, stop) = (tally.clone(), readers_stop.clone());
         readers.spawn(async move {
             let mut mine = Vec::new();
+            let mut last_us = 0;
             loop {
                 let frame = tokio::select! {
                     _ = stop.cancelled() => break,
@@ -655,6 +683,7 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
                     break;
                 };
                 let now = stamp(epoch);
+                last_us = now;
                 let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
                     continue;
                 };
@@ -662,13 +691,14 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
                     mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
                 }
             }
-            tally.add(mine);
+            tally.add(mine, last_us);
         });
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let total = shape.total();
     let interval = Duration::from_secs_f64(1.0 / f64::from(shape.rate));
     let started = Instant::now();
+    let sending_from_us = stamp(epoch);
     for n in 0..total {
         tokio::time::sleep_until(tokio::time::Instant::from_std(
             started + interval * n as u32,
@@ -683,7 +713,7 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
     while readers.join_next().await.is_some() {}
     stop.cancel();
     let _ = server.await;
-    Ok(tally.phase(&shape, total, 0, send_seconds))
+    Ok(tally.phase(&shape, total, 0, send_seconds, sending_from_us))
 }
 
 // --- the report ---------------------------------------------------------------------------------
@@ -770,14 +800,14 @@ impl Report for Results {
             self.rate,
             self.seconds
         ));
-        out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s (first send → last delivery) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
         out.push_str(&row("product: sendMessage → channelEvents", &self.product));
         out.push_str(&row("baseline: broadcast → WebSocket", &self.baseline));
         out.push_str(&format!(
             "\n**Fan-out:** {} connections on one channel, {} messages/s for {} s (every message owed to every connection).\n\n",
             self.fanout_subscribers, self.fanout_rate, self.seconds
         ));
-        out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s (first send → last delivery) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
         out.push_str(&row(
             "product: sendMessage → channelEvents",
             &self.fanout_product,

@@ -172,8 +172,9 @@ pub(crate) struct DevArgs {
     )]
     max_subscriptions_per_connection: usize,
 
-    /// Updates a slow subscriber may fall behind before it re-reads the read model.
-    #[arg(long, default_value_t = 4096, env = "AETHER_UPDATE_BUFFER")]
+    /// Updates of its channel a slow subscriber may fall behind before it re-reads the read
+    /// model.
+    #[arg(long, default_value_t = aether_projections::updates::DEFAULT_BUS_CAPACITY, env = "AETHER_UPDATE_BUFFER")]
     update_buffer: usize,
 
     /// Seconds an access token is valid.

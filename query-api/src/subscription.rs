@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use aether_domain::{ChannelAccess, ChannelFacts, ChannelId};
 use aether_projections::rows::ChannelEventRow;
+use aether_projections::updates::Heard;
 use aether_projections::Update;
 use async_graphql::{Context, Subscription, ID};
 use futures::Stream;
@@ -12,7 +13,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
 use crate::rate::subscription_permit;
-use crate::types::{parse_cursor, require_caller, state, visible_channel, ChannelEvent};
+use crate::types::{
+    parse_cursor, require_caller, state, visible_channel, ChannelEvent, MembershipChanged,
+    ResyncNeeded, RoleGql, UserEvent,
+};
 use crate::ApiState;
 
 /// Events read from the read model per catch-up query.
@@ -91,7 +95,7 @@ impl SubscriptionRoot {
         let permit = subscription_permit(ctx)?;
         let channel = visible_channel(&state, channel_id, user).await?;
         // Subscribe before reading where to start, so nothing published in between is missed.
-        let mut updates = state.updates.subscribe();
+        let mut updates = state.updates.watch_channel(channel_id, user);
         let start = match after {
             Some(cursor) => cursor,
             None => state
@@ -119,20 +123,30 @@ impl SubscriptionRoot {
                         yield Ok(ChannelEvent::from(event));
                     }
                 }
-                let update: Arc<Update> = tokio::select! {
+                let heard = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    received = updates.recv() => match received {
-                        Ok(update) => update,
-                        Err(RecvError::Lagged(missed)) => {
-                            tracing::debug!(missed, channel = %channel_id, "subscriber fell behind; catching up");
-                            match catch_up(&state, channel_id, last).await {
-                                Ok(events) => pending = events,
-                                Err(error) => { yield Err(error.into()); return; }
-                            }
-                            continue;
+                    heard = updates.recv() => heard,
+                };
+                let update: Arc<Update> = match heard {
+                    Heard::Update(update) => update,
+                    Heard::MissedChannelUpdates(missed) => {
+                        tracing::debug!(missed, channel = %channel_id, "subscriber fell behind; catching up");
+                        match catch_up(&state, channel_id, last).await {
+                            Ok(events) => pending = events,
+                            Err(error) => { yield Err(error.into()); return; }
                         }
-                        Err(RecvError::Closed) => return,
-                    },
+                        continue;
+                    }
+                    Heard::MissedMembership => {
+                        // Too many membership changes at once to follow: ask the read model
+                        // whether the caller may still see the channel.
+                        if let Err(error) = visible_channel(&state, channel_id, user).await {
+                            yield Err(error.into());
+                            return;
+                        }
+                        continue;
+                    }
+                    Heard::Closed => return,
                 };
                 match update.as_ref() {
                     Update::Channel(event) if event.channel_id == channel_id && event.seq > last => {
@@ -169,6 +183,45 @@ impl SubscriptionRoot {
                         }
                     }
                     _ => {}
+                }
+            }
+        })
+    }
+
+    /// The caller's own news from any device: servers joined or left, removals, bans and role
+    /// changes. `ResyncNeeded` says some were missed; re-read `servers` then.
+    async fn user_events(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<UserEvent>>> {
+        let state = state(ctx).clone();
+        let user = require_caller(ctx)?;
+        let permit = subscription_permit(ctx)?;
+        let mut updates = state.updates.watch_member(user);
+        let shutdown = state.shutdown.clone();
+        Ok(async_stream::stream! {
+            let _permit = permit;
+            loop {
+                let heard = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    heard = updates.recv() => heard,
+                };
+                match heard {
+                    Ok(update) => {
+                        if let Update::Membership { server_id, role, .. } = update.as_ref() {
+                            yield Ok(UserEvent::MembershipChanged(MembershipChanged {
+                                server_id: ID(server_id.to_string()),
+                                member: role.is_some(),
+                                role: role.map(RoleGql::from),
+                            }));
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        yield Ok(UserEvent::ResyncNeeded(ResyncNeeded {
+                            missed: i64::try_from(missed).unwrap_or(i64::MAX),
+                        }));
+                    }
+                    Err(RecvError::Closed) => return,
                 }
             }
         })

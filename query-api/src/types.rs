@@ -681,3 +681,26 @@ impl From<ChannelEventRow> for ChannelEvent {
         }
     }
 }
+
+/// The caller's membership of a server changed, on any device: they joined, left, were removed
+/// or banned (`role` null, `member` false), or their role changed.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MembershipChanged {
+    pub server_id: ID,
+    pub member: bool,
+    pub role: Option<RoleGql>,
+}
+
+/// Some of the caller's events were missed (more arrived at once than the subscription could
+/// hold): re-read `servers` to be sure of the current state.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ResyncNeeded {
+    pub missed: i64,
+}
+
+/// News for the signed-in user, whatever server or channel it concerns.
+#[derive(async_graphql::Union, Clone, Debug)]
+pub enum UserEvent {
+    MembershipChanged(MembershipChanged),
+    ResyncNeeded(ResyncNeeded),
+}

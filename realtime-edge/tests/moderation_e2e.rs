@@ -171,3 +171,82 @@ async fn nobody_removes_or_bans_their_equals_or_betters() -> anyhow::Result<()> 
     app.stop().await?;
     Ok(())
 }
+
+const USER_EVENTS: &str = "subscription { userEvents { __typename \
+     ... on MembershipChanged { serverId member role } ... on ResyncNeeded { missed } } }";
+
+/// The next `userEvents` payload of subscription `id`.
+async fn next_user_event(subscriber: &mut Subscriber, id: &str) -> anyhow::Result<serde_json::Value> {
+    let message = subscriber.next_message().await?;
+    anyhow::ensure!(
+        message["id"] == id && message["type"] == "next" && message["payload"].get("errors").is_none(),
+        "expected a user event for {id}, got {message}"
+    );
+    Ok(message["payload"]["data"]["userEvents"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_events_tell_a_member_of_their_own_joins_role_changes_and_removal(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, bob_id) = anonymous.register("bob").await?;
+    let (mut carol, carol_id) = anonymous.register("carol").await?;
+
+    // Bob listens on one device before anything happens to him.
+    let mut device = Subscriber::connect(app.local_addr, &bob.token.clone().unwrap_or_default()).await?;
+    device.subscribe("u", USER_EVENTS, json!({})).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let place = community(&mut alice, &mut bob).await?;
+    alice.consistency = bob.consistency.clone();
+    let joined = next_user_event(&mut device, "u").await?;
+    assert_eq!(
+        joined,
+        json!({ "__typename": "MembershipChanged", "serverId": place.server_id, "member": true, "role": "MEMBER" })
+    );
+
+    // Someone else's news is not his.
+    let code = alice
+        .ok(
+            "mutation($s: ID!) { createInvite(input: {serverId: $s}) { code } }",
+            json!({ "s": place.server_id }),
+        )
+        .await?["createInvite"]["code"]
+        .clone();
+    carol.ok(JOIN, json!({ "c": code })).await?;
+    alice.consistency = carol.consistency.clone();
+    alice
+        .ok(
+            "mutation($s: ID!, $u: ID!) { setMemberRole(input: {serverId: $s, userId: $u, role: MODERATOR}) { role } }",
+            json!({ "s": place.server_id, "u": carol_id }),
+        )
+        .await?;
+    alice
+        .ok(
+            "mutation($s: ID!, $u: ID!) { setMemberRole(input: {serverId: $s, userId: $u, role: MODERATOR}) { role } }",
+            json!({ "s": place.server_id, "u": bob_id }),
+        )
+        .await?;
+    let promoted = next_user_event(&mut device, "u").await?;
+    assert_eq!(promoted["member"], true);
+    assert_eq!(promoted["role"], "MODERATOR");
+
+    alice
+        .ok(
+            "mutation($s: ID!, $u: ID!) { removeMember(input: {serverId: $s, userId: $u, reason: \"restructuring\"}) }",
+            json!({ "s": place.server_id, "u": bob_id }),
+        )
+        .await?;
+    let removed = next_user_event(&mut device, "u").await?;
+    assert_eq!(
+        removed,
+        json!({ "__typename": "MembershipChanged", "serverId": place.server_id, "member": false, "role": null })
+    );
+    device.assert_quiet(std::time::Duration::from_millis(300)).await?;
+
+    app.stop().await?;
+    Ok(())
+}
