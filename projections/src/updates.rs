@@ -290,10 +290,7 @@ mod tests {
         for n in 1..=10 {
             bus.publish(sent(channel, n));
         }
-        assert!(matches!(
-            feed.recv().await,
-            Heard::MissedChannelUpdates(6)
-        ));
+        assert!(matches!(feed.recv().await, Heard::MissedChannelUpdates(6)));
         assert_eq!(seq(feed.recv().await), 7);
     }
 

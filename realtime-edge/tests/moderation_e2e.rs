@@ -176,10 +176,15 @@ const USER_EVENTS: &str = "subscription { userEvents { __typename \
      ... on MembershipChanged { serverId member role } ... on ResyncNeeded { missed } } }";
 
 /// The next `userEvents` payload of subscription `id`.
-async fn next_user_event(subscriber: &mut Subscriber, id: &str) -> anyhow::Result<serde_json::Value> {
+async fn next_user_event(
+    subscriber: &mut Subscriber,
+    id: &str,
+) -> anyhow::Result<serde_json::Value> {
     let message = subscriber.next_message().await?;
     anyhow::ensure!(
-        message["id"] == id && message["type"] == "next" && message["payload"].get("errors").is_none(),
+        message["id"] == id
+            && message["type"] == "next"
+            && message["payload"].get("errors").is_none(),
         "expected a user event for {id}, got {message}"
     );
     Ok(message["payload"]["data"]["userEvents"].clone())
@@ -196,7 +201,8 @@ async fn user_events_tell_a_member_of_their_own_joins_role_changes_and_removal(
     let (mut carol, carol_id) = anonymous.register("carol").await?;
 
     // Bob listens on one device before anything happens to him.
-    let mut device = Subscriber::connect(app.local_addr, &bob.token.clone().unwrap_or_default()).await?;
+    let mut device =
+        Subscriber::connect(app.local_addr, &bob.token.clone().unwrap_or_default()).await?;
     device.subscribe("u", USER_EVENTS, json!({})).await?;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
@@ -245,7 +251,9 @@ async fn user_events_tell_a_member_of_their_own_joins_role_changes_and_removal(
         removed,
         json!({ "__typename": "MembershipChanged", "serverId": place.server_id, "member": false, "role": null })
     );
-    device.assert_quiet(std::time::Duration::from_millis(300)).await?;
+    device
+        .assert_quiet(std::time::Duration::from_millis(300))
+        .await?;
 
     app.stop().await?;
     Ok(())
