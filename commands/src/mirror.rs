@@ -61,7 +61,22 @@ fn mirrored(message: &BorrowedMessage<'_>) -> Option<MirroredEvent> {
     })
 }
 
-/// Runs until `shutdown`, keeping `local` in step with the event topics.
+/// The first and the longest pause between attempts after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Waits `backoff` (doubling it for next time); `true` when `shutdown` came first.
+async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
+}
+
+/// Runs until `shutdown`, keeping `local` in step with the event topics. Broker and local-store
+/// failures are waited out with backoff; only a failure at start-up ends it.
 pub async fn run_mirror(
     local: SqliteEventStore,
     kafka: KafkaConfig,
@@ -98,19 +113,31 @@ pub async fn run_mirror(
             assignment.add_partition_offset(topic, partition, offset)?;
         }
     }
-    let consumer: StreamConsumer = kafka
-        .client()
-        .set("group.id", "aether-mirror")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
+    // The mirror is on the read-your-writes path of every query that carries a consistency
+    // token: it follows the topics live.
+    let consumer: StreamConsumer = kafka.follower("aether-mirror").create()?;
     consumer.assign(&assignment)?;
     tracing::info!(partitions = assignment.count(), "mirroring the event log");
+    let mut backoff = MIN_BACKOFF;
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
-            received = consumer.recv() => received?,
+            received = consumer.recv() => received,
+        };
+        // A consume error (the broker restarting, a connection timing out) is transient: the
+        // client reconnects by itself and the assignment resumes where it stood.
+        let first = match first {
+            Ok(first) => {
+                backoff = MIN_BACKOFF;
+                first
+            }
+            Err(error) => {
+                tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "the mirror cannot read the event topics; retrying");
+                if pause(&shutdown, &mut backoff).await {
+                    break;
+                }
+                continue;
+            }
         };
         let mut events = Vec::new();
         let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
@@ -127,15 +154,23 @@ pub async fn run_mirror(
         drop(first);
         while events.len() < BATCH {
             match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
-                Ok(received) => take(&received?, &mut events, &mut offsets),
-                Err(_) => break,
+                Ok(Ok(received)) => take(&received, &mut events, &mut offsets),
+                // What was read so far is written; the next read meets the error again.
+                Ok(Err(_)) | Err(_) => break,
             }
         }
         let offsets: Vec<(String, i32, i64)> = offsets
             .into_iter()
             .map(|((topic, partition), next)| (topic, partition, next))
             .collect();
-        local.append_mirrored(&events, &offsets).await?;
+        // The consumer has moved past these events: they are written, or retried, never
+        // dropped.
+        while let Err(error) = local.append_mirrored(&events, &offsets).await {
+            tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "the mirror cannot write its local log; retrying");
+            if pause(&shutdown, &mut backoff).await {
+                return Ok(());
+            }
+        }
     }
     tracing::info!("mirror stopped");
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_commands::service::UserRecord;
-use aether_commands::store::DirectoryConflict;
+use aether_commands::store::{DirectoryConflict, WriteStore};
 use aether_commands::{ChatCommands, CommandContext, CommandError, ErrorCode, SqliteEventStore};
 use aether_domain::server::Server;
 use aether_domain::user::{User, UserEvent};
@@ -730,4 +730,83 @@ async fn messages_are_refused_to_outsiders_unknown_channels_and_overlong_bodies(
     assert_eq!(sent.value.body.map(|b| b.chars().count()), Some(4_000));
     assert_eq!(sent.value.author_id, owner);
     assert_eq!(sent.value.version, 1);
+}
+
+/// A user-shaped event of aggregate `id` at `sequence`, for appends straight to the store.
+fn raw_event(id: &str, sequence: usize, note: &str) -> SerializedEvent {
+    SerializedEvent {
+        aggregate_id: id.to_owned(),
+        sequence,
+        aggregate_type: "GroupCommitProbe".to_owned(),
+        event_type: "Probed".to_owned(),
+        event_version: "1".to_owned(),
+        payload: serde_json::json!({ "Probed": { "note": note } }),
+        metadata: serde_json::json!({}),
+    }
+}
+
+/// Commands arriving together are written together (group commit), yet each keeps its own
+/// outcome: every command on its own aggregate lands whole, of many racing for the same
+/// sequence of one aggregate exactly one lands and the others are refused with nothing left
+/// behind, and the hash chain of every aggregate still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_appends_share_commits_but_keep_their_own_outcomes() {
+    let fx = Fixture::new().await;
+    let store = fx.store().clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..100 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let id = format!("solo-{n}");
+            let events = [raw_event(&id, 1, "a"), raw_event(&id, 2, "b")];
+            (None, store.append(&events).await)
+        });
+    }
+    for n in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let note = format!("racer {n}");
+            let events = [
+                raw_event("contested", 1, &note),
+                raw_event("contested", 2, &note),
+            ];
+            (Some(note), store.append(&events).await)
+        });
+    }
+    let mut positions = BTreeSet::new();
+    let mut losers = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (racer, outcome) = joined.expect("task");
+        match (racer, outcome) {
+            (_, Ok(position)) => {
+                assert!(
+                    positions.insert(position),
+                    "position {position} given twice"
+                );
+            }
+            (Some(_), Err(PersistenceError::OptimisticLockError)) => losers += 1,
+            (racer, Err(error)) => panic!("{racer:?} failed: {error:?}"),
+        }
+    }
+    let contested = aggregate_events(&store, "GroupCommitProbe", "contested").await;
+    assert_eq!(
+        contested.len(),
+        2,
+        "the winner's two events, nothing of the losers"
+    );
+    assert_eq!(
+        contested[0].2["Probed"]["note"], contested[1].2["Probed"]["note"],
+        "both contested events come from one command"
+    );
+    assert_eq!(losers, 19, "all but one racer refused");
+    assert_eq!(positions.len(), 101);
+    for n in 0..100 {
+        let events = aggregate_events(&store, "GroupCommitProbe", &format!("solo-{n}")).await;
+        assert_eq!(events.len(), 2, "solo-{n} landed whole");
+    }
+    let report = aether_commands::audit::verify_chain(&store, |_| {})
+        .await
+        .expect("verify");
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert_eq!(report.events_checked, 202);
 }

@@ -17,13 +17,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A consumer outside any consumer group: it reads what it is assigned and commits nothing.
 pub fn standalone_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
-    Ok(config
-        .client()
-        .set("group.id", "aether-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .create()?)
+    Ok(config.follower("aether-reader").create()?)
 }
 
 /// A header's value as text.

@@ -85,6 +85,9 @@ pub struct Projector {
     projection: Arc<dyn Projection>,
     log: Arc<dyn EventLog>,
     store: SqlitePool,
+    /// Shared by every projector writing to the same SQLite file: they take turns here rather
+    /// than in SQLite's busy handler, which sleeps up to 100 ms per try.
+    writer: Arc<tokio::sync::Mutex<()>>,
     bus: UpdateBus,
     config: ProjectorConfig,
     checkpoint: watch::Sender<i64>,
@@ -140,11 +143,19 @@ impl Projector {
             projection,
             log,
             store,
+            writer: Arc::default(),
             bus,
             config,
             checkpoint: watch::channel(checkpoint).0,
             paused,
         })
+    }
+
+    /// Takes turns writing with the other holders of `writer` (the projectors sharing this
+    /// store's file).
+    pub fn sharing_writes(mut self, writer: Arc<tokio::sync::Mutex<()>>) -> Self {
+        self.writer = writer;
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -225,6 +236,7 @@ impl Projector {
         let last_position = last.position;
         // IMMEDIATE takes the write lock up front: several projectors share one SQLite file, and a
         // deferred transaction that read first could not upgrade its lock under contention.
+        let _turn = self.writer.lock().await;
         let mut tx = self.store.begin_with("BEGIN IMMEDIATE").await?;
         let mut updates = Vec::new();
         let mut versions: HashMap<&str, i64> = HashMap::new();

@@ -333,6 +333,7 @@ async fn start_app(
     ];
     let mut checkpoints = Vec::new();
     let mut controls = Vec::new();
+    let read_writer = Arc::new(tokio::sync::Mutex::new(()));
     for projection in projections {
         let projector = Projector::new(
             projection,
@@ -341,7 +342,8 @@ async fn start_app(
             projector_updates.clone(),
             config.projector.clone(),
         )
-        .await?;
+        .await?
+        .sharing_writes(read_writer.clone());
         checkpoints.push(projector.checkpoint());
         controls.push((projector.name(), projector.control()));
         let token = shutdown.clone();

@@ -154,15 +154,8 @@ impl KafkaSource {
     /// A reader of the given catalogue topics (names without the deployment prefix).
     pub fn new(config: &KafkaConfig, topics: &[&str]) -> Result<Self, KafkaError> {
         let consumer = config
-            .client()
-            .set("group.id", "aether-projector")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
+            .follower("aether-projector")
             .set("auto.offset.reset", "earliest")
-            // Do not let the broker hold a fetch open waiting for more bytes: a projector
-            // wants what is there now.
-            .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(Self {
             consumer,
