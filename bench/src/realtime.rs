@@ -354,9 +354,43 @@ struct Tally {
     delivered: Arc<std::sync::atomic::AtomicU64>,
     /// When the last delivery arrived, in microseconds since the phase's epoch.
     last_delivery_us: Arc<std::sync::atomic::AtomicU64>,
+    /// Deliveries so far, counted as they arrive (readers hand in their samples only at the end).
+    arrived: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// After sending, how long the deliveries may stop coming before the rest count as not
+/// received, and the longest a phase waits for its backlog in all.
+const SETTLE_QUIET: Duration = Duration::from_secs(3);
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+
 impl Tally {
+    /// One delivery arrived.
+    fn arrived(&self) {
+        self.arrived
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits until `expected` deliveries arrived, none arrived for [`SETTLE_QUIET`], or
+    /// [`SETTLE_MAX`] passed: a backlog still draining counts as late, not as lost.
+    async fn settle(&self, expected: u64) {
+        let started = Instant::now();
+        let mut seen = self.arrived.load(std::sync::atomic::Ordering::Relaxed);
+        let mut quiet_since = Instant::now();
+        while seen < expected
+            && quiet_since.elapsed() < SETTLE_QUIET
+            && started.elapsed() < SETTLE_MAX
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.arrived.load(std::sync::atomic::Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                quiet_since = Instant::now();
+            }
+        }
+        // The last frames in flight.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     fn add(&self, mine: Vec<u32>, last_us: u64) {
         self.last_delivery_us
             .fetch_max(last_us, std::sync::atomic::Ordering::Relaxed);
@@ -534,6 +568,7 @@ impl Product {
                         .and_then(|t| t.parse::<u64>().ok())
                     {
                         mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
+                        tally.arrived();
                     }
                 }
                 tally.add(mine, last_us);
@@ -578,8 +613,8 @@ impl Product {
         while sends.join_next().await.is_some() {}
         let send_seconds = started.elapsed().as_secs_f64();
         let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
-        // Let the last deliveries land, then stop the readers.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Let the backlog land, then stop the readers.
+        tally.settle(shape.expected(total - failed)).await;
         stop.cancel();
         while readers.join_next().await.is_some() {}
         Ok(tally.phase(
@@ -689,6 +724,7 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
                 };
                 if let Some(sent) = message["t"].as_u64() {
                     mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
+                    tally.arrived();
                 }
             }
             tally.add(mine, last_us);
@@ -708,7 +744,7 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
         let _ = feeds[n as usize % shape.channels].send(Arc::from(message.to_string()));
     }
     let send_seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tally.settle(shape.expected(total)).await;
     readers_stop.cancel();
     while readers.join_next().await.is_some() {}
     stop.cancel();

@@ -17,6 +17,7 @@ use aether_projections::stream::role::{run_projector, KafkaUpdates, Stores};
 use aether_projections::stream::ProjectorOptions;
 use aether_realtime_edge::{Running, UpdateFeed};
 use aether_test_support::{kafka_config, TestDatabase};
+use anyhow::Context;
 use common::{community, send, Client, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -147,11 +148,15 @@ impl Deployment {
     async fn stop(self) -> anyhow::Result<()> {
         self.projectors.cancel();
         let [one, two] = self.edges;
-        one.stop().await?;
-        two.stop().await?;
-        self.api.stop().await?;
+        // Every instance stops cleanly: a role that failed while the test ran says so here.
+        one.stop().await.context("the first edge")?;
+        two.stop().await.context("the second edge")?;
+        self.api.stop().await.context("the API instance")?;
         let _ = self.mongo.drop().await;
-        self.db.drop_database().await?;
+        self.db
+            .drop_database()
+            .await
+            .context("dropping the test database")?;
         Ok(())
     }
 }
