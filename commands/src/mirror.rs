@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aether_kafka::backoff::Backoff;
 use aether_kafka::read::{header, partitions, standalone_consumer};
 use aether_kafka::KafkaConfig;
 use aether_schemas::{topics, EventEnvelope};
@@ -65,16 +66,6 @@ fn mirrored(message: &BorrowedMessage<'_>) -> Option<MirroredEvent> {
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Waits `backoff` (doubling it for next time); `true` when `shutdown` came first.
-async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(wait) => false,
-    }
-}
-
 /// Runs until `shutdown`, keeping `local` in step with the event topics. Broker and local-store
 /// failures are waited out with backoff; only a failure at start-up ends it.
 pub async fn run_mirror(
@@ -118,7 +109,7 @@ pub async fn run_mirror(
     let consumer: StreamConsumer = kafka.follower("aether-mirror").create()?;
     consumer.assign(&assignment)?;
     tracing::info!(partitions = assignment.count(), "mirroring the event log");
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -128,12 +119,12 @@ pub async fn run_mirror(
         // client reconnects by itself and the assignment resumes where it stood.
         let first = match first {
             Ok(first) => {
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 first
             }
             Err(error) => {
-                tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "the mirror cannot read the event topics; retrying");
-                if pause(&shutdown, &mut backoff).await {
+                tracing::warn!(%error, backoff_ms = backoff.next_wait().as_millis() as u64, "the mirror cannot read the event topics; retrying");
+                if !backoff.wait(&shutdown).await {
                     break;
                 }
                 continue;
@@ -166,8 +157,8 @@ pub async fn run_mirror(
         // The consumer has moved past these events: they are written, or retried, never
         // dropped.
         while let Err(error) = local.append_mirrored(&events, &offsets).await {
-            tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "the mirror cannot write its local log; retrying");
-            if pause(&shutdown, &mut backoff).await {
+            tracing::warn!(%error, backoff_ms = backoff.next_wait().as_millis() as u64, "the mirror cannot write its local log; retrying");
+            if !backoff.wait(&shutdown).await {
                 return Ok(());
             }
         }

@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aether_kafka::backoff::Backoff;
 use aether_kafka::read::{recent_event_ids, EVENT_ID_HEADER};
 use aether_kafka::KafkaConfig;
 use aether_schemas::{topics, EventEnvelope, Metadata};
@@ -241,7 +242,7 @@ pub async fn run_relay(
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen("aether_outbox").await?;
     let mut published = already_published(&pool, &kafka).await?;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
     let relay = Relay {
         pool: &pool,
         producer: &producer,
@@ -257,12 +258,10 @@ pub async fn run_relay(
             break;
         };
         status.send_modify(|s| s.broker_ok = false);
-        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "relay publishing failed");
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
+        tracing::warn!(%error, retry_in_ms = backoff.next_wait().as_millis() as u64, "relay publishing failed");
+        if !backoff.wait(&shutdown).await {
+            break;
         }
-        backoff = (backoff * 2).min(config.max_backoff);
         // What reached the broker before the failure is read back, not sent twice.
         match already_published(&pool, &kafka).await {
             Ok(ids) => published = ids,

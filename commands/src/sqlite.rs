@@ -300,9 +300,24 @@ struct PendingAppend {
     done: oneshot::Sender<Result<i64, PersistenceError>>,
 }
 
-/// An error for every command of a group whose transaction failed as a whole.
-fn group_error(error: &sqlx::Error) -> PersistenceError {
-    PersistenceError::ConnectionError(Box::new(std::io::Error::other(error.to_string())))
+/// Tells every command of a group whose transaction failed as a whole that nothing was written.
+fn fail_group(group: Vec<PendingAppend>, error: &sqlx::Error) {
+    for append in group {
+        let _ = append
+            .done
+            .send(Err(PersistenceError::ConnectionError(Box::new(
+                std::io::Error::other(error.to_string()),
+            ))));
+    }
+}
+
+fn queue_poisoned() -> PersistenceError {
+    PersistenceError::UnknownError("the append queue is poisoned".into())
+}
+
+/// The task writing a command's group went away before telling its outcome.
+fn write_interrupted() -> PersistenceError {
+    PersistenceError::UnknownError("the write carrying this command was interrupted".into())
 }
 
 impl SqliteEventStore {
@@ -319,7 +334,7 @@ impl SqliteEventStore {
         let (done, mut outcome) = oneshot::channel();
         self.pending
             .lock()
-            .map_err(|_| PersistenceError::UnknownError("the append queue is poisoned".into()))?
+            .map_err(|_| queue_poisoned())?
             .push(PendingAppend {
                 events: events.to_vec(),
                 snapshot,
@@ -328,17 +343,11 @@ impl SqliteEventStore {
         let turn = Arc::clone(&self.writer).lock_owned().await;
         match outcome.try_recv() {
             Ok(result) => return result,
-            Err(oneshot::error::TryRecvError::Closed) => {
-                return Err(PersistenceError::UnknownError(
-                    "the write carrying this command was interrupted".into(),
-                ))
-            }
+            Err(oneshot::error::TryRecvError::Closed) => return Err(write_interrupted()),
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let group: Vec<PendingAppend> = {
-            let mut pending = self.pending.lock().map_err(|_| {
-                PersistenceError::UnknownError("the append queue is poisoned".into())
-            })?;
+            let mut pending = self.pending.lock().map_err(|_| queue_poisoned())?;
             let take = pending.len().min(GROUP_COMMIT_MAX);
             pending.drain(..take).collect()
         };
@@ -349,43 +358,26 @@ impl SqliteEventStore {
             store.commit_group(group).await;
             drop(turn);
         });
-        outcome.await.unwrap_or_else(|_| {
-            Err(PersistenceError::UnknownError(
-                "the write carrying this command was interrupted".into(),
-            ))
-        })
+        outcome.await.unwrap_or_else(|_| Err(write_interrupted()))
     }
 
     /// Writes `group` in one transaction and tells each command its outcome.
     async fn commit_group(&self, group: Vec<PendingAppend>) {
         let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
             Ok(tx) => tx,
-            Err(error) => {
-                for append in group {
-                    let _ = append.done.send(Err(group_error(&error)));
-                }
-                return;
-            }
+            Err(error) => return fail_group(group, &error),
         };
         let mut outcomes = Vec::with_capacity(group.len());
         for append in &group {
             let outcome = Self::write_in_savepoint(&mut tx, append).await;
             match outcome {
                 Ok(written) => outcomes.push(written),
-                Err(error) => {
-                    // The transaction itself failed: nothing of the group is kept.
-                    for append in group {
-                        let _ = append.done.send(Err(group_error(&error)));
-                    }
-                    return;
-                }
+                // The transaction itself failed: nothing of the group is kept.
+                Err(error) => return fail_group(group, &error),
             }
         }
         if let Err(error) = tx.commit().await {
-            for append in group {
-                let _ = append.done.send(Err(group_error(&error)));
-            }
-            return;
+            return fail_group(group, &error);
         }
         let newest = outcomes
             .iter()

@@ -2,6 +2,7 @@
 //! catalogue on the broker, an idempotent producer, and reading a topic back.
 
 pub mod admin;
+pub mod backoff;
 pub mod read;
 
 use std::time::Duration;

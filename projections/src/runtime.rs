@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_kafka::backoff::Backoff;
 use aether_schemas::{EventLog, LogError, LoggedEvent};
 use async_trait::async_trait;
 use chrono::Utc;
@@ -179,7 +180,7 @@ impl Projector {
         let name = self.name();
         let mut head = self.log.head();
         let mut paused = self.paused.subscribe();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.config.max_backoff);
         tracing::info!(
             projection = name,
             checkpoint = *self.checkpoint.borrow(),
@@ -200,21 +201,19 @@ impl Projector {
             head.borrow_and_update();
             match self.run_batch().await {
                 Ok(0) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = head.changed() => {}
                         _ = paused.changed() => {}
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => backoff.reset(),
                 Err(error) => {
-                    tracing::error!(projection = name, %error, retry_in_ms = backoff.as_millis() as u64, "projection batch failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                    tracing::error!(projection = name, %error, retry_in_ms = backoff.next_wait().as_millis() as u64, "projection batch failed");
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
         }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_kafka::backoff::Backoff;
 use aether_kafka::KafkaError;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -139,14 +140,14 @@ impl StreamProjector {
         shutdown: CancellationToken,
     ) -> Result<(), ProjectorFailure> {
         let name = self.store.describe();
-        let mut backoff = self.options.backoff;
+        let mut backoff = Backoff::new(self.options.backoff, self.options.max_backoff);
         'reload: loop {
             let mut checkpoint = loop {
                 match self.store.checkpoint().await {
                     Ok(checkpoint) => break checkpoint,
                     Err(error) => {
                         tracing::warn!(projection = %name, %error, "cannot read the checkpoint");
-                        if !self.sleep(&mut backoff, &shutdown).await {
+                        if !backoff.wait(&shutdown).await {
                             return Ok(());
                         }
                     }
@@ -208,7 +209,7 @@ impl StreamProjector {
                     Err(error) => {
                         // The broker went away mid-fetch: start again from what is committed.
                         tracing::warn!(projection = %name, %error, "reading the log failed; retrying");
-                        if !self.sleep(&mut backoff, &shutdown).await {
+                        if !backoff.wait(&shutdown).await {
                             return Ok(());
                         }
                         continue 'reload;
@@ -219,7 +220,7 @@ impl StreamProjector {
                 }
                 match self.apply(&mut checkpoint, &batch, &shutdown).await? {
                     Outcome::Done => {
-                        backoff = self.options.backoff;
+                        backoff.reset();
                         self.checkpoint.send_replace(checkpoint.clone());
                         self.metrics.checkpoint(checkpoint.total());
                     }
@@ -245,7 +246,7 @@ impl StreamProjector {
         let mut pending = batch;
         let mut window = pending.len();
         let mut attempts = 0;
-        let mut backoff = self.options.backoff;
+        let mut backoff = Backoff::new(self.options.backoff, self.options.max_backoff);
         while !pending.is_empty() {
             let slice = &pending[..window];
             let to = checkpoint.after(slice);
@@ -263,7 +264,7 @@ impl StreamProjector {
                     pending = &pending[window..];
                     window = pending.len();
                     attempts = 0;
-                    backoff = self.options.backoff;
+                    backoff.reset();
                 }
                 Err(StoreError::Fenced) => return Ok(Outcome::Fenced),
                 Err(StoreError::Event { index, .. }) if index > 0 && index < window => {
@@ -278,7 +279,7 @@ impl StreamProjector {
                     if attempts < self.options.max_attempts && !deterministic {
                         tracing::warn!(projection = %name, location = %event.location(), attempt = attempts, %reason, "event failed; retrying");
                         window = 1;
-                        if !self.sleep(&mut backoff, shutdown).await {
+                        if !backoff.wait(shutdown).await {
                             return Ok(Outcome::Stopped);
                         }
                         continue;
@@ -307,7 +308,7 @@ impl StreamProjector {
                         Err(StoreError::Fenced) => return Ok(Outcome::Fenced),
                         Err(error) => {
                             tracing::warn!(projection = %name, %error, "cannot park the event; retrying");
-                            if !self.sleep(&mut backoff, shutdown).await {
+                            if !backoff.wait(shutdown).await {
                                 return Ok(Outcome::Stopped);
                             }
                         }
@@ -315,8 +316,8 @@ impl StreamProjector {
                 }
                 Err(StoreError::Unavailable(error)) => {
                     self.metrics.failed_batch();
-                    tracing::warn!(projection = %name, %error, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
-                    if !self.sleep(&mut backoff, shutdown).await {
+                    tracing::warn!(projection = %name, %error, retry_in_ms = backoff.next_wait().as_millis() as u64, "batch failed; retrying");
+                    if !backoff.wait(shutdown).await {
                         return Ok(Outcome::Stopped);
                     }
                 }
@@ -367,28 +368,18 @@ impl StreamProjector {
         work: impl Fn() -> Result<T, KafkaError> + Send + Sync + 'static,
     ) -> Option<T> {
         let work = Arc::new(work);
-        let mut backoff = self.options.backoff;
+        let mut backoff = Backoff::new(self.options.backoff, self.options.max_backoff);
         loop {
             let attempt = work.clone();
             match blocking(move || attempt()).await {
                 Ok(value) => return Some(value),
                 Err(error) => {
                     tracing::warn!(projection = %name, %error, "the broker did not answer; retrying");
-                    if !self.sleep(&mut backoff, shutdown).await {
+                    if !backoff.wait(shutdown).await {
                         return None;
                     }
                 }
             }
-        }
-    }
-
-    /// Sleeps for the current backoff and doubles it; `false` if shut down meanwhile.
-    async fn sleep(&self, backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(self.options.max_backoff);
-        tokio::select! {
-            _ = shutdown.cancelled() => false,
-            _ = tokio::time::sleep(wait) => true,
         }
     }
 }
