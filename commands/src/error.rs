@@ -1,5 +1,6 @@
 //! Errors of the command side, each with the stable code clients see.
 
+use aether_domain::conversation::ConversationError;
 use aether_domain::message::MessageError;
 use aether_domain::receipts::ReadMarkerError;
 use aether_domain::server::ServerError;
@@ -112,6 +113,17 @@ impl DomainRefusal for ServerError {
             }
             ChannelArchived | InviteRevoked | InviteExpired | InviteExhausted | InvalidMaxUses
             | InvalidExpiry => ErrorCode::BadUserInput,
+        }
+    }
+}
+
+impl DomainRefusal for ConversationError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ConversationError::NobodyElse
+            | ConversationError::TooManyParticipants
+            | ConversationError::WrongId => ErrorCode::BadUserInput,
+            ConversationError::AlreadyOpen => ErrorCode::Conflict,
         }
     }
 }

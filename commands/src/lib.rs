@@ -19,6 +19,7 @@ pub mod store;
 
 pub use error::{CommandError, ErrorCode};
 pub use service::{
-    ChatCommands, CommandContext, Committed, Moderation, ReadMarkRecord, SessionRecord,
+    ChatCommands, CommandContext, Committed, ConversationRecord, Moderation, ReadMarkRecord,
+    SessionRecord,
 };
 pub use sqlite::SqliteEventStore;

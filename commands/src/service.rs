@@ -1,10 +1,13 @@
 //! The command service: turns requests into aggregate commands, runs them through cqrs-es with
 //! the request's metadata, and reports the log position a client can wait on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use aether_domain::conversation::{
+    conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
+};
 use aether_domain::message::{Message, MessageCommand};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
@@ -37,6 +40,8 @@ const INVITE_CODE_LEN: usize = 10;
 const CACHED_SERVERS: usize = 4_096;
 /// Channel → server look-ups kept between commands.
 const CACHED_CHANNELS: usize = 65_536;
+/// Opened conversations (their participants never change) kept between commands.
+const CACHED_CONVERSATIONS: usize = 65_536;
 
 /// What a moderator does to a user of a server. Removal and bans act only on roles below the
 /// moderator's; a removed member may rejoin with an invite, a banned user may not until unbanned.
@@ -132,8 +137,10 @@ pub struct MemberRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageRecord {
     pub id: MessageId,
+    /// The channel, or the conversation.
     pub channel_id: ChannelId,
-    pub server_id: ServerId,
+    /// `None` for a message in a conversation.
+    pub server_id: Option<ServerId>,
     pub author_id: UserId,
     /// `None` once deleted.
     pub body: Option<String>,
@@ -197,6 +204,16 @@ pub struct SessionRecord {
     pub generation: u32,
 }
 
+/// A direct conversation and the people in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationRecord {
+    pub id: ChannelId,
+    pub opened_by: UserId,
+    /// Sorted, the opener included.
+    pub participants: Vec<UserId>,
+    pub opened_at: DateTime<Utc>,
+}
+
 /// A user's read marker in a channel, as a command left it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadMarkRecord {
@@ -217,6 +234,8 @@ pub struct ChatCommands<R: WriteStore> {
     server_states: Bounded<String, ServerState>,
     /// Channel id → server id. A channel never moves, so an entry never goes stale.
     channel_servers: Bounded<ChannelId, String>,
+    /// Opened conversations by id. Their participants are fixed, so an entry never goes stale.
+    conversations: Bounded<ChannelId, Arc<Conversation>>,
 }
 
 impl<R: WriteStore> std::fmt::Debug for ChatCommands<R> {
@@ -241,6 +260,7 @@ impl<R: WriteStore> ChatCommands<R> {
             store,
             server_states: Bounded::new(CACHED_SERVERS),
             channel_servers: Bounded::new(CACHED_CHANNELS),
+            conversations: Bounded::new(CACHED_CONVERSATIONS),
         }
     }
 
@@ -442,7 +462,23 @@ impl<R: WriteStore> ChatCommands<R> {
         ServerId::parse(&id).map_err(|e| CommandError::internal(e.to_string()))
     }
 
-    /// What `user` may do in a channel, decided from the owning server's current state.
+    /// An opened conversation, or `None` if there is none with this id.
+    async fn conversation(&self, id: ChannelId) -> Result<Option<Arc<Conversation>>, CommandError> {
+        if let Some(conversation) = self.conversations.get(&id) {
+            return Ok(Some(conversation));
+        }
+        let conversation: Conversation = self.load(&id.to_string()).await?;
+        if conversation.id.is_none() {
+            return Ok(None);
+        }
+        let conversation = Arc::new(conversation);
+        self.conversations
+            .put(id, conversation.clone(), |_, _| true);
+        Ok(Some(conversation))
+    }
+
+    /// What `user` may do in a channel, decided from the owning server's current state; for a
+    /// direct conversation, from its participants.
     pub async fn channel_access(
         &self,
         channel_id: ChannelId,
@@ -456,7 +492,10 @@ impl<R: WriteStore> ChatCommands<R> {
                     .lookup(DirectoryKind::Channel, &channel_id.to_string())
                     .await?
                 else {
-                    return Ok(ChannelAccess::UnknownChannel);
+                    return Ok(match self.conversation(channel_id).await? {
+                        Some(conversation) => conversation.access(user),
+                        None => ChannelAccess::UnknownChannel,
+                    });
                 };
                 self.channel_servers
                     .put(channel_id, server_id.clone(), |_, _| true);
@@ -943,6 +982,86 @@ impl<R: WriteStore> ChatCommands<R> {
         })
     }
 
+    // --- direct conversations -------------------------------------------------------------
+
+    /// Opens the conversation between the caller and `others` (1:1 or a group of at most
+    /// [`MAX_PARTICIPANTS`] people), or finds the one these people already have: the same set
+    /// of people always has the same conversation.
+    pub async fn open_conversation(
+        &self,
+        ctx: &CommandContext,
+        others: &[UserId],
+    ) -> Result<Committed<ConversationRecord>, CommandError> {
+        let opened_by = ctx.actor()?;
+        let mut everyone: BTreeSet<UserId> = others.iter().copied().collect();
+        everyone.insert(opened_by);
+        if everyone.len() > MAX_PARTICIPANTS {
+            return Err(CommandError::new(
+                ErrorCode::BadUserInput,
+                format!("a conversation holds at most {MAX_PARTICIPANTS} people"),
+            ));
+        }
+        let id = conversation_id(&everyone);
+        let key = id.to_string();
+        if let Some(existing) = self.conversation(id).await? {
+            return self.existing_conversation(&existing).await;
+        }
+        for user in &everyone {
+            let account: User = self.load(&user.to_string()).await?;
+            if account.id.is_none() {
+                return Err(CommandError::not_found(&format!("user {user}")));
+            }
+        }
+        let command = ConversationCommand::OpenConversation {
+            conversation_id: id,
+            opened_by,
+            others: everyone,
+            at: ctx.at,
+        };
+        let decided = self
+            .decide_retrying(
+                &key,
+                Conversation::default(),
+                0,
+                command,
+                &ctx.metadata(key.clone()),
+            )
+            .await;
+        let (conversation, position) = match decided {
+            Ok(decided) => decided,
+            // Someone opened it a moment ago: the same conversation.
+            Err(error) if error.code == ErrorCode::Conflict => {
+                let existing = self
+                    .conversation(id)
+                    .await?
+                    .ok_or_else(|| CommandError::internal("a conversation vanished"))?;
+                return self.existing_conversation(&existing).await;
+            }
+            Err(error) => return Err(error),
+        };
+        let record = conversation_record(&conversation)?;
+        self.conversations
+            .put(id, Arc::new(conversation), |_, _| true);
+        Ok(Committed {
+            value: record,
+            position,
+        })
+    }
+
+    async fn existing_conversation(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<Committed<ConversationRecord>, CommandError> {
+        let record = conversation_record(conversation)?;
+        let position = self
+            .position::<Conversation>(&record.id.to_string())
+            .await?;
+        Ok(Committed {
+            value: record,
+            position,
+        })
+    }
+
     // --- messages -------------------------------------------------------------------------
 
     pub async fn send_message(
@@ -1225,7 +1344,7 @@ impl<R: WriteStore> ChatCommands<R> {
             value: MessageRecord {
                 id: message_id,
                 channel_id,
-                server_id: access.server_id().unwrap_or_default(),
+                server_id: access.server_id(),
                 author_id,
                 body: message.body.map(MessageBody::into_inner),
                 deleted: message.deleted,
@@ -1236,6 +1355,22 @@ impl<R: WriteStore> ChatCommands<R> {
             position,
         })
     }
+}
+
+fn conversation_record(conversation: &Conversation) -> Result<ConversationRecord, CommandError> {
+    let (Some(id), Some(opened_by), Some(opened_at)) = (
+        conversation.id,
+        conversation.opened_by,
+        conversation.opened_at,
+    ) else {
+        return Err(CommandError::internal("a conversation was saved unopened"));
+    };
+    Ok(ConversationRecord {
+        id,
+        opened_by,
+        participants: conversation.participants.clone(),
+        opened_at,
+    })
 }
 
 /// The message a command is about, as far as the service already knows it.

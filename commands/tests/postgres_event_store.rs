@@ -137,7 +137,7 @@ async fn a_member_who_left_a_moment_ago_is_refused_even_by_a_service_that_cached
     let sent = here.send_message(&as_bob, channel.id, "hi all").await?;
     assert_eq!(sent.value.version, 1);
     assert_eq!(sent.value.body.as_deref(), Some("hi all"));
-    assert_eq!(sent.value.server_id, server.id);
+    assert_eq!(sent.value.server_id, Some(server.id));
     let stored: (i64, i64) =
         sqlx::query_as("SELECT position, sequence FROM events WHERE aggregate_id = $1")
             .bind(sent.value.id.to_string())

@@ -3,11 +3,12 @@
 //! Everything here is pure: identifiers and validated values ([`values`]), the role and
 //! permission matrix ([`permissions`]), and the aggregates that decide what may happen —
 //! [`user::User`], [`server::Server`] (a community with its channels, members, roles and
-//! invites), [`message::Message`] and [`receipts::ReadMarker`] (how far a user has read a
+//! invites), [`conversation::Conversation`] (a direct conversation outside any server), [`message::Message`] and [`receipts::ReadMarker`] (how far a user has read a
 //! channel). Each aggregate takes imperative commands and answers
 //! with past-tense events or a refusal that says what was refused. Storage, transport and
 //! clocks are adapters around this crate: commands carry the instant they happen at.
 
+pub mod conversation;
 pub mod ids;
 pub mod message;
 pub mod permissions;

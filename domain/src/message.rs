@@ -1,8 +1,12 @@
-//! The `Message` aggregate: one message in a channel, with its edits and its deletion.
+//! The `Message` aggregate: one message in a channel or a direct conversation, with its edits
+//! and its deletion.
 //!
-//! Whether the author may post is decided by the channel's server; the command carries that
-//! answer as a [`ChannelAccess`] computed from the `Server` aggregate at the moment of the
-//! command, and this aggregate refuses what the access does not allow.
+//! Whether the author may post is decided by the channel's server (or, for a conversation, by
+//! its participants); the command carries that answer as a [`ChannelAccess`] computed from the
+//! `Server` or `Conversation` aggregate at the moment of the command, and this aggregate refuses
+//! what the access does not allow. A message in a conversation is sent as `DirectMessageSent`;
+//! its edits and deletion are the same events as a channel message's, their `channel_id` being
+//! the conversation's id.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -48,6 +52,14 @@ pub enum MessageEvent {
         body: MessageBody,
         sent_at: DateTime<Utc>,
     },
+    /// A message was sent in a direct conversation (which belongs to no server).
+    DirectMessageSent {
+        message_id: MessageId,
+        conversation_id: ChannelId,
+        author_id: UserId,
+        body: MessageBody,
+        sent_at: DateTime<Utc>,
+    },
     /// The previous body is kept in the event, so the edit history is in the log.
     MessageEdited {
         message_id: MessageId,
@@ -65,12 +77,66 @@ pub enum MessageEvent {
     },
 }
 
+/// A message as it was sent, in a server's channel or in a conversation: what read models
+/// record of `MessageSent` and `DirectMessageSent` alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentMessage {
+    pub message_id: MessageId,
+    /// The channel, or the conversation.
+    pub channel_id: ChannelId,
+    /// `None` in a conversation.
+    pub server_id: Option<ServerId>,
+    pub author_id: UserId,
+    pub body: MessageBody,
+    pub sent_at: DateTime<Utc>,
+}
+
 impl MessageEvent {
+    /// The channel or conversation the message is in.
     pub fn channel_id(&self) -> ChannelId {
         match self {
             MessageEvent::MessageSent { channel_id, .. }
             | MessageEvent::MessageEdited { channel_id, .. }
             | MessageEvent::MessageDeleted { channel_id, .. } => *channel_id,
+            MessageEvent::DirectMessageSent {
+                conversation_id, ..
+            } => *conversation_id,
+        }
+    }
+
+    /// The sent message, if this event sends one.
+    pub fn sent(&self) -> Option<SentMessage> {
+        match self {
+            MessageEvent::MessageSent {
+                message_id,
+                channel_id,
+                server_id,
+                author_id,
+                body,
+                sent_at,
+            } => Some(SentMessage {
+                message_id: *message_id,
+                channel_id: *channel_id,
+                server_id: Some(*server_id),
+                author_id: *author_id,
+                body: body.clone(),
+                sent_at: *sent_at,
+            }),
+            MessageEvent::DirectMessageSent {
+                message_id,
+                conversation_id,
+                author_id,
+                body,
+                sent_at,
+            } => Some(SentMessage {
+                message_id: *message_id,
+                channel_id: *conversation_id,
+                server_id: None,
+                author_id: *author_id,
+                body: body.clone(),
+                sent_at: *sent_at,
+            }),
+            MessageEvent::MessageEdited { .. } | MessageEvent::MessageDeleted { .. } => None,
         }
     }
 }
@@ -79,6 +145,7 @@ impl DomainEvent for MessageEvent {
     fn event_type(&self) -> String {
         match self {
             MessageEvent::MessageSent { .. } => "MessageSent",
+            MessageEvent::DirectMessageSent { .. } => "DirectMessageSent",
             MessageEvent::MessageEdited { .. } => "MessageEdited",
             MessageEvent::MessageDeleted { .. } => "MessageDeleted",
         }
@@ -98,7 +165,7 @@ pub enum MessageError {
     UnknownMessage,
     #[error("no such channel")]
     UnknownChannel,
-    #[error("you are not a member of this channel's server")]
+    #[error("you are not a member of this channel")]
     NotAChannelMember,
     #[error("you may not post in this channel")]
     PostingNotAllowed,
@@ -125,9 +192,8 @@ pub struct Message {
 fn require_member(access: &ChannelAccess) -> Result<(), MessageError> {
     match access {
         ChannelAccess::UnknownChannel => Err(MessageError::UnknownChannel),
-        ChannelAccess::NotAMember { .. } => Err(MessageError::NotAChannelMember),
-        ChannelAccess::Member { .. } if !access.can_view() => Err(MessageError::NotAChannelMember),
-        ChannelAccess::Member { .. } => Ok(()),
+        _ if !access.can_view() => Err(MessageError::NotAChannelMember),
+        _ => Ok(()),
     }
 }
 
@@ -164,14 +230,22 @@ impl Message {
                 if !access.can_post() {
                     return Err(MessageError::PostingNotAllowed);
                 }
-                let server_id = access.server_id().ok_or(MessageError::UnknownChannel)?;
-                Ok(Some(MessageEvent::MessageSent {
-                    message_id,
-                    channel_id,
-                    server_id,
-                    author_id: author,
-                    body,
-                    sent_at: at,
+                Ok(Some(match access.server_id() {
+                    Some(server_id) => MessageEvent::MessageSent {
+                        message_id,
+                        channel_id,
+                        server_id,
+                        author_id: author,
+                        body,
+                        sent_at: at,
+                    },
+                    None => MessageEvent::DirectMessageSent {
+                        message_id,
+                        conversation_id: channel_id,
+                        author_id: author,
+                        body,
+                        sent_at: at,
+                    },
                 }))
             }
             MessageCommand::EditMessage {
@@ -236,21 +310,16 @@ impl Aggregate for Message {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        if let Some(sent) = event.sent() {
+            self.id = Some(sent.message_id);
+            self.channel_id = Some(sent.channel_id);
+            self.author = Some(sent.author_id);
+            self.body = Some(sent.body);
+            self.sent_at = Some(sent.sent_at);
+            return;
+        }
         match event {
-            MessageEvent::MessageSent {
-                message_id,
-                channel_id,
-                author_id,
-                body,
-                sent_at,
-                ..
-            } => {
-                self.id = Some(message_id);
-                self.channel_id = Some(channel_id);
-                self.author = Some(author_id);
-                self.body = Some(body);
-                self.sent_at = Some(sent_at);
-            }
+            MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {}
             MessageEvent::MessageEdited {
                 body, edited_at, ..
             } => {

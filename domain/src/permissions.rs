@@ -177,6 +177,9 @@ pub enum ChannelAccess {
         role: Role,
         channel: ChannelFacts,
     },
+    /// The channel is a direct conversation, which belongs to no server: its participants
+    /// read and post, nobody moderates, and everyone else sees nothing.
+    Conversation { participant: bool },
 }
 
 impl ChannelAccess {
@@ -186,6 +189,7 @@ impl ChannelAccess {
             ChannelAccess::Member { role, channel, .. } => {
                 !channel.private || role.allows(Permission::ViewPrivateChannels)
             }
+            ChannelAccess::Conversation { participant } => *participant,
             _ => false,
         }
     }
@@ -203,6 +207,7 @@ impl ChannelAccess {
                         }
                     }
             }
+            ChannelAccess::Conversation { participant } => *participant,
             _ => false,
         }
     }
@@ -213,9 +218,10 @@ impl ChannelAccess {
             && self.can_view()
     }
 
+    /// The server that owns the channel; `None` for a conversation or an unknown channel.
     pub fn server_id(&self) -> Option<ServerId> {
         match self {
-            ChannelAccess::UnknownChannel => None,
+            ChannelAccess::UnknownChannel | ChannelAccess::Conversation { .. } => None,
             ChannelAccess::NotAMember { server_id } | ChannelAccess::Member { server_id, .. } => {
                 Some(*server_id)
             }

@@ -54,12 +54,41 @@ pub enum ReadMarkerEvent {
         message_id: MessageId,
         read_at: DateTime<Utc>,
     },
+    /// The user has read a direct conversation up to and including `message_id`.
+    ConversationMarkedRead {
+        user_id: UserId,
+        conversation_id: ChannelId,
+        message_id: MessageId,
+        read_at: DateTime<Utc>,
+    },
+}
+
+impl ReadMarkerEvent {
+    /// Who read which channel (or conversation) up to which message, and when.
+    pub fn read(&self) -> (UserId, ChannelId, MessageId, DateTime<Utc>) {
+        match self {
+            ReadMarkerEvent::ChannelMarkedRead {
+                user_id,
+                channel_id,
+                message_id,
+                read_at,
+                ..
+            }
+            | ReadMarkerEvent::ConversationMarkedRead {
+                user_id,
+                conversation_id: channel_id,
+                message_id,
+                read_at,
+            } => (*user_id, *channel_id, *message_id, *read_at),
+        }
+    }
 }
 
 impl DomainEvent for ReadMarkerEvent {
     fn event_type(&self) -> String {
         match self {
             ReadMarkerEvent::ChannelMarkedRead { .. } => "ChannelMarkedRead",
+            ReadMarkerEvent::ConversationMarkedRead { .. } => "ConversationMarkedRead",
         }
         .to_owned()
     }
@@ -73,7 +102,7 @@ impl DomainEvent for ReadMarkerEvent {
 pub enum ReadMarkerError {
     #[error("no such channel")]
     UnknownChannel,
-    #[error("you are not a member of this channel's server")]
+    #[error("you are not a member of this channel")]
     NotAChannelMember,
     #[error("no such message in this channel")]
     UnknownMessage,
@@ -108,16 +137,11 @@ impl ReadMarker {
         {
             return Err(ReadMarkerError::WrongMarker);
         }
-        let server_id = match access {
+        match access {
             ChannelAccess::UnknownChannel => return Err(ReadMarkerError::UnknownChannel),
-            ChannelAccess::NotAMember { .. } => return Err(ReadMarkerError::NotAChannelMember),
-            ChannelAccess::Member { .. } if !access.can_view() => {
-                return Err(ReadMarkerError::NotAChannelMember)
-            }
-            ChannelAccess::Member { .. } => {
-                access.server_id().ok_or(ReadMarkerError::UnknownChannel)?
-            }
-        };
+            _ if !access.can_view() => return Err(ReadMarkerError::NotAChannelMember),
+            _ => {}
+        }
         if message_channel != Some(channel_id) {
             return Err(ReadMarkerError::UnknownMessage);
         }
@@ -125,12 +149,20 @@ impl ReadMarker {
         if self.last_message_id == Some(message_id) {
             return Ok(None);
         }
-        Ok(Some(ReadMarkerEvent::ChannelMarkedRead {
-            user_id,
-            channel_id,
-            server_id,
-            message_id,
-            read_at: at,
+        Ok(Some(match access.server_id() {
+            Some(server_id) => ReadMarkerEvent::ChannelMarkedRead {
+                user_id,
+                channel_id,
+                server_id,
+                message_id,
+                read_at: at,
+            },
+            None => ReadMarkerEvent::ConversationMarkedRead {
+                user_id,
+                conversation_id: channel_id,
+                message_id,
+                read_at: at,
+            },
         }))
     }
 }
@@ -155,19 +187,10 @@ impl Aggregate for ReadMarker {
     }
 
     fn apply(&mut self, event: Self::Event) {
-        match event {
-            ReadMarkerEvent::ChannelMarkedRead {
-                user_id,
-                channel_id,
-                message_id,
-                read_at,
-                ..
-            } => {
-                self.user_id = Some(user_id);
-                self.channel_id = Some(channel_id);
-                self.last_message_id = Some(message_id);
-                self.read_at = Some(read_at);
-            }
-        }
+        let (user_id, channel_id, message_id, read_at) = event.read();
+        self.user_id = Some(user_id);
+        self.channel_id = Some(channel_id);
+        self.last_message_id = Some(message_id);
+        self.read_at = Some(read_at);
     }
 }

@@ -1,6 +1,8 @@
-//! The catalog read model: users, servers, channels, members and invites. The statements are
+//! The catalog read model: users, servers, channels, members, invites and direct
+//! conversations. The statements are
 //! shared by the SQLite store (embedded mode) and the PostgreSQL one (`stream::postgres`).
 
+use aether_domain::conversation::ConversationEvent;
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
 use aether_domain::{Role, ServerId, UserId};
@@ -37,6 +39,11 @@ impl Projection for CatalogProjection {
                 "SELECT * FROM members ORDER BY server_id, user_id",
             ),
             ("invites", "SELECT * FROM invites ORDER BY code"),
+            ("conversations", "SELECT * FROM conversations ORDER BY id"),
+            (
+                "conversation_participants",
+                "SELECT * FROM conversation_participants ORDER BY conversation_id, user_id",
+            ),
         ]
     }
 
@@ -71,8 +78,49 @@ pub async fn apply_catalog_event(
             let event: ServerEvent = envelope.decode().map_err(|e| decode(&e))?;
             apply_server(tx, server, order, event, updates).await?;
         }
+        "Conversation" => {
+            let event: ConversationEvent = envelope.decode().map_err(|e| decode(&e))?;
+            apply_conversation(tx, event, updates).await?;
+        }
         _ => {}
     }
+    Ok(())
+}
+
+async fn apply_conversation(
+    tx: &mut dyn SqlWrite,
+    event: ConversationEvent,
+    updates: &mut Vec<Update>,
+) -> Result<(), sqlx::Error> {
+    let ConversationEvent::ConversationOpened {
+        conversation_id,
+        opened_by,
+        participant_ids,
+        opened_at,
+    } = event;
+    let id = conversation_id.to_string();
+    tx.write(
+        "INSERT INTO conversations (id, opened_by, opened_at) VALUES ($1, $2, $3)",
+        vec![
+            id.as_str().into(),
+            opened_by.to_string().into(),
+            opened_at.into(),
+        ],
+    )
+    .await?;
+    for user in &participant_ids {
+        tx.write(
+            "INSERT INTO conversation_participants (conversation_id, user_id) VALUES ($1, $2)",
+            vec![id.as_str().into(), user.to_string().into()],
+        )
+        .await?;
+    }
+    updates.push(Update::ConversationOpened {
+        conversation_id,
+        opened_by,
+        participant_ids,
+        opened_at,
+    });
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use sqlx::{Row, SqlitePool};
 
 use crate::receipts::{ReadStateRow, READ_POINTER_QUERY, UNREAD_QUERY};
 use crate::rows::{
-    parse_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow, MemberRow,
-    MessageRow, RowError, ServerRow, UserRow,
+    parse_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow,
+    MemberRow, MessageRow, RowError, ServerRow, UserRow,
 };
 use crate::timeline::MESSAGE_COLUMNS;
 
@@ -125,6 +125,49 @@ impl ReadModels {
                 },
             },
         })
+    }
+
+    /// A direct conversation and its participants.
+    pub async fn conversation(&self, id: ChannelId) -> Result<Option<ConversationRow>, RowError> {
+        let Some(row) =
+            sqlx::query("SELECT id, opened_by, opened_at FROM conversations WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let participants = sqlx::query(
+            "SELECT user_id FROM conversation_participants WHERE conversation_id = ? \
+             ORDER BY user_id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(ConversationRow {
+            id: parse_id(&row, "id", ChannelId::parse)?,
+            opened_by: parse_id(&row, "opened_by", UserId::parse)?,
+            participants: all(&participants, |row| parse_id(row, "user_id", UserId::parse))?,
+            opened_at: row.try_get("opened_at")?,
+        }))
+    }
+
+    /// The ids of the conversations `user` is in, most recently opened first, at most `limit`.
+    pub async fn conversations_of(
+        &self,
+        user: UserId,
+        limit: i64,
+    ) -> Result<Vec<ChannelId>, RowError> {
+        let rows = sqlx::query(
+            "SELECT c.id FROM conversations c \
+             JOIN conversation_participants p ON p.conversation_id = c.id \
+             WHERE p.user_id = ? ORDER BY c.opened_at DESC, c.id LIMIT ?",
+        )
+        .bind(user.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        all(&rows, |row| parse_id(row, "id", ChannelId::parse))
     }
 
     /// Members in join order: `limit` of them after the first `offset`.

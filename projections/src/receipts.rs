@@ -78,13 +78,8 @@ pub async fn apply_receipts_event(
             apply_message(tx, event).await?;
         }
         "ReadMarker" => {
-            let ReadMarkerEvent::ChannelMarkedRead {
-                user_id,
-                channel_id,
-                message_id,
-                read_at,
-                ..
-            } = envelope.decode().map_err(|e| decode(&e))?;
+            let marked: ReadMarkerEvent = envelope.decode().map_err(|e| decode(&e))?;
+            let (user_id, channel_id, message_id, read_at) = marked.read();
             // The pointer moves to the message's place, and only forward: a client that marks
             // an older message (another device, a late request) does not un-read anything.
             tx.write(
@@ -112,28 +107,23 @@ pub async fn apply_receipts_event(
 }
 
 async fn apply_message(tx: &mut dyn SqlWrite, event: MessageEvent) -> Result<(), sqlx::Error> {
+    if let Some(sent) = event.sent() {
+        tx.write(
+            "INSERT INTO receipt_messages (message_id, channel_id, seq, author_id, deleted) \
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, FALSE FROM receipt_messages \
+             WHERE channel_id = $4",
+            vec![
+                sent.message_id.to_string().into(),
+                sent.channel_id.to_string().into(),
+                sent.author_id.to_string().into(),
+                sent.channel_id.to_string().into(),
+            ],
+        )
+        .await?;
+        return insert_mentions(tx, sent.message_id, sent.channel_id, &sent.body).await;
+    }
     match event {
-        MessageEvent::MessageSent {
-            message_id,
-            channel_id,
-            author_id,
-            body,
-            ..
-        } => {
-            tx.write(
-                "INSERT INTO receipt_messages (message_id, channel_id, seq, author_id, deleted) \
-                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, FALSE FROM receipt_messages \
-                 WHERE channel_id = $4",
-                vec![
-                    message_id.to_string().into(),
-                    channel_id.to_string().into(),
-                    author_id.to_string().into(),
-                    channel_id.to_string().into(),
-                ],
-            )
-            .await?;
-            insert_mentions(tx, message_id, channel_id, &body).await
-        }
+        MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => Ok(()),
         MessageEvent::MessageEdited {
             message_id,
             channel_id,

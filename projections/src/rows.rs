@@ -24,6 +24,17 @@ pub(crate) fn parse_id<T>(
     parse(&value).map_err(|_| RowError::Malformed { column, value })
 }
 
+pub(crate) fn parse_optional_id<T>(
+    row: &SqliteRow,
+    column: &'static str,
+    parse: impl Fn(&str) -> Result<T, aether_domain::ValidationError>,
+) -> Result<Option<T>, RowError> {
+    let value: Option<String> = row.try_get(column)?;
+    value
+        .map(|value| parse(&value).map_err(|_| RowError::Malformed { column, value }))
+        .transpose()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRow {
     pub id: UserId,
@@ -85,6 +96,16 @@ impl ChannelRow {
     }
 }
 
+/// A direct conversation and everyone in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRow {
+    pub id: ChannelId,
+    pub opened_by: UserId,
+    /// Sorted by id.
+    pub participants: Vec<UserId>,
+    pub opened_at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRow {
     pub server_id: ServerId,
@@ -142,8 +163,10 @@ pub struct EditRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRow {
     pub id: MessageId,
+    /// The channel, or the conversation.
     pub channel_id: ChannelId,
-    pub server_id: ServerId,
+    /// `None` in a conversation.
+    pub server_id: Option<ServerId>,
     pub author_id: UserId,
     /// `None` once deleted.
     pub body: Option<String>,
@@ -164,7 +187,7 @@ impl MessageRow {
         Ok(Self {
             id: parse_id(row, "id", MessageId::parse)?,
             channel_id: parse_id(row, "channel_id", ChannelId::parse)?,
-            server_id: parse_id(row, "server_id", ServerId::parse)?,
+            server_id: parse_optional_id(row, "server_id", ServerId::parse)?,
             author_id: parse_id(row, "author_id", UserId::parse)?,
             body: row.try_get("body")?,
             created_at: row.try_get("created_at")?,

@@ -58,30 +58,26 @@ impl Projection for TimelineProjection {
         let channel = message.channel_id();
         let channel_id = channel.to_string();
         let (kind, message_id) = match message {
-            MessageEvent::MessageSent {
-                message_id,
-                server_id,
-                author_id,
-                body,
-                sent_at,
-                ..
-            } => {
+            MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
+                let Some(sent) = message.sent() else {
+                    return Ok(());
+                };
                 let seq = next_message_seq(tx, &channel_id).await?;
                 sqlx::query(
                     "INSERT INTO messages (id, channel_id, server_id, author_id, body, created_at, \
                      deleted, channel_seq, version, edits) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, '[]')",
                 )
-                .bind(message_id.to_string())
+                .bind(sent.message_id.to_string())
                 .bind(&channel_id)
-                .bind(server_id.to_string())
-                .bind(author_id.to_string())
-                .bind(body.as_str())
-                .bind(sent_at)
+                .bind(sent.server_id.map(|server| server.to_string()))
+                .bind(sent.author_id.to_string())
+                .bind(sent.body.as_str())
+                .bind(sent.sent_at)
                 .bind(seq)
                 .bind(version)
                 .execute(&mut *tx)
                 .await?;
-                (ChannelEventKind::MessageSent, message_id)
+                (ChannelEventKind::MessageSent, sent.message_id)
             }
             MessageEvent::MessageEdited {
                 message_id,

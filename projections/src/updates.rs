@@ -11,6 +11,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use aether_domain::{ChannelId, Role, ServerId, UserId};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -35,13 +36,20 @@ pub enum Update {
         user_id: UserId,
         role: Option<Role>,
     },
+    /// A direct conversation opened; every participant hears of it.
+    ConversationOpened {
+        conversation_id: ChannelId,
+        opened_by: UserId,
+        participant_ids: Vec<UserId>,
+        opened_at: DateTime<Utc>,
+    },
 }
 
 impl Update {
     pub fn channel_id(&self) -> Option<ChannelId> {
         match self {
             Update::Channel(event) => Some(event.channel_id),
-            Update::Membership { .. } => None,
+            Update::Membership { .. } | Update::ConversationOpened { .. } => None,
         }
     }
 }
@@ -134,6 +142,13 @@ impl UpdateBus {
         match update.as_ref() {
             Update::Channel(event) => self.inner.channels.publish(event.channel_id, &update),
             Update::Membership { user_id, .. } => self.inner.members.publish(*user_id, &update),
+            Update::ConversationOpened {
+                participant_ids, ..
+            } => {
+                for user in participant_ids {
+                    self.inner.members.publish(*user, &update);
+                }
+            }
         }
         let _ = self.inner.all.send(update);
     }
@@ -154,7 +169,7 @@ impl UpdateBus {
 }
 
 impl UpdateBus {
-    /// A member's own membership changes, from any server.
+    /// A user's own news: membership changes from any server, conversations opened with them.
     pub fn watch_member(&self, member: UserId) -> broadcast::Receiver<Arc<Update>> {
         self.inner.members.subscribe(member)
     }
@@ -207,8 +222,6 @@ impl Default for UpdateBus {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-
     use super::*;
     use crate::rows::{ChannelEventKind, MessageRow};
 
@@ -220,7 +233,7 @@ mod tests {
             message: MessageRow {
                 id: aether_domain::MessageId::new(),
                 channel_id: channel,
-                server_id: ServerId::new(),
+                server_id: Some(ServerId::new()),
                 author_id: UserId::new(),
                 body: Some(format!("message {seq}")),
                 created_at: Utc::now(),
@@ -237,7 +250,7 @@ mod tests {
         match heard {
             Heard::Update(update) => match update.as_ref() {
                 Update::Channel(event) => event.seq,
-                Update::Membership { .. } => -1,
+                Update::Membership { .. } | Update::ConversationOpened { .. } => -1,
             },
             other => panic!("expected an update, heard {other:?}"),
         }

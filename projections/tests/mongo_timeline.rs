@@ -110,6 +110,7 @@ impl Script {
         *sequence += 1;
         let event_type = match &event {
             MessageEvent::MessageSent { .. } => "MessageSent",
+            MessageEvent::DirectMessageSent { .. } => "DirectMessageSent",
             MessageEvent::MessageEdited { .. } => "MessageEdited",
             MessageEvent::MessageDeleted { .. } => "MessageDeleted",
         };
@@ -695,7 +696,7 @@ async fn retrying_dead_letters_applies_them_in_order_once_the_cause_is_gone() {
         .iter()
         .filter_map(|u| match u {
             Update::Channel(row) => Some((row.seq, row.kind)),
-            Update::Membership { .. } => None,
+            _ => None,
         })
         .collect();
     assert_eq!(

@@ -367,7 +367,7 @@ async fn read_models_show_the_server_its_channel_members_and_messages() {
     );
     assert!(messages
         .iter()
-        .all(|m| m.version == 1 && !m.deleted && m.server_id == s.server));
+        .all(|m| m.version == 1 && !m.deleted && m.server_id == Some(s.server)));
     let newest = read
         .messages(s.channel, None, None, 2, PageFrom::End)
         .await

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use aether_domain::conversation::{conversation_id, ConversationEvent};
 use aether_domain::message::MessageEvent;
 use aether_domain::receipts::{read_marker_id, ReadMarkerEvent};
 use aether_domain::server::ServerEvent;
@@ -88,10 +89,16 @@ fn parse<T, E: std::fmt::Debug>(result: Result<T, E>) -> T {
     }
 }
 
-/// A user, a server with a channel, three messages, an edit and a deletion; then the message
-/// events used for parking.
+/// A user, a server with a channel, three messages, an edit and a deletion, a direct
+/// conversation with a message, an edit and a read marker; then the message events used for
+/// parking.
 struct Scenario {
     history: Vec<StreamEvent>,
+    /// The direct message's words, which every store that keeps message bodies holds.
+    direct_words: &'static str,
+    /// The other person in the conversation: in no event but the conversation's and their
+    /// read marker's.
+    friend: UserId,
     parked_first: StreamEvent,
     parked_second: StreamEvent,
 }
@@ -200,6 +207,57 @@ fn scenario() -> Scenario {
             read_at: at,
         },
     );
+    let friend = UserId::new();
+    let people: std::collections::BTreeSet<UserId> = [user, friend].into_iter().collect();
+    let conversation = conversation_id(&people);
+    log.push(
+        "Conversation",
+        &conversation.to_string(),
+        1,
+        &ConversationEvent::ConversationOpened {
+            conversation_id: conversation,
+            opened_by: user,
+            participant_ids: people.into_iter().collect(),
+            opened_at: at,
+        },
+    );
+    let direct = MessageId::new();
+    let direct_words = "just between us, edited";
+    log.push(
+        "Message",
+        &direct.to_string(),
+        1,
+        &MessageEvent::DirectMessageSent {
+            message_id: direct,
+            conversation_id: conversation,
+            author_id: user,
+            body: parse(MessageBody::parse(&format!("just between us, <@{friend}>"))),
+            sent_at: at,
+        },
+    );
+    log.push(
+        "Message",
+        &direct.to_string(),
+        2,
+        &MessageEvent::MessageEdited {
+            message_id: direct,
+            channel_id: conversation,
+            body: parse(MessageBody::parse(direct_words)),
+            previous_body: parse(MessageBody::parse(&format!("just between us, <@{friend}>"))),
+            edited_at: at,
+        },
+    );
+    log.push(
+        "ReadMarker",
+        &read_marker_id(friend, conversation).to_string(),
+        1,
+        &ReadMarkerEvent::ConversationMarkedRead {
+            user_id: friend,
+            conversation_id: conversation,
+            message_id: direct,
+            read_at: at,
+        },
+    );
     let history = log.events.clone();
     let late = MessageId::new();
     let parked_first = log.push(
@@ -229,6 +287,8 @@ fn scenario() -> Scenario {
     );
     Scenario {
         history,
+        direct_words,
+        friend,
         parked_first,
         parked_second,
     }
@@ -244,6 +304,8 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
 
     let Scenario {
         history,
+        direct_words,
+        friend,
         parked_first,
         parked_second,
     } = scenario();
@@ -258,6 +320,19 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
     );
     let once = store.dump().await?;
     assert_ne!(once, empty, "{name}: the batch left rows");
+    let text = once.to_string();
+    if name.contains("timeline") {
+        // A conversation's message is kept like a channel's, with no server.
+        assert!(text.contains(direct_words), "{name}: {text}");
+    }
+    if name.contains("catalog") || name.contains("receipts") {
+        // The conversation's participants; the friend's read pointer in it.
+        assert!(text.contains(&friend.to_string()), "{name}: {text}");
+    }
+    if name.contains("search") {
+        // Direct conversations are private: never indexed.
+        assert!(!text.contains(direct_words), "{name}: {text}");
+    }
 
     let again = store.apply(&end, &history, &end).await?;
     assert_eq!((again.applied, again.ignored), (0, history.len()), "{name}");

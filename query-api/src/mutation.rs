@@ -4,13 +4,14 @@
 
 use aether_commands::auth::TokenKind;
 use aether_commands::{CommandContext, Committed, Moderation, SessionRecord};
+use aether_domain::conversation::MAX_PARTICIPANTS;
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_graphql::{Context, InputObject, Object, ID};
 
 use crate::error::{gql, ApiError, ApiResult};
 use crate::types::{
-    caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Invite, Member,
-    Message, ReadState, RoleGql, Server, User,
+    caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Conversation,
+    Invite, Member, Message, ReadState, RoleGql, Server, User,
 };
 use crate::{ApiState, CallerSession, ConsistencyToken};
 
@@ -94,16 +95,16 @@ pub struct EditMessageInput {
     pub body: String,
 }
 
-/// The channel an input names. Conversations are not built yet, so naming one is refused.
+/// The channel or conversation an input names (a conversation is a channel outside any
+/// server, so both are channel ids to the command side).
 fn channel_or_conversation(
     channel: Option<&ID>,
     conversation: Option<&ID>,
 ) -> ApiResult<ChannelId> {
     match (channel, conversation) {
         (Some(channel), None) => Ok(ChannelId::parse(channel)?),
-        (None, Some(_)) => Err(ApiError::bad_input(
-            "conversations are not available yet: pass channelId",
-        )),
+        (None, Some(conversation)) => ChannelId::parse(conversation)
+            .map_err(|_| ApiError::bad_input("conversationId is not a valid id")),
         _ => Err(ApiError::bad_input(
             "pass exactly one of channelId and conversationId",
         )),
@@ -612,6 +613,36 @@ impl MutationRoot {
         input: UnbanUserInput,
     ) -> async_graphql::Result<bool> {
         moderate(ctx, &input.server_id, &input.user_id, Moderation::Unban).await
+    }
+
+    /// Opens a direct conversation between the caller and `userIds` (one other person, or a
+    /// group of at most 10 people in all), or answers with the one these people already have.
+    /// `NOT_FOUND` names a user who does not exist.
+    async fn open_direct_conversation(
+        &self,
+        ctx: &Context<'_>,
+        user_ids: Vec<ID>,
+    ) -> async_graphql::Result<Conversation> {
+        let result: ApiResult<Conversation> = async {
+            require_caller(ctx)?;
+            if user_ids.len() > MAX_PARTICIPANTS {
+                return Err(ApiError::bad_input(format!(
+                    "a conversation holds at most {MAX_PARTICIPANTS} people"
+                )));
+            }
+            let others = user_ids
+                .iter()
+                .map(|id| UserId::parse(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let record = state(ctx)
+                .commands
+                .open_conversation(&context(ctx), &others)
+                .await?;
+            // Its messages and read state are served by the read models: wait for them.
+            Ok(committed_and_projected(ctx, record).await.into())
+        }
+        .await;
+        gql(result)
     }
 
     async fn send_message(

@@ -4,7 +4,10 @@ use aether_domain::{ChannelId, MessageId, ServerId};
 use async_graphql::{Context, Object, ID};
 
 use crate::error::{gql, ApiResult};
-use crate::types::{load_user, require_caller, state, Channel, Message, Server, User};
+use crate::types::{
+    load_user, page_size, require_caller, state, visible_place, Channel, Conversation, Message,
+    Place, Server, User,
+};
 
 #[derive(Debug, Default)]
 pub struct QueryRoot;
@@ -63,6 +66,49 @@ impl QueryRoot {
         gql(result)
     }
 
+    /// A direct conversation the caller is in; `null` otherwise.
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Conversation>> {
+        let result: ApiResult<Option<Conversation>> = async {
+            let user = require_caller(ctx)?;
+            let id = ChannelId::parse(&id)?;
+            Ok(match visible_place(state(ctx), id, user).await? {
+                Some(Place::Conversation(row)) => Some(row.into()),
+                _ => None,
+            })
+        }
+        .await;
+        gql(result)
+    }
+
+    /// The caller's direct conversations, most recently opened first (`first`: at most the
+    /// page-size limit, 50 by default).
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Conversation>> {
+        let result: ApiResult<Vec<Conversation>> = async {
+            let user = require_caller(ctx)?;
+            let state = state(ctx);
+            let max = state.limits.max_page_size;
+            let first = page_size(first, "first", max)?.unwrap_or(max.min(50));
+            let mut conversations = Vec::new();
+            for id in state.read.conversations_of(user, first).await? {
+                if let Some(row) = state.read.conversation(id).await? {
+                    conversations.push(row.into());
+                }
+            }
+            Ok(conversations)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// A message in a channel or conversation the caller can see; `null` otherwise.
     async fn message(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Message>> {
         let result: ApiResult<Option<Message>> = async {
             let user = require_caller(ctx)?;
@@ -71,10 +117,10 @@ impl QueryRoot {
             let Some(message) = state.read.message(id).await? else {
                 return Ok(None);
             };
-            let Some(channel) = state.read.channel(message.channel_id).await? else {
-                return Ok(None);
-            };
-            if !state.read.channel_access(&channel, user).await?.can_view() {
+            if visible_place(state, message.channel_id, user)
+                .await?
+                .is_none()
+            {
                 return Ok(None);
             }
             Ok(Some(message.into()))

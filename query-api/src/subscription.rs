@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aether_domain::{ChannelAccess, ChannelFacts, ChannelId};
+use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, UserId};
 use aether_projections::rows::ChannelEventRow;
 use aether_projections::updates::Heard;
 use aether_projections::Update;
@@ -12,10 +12,10 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
-use crate::rate::subscription_permit;
+use crate::rate::{subscription_permit, SubscriptionPermit};
 use crate::types::{
-    parse_cursor, require_caller, state, visible_channel, ChannelEvent, MembershipChanged,
-    ResyncNeeded, RoleGql, UserEvent,
+    parse_cursor, require_caller, state, visible_channel, visible_conversation, ChannelEvent,
+    Conversation, ConversationOpened, MembershipChanged, Place, ResyncNeeded, RoleGql, UserEvent,
 };
 use crate::ApiState;
 
@@ -77,6 +77,112 @@ async fn fill_gap(
     }
 }
 
+/// The changes of a channel or conversation the caller may see, after `after` (catch-up from
+/// the read model first) or from now, then live: no gap, no duplicate. A channel subscription
+/// ends with `FORBIDDEN` when the caller loses access; a conversation's people never change.
+async fn place_events(
+    state: ApiState,
+    user: UserId,
+    place: Place,
+    after: Option<i64>,
+    permit: SubscriptionPermit,
+) -> ApiResult<impl Stream<Item = async_graphql::Result<ChannelEvent>>> {
+    let place_id = match &place {
+        Place::Channel(channel) => channel.id,
+        Place::Conversation(conversation) => conversation.id,
+    };
+    // Subscribe before reading where to start, so nothing published in between is missed.
+    let mut updates = state.updates.watch_channel(place_id, user);
+    let start = match after {
+        Some(cursor) => cursor,
+        None => state.read.channel_head(place_id).await?,
+    };
+    let shutdown = state.shutdown.clone();
+    Ok(async_stream::stream! {
+        let _permit = permit;
+        let mut last = start;
+        let mut pending: Vec<ChannelEventRow> = if after.is_some() {
+            match catch_up(&state, place_id, last).await {
+                Ok(events) => events,
+                Err(error) => { yield Err(error.into()); return; }
+            }
+        } else {
+            Vec::new()
+        };
+        loop {
+            for event in pending.drain(..) {
+                if event.seq > last {
+                    last = event.seq;
+                    yield Ok(ChannelEvent::from(event));
+                }
+            }
+            let heard = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                heard = updates.recv() => heard,
+            };
+            let update: Arc<Update> = match heard {
+                Heard::Update(update) => update,
+                Heard::MissedChannelUpdates(missed) => {
+                    tracing::debug!(missed, channel = %place_id, "subscriber fell behind; catching up");
+                    match catch_up(&state, place_id, last).await {
+                        Ok(events) => pending = events,
+                        Err(error) => { yield Err(error.into()); return; }
+                    }
+                    continue;
+                }
+                Heard::MissedMembership => {
+                    // Too many membership changes at once to follow: ask the read model
+                    // whether the caller may still see the channel.
+                    if let Place::Channel(channel) = &place {
+                        if let Err(error) = visible_channel(&state, channel.id, user).await {
+                            yield Err(error.into());
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Heard::Closed => return,
+            };
+            match (update.as_ref(), &place) {
+                (Update::Channel(event), _) if event.channel_id == place_id && event.seq > last => {
+                    if event.seq > last + 1 {
+                        // A gap (this edge started after those updates, or they were
+                        // lost): the read model has them, or soon will.
+                        match fill_gap(&state, place_id, last, event.seq).await {
+                            Ok(events) => pending = events,
+                            Err(error) => { yield Err(error.into()); return; }
+                        }
+                    }
+                    pending.push(event.clone());
+                }
+                (Update::Membership { server_id, user_id, role }, Place::Channel(channel))
+                    if *server_id == channel.server_id && *user_id == user =>
+                {
+                    // Decided from the update itself: a read model that has not caught up
+                    // yet must not keep a removed member subscribed.
+                    let access = match role {
+                        Some(role) => ChannelAccess::Member {
+                            server_id: *server_id,
+                            role: *role,
+                            channel: ChannelFacts {
+                                kind: channel.kind,
+                                private: channel.private,
+                                archived: channel.archived,
+                            },
+                        },
+                        None => ChannelAccess::NotAMember { server_id: *server_id },
+                    };
+                    if !access.can_view() {
+                        yield Err(ApiError::forbidden("you no longer have access to this channel").into());
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
 #[Subscription]
 impl SubscriptionRoot {
     /// Every change to a channel's messages, in order. With `after` (a cursor from an earlier
@@ -94,102 +200,37 @@ impl SubscriptionRoot {
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
         let channel = visible_channel(&state, channel_id, user).await?;
-        // Subscribe before reading where to start, so nothing published in between is missed.
-        let mut updates = state.updates.watch_channel(channel_id, user);
-        let start = match after {
-            Some(cursor) => cursor,
-            None => state
-                .read
-                .channel_head(channel_id)
-                .await
-                .map_err(ApiError::from)?,
-        };
-        let shutdown = state.shutdown.clone();
-        Ok(async_stream::stream! {
-            let _permit = permit;
-            let mut last = start;
-            let mut pending: Vec<ChannelEventRow> = if after.is_some() {
-                match catch_up(&state, channel_id, last).await {
-                    Ok(events) => events,
-                    Err(error) => { yield Err(error.into()); return; }
-                }
-            } else {
-                Vec::new()
-            };
-            loop {
-                for event in pending.drain(..) {
-                    if event.seq > last {
-                        last = event.seq;
-                        yield Ok(ChannelEvent::from(event));
-                    }
-                }
-                let heard = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    heard = updates.recv() => heard,
-                };
-                let update: Arc<Update> = match heard {
-                    Heard::Update(update) => update,
-                    Heard::MissedChannelUpdates(missed) => {
-                        tracing::debug!(missed, channel = %channel_id, "subscriber fell behind; catching up");
-                        match catch_up(&state, channel_id, last).await {
-                            Ok(events) => pending = events,
-                            Err(error) => { yield Err(error.into()); return; }
-                        }
-                        continue;
-                    }
-                    Heard::MissedMembership => {
-                        // Too many membership changes at once to follow: ask the read model
-                        // whether the caller may still see the channel.
-                        if let Err(error) = visible_channel(&state, channel_id, user).await {
-                            yield Err(error.into());
-                            return;
-                        }
-                        continue;
-                    }
-                    Heard::Closed => return,
-                };
-                match update.as_ref() {
-                    Update::Channel(event) if event.channel_id == channel_id && event.seq > last => {
-                        if event.seq > last + 1 {
-                            // A gap (this edge started after those updates, or they were
-                            // lost): the read model has them, or soon will.
-                            match fill_gap(&state, channel_id, last, event.seq).await {
-                                Ok(events) => pending = events,
-                                Err(error) => { yield Err(error.into()); return; }
-                            }
-                        }
-                        pending.push(event.clone());
-                    }
-                    Update::Membership { server_id, user_id, role }
-                        if *server_id == channel.server_id && *user_id == user =>
-                    {
-                        // Decided from the update itself: a read model that has not caught up
-                        // yet must not keep a removed member subscribed.
-                        let access = match role {
-                            Some(role) => ChannelAccess::Member {
-                                server_id: *server_id,
-                                role: *role,
-                                channel: ChannelFacts {
-                                    kind: channel.kind,
-                                    private: channel.private,
-                                    archived: channel.archived,
-                                },
-                            },
-                            None => ChannelAccess::NotAMember { server_id: *server_id },
-                        };
-                        if !access.can_view() {
-                            yield Err(ApiError::forbidden("you no longer have access to this channel").into());
-                            return;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        })
+        Ok(place_events(state, user, Place::Channel(channel), after, permit).await?)
+    }
+
+    /// Every change to a direct conversation's messages, in order, resumable with `after` like
+    /// `channelEvents`. `NOT_FOUND` unless the caller is in the conversation.
+    async fn conversation_events(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+        after: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChannelEvent>>> {
+        let state = state(ctx).clone();
+        let user = require_caller(ctx)?;
+        let id = ChannelId::parse(&conversation_id)
+            .map_err(|_| ApiError::bad_input("conversationId is not a valid id"))?;
+        let after = parse_cursor(after.as_deref(), "after")?;
+        let permit = subscription_permit(ctx)?;
+        let conversation = visible_conversation(&state, id, user).await?;
+        Ok(place_events(
+            state,
+            user,
+            Place::Conversation(conversation),
+            after,
+            permit,
+        )
+        .await?)
     }
 
     /// The caller's own news from any device: servers joined or left, removals, bans and role
-    /// changes. `ResyncNeeded` says some were missed; re-read `servers` then.
+    /// changes, and conversations opened with them. `ResyncNeeded` says some were missed;
+    /// re-read `servers` and `conversations` then.
     async fn user_events(
         &self,
         ctx: &Context<'_>,
@@ -207,15 +248,26 @@ impl SubscriptionRoot {
                     heard = updates.recv() => heard,
                 };
                 match heard {
-                    Ok(update) => {
-                        if let Update::Membership { server_id, role, .. } = update.as_ref() {
+                    Ok(update) => match update.as_ref() {
+                        Update::Membership { server_id, role, .. } => {
                             yield Ok(UserEvent::MembershipChanged(MembershipChanged {
                                 server_id: ID(server_id.to_string()),
                                 member: role.is_some(),
                                 role: role.map(RoleGql::from),
                             }));
                         }
-                    }
+                        Update::ConversationOpened { conversation_id, opened_by, participant_ids, opened_at } => {
+                            yield Ok(UserEvent::ConversationOpened(ConversationOpened {
+                                conversation: Conversation {
+                                    id: *conversation_id,
+                                    opened_by: *opened_by,
+                                    participants: participant_ids.clone(),
+                                    opened_at: *opened_at,
+                                },
+                            }));
+                        }
+                        Update::Channel(_) => {}
+                    },
                     Err(RecvError::Lagged(missed)) => {
                         yield Ok(UserEvent::ResyncNeeded(ResyncNeeded {
                             missed: i64::try_from(missed).unwrap_or(i64::MAX),

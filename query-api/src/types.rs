@@ -1,13 +1,13 @@
 //! The GraphQL object types of API.md.
 
 use aether_commands::service::{
-    ChannelRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,
+    ChannelRecord, ConversationRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,
 };
 use aether_domain::{ChannelId, ServerId, UserId};
 use aether_projections::read::PageFrom;
 use aether_projections::receipts::ReadStateRow;
 use aether_projections::rows::{
-    ChannelEventRow, ChannelRow, EditRow, MessageRow, ServerRow, UserRow,
+    ChannelEventRow, ChannelRow, ConversationRow, EditRow, MessageRow, ServerRow, UserRow,
 };
 use async_graphql::{ComplexObject, Context, Enum, Interface, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -245,6 +245,44 @@ pub(crate) async fn visible_channel(
     Ok(row)
 }
 
+/// Where messages live: a server's channel, or a direct conversation.
+#[derive(Clone, Debug)]
+pub(crate) enum Place {
+    Channel(ChannelRow),
+    Conversation(ConversationRow),
+}
+
+/// The channel or conversation `id` if `user` may see it; `None` if it does not exist or is
+/// hidden from them, so outsiders learn nothing.
+pub(crate) async fn visible_place(
+    state: &ApiState,
+    id: ChannelId,
+    user: UserId,
+) -> ApiResult<Option<Place>> {
+    if let Some(channel) = state.read.channel(id).await? {
+        let visible = state.read.channel_access(&channel, user).await?.can_view();
+        return Ok(visible.then_some(Place::Channel(channel)));
+    }
+    Ok(state
+        .read
+        .conversation(id)
+        .await?
+        .filter(|conversation| conversation.participants.contains(&user))
+        .map(Place::Conversation))
+}
+
+/// The conversation `id` if `user` is in it: `NOT_FOUND` otherwise, whether it exists or not.
+pub(crate) async fn visible_conversation(
+    state: &ApiState,
+    id: ChannelId,
+    user: UserId,
+) -> ApiResult<ConversationRow> {
+    match visible_place(state, id, user).await? {
+        Some(Place::Conversation(conversation)) => Ok(conversation),
+        _ => Err(ApiError::not_found("conversation")),
+    }
+}
+
 /// Whether the caller is a member of `server`; refuses otherwise.
 pub(crate) async fn require_member(
     state: &ApiState,
@@ -465,12 +503,7 @@ impl Channel {
 
     /// The caller's read pointer here and the unread and mention counts after it.
     async fn read_state(&self, ctx: &Context<'_>) -> async_graphql::Result<ReadState> {
-        let result: ApiResult<ReadState> = async {
-            let user = require_caller(ctx)?;
-            Ok(state(ctx).read.read_state(user, self.id).await?.into())
-        }
-        .await;
-        gql(result)
+        gql(read_state_in(ctx, self.id).await)
     }
 
     /// The channel's messages, oldest first within a page. `first`/`after` pages forward from
@@ -483,55 +516,144 @@ impl Channel {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<MessageConnection> {
-        let result: ApiResult<MessageConnection> = async {
-            let state = state(ctx);
-            let max = state.limits.max_page_size;
-            let first = page_size(first, "first", max)?;
-            let last = page_size(last, "last", max)?;
-            let after = parse_cursor(after.as_deref(), "after")?;
-            let before = parse_cursor(before.as_deref(), "before")?;
-            let (limit, from) = match (first, last) {
-                (Some(_), Some(_)) => {
-                    return Err(ApiError::bad_input("pass either first or last, not both"))
-                }
-                (Some(first), None) => (first, PageFrom::Start),
-                (None, Some(last)) => (last, PageFrom::End),
-                (None, None) => (max.min(50), PageFrom::End),
-            };
-            let mut rows = state
-                .read
-                .messages(self.id, after, before, limit + 1, from)
-                .await?;
-            let more = rows.len() as i64 > limit;
-            if more {
-                match from {
-                    PageFrom::Start => {
-                        rows.pop();
-                    }
-                    PageFrom::End => {
-                        rows.remove(0);
-                    }
-                }
+        gql(message_page(state(ctx), self.id, first, after, last, before).await)
+    }
+}
+
+/// The caller's read state in a channel or conversation.
+async fn read_state_in(ctx: &Context<'_>, place: ChannelId) -> ApiResult<ReadState> {
+    let user = require_caller(ctx)?;
+    Ok(state(ctx).read.read_state(user, place).await?.into())
+}
+
+/// A page of the messages of a channel or conversation, oldest first within the page.
+async fn message_page(
+    state: &ApiState,
+    place: ChannelId,
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+) -> ApiResult<MessageConnection> {
+    let max = state.limits.max_page_size;
+    let first = page_size(first, "first", max)?;
+    let last = page_size(last, "last", max)?;
+    let after = parse_cursor(after.as_deref(), "after")?;
+    let before = parse_cursor(before.as_deref(), "before")?;
+    let (limit, from) = match (first, last) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_input("pass either first or last, not both"))
+        }
+        (Some(first), None) => (first, PageFrom::Start),
+        (None, Some(last)) => (last, PageFrom::End),
+        (None, None) => (max.min(50), PageFrom::End),
+    };
+    let mut rows = state
+        .read
+        .messages(place, after, before, limit + 1, from)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    if more {
+        match from {
+            PageFrom::Start => {
+                rows.pop();
             }
-            let edges: Vec<MessageEdge> = rows
-                .into_iter()
-                .map(|row| MessageEdge {
-                    cursor: row.position.to_string(),
-                    node: row.into(),
-                })
-                .collect();
-            Ok(MessageConnection {
-                page_info: PageInfo {
-                    has_next_page: from == PageFrom::Start && more || before.is_some(),
-                    has_previous_page: from == PageFrom::End && more || after.is_some(),
-                    start_cursor: edges.first().map(|edge| edge.cursor.clone()),
-                    end_cursor: edges.last().map(|edge| edge.cursor.clone()),
-                },
-                edges,
-            })
+            PageFrom::End => {
+                rows.remove(0);
+            }
+        }
+    }
+    let edges: Vec<MessageEdge> = rows
+        .into_iter()
+        .map(|row| MessageEdge {
+            cursor: row.position.to_string(),
+            node: row.into(),
+        })
+        .collect();
+    Ok(MessageConnection {
+        page_info: PageInfo {
+            has_next_page: from == PageFrom::Start && more || before.is_some(),
+            has_previous_page: from == PageFrom::End && more || after.is_some(),
+            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+        },
+        edges,
+    })
+}
+
+/// A direct conversation, 1:1 or a group, outside any server. Its people never change.
+#[derive(Clone, Debug)]
+pub struct Conversation {
+    pub id: ChannelId,
+    pub opened_by: UserId,
+    pub participants: Vec<UserId>,
+    pub opened_at: DateTime<Utc>,
+}
+
+impl From<ConversationRow> for Conversation {
+    fn from(row: ConversationRow) -> Self {
+        Self {
+            id: row.id,
+            opened_by: row.opened_by,
+            participants: row.participants,
+            opened_at: row.opened_at,
+        }
+    }
+}
+
+impl From<ConversationRecord> for Conversation {
+    fn from(record: ConversationRecord) -> Self {
+        Self {
+            id: record.id,
+            opened_by: record.opened_by,
+            participants: record.participants,
+            opened_at: record.opened_at,
+        }
+    }
+}
+
+#[Object]
+impl Conversation {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+
+    /// Everyone in the conversation, the caller included.
+    async fn participants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
+        let result: ApiResult<Vec<User>> = async {
+            let mut users = Vec::with_capacity(self.participants.len());
+            for id in &self.participants {
+                users.push(load_user(state(ctx), *id).await?);
+            }
+            Ok(users)
         }
         .await;
         gql(result)
+    }
+
+    async fn opened_by(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.opened_by).await)
+    }
+
+    async fn opened_at(&self) -> DateTime<Utc> {
+        self.opened_at
+    }
+
+    /// The caller's read pointer here and the unread and mention counts after it.
+    async fn read_state(&self, ctx: &Context<'_>) -> async_graphql::Result<ReadState> {
+        gql(read_state_in(ctx, self.id).await)
+    }
+
+    /// The conversation's messages, paged like `Channel.messages`.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        gql(message_page(state(ctx), self.id, first, after, last, before).await)
     }
 }
 
@@ -608,8 +730,11 @@ impl From<MessageRow> for Message {
             created_at: row.created_at,
             edited_at: row.edited_at,
             deleted: row.deleted,
-            channel_id: Some(ID(row.channel_id.to_string())),
-            conversation_id: None,
+            channel_id: row.server_id.map(|_| ID(row.channel_id.to_string())),
+            conversation_id: row
+                .server_id
+                .is_none()
+                .then(|| ID(row.channel_id.to_string())),
             sequence: row.version,
             edits: row.edits.into_iter().map(MessageEdit::from).collect(),
         }
@@ -625,8 +750,11 @@ impl From<MessageRecord> for Message {
             created_at: record.created_at,
             edited_at: record.edited_at,
             deleted: record.deleted,
-            channel_id: Some(ID(record.channel_id.to_string())),
-            conversation_id: None,
+            channel_id: record.server_id.map(|_| ID(record.channel_id.to_string())),
+            conversation_id: record
+                .server_id
+                .is_none()
+                .then(|| ID(record.channel_id.to_string())),
             sequence: record.version,
             // The edit history is served by queries, from the timeline read model.
             edits: Vec::new(),
@@ -698,9 +826,16 @@ pub struct ResyncNeeded {
     pub missed: i64,
 }
 
+/// Someone opened a direct conversation with the caller (or the caller did, on any device).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ConversationOpened {
+    pub conversation: Conversation,
+}
+
 /// News for the signed-in user, whatever server or channel it concerns.
 #[derive(async_graphql::Union, Clone, Debug)]
 pub enum UserEvent {
     MembershipChanged(MembershipChanged),
+    ConversationOpened(ConversationOpened),
     ResyncNeeded(ResyncNeeded),
 }

@@ -44,7 +44,7 @@ async fn two_api_instances_share_one_log() -> anyhow::Result<()> {
     let mut anonymous_one = Client::new(one.local_addr);
     let mut anonymous_two = Client::new(two.local_addr);
     let (mut alice, _) = anonymous_one.register("alice").await?;
-    let (mut bob, _) = anonymous_two.register("bob").await?;
+    let (mut bob, bob_id) = anonymous_two.register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
     // Bob's instance has caught up with the join before bob subscribes there.
     bob.ok("{ me { id } }", json!({})).await?;
@@ -76,6 +76,50 @@ async fn two_api_instances_share_one_log() -> anyhow::Result<()> {
         history["channel"]["messages"]["edges"],
         json!([{ "node": { "body": "across instances" } }])
     );
+
+    // A direct conversation opened on instance one reaches bob on instance two through the
+    // log: its opening, then a message in it.
+    let opened = alice
+        .ok(
+            "mutation($u: [ID!]!) { openDirectConversation(userIds: $u) { id } }",
+            json!({ "u": [bob_id] }),
+        )
+        .await?;
+    let conversation = opened["openDirectConversation"]["id"].clone();
+    bob.consistency = newest(&None, &alice.consistency);
+    let seen = bob
+        .ok(
+            "query($c: ID!) { conversation(id: $c) { participants { username } } }",
+            json!({ "c": conversation }),
+        )
+        .await?;
+    let mut people: Vec<&str> = seen["conversation"]["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|person| person["username"].as_str())
+        .collect();
+    people.sort_unstable();
+    assert_eq!(people, ["alice", "bob"], "{seen}");
+    subscriber
+        .subscribe(
+            "2",
+            "subscription($c: ID!) { conversationEvents(conversationId: $c, after: \"0\") { \
+             ... on MessageSent { message { body conversationId } } } }",
+            json!({ "c": conversation }),
+        )
+        .await?;
+    alice
+        .ok(
+            "mutation($c: ID!) { sendMessage(input: {conversationId: $c, body: \"psst\"}) { id } }",
+            json!({ "c": conversation }),
+        )
+        .await?;
+    let event = subscriber.next_message().await?;
+    assert_eq!(event["id"], "2", "{event}");
+    let message = &event["payload"]["data"]["conversationEvents"]["message"];
+    assert_eq!(message["body"], "psst", "{event}");
+    assert_eq!(message["conversationId"], conversation);
 
     one.stop().await?;
     two.stop().await?;

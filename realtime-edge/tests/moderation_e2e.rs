@@ -175,21 +175,6 @@ async fn nobody_removes_or_bans_their_equals_or_betters() -> anyhow::Result<()> 
 const USER_EVENTS: &str = "subscription { userEvents { __typename \
      ... on MembershipChanged { serverId member role } ... on ResyncNeeded { missed } } }";
 
-/// The next `userEvents` payload of subscription `id`.
-async fn next_user_event(
-    subscriber: &mut Subscriber,
-    id: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let message = subscriber.next_message().await?;
-    anyhow::ensure!(
-        message["id"] == id
-            && message["type"] == "next"
-            && message["payload"].get("errors").is_none(),
-        "expected a user event for {id}, got {message}"
-    );
-    Ok(message["payload"]["data"]["userEvents"].clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_events_tell_a_member_of_their_own_joins_role_changes_and_removal(
 ) -> anyhow::Result<()> {
@@ -208,7 +193,7 @@ async fn user_events_tell_a_member_of_their_own_joins_role_changes_and_removal(
 
     let place = community(&mut alice, &mut bob).await?;
     alice.consistency = bob.consistency.clone();
-    let joined = next_user_event(&mut device, "u").await?;
+    let joined = device.next_data("u", "userEvents").await?;
     assert_eq!(
         joined,
         json!({ "__typename": "MembershipChanged", "serverId": place.server_id, "member": true, "role": "MEMBER" })
@@ -236,7 +221,7 @@ async fn user_events_tell_a_member_of_their_own_joins_role_changes_and_removal(
             json!({ "s": place.server_id, "u": bob_id }),
         )
         .await?;
-    let promoted = next_user_event(&mut device, "u").await?;
+    let promoted = device.next_data("u", "userEvents").await?;
     assert_eq!(promoted["member"], true);
     assert_eq!(promoted["role"], "MODERATOR");
 
@@ -246,7 +231,7 @@ async fn user_events_tell_a_member_of_their_own_joins_role_changes_and_removal(
             json!({ "s": place.server_id, "u": bob_id }),
         )
         .await?;
-    let removed = next_user_event(&mut device, "u").await?;
+    let removed = device.next_data("u", "userEvents").await?;
     assert_eq!(
         removed,
         json!({ "__typename": "MembershipChanged", "serverId": place.server_id, "member": false, "role": null })

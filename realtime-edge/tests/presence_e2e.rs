@@ -14,7 +14,7 @@ use aether_query_api::ephemeral::EphemeralLimits;
 use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running, UpdateFeed};
 use aether_test_support::{kafka_config, TestDatabase};
 use common::{community, Client, Subscriber};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const TYPING: &str =
     "subscription($c: ID!) { typing(channelId: $c) { channelId typing expiresAt user { username } } }";
@@ -39,20 +39,6 @@ fn config(dir: &Path) -> EmbeddedConfig {
         ephemeral: limits(),
         ..EmbeddedConfig::default()
     }
-}
-
-/// The next `next` payload's data for subscription `id`, under `field`.
-async fn next(subscriber: &mut Subscriber, id: &str, field: &str) -> anyhow::Result<Value> {
-    let message = subscriber.next_message().await?;
-    anyhow::ensure!(
-        message["id"] == id && message["type"] == "next",
-        "expected an event for {id}, got {message}"
-    );
-    anyhow::ensure!(
-        message["payload"].get("errors").is_none(),
-        "subscription error: {message}"
-    );
-    Ok(message["payload"]["data"][field].clone())
 }
 
 fn token(client: &Client) -> String {
@@ -85,12 +71,12 @@ async fn typing_reaches_other_members_and_expires() -> anyhow::Result<()> {
         .await?;
     assert_eq!(again["startTyping"], false);
 
-    let typing = next(&mut watcher, "t", "typing").await?;
+    let typing = watcher.next_data("t", "typing").await?;
     assert_eq!(typing["typing"], true);
     assert_eq!(typing["user"]["username"], "alice");
     assert_eq!(typing["channelId"], place.channel_id.as_str());
     // Not renewed: it lapses by itself.
-    let stopped = next(&mut watcher, "t", "typing").await?;
+    let stopped = watcher.next_data("t", "typing").await?;
     assert_eq!(stopped["typing"], false);
     assert_eq!(stopped["user"]["username"], "alice");
     watcher.assert_quiet(Duration::from_millis(300)).await?;
@@ -164,10 +150,10 @@ async fn presence_and_typing_cross_instances() -> anyhow::Result<()> {
 
     // Bob connects to instance two: online on instance one.
     let bob_socket = Subscriber::connect(two.local_addr, &token(&bob)).await?;
-    let mut seen = next(&mut watcher, "p", "presence").await?;
+    let mut seen = watcher.next_data("p", "presence").await?;
     // Alice's own connection may be announced first.
     if seen["user"]["username"] == "alice" {
-        seen = next(&mut watcher, "p", "presence").await?;
+        seen = watcher.next_data("p", "presence").await?;
     }
     assert_eq!(seen["user"]["username"], "bob", "{seen}");
     assert_eq!(seen["status"], "ONLINE");
@@ -176,15 +162,15 @@ async fn presence_and_typing_cross_instances() -> anyhow::Result<()> {
     bob_on_two
         .ok(START_TYPING, json!({ "c": place.channel_id }))
         .await?;
-    let typing = next(&mut watcher, "t", "typing").await?;
+    let typing = watcher.next_data("t", "typing").await?;
     assert_eq!(typing["user"]["username"], "bob");
     assert_eq!(typing["typing"], true);
-    let stopped = next(&mut watcher, "t", "typing").await?;
+    let stopped = watcher.next_data("t", "typing").await?;
     assert_eq!(stopped["typing"], false);
 
     // Bob's last connection closes: offline on instance one, after the grace.
     drop(bob_socket);
-    let gone = next(&mut watcher, "p", "presence").await?;
+    let gone = watcher.next_data("p", "presence").await?;
     assert_eq!(gone["user"]["username"], "bob");
     assert_eq!(gone["status"], "OFFLINE");
 

@@ -159,14 +159,14 @@ async fn mark_read_refuses_what_the_caller_cannot_mark() -> anyhow::Result<()> {
         .error_code(MARK_READ, json!({ "c": channel, "m": elsewhere }))
         .await?;
     assert_eq!(code, "NOT_FOUND");
-    // Conversations are not built yet.
+    // An id that names no conversation.
     let code = bob
         .error_code(
             "mutation($m: ID!) { markRead(input: {conversationId: $m, messageId: $m}) { unreadCount } }",
             json!({ "m": message }),
         )
         .await?;
-    assert_eq!(code, "BAD_USER_INPUT");
+    assert_eq!(code, "NOT_FOUND");
 
     // None of that moved bob's pointer.
     let state = read_state(&mut bob, channel).await?;

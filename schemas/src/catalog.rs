@@ -12,6 +12,7 @@
 //! version (see [`crate::compat`]) and when a golden example under `schemas/golden/` no longer
 //! decodes.
 
+use aether_domain::conversation::{Conversation, ConversationEvent};
 use aether_domain::message::{Message, MessageEvent};
 use aether_domain::receipts::{ReadMarker, ReadMarkerEvent};
 use aether_domain::server::{Server, ServerEvent};
@@ -51,6 +52,7 @@ pub struct EventType {
 
 const USER: &str = User::TYPE;
 const SERVER: &str = Server::TYPE;
+const CONVERSATION: &str = Conversation::TYPE;
 const MESSAGE: &str = Message::TYPE;
 const READ_MARKER: &str = ReadMarker::TYPE;
 const SESSION: &str = Session::TYPE;
@@ -206,10 +208,25 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A ban was lifted; the user may join again with an invite.",
     ),
     event(
+        "ConversationOpened",
+        CONVERSATION,
+        topics::MESSAGE_EVENTS,
+        "A direct conversation (1:1 or group, outside any server) began between a fixed set of \
+         people. Keyed by the conversation id, like its messages, so it reaches a consumer \
+         before any of them.",
+    ),
+    event(
         "MessageSent",
         MESSAGE,
         topics::MESSAGE_EVENTS,
         "A message was posted in a channel.",
+    ),
+    event(
+        "DirectMessageSent",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "A message was posted in a direct conversation. Its later `MessageEdited` and \
+         `MessageDeleted` carry the conversation id as their `channel_id`.",
     ),
     event(
         "MessageEdited",
@@ -230,6 +247,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         topics::MESSAGE_EVENTS,
         "A member read a channel up to a message. Keyed by the channel, like its messages, so \
          a consumer sees it after the message it points at.",
+    ),
+    event(
+        "ConversationMarkedRead",
+        READ_MARKER,
+        topics::MESSAGE_EVENTS,
+        "A participant read a direct conversation up to a message. Keyed by the conversation.",
     ),
 ];
 
@@ -344,7 +367,7 @@ pub fn domain_event_types(aggregate_type: &str) -> Result<Vec<String>, CatalogEr
 }
 
 /// The aggregate types whose events are public.
-pub const AGGREGATE_TYPES: [&str; 5] = [USER, SESSION, SERVER, MESSAGE, READ_MARKER];
+pub const AGGREGATE_TYPES: [&str; 6] = [USER, SESSION, SERVER, CONVERSATION, MESSAGE, READ_MARKER];
 
 /// Brings an envelope written at an older version of its event type up to the current one,
 /// so that [`EventEnvelope::decode`] reads it with today's domain types.
@@ -382,6 +405,7 @@ fn event_enum_schema(aggregate_type: &str) -> Result<Value, CatalogError> {
     match aggregate_type {
         USER => Ok(schema_of::<UserEvent>()),
         SERVER => Ok(schema_of::<ServerEvent>()),
+        CONVERSATION => Ok(schema_of::<ConversationEvent>()),
         MESSAGE => Ok(schema_of::<MessageEvent>()),
         READ_MARKER => Ok(schema_of::<ReadMarkerEvent>()),
         SESSION => Ok(schema_of::<SessionEvent>()),

@@ -5,8 +5,9 @@
 pub const IDENTITY_EVENTS: &str = "aether.identity.events.v1";
 /// Servers: channels, members, roles, invites. Key: server id.
 pub const SERVER_EVENTS: &str = "aether.servers.events.v1";
-/// Messages and read markers. Key: channel id, so one partition holds a channel's history in
-/// order, with each read marker after the message it points at.
+/// Messages, read markers and direct conversations. Key: channel (or conversation) id, so one
+/// partition holds a channel's history in order, with each read marker after the message it
+/// points at and a conversation's opening before its messages.
 pub const MESSAGE_EVENTS: &str = "aether.messages.events.v1";
 /// Projection updates for the realtime edge. Key: the read-model row's key (a channel id).
 pub const UPDATES: &str = "aether.updates.v1";
@@ -23,7 +24,7 @@ pub fn topic_for(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {
         "User" | "Session" => Some(IDENTITY_EVENTS),
         "Server" => Some(SERVER_EVENTS),
-        "Message" | "ReadMarker" => Some(MESSAGE_EVENTS),
+        "Message" | "ReadMarker" | "Conversation" => Some(MESSAGE_EVENTS),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@
 //! Bounded for CI (`PROPTEST_CASES`, 512 here by default); a longer run:
 //! `PROPTEST_CASES=200000 cargo test -p aether-schemas --test decoder_properties`.
 
+use aether_domain::conversation::ConversationEvent;
 use aether_domain::message::MessageEvent;
 use aether_domain::receipts::ReadMarkerEvent;
 use aether_domain::server::ServerEvent;
@@ -64,6 +65,7 @@ fn consume(envelope: EventEnvelope) -> Result<(), String> {
         "User" => envelope.decode::<UserEvent>().map(drop),
         "Server" => envelope.decode::<ServerEvent>().map(drop),
         "Message" => envelope.decode::<MessageEvent>().map(drop),
+        "Conversation" => envelope.decode::<ConversationEvent>().map(drop),
         "ReadMarker" => envelope.decode::<ReadMarkerEvent>().map(drop),
         "Session" => envelope.decode::<SessionEvent>().map(drop),
         other => return Err(format!("unknown aggregate type {other}")),

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use aether_domain::conversation::ConversationEvent;
 use aether_domain::message::MessageEvent;
 use aether_domain::receipts::ReadMarkerEvent;
 use aether_domain::server::ServerEvent;
@@ -233,6 +234,7 @@ fn check_golden(name: &str, path: &Path) -> Result<(), String> {
         "User" => round_trip::<UserEvent>(&current),
         "Server" => round_trip::<ServerEvent>(&current),
         "Message" => round_trip::<MessageEvent>(&current),
+        "Conversation" => round_trip::<ConversationEvent>(&current),
         "ReadMarker" => round_trip::<ReadMarkerEvent>(&current),
         "Session" => round_trip::<SessionEvent>(&current),
         other => Err(format!("no domain events for aggregate type {other}")),

@@ -114,6 +114,9 @@ impl UpdateSink for KafkaUpdates {
             let key = match &update {
                 Update::Channel(row) => row.channel_id.to_string(),
                 Update::Membership { server_id, .. } => server_id.to_string(),
+                Update::ConversationOpened {
+                    conversation_id, ..
+                } => conversation_id.to_string(),
             };
             let Ok(payload) = serde_json::to_vec(&update) else {
                 continue;

@@ -287,8 +287,9 @@ impl Subscriber {
         }
     }
 
-    /// The next `next` payload's data for subscription `id`.
-    pub async fn next_event(&mut self, id: &str) -> anyhow::Result<Value> {
+    /// The next `next` payload's data for subscription `id`, under its field `field`; an error
+    /// if anything else arrives, or the payload carries errors.
+    pub async fn next_data(&mut self, id: &str, field: &str) -> anyhow::Result<Value> {
         let message = self.next_message().await?;
         if message["id"] != id || message["type"] != "next" {
             bail!("expected an event for {id}, got {message}");
@@ -296,7 +297,12 @@ impl Subscriber {
         if message["payload"].get("errors").is_some() {
             bail!("subscription error: {message}");
         }
-        Ok(message["payload"]["data"]["channelEvents"].clone())
+        Ok(message["payload"]["data"][field].clone())
+    }
+
+    /// The next `channelEvents` event of subscription `id`.
+    pub async fn next_event(&mut self, id: &str) -> anyhow::Result<Value> {
+        self.next_data(id, "channelEvents").await
     }
 
     /// Nothing arrives within `wait`.

@@ -180,14 +180,11 @@ impl MongoProjection for MongoTimelineProjection {
                 channel_order.push(channel_key.clone());
             }
             let (kind, id) = match event {
-                MessageEvent::MessageSent {
-                    message_id,
-                    server_id,
-                    author_id,
-                    body,
-                    sent_at,
-                    ..
-                } => {
+                MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
+                    let Some(sent) = event.sent() else {
+                        continue;
+                    };
+                    let message_id = sent.message_id;
                     let key = message_id.to_string();
                     if messages.contains_key(&key) {
                         return Err(StoreError::Event {
@@ -202,10 +199,10 @@ impl MongoProjection for MongoTimelineProjection {
                             row: MessageRow {
                                 id: message_id,
                                 channel_id: channel,
-                                server_id,
-                                author_id,
-                                body: Some(body.into_inner()),
-                                created_at: millis(sent_at),
+                                server_id: sent.server_id,
+                                author_id: sent.author_id,
+                                body: Some(sent.body.into_inner()),
+                                created_at: millis(sent.sent_at),
                                 edited_at: None,
                                 deleted: false,
                                 position: head.last_message,
@@ -323,6 +320,7 @@ impl MongoProjection for MongoTimelineProjection {
 fn message_id(event: &MessageEvent) -> MessageId {
     match event {
         MessageEvent::MessageSent { message_id, .. }
+        | MessageEvent::DirectMessageSent { message_id, .. }
         | MessageEvent::MessageEdited { message_id, .. }
         | MessageEvent::MessageDeleted { message_id, .. } => *message_id,
     }
@@ -370,7 +368,7 @@ pub fn message_document(row: &MessageRow) -> Document {
     doc! {
         "_id": row.id.to_string(),
         "channel_id": row.channel_id.to_string(),
-        "server_id": row.server_id.to_string(),
+        "server_id": row.server_id.map(|server| server.to_string()),
         "author_id": row.author_id.to_string(),
         "body": row.body.clone(),
         "created_at": bson_time(row.created_at),
@@ -406,7 +404,11 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
     Some(MessageRow {
         id: MessageId::parse(id("_id")?).ok()?,
         channel_id: ChannelId::parse(id("channel_id")?).ok()?,
-        server_id: ServerId::parse(id("server_id")?).ok()?,
+        server_id: match document.get("server_id") {
+            Some(Bson::String(server)) => Some(ServerId::parse(server).ok()?),
+            Some(Bson::Null) | None => None,
+            Some(_) => return None,
+        },
         author_id: UserId::parse(id("author_id")?).ok()?,
         body,
         created_at: chrono_time(*document.get_datetime("created_at").ok()?)?,

@@ -1,5 +1,6 @@
-//! The catalog read model in PostgreSQL: users, servers, channels, members, invites and bans. The
-//! statements are the embedded store's (`crate::catalog`); only the tables are PostgreSQL's.
+//! The catalog read model in PostgreSQL: users, servers, channels, members, invites, bans and
+//! direct conversations. The statements are the embedded store's (`crate::catalog`); only the
+//! tables are PostgreSQL's.
 
 use async_trait::async_trait;
 use sqlx::PgConnection;
@@ -73,6 +74,18 @@ CREATE TABLE IF NOT EXISTS bans (
     banned_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (server_id, user_id)
 );
+CREATE TABLE IF NOT EXISTS conversations (
+    id        TEXT        PRIMARY KEY,
+    opened_by TEXT        NOT NULL,
+    opened_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversation_participants (
+    conversation_id TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS conversation_participants_by_user
+    ON conversation_participants (user_id);
 "#
     }
 
@@ -87,6 +100,11 @@ CREATE TABLE IF NOT EXISTS bans (
             ),
             ("invites", "SELECT * FROM invites ORDER BY code"),
             ("bans", "SELECT * FROM bans ORDER BY server_id, user_id"),
+            ("conversations", "SELECT * FROM conversations ORDER BY id"),
+            (
+                "conversation_participants",
+                "SELECT * FROM conversation_participants ORDER BY conversation_id, user_id",
+            ),
         ]
     }
 

@@ -100,28 +100,27 @@ async fn apply_event(tx: &mut PgConnection, envelope: &EventEnvelope) -> Result<
 }
 
 async fn apply_message(tx: &mut PgConnection, event: MessageEvent) -> Result<(), sqlx::Error> {
+    if let Some(sent) = event.sent() {
+        // Direct conversations (no server) are private to their participants: not indexed.
+        let Some(server_id) = sent.server_id else {
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO search_messages (id, channel_id, server_id, author_id, body, sent_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(sent.message_id.to_string())
+        .bind(sent.channel_id.to_string())
+        .bind(server_id.to_string())
+        .bind(sent.author_id.to_string())
+        .bind(sent.body.as_str())
+        .bind(sent.sent_at)
+        .execute(&mut *tx)
+        .await?;
+        return Ok(());
+    }
     match event {
-        MessageEvent::MessageSent {
-            message_id,
-            channel_id,
-            server_id,
-            author_id,
-            body,
-            sent_at,
-        } => {
-            sqlx::query(
-                "INSERT INTO search_messages (id, channel_id, server_id, author_id, body, sent_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(message_id.to_string())
-            .bind(channel_id.to_string())
-            .bind(server_id.to_string())
-            .bind(author_id.to_string())
-            .bind(body.as_str())
-            .bind(sent_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {}
         MessageEvent::MessageEdited {
             message_id, body, ..
         } => {
