@@ -104,6 +104,8 @@ pub struct Settings {
     pub seconds: u64,
     pub warmup_s: u64,
     pub pool: u32,
+    /// Commands per PostgreSQL transaction at most; 0: one transaction per command.
+    pub group_commit: usize,
     pub partitions: i32,
     pub channels: usize,
     pub postgres: String,
@@ -230,6 +232,7 @@ impl Results {
                 "seconds_per_level": s.seconds,
                 "warmup_s": s.warmup_s,
                 "api_postgres_pool": s.pool,
+                "api_group_commit": s.group_commit,
                 "partitions": s.partitions,
                 "channels": s.channels,
                 "postgres": s.postgres,
@@ -309,8 +312,18 @@ impl Results {
         let _ = writeln!(
             out,
             "| run | levels {:?} clients × {} s (after a {} s warm-up), API pool {} connections, \
-             {} partitions, {} channels; whole run {:.0} s |\n",
-            s.levels, s.seconds, s.warmup_s, s.pool, s.partitions, s.channels, self.wall_s
+             group commit {}, {} partitions, {} channels; whole run {:.0} s |\n",
+            s.levels,
+            s.seconds,
+            s.warmup_s,
+            s.pool,
+            match s.group_commit {
+                0 => "off (a transaction per command)".to_owned(),
+                max => format!("up to {max} commands per transaction"),
+            },
+            s.partitions,
+            s.channels,
+            self.wall_s
         );
 
         for note in &self.notes {

@@ -85,6 +85,10 @@ pub struct Args {
     /// Longest wait for the outbox to empty after a level.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
+    /// Commands per PostgreSQL transaction at most in the API role (`--postgres-group-commit`
+    /// of `aether serve`); 0: one transaction per command.
+    #[arg(long, default_value_t = aether_commands::postgres::DEFAULT_GROUP_COMMIT_MAX)]
+    group_commit: usize,
 }
 
 impl Args {
@@ -156,6 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         seconds: args.seconds,
         warmup_s: args.warmup,
         pool: args.pool,
+        group_commit: args.group_commit,
         partitions: args.partitions,
         channels: args.channels,
         postgres: redact_password(&args.postgres),
@@ -176,7 +181,8 @@ async fn measure(
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let store = PgEventStore::connect(&db.url, args.pool, Duration::from_secs(5))
         .await
-        .context("connecting to PostgreSQL")?;
+        .context("connecting to PostgreSQL")?
+        .with_group_commit(args.group_commit);
     store.migrate().await?;
     // The benchmark's own connection: outbox polling, the sample row, setup of baselines.
     let watch = PgPoolOptions::new()

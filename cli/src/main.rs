@@ -55,6 +55,8 @@ enum ProjectorsAtStart {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up and matched right away: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run every role in one process on SQLite files under the data directory (no services
     /// needed): event store, projectors, read models and the GraphQL API at /graphql.

@@ -27,6 +27,11 @@ pub struct PostgresArgs {
     /// Seconds to wait for a connection before a command fails.
     #[arg(long, default_value_t = 5, env = "AETHER_POSTGRES_CONNECT_TIMEOUT")]
     pub postgres_connect_timeout: u64,
+
+    /// Commands written in one PostgreSQL transaction at most (group commit); 0 writes each
+    /// command in its own transaction.
+    #[arg(long, default_value_t = aether_commands::postgres::DEFAULT_GROUP_COMMIT_MAX, env = "AETHER_POSTGRES_GROUP_COMMIT")]
+    pub postgres_group_commit: usize,
 }
 
 impl PostgresArgs {
@@ -37,6 +42,7 @@ impl PostgresArgs {
             Duration::from_secs(self.postgres_connect_timeout),
         )
         .await
+        .map(|store| store.with_group_commit(self.postgres_group_commit))
         .context("cannot reach PostgreSQL")
     }
 }

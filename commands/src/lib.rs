@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod error;
+pub mod group_commit;
 pub mod keys;
 pub mod mirror;
 pub mod postgres;

@@ -1,6 +1,12 @@
 //! The distributed event store on PostgreSQL: postgres-es stores and loads events; triggers in
 //! the same transaction chain their hashes, fill the write-side directory and the outbox that the
 //! relay publishes to Kafka.
+//!
+//! Appends of one process are group-committed ([`GroupCommit`]): commands that arrive while a
+//! transaction is being written share the next one, so they share its commit, its WAL flush and
+//! its one outbox notification. (`NOTIFY` holds a database-wide lock from before commit until
+//! the end of the transaction, so transactions that notify commit one after the other, each
+//! with its own flush; one transaction per command capped the store at its flush rate.)
 
 use std::time::Duration;
 
@@ -14,13 +20,20 @@ use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
+use crate::group_commit::{AppendOutcome, GroupCommit, GroupWriter};
 use crate::sqlite::chain_link;
 use crate::store::{ChainCursor, DirectoryKind, Position, StoreError, WriteStore};
+
+/// Commands written in one transaction at most, by default.
+pub const DEFAULT_GROUP_COMMIT_MAX: usize = 256;
 
 #[derive(Clone)]
 pub struct PgEventStore {
     repo: std::sync::Arc<PostgresEventRepository>,
     pool: PgPool,
+    /// Commands' events waiting for the next group commit; `None` when each command writes
+    /// its own transaction.
+    appends: Option<GroupCommit<Vec<SerializedEvent>>>,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -58,7 +71,15 @@ impl PgEventStore {
         Self {
             repo: std::sync::Arc::new(PostgresEventRepository::new(pool.clone())),
             pool,
+            appends: Some(GroupCommit::new(DEFAULT_GROUP_COMMIT_MAX)),
         }
+    }
+
+    /// Writes at most `max` commands in one transaction; 0 turns group commit off, so that
+    /// each command writes its own transaction, concurrently with the others.
+    pub fn with_group_commit(mut self, max: usize) -> Self {
+        self.appends = (max > 0).then(|| GroupCommit::new(max));
+        self
     }
 
     /// Creates or upgrades the event-store tables (`aether migrate`).
@@ -182,8 +203,95 @@ async fn insert_event(
         .map_err(append_error)
 }
 
-impl WriteStore for PgEventStore {
-    async fn append(&self, events: &[SerializedEvent]) -> Result<i64, PersistenceError> {
+fn group_error(error: sqlx::Error) -> String {
+    error.to_string()
+}
+
+impl PgEventStore {
+    /// Writes each command's events in one transaction, without savepoints: the usual case,
+    /// where no command of the group lost a race. `Ok(None)` when an insert failed (the
+    /// transaction is rolled back, nothing is kept), so that the group is written again command
+    /// by command and only the failing command fails.
+    async fn write_group_at_once(
+        &self,
+        group: &[Vec<SerializedEvent>],
+    ) -> Result<Option<Vec<AppendOutcome>>, String> {
+        let mut tx = self.pool.begin().await.map_err(group_error)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for events in group {
+            let mut position = 0;
+            for event in events {
+                match insert_event(&mut *tx, event).await {
+                    Ok(written) => position = written,
+                    // A lost race, or a statement this command's events alone made fail.
+                    Err(_) => return Ok(None),
+                }
+            }
+            outcomes.push(Ok(position));
+        }
+        tx.commit().await.map_err(group_error)?;
+        Ok(Some(outcomes))
+    }
+
+    /// Writes each command's events in its own savepoint: a command that lost a race (a taken
+    /// sequence or directory key) is undone alone, and its outcome says so.
+    async fn write_group_by_command(
+        &self,
+        group: &[Vec<SerializedEvent>],
+    ) -> Result<Vec<AppendOutcome>, String> {
+        let mut tx = self.pool.begin().await.map_err(group_error)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for events in group {
+            sqlx::query("SAVEPOINT command")
+                .execute(&mut *tx)
+                .await
+                .map_err(group_error)?;
+            let mut outcome = Ok(0);
+            for event in events {
+                match insert_event(&mut *tx, event).await {
+                    Ok(position) => outcome = Ok(position),
+                    Err(error) => {
+                        outcome = Err(error);
+                        break;
+                    }
+                }
+            }
+            if outcome.is_err() {
+                sqlx::query("ROLLBACK TO SAVEPOINT command")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(group_error)?;
+            }
+            sqlx::query("RELEASE SAVEPOINT command")
+                .execute(&mut *tx)
+                .await
+                .map_err(group_error)?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await.map_err(group_error)?;
+        Ok(outcomes)
+    }
+}
+
+impl GroupWriter<Vec<SerializedEvent>> for PgEventStore {
+    async fn write_group(
+        &self,
+        group: &[Vec<SerializedEvent>],
+    ) -> Result<Vec<AppendOutcome>, String> {
+        if let [events] = group {
+            // A command alone needs no savepoint: its own transaction is its outcome.
+            return Ok(vec![self.append_alone(events).await]);
+        }
+        match self.write_group_at_once(group).await? {
+            Some(outcomes) => Ok(outcomes),
+            None => self.write_group_by_command(group).await,
+        }
+    }
+}
+
+impl PgEventStore {
+    /// One command's events in their own transaction.
+    async fn append_alone(&self, events: &[SerializedEvent]) -> AppendOutcome {
         match events {
             [] => Ok(0),
             // One statement is its own transaction: one round trip instead of four.
@@ -201,6 +309,15 @@ impl WriteStore for PgEventStore {
                 tx.commit().await.map_err(append_error)?;
                 Ok(position)
             }
+        }
+    }
+}
+
+impl WriteStore for PgEventStore {
+    async fn append(&self, events: &[SerializedEvent]) -> Result<i64, PersistenceError> {
+        match &self.appends {
+            Some(appends) if !events.is_empty() => appends.submit(self, events.to_vec()).await,
+            _ => self.append_alone(events).await,
         }
     }
 

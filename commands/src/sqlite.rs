@@ -18,8 +18,9 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::Row;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
+use crate::group_commit::{AppendOutcome, GroupCommit, GroupWriter};
 use crate::store::{
     ChainCursor, DirectoryConflict, DirectoryKind, EventRef, Position, StoreError, WriteStore,
 };
@@ -40,12 +41,11 @@ pub struct MirroredEvent {
 pub struct SqliteEventStore {
     pool: SqlitePool,
     head: Arc<watch::Sender<i64>>,
-    /// Writers of this process take turns here, in arrival order, before they ask SQLite for
-    /// its write lock: contending for that lock directly makes the losers sleep in SQLite's
-    /// busy handler (up to 100 ms a time), which under load costs more than the writes.
-    writer: Arc<tokio::sync::Mutex<()>>,
-    /// Commands waiting for the next group commit.
-    pending: Arc<std::sync::Mutex<Vec<PendingAppend>>>,
+    /// Commands waiting for the next group commit, and the write turn. Writers of this process
+    /// take turns there, in arrival order, before they ask SQLite for its write lock:
+    /// contending for that lock directly makes the losers sleep in SQLite's busy handler (up
+    /// to 100 ms a time), which under load costs more than the writes.
+    appends: GroupCommit<PendingAppend>,
 }
 
 impl std::fmt::Debug for SqliteEventStore {
@@ -93,8 +93,7 @@ impl SqliteEventStore {
         Ok(Self {
             pool,
             head: Arc::new(head),
-            writer: Arc::default(),
-            pending: Arc::default(),
+            appends: GroupCommit::new(GROUP_COMMIT_MAX),
         })
     }
 
@@ -146,7 +145,7 @@ impl SqliteEventStore {
         offsets: &[(String, i32, i64)],
     ) -> Result<(), StoreError> {
         let unavailable = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
-        let _turn = self.writer.lock().await;
+        let _turn = self.appends.turn().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -293,92 +292,29 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// A snapshot written with a command's events: aggregate type, id, state and version.
 type SnapshotUpdate = (&'static str, String, Value, usize);
 
-/// One command's events waiting for the next group commit.
+/// One command's events (and snapshot) waiting for the next group commit.
 struct PendingAppend {
     events: Vec<SerializedEvent>,
     snapshot: Option<SnapshotUpdate>,
-    done: oneshot::Sender<Result<i64, PersistenceError>>,
 }
 
-/// Tells every command of a group whose transaction failed as a whole that nothing was written.
-fn fail_group(group: Vec<PendingAppend>, error: &sqlx::Error) {
-    for append in group {
-        let _ = append
-            .done
-            .send(Err(PersistenceError::ConnectionError(Box::new(
-                std::io::Error::other(error.to_string()),
-            ))));
-    }
-}
-
-fn queue_poisoned() -> PersistenceError {
-    PersistenceError::UnknownError("the append queue is poisoned".into())
-}
-
-/// The task writing a command's group went away before telling its outcome.
-fn write_interrupted() -> PersistenceError {
-    PersistenceError::UnknownError("the write carrying this command was interrupted".into())
-}
-
-impl SqliteEventStore {
-    /// Appends events (and a snapshot) atomically; returns the last event's position.
-    ///
-    /// Group commit: the command that gets the write turn writes every command waiting
-    /// behind it too, each inside its own savepoint (so one command's conflict undoes only that
-    /// command), in one transaction with one fsync; each caller gets its own outcome.
-    async fn append_with_snapshot(
-        &self,
-        events: &[SerializedEvent],
-        snapshot: Option<SnapshotUpdate>,
-    ) -> Result<i64, PersistenceError> {
-        let (done, mut outcome) = oneshot::channel();
-        self.pending
-            .lock()
-            .map_err(|_| queue_poisoned())?
-            .push(PendingAppend {
-                events: events.to_vec(),
-                snapshot,
-                done,
-            });
-        let turn = Arc::clone(&self.writer).lock_owned().await;
-        match outcome.try_recv() {
-            Ok(result) => return result,
-            Err(oneshot::error::TryRecvError::Closed) => return Err(write_interrupted()),
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let group: Vec<PendingAppend> = {
-            let mut pending = self.pending.lock().map_err(|_| queue_poisoned())?;
-            let take = pending.len().min(GROUP_COMMIT_MAX);
-            pending.drain(..take).collect()
-        };
-        // The group is written by its own task holding the turn: a caller that goes away (a
-        // client hanging up) must not cut off the other commands' write halfway.
-        let store = self.clone();
-        tokio::spawn(async move {
-            store.commit_group(group).await;
-            drop(turn);
-        });
-        outcome.await.unwrap_or_else(|_| Err(write_interrupted()))
-    }
-
-    /// Writes `group` in one transaction and tells each command its outcome.
-    async fn commit_group(&self, group: Vec<PendingAppend>) {
-        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
-            Ok(tx) => tx,
-            Err(error) => return fail_group(group, &error),
-        };
+impl GroupWriter<PendingAppend> for SqliteEventStore {
+    /// Writes `group` in one transaction, each command in its own savepoint.
+    async fn write_group(&self, group: &[PendingAppend]) -> Result<Vec<AppendOutcome>, String> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| e.to_string())?;
         let mut outcomes = Vec::with_capacity(group.len());
-        for append in &group {
-            let outcome = Self::write_in_savepoint(&mut tx, append).await;
-            match outcome {
-                Ok(written) => outcomes.push(written),
-                // The transaction itself failed: nothing of the group is kept.
-                Err(error) => return fail_group(group, &error),
-            }
+        for append in group {
+            outcomes.push(
+                Self::write_in_savepoint(&mut tx, append)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
-        if let Err(error) = tx.commit().await {
-            return fail_group(group, &error);
-        }
+        tx.commit().await.map_err(|e| e.to_string())?;
         let newest = outcomes
             .iter()
             .filter_map(|outcome| outcome.as_ref().ok())
@@ -386,9 +322,26 @@ impl SqliteEventStore {
             .max()
             .unwrap_or(0);
         self.head.send_modify(|head| *head = (*head).max(newest));
-        for (append, outcome) in group.into_iter().zip(outcomes) {
-            let _ = append.done.send(outcome);
-        }
+        Ok(outcomes)
+    }
+}
+
+impl SqliteEventStore {
+    /// Appends events (and a snapshot) atomically; returns the last event's position.
+    ///
+    /// Group commit ([`GroupCommit`]): the command that gets the write turn writes every
+    /// command waiting behind it too, each inside its own savepoint (so one command's conflict
+    /// undoes only that command), in one transaction with one fsync.
+    async fn append_with_snapshot(
+        &self,
+        events: &[SerializedEvent],
+        snapshot: Option<SnapshotUpdate>,
+    ) -> Result<i64, PersistenceError> {
+        let append = PendingAppend {
+            events: events.to_vec(),
+            snapshot,
+        };
+        self.appends.submit(self, append).await
     }
 
     /// `append` inside a savepoint: its own failure (a lost race, a taken name) undoes only its

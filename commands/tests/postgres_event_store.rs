@@ -178,3 +178,91 @@ async fn a_member_who_left_a_moment_ago_is_refused_even_by_a_service_that_cached
     db.drop_database().await?;
     Ok(())
 }
+
+/// Commands arriving together share transactions (group commit), yet each keeps its own
+/// outcome: every command on its own aggregate lands whole with its outbox rows, of 20 racing
+/// for the same sequences exactly one lands and the others are refused with nothing left
+/// behind, and the hash chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_appends_share_transactions_but_keep_their_own_outcomes() -> anyhow::Result<()>
+{
+    use aether_commands::store::WriteStore;
+    use cqrs_es::persist::PersistenceError;
+
+    let db = TestDatabase::create().await?;
+    let store = store(&db).await?;
+    let pool = store.pool().clone();
+    let solos = |range: std::ops::Range<usize>, tasks: &mut tokio::task::JoinSet<_>| {
+        for n in range {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let id = format!("solo-{n}");
+                (
+                    false,
+                    store
+                        .append(&[
+                            aether_test_support::probe_event(&id, 1, "a"),
+                            aether_test_support::probe_event(&id, 2, "b"),
+                        ])
+                        .await,
+                )
+            });
+        }
+    };
+    // 100 commands at once, none in conflict: they share transactions.
+    let mut tasks = tokio::task::JoinSet::new();
+    solos(0..100, &mut tasks);
+    while let Some(joined) = tasks.join_next().await {
+        assert!(joined?.1.is_ok());
+    }
+    let transactions: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    assert!(
+        transactions < 100,
+        "{transactions} transactions for 100 commands"
+    );
+
+    // 20 more, among 20 racing for one aggregate's sequences.
+    solos(100..120, &mut tasks);
+    for n in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let note = format!("racer {n}");
+            let events = [
+                aether_test_support::probe_event("contested", 1, &note),
+                aether_test_support::probe_event("contested", 2, &note),
+            ];
+            (true, store.append(&events).await)
+        });
+    }
+    let mut positions = std::collections::BTreeSet::new();
+    let mut losers = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            (_, Ok(position)) => assert!(positions.insert(position), "{position} twice"),
+            (true, Err(PersistenceError::OptimisticLockError)) => losers += 1,
+            (racer, Err(error)) => panic!("racer {racer}: {error:?}"),
+        }
+    }
+    assert_eq!(losers, 19, "all but one racer refused");
+    assert_eq!(positions.len(), 21);
+    let notes: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'Probed'->>'note' FROM events WHERE aggregate_id = 'contested' \
+         ORDER BY sequence",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(notes.len(), 2, "the winner's two events, nothing else");
+    assert_eq!(notes[0], notes[1], "both from one command");
+    let (events, outbox): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM outbox)")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((events, outbox), (242, 242));
+    let report = verify_chain(&store, |_| {}).await?;
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert_eq!(report.events_checked, 242);
+    db.drop_database().await?;
+    Ok(())
+}

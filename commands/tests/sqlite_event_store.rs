@@ -733,18 +733,6 @@ async fn messages_are_refused_to_outsiders_unknown_channels_and_overlong_bodies(
 }
 
 /// A user-shaped event of aggregate `id` at `sequence`, for appends straight to the store.
-fn raw_event(id: &str, sequence: usize, note: &str) -> SerializedEvent {
-    SerializedEvent {
-        aggregate_id: id.to_owned(),
-        sequence,
-        aggregate_type: "GroupCommitProbe".to_owned(),
-        event_type: "Probed".to_owned(),
-        event_version: "1".to_owned(),
-        payload: serde_json::json!({ "Probed": { "note": note } }),
-        metadata: serde_json::json!({}),
-    }
-}
-
 /// Commands arriving together are written together (group commit), yet each keeps its own
 /// outcome: every command on its own aggregate lands whole, of many racing for the same
 /// sequence of one aggregate exactly one lands and the others are refused with nothing left
@@ -758,7 +746,10 @@ async fn simultaneous_appends_share_commits_but_keep_their_own_outcomes() {
         let store = store.clone();
         tasks.spawn(async move {
             let id = format!("solo-{n}");
-            let events = [raw_event(&id, 1, "a"), raw_event(&id, 2, "b")];
+            let events = [
+                aether_test_support::probe_event(&id, 1, "a"),
+                aether_test_support::probe_event(&id, 2, "b"),
+            ];
             (None, store.append(&events).await)
         });
     }
@@ -767,8 +758,8 @@ async fn simultaneous_appends_share_commits_but_keep_their_own_outcomes() {
         tasks.spawn(async move {
             let note = format!("racer {n}");
             let events = [
-                raw_event("contested", 1, &note),
-                raw_event("contested", 2, &note),
+                aether_test_support::probe_event("contested", 1, &note),
+                aether_test_support::probe_event("contested", 2, &note),
             ];
             (Some(note), store.append(&events).await)
         });

@@ -69,3 +69,17 @@ pub fn kafka_config(partitions: i32) -> KafkaConfig {
         ..KafkaConfig::default()
     }
 }
+
+/// An event of the `GroupCommitProbe` test aggregate, for event-store tests that need raw
+/// appends: `note` tells the writer apart.
+pub fn probe_event(id: &str, sequence: usize, note: &str) -> cqrs_es::persist::SerializedEvent {
+    cqrs_es::persist::SerializedEvent {
+        aggregate_id: id.to_owned(),
+        sequence,
+        aggregate_type: "GroupCommitProbe".to_owned(),
+        event_type: "Probed".to_owned(),
+        event_version: "1".to_owned(),
+        payload: serde_json::json!({ "Probed": { "note": note } }),
+        metadata: serde_json::json!({}),
+    }
+}
