@@ -47,3 +47,17 @@ ensure_build_tools() {
     apt_install "${missing[@]}"
   fi
 }
+
+# The Kafka-compatible broker the tests and benchmarks run (tansu, from crates.io).
+TANSU_VERSION=0.6.0
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for_port() {
+  local host=$1 port=$2 what=$3
+  for _ in $(seq 1 100); do
+    port_open "$host" "$port" && return 0
+    sleep 0.2
+  done
+  die "$what did not start listening on $host:$port"
+}

@@ -45,20 +45,8 @@ ensure_nextest() {
 # left running afterwards so the next run reuses them.
 
 PG_VERSION=15
-TANSU_VERSION=0.6.0
 SECANTUS_VERSION=0.7.0b3
 STATE_DIR="${AETHER_STATE_DIR:-$PWD/.tools}"
-
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-
-wait_for_port() {
-  local host=$1 port=$2 what=$3
-  for _ in $(seq 1 100); do
-    port_open "$host" "$port" && return 0
-    sleep 0.2
-  done
-  die "$what did not start listening on $host:$port"
-}
 
 as_postgres() {
   if [ "$(id -u)" -eq 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi

@@ -194,8 +194,9 @@ impl Machine {
     }
 }
 
-/// What serves `kafka`: a local process whose name starts with `tansu` if there is one, with
-/// its storage engine's scheme and, when cargo installed it, its build profile.
+/// What serves `kafka`: a local process whose name starts with `tansu` and whose command line
+/// names `kafka`'s port, if there is one, with its storage engine's scheme and, when cargo
+/// installed it, its build profile.
 fn broker_description(kafka: &str) -> String {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return format!("Kafka-compatible broker at {kafka}");
@@ -216,6 +217,12 @@ fn broker_description(kafka: &str) -> String {
             // A zombie (an old broker that was restarted) has no command line.
             continue;
         }
+        // Several brokers may run (the tests' and a benchmark's own): the one listening on
+        // `kafka`'s port.
+        let port = kafka.rsplit_once(':').map(|(_, port)| format!(":{port}"));
+        if port.is_some_and(|port| !args.iter().any(|arg| arg.ends_with(&port))) {
+            continue;
+        }
         let storage = args
             .iter()
             .position(|a| a == "--storage-engine")
@@ -226,7 +233,9 @@ fn broker_description(kafka: &str) -> String {
                     .map(|(scheme, _)| scheme.to_owned())
             })
             .unwrap_or_else(|| "?".to_owned());
-        let profile = cargo_install_profile(comm).unwrap_or_else(|| "unknown".to_owned());
+        let exe = std::fs::read_link(path.join("exe")).ok();
+        let profile =
+            cargo_install_profile(comm, exe.as_deref()).unwrap_or_else(|| "unknown".to_owned());
         return format!(
             "{comm} at {kafka} (storage engine: {storage}; cargo-install profile: {profile})"
         );
@@ -234,11 +243,19 @@ fn broker_description(kafka: &str) -> String {
     format!("Kafka-compatible broker at {kafka}")
 }
 
-/// The profile (`release`, `dev`) `cargo install` built `binary` with, from its records.
-fn cargo_install_profile(binary: &str) -> Option<String> {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))?;
+/// The profile (`release`, `dev`) `cargo install` built `binary` with, from the records of the
+/// install root it runs from (`<root>/bin/<binary>`: `cargo install --root`), else of
+/// `$CARGO_HOME`.
+fn cargo_install_profile(binary: &str, exe: Option<&Path>) -> Option<String> {
+    let root = exe
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .filter(|root| root.join(".crates2.json").is_file());
+    let home = root.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+    })?;
     let records: Value =
         serde_json::from_slice(&std::fs::read(home.join(".crates2.json")).ok()?).ok()?;
     records["installs"]

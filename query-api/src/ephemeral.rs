@@ -392,11 +392,12 @@ use futures::Stream;
 
 use crate::error::{gql, ApiError, ApiResult};
 use crate::rate::subscription_permit;
-use crate::types::{load_user, require_caller, require_member, state, visible_channel, User};
+use crate::types::{load_user, require_caller, require_member, required_place, state, Place, User};
 
-/// Someone started or stopped typing in a channel.
+/// Someone started or stopped typing in a channel or a direct conversation.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct TypingEvent {
+    /// The channel or conversation, as the subscription named it.
     pub channel_id: ID,
     pub user: User,
     /// `false` once the signal expired unrenewed.
@@ -424,15 +425,16 @@ pub struct EphemeralMutation;
 
 #[Object]
 impl EphemeralMutation {
-    /// Tells the channel's other subscribers that the caller is typing, for
-    /// `typingTtlSeconds`. Send it again while typing goes on; signals closer together than
-    /// the coalescing interval are dropped (the answer is then `false`).
+    /// Tells the other subscribers of a channel, or of a direct conversation (its id in
+    /// `channelId`), that the caller is typing, for `typingTtlSeconds`. Send it again while
+    /// typing goes on; signals closer together than the coalescing interval are dropped (the
+    /// answer is then `false`).
     async fn start_typing(&self, ctx: &Context<'_>, channel_id: ID) -> async_graphql::Result<bool> {
         let result: ApiResult<bool> = async {
             let user = require_caller(ctx)?;
             let channel = ChannelId::parse(&channel_id)?;
             let state = state(ctx);
-            visible_channel(state, channel, user).await?;
+            required_place(state, channel, user).await?;
             Ok(state.ephemeral.start_typing(user, channel))
         }
         .await;
@@ -462,9 +464,18 @@ impl EphemeralMutation {
 #[derive(Debug, Default)]
 pub struct EphemeralSubscription;
 
+/// Whose presence a `presence` subscription reports.
+enum Audience {
+    /// The members of a server, looked up as changes arrive (members come and go).
+    Server(aether_domain::ServerId),
+    /// The people of a direct conversation, sorted.
+    People(Vec<UserId>),
+}
+
 #[Subscription]
 impl EphemeralSubscription {
-    /// Who starts and stops typing in a channel (the caller's own signals excluded).
+    /// Who starts and stops typing in a channel or a direct conversation (its id in
+    /// `channelId`), the caller's own signals excluded.
     async fn typing(
         &self,
         ctx: &Context<'_>,
@@ -473,7 +484,7 @@ impl EphemeralSubscription {
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
         let channel = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
-        visible_channel(&state, channel, user).await?;
+        required_place(&state, channel, user).await?;
         let permit = subscription_permit(ctx)?;
         let mut signals = state.ephemeral.typing();
         let shutdown = state.shutdown.clone();
@@ -521,16 +532,46 @@ impl EphemeralSubscription {
         })
     }
 
-    /// Presence changes (`ONLINE`, `AWAY`, `OFFLINE`) of a server's members, for its members.
+    /// Presence changes (`ONLINE`, `AWAY`, `OFFLINE`) of the members of a server (for its
+    /// members) or of the people in a direct conversation (for them): name exactly one of
+    /// `serverId` and `conversationId`.
     async fn presence(
         &self,
         ctx: &Context<'_>,
-        server_id: ID,
+        server_id: Option<ID>,
+        conversation_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<PresenceEvent>>> {
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
-        let server = aether_domain::ServerId::parse(&server_id).map_err(ApiError::from)?;
-        require_member(&state, server, user).await?;
+        let audience = match (server_id, conversation_id) {
+            (Some(server_id), None) => {
+                let server = aether_domain::ServerId::parse(&server_id).map_err(ApiError::from)?;
+                require_member(&state, server, user).await?;
+                Audience::Server(server)
+            }
+            (None, Some(conversation_id)) => {
+                let id = ChannelId::parse(&conversation_id).map_err(ApiError::from)?;
+                match required_place(&state, id, user).await? {
+                    // A conversation's people never change: who counts is known now.
+                    Place::Conversation(conversation) => {
+                        let mut people = conversation.participants;
+                        people.sort();
+                        Audience::People(people)
+                    }
+                    Place::Channel(_) => {
+                        return Err(ApiError::bad_input(
+                            "conversationId names a channel; ask for its server's presence",
+                        )
+                        .into())
+                    }
+                }
+            }
+            _ => {
+                return Err(
+                    ApiError::bad_input("name exactly one of serverId and conversationId").into(),
+                )
+            }
+        };
         let permit = subscription_permit(ctx)?;
         let mut changes = state.ephemeral.presence();
         let shutdown = state.shutdown.clone();
@@ -545,10 +586,15 @@ impl EphemeralSubscription {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                 };
-                match state.read.member_role(server, change.user_id).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => continue,
-                    Err(error) => { yield Err(ApiError::from(error).into()); return; }
+                let counts = match &audience {
+                    Audience::Server(server) => match state.read.member_role(*server, change.user_id).await {
+                        Ok(role) => role.is_some(),
+                        Err(error) => { yield Err(ApiError::from(error).into()); return; }
+                    },
+                    Audience::People(people) => people.binary_search(&change.user_id).is_ok(),
+                };
+                if !counts {
+                    continue;
                 }
                 match load_user(&state, change.user_id).await {
                     Ok(person) => yield Ok(PresenceEvent { user: person, status: change.status }),

@@ -283,6 +283,22 @@ pub(crate) async fn visible_conversation(
     }
 }
 
+/// The channel or conversation `id` for something `user` does there (typing): a channel they
+/// cannot see is `FORBIDDEN` as everywhere else; a conversation they are not in is `NOT_FOUND`,
+/// like one that does not exist, so outsiders learn nothing.
+pub(crate) async fn required_place(
+    state: &ApiState,
+    id: ChannelId,
+    user: UserId,
+) -> ApiResult<Place> {
+    if state.read.channel(id).await?.is_some() {
+        return visible_channel(state, id, user).await.map(Place::Channel);
+    }
+    visible_place(state, id, user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel or conversation"))
+}
+
 /// Whether the caller is a member of `server`; refuses otherwise.
 pub(crate) async fn require_member(
     state: &ApiState,

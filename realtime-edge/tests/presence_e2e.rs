@@ -99,6 +99,93 @@ async fn typing_reaches_other_members_and_expires() -> anyhow::Result<()> {
     Ok(())
 }
 
+const CONVERSATION_PRESENCE: &str =
+    "subscription($c: ID!) { presence(conversationId: $c) { status user { username } } }";
+
+#[tokio::test]
+async fn typing_and_presence_in_a_direct_conversation() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start_embedded(config(dir.path())).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, bob_id) = anonymous.register("bob").await?;
+    let (mut carol, _) = anonymous.register("carol").await?;
+    let opened = alice
+        .ok(
+            "mutation($u: [ID!]!) { openDirectConversation(userIds: $u) { id } }",
+            json!({ "u": [bob_id] }),
+        )
+        .await?;
+    let id = opened["openDirectConversation"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    bob.consistency = alice.consistency.clone();
+    carol.consistency = alice.consistency.clone();
+
+    // Alice watches the conversation's typing and its people's presence.
+    let mut watcher = Subscriber::connect(app.local_addr, &token(&alice)).await?;
+    watcher.subscribe("t", TYPING, json!({ "c": id })).await?;
+    watcher
+        .subscribe("p", CONVERSATION_PRESENCE, json!({ "c": id }))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Carol, who is not in it, comes online: alice hears nothing of her.
+    let carols_socket = Subscriber::connect(app.local_addr, &token(&carol)).await?;
+    // Bob comes online and types.
+    let bobs_socket = Subscriber::connect(app.local_addr, &token(&bob)).await?;
+    let mut seen = watcher.next_data("p", "presence").await?;
+    // Alice's own connection may be announced first.
+    if seen["user"]["username"] == "alice" {
+        seen = watcher.next_data("p", "presence").await?;
+    }
+    assert_eq!(seen["user"]["username"], "bob", "{seen}");
+    assert_eq!(seen["status"], "ONLINE");
+    let started = bob.ok(START_TYPING, json!({ "c": id })).await?;
+    assert_eq!(started["startTyping"], true);
+    let typing = watcher.next_data("t", "typing").await?;
+    assert_eq!(typing["user"]["username"], "bob");
+    assert_eq!(typing["typing"], true);
+    assert_eq!(typing["channelId"], id.as_str());
+    let stopped = watcher.next_data("t", "typing").await?;
+    assert_eq!(stopped["typing"], false);
+
+    // Bob's last connection closes: offline. Carol never showed up.
+    drop(bobs_socket);
+    let gone = watcher.next_data("p", "presence").await?;
+    assert_eq!(gone["user"]["username"], "bob", "{gone}");
+    assert_eq!(gone["status"], "OFFLINE");
+    drop(carols_socket);
+    watcher.assert_quiet(Duration::from_millis(900)).await?;
+
+    // Carol can neither signal, nor watch typing or presence there: to her it does not exist.
+    assert_eq!(
+        carol.error_code(START_TYPING, json!({ "c": id })).await?,
+        "NOT_FOUND"
+    );
+    let mut outsider = Subscriber::connect(app.local_addr, &token(&carol)).await?;
+    outsider.subscribe("t", TYPING, json!({ "c": id })).await?;
+    assert_eq!(outsider.refusal("t").await?, "NOT_FOUND");
+    outsider
+        .subscribe("p", CONVERSATION_PRESENCE, json!({ "c": id }))
+        .await?;
+    assert_eq!(outsider.refusal("p").await?, "NOT_FOUND");
+    // Naming both a server and a conversation, or neither, is refused.
+    for (query, variables) in [
+        ("subscription { presence { status } }", json!({})),
+        (
+            "subscription($c: ID!) { presence(serverId: $c, conversationId: $c) { status } }",
+            json!({ "c": id }),
+        ),
+    ] {
+        outsider.subscribe("bad", query, variables).await?;
+        assert_eq!(outsider.refusal("bad").await?, "BAD_USER_INPUT");
+    }
+    app.stop().await?;
+    Ok(())
+}
+
 async fn instance(
     dir: &Path,
     secret: &Path,

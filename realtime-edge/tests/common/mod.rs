@@ -305,6 +305,22 @@ impl Subscriber {
         self.next_data(id, "channelEvents").await
     }
 
+    /// The error code subscription `id` was refused or ended with; a `complete` for an
+    /// earlier subscription, which may arrive first, is skipped.
+    pub async fn refusal(&mut self, id: &str) -> anyhow::Result<String> {
+        loop {
+            let message = self.next_message().await?;
+            if message["id"] != id || message["type"] == "complete" {
+                continue;
+            }
+            let code = &message["payload"]["errors"][0]["extensions"]["code"];
+            return code
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("subscription {id} was not refused: {message}"));
+        }
+    }
+
     /// Nothing arrives within `wait`.
     pub async fn assert_quiet(&mut self, wait: Duration) -> anyhow::Result<()> {
         match tokio::time::timeout(wait, self.socket.next()).await {
