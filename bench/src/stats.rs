@@ -69,7 +69,9 @@ pub struct CpuSample {
     idle: u64,
     /// User + system time of this process (API role, relay, mirror and load generator).
     this_process: u64,
-    /// Every process named `postgres` (the server and its backends).
+    /// Every process named `postgres` (the server and its backends), with the time of the
+    /// waited-for children the server has reaped: a backend whose connection closed before the
+    /// later sample still counts.
     postgres: u64,
     /// Every process whose name starts with `tansu` (the broker).
     broker: u64,
@@ -116,7 +118,7 @@ impl CpuSample {
                 else {
                     continue;
                 };
-                let Some((comm, ticks)) = process_ticks(&format!("/proc/{pid}/stat")) else {
+                let Some((comm, ticks)) = process_ticks(&format!("/proc/{pid}/stat"), true) else {
                     continue;
                 };
                 if pid == me {
@@ -131,7 +133,7 @@ impl CpuSample {
         if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
             for task in tasks.flatten() {
                 let path = task.path().join("stat");
-                if let Some((comm, ticks)) = process_ticks(&path.to_string_lossy()) {
+                if let Some((comm, ticks)) = process_ticks(&path.to_string_lossy(), false) {
                     let name: String = comm.chars().filter(|c| !c.is_ascii_digit()).collect();
                     *sample.threads.entry(name).or_default() += ticks;
                 }
@@ -196,8 +198,10 @@ impl CpuUse {
     }
 }
 
-/// A process's (or thread's) name and user + system clock ticks from its `stat` file.
-fn process_ticks(path: &str) -> Option<(String, u64)> {
+/// A process's (or thread's) name and user + system clock ticks from its `stat` file; with
+/// `reaped`, plus the ticks of the children it has waited for (a process's own figure only: a
+/// thread's `stat` repeats its process's).
+fn process_ticks(path: &str, reaped: bool) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(path).ok()?;
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
@@ -206,7 +210,13 @@ fn process_ticks(path: &str) -> Option<(String, u64)> {
     // After the name: state (field 3) … utime (field 14), stime (field 15).
     let utime: u64 = rest.get(11)?.parse().ok()?;
     let stime: u64 = rest.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
+    if !reaped {
+        return Some((comm, utime + stime));
+    }
+    // cutime (field 16), cstime (field 17).
+    let cutime: u64 = rest.get(13)?.parse().ok()?;
+    let cstime: u64 = rest.get(14)?.parse().ok()?;
+    Some((comm, utime + stime + cutime + cstime))
 }
 
 #[cfg(test)]
@@ -230,12 +240,17 @@ mod tests {
         let path = dir.path().join("stat");
         std::fs::write(
             &path,
-            "42 (tokio runtime) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0",
+            "42 (tokio runtime) S 1 2 3 4 5 6 7 8 9 10 150 25 300 40 20 0 1 0",
         )
         .expect("write");
         assert_eq!(
-            process_ticks(&path.to_string_lossy()),
+            process_ticks(&path.to_string_lossy(), false),
             Some(("tokio runtime".to_owned(), 175))
+        );
+        // A server's reaped children (closed connections' backends) count with it.
+        assert_eq!(
+            process_ticks(&path.to_string_lossy(), true),
+            Some(("tokio runtime".to_owned(), 515))
         );
     }
 }
