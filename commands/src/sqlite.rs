@@ -68,8 +68,11 @@ pub async fn open_sqlite(
         .synchronous(synchronous)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true);
+    // No ping before each acquire (sqlx's default): a connection to a local file does not go
+    // stale, and each ping is a round trip to the connection's worker thread.
     SqlitePoolOptions::new()
         .max_connections(8)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
 }

@@ -5,6 +5,7 @@ use aether_domain::message::MessageEvent;
 use aether_schemas::LoggedEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow, RowError};
@@ -57,27 +58,30 @@ impl Projection for TimelineProjection {
         let version = i64::try_from(event.envelope.sequence).unwrap_or(i64::MAX);
         let channel = message.channel_id();
         let channel_id = channel.to_string();
-        let (kind, message_id) = match message {
+        // Three statements for a new message (both heads, the message, the change), four for
+        // an edit: each is a round trip to SQLite's worker thread.
+        let (kind, seq, row) = match message {
             MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
                 let Some(sent) = message.sent() else {
                     return Ok(());
                 };
-                let seq = next_message_seq(tx, &channel_id).await?;
-                sqlx::query(
+                let heads = bump_heads(tx, &channel_id, Bump::EventAndMessage).await?;
+                let row = sqlx::query(&format!(
                     "INSERT INTO messages (id, channel_id, server_id, author_id, body, created_at, \
-                     deleted, channel_seq, version, edits) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, '[]')",
-                )
+                     deleted, channel_seq, version, edits) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, '[]') \
+                     RETURNING {MESSAGE_COLUMNS}"
+                ))
                 .bind(sent.message_id.to_string())
                 .bind(&channel_id)
                 .bind(sent.server_id.map(|server| server.to_string()))
                 .bind(sent.author_id.to_string())
                 .bind(sent.body.as_str())
                 .bind(sent.sent_at)
-                .bind(seq)
+                .bind(heads.last_message)
                 .bind(version)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-                (ChannelEventKind::MessageSent, sent.message_id)
+                (ChannelEventKind::MessageSent, heads.last_event, row)
             }
             MessageEvent::MessageEdited {
                 message_id,
@@ -92,7 +96,7 @@ impl Projection for TimelineProjection {
                     body: previous_body.into_inner(),
                     replaced_at: edited_at,
                 });
-                update_message(
+                let row = update_message(
                     tx,
                     &id,
                     Some(body.as_str()),
@@ -102,35 +106,33 @@ impl Projection for TimelineProjection {
                     version,
                 )
                 .await?;
-                (ChannelEventKind::MessageEdited, message_id)
+                let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
+                (ChannelEventKind::MessageEdited, heads.last_event, row)
             }
             MessageEvent::MessageDeleted { message_id, .. } => {
                 // A tombstone keeps its place in the channel but none of its words.
-                update_message(tx, &message_id.to_string(), None, None, true, &[], version).await?;
-                (ChannelEventKind::MessageDeleted, message_id)
+                let row =
+                    update_message(tx, &message_id.to_string(), None, None, true, &[], version)
+                        .await?;
+                let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
+                (ChannelEventKind::MessageDeleted, heads.last_event, row)
             }
         };
-        let seq = next_event_seq(tx, &channel_id).await?;
+        let message = MessageRow::from_row(&row)?;
         sqlx::query(
             "INSERT INTO channel_events (channel_id, seq, kind, message_id) VALUES (?, ?, ?, ?)",
         )
         .bind(&channel_id)
         .bind(seq)
         .bind(kind.as_str())
-        .bind(message_id.to_string())
+        .bind(message.id.to_string())
         .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
-        ))
-        .bind(message_id.to_string())
-        .fetch_one(&mut *tx)
         .await?;
         updates.push(Update::Channel(ChannelEventRow {
             channel_id: channel,
             seq,
             kind,
-            message: MessageRow::from_row(&row)?,
+            message,
         }));
         Ok(())
     }
@@ -161,55 +163,67 @@ async fn update_message(
     deleted: bool,
     edits: &[EditRow],
     version: i64,
-) -> Result<(), ProjectionError> {
+) -> Result<SqliteRow, ProjectionError> {
     let edits = serde_json::to_string(edits).map_err(|e| {
         ProjectionError::Row(RowError::Malformed {
             column: "edits",
             value: e.to_string(),
         })
     })?;
-    sqlx::query(
+    let row = sqlx::query(&format!(
         "UPDATE messages SET body = ?, edited_at = COALESCE(?, edited_at), deleted = ?, \
-         edits = ?, version = ? WHERE id = ?",
-    )
+         edits = ?, version = ? WHERE id = ? RETURNING {MESSAGE_COLUMNS}"
+    ))
     .bind(body)
     .bind(edited_at)
     .bind(deleted)
     .bind(edits)
     .bind(version)
     .bind(message_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Claims the channel's next message number.
-async fn next_message_seq(tx: &mut SqliteConnection, channel_id: &str) -> Result<i64, sqlx::Error> {
-    bump_head(tx, channel_id, "last_message").await
-}
-
-/// Claims the channel's next change number.
-async fn next_event_seq(tx: &mut SqliteConnection, channel_id: &str) -> Result<i64, sqlx::Error> {
-    bump_head(tx, channel_id, "last_event").await
-}
-
-async fn bump_head(
-    tx: &mut SqliteConnection,
-    channel_id: &str,
-    column: &'static str,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO channel_heads (channel_id, last_event, last_message) VALUES (?, 0, 0) \
-         ON CONFLICT (channel_id) DO NOTHING",
-    )
-    .bind(channel_id)
-    .execute(&mut *tx)
-    .await?;
-    let row = sqlx::query(&format!(
-        "UPDATE channel_heads SET {column} = {column} + 1 WHERE channel_id = ? RETURNING {column}"
-    ))
-    .bind(channel_id)
     .fetch_one(&mut *tx)
     .await?;
-    row.try_get(0)
+    Ok(row)
+}
+
+/// Which of a channel's counters a change claims the next number of.
+#[derive(Clone, Copy, Debug)]
+enum Bump {
+    /// A change that is not a new message (an edit, a delete).
+    Event,
+    /// A new message: the next change number and the next message number.
+    EventAndMessage,
+}
+
+/// A channel's counters after a [`bump_heads`].
+struct Heads {
+    last_event: i64,
+    last_message: i64,
+}
+
+/// Claims the channel's next numbers, in one statement (the row is created at the first one).
+async fn bump_heads(
+    tx: &mut SqliteConnection,
+    channel_id: &str,
+    bump: Bump,
+) -> Result<Heads, sqlx::Error> {
+    let sql = match bump {
+        Bump::Event => {
+            "INSERT INTO channel_heads (channel_id, last_event, last_message) VALUES (?, 1, 0) \
+             ON CONFLICT (channel_id) DO UPDATE SET last_event = last_event + 1 \
+             RETURNING last_event, last_message"
+        }
+        Bump::EventAndMessage => {
+            "INSERT INTO channel_heads (channel_id, last_event, last_message) VALUES (?, 1, 1) \
+             ON CONFLICT (channel_id) DO UPDATE SET last_event = last_event + 1, \
+             last_message = last_message + 1 RETURNING last_event, last_message"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(channel_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Heads {
+        last_event: row.try_get(0)?,
+        last_message: row.try_get(1)?,
+    })
 }

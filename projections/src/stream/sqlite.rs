@@ -82,6 +82,7 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(unavailable)?;
