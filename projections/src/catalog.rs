@@ -29,6 +29,10 @@ impl Projection for CatalogProjection {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &["User", "Server", "Conversation"]
+    }
+
     fn tables(&self) -> &'static [(&'static str, &'static str)] {
         &[
             ("users", "SELECT * FROM users ORDER BY id"),

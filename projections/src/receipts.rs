@@ -49,6 +49,10 @@ impl Projection for ReceiptsProjection {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &["Message", "ReadMarker"]
+    }
+
     fn tables(&self) -> &'static [(&'static str, &'static str)] {
         RECEIPTS_TABLES
     }

@@ -51,6 +51,10 @@ pub trait Projection: Send + Sync + 'static {
     /// `(table, query)` pairs whose rows, in the query's order, are the whole read model.
     fn tables(&self) -> &'static [(&'static str, &'static str)];
 
+    /// The aggregate types whose events can change this read model. Events of other types
+    /// only move the checkpoint: they are neither applied nor tracked for duplicates.
+    fn aggregate_types(&self) -> &'static [&'static str];
+
     /// Applies one event inside the batch's transaction and appends the updates to publish once
     /// the transaction commits. Events the projection does not care about are simply ignored.
     async fn apply(
@@ -239,8 +243,12 @@ impl Projector {
         let mut tx = self.store.begin_with("BEGIN IMMEDIATE").await?;
         let mut updates = Vec::new();
         let mut versions: HashMap<&str, i64> = HashMap::new();
+        let relevant = self.projection.aggregate_types();
         for event in &batch {
             let envelope = &event.envelope;
+            if !relevant.contains(&envelope.aggregate_type.as_str()) {
+                continue;
+            }
             let aggregate = envelope.aggregate_id.as_str();
             let applied = match versions.get(aggregate) {
                 Some(version) => *version,

@@ -28,6 +28,10 @@ impl Projection for TimelineProjection {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &["Message"]
+    }
+
     fn tables(&self) -> &'static [(&'static str, &'static str)] {
         &[
             ("messages", "SELECT * FROM messages ORDER BY id"),
