@@ -18,7 +18,7 @@ use aether_projections::stream::ProjectorOptions;
 use aether_realtime_edge::{Running, UpdateFeed};
 use aether_test_support::{kafka_config, TestDatabase};
 use anyhow::Context;
-use common::{community, send, Client, Subscriber, CHANNEL_EVENTS};
+use common::{community, newest, send, Client, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -172,11 +172,11 @@ async fn clients_on_two_edges_get_a_message_sent_through_the_api_and_resume_with
     let place = community(&mut alice, &mut bob).await?;
     let token = |client: &Client| client.token.clone().unwrap_or_default();
 
-    // The edges' read models catch up with the join (they mirror the log) before bob subscribes;
-    // queries with alice's consistency token wait for it.
+    // The edges' read models catch up with the join (they mirror the log) before bob subscribes:
+    // a query with the token of bob's join, the most recent write, waits for it.
     for edge in &deployment.edges {
         let mut bob_here = Client::new(edge.local_addr).with_token(&token(&bob));
-        bob_here.consistency = alice.consistency.clone();
+        bob_here.consistency = newest(&alice.consistency, &bob.consistency);
         bob_here.ok("{ me { id } }", json!({})).await?;
     }
     let mut on_one = Subscriber::connect(deployment.edges[0].local_addr, &token(&bob)).await?;
