@@ -26,12 +26,14 @@ use aether_projections::{
 };
 use aether_query_api::ephemeral::{Ephemeral, EphemeralLimits};
 use aether_query_api::{build_schema, ApiLimits, ApiState};
+use aether_schemas::topics;
 use sqlx::sqlite::SqliteSynchronous;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::{run_signal_feed, run_update_feed, KafkaSignals};
+use crate::edge::{run_signal_feed, run_update_feed, wait_positioned, KafkaSignals};
 use crate::http::{router, Authenticator, Connections, HttpLimits, HttpState};
 use crate::oidc::{ExternalIssuer, OidcConfig};
 
@@ -234,12 +236,13 @@ pub async fn start_distributed(
         });
     }
     let bus = UpdateBus::new(config.update_buffer);
+    let (updates_positioned, updates_ready) = oneshot::channel();
     let local_updates = match distributed.updates {
         UpdateFeed::LocalProjectors => bus.clone(),
         UpdateFeed::UpdatesTopic => {
             let (kafka, feed, token) = (distributed.kafka.clone(), bus.clone(), shutdown.clone());
             tasks.spawn(async move {
-                run_update_feed(kafka, feed, token)
+                run_update_feed(kafka, feed, updates_positioned, token)
                     .await
                     .map_err(AppError::Role)
             });
@@ -252,14 +255,21 @@ pub async fn start_distributed(
     let signals = KafkaSignals::new(&distributed.kafka)
         .map_err(|e| AppError::Role(format!("typing and presence: {e}")))?;
     let hub = Ephemeral::new(config.ephemeral.clone(), Arc::new(signals));
+    let (signals_positioned, signals_ready) = oneshot::channel();
     {
         let (kafka, hub, token) = (distributed.kafka.clone(), hub.clone(), shutdown.clone());
         tasks.spawn(async move {
-            run_signal_feed(kafka, hub, token)
+            run_signal_feed(kafka, hub, signals_positioned, token)
                 .await
                 .map_err(AppError::Role)
         });
     }
+    // "From the moment the instance starts" means from when this function returns: an update
+    // published after that reaches every subscriber of this instance.
+    if distributed.updates == UpdateFeed::UpdatesTopic {
+        wait_positioned(topics::UPDATES, updates_ready).await;
+    }
+    wait_positioned(topics::EPHEMERAL, signals_ready).await;
     let store = EventStoreBackend::Postgres(distributed.postgres);
     let feeds = Feeds {
         bus,

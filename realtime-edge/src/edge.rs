@@ -14,6 +14,7 @@ use aether_query_api::ephemeral::{Ephemeral, Signal, SignalSink};
 use aether_schemas::topics;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// Longest one poll waits before the reader looks at the shutdown signal again.
@@ -23,30 +24,51 @@ const POLL_MAX: usize = 1_000;
 /// The longest pause between attempts while the broker is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Longest an instance's start waits for its feeds to find the ends of their topics. An
+/// instance whose broker is away starts anyway, and its feeds position themselves when the
+/// broker answers.
+pub const POSITION_WAIT: Duration = Duration::from_secs(10);
+
+/// Told once a feed has found the end of its topic: every message published after that moment
+/// reaches the feed.
+pub type Positioned = oneshot::Sender<()>;
+
 /// Reads `aether.updates.v1` into `bus` until `shutdown`. A broker that goes away is waited
 /// out with backoff; the reader then resumes where it stopped (no update in between is
 /// skipped), so a subscriber misses nothing the projectors published meanwhile.
 pub async fn run_update_feed(
     kafka: KafkaConfig,
     bus: UpdateBus,
+    positioned: Positioned,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    run_feed(kafka, topics::UPDATES, shutdown, move |update: Update| {
-        bus.publish(update)
-    })
-    .await
+    let deliver = move |update: Update| bus.publish(update);
+    run_feed(kafka, topics::UPDATES, positioned, shutdown, deliver).await
 }
 
 /// Reads `aether.ephemeral.v1` (typing and presence from every instance) into `hub`.
 pub async fn run_signal_feed(
     kafka: KafkaConfig,
     hub: Arc<Ephemeral>,
+    positioned: Positioned,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    run_feed(kafka, topics::EPHEMERAL, shutdown, move |signal: Signal| {
-        hub.receive(signal)
-    })
-    .await
+    let deliver = move |signal: Signal| hub.receive(signal);
+    run_feed(kafka, topics::EPHEMERAL, positioned, shutdown, deliver).await
+}
+
+/// Waits up to [`POSITION_WAIT`] for a feed of `topic` to be positioned; past that, the
+/// instance goes on starting (and says so), its feed still trying.
+pub async fn wait_positioned(topic: &str, positioned: oneshot::Receiver<()>) {
+    match tokio::time::timeout(POSITION_WAIT, positioned).await {
+        Ok(_) => {}
+        Err(_) => tracing::warn!(
+            topic,
+            wait_s = POSITION_WAIT.as_secs(),
+            "the broker has not answered yet: this instance starts without its feed, which \
+             follows the topic from wherever its end is when the broker answers"
+        ),
+    }
 }
 
 /// Follows every partition of `topic` from its end at start-up, handing each message that
@@ -54,6 +76,7 @@ pub async fn run_signal_feed(
 async fn run_feed<T, F>(
     kafka: KafkaConfig,
     topic: &'static str,
+    positioned: Positioned,
     shutdown: CancellationToken,
     deliver: F,
 ) -> Result<(), String>
@@ -61,7 +84,7 @@ where
     T: DeserializeOwned + Send + 'static,
     F: Fn(T) + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || feed(&kafka, topic, &deliver, &shutdown))
+    tokio::task::spawn_blocking(move || feed(&kafka, topic, &deliver, positioned, &shutdown))
         .await
         .map_err(|e| format!("the {topic} feed stopped: {e}"))
 }
@@ -99,12 +122,21 @@ fn feed<T: DeserializeOwned>(
     kafka: &KafkaConfig,
     topic: &str,
     deliver: &dyn Fn(T),
+    positioned: Positioned,
     shutdown: &CancellationToken,
 ) {
     let mut position: Option<Checkpoint> = None;
+    let mut positioned = Some(positioned);
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        match follow(kafka, topic, deliver, shutdown, &mut position) {
+        match follow(
+            kafka,
+            topic,
+            deliver,
+            shutdown,
+            &mut position,
+            &mut positioned,
+        ) {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(%error, topic, backoff_ms = backoff.as_millis() as u64, "a feed lost the broker; retrying");
@@ -123,6 +155,7 @@ fn follow<T: DeserializeOwned>(
     deliver: &dyn Fn(T),
     shutdown: &CancellationToken,
     position: &mut Option<Checkpoint>,
+    positioned: &mut Option<Positioned>,
 ) -> Result<(), String> {
     let source = KafkaSource::new(kafka, &[topic]).map_err(|e| e.to_string())?;
     let start = match position.clone() {
@@ -131,6 +164,9 @@ fn follow<T: DeserializeOwned>(
     };
     source.seek(&start).map_err(|e| e.to_string())?;
     *position = Some(start);
+    if let Some(positioned) = positioned.take() {
+        let _ = positioned.send(());
+    }
     tracing::info!(topic, "following");
     while !shutdown.is_cancelled() {
         let polled = source

@@ -22,6 +22,9 @@ use common::{community, newest, send, Client, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// Longest an instance, or a test database, may take to stop.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
 fn mongo_url() -> String {
     std::env::var("AETHER_TEST_MONGO")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".to_owned())
@@ -148,14 +151,22 @@ impl Deployment {
     async fn stop(self) -> anyhow::Result<()> {
         self.projectors.cancel();
         let [one, two] = self.edges;
-        // Every instance stops cleanly: a role that failed while the test ran says so here.
-        one.stop().await.context("the first edge")?;
-        two.stop().await.context("the second edge")?;
-        self.api.stop().await.context("the API instance")?;
-        let _ = self.mongo.drop().await;
-        self.db
-            .drop_database()
+        // Every instance stops cleanly, and soon: a role that failed while the test ran, or
+        // that does not stop, says so here.
+        for (name, running) in [
+            ("the first edge", one),
+            ("the second edge", two),
+            ("the API instance", self.api),
+        ] {
+            tokio::time::timeout(STOP_WAIT, running.stop())
+                .await
+                .with_context(|| format!("{name} did not stop within {STOP_WAIT:?}"))?
+                .with_context(|| format!("{name} failed"))?;
+        }
+        let _ = tokio::time::timeout(STOP_WAIT, self.mongo.drop()).await;
+        tokio::time::timeout(STOP_WAIT, self.db.drop_database())
             .await
+            .context("dropping the test database took too long")?
             .context("dropping the test database")?;
         Ok(())
     }
@@ -181,22 +192,31 @@ async fn clients_on_two_edges_get_a_message_sent_through_the_api_and_resume_with
     }
     let mut on_one = Subscriber::connect(deployment.edges[0].local_addr, &token(&bob)).await?;
     let mut on_two = Subscriber::connect(deployment.edges[1].local_addr, &token(&alice)).await?;
+    // From the channel's beginning: the first message arrives however long the edges take to
+    // register the subscriptions (no client can tell when that is done).
+    let from_the_start = json!({ "c": place.channel_id, "after": "0" });
     on_one
-        .subscribe("1", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .subscribe("1", CHANNEL_EVENTS, from_the_start.clone())
         .await?;
     on_two
-        .subscribe("1", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .subscribe("1", CHANNEL_EVENTS, from_the_start)
         .await?;
-    // Give both subscriptions a moment to be registered with the server.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let first = send(&mut alice, &place.channel_id, "to every edge").await?;
-    let one = on_one.next_event("1").await?;
-    let two = on_two.next_event("1").await?;
-    for event in [&one, &two] {
+    for subscriber in [&mut on_one, &mut on_two] {
+        let event = subscriber.next_event("1").await?;
         assert_eq!(event["__typename"], "MessageSent");
         assert_eq!(event["message"]["id"], first.as_str());
         assert_eq!(event["message"]["body"], "to every edge");
+    }
+    // Both subscriptions are live now: the next message reaches both edges through the
+    // updates topic.
+    let second = send(&mut alice, &place.channel_id, "live on every edge").await?;
+    let one = on_one.next_event("1").await?;
+    let two = on_two.next_event("1").await?;
+    for event in [&one, &two] {
+        assert_eq!(event["message"]["id"], second.as_str());
+        assert_eq!(event["message"]["body"], "live on every edge");
     }
     let cursor = one["cursor"].as_str().unwrap_or_default().to_owned();
 
@@ -252,9 +272,12 @@ async fn a_removed_member_has_the_edge_subscription_ended_with_forbidden() -> an
 
     let mut subscriber = Subscriber::connect(deployment.edges[0].local_addr, &bob_token).await?;
     subscriber
-        .subscribe("1", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .subscribe(
+            "1",
+            CHANNEL_EVENTS,
+            json!({ "c": place.channel_id, "after": "0" }),
+        )
         .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     send(&mut alice, &place.channel_id, "before").await?;
     assert_eq!(
         subscriber.next_event("1").await?["message"]["body"],

@@ -17,6 +17,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for something that should arrive at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long a test waits for an HTTP answer: a server that never answers fails the test with
+/// a message instead of hanging it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A distributed instance (the API role, or an edge with `UpdateFeed::UpdatesTopic`) on
 /// `db` and `kafka`, signing tokens with `secret`; `config` is the base of its settings (its
 /// data directory, listen address and secret file are set here).
@@ -80,7 +84,10 @@ pub struct Client {
 impl Client {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("a reqwest client with a timeout builds"),
             addr,
             token: None,
             consistency: None,
@@ -236,7 +243,9 @@ impl Subscriber {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let (socket, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+            .await
+            .context("the WebSocket handshake did not finish in time")??;
         let mut subscriber = Self { socket };
         subscriber
             .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
