@@ -152,8 +152,23 @@ cargo fmt --all --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# When a test fails, the servers' own logs often say why (a broker or database that stopped
+# answering): their last lines follow the test summary.
+service_logs() {
+  local file
+  for file in "$STATE_DIR/tansu/tansu.log" "$STATE_DIR/mongo.log" \
+    "/var/log/postgresql/postgresql-$PG_VERSION-main.log"; do
+    [ -f "$file" ] || continue
+    echo "--- last lines of $file"
+    tail -n 40 "$file"
+  done
+}
+
 log "cargo nextest run --workspace --no-fail-fast"
-cargo nextest run --workspace --no-fail-fast
+if ! cargo nextest run --workspace --no-fail-fast; then
+  service_logs
+  die "tests failed"
+fi
 
 log "cargo test --workspace --doc"
 cargo test --workspace --doc
