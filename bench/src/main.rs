@@ -20,9 +20,8 @@ mod write_path;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc's malloc: with thousands of subscriptions each allocating and
-/// freeing small buffers per update, glibc's allocator (its free-list consolidation above all)
-/// took about 30 % of the CPU of the realtime benchmark's product phase.
+/// The allocator of the `aether` binary (see `cli/src/main.rs`), so the roles this process runs
+/// in-process allocate as they do in production.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
