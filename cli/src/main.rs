@@ -172,6 +172,11 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = aether_realtime_edge::http::DEFAULT_WS_READ_BUFFER_BYTES, env = "AETHER_WS_READ_BUFFER_BYTES")]
     ws_read_buffer_bytes: usize,
 
+    /// Channel-event payloads kept to share between subscribers with the same subscription
+    /// document: each event is serialized once per such audience, not once per subscriber.
+    #[arg(long, default_value_t = aether_realtime_edge::audience::DEFAULT_SHARED_PAYLOADS, env = "AETHER_WS_SHARED_PAYLOADS")]
+    ws_shared_payloads: usize,
+
     /// Subscriptions one WebSocket connection may hold at once.
     #[arg(
         long,
@@ -263,6 +268,7 @@ impl DevArgs {
                 max_ws_message_bytes: self.max_ws_message_bytes,
                 ws_send_timeout: Duration::from_millis(self.ws_send_timeout_ms.max(1)),
                 ws_read_buffer_bytes: self.ws_read_buffer_bytes.max(1),
+                shared_payloads: self.ws_shared_payloads.max(1),
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
-pub use subscription::SubscriptionRoot;
+pub use subscription::{EventTap, PresetEvent, SubscriptionRoot};
 
 /// The command service over the configured event store.
 pub type Commands = ChatCommands<EventStoreBackend>;

@@ -8,8 +8,10 @@ use aether_projections::rows::ChannelEventRow;
 use aether_projections::updates::Heard;
 use aether_projections::Update;
 use async_graphql::{Context, Subscription, ID};
-use futures::Stream;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
 use crate::rate::{subscription_permit, SubscriptionPermit};
@@ -24,6 +26,31 @@ const CATCH_UP_PAGE: i64 = 500;
 
 #[derive(Debug, Default)]
 pub struct SubscriptionRoot;
+
+/// Set in a subscription's request data by a transport that serializes each channel event once
+/// for every subscriber with the same document (an audience), not once per subscriber:
+/// `channelEvents` and `conversationEvents` then hand the events they would deliver to this
+/// tap, in order, and yield only their errors. The transport resolves and serializes each event
+/// once per audience with [`PresetEvent`].
+#[derive(Clone, Debug)]
+pub struct EventTap(pub mpsc::Sender<ChannelEventRow>);
+
+/// Set in a request's data to resolve a `channelEvents` or `conversationEvents` document
+/// against one event: the subscription yields that event and ends, without any check or read
+/// (the transport has already authorized the subscriber the event was tapped from). Nothing a
+/// client sends can set it.
+#[derive(Clone, Debug)]
+pub struct PresetEvent(pub ChannelEventRow);
+
+/// What a channel or conversation subscription yields.
+type PlaceStream = BoxStream<'static, async_graphql::Result<ChannelEvent>>;
+
+/// The preset event's stream, when the request carries one.
+fn preset(ctx: &Context<'_>) -> Option<PlaceStream> {
+    let PresetEvent(row) = ctx.data_opt::<PresetEvent>()?;
+    let event = ChannelEvent::from(row.clone());
+    Some(futures::stream::once(async move { Ok(event) }).boxed())
+}
 
 /// Reads every channel event after `after` from the read model, in order.
 async fn catch_up(
@@ -86,7 +113,8 @@ async fn place_events(
     place: Place,
     after: Option<i64>,
     permit: SubscriptionPermit,
-) -> ApiResult<impl Stream<Item = async_graphql::Result<ChannelEvent>>> {
+    tap: Option<EventTap>,
+) -> ApiResult<PlaceStream> {
     let place_id = match &place {
         Place::Channel(channel) => channel.id,
         Place::Conversation(conversation) => conversation.id,
@@ -113,7 +141,14 @@ async fn place_events(
             for event in pending.drain(..) {
                 if event.seq > last {
                     last = event.seq;
-                    yield Ok(ChannelEvent::from(event));
+                    match &tap {
+                        Some(EventTap(tap)) => {
+                            if tap.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => yield Ok(ChannelEvent::from(event)),
+                    }
                 }
             }
             let heard = tokio::select! {
@@ -180,7 +215,8 @@ async fn place_events(
                 _ => {}
             }
         }
-    })
+    }
+    .boxed())
 }
 
 #[Subscription]
@@ -193,14 +229,18 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         channel_id: ID,
         after: Option<String>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChannelEvent>>> {
+    ) -> async_graphql::Result<PlaceStream> {
+        if let Some(preset) = preset(ctx) {
+            return Ok(preset);
+        }
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
         let channel_id = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
         let channel = visible_channel(&state, channel_id, user).await?;
-        Ok(place_events(state, user, Place::Channel(channel), after, permit).await?)
+        let tap = ctx.data_opt::<EventTap>().cloned();
+        Ok(place_events(state, user, Place::Channel(channel), after, permit, tap).await?)
     }
 
     /// Every change to a direct conversation's messages, in order, resumable with `after` like
@@ -210,7 +250,10 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         conversation_id: ID,
         after: Option<String>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChannelEvent>>> {
+    ) -> async_graphql::Result<PlaceStream> {
+        if let Some(preset) = preset(ctx) {
+            return Ok(preset);
+        }
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
         let id = ChannelId::parse(&conversation_id)
@@ -218,12 +261,14 @@ impl SubscriptionRoot {
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
         let conversation = visible_conversation(&state, id, user).await?;
+        let tap = ctx.data_opt::<EventTap>().cloned();
         Ok(place_events(
             state,
             user,
             Place::Conversation(conversation),
             after,
             permit,
+            tap,
         )
         .await?)
     }

@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::audience::{AudienceStats, Audiences};
 use crate::edge::{run_signal_feed, run_update_feed, wait_positioned, KafkaSignals};
 use crate::http::{router, Authenticator, Connections, HttpLimits, HttpState};
 use crate::oidc::{ExternalIssuer, OidcConfig};
@@ -111,6 +112,7 @@ pub struct Running {
     pub local_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub projectors: Vec<(&'static str, ProjectorControl)>,
+    audiences: Arc<Audiences>,
     tasks: JoinSet<Result<(), AppError>>,
     events: SqliteEventStore,
     read: sqlx::SqlitePool,
@@ -125,6 +127,12 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
+    /// How often channel events were serialized for this instance's subscribers, and how
+    /// often sent: the difference is what sharing payloads within an audience saved.
+    pub fn audience_stats(&self) -> AudienceStats {
+        self.audiences.stats()
+    }
+
     /// Waits until every role has stopped (after `shutdown` is cancelled, or one role fails),
     /// then closes the stores.
     pub async fn wait(mut self) -> Result<(), AppError> {
@@ -390,6 +398,8 @@ async fn start_app(
     let auth = Authenticator::new(tokens, external, api.commands.clone());
     let schema = build_schema(api.clone());
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let connections = Connections::new(&config.http);
+    let audiences = connections.audiences().clone();
     let app = router(
         HttpState {
             schema,
@@ -398,7 +408,7 @@ async fn start_app(
             watermarks,
             consistency_wait: config.consistency_wait,
             ready,
-            connections: Connections::new(&config.http),
+            connections,
         },
         &config.http,
     );
@@ -441,6 +451,7 @@ async fn start_app(
         local_addr,
         shutdown,
         projectors: controls,
+        audiences,
         tasks,
         events: local_log,
         read,

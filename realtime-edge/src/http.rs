@@ -15,7 +15,6 @@ use aether_query_api::rate::{ClientIp, Slots, SubscriptionBudget};
 use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -27,7 +26,9 @@ use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
 use crate::oidc::ExternalIssuer;
+use crate::protocol::{negotiate, Transport};
 use crate::ws::{close_too_big, watch_for_oversized, SendDeadline};
 
 /// The request header a client sets to a mutation's consistency token to read its own write.
@@ -68,6 +69,11 @@ pub struct HttpLimits {
     /// edge's connections and each keeps this buffer, so it is small; a larger message from a
     /// client still arrives whole (the buffer grows for it, up to `max_ws_message_bytes`).
     pub ws_read_buffer_bytes: usize,
+    /// Channel-event payloads kept for sharing between the subscribers of an audience (the same
+    /// subscription document and variables): each is serialized once per audience. Subscribers
+    /// receive an event within moments of each other, so a few thousand cover every live event;
+    /// one dropped early is serialized again, never lost.
+    pub shared_payloads: usize,
 }
 
 impl Default for HttpLimits {
@@ -79,6 +85,7 @@ impl Default for HttpLimits {
             max_ws_message_bytes: 64 * 1024,
             ws_send_timeout: Duration::from_secs(10),
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
+            shared_payloads: DEFAULT_SHARED_PAYLOADS,
         }
     }
 }
@@ -91,6 +98,7 @@ pub struct Connections {
     max_message: usize,
     send_timeout: Duration,
     read_buffer: usize,
+    audiences: Arc<Audiences>,
 }
 
 impl Connections {
@@ -101,12 +109,18 @@ impl Connections {
             max_message: limits.max_ws_message_bytes,
             send_timeout: limits.ws_send_timeout,
             read_buffer: limits.ws_read_buffer_bytes.max(1),
+            audiences: Arc::new(Audiences::new(limits.shared_payloads)),
         }
     }
 
     /// How many are open now.
     pub fn open(&self) -> usize {
         self.slots.held()
+    }
+
+    /// The channel-event payloads these connections share.
+    pub fn audiences(&self) -> &Arc<Audiences> {
+        &self.audiences
     }
 }
 
@@ -280,7 +294,7 @@ async fn graphql_post(
 
 /// Errors the schema raises itself (syntax, validation, argument types, limits) come without a
 /// code; they are all the client's input.
-fn label_error(error: &mut ServerError) {
+pub(crate) fn label_error(error: &mut ServerError) {
     let has_code = error
         .extensions
         .as_ref()
@@ -294,13 +308,10 @@ fn label_error(error: &mut ServerError) {
 
 async fn graphql_get(
     State(state): State<HttpState>,
-    protocol: Result<
-        GraphQLProtocol,
-        <GraphQLProtocol as axum::extract::FromRequestParts<HttpState>>::Rejection,
-    >,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) else {
+    let (Some(protocol), Ok(upgrade)) = (negotiate(&headers), upgrade) else {
         return Html(playground_source(
             GraphQLPlaygroundConfig::new("/graphql").subscription_endpoint("/graphql"),
         ))
@@ -322,7 +333,10 @@ async fn graphql_get(
         )
             .into_response();
     };
-    let schema = state.schema.clone();
+    let transport = Transport {
+        schema: state.schema.clone(),
+        audiences: state.connections.audiences.clone(),
+    };
     let auth = state.auth.clone();
     let hub = state.api.ephemeral.clone();
     let budget = state.connections.max_subscriptions;
@@ -345,8 +359,12 @@ async fn graphql_get(
             let (sink, stream) = socket.split();
             let mut sink = SendDeadline::new(sink, send_timeout);
             let (stream, too_big) = watch_for_oversized(stream);
-            GraphQLWebSocket::new_with_pair(&mut sink, stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
+            crate::protocol::serve(
+                transport,
+                protocol,
+                &mut sink,
+                stream,
+                move |payload| async move {
                     let authorization = payload
                         .get("authorization")
                         .or_else(|| payload.get("Authorization"))
@@ -370,9 +388,9 @@ async fn graphql_get(
                     data.insert(session);
                     data.insert(SubscriptionBudget::with_rate(budget, start_rate));
                     Ok(data)
-                })
-                .serve()
-                .await;
+                },
+            )
+            .await;
             if too_big.load(Ordering::Relaxed) {
                 close_too_big(&mut sink, max_message).await;
             }

@@ -2,9 +2,11 @@
 //! readiness, and the embedded application that runs every role in one process.
 
 pub mod app;
+pub mod audience;
 pub mod edge;
 pub mod http;
 pub mod oidc;
+pub mod protocol;
 pub mod ws;
 
 pub use app::{

@@ -237,8 +237,8 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Connects and completes `connection_init` with `token`.
-    pub async fn connect(addr: SocketAddr, token: &str) -> anyhow::Result<Self> {
+    /// Connects, without `connection_init`.
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
         let mut request = format!("ws://{addr}/graphql").into_client_request()?;
         request
             .headers_mut()
@@ -246,7 +246,12 @@ impl Subscriber {
         let (socket, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
             .await
             .context("the WebSocket handshake did not finish in time")??;
-        let mut subscriber = Self { socket };
+        Ok(Self { socket })
+    }
+
+    /// Connects and completes `connection_init` with `token`.
+    pub async fn connect(addr: SocketAddr, token: &str) -> anyhow::Result<Self> {
+        let mut subscriber = Self::open(addr).await?;
         subscriber
             .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
             .await?;
@@ -328,6 +333,25 @@ impl Subscriber {
                 .map(str::to_owned)
                 .ok_or_else(|| anyhow::anyhow!("subscription {id} was not refused: {message}"));
         }
+    }
+
+    /// The close code and reason the server ends the connection with; an error if anything
+    /// else arrives first.
+    pub async fn close_frame(&mut self) -> anyhow::Result<(u16, String)> {
+        let frame = tokio::time::timeout(PATIENCE, self.socket.next())
+            .await
+            .context("the server did not close in time")?
+            .context("the connection ended without a close frame")??;
+        match frame {
+            WsMessage::Close(Some(frame)) => Ok((frame.code.into(), frame.reason.to_string())),
+            other => bail!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Sends a text frame as it is, valid JSON or not.
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.socket.send(WsMessage::text(text.to_owned())).await?;
+        Ok(())
     }
 
     /// Nothing arrives within `wait`.

@@ -1,0 +1,563 @@
+//! GraphQL over WebSocket: `graphql-transport-ws`, and the older `graphql-ws`
+//! (subscriptions-transport-ws) for existing clients.
+//!
+//! The edge speaks the protocols itself rather than through the GraphQL library's transport so
+//! that a channel event reaches every subscriber of an audience as the same serialized payload
+//! (see [`crate::audience`]): the library serializes every message once per subscription.
+//! Everything else (validation, authorization, catch-up, errors) is the schema's, unchanged.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use aether_projections::rows::ChannelEventRow;
+use aether_query_api::{AetherSchema, EventTap, PresetEvent};
+use async_graphql::http::{ClientMessage, WebSocketProtocols};
+use async_graphql::parser::types::{OperationType, Selection};
+use async_graphql::{Data, Request, Response, ServerError, Variables};
+use axum::extract::ws::{CloseFrame, Message};
+use axum::http::HeaderMap;
+use futures::stream::BoxStream;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::StreamMap;
+
+use crate::audience::Audiences;
+
+/// Events a subscription's resolver may hand over before the connection takes them: the
+/// resolver waits while the connection is sending, so a slow client holds back only this many.
+const TAPPED_EVENTS: usize = 32;
+
+/// The protocol a WebSocket upgrade asks for: the first one the edge speaks among those of
+/// `Sec-WebSocket-Protocol`, or none.
+pub fn negotiate(headers: &HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .find_map(|protocol| protocol.trim().parse().ok())
+}
+
+/// What every connection of an instance shares.
+#[derive(Clone)]
+pub struct Transport {
+    pub schema: AetherSchema,
+    pub audiences: Arc<Audiences>,
+}
+
+/// How a connection ended, for the caller to finish it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed it, or it broke.
+    Client,
+    /// The edge closed it, with this close frame sent.
+    Closed,
+}
+
+/// Serves one WebSocket connection until the client leaves, breaks the protocol, or cannot be
+/// sent to. `on_init` turns `connection_init`'s payload into the connection's data (who the
+/// caller is); its error refuses the connection.
+pub async fn serve<Si, St, Init, Fut>(
+    transport: Transport,
+    protocol: WebSocketProtocols,
+    sink: &mut Si,
+    stream: St,
+    on_init: Init,
+) -> Ended
+where
+    Si: Sink<Message, Error = axum::Error> + Unpin,
+    St: Stream<Item = Result<Message, axum::Error>>,
+    Init: FnOnce(serde_json::Value) -> Fut,
+    Fut: Future<Output = async_graphql::Result<Data>>,
+{
+    let stream = std::pin::pin!(stream);
+    let mut connection = Connection {
+        transport,
+        protocol,
+        data: None,
+        on_init: Some(on_init),
+        subscriptions: StreamMap::new(),
+    };
+    connection.run(sink, stream).await
+}
+
+struct Connection<Init> {
+    transport: Transport,
+    protocol: WebSocketProtocols,
+    data: Option<Arc<Data>>,
+    on_init: Option<Init>,
+    subscriptions: StreamMap<String, BoxStream<'static, Message>>,
+}
+
+/// What to do after a client's message.
+enum Next {
+    Continue,
+    Send(Message),
+    /// Send this, then end the connection.
+    Finish(Message),
+    Leave,
+}
+
+impl<Init, Fut> Connection<Init>
+where
+    Init: FnOnce(serde_json::Value) -> Fut,
+    Fut: Future<Output = async_graphql::Result<Data>>,
+{
+    async fn run<Si, St>(&mut self, sink: &mut Si, mut stream: std::pin::Pin<&mut St>) -> Ended
+    where
+        Si: Sink<Message, Error = axum::Error> + Unpin,
+        St: Stream<Item = Result<Message, axum::Error>>,
+    {
+        loop {
+            let next = tokio::select! {
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => self.handle(text.as_bytes()).await,
+                    Some(Ok(Message::Binary(bytes))) => self.handle(&bytes).await,
+                    // Pings are answered by the WebSocket library itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Next::Continue,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => Next::Leave,
+                },
+                Some((_, frame)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    Next::Send(frame)
+                }
+            };
+            match next {
+                Next::Continue => {}
+                Next::Send(message) => {
+                    if sink.send(message).await.is_err() {
+                        return Ended::Client;
+                    }
+                }
+                Next::Finish(message) => {
+                    let _ = sink.send(message).await;
+                    return Ended::Closed;
+                }
+                Next::Leave => return Ended::Client,
+            }
+        }
+    }
+
+    async fn handle(&mut self, bytes: &[u8]) -> Next {
+        let message = match ClientMessage::from_bytes(bytes) {
+            Ok(message) => message,
+            Err(error) => {
+                let reason = format!("not a {} message: {error}", self.name());
+                return Next::Finish(close(self.protocol_error(), &reason));
+            }
+        };
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                let Some(on_init) = self.on_init.take() else {
+                    return self.refuse(4429, "too many initialisation requests");
+                };
+                match on_init(payload.unwrap_or_default()).await {
+                    Ok(data) => {
+                        self.data = Some(Arc::new(data));
+                        Next::Send(text(&json_message("connection_ack", None, None)))
+                    }
+                    Err(error) => self.refuse(4403, &error.message),
+                }
+            }
+            ClientMessage::Start { id, payload } => {
+                let Some(data) = self.data.clone() else {
+                    return Next::Finish(close(4401, "unauthorized: send connection_init first"));
+                };
+                if self.subscriptions.contains_key(&id) {
+                    let reason = format!("subscriber for {id} already exists");
+                    return Next::Finish(close(4409, &reason));
+                }
+                let frames = subscription(
+                    self.transport.clone(),
+                    self.protocol,
+                    id.clone(),
+                    payload,
+                    data,
+                );
+                self.subscriptions.insert(id, frames);
+                Next::Continue
+            }
+            ClientMessage::Stop { id } => match self.subscriptions.remove(&id) {
+                Some(_) => Next::Send(text(&json_message("complete", Some(&id), None))),
+                None => Next::Continue,
+            },
+            ClientMessage::ConnectionTerminate => Next::Leave,
+            ClientMessage::Ping { .. } => Next::Send(text(&json_message("pong", None, None))),
+            ClientMessage::Pong { .. } => Next::Continue,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.protocol.sec_websocket_protocol()
+    }
+
+    /// The close code for a message the protocol does not allow.
+    fn protocol_error(&self) -> u16 {
+        match self.protocol {
+            WebSocketProtocols::GraphQLWS => 4400,
+            WebSocketProtocols::SubscriptionsTransportWS => 1002,
+        }
+    }
+
+    /// Ends the connection at its start: `graphql-transport-ws` closes with `code`, the older
+    /// protocol sends `connection_error` and then closes.
+    fn refuse(&self, code: u16, reason: &str) -> Next {
+        match self.protocol {
+            WebSocketProtocols::GraphQLWS => Next::Finish(close(code, reason)),
+            WebSocketProtocols::SubscriptionsTransportWS => {
+                let payload = serde_json::json!({ "message": reason });
+                Next::Finish(text(&json_message("connection_error", None, Some(payload))))
+            }
+        }
+    }
+}
+
+fn json_message(kind: &str, id: Option<&str>, payload: Option<serde_json::Value>) -> String {
+    let mut message = serde_json::json!({ "type": kind });
+    if let Some(id) = id {
+        message["id"] = id.into();
+    }
+    if let Some(payload) = payload {
+        message["payload"] = payload;
+    }
+    message.to_string()
+}
+
+fn text(message: &str) -> Message {
+    Message::Text(message.to_owned().into())
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    // A close frame's reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].to_owned().into(),
+    }))
+}
+
+/// How one subscription's messages are framed.
+struct Framing {
+    /// `"next"` or, in the older protocol, `"data"`.
+    kind: &'static str,
+    /// The subscription's id, as a JSON string.
+    id: String,
+}
+
+impl Framing {
+    fn new(protocol: WebSocketProtocols, id: &str) -> Self {
+        let kind = match protocol {
+            WebSocketProtocols::GraphQLWS => "next",
+            WebSocketProtocols::SubscriptionsTransportWS => "data",
+        };
+        let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
+        Self { kind, id }
+    }
+
+    /// A result message around an already serialized payload.
+    fn result(&self, payload: &str) -> Message {
+        let mut message = String::with_capacity(payload.len() + self.id.len() + 32);
+        message.push_str("{\"type\":\"");
+        message.push_str(self.kind);
+        message.push_str("\",\"id\":");
+        message.push_str(&self.id);
+        message.push_str(",\"payload\":");
+        message.push_str(payload);
+        message.push('}');
+        Message::Text(message.into())
+    }
+
+    fn complete(&self) -> Message {
+        Message::Text(format!("{{\"type\":\"complete\",\"id\":{}}}", self.id).into())
+    }
+}
+
+/// A response as a message payload, each error with its `extensions.code`.
+fn payload(mut response: Response) -> String {
+    for error in &mut response.errors {
+        crate::http::label_error(error);
+    }
+    serde_json::to_string(&response).unwrap_or_else(|error| {
+        tracing::error!(%error, "a GraphQL response could not be serialized");
+        r#"{"data":null,"errors":[{"message":"the response could not be serialized","extensions":{"code":"INTERNAL"}}]}"#.to_owned()
+    })
+}
+
+/// The request a subscription was started with, to resolve its events again.
+#[derive(Serialize)]
+struct Document {
+    query: String,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Variables,
+}
+
+impl Document {
+    /// The document of `request` if its operation is a subscription of a single field (an
+    /// event of it is then the whole result), and its audience: the same text for every
+    /// request that would be sent the same payloads. Variables used only in the subscribed
+    /// field's own arguments (which channel, from which cursor) choose the events, not what
+    /// an event looks like, so they stay out of the audience: the event's place and sequence
+    /// are in the cache's key already, and clients resuming from different cursors share.
+    fn shareable(request: &Request) -> Option<(Arc<Document>, Arc<str>)> {
+        let parsed = async_graphql::parser::parse_query(&request.query).ok()?;
+        let mut operations = parsed.operations.iter();
+        let operation = match &request.operation_name {
+            Some(name) => {
+                operations
+                    .find(|(operation, _)| operation.is_some_and(|n| n.as_str() == name))?
+                    .1
+            }
+            None => {
+                let (_, only) = operations.next()?;
+                if operations.next().is_some() {
+                    return None;
+                }
+                only
+            }
+        };
+        let operation = &operation.node;
+        let items = &operation.selection_set.node.items;
+        let [item] = items.as_slice() else {
+            return None;
+        };
+        let Selection::Field(field) = &item.node else {
+            return None;
+        };
+        if operation.ty != OperationType::Subscription {
+            return None;
+        }
+        let mut in_arguments = Vec::new();
+        for (_, value) in &field.node.arguments {
+            // Replacing each variable by null visits every one the argument refers to.
+            let _ = value.node.clone().into_const_with(|name| {
+                in_arguments.push(name);
+                Ok::<_, std::convert::Infallible>(async_graphql::Value::Null)
+            });
+        }
+        let mut shaping = request.variables.clone();
+        shaping.retain(|name, _| {
+            let uses = in_arguments.iter().filter(|used| *used == name).count();
+            // Its definition, its uses in the arguments, and nothing else in the text.
+            occurrences(&request.query, name) != 1 + uses || uses == 0
+        });
+        let audience = Document {
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables: shaping,
+        };
+        let audience = serde_json::to_string(&audience).ok()?;
+        let document = Document {
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables: request.variables.clone(),
+        };
+        Some((Arc::new(document), Arc::from(audience)))
+    }
+
+    /// The payload of this document for `event` alone.
+    async fn resolve(&self, schema: &AetherSchema, event: ChannelEventRow) -> String {
+        let mut request = Request::new(self.query.clone())
+            .variables(self.variables.clone())
+            .data(PresetEvent(event));
+        if let Some(name) = &self.operation_name {
+            request = request.operation_name(name.clone());
+        }
+        let response = schema
+            .execute_stream(request)
+            .next()
+            .await
+            .unwrap_or_else(|| {
+                Response::from_errors(vec![ServerError::new(
+                    "the subscription produced no result for the event",
+                    None,
+                )])
+            });
+        payload(response)
+    }
+}
+
+/// The messages of one subscription, ending with `complete`. Channel events go through the
+/// audience cache; everything else (other subscriptions, errors) is serialized here.
+fn subscription(
+    transport: Transport,
+    protocol: WebSocketProtocols,
+    id: String,
+    mut request: Request,
+    data: Arc<Data>,
+) -> BoxStream<'static, Message> {
+    let framing = Framing::new(protocol, &id);
+    let shareable = Document::shareable(&request);
+    let (tap, mut tapped) = mpsc::channel::<ChannelEventRow>(TAPPED_EVENTS);
+    if shareable.is_some() {
+        request = request.data(EventTap(tap));
+    } else {
+        drop(tap);
+    }
+    let Transport { schema, audiences } = transport;
+    let mut responses = schema.execute_stream_with_session_data(request, data);
+    let shared = move |event: ChannelEventRow| {
+        let (schema, audiences, shareable) = (schema.clone(), audiences.clone(), shareable.clone());
+        async move {
+            let (document, audience) = shareable?;
+            let (place, seq) = (event.channel_id, event.seq);
+            let resolve = || async move { document.resolve(&schema, event).await };
+            let payload = audiences.payload(&audience, place, seq, resolve).await;
+            Some(payload)
+        }
+    };
+    async_stream::stream! {
+        loop {
+            let step = tokio::select! {
+                biased;
+                Some(event) = tapped.recv() => Step::Tapped(event),
+                response = responses.next() => Step::Responded(response),
+            };
+            let response = match step {
+                Step::Tapped(event) => {
+                    if let Some(payload) = shared(event).await {
+                        yield framing.result(&payload);
+                    }
+                    continue;
+                }
+                Step::Responded(response) => response,
+            };
+            // Whatever the resolver handed over before this response came first.
+            while let Ok(event) = tapped.try_recv() {
+                if let Some(payload) = shared(event).await {
+                    yield framing.result(&payload);
+                }
+            }
+            match response {
+                Some(response) => yield framing.result(&payload(response)),
+                None => {
+                    yield framing.complete();
+                    return;
+                }
+            }
+        }
+    }
+    .boxed()
+}
+
+/// How often `$name` appears in `query` as a whole name. Over-counting (in a string or a
+/// comment) only keeps a variable in the audience, which is always correct.
+fn occurrences(query: &str, name: &str) -> usize {
+    let needle = format!("${name}");
+    query
+        .match_indices(&needle)
+        .filter(|(at, _)| {
+            query[at + needle.len()..]
+                .chars()
+                .next()
+                .is_none_or(|next| !(next.is_ascii_alphanumeric() || next == '_'))
+        })
+        .count()
+}
+
+enum Step {
+    Tapped(ChannelEventRow),
+    Responded(Option<Response>),
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn audience(query: &str, variables: serde_json::Value) -> Option<String> {
+        let request = Request::new(query).variables(Variables::from_json(variables));
+        Document::shareable(&request).map(|(_, audience)| audience.to_string())
+    }
+
+    const EVENTS: &str = "subscription($c: ID!, $after: String, $full: Boolean!) { \
+         channelEvents(channelId: $c, after: $after) { cursor \
+         ... on MessageSent { message { body @include(if: $full) } } } }";
+
+    #[test]
+    fn where_a_subscription_starts_does_not_split_its_audience() {
+        let from_start = audience(EVENTS, json!({ "c": "a", "after": "0", "full": true }));
+        let resumed = audience(EVENTS, json!({ "c": "b", "after": "41", "full": true }));
+        assert!(from_start.is_some());
+        assert_eq!(from_start, resumed);
+    }
+
+    #[test]
+    fn variables_that_shape_the_payload_split_the_audience() {
+        let full = audience(EVENTS, json!({ "c": "a", "full": true }));
+        let bare = audience(EVENTS, json!({ "c": "a", "full": false }));
+        assert_ne!(full, bare);
+        // A variable used in the arguments and anywhere else stays in the audience: in the
+        // selection (only the text matters here, not whether the types fit), or even in a
+        // comment, where counting errs on the safe side.
+        for twice in [
+            "subscription($c: ID!) { channelEvents(channelId: $c) { cursor @skip(if: $c) } }",
+            "subscription($c: ID!) { channelEvents(channelId: $c) { cursor } } # $c",
+        ] {
+            assert_ne!(
+                audience(twice, json!({ "c": "a" })),
+                audience(twice, json!({ "c": "b" })),
+                "{twice}"
+            );
+        }
+        // A name that only starts like a root argument's variable is not one of its uses.
+        let prefixed = "subscription($c: ID!, $cx: Boolean!) { channelEvents(channelId: $c) { \
+                        cursor @include(if: $cx) } }";
+        assert_eq!(
+            audience(prefixed, json!({ "c": "a", "cx": true })),
+            audience(prefixed, json!({ "c": "b", "cx": true }))
+        );
+        assert_ne!(
+            audience(prefixed, json!({ "c": "a", "cx": true })),
+            audience(prefixed, json!({ "c": "a", "cx": false }))
+        );
+    }
+
+    #[test]
+    fn only_single_field_subscriptions_are_shared() {
+        assert_eq!(audience("{ me { id } }", json!({})), None);
+        assert_eq!(
+            audience(
+                "subscription { a: userEvents { __typename } b: userEvents { __typename } }",
+                json!({})
+            ),
+            None
+        );
+        assert_eq!(
+            audience(
+                "subscription { ...F } fragment F on Subscriptions { userEvents { __typename } }",
+                json!({})
+            ),
+            None
+        );
+        assert_eq!(audience("subscription {", json!({})), None);
+        let named = "subscription A { userEvents { __typename } } query B { me { id } }";
+        let request = Request::new(named).operation_name("A");
+        assert!(Document::shareable(&request).is_some());
+        let request = Request::new(named).operation_name("B");
+        assert!(Document::shareable(&request).is_none());
+        assert!(Document::shareable(&Request::new(named)).is_none());
+    }
+
+    #[test]
+    fn framing_wraps_a_shared_payload_for_each_subscription() {
+        let payload = r#"{"data":{"channelEvents":{"cursor":"1"}}}"#;
+        let frame = |protocol, id: &str| match Framing::new(protocol, id).result(payload) {
+            Message::Text(text) => serde_json::from_str::<serde_json::Value>(text.as_str()).ok(),
+            _ => None,
+        };
+        let parsed: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(
+            frame(WebSocketProtocols::GraphQLWS, "7\"\\"),
+            Some(json!({ "type": "next", "id": "7\"\\", "payload": parsed }))
+        );
+        assert_eq!(
+            frame(WebSocketProtocols::SubscriptionsTransportWS, "1"),
+            Some(json!({ "type": "data", "id": "1", "payload": parsed }))
+        );
+    }
+}
