@@ -151,7 +151,8 @@ where
                 let Some(on_init) = self.on_init.take() else {
                     return self.refuse(4429, "too many initialisation requests");
                 };
-                match on_init(payload.unwrap_or_default()).await {
+                // Boxed: the future lives only while it runs, not in every connection's state.
+                match Box::pin(on_init(payload.unwrap_or_default())).await {
                     Ok(data) => {
                         self.data = Some(Arc::new(data));
                         Next::Send(text(&json_message("connection_ack", None, None)))
