@@ -28,8 +28,8 @@ use serde_json::json;
 
 use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
 use crate::oidc::ExternalIssuer;
-use crate::protocol::{negotiate, Transport};
-use crate::ws::{close_too_big, watch_for_oversized, SendDeadline};
+use crate::protocol::{negotiate, Ended, Transport};
+use crate::ws::{close_too_big, close_too_slow, watch_for_oversized, SendDeadline};
 
 /// The request header a client sets to a mutation's consistency token to read its own write.
 pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
@@ -359,7 +359,7 @@ async fn graphql_get(
             let (sink, stream) = socket.split();
             let mut sink = SendDeadline::new(sink, send_timeout);
             let (stream, too_big) = watch_for_oversized(stream);
-            crate::protocol::serve(
+            let ended = crate::protocol::serve(
                 transport,
                 protocol,
                 &mut sink,
@@ -393,6 +393,8 @@ async fn graphql_get(
             .await;
             if too_big.load(Ordering::Relaxed) {
                 close_too_big(&mut sink, max_message).await;
+            } else if let Ended::TooSlow(why) = ended {
+                close_too_slow(&mut sink, &why).await;
             }
             let user = signed_in.lock().ok().and_then(|mut slot| slot.take());
             if let Some(user) = user {

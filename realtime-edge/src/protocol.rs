@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamMap;
 
 use crate::audience::Audiences;
+use crate::ws::SlowClient;
 
 /// Events a subscription's resolver may hand over before the connection takes them: the
 /// resolver waits while the connection is sending, so a slow client holds back only this many.
@@ -47,10 +48,12 @@ pub struct Transport {
 }
 
 /// How a connection ended, for the caller to finish it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Ended {
     /// The client closed it, or it broke.
     Client,
+    /// The client read nothing for longer than the send deadline.
+    TooSlow(SlowClient),
     /// The edge closed it, with this close frame sent.
     Closed,
 }
@@ -125,8 +128,11 @@ where
             match next {
                 Next::Continue => {}
                 Next::Send(message) => {
-                    if sink.send(message).await.is_err() {
-                        return Ended::Client;
+                    if let Err(error) = sink.send(message).await {
+                        return match SlowClient::of(&error) {
+                            Some(slow) => Ended::TooSlow(slow.clone()),
+                            None => Ended::Client,
+                        };
                     }
                 }
                 Next::Finish(message) => {

@@ -64,9 +64,33 @@ impl<S> SendDeadline<S> {
 }
 
 /// Why a connection was ended.
-#[derive(Debug, thiserror::Error)]
-#[error("the client read nothing for {0:?} while messages waited (see --ws-send-timeout-ms)")]
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("too slow: the client read nothing for {0:?} while messages waited")]
 pub struct SlowClient(Duration);
+
+impl SlowClient {
+    /// The slow client a failed send was ended for, if that is why it failed.
+    pub fn of(error: &axum::Error) -> Option<&SlowClient> {
+        std::error::Error::source(error).and_then(|inner| inner.downcast_ref::<SlowClient>())
+    }
+}
+
+/// How long a slow client's close frame may wait for room: a client that was only paused
+/// (a phone waking up) then reads why it was disconnected; one that never reads costs no more.
+pub const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Tells a client too slow to read why its connection ends (close code 1008, policy), if its
+/// socket makes room for it within [`SLOW_CLOSE_GRACE`].
+pub async fn close_too_slow<S>(sink: &mut S, why: &SlowClient)
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let frame = CloseFrame {
+        code: close_code::POLICY,
+        reason: why.to_string().into(),
+    };
+    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+}
 
 impl<S> Sink<Message> for SendDeadline<S>
 where

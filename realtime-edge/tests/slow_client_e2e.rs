@@ -1,5 +1,6 @@
 //! A WebSocket client that stops reading is disconnected once a message has waited for it
-//! longer than the send timeout, while the other subscribers of the same channel keep up.
+//! longer than the send timeout, and told why (1008) if it reads again soon after, while the
+//! other subscribers of the same channel keep up.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use aether_realtime_edge::http::HttpLimits;
 use aether_realtime_edge::{start_embedded, EmbeddedConfig};
+use anyhow::Context;
 use common::{community, send, unlimited, Client, Subscriber, CHANNEL_EVENTS, PATIENCE};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -94,10 +96,15 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_keep_up() ->
     assert_eq!(disconnected(), 1, "the stalled client was not disconnected");
 
     // The stalled connection was closed by the server: what it can still read ends.
+    // A client that reads again soon after, as a phone waking up would, learns why.
     let mut read = 0usize;
+    let mut close = None;
     let drained = tokio::time::timeout(PATIENCE, async {
-        while let Some(Ok(_)) = stalled.next().await {
+        while let Some(Ok(frame)) = stalled.next().await {
             read += 1;
+            if let Message::Close(frame) = frame {
+                close = frame;
+            }
         }
     })
     .await;
@@ -109,6 +116,9 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_keep_up() ->
         read < STALLED_SUBSCRIPTIONS * MESSAGES,
         "the stalled client received everything ({read} frames): it was never stalled"
     );
+    let close = close.context("the stalled client was not told why it was disconnected")?;
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert!(close.reason.starts_with("too slow"), "{close:?}");
     app.stop().await?;
     Ok(())
 }
