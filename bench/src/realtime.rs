@@ -58,9 +58,10 @@ pub struct Args {
     #[arg(long, default_value_t = 5_000)]
     fanout_subscribers: usize,
     /// Fan-out phase: messages per second to that channel (each owed to every subscriber). The
-    /// default offers 200,000 deliveries/s to 5,000 connections, twice the target, so the phase
-    /// finds how many a server sustains rather than how many were offered.
-    #[arg(long, default_value_t = 40)]
+    /// default offers 400,000 deliveries/s to 5,000 connections, four times the target and more
+    /// than either server sustains here, so the phase finds how many a server sustains rather
+    /// than how many were offered.
+    #[arg(long, default_value_t = 80)]
     fanout_rate: u32,
     /// Idle WebSocket connections to hold open (the server's end of each is a file descriptor
     /// of this process: `ulimit -n` must be above this).
