@@ -52,11 +52,6 @@ impl<S> SendDeadline<S> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
                 self.timer = None;
-                SLOW_CLIENTS_DISCONNECTED.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    deadline_ms = deadline.as_millis() as u64,
-                    "disconnected a WebSocket client too slow to read its messages"
-                );
                 Poll::Ready(Err(axum::Error::new(SlowClient(deadline))))
             }
         }
@@ -79,12 +74,18 @@ impl SlowClient {
 /// (a phone waking up) then reads why it was disconnected; one that never reads costs no more.
 pub const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Tells a client too slow to read why its connection ends (close code 1008, policy), if its
-/// socket makes room for it within [`SLOW_CLOSE_GRACE`].
+/// Ends the connection of a client too slow to read, and tells it why (close code 1008,
+/// policy) if its socket makes room for that within [`SLOW_CLOSE_GRACE`] (or the sink's own
+/// deadline, if shorter).
 pub async fn close_too_slow<S>(sink: &mut S, why: &SlowClient)
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
+    SLOW_CLIENTS_DISCONNECTED.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        deadline_ms = why.0.as_millis() as u64,
+        "disconnected a WebSocket client too slow to read its messages"
+    );
     let frame = CloseFrame {
         code: close_code::POLICY,
         reason: why.to_string().into(),
