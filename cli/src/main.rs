@@ -172,8 +172,9 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = aether_realtime_edge::http::DEFAULT_WS_READ_BUFFER_BYTES, env = "AETHER_WS_READ_BUFFER_BYTES")]
     ws_read_buffer_bytes: usize,
 
-    /// Channel-event payloads kept to share between subscribers with the same subscription
-    /// document: each event is serialized once per such audience, not once per subscriber.
+    /// Update payloads (channel events, typing, presence) kept to share between subscribers
+    /// with the same subscription document: each update is serialized once per such audience,
+    /// not once per subscriber.
     #[arg(long, default_value_t = aether_realtime_edge::audience::DEFAULT_SHARED_PAYLOADS, env = "AETHER_WS_SHARED_PAYLOADS")]
     ws_shared_payloads: usize,
 

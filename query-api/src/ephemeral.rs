@@ -106,6 +106,9 @@ pub trait SignalSink: Send + Sync {
 pub struct PresenceChange {
     pub user_id: UserId,
     pub status: PresenceStatus,
+    /// This instance's count of the changes it has shown, this one included: what makes two
+    /// changes with the same user and status different updates.
+    pub seq: u64,
 }
 
 #[derive(Default)]
@@ -141,6 +144,7 @@ pub struct Ephemeral {
     sink: Arc<dyn SignalSink>,
     typing: broadcast::Sender<Signal>,
     presence: broadcast::Sender<PresenceChange>,
+    presence_seq: std::sync::atomic::AtomicU64,
     local: Mutex<HashMap<UserId, Local>>,
     folded: Mutex<HashMap<UserId, Folded>>,
     typing_rate: RateLimiter,
@@ -180,6 +184,7 @@ impl Ephemeral {
             instance: Uuid::now_v7(),
             typing: broadcast::channel(limits.buffer.max(1)).0,
             presence: broadcast::channel(limits.buffer.max(1)).0,
+            presence_seq: std::sync::atomic::AtomicU64::new(0),
             typing_rate: RateLimiter::new(Rate::new(1.0 / interval, 1), 100_000),
             limits,
             sink,
@@ -342,9 +347,14 @@ impl Ephemeral {
                 if entry.shown != Some(next) {
                     // Someone never shown online does not need an offline event.
                     if !(entry.shown.is_none() && next == PresenceStatus::Offline) {
+                        let seq = self
+                            .presence_seq
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                            + 1;
                         changes.push(PresenceChange {
                             user_id: *user,
                             status: next,
+                            seq,
                         });
                     }
                     entry.shown = Some(next);
@@ -388,11 +398,15 @@ impl Ephemeral {
 // --- GraphQL ---------------------------------------------------------------------------------
 
 use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
-use futures::Stream;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use crate::error::{gql, ApiError, ApiResult};
 use crate::rate::subscription_permit;
+use crate::subscription::mismatched_preset;
+use crate::tap::{EventTap, PresetEvent, Tapped, TypingSignal};
 use crate::types::{load_user, require_caller, require_member, required_place, state, Place, User};
+use crate::ApiState;
 
 /// Someone started or stopped typing in a channel or a direct conversation.
 #[derive(SimpleObject, Clone, Debug)]
@@ -480,18 +494,30 @@ impl EphemeralSubscription {
         &self,
         ctx: &Context<'_>,
         channel_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<TypingEvent>>> {
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<TypingEvent>>> {
+        if let Some(update) = PresetEvent::of(ctx) {
+            let Tapped::Typing(signal) = update else {
+                return Err(mismatched_preset().into());
+            };
+            let (state, signal) = (state(ctx).clone(), *signal);
+            return Ok(futures::stream::once(async move {
+                typing_event(&state, signal).await.map_err(Into::into)
+            })
+            .boxed());
+        }
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
         let channel = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
         required_place(&state, channel, user).await?;
         let permit = subscription_permit(ctx)?;
+        let tap = EventTap::of(ctx);
         let mut signals = state.ephemeral.typing();
         let shutdown = state.shutdown.clone();
         Ok(async_stream::stream! {
             let _permit = permit;
             // Who is typing now, and until when.
             let mut typing: HashMap<UserId, DateTime<Utc>> = HashMap::new();
+            let mut due: Vec<TypingSignal> = Vec::new();
             loop {
                 let next_expiry = typing.values().min().copied();
                 let wait = next_expiry
@@ -501,26 +527,18 @@ impl EphemeralSubscription {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(wait), if next_expiry.is_some() => {
                         let now = Utc::now();
-                        let expired: Vec<(UserId, DateTime<Utc>)> = typing
-                            .iter()
-                            .filter(|(_, until)| **until <= now)
-                            .map(|(user, until)| (*user, *until))
-                            .collect();
-                        for (who, until) in expired {
-                            typing.remove(&who);
-                            match load_user(&state, who).await {
-                                Ok(person) => yield Ok(TypingEvent { channel_id: ID(channel.to_string()), user: person, typing: false, expires_at: until }),
-                                Err(error) => { yield Err(error.into()); return; }
+                        typing.retain(|who, until| {
+                            let expired = *until <= now;
+                            if expired {
+                                due.push(TypingSignal { channel_id: channel, user_id: *who, typing: false, until: *until });
                             }
-                        }
+                            !expired
+                        });
                     }
                     received = signals.recv() => match received {
                         Ok(Signal::Typing { channel_id, user_id, until }) if channel_id == channel && user_id != user => {
                             typing.insert(user_id, until);
-                            match load_user(&state, user_id).await {
-                                Ok(person) => yield Ok(TypingEvent { channel_id: ID(channel.to_string()), user: person, typing: true, expires_at: until }),
-                                Err(error) => { yield Err(error.into()); return; }
-                            }
+                            due.push(TypingSignal { channel_id: channel, user_id, typing: true, until });
                         }
                         Ok(_) => {}
                         // Typing is of the moment: a subscriber that fell behind skips ahead.
@@ -528,8 +546,22 @@ impl EphemeralSubscription {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                 }
+                for signal in due.drain(..) {
+                    match &tap {
+                        Some(tap) => {
+                            if !tap.hand(Tapped::Typing(signal)).await {
+                                return;
+                            }
+                        }
+                        None => match typing_event(&state, signal).await {
+                            Ok(event) => yield Ok(event),
+                            Err(error) => { yield Err(error.into()); return; }
+                        },
+                    }
+                }
             }
-        })
+        }
+        .boxed())
     }
 
     /// Presence changes (`ONLINE`, `AWAY`, `OFFLINE`) of the members of a server (for its
@@ -540,7 +572,17 @@ impl EphemeralSubscription {
         ctx: &Context<'_>,
         server_id: Option<ID>,
         conversation_id: Option<ID>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<PresenceEvent>>> {
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<PresenceEvent>>> {
+        if let Some(update) = PresetEvent::of(ctx) {
+            let Tapped::Presence(change) = update else {
+                return Err(mismatched_preset().into());
+            };
+            let (state, change) = (state(ctx).clone(), *change);
+            return Ok(futures::stream::once(async move {
+                presence_event(&state, change).await.map_err(Into::into)
+            })
+            .boxed());
+        }
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
         let audience = match (server_id, conversation_id) {
@@ -573,6 +615,7 @@ impl EphemeralSubscription {
             }
         };
         let permit = subscription_permit(ctx)?;
+        let tap = EventTap::of(ctx);
         let mut changes = state.ephemeral.presence();
         let shutdown = state.shutdown.clone();
         Ok(async_stream::stream! {
@@ -596,13 +639,37 @@ impl EphemeralSubscription {
                 if !counts {
                     continue;
                 }
-                match load_user(&state, change.user_id).await {
-                    Ok(person) => yield Ok(PresenceEvent { user: person, status: change.status }),
-                    Err(error) => { yield Err(error.into()); return; }
+                match &tap {
+                    Some(tap) => {
+                        if !tap.hand(Tapped::Presence(change)).await {
+                            return;
+                        }
+                    }
+                    None => match presence_event(&state, change).await {
+                        Ok(event) => yield Ok(event),
+                        Err(error) => { yield Err(error.into()); return; }
+                    },
                 }
             }
-        })
+        }
+        .boxed())
     }
+}
+
+async fn typing_event(state: &ApiState, signal: TypingSignal) -> ApiResult<TypingEvent> {
+    Ok(TypingEvent {
+        channel_id: ID(signal.channel_id.to_string()),
+        user: load_user(state, signal.user_id).await?,
+        typing: signal.typing,
+        expires_at: signal.until,
+    })
+}
+
+async fn presence_event(state: &ApiState, change: PresenceChange) -> ApiResult<PresenceEvent> {
+    Ok(PresenceEvent {
+        user: load_user(state, change.user_id).await?,
+        status: change.status,
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod mutation;
 mod query;
 pub mod rate;
 mod subscription;
+pub mod tap;
 pub mod types;
 
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
-pub use subscription::{EventTap, PresetEvent, SubscriptionRoot};
+pub use subscription::SubscriptionRoot;
+pub use tap::{EventTap, PresetEvent, TapKey, Tapped, TypingSignal};
 
 /// The command service over the configured event store.
 pub type Commands = ChatCommands<EventStoreBackend>;

@@ -11,10 +11,10 @@ use async_graphql::{Context, Subscription, ID};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
 use crate::rate::{subscription_permit, SubscriptionPermit};
+use crate::tap::{EventTap, PresetEvent, Tapped};
 use crate::types::{
     parse_cursor, require_caller, state, visible_channel, visible_conversation, ChannelEvent,
     Conversation, ConversationOpened, MembershipChanged, Place, ResyncNeeded, RoleGql, UserEvent,
@@ -27,29 +27,25 @@ const CATCH_UP_PAGE: i64 = 500;
 #[derive(Debug, Default)]
 pub struct SubscriptionRoot;
 
-/// Set in a subscription's request data by a transport that serializes each channel event once
-/// for every subscriber with the same document (an audience), not once per subscriber:
-/// `channelEvents` and `conversationEvents` then hand the events they would deliver to this
-/// tap, in order, and yield only their errors. The transport resolves and serializes each event
-/// once per audience with [`PresetEvent`].
-#[derive(Clone, Debug)]
-pub struct EventTap(pub mpsc::Sender<ChannelEventRow>);
-
-/// Set in a request's data to resolve a `channelEvents` or `conversationEvents` document
-/// against one event: the subscription yields that event and ends, without any check or read
-/// (the transport has already authorized the subscriber the event was tapped from). Nothing a
-/// client sends can set it.
-#[derive(Clone, Debug)]
-pub struct PresetEvent(pub ChannelEventRow);
-
 /// What a channel or conversation subscription yields.
 type PlaceStream = BoxStream<'static, async_graphql::Result<ChannelEvent>>;
 
-/// The preset event's stream, when the request carries one.
-fn preset(ctx: &Context<'_>) -> Option<PlaceStream> {
-    let PresetEvent(row) = ctx.data_opt::<PresetEvent>()?;
+/// The preset update's stream, when the request carries one.
+fn preset(ctx: &Context<'_>) -> Option<async_graphql::Result<PlaceStream>> {
+    let update = PresetEvent::of(ctx)?;
+    let Tapped::Channel(row) = update else {
+        return Some(Err(mismatched_preset().into()));
+    };
     let event = ChannelEvent::from(row.clone());
-    Some(futures::stream::once(async move { Ok(event) }).boxed())
+    Some(Ok(futures::stream::once(async move { Ok(event) }).boxed()))
+}
+
+/// A preset update of another subscription's kind: the transport's mistake, never a client's.
+pub(crate) fn mismatched_preset() -> ApiError {
+    ApiError::new(
+        aether_commands::ErrorCode::Internal,
+        "the update does not belong to this subscription",
+    )
 }
 
 /// Reads every channel event after `after` from the read model, in order.
@@ -142,8 +138,8 @@ async fn place_events(
                 if event.seq > last {
                     last = event.seq;
                     match &tap {
-                        Some(EventTap(tap)) => {
-                            if tap.send(event).await.is_err() {
+                        Some(tap) => {
+                            if !tap.hand(Tapped::Channel(event)).await {
                                 return;
                             }
                         }
@@ -231,7 +227,7 @@ impl SubscriptionRoot {
         after: Option<String>,
     ) -> async_graphql::Result<PlaceStream> {
         if let Some(preset) = preset(ctx) {
-            return Ok(preset);
+            return preset;
         }
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
@@ -239,7 +235,7 @@ impl SubscriptionRoot {
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
         let channel = visible_channel(&state, channel_id, user).await?;
-        let tap = ctx.data_opt::<EventTap>().cloned();
+        let tap = EventTap::of(ctx);
         Ok(place_events(state, user, Place::Channel(channel), after, permit, tap).await?)
     }
 
@@ -252,7 +248,7 @@ impl SubscriptionRoot {
         after: Option<String>,
     ) -> async_graphql::Result<PlaceStream> {
         if let Some(preset) = preset(ctx) {
-            return Ok(preset);
+            return preset;
         }
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
@@ -261,7 +257,7 @@ impl SubscriptionRoot {
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
         let conversation = visible_conversation(&state, id, user).await?;
-        let tap = ctx.data_opt::<EventTap>().cloned();
+        let tap = EventTap::of(ctx);
         Ok(place_events(
             state,
             user,

@@ -127,7 +127,7 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
-    /// How often channel events were serialized for this instance's subscribers, and how
+    /// How often updates were serialized for this instance's subscribers, and how
     /// often sent: the difference is what sharing payloads within an audience saved.
     pub fn audience_stats(&self) -> AudienceStats {
         self.audiences.stats()

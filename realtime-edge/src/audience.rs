@@ -1,28 +1,27 @@
-//! Channel events serialized once per audience. An audience is every subscriber of one edge
-//! whose subscription has the same document, operation and variables: what each of them is sent
-//! for an event is the same bytes (the fields reachable from a channel event do not depend on who
-//! asks), so the first subscriber to need an event's payload resolves and serializes it, the
-//! others of its audience wait for that and share it, and each connection adds only its own
-//! framing (the subscription id).
+//! Updates (channel events, typing signals, presence changes) serialized once per audience. An
+//! audience is every subscriber of one edge whose subscription has the same document, operation
+//! and payload-shaping variables: what each of them is sent for an update is the same bytes
+//! (nothing reachable from these updates depends on who asks), so the first subscriber to need
+//! an update's payload resolves and serializes it, the others of its audience wait for that and
+//! share it, and each connection adds only its own framing (the subscription id).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aether_domain::ChannelId;
+use aether_query_api::TapKey;
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
 
 /// The default of [`crate::http::HttpLimits::shared_payloads`].
 pub const DEFAULT_SHARED_PAYLOADS: usize = 4_096;
 
-/// One event's payload for one audience.
+/// One update's payload for one audience.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     audience: Arc<str>,
-    place: ChannelId,
-    seq: i64,
+    update: TapKey,
 }
 
 /// A payload being serialized, or serialized. Whichever subscriber of the audience polls it
@@ -81,14 +80,13 @@ impl Audiences {
         }
     }
 
-    /// The payload of event `seq` of `place` for `audience`: serialized by `serialize` if no
-    /// subscriber of the audience has asked for it yet, otherwise the one already made (waiting
-    /// for it while another subscriber makes it).
+    /// The payload of `update` for `audience`: serialized by `serialize` if no subscriber of
+    /// the audience has asked for it yet, otherwise the one already made (waiting for it while
+    /// another subscriber makes it).
     pub async fn payload<F, Fut>(
         &self,
         audience: &Arc<str>,
-        place: ChannelId,
-        seq: i64,
+        update: TapKey,
         serialize: F,
     ) -> Arc<str>
     where
@@ -97,8 +95,7 @@ impl Audiences {
     {
         let key = Key {
             audience: audience.clone(),
-            place,
-            seq,
+            update,
         };
         let payload = self.slot(key, serialize).await;
         self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -147,10 +144,16 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
+    use aether_domain::ChannelId;
+
     use super::*;
 
     fn place() -> ChannelId {
         ChannelId::new()
+    }
+
+    fn event(place: ChannelId, seq: i64) -> TapKey {
+        TapKey::Channel { place, seq }
     }
 
     #[tokio::test]
@@ -164,7 +167,7 @@ mod tests {
             let (audiences, audience, calls) = (audiences.clone(), audience.clone(), calls.clone());
             subscribers.push(tokio::spawn(async move {
                 audiences
-                    .payload(&audience, channel, 7, || async move {
+                    .payload(&audience, event(channel, 7), || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         // Slow enough that the other subscribers arrive while it runs.
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,9 +200,11 @@ mod tests {
         };
         // The first subscriber starts serializing, then its connection stops polling it (it is
         // stuck sending to its client) without giving up.
-        let mut first = Box::pin(audiences.payload(&audience, channel, 1, slow));
+        let mut first = Box::pin(audiences.payload(&audience, event(channel, 1), slow));
         assert!(futures::poll!(first.as_mut()).is_pending());
-        let second = audiences.payload(&audience, channel, 1, || async { "other".to_owned() });
+        let second = audiences.payload(&audience, event(channel, 1), || async {
+            "other".to_owned()
+        });
         let second = tokio::time::timeout(Duration::from_secs(5), second).await;
         assert_eq!(second.as_deref().ok(), Some("shared"));
         assert_eq!(&*first.await, "shared");
@@ -217,7 +222,7 @@ mod tests {
             let audiences = &audiences;
             async move {
                 audiences
-                    .payload(&audience, place, seq, || async move { text })
+                    .payload(&audience, event(place, seq), || async move { text })
                     .await
             }
         };
@@ -237,17 +242,21 @@ mod tests {
         let channel = place();
         for seq in 1..=5 {
             audiences
-                .payload(&audience, channel, seq, || async move { seq.to_string() })
+                .payload(
+                    &audience,
+                    event(channel, seq),
+                    || async move { seq.to_string() },
+                )
                 .await;
         }
         assert_eq!(audiences.held(), 3);
         // Event 5 is still shared; event 1 was dropped and is serialized again.
         let again = audiences
-            .payload(&audience, channel, 5, || async { "new".to_owned() })
+            .payload(&audience, event(channel, 5), || async { "new".to_owned() })
             .await;
         assert_eq!(&*again, "5");
         let again = audiences
-            .payload(&audience, channel, 1, || async { "new".to_owned() })
+            .payload(&audience, event(channel, 1), || async { "new".to_owned() })
             .await;
         assert_eq!(&*again, "new");
         assert_eq!(audiences.held(), 3);

@@ -69,10 +69,11 @@ pub struct HttpLimits {
     /// edge's connections and each keeps this buffer, so it is small; a larger message from a
     /// client still arrives whole (the buffer grows for it, up to `max_ws_message_bytes`).
     pub ws_read_buffer_bytes: usize,
-    /// Channel-event payloads kept for sharing between the subscribers of an audience (the same
-    /// subscription document and variables): each is serialized once per audience. Subscribers
-    /// receive an event within moments of each other, so a few thousand cover every live event;
-    /// one dropped early is serialized again, never lost.
+    /// Update payloads (channel events, typing, presence) kept for sharing between the
+    /// subscribers of an audience (the same subscription document and payload-shaping
+    /// variables): each is serialized once per audience. Subscribers receive an update within
+    /// moments of each other, so a few thousand cover every live one; one dropped early is
+    /// serialized again, never lost.
     pub shared_payloads: usize,
 }
 
@@ -118,7 +119,7 @@ impl Connections {
         self.slots.held()
     }
 
-    /// The channel-event payloads these connections share.
+    /// The update payloads these connections share.
     pub fn audiences(&self) -> &Arc<Audiences> {
         &self.audiences
     }

@@ -2,15 +2,15 @@
 //! (subscriptions-transport-ws) for existing clients.
 //!
 //! The edge speaks the protocols itself rather than through the GraphQL library's transport so
-//! that a channel event reaches every subscriber of an audience as the same serialized payload
+//! that an update (a channel event, a typing signal, a presence change) reaches every
+//! subscriber of an audience as the same serialized payload
 //! (see [`crate::audience`]): the library serializes every message once per subscription.
 //! Everything else (validation, authorization, catch-up, errors) is the schema's, unchanged.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use aether_projections::rows::ChannelEventRow;
-use aether_query_api::{AetherSchema, EventTap, PresetEvent};
+use aether_query_api::{AetherSchema, EventTap, PresetEvent, Tapped};
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
 use async_graphql::parser::types::{OperationType, Selection};
 use async_graphql::{Data, Request, Response, ServerError, Variables};
@@ -293,7 +293,7 @@ fn payload(mut response: Response) -> String {
     })
 }
 
-/// The request a subscription was started with, to resolve its events again.
+/// The request a subscription was started with, to resolve its updates again.
 #[derive(Serialize)]
 struct Document {
     query: String,
@@ -304,11 +304,11 @@ struct Document {
 
 impl Document {
     /// The document of `request` if its operation is a subscription of a single field (an
-    /// event of it is then the whole result), and its audience: the same text for every
+    /// update of it is then the whole result), and its audience: the same text for every
     /// request that would be sent the same payloads. Variables used only in the subscribed
-    /// field's own arguments (which channel, from which cursor) choose the events, not what
-    /// an event looks like, so they stay out of the audience: the event's place and sequence
-    /// are in the cache's key already, and clients resuming from different cursors share.
+    /// field's own arguments (which channel or server, from which cursor) choose the updates,
+    /// not what an update looks like, so they stay out of the audience: what identifies the
+    /// update is in the cache's key already, and clients resuming from different cursors share.
     fn shareable(request: &Request) -> Option<(Arc<Document>, Arc<str>)> {
         let parsed = async_graphql::parser::parse_query(&request.query).ok()?;
         let mut operations = parsed.operations.iter();
@@ -365,11 +365,11 @@ impl Document {
         Some((Arc::new(document), Arc::from(audience)))
     }
 
-    /// The payload of this document for `event` alone.
-    async fn resolve(&self, schema: &AetherSchema, event: ChannelEventRow) -> String {
+    /// The payload of this document for `update` alone.
+    async fn resolve(&self, schema: &AetherSchema, update: Tapped) -> String {
         let mut request = Request::new(self.query.clone())
             .variables(self.variables.clone())
-            .data(PresetEvent(event));
+            .data(PresetEvent(update));
         if let Some(name) = &self.operation_name {
             request = request.operation_name(name.clone());
         }
@@ -379,7 +379,7 @@ impl Document {
             .await
             .unwrap_or_else(|| {
                 Response::from_errors(vec![ServerError::new(
-                    "the subscription produced no result for the event",
+                    "the subscription produced no result for the update",
                     None,
                 )])
             });
@@ -387,7 +387,7 @@ impl Document {
     }
 }
 
-/// The messages of one subscription, ending with `complete`. Channel events go through the
+/// The messages of one subscription, ending with `complete`. Tapped updates go through the
 /// audience cache; everything else (other subscriptions, errors) is serialized here.
 fn subscription(
     transport: Transport,
@@ -398,7 +398,7 @@ fn subscription(
 ) -> BoxStream<'static, Message> {
     let framing = Framing::new(protocol, &id);
     let shareable = Document::shareable(&request);
-    let (tap, mut tapped) = mpsc::channel::<ChannelEventRow>(TAPPED_EVENTS);
+    let (tap, mut tapped) = mpsc::channel::<Tapped>(TAPPED_EVENTS);
     if shareable.is_some() {
         request = request.data(EventTap(tap));
     } else {
@@ -406,26 +406,25 @@ fn subscription(
     }
     let Transport { schema, audiences } = transport;
     let mut responses = schema.execute_stream_with_session_data(request, data);
-    let shared = move |event: ChannelEventRow| {
+    let shared = move |update: Tapped| {
         let (schema, audiences, shareable) = (schema.clone(), audiences.clone(), shareable.clone());
         async move {
             let (document, audience) = shareable?;
-            let (place, seq) = (event.channel_id, event.seq);
-            let resolve = || async move { document.resolve(&schema, event).await };
-            let payload = audiences.payload(&audience, place, seq, resolve).await;
-            Some(payload)
+            let key = update.key();
+            let resolve = || async move { document.resolve(&schema, update).await };
+            Some(audiences.payload(&audience, key, resolve).await)
         }
     };
     async_stream::stream! {
         loop {
             let step = tokio::select! {
                 biased;
-                Some(event) = tapped.recv() => Step::Tapped(event),
+                Some(update) = tapped.recv() => Step::Tapped(update),
                 response = responses.next() => Step::Responded(response),
             };
             let response = match step {
-                Step::Tapped(event) => {
-                    if let Some(payload) = shared(event).await {
+                Step::Tapped(update) => {
+                    if let Some(payload) = shared(update).await {
                         yield framing.result(&payload);
                     }
                     continue;
@@ -433,8 +432,8 @@ fn subscription(
                 Step::Responded(response) => response,
             };
             // Whatever the resolver handed over before this response came first.
-            while let Ok(event) = tapped.try_recv() {
-                if let Some(payload) = shared(event).await {
+            while let Ok(update) = tapped.try_recv() {
+                if let Some(payload) = shared(update).await {
                     yield framing.result(&payload);
                 }
             }
@@ -466,7 +465,7 @@ fn occurrences(query: &str, name: &str) -> usize {
 }
 
 enum Step {
-    Tapped(ChannelEventRow),
+    Tapped(Tapped),
     Responded(Option<Response>),
 }
 

@@ -99,6 +99,78 @@ async fn typing_reaches_other_members_and_expires() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn typing_and_presence_are_serialized_once_per_audience() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = start_embedded(config(dir.path())).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+
+    // Bob on two devices, each watching typing in the channel with the same document.
+    let mut devices = Vec::new();
+    for _ in 0..2 {
+        let mut device = Subscriber::connect(app.local_addr, &token(&bob)).await?;
+        device
+            .subscribe("t", TYPING, json!({ "c": place.channel_id }))
+            .await?;
+        devices.push(device);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = app.audience_stats();
+    alice
+        .ok(START_TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    for device in &mut devices {
+        let typing = device.next_data("t", "typing").await?;
+        assert_eq!(
+            (
+                typing["typing"].as_bool(),
+                typing["user"]["username"].as_str()
+            ),
+            (Some(true), Some("alice"))
+        );
+        let stopped = device.next_data("t", "typing").await?;
+        assert_eq!(stopped["typing"], false);
+    }
+    let typed = app.audience_stats();
+    // Started and stopped: two payloads, each sent to both devices.
+    assert_eq!(typed.serialized - before.serialized, 2, "{typed:?}");
+    assert_eq!(typed.delivered - before.delivered, 4, "{typed:?}");
+
+    // Both devices watch the server's presence; alice comes online.
+    for device in &mut devices {
+        device
+            .subscribe("p", PRESENCE, json!({ "s": place.server_id }))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let watching = app.audience_stats();
+    let _alices_socket = Subscriber::connect(app.local_addr, &token(&alice)).await?;
+    let mut seen = 0;
+    for device in &mut devices {
+        // Bob's own devices may be announced first.
+        loop {
+            let change = device.next_data("p", "presence").await?;
+            seen += 1;
+            if change["user"]["username"] == "alice" {
+                assert_eq!(change["status"], "ONLINE");
+                break;
+            }
+        }
+    }
+    let after = app.audience_stats();
+    assert_eq!(after.delivered - watching.delivered, seen, "{after:?}");
+    assert_eq!(
+        2 * (after.serialized - watching.serialized),
+        seen,
+        "{after:?}"
+    );
+    app.stop().await?;
+    Ok(())
+}
+
 const CONVERSATION_PRESENCE: &str =
     "subscription($c: ID!) { presence(conversationId: $c) { status user { username } } }";
 
