@@ -75,9 +75,9 @@ impl SlowClient {
 pub const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Ends the connection of a client too slow to read, and tells it why (close code 1008,
-/// policy) if its socket makes room for that within [`SLOW_CLOSE_GRACE`] (or the sink's own
-/// deadline, if shorter).
-pub async fn close_too_slow<S>(sink: &mut S, why: &SlowClient)
+/// policy) if its socket makes room for that within [`SLOW_CLOSE_GRACE`], however short the
+/// send deadline is.
+pub async fn close_too_slow<S>(sink: &mut SendDeadline<S>, why: &SlowClient)
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
@@ -90,7 +90,8 @@ where
         code: close_code::POLICY,
         reason: why.to_string().into(),
     };
-    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+    let close = sink.inner.send(Message::Close(Some(frame)));
+    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, close).await;
 }
 
 impl<S> Sink<Message> for SendDeadline<S>
