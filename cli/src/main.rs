@@ -167,6 +167,11 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 10_000, env = "AETHER_WS_SEND_TIMEOUT_MS")]
     ws_send_timeout_ms: u64,
 
+    /// Milliseconds a WebSocket may stay open without `connection_init` before it is closed
+    /// (4408).
+    #[arg(long, default_value_t = 10_000, env = "AETHER_WS_INIT_TIMEOUT_MS")]
+    ws_init_timeout_ms: u64,
+
     /// Bytes each WebSocket connection reads into at once (a larger client message still
     /// arrives whole); small, because every idle connection keeps it.
     #[arg(long, default_value_t = aether_realtime_edge::http::DEFAULT_WS_READ_BUFFER_BYTES, env = "AETHER_WS_READ_BUFFER_BYTES")]
@@ -268,6 +273,7 @@ impl DevArgs {
                 max_subscriptions_per_connection: self.max_subscriptions_per_connection,
                 max_ws_message_bytes: self.max_ws_message_bytes,
                 ws_send_timeout: Duration::from_millis(self.ws_send_timeout_ms.max(1)),
+                ws_init_timeout: Duration::from_millis(self.ws_init_timeout_ms.max(1)),
                 ws_read_buffer_bytes: self.ws_read_buffer_bytes.max(1),
                 shared_payloads: self.ws_shared_payloads.max(1),
             },

@@ -65,6 +65,9 @@ pub struct HttpLimits {
     /// Longest a message to a WebSocket client may wait to be sent; a client that reads
     /// nothing for this long is disconnected.
     pub ws_send_timeout: Duration,
+    /// Longest a WebSocket may stay open without `connection_init`; then it is closed (4408),
+    /// so connections that never sign in do not hold places.
+    pub ws_init_timeout: Duration,
     /// Bytes each WebSocket connection reads into at once. Idle connections are most of an
     /// edge's connections and each keeps this buffer, so it is small; a larger message from a
     /// client still arrives whole (the buffer grows for it, up to `max_ws_message_bytes`).
@@ -85,6 +88,7 @@ impl Default for HttpLimits {
             max_subscriptions_per_connection: 100,
             max_ws_message_bytes: 64 * 1024,
             ws_send_timeout: Duration::from_secs(10),
+            ws_init_timeout: Duration::from_secs(10),
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
             shared_payloads: DEFAULT_SHARED_PAYLOADS,
         }
@@ -98,6 +102,7 @@ pub struct Connections {
     max_subscriptions: usize,
     max_message: usize,
     send_timeout: Duration,
+    init_timeout: Duration,
     read_buffer: usize,
     audiences: Arc<Audiences>,
 }
@@ -109,6 +114,7 @@ impl Connections {
             max_subscriptions: limits.max_subscriptions_per_connection,
             max_message: limits.max_ws_message_bytes,
             send_timeout: limits.ws_send_timeout,
+            init_timeout: limits.ws_init_timeout,
             read_buffer: limits.ws_read_buffer_bytes.max(1),
             audiences: Arc::new(Audiences::new(limits.shared_payloads)),
         }
@@ -337,6 +343,7 @@ async fn graphql_get(
     let transport = Transport {
         schema: state.schema.clone(),
         audiences: state.connections.audiences.clone(),
+        init_timeout: state.connections.init_timeout,
     };
     let auth = state.auth.clone();
     let hub = state.api.ephemeral.clone();

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aether_query_api::{AetherSchema, EventTap, PresetEvent, Tapped};
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
@@ -45,6 +46,8 @@ pub fn negotiate(headers: &HeaderMap) -> Option<WebSocketProtocols> {
 pub struct Transport {
     pub schema: AetherSchema,
     pub audiences: Arc<Audiences>,
+    /// How long a connection may go without `connection_init`.
+    pub init_timeout: Duration,
 }
 
 /// How a connection ended, for the caller to finish it.
@@ -112,6 +115,7 @@ where
         Si: Sink<Message, Error = axum::Error> + Unpin,
         St: Stream<Item = Result<Message, axum::Error>>,
     {
+        let init_by = tokio::time::Instant::now() + self.transport.init_timeout;
         loop {
             let next = tokio::select! {
                 incoming = stream.next() => match incoming {
@@ -123,6 +127,9 @@ where
                 },
                 Some((_, frame)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
                     Next::Send(frame)
+                }
+                _ = tokio::time::sleep_until(init_by), if self.on_init.is_some() => {
+                    Next::Finish(close(4408, "connection initialisation timeout"))
                 }
             };
             match next {
@@ -404,7 +411,9 @@ fn subscription(
     } else {
         drop(tap);
     }
-    let Transport { schema, audiences } = transport;
+    let Transport {
+        schema, audiences, ..
+    } = transport;
     let mut responses = schema.execute_stream_with_session_data(request, data);
     let shared = move |update: Tapped| {
         let (schema, audiences, shareable) = (schema.clone(), audiences.clone(), shareable.clone());

@@ -5,7 +5,12 @@
 
 mod common;
 
-use common::{community, newest, send, start, Client, Subscriber, CHANNEL_EVENTS};
+use std::time::Duration;
+
+use aether_realtime_edge::http::HttpLimits;
+use common::{
+    community, newest, send, start, start_with_http, unlimited, Client, Subscriber, CHANNEL_EVENTS,
+};
 use serde_json::json;
 
 const CURSORS_ONLY: &str =
@@ -88,11 +93,20 @@ async fn subscribers_with_the_same_document_share_each_events_payload() -> anyho
 #[tokio::test]
 async fn the_protocol_refuses_what_graphql_transport_ws_forbids() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
+    let http = HttpLimits {
+        ws_init_timeout: Duration::from_millis(500),
+        ..unlimited().http
+    };
+    let app = start_with_http(dir.path(), http).await?;
     let mut anonymous = Client::new(app.local_addr);
     let (alice, _) = anonymous.register("alice").await?;
     let token = alice.token.clone().unwrap_or_default();
     let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { userEvents { __typename } }" } });
+
+    // Nothing at all, for longer than the initialisation timeout: 4408.
+    let mut silent = Subscriber::open(app.local_addr).await?;
+    let (code, reason) = silent.close_frame().await?;
+    assert_eq!(code, 4408, "{reason}");
 
     // Subscribing before connection_init: 4401.
     let mut early = Subscriber::open(app.local_addr).await?;

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use aether_realtime_edge::http::HttpLimits;
-use aether_realtime_edge::{start_embedded, EmbeddedConfig};
 use anyhow::Context;
-use common::{community, send, unlimited, Client, Subscriber, CHANNEL_EVENTS, PATIENCE};
+use common::{
+    community, send, start_with_http, unlimited, Client, Subscriber, CHANNEL_EVENTS, PATIENCE,
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,18 +25,11 @@ const MESSAGES: usize = 100;
 async fn a_client_that_stops_reading_is_disconnected_and_the_others_keep_up() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
-    let base = unlimited();
-    let app = start_embedded(EmbeddedConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown_grace: Duration::from_secs(2),
-        http: HttpLimits {
-            ws_send_timeout: Duration::from_millis(500),
-            ..base.http.clone()
-        },
-        ..base
-    })
-    .await?;
+    let http = HttpLimits {
+        ws_send_timeout: Duration::from_millis(500),
+        ..unlimited().http
+    };
+    let app = start_with_http(dir.path(), http).await?;
     let mut anonymous = Client::new(app.local_addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, _) = anonymous.register("bob").await?;

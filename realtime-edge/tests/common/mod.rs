@@ -63,10 +63,19 @@ pub fn unlimited() -> EmbeddedConfig {
 }
 
 pub async fn start(data_dir: &Path) -> anyhow::Result<Running> {
+    start_with_http(data_dir, unlimited().http).await
+}
+
+/// The embedded application without rate limits, with these HTTP and WebSocket limits.
+pub async fn start_with_http(
+    data_dir: &Path,
+    http: aether_realtime_edge::http::HttpLimits,
+) -> anyhow::Result<Running> {
     let config = EmbeddedConfig {
         data_dir: data_dir.to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(2),
+        http,
         ..unlimited()
     };
     Ok(start_embedded(config).await?)
