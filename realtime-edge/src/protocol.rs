@@ -115,8 +115,20 @@ where
         Si: Sink<Message, Error = axum::Error> + Unpin,
         St: Stream<Item = Result<Message, axum::Error>>,
     {
-        let init_by = tokio::time::Instant::now() + self.transport.init_timeout;
+        // One timer for the connection's whole wait for `connection_init`, dropped once it
+        // came: a timer made anew on every pass would take the runtime's timer lock on each
+        // message sent.
+        let mut init_timer = Some(Box::pin(tokio::time::sleep(self.transport.init_timeout)));
         loop {
+            if self.on_init.is_none() {
+                init_timer = None;
+            }
+            let init_expired = async {
+                match init_timer.as_mut() {
+                    Some(timer) => timer.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
             let next = tokio::select! {
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(text))) => self.handle(text.as_bytes()).await,
@@ -128,7 +140,7 @@ where
                 Some((_, frame)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
                     Next::Send(frame)
                 }
-                _ = tokio::time::sleep_until(init_by), if self.on_init.is_some() => {
+                _ = init_expired => {
                     Next::Finish(close(4408, "connection initialisation timeout"))
                 }
             };
