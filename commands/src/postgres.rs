@@ -8,6 +8,7 @@
 //! the end of the transaction, so transactions that notify commit one after the other, each
 //! with its own flush; one transaction per command capped the store at its flush rate.)
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aether_schemas::audit::ChainLink;
@@ -178,29 +179,84 @@ fn append_error(error: sqlx::Error) -> PersistenceError {
     }
 }
 
-/// postgres-es's insert, returning the log position.
-const INSERT_EVENT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     RETURNING position";
+/// postgres-es's columns, every event of one write in one statement: one round trip and one
+/// firing of the statement-level triggers (outbox, directory, wake-up), however many events
+/// and commands it carries. `jsonb[]` as postgres-es binds JSON, so the stored text, which the
+/// hash chain covers, is what a single-row insert would store.
+const INSERT_EVENTS: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload, metadata) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
+     $6::jsonb[], $7::jsonb[]) \
+     RETURNING aggregate_type, aggregate_id, sequence, position";
 
-async fn insert_event(
+/// Inserts `events` in one statement and returns the log position of each, in their order.
+async fn insert_events<'a>(
     executor: impl sqlx::PgExecutor<'_>,
-    event: &SerializedEvent,
-) -> Result<i64, PersistenceError> {
-    sqlx::query_scalar(INSERT_EVENT)
-        .bind(&event.aggregate_type)
-        .bind(&event.aggregate_id)
+    events: impl Iterator<Item = &'a SerializedEvent> + Clone,
+) -> Result<Vec<i64>, PersistenceError> {
+    let sequences = events
+        .clone()
+        .map(|event| i64::try_from(event.sequence))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+    let column = |field: fn(&SerializedEvent) -> &String| {
+        events
+            .clone()
+            .map(field)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    };
+    let rows = sqlx::query(INSERT_EVENTS)
+        .bind(column(|event| &event.aggregate_type))
+        .bind(column(|event| &event.aggregate_id))
+        .bind(&sequences)
+        .bind(column(|event| &event.event_type))
+        .bind(column(|event| &event.event_version))
         .bind(
-            i64::try_from(event.sequence)
-                .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?,
+            events
+                .clone()
+                .map(|event| &event.payload)
+                .collect::<Vec<_>>(),
         )
-        .bind(&event.event_type)
-        .bind(&event.event_version)
-        .bind(&event.payload)
-        .bind(&event.metadata)
-        .fetch_one(executor)
+        .bind(
+            events
+                .clone()
+                .map(|event| &event.metadata)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(executor)
         .await
-        .map_err(append_error)
+        .map_err(append_error)?;
+    // RETURNING promises no order: each event finds its row by its key.
+    let mut written = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key: (&str, &str, i64) = (
+            row.try_get(0).map_err(append_error)?,
+            row.try_get(1).map_err(append_error)?,
+            row.try_get(2).map_err(append_error)?,
+        );
+        written.insert(key, row.try_get::<i64, _>(3).map_err(append_error)?);
+    }
+    events
+        .zip(&sequences)
+        .map(|(event, &sequence)| {
+            let key = (
+                event.aggregate_type.as_str(),
+                event.aggregate_id.as_str(),
+                sequence,
+            );
+            written.get(&key).copied().ok_or_else(|| {
+                PersistenceError::UnknownError(
+                    format!("no position returned for {}/{sequence}", event.aggregate_id).into(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The position of the last of `events`, 0 for none.
+fn last_position(positions: &[i64]) -> i64 {
+    positions.last().copied().unwrap_or(0)
 }
 
 fn group_error(error: sqlx::Error) -> String {
@@ -208,28 +264,27 @@ fn group_error(error: sqlx::Error) -> String {
 }
 
 impl PgEventStore {
-    /// Writes each command's events in one transaction, without savepoints: the usual case,
-    /// where no command of the group lost a race. `Ok(None)` when an insert failed (the
-    /// transaction is rolled back, nothing is kept), so that the group is written again command
-    /// by command and only the failing command fails.
+    /// Writes every command's events in one statement, which is its own transaction: the
+    /// usual case, where no command of the group lost a race. `Ok(None)` when the statement
+    /// failed (nothing is kept), so that the group is written again command by command and only
+    /// the failing command fails.
     async fn write_group_at_once(
         &self,
         group: &[Vec<SerializedEvent>],
     ) -> Result<Option<Vec<AppendOutcome>>, String> {
-        let mut tx = self.pool.begin().await.map_err(group_error)?;
-        let mut outcomes = Vec::with_capacity(group.len());
-        for events in group {
-            let mut position = 0;
-            for event in events {
-                match insert_event(&mut *tx, event).await {
-                    Ok(written) => position = written,
-                    // A lost race, or a statement this command's events alone made fail.
-                    Err(_) => return Ok(None),
-                }
-            }
-            outcomes.push(Ok(position));
-        }
-        tx.commit().await.map_err(group_error)?;
+        let Ok(positions) = insert_events(&self.pool, group.iter().flatten()).await else {
+            // A lost race, or a statement one command's events alone made fail.
+            return Ok(None);
+        };
+        let mut rest = positions.as_slice();
+        let outcomes = group
+            .iter()
+            .map(|events| {
+                let (command, later) = rest.split_at(events.len().min(rest.len()));
+                rest = later;
+                Ok(last_position(command))
+            })
+            .collect();
         Ok(Some(outcomes))
     }
 
@@ -246,16 +301,9 @@ impl PgEventStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(group_error)?;
-            let mut outcome = Ok(0);
-            for event in events {
-                match insert_event(&mut *tx, event).await {
-                    Ok(position) => outcome = Ok(position),
-                    Err(error) => {
-                        outcome = Err(error);
-                        break;
-                    }
-                }
-            }
+            let outcome = insert_events(&mut *tx, events.iter())
+                .await
+                .map(|positions| last_position(&positions));
             if outcome.is_err() {
                 sqlx::query("ROLLBACK TO SAVEPOINT command")
                     .execute(&mut *tx)
@@ -292,24 +340,12 @@ impl GroupWriter<Vec<SerializedEvent>> for PgEventStore {
 impl PgEventStore {
     /// One command's events in their own transaction.
     async fn append_alone(&self, events: &[SerializedEvent]) -> AppendOutcome {
-        match events {
-            [] => Ok(0),
-            // One statement is its own transaction: one round trip instead of four.
-            [event] => insert_event(&self.pool, event).await,
-            _ => {
-                let mut tx = self
-                    .pool
-                    .begin()
-                    .await
-                    .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
-                let mut position = 0;
-                for event in events {
-                    position = insert_event(&mut *tx, event).await?;
-                }
-                tx.commit().await.map_err(append_error)?;
-                Ok(position)
-            }
+        if events.is_empty() {
+            return Ok(0);
         }
+        // One statement is its own transaction: one round trip.
+        let positions = insert_events(&self.pool, events.iter()).await?;
+        Ok(last_position(&positions))
     }
 }
 

@@ -212,8 +212,10 @@ async fn simultaneous_appends_share_transactions_but_keep_their_own_outcomes() -
     // 100 commands at once, none in conflict: they share transactions.
     let mut tasks = tokio::task::JoinSet::new();
     solos(0..100, &mut tasks);
+    let mut positions = std::collections::BTreeSet::new();
     while let Some(joined) = tasks.join_next().await {
-        assert!(joined?.1.is_ok());
+        let position = joined?.1?;
+        assert!(positions.insert(position), "{position} twice");
     }
     let transactions: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM events")
         .fetch_one(&pool)
@@ -236,7 +238,6 @@ async fn simultaneous_appends_share_transactions_but_keep_their_own_outcomes() -
             (true, store.append(&events).await)
         });
     }
-    let mut positions = std::collections::BTreeSet::new();
     let mut losers = 0;
     while let Some(joined) = tasks.join_next().await {
         match joined? {
@@ -246,7 +247,15 @@ async fn simultaneous_appends_share_transactions_but_keep_their_own_outcomes() -
         }
     }
     assert_eq!(losers, 19, "all but one racer refused");
-    assert_eq!(positions.len(), 21);
+    assert_eq!(positions.len(), 121);
+    // Each command is told the position of its own last event.
+    let last_events: std::collections::BTreeSet<i64> =
+        sqlx::query_scalar("SELECT position FROM events WHERE sequence = 2")
+            .fetch_all(&pool)
+            .await?
+            .into_iter()
+            .collect();
+    assert_eq!(positions, last_events);
     let notes: Vec<String> = sqlx::query_scalar(
         "SELECT payload->'Probed'->>'note' FROM events WHERE aggregate_id = 'contested' \
          ORDER BY sequence",
