@@ -86,6 +86,25 @@ pub struct KafkaArgs {
     /// Prefix of every topic name (to run several installations on one cluster).
     #[arg(long, default_value = "", env = "AETHER_TOPIC_PREFIX")]
     pub topic_prefix: String,
+
+    /// Produce requests in flight per broker connection (1 to 5, the idempotent producer's
+    /// window); more can pay off against a cluster that answers faster than the relay sends.
+    #[arg(
+        long,
+        default_value_t = aether_kafka::DEFAULT_MAX_IN_FLIGHT,
+        env = "AETHER_KAFKA_MAX_IN_FLIGHT",
+        value_parser = clap::value_parser!(u32).range(1..=aether_kafka::MAX_IN_FLIGHT_LIMIT as i64)
+    )]
+    pub kafka_max_in_flight: u32,
+
+    /// Milliseconds the producer waits to fill a batch (librdkafka's linger.ms), 0 to 1000.
+    #[arg(
+        long,
+        default_value_t = aether_kafka::DEFAULT_LINGER.as_millis() as u64,
+        env = "AETHER_KAFKA_LINGER_MS",
+        value_parser = clap::value_parser!(u64).range(0..=1000)
+    )]
+    pub kafka_linger_ms: u64,
 }
 
 impl KafkaArgs {
@@ -93,6 +112,8 @@ impl KafkaArgs {
         KafkaConfig {
             bootstrap: self.bootstrap.clone(),
             topic_prefix: self.topic_prefix.clone(),
+            max_in_flight: self.kafka_max_in_flight,
+            linger: std::time::Duration::from_millis(self.kafka_linger_ms),
             ..KafkaConfig::default()
         }
     }

@@ -247,3 +247,33 @@ fn help_explains_every_subcommand_and_flag() -> anyhow::Result<()> {
     assert_eq!(bad.status.code(), Some(2), "a bad flag is a usage error");
     Ok(())
 }
+
+#[test]
+fn producer_settings_outside_their_range_are_usage_errors() -> anyhow::Result<()> {
+    let help = Command::new(env!("CARGO_BIN_EXE_aether"))
+        .args(["serve", "--help"])
+        .output()?;
+    let text = String::from_utf8(help.stdout)?;
+    for flag in ["--kafka-max-in-flight", "--kafka-linger-ms"] {
+        assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
+    }
+    for (flag, value) in [
+        ("--kafka-max-in-flight", "0"),
+        // past the idempotent producer's de-duplication window
+        ("--kafka-max-in-flight", "6"),
+        ("--kafka-linger-ms", "1001"),
+        ("--kafka-linger-ms", "soon"),
+    ] {
+        let bad = Command::new(env!("CARGO_BIN_EXE_aether"))
+            .args(["serve", flag, value])
+            .output()?;
+        assert_eq!(
+            bad.status.code(),
+            Some(2),
+            "{flag} {value} is a usage error"
+        );
+        let error = String::from_utf8(bad.stderr)?;
+        assert!(error.contains(flag), "{flag} {value}: {error}");
+    }
+    Ok(())
+}
