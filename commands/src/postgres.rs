@@ -199,31 +199,14 @@ async fn insert_events<'a>(
         .map(|event| i64::try_from(event.sequence))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
-    let column = |field: fn(&SerializedEvent) -> &String| {
-        events
-            .clone()
-            .map(field)
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-    };
     let rows = sqlx::query(INSERT_EVENTS)
-        .bind(column(|event| &event.aggregate_type))
-        .bind(column(|event| &event.aggregate_id))
+        .bind(column(events.clone(), |event| &event.aggregate_type))
+        .bind(column(events.clone(), |event| &event.aggregate_id))
         .bind(&sequences)
-        .bind(column(|event| &event.event_type))
-        .bind(column(|event| &event.event_version))
-        .bind(
-            events
-                .clone()
-                .map(|event| &event.payload)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .clone()
-                .map(|event| &event.metadata)
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(events.clone(), |event| &event.event_type))
+        .bind(column(events.clone(), |event| &event.event_version))
+        .bind(column(events.clone(), |event| &event.payload))
+        .bind(column(events.clone(), |event| &event.metadata))
         .fetch_all(executor)
         .await
         .map_err(append_error)?;
@@ -252,6 +235,14 @@ async fn insert_events<'a>(
             })
         })
         .collect()
+}
+
+/// One field of every event, as one array parameter of [`INSERT_EVENTS`].
+fn column<'a, T: ?Sized>(
+    events: impl Iterator<Item = &'a SerializedEvent>,
+    field: fn(&'a SerializedEvent) -> &'a T,
+) -> Vec<&'a T> {
+    events.map(field).collect()
 }
 
 /// The position of the last of `events`, 0 for none.

@@ -40,11 +40,12 @@ pub struct KafkaConfig {
     pub linger: Duration,
 }
 
-/// One produce request in flight per broker connection. librdkafka 2.12 keeps its broker
-/// thread awake while a partition has a batch ready but the in-flight window is full, and the
-/// broker is slower than the relay: in the write-path benchmark (2 cores, tansu 0.6) that
-/// thread used 0.56–0.58 cores at 5 and 0.02–0.06 at 1, while the broker accepted as many
-/// records. A cluster that answers faster may gain from more (`--kafka-max-in-flight`).
+/// One produce request in flight per broker connection. librdkafka 2.12's idempotent producer
+/// compares a partition's *messages* in flight with its 5-request window, so while a batch is
+/// out and the next one is ready, the broker thread wakes again and again until the broker
+/// answers. In the write-path benchmark (2 cores, tansu 0.6) that thread used 0.56–0.58 cores
+/// at 5 and 0.02–0.32 at 1, while the broker accepted as many records. A cluster that answers
+/// faster may gain from more (`--kafka-max-in-flight`).
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1;
 /// Most produce requests in flight the idempotent producer allows.
 pub const MAX_IN_FLIGHT_LIMIT: u32 = 5;
