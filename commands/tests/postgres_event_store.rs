@@ -1,5 +1,9 @@
 //! The PostgreSQL event store against a real server: the same commands as the embedded store,
 //! the outbox filled in the same transaction, and a hash chain an auditor can recompute.
+//!
+//! What every write store keeps is tested on SQLite and PostgreSQL alike in
+//! `write_store_contract.rs`; this file keeps what is PostgreSQL's own (the outbox, shared
+//! transactions, several processes over one database, failing fast when it is down).
 
 use aether_commands::audit::verify_chain;
 use aether_commands::postgres::PgEventStore;
