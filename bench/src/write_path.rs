@@ -16,6 +16,8 @@ use aether_commands::relay::event_headers;
 use aether_commands::relay::LatencyRecorder;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
+use aether_projections::stream::role::{spawn_projectors, Stores, QUERIED_PROJECTIONS};
+use aether_projections::stream::ProjectorOptions;
 use aether_query_api::rate::RateLimits;
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
@@ -67,6 +69,14 @@ pub struct Args {
     /// Kafka-compatible broker, `host:port`.
     #[arg(long, env = "AETHER_TEST_KAFKA", default_value = "127.0.0.1:9092")]
     kafka: String,
+    /// MongoDB-compatible server of the timeline read model (the benchmark uses its own
+    /// database in it and drops it afterwards).
+    #[arg(
+        long,
+        env = "AETHER_TEST_MONGO",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
+    mongo: String,
     /// Where `write-path.json` and `write-path.md` go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -211,14 +221,33 @@ async fn measure(
         },
         ..EmbeddedConfig::default()
     };
+    // The projectors the API's queries read, in this process (a deployment runs each in its
+    // own): the setup's mutations wait for them.
+    let mongo = mongodb::Client::with_uri_str(&args.mongo)
+        .await
+        .context("connecting to the MongoDB-compatible server")?
+        .database(&format!("bench_{}", Uuid::new_v4().simple()));
+    let projectors = tokio_util::sync::CancellationToken::new();
+    let _stop_projectors = projectors.clone().drop_guard();
+    let stores = Stores {
+        postgres: store.pool().clone(),
+        mongo: Some(mongo.clone()),
+    };
+    let _projectors = spawn_projectors(
+        &stores,
+        kafka,
+        &QUERIED_PROJECTIONS,
+        &ProjectorOptions::default(),
+        &projectors,
+    )?;
     let running = start_distributed(
         config,
         DistributedConfig {
             postgres: store.clone(),
             kafka: kafka.clone(),
+            mongo: mongo.clone(),
             with_relay: true,
             relay_latency: Some(recorder.clone()),
-            updates: Default::default(),
         },
     )
     .await?;
@@ -288,11 +317,13 @@ async fn measure(
 
     let sample = Sample::capture(&watch).await?;
     if let Err(error) = running.stop().await {
-        // A failed role (the mirror or the relay losing the broker) does not void the figures.
+        // A failed role (the relay losing the broker) does not void the figures.
         notes.push(format!(
             "The API role reported an error when stopped: {error}"
         ));
     }
+    projectors.cancel();
+    let _ = mongo.drop().await;
     store.pool().close().await;
 
     let best_clients = levels

@@ -60,14 +60,31 @@ pub struct MongoArgs {
     pub mongo_database: String,
 }
 
+/// How long a MongoDB operation waits for a server to answer before it fails, unless the URL
+/// says otherwise (`serverSelectionTimeoutMS`).
+const MONGO_SELECTION_TIMEOUT_S: u64 = 3;
+
 impl MongoArgs {
     pub async fn connect(&self) -> anyhow::Result<Option<mongodb::Database>> {
         let Some(url) = &self.mongo_url else {
             return Ok(None);
         };
-        let client = mongodb::Client::with_uri_str(url)
+        let mut options = mongodb::options::ClientOptions::parse(url)
             .await
-            .context("cannot reach MongoDB")?;
+            .context("cannot read the MongoDB URL")?;
+        // A read model that cannot be reached fails a query in seconds, not the driver's 30 s.
+        options.server_selection_timeout =
+            options
+                .server_selection_timeout
+                .or(Some(std::time::Duration::from_secs(
+                    MONGO_SELECTION_TIMEOUT_S,
+                )));
+        options.connect_timeout = options
+            .connect_timeout
+            .or(Some(std::time::Duration::from_secs(
+                MONGO_SELECTION_TIMEOUT_S,
+            )));
+        let client = mongodb::Client::with_options(options).context("cannot reach MongoDB")?;
         Ok(Some(client.database(&self.mongo_database)))
     }
 }

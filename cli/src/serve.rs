@@ -2,7 +2,7 @@
 
 use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
 use aether_realtime_edge::http::health_router;
-use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig, UpdateFeed};
+use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
 use std::sync::{Arc, Mutex};
 
 use aether_projections::stream::engine::{PoisonPolicy, ProjectorOptions};
@@ -18,17 +18,20 @@ use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
-    /// GraphQL over HTTP and WebSocket: commands to PostgreSQL; queries and subscriptions from
-    /// read models this instance builds from the Kafka log (run as many as you like).
+    /// GraphQL over HTTP and WebSocket: commands to PostgreSQL; queries from the projector
+    /// processes' read models (PostgreSQL, and MongoDB via --mongo); subscriptions catch up
+    /// from those and go live from `aether.updates.v1`. Keeps no state: run as many as you
+    /// like.
     Api,
     /// Publish the PostgreSQL outbox to Kafka (one active instance; others stand by).
     Relay,
     /// Keep one projection (`--projection NAME`) up to date from the Kafka log, in its own
     /// store; serves /metrics, /healthz and /readyz on --listen.
     Projector,
-    /// The realtime edge: the API's GraphQL over HTTP and WebSocket, whose subscriptions are fed
-    /// by the projectors' updates on `aether.updates.v1` (every partition, from start-up, no
-    /// consumer group); run as many as you like.
+    /// The realtime edge: the same GraphQL over HTTP and WebSocket as `api`, deployed for
+    /// subscribers (its subscriptions are fed by the projectors' updates on
+    /// `aether.updates.v1`, every partition, from start-up, no consumer group); run as many as
+    /// you like.
     Edge,
     /// The API and the relay in one process.
     All,
@@ -97,6 +100,12 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                      `aether keys generate --file jwt-secret`"
                 );
             };
+            let Some(mongo) = args.mongo.connect().await? else {
+                anyhow::bail!(
+                    "--mongo URL (AETHER_MONGO_URL) is required: queries read the timeline \
+                     projector's MongoDB read model"
+                );
+            };
             let config = EmbeddedConfig {
                 jwt_secret_file: Some(secret),
                 ..args.api.into_config()
@@ -106,13 +115,9 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                 DistributedConfig {
                     postgres: store,
                     kafka: args.kafka.config(),
+                    mongo,
                     with_relay: args.role == Role::All,
                     relay_latency: None,
-                    updates: if args.role == Role::Edge {
-                        UpdateFeed::UpdatesTopic
-                    } else {
-                        UpdateFeed::LocalProjectors
-                    },
                 },
             )
             .await?;

@@ -420,13 +420,13 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
             sqlx::query("SET LOCAL search_path TO receipts_v2")
                 .execute(&mut *read)
                 .await?;
-            let (seq,): (i64,) = sqlx::query_as(READ_POINTER_QUERY)
+            let (seq,): (i64,) = sqlx::query_as(&READ_POINTER_QUERY.replace("{r}", ""))
                 .bind(&bob)
                 .bind(&channel)
                 .fetch_one(&mut *read)
                 .await?;
             assert_eq!(seq, 100);
-            let (unread, mentions): (i64, i64) = sqlx::query_as(UNREAD_QUERY)
+            let (unread, mentions): (i64, i64) = sqlx::query_as(&UNREAD_QUERY.replace("{r}", ""))
                 .bind(&channel)
                 .bind(seq)
                 .bind(&bob)

@@ -11,7 +11,6 @@ pub mod backend;
 pub mod error;
 pub mod group_commit;
 pub mod keys;
-pub mod mirror;
 pub mod postgres;
 pub mod relay;
 pub mod service;

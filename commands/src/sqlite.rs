@@ -28,15 +28,6 @@ use crate::store::{
 /// How long a writer waits for SQLite's single write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An event read from Kafka, with what its headers carry beside the envelope.
-#[derive(Clone, Debug)]
-pub struct MirroredEvent {
-    pub envelope: EventEnvelope,
-    pub routing_key: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
 #[derive(Clone)]
 pub struct SqliteEventStore {
     pool: SqlitePool,
@@ -116,103 +107,6 @@ impl SqliteEventStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))
-    }
-
-    /// Waits until `event` is in this log; its position, or `None` after `timeout`.
-    pub async fn wait_for_event(&self, event: &EventRef, timeout: Duration) -> Option<i64> {
-        let mut head = self.head.subscribe();
-        let wait = async {
-            loop {
-                head.borrow_and_update();
-                match self.local_position(event).await {
-                    Ok(Some(position)) => return Some(position),
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot look up a consistency token");
-                        return None;
-                    }
-                }
-                if head.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.ok().flatten()
-    }
-
-    /// Appends events mirrored from Kafka and the offsets they came from in one transaction.
-    /// Events already present (a redelivery) are ignored.
-    pub async fn append_mirrored(
-        &self,
-        events: &[MirroredEvent],
-        offsets: &[(String, i32, i64)],
-    ) -> Result<(), StoreError> {
-        let unavailable = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
-        let _turn = self.appends.turn().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(unavailable)?;
-        let mut last_position = 0;
-        for event in events {
-            let envelope = &event.envelope;
-            let mut tagged = serde_json::Map::with_capacity(1);
-            tagged.insert(envelope.event_type.clone(), envelope.data.clone());
-            let metadata = Metadata {
-                actor: envelope.actor.clone(),
-                correlation_id: envelope.correlation_id.clone(),
-                causation_id: envelope.causation_id.clone(),
-                occurred_at: envelope.occurred_at,
-                routing_key: event.routing_key.clone(),
-            };
-            let result = sqlx::query(
-                "INSERT OR IGNORE INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata, prev_hash, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&envelope.aggregate_type)
-            .bind(&envelope.aggregate_id)
-            .bind(i64::try_from(envelope.sequence).unwrap_or(i64::MAX))
-            .bind(&envelope.event_type)
-            .bind(&envelope.version)
-            .bind(Value::Object(tagged).to_string())
-            .bind(serde_json::to_string(&metadata.to_map()).unwrap_or_default())
-            .bind(&event.prev_hash)
-            .bind(&event.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if result.rows_affected() > 0 {
-                last_position = result.last_insert_rowid();
-            }
-        }
-        for (topic, partition, next_offset) in offsets {
-            sqlx::query(
-                "INSERT INTO mirror_offsets (topic, partition, next_offset) VALUES (?, ?, ?) \
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            )
-            .bind(topic)
-            .bind(partition)
-            .bind(next_offset)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        if last_position > 0 {
-            self.head
-                .send_modify(|head| *head = (*head).max(last_position));
-        }
-        Ok(())
-    }
-
-    /// Where mirroring resumes: the next offset per (topic, partition).
-    pub async fn mirror_offsets(&self) -> Result<Vec<(String, i32, i64)>, StoreError> {
-        sqlx::query_as("SELECT topic, partition, next_offset FROM mirror_offsets")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
     pub async fn close(&self) {

@@ -1,16 +1,37 @@
-//! Queries over the read models. Every method answers from projected state only; callers decide
-//! what the asking user may see, with [`ReadModels::channel_access`] and
-//! [`ReadModels::member_role`].
+//! The read-model port: every query the API and the subscriptions make, answered from the
+//! projectors' own stores and nothing else.
+//!
+//! - Embedded mode: one SQLite file holds the catalog, receipts and timeline tables.
+//! - Distributed mode: PostgreSQL holds the catalog and receipts (each version in its own
+//!   schema, `catalog_v2`), MongoDB the timeline (collections prefixed `timeline_v2_`). Which
+//!   version is live comes from the projection registry, so a switch reaches every query
+//!   within [`REGISTRY_TTL`] and no instance restarts.
+//!
+//! Every method answers from projected state only; callers decide what the asking user may
+//! see, with [`ReadModels::channel_access`] and [`ReadModels::member_role`]. Read-your-own-write
+//! is [`ReadModels::wait_applied`]: the stores' per-aggregate applied sequence, shared by every
+//! instance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, MessageId, Role, ServerId, UserId};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use sqlx::PgPool;
 
 use crate::receipts::{ReadStateRow, READ_POINTER_QUERY, UNREAD_QUERY};
 use crate::rows::{
     parse_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow,
     MemberRow, MessageRow, RowError, ServerRow, UserRow,
 };
+use crate::runtime::Watermarks;
+use crate::sql::{SqlReader, SqlRow, SqlValue};
+use crate::stream::mongo::collection_prefix;
+use crate::stream::mongo::timeline::message_from_document;
+use crate::stream::postgres::schema_name;
+use crate::stream::registry::Registry;
 use crate::timeline::MESSAGE_COLUMNS;
 
 /// Which end of a channel's history a page is taken from.
@@ -22,52 +43,221 @@ pub enum PageFrom {
     End,
 }
 
+/// How long a distributed instance trusts its copy of the registry's live versions: the
+/// longest a query may still read a version after an operator switched away from it.
+pub const REGISTRY_TTL: Duration = Duration::from_millis(250);
+
+/// The read models an API or edge instance queries.
 #[derive(Clone, Debug)]
 pub struct ReadModels {
-    pool: SqlitePool,
+    inner: Arc<Inner>,
 }
 
-fn all<T>(
-    rows: &[SqliteRow],
-    map: fn(&SqliteRow) -> Result<T, RowError>,
-) -> Result<Vec<T>, RowError> {
+#[derive(Debug)]
+struct Inner {
+    sql: SqlReader,
+    layout: Layout,
+    timeline: Timeline,
+    /// Wakes read-your-own-write waits when an in-process projector commits.
+    progress: Option<Watermarks>,
+}
+
+/// Where the SQL projections' tables are.
+#[derive(Debug)]
+enum Layout {
+    /// All in one database, unqualified (the embedded mode).
+    OneDatabase,
+    /// One schema per version; the live one from the registry.
+    Versioned(LiveVersions),
+}
+
+#[derive(Debug)]
+enum Timeline {
+    /// Tables beside the others.
+    Sql,
+    /// MongoDB collections of the live version.
+    Mongo(mongodb::Database),
+}
+
+/// The projections a query depends on, by name (the registry's and the stores').
+const CATALOG: &str = "catalog";
+const RECEIPTS: &str = "receipts";
+const TIMELINE: &str = "timeline";
+
+/// The embedded projectors track the applied sequence only of the aggregates they read;
+/// which ones each reads.
+const EMBEDDED_TRACKS: &[(&str, &[&str])] = &[
+    (CATALOG, &["User", "Server", "Conversation"]),
+    (TIMELINE, &["Message"]),
+    (RECEIPTS, &["Message", "ReadMarker"]),
+];
+
+/// The live version of each projection, by name.
+type Versions = Arc<HashMap<String, i32>>;
+
+/// The registry's live versions, cached for [`REGISTRY_TTL`].
+#[derive(Debug)]
+struct LiveVersions {
+    registry: Registry,
+    /// When they were read, and what they were.
+    cached: RwLock<Option<(Instant, Versions)>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl LiveVersions {
+    async fn version(&self, name: &str) -> Result<i32, RowError> {
+        let versions = self.current().await?;
+        Ok(versions.get(name).copied().unwrap_or(1))
+    }
+
+    async fn current(&self) -> Result<Versions, RowError> {
+        if let Some(fresh) = self.fresh() {
+            return Ok(fresh);
+        }
+        // One caller refreshes; the others wait for its answer instead of asking too.
+        let _turn = self.refresh.lock().await;
+        if let Some(fresh) = self.fresh() {
+            return Ok(fresh);
+        }
+        let versions = Arc::new(
+            self.registry
+                .live_versions()
+                .await
+                .map_err(|error| RowError::Unavailable(error.to_string()))?,
+        );
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), versions.clone()));
+        Ok(versions)
+    }
+
+    fn fresh(&self) -> Option<Versions> {
+        let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
+        cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REGISTRY_TTL)
+            .map(|(_, versions)| versions.clone())
+    }
+}
+
+fn text(value: impl ToString) -> SqlValue {
+    SqlValue::Text(value.to_string())
+}
+
+fn all<T>(rows: &[SqlRow], map: fn(&SqlRow) -> Result<T, RowError>) -> Result<Vec<T>, RowError> {
     rows.iter().map(map).collect()
 }
 
+fn mongo_error(error: mongodb::error::Error) -> RowError {
+    RowError::Unavailable(error.to_string())
+}
+
 impl ReadModels {
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    /// The embedded mode's read models: one SQLite file, kept by in-process projectors whose
+    /// checkpoints wake read-your-own-write waits.
+    pub fn embedded(pool: sqlx::SqlitePool, progress: Watermarks) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sql: SqlReader::Sqlite(pool),
+                layout: Layout::OneDatabase,
+                timeline: Timeline::Sql,
+                progress: Some(progress),
+            }),
+        }
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The distributed mode's read models: the projector processes' PostgreSQL schemas and
+    /// MongoDB collections, whichever versions the registry says are live.
+    pub async fn distributed(postgres: PgPool, mongo: mongodb::Database) -> Result<Self, RowError> {
+        let registry = Registry::open(postgres.clone())
+            .await
+            .map_err(|error| RowError::Unavailable(error.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                sql: SqlReader::Postgres(postgres),
+                layout: Layout::Versioned(LiveVersions {
+                    registry,
+                    cached: RwLock::new(None),
+                    refresh: tokio::sync::Mutex::new(()),
+                }),
+                timeline: Timeline::Mongo(mongo),
+                progress: None,
+            }),
+        })
+    }
+
+    /// Closes the pools this value owns (the embedded SQLite file).
+    pub async fn close(&self) {
+        if matches!(self.inner.layout, Layout::OneDatabase) {
+            self.inner.sql.close().await;
+        }
+    }
+
+    /// Forgets the cached live versions, so the next query asks the registry.
+    pub fn forget_live_versions(&self) {
+        if let Layout::Versioned(live) = &self.inner.layout {
+            *live.cached.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// The prefix that qualifies `projection`'s tables: empty in one database, `name_vN.`
+    /// in PostgreSQL.
+    async fn tables(&self, projection: &str) -> Result<String, RowError> {
+        Ok(match &self.inner.layout {
+            Layout::OneDatabase => String::new(),
+            Layout::Versioned(live) => {
+                format!(
+                    "{}.",
+                    schema_name(projection, live.version(projection).await?)
+                )
+            }
+        })
+    }
+
+    /// A collection of the live timeline version.
+    async fn collection(
+        &self,
+        database: &mongodb::Database,
+        name: &str,
+    ) -> Result<mongodb::Collection<Document>, RowError> {
+        let version = match &self.inner.layout {
+            Layout::Versioned(live) => live.version(TIMELINE).await?,
+            Layout::OneDatabase => 1,
+        };
+        Ok(database.collection(&format!("{}{name}", collection_prefix(TIMELINE, version))))
+    }
+
+    async fn one(&self, sql: &str, values: Vec<SqlValue>) -> Result<Option<SqlRow>, RowError> {
+        Ok(self.inner.sql.one(sql, values).await?)
+    }
+
+    async fn rows(&self, sql: &str, values: Vec<SqlValue>) -> Result<Vec<SqlRow>, RowError> {
+        Ok(self.inner.sql.all(sql, values).await?)
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<UserRow>, RowError> {
-        let row = sqlx::query("SELECT id, username, display_name FROM users WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let c = self.tables(CATALOG).await?;
+        let sql = format!("SELECT id, username, display_name FROM {c}users WHERE id = $1");
+        let row = self.one(&sql, vec![text(id)]).await?;
         row.as_ref().map(UserRow::from_row).transpose()
     }
 
     /// The servers `user` is a member of, oldest membership first.
     pub async fn servers_of(&self, user: UserId) -> Result<Vec<ServerRow>, RowError> {
-        let rows = sqlx::query(
-            "SELECT s.id, s.name, s.owner_id FROM servers s JOIN members m ON m.server_id = s.id \
-             WHERE m.user_id = ? ORDER BY m.position",
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT s.id, s.name, s.owner_id FROM {c}servers s JOIN {c}members m \
+             ON m.server_id = s.id WHERE m.user_id = $1 ORDER BY m.position"
+        );
+        all(
+            &self.rows(&sql, vec![text(user)]).await?,
+            ServerRow::from_row,
         )
-        .bind(user.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, ServerRow::from_row)
     }
 
     pub async fn server(&self, id: ServerId) -> Result<Option<ServerRow>, RowError> {
-        let row = sqlx::query("SELECT id, name, owner_id FROM servers WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let c = self.tables(CATALOG).await?;
+        let sql = format!("SELECT id, name, owner_id FROM {c}servers WHERE id = $1");
+        let row = self.one(&sql, vec![text(id)]).await?;
         row.as_ref().map(ServerRow::from_row).transpose()
     }
 
@@ -76,32 +266,30 @@ impl ReadModels {
         server: ServerId,
         user: UserId,
     ) -> Result<Option<Role>, RowError> {
-        let row = sqlx::query("SELECT role FROM members WHERE server_id = ? AND user_id = ?")
-            .bind(server.to_string())
-            .bind(user.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let c = self.tables(CATALOG).await?;
+        let sql = format!("SELECT role FROM {c}members WHERE server_id = $1 AND user_id = $2");
+        let row = self.one(&sql, vec![text(server), text(user)]).await?;
         row.as_ref().map(parse_role).transpose()
     }
 
     pub async fn channels(&self, server: ServerId) -> Result<Vec<ChannelRow>, RowError> {
-        let rows = sqlx::query(
-            "SELECT id, server_id, name, kind, private, archived FROM channels \
-             WHERE server_id = ? ORDER BY position",
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT id, server_id, name, kind, private, archived FROM {c}channels \
+             WHERE server_id = $1 ORDER BY position"
+        );
+        all(
+            &self.rows(&sql, vec![text(server)]).await?,
+            ChannelRow::from_row,
         )
-        .bind(server.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, ChannelRow::from_row)
     }
 
     pub async fn channel(&self, id: ChannelId) -> Result<Option<ChannelRow>, RowError> {
-        let row = sqlx::query(
-            "SELECT id, server_id, name, kind, private, archived FROM channels WHERE id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT id, server_id, name, kind, private, archived FROM {c}channels WHERE id = $1"
+        );
+        let row = self.one(&sql, vec![text(id)]).await?;
         row.as_ref().map(ChannelRow::from_row).transpose()
     }
 
@@ -129,26 +317,21 @@ impl ReadModels {
 
     /// A direct conversation and its participants.
     pub async fn conversation(&self, id: ChannelId) -> Result<Option<ConversationRow>, RowError> {
-        let Some(row) =
-            sqlx::query("SELECT id, opened_by, opened_at FROM conversations WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?
-        else {
+        let c = self.tables(CATALOG).await?;
+        let sql = format!("SELECT id, opened_by, opened_at FROM {c}conversations WHERE id = $1");
+        let Some(row) = self.one(&sql, vec![text(id)]).await? else {
             return Ok(None);
         };
-        let participants = sqlx::query(
-            "SELECT user_id FROM conversation_participants WHERE conversation_id = ? \
-             ORDER BY user_id",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT user_id FROM {c}conversation_participants WHERE conversation_id = $1 \
+             ORDER BY user_id"
+        );
+        let participants = self.rows(&sql, vec![text(id)]).await?;
         Ok(Some(ConversationRow {
             id: parse_id(&row, "id", ChannelId::parse)?,
             opened_by: parse_id(&row, "opened_by", UserId::parse)?,
             participants: all(&participants, |row| parse_id(row, "user_id", UserId::parse))?,
-            opened_at: row.try_get("opened_at")?,
+            opened_at: row.get("opened_at")?,
         }))
     }
 
@@ -158,15 +341,13 @@ impl ReadModels {
         user: UserId,
         limit: i64,
     ) -> Result<Vec<ChannelId>, RowError> {
-        let rows = sqlx::query(
-            "SELECT c.id FROM conversations c \
-             JOIN conversation_participants p ON p.conversation_id = c.id \
-             WHERE p.user_id = ? ORDER BY c.opened_at DESC, c.id LIMIT ?",
-        )
-        .bind(user.to_string())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT c.id FROM {c}conversations c \
+             JOIN {c}conversation_participants p ON p.conversation_id = c.id \
+             WHERE p.user_id = $1 ORDER BY c.opened_at DESC, c.id LIMIT $2"
+        );
+        let rows = self.rows(&sql, vec![text(user), limit.into()]).await?;
         all(&rows, |row| parse_id(row, "id", ChannelId::parse))
     }
 
@@ -177,38 +358,35 @@ impl ReadModels {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<MemberRow>, RowError> {
-        let rows = sqlx::query(
-            "SELECT server_id, user_id, role, joined_at FROM members WHERE server_id = ? \
-             ORDER BY position LIMIT ? OFFSET ?",
-        )
-        .bind(server.to_string())
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT server_id, user_id, role, joined_at FROM {c}members WHERE server_id = $1 \
+             ORDER BY position LIMIT $2 OFFSET $3"
+        );
+        let rows = self
+            .rows(&sql, vec![text(server), limit.into(), offset.into()])
+            .await?;
         all(&rows, MemberRow::from_row)
     }
 
     /// The bans in force in `server`, newest first, at most `limit`.
     pub async fn bans(&self, server: ServerId, limit: i64) -> Result<Vec<BanRow>, RowError> {
-        let rows = sqlx::query(
-            "SELECT user_id, banned_by, reason, banned_at FROM bans WHERE server_id = ? \
-             ORDER BY banned_at DESC, user_id LIMIT ?",
-        )
-        .bind(server.to_string())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT user_id, banned_by, reason, banned_at FROM {c}bans WHERE server_id = $1 \
+             ORDER BY banned_at DESC, user_id LIMIT $2"
+        );
+        let rows = self.rows(&sql, vec![text(server), limit.into()]).await?;
         all(&rows, BanRow::from_row)
     }
 
     pub async fn member_count(&self, server: ServerId) -> Result<i64, RowError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE server_id = ?")
-                .bind(server.to_string())
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        let c = self.tables(CATALOG).await?;
+        let sql = format!("SELECT COUNT(*) AS n FROM {c}members WHERE server_id = $1");
+        match self.one(&sql, vec![text(server)]).await? {
+            Some(row) => Ok(row.get("n")?),
+            None => Ok(0),
+        }
     }
 
     /// `user`'s read pointer in `channel` and what is unread after it.
@@ -217,48 +395,66 @@ impl ReadModels {
         user: UserId,
         channel: ChannelId,
     ) -> Result<ReadStateRow, RowError> {
-        let pointer = sqlx::query(READ_POINTER_QUERY)
-            .bind(user.to_string())
-            .bind(channel.to_string())
-            .fetch_optional(&self.pool)
+        let r = self.tables(RECEIPTS).await?;
+        let pointer = self
+            .one(
+                &READ_POINTER_QUERY.replace("{r}", &r),
+                vec![text(user), text(channel)],
+            )
             .await?;
         let (last_read_seq, last_read) = match &pointer {
             Some(row) => (
-                row.try_get::<i64, _>("last_read_seq")?,
+                row.get::<i64>("last_read_seq")?,
                 Some((
                     parse_id(row, "message_id", MessageId::parse)?,
-                    row.try_get("read_at")?,
+                    row.get("read_at")?,
                 )),
             ),
             None => (0, None),
         };
-        let counts = sqlx::query(UNREAD_QUERY)
-            .bind(channel.to_string())
-            .bind(last_read_seq)
-            .bind(user.to_string())
-            .bind(channel.to_string())
-            .bind(last_read_seq)
-            .bind(user.to_string())
-            .fetch_one(&self.pool)
-            .await?;
+        let counts = self
+            .one(
+                &UNREAD_QUERY.replace("{r}", &r),
+                vec![
+                    text(channel),
+                    last_read_seq.into(),
+                    text(user),
+                    text(channel),
+                    last_read_seq.into(),
+                    text(user),
+                ],
+            )
+            .await?
+            .ok_or(RowError::Malformed {
+                column: "unread",
+                value: "no row".to_owned(),
+            })?;
         Ok(ReadStateRow {
             user_id: user,
             channel_id: channel,
             last_read,
             last_read_seq,
-            unread: counts.try_get("unread")?,
-            mentions: counts.try_get("mentions")?,
+            unread: counts.get("unread")?,
+            mentions: counts.get("mentions")?,
         })
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Option<MessageRow>, RowError> {
-        let row = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(MessageRow::from_row).transpose()
+        match &self.inner.timeline {
+            Timeline::Sql => {
+                let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
+                let row = self.one(&sql, vec![text(id)]).await?;
+                row.as_ref().map(MessageRow::from_row).transpose()
+            }
+            Timeline::Mongo(database) => {
+                let messages = self.collection(database, "messages").await?;
+                let found = messages
+                    .find_one(doc! { "_id": id.to_string() })
+                    .await
+                    .map_err(mongo_error)?;
+                found.as_ref().map(message_document).transpose()
+            }
+        }
     }
 
     /// A page of a channel's messages strictly between `after` and `before` (message sequence
@@ -271,21 +467,45 @@ impl ReadModels {
         limit: i64,
         from: PageFrom,
     ) -> Result<Vec<MessageRow>, RowError> {
-        let order = match from {
-            PageFrom::Start => "ASC",
-            PageFrom::End => "DESC",
+        let (after, before) = (after.unwrap_or(0), before.unwrap_or(i64::MAX));
+        let mut page = match &self.inner.timeline {
+            Timeline::Sql => {
+                let order = match from {
+                    PageFrom::Start => "ASC",
+                    PageFrom::End => "DESC",
+                };
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 \
+                     AND channel_seq > $2 AND channel_seq < $3 ORDER BY channel_seq {order} \
+                     LIMIT $4"
+                );
+                let values = vec![text(channel), after.into(), before.into(), limit.into()];
+                all(&self.rows(&sql, values).await?, MessageRow::from_row)?
+            }
+            Timeline::Mongo(database) => {
+                let order = match from {
+                    PageFrom::Start => 1,
+                    PageFrom::End => -1,
+                };
+                let messages = self.collection(database, "messages").await?;
+                let documents: Vec<Document> = messages
+                    .find(doc! {
+                        "channel_id": channel.to_string(),
+                        "channel_seq": { "$gt": after, "$lt": before },
+                    })
+                    .sort(doc! { "channel_seq": order })
+                    .limit(limit)
+                    .await
+                    .map_err(mongo_error)?
+                    .try_collect()
+                    .await
+                    .map_err(mongo_error)?;
+                documents
+                    .iter()
+                    .map(message_document)
+                    .collect::<Result<_, _>>()?
+            }
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? AND channel_seq > ? \
-             AND channel_seq < ? ORDER BY channel_seq {order} LIMIT ?"
-        ))
-        .bind(channel.to_string())
-        .bind(after.unwrap_or(0))
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut page = all(&rows, MessageRow::from_row)?;
         if from == PageFrom::End {
             page.reverse();
         }
@@ -300,45 +520,230 @@ impl ReadModels {
         after: i64,
         limit: i64,
     ) -> Result<Vec<ChannelEventRow>, RowError> {
-        let columns = MESSAGE_COLUMNS
-            .split(", ")
-            .map(|column| format!("m.{column}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = sqlx::query(&format!(
-            "SELECT e.seq, e.kind, {columns} FROM channel_events e \
-             JOIN messages m ON m.id = e.message_id \
-             WHERE e.channel_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?"
-        ))
-        .bind(channel.to_string())
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                use sqlx::Row;
-                let kind: String = row.try_get("kind")?;
-                Ok(ChannelEventRow {
-                    channel_id: channel,
-                    seq: row.try_get("seq")?,
-                    kind: ChannelEventKind::parse(&kind).ok_or(RowError::Malformed {
-                        column: "kind",
-                        value: kind,
-                    })?,
-                    message: MessageRow::from_row(row)?,
-                })
-            })
-            .collect()
+        match &self.inner.timeline {
+            Timeline::Sql => {
+                let columns = MESSAGE_COLUMNS
+                    .split(", ")
+                    .map(|column| format!("m.{column}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT e.seq, e.kind, {columns} FROM channel_events e \
+                     JOIN messages m ON m.id = e.message_id \
+                     WHERE e.channel_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
+                );
+                let rows = self
+                    .rows(&sql, vec![text(channel), after.into(), limit.into()])
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let kind: String = row.get("kind")?;
+                        Ok(ChannelEventRow {
+                            channel_id: channel,
+                            seq: row.get("seq")?,
+                            kind: event_kind(kind)?,
+                            message: MessageRow::from_row(row)?,
+                        })
+                    })
+                    .collect()
+            }
+            Timeline::Mongo(database) => {
+                let events: Vec<Document> = self
+                    .collection(database, "channel_events")
+                    .await?
+                    .find(doc! { "channel_id": channel.to_string(), "seq": { "$gt": after } })
+                    .sort(doc! { "seq": 1 })
+                    .limit(limit)
+                    .await
+                    .map_err(mongo_error)?
+                    .try_collect()
+                    .await
+                    .map_err(mongo_error)?;
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids: Vec<&str> = events
+                    .iter()
+                    .filter_map(|event| event.get_str("message_id").ok())
+                    .collect();
+                let messages: Vec<Document> = self
+                    .collection(database, "messages")
+                    .await?
+                    .find(doc! { "_id": { "$in": ids } })
+                    .await
+                    .map_err(mongo_error)?
+                    .try_collect()
+                    .await
+                    .map_err(mongo_error)?;
+                let mut by_id = HashMap::new();
+                for document in &messages {
+                    let row = message_document(document)?;
+                    by_id.insert(row.id.to_string(), row);
+                }
+                events
+                    .iter()
+                    .map(|event| {
+                        let malformed = || RowError::Malformed {
+                            column: "channel_events",
+                            value: event.to_string(),
+                        };
+                        let message_id = event.get_str("message_id").map_err(|_| malformed())?;
+                        let kind = event.get_str("kind").map_err(|_| malformed())?;
+                        Ok(ChannelEventRow {
+                            channel_id: channel,
+                            seq: event.get_i64("seq").map_err(|_| malformed())?,
+                            kind: event_kind(kind.to_owned())?,
+                            message: by_id.get(message_id).cloned().ok_or_else(malformed)?,
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// The last change number of a channel (0 if none).
     pub async fn channel_head(&self, channel: ChannelId) -> Result<i64, RowError> {
-        let head: Option<i64> =
-            sqlx::query_scalar("SELECT last_event FROM channel_heads WHERE channel_id = ?")
-                .bind(channel.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(head.unwrap_or(0))
+        match &self.inner.timeline {
+            Timeline::Sql => {
+                let sql = "SELECT last_event FROM channel_heads WHERE channel_id = $1";
+                match self.one(sql, vec![text(channel)]).await? {
+                    Some(row) => Ok(row.get("last_event")?),
+                    None => Ok(0),
+                }
+            }
+            Timeline::Mongo(database) => {
+                let head = self
+                    .collection(database, "channel_heads")
+                    .await?
+                    .find_one(doc! { "_id": channel.to_string() })
+                    .await
+                    .map_err(mongo_error)?;
+                Ok(head
+                    .and_then(|head| head.get_i64("last_event").ok())
+                    .unwrap_or(0))
+            }
+        }
     }
+
+    /// Whether every read model the queries read has applied event `sequence` of aggregate
+    /// `aggregate_id` (of type `aggregate_type`).
+    pub async fn has_applied(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<bool, RowError> {
+        match &self.inner.layout {
+            Layout::OneDatabase => {
+                for (projection, types) in EMBEDDED_TRACKS {
+                    if !types.contains(&aggregate_type) {
+                        continue;
+                    }
+                    let row = self
+                        .one(
+                            "SELECT sequence FROM projector_versions \
+                             WHERE projection = $1 AND aggregate_id = $2",
+                            vec![text(projection), text(aggregate_id)],
+                        )
+                        .await?;
+                    if !applied(row, sequence)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            // The stream stores track every aggregate their topics carry, relevant or not.
+            Layout::Versioned(_) => {
+                for projection in [CATALOG, RECEIPTS] {
+                    let p = self.tables(projection).await?;
+                    let sql = format!(
+                        "SELECT sequence FROM {p}projector_versions WHERE aggregate_id = $1"
+                    );
+                    let row = self.one(&sql, vec![text(aggregate_id)]).await?;
+                    if !applied(row, sequence)? {
+                        return Ok(false);
+                    }
+                }
+                let Timeline::Mongo(database) = &self.inner.timeline else {
+                    return Ok(true);
+                };
+                let stored = self
+                    .collection(database, "versions")
+                    .await?
+                    .find_one(doc! { "_id": aggregate_id })
+                    .await
+                    .map_err(mongo_error)?;
+                Ok(stored
+                    .and_then(|stored| stored.get_i64("sequence").ok())
+                    .is_some_and(|at| at >= sequence))
+            }
+        }
+    }
+
+    /// Waits until [`Self::has_applied`] holds; `false` once `timeout` passed first. A store
+    /// that cannot be asked counts as not there yet.
+    pub async fn wait_applied(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = POLL_FIRST;
+        loop {
+            match self
+                .has_applied(aggregate_type, aggregate_id, sequence)
+                .await
+            {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "cannot ask the read models how far they are")
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            // In-process projectors say when they commit; other processes' are polled, each
+            // pause twice the last up to POLL_MAX.
+            let wake = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + pause));
+            match &self.inner.progress {
+                Some(progress) => {
+                    tokio::select! {
+                        _ = wake => {}
+                        _ = progress.changed() => {}
+                    }
+                }
+                None => wake.await,
+            }
+            pause = (pause * 2).min(POLL_MAX);
+        }
+    }
+}
+
+/// The first pause of a read-your-own-write wait on another process's projectors.
+const POLL_FIRST: Duration = Duration::from_millis(2);
+/// The longest pause between two looks.
+const POLL_MAX: Duration = Duration::from_millis(25);
+
+fn applied(row: Option<SqlRow>, sequence: i64) -> Result<bool, RowError> {
+    Ok(match row {
+        Some(row) => row.get::<i64>("sequence")? >= sequence,
+        None => false,
+    })
+}
+
+fn event_kind(kind: String) -> Result<ChannelEventKind, RowError> {
+    ChannelEventKind::parse(&kind).ok_or(RowError::Malformed {
+        column: "kind",
+        value: kind,
+    })
+}
+
+fn message_document(document: &Document) -> Result<MessageRow, RowError> {
+    message_from_document(document).ok_or_else(|| RowError::Malformed {
+        column: "messages",
+        value: document.to_string(),
+    })
 }

@@ -192,16 +192,17 @@ pub struct ReadStateRow {
     pub mentions: i64,
 }
 
-/// The pointer of one member in one channel: `$1` user, `$2` channel.
+/// The pointer of one member in one channel: `$1` user, `$2` channel. `{r}` stands for the
+/// tables' qualifier (empty, or the version's schema and a dot).
 pub const READ_POINTER_QUERY: &str =
-    "SELECT last_read_seq, message_id, read_at FROM read_pointers \
+    "SELECT last_read_seq, message_id, read_at FROM {r}read_pointers \
      WHERE user_id = $1 AND channel_id = $2";
 
 /// Unread messages and unread mentions after a pointer: `$1` channel, `$2` pointer, `$3` user,
-/// `$4` channel, `$5` pointer, `$6` user.
+/// `$4` channel, `$5` pointer, `$6` user. `{r}` as in [`READ_POINTER_QUERY`].
 pub const UNREAD_QUERY: &str = "SELECT \
-     (SELECT COUNT(*) FROM receipt_messages \
+     (SELECT COUNT(*) FROM {r}receipt_messages \
       WHERE channel_id = $1 AND seq > $2 AND NOT deleted AND author_id <> $3) AS unread, \
-     (SELECT COUNT(*) FROM receipt_mentions x JOIN receipt_messages m ON m.message_id = x.message_id \
+     (SELECT COUNT(*) FROM {r}receipt_mentions x JOIN {r}receipt_messages m ON m.message_id = x.message_id \
       WHERE x.channel_id = $4 AND m.seq > $5 AND NOT m.deleted AND x.user_id = $6 \
       AND m.author_id <> x.user_id) AS mentions";

@@ -1,35 +1,55 @@
 //! Read-model rows as the query side hands them out.
 
+use crate::sql::SqlRow;
 use aether_domain::{ChannelId, ChannelKind, MessageId, Role, ServerId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 
 /// A row that could not be read back: a bug or a damaged database, never user input.
 #[derive(Debug, thiserror::Error)]
 pub enum RowError {
     #[error("read model unavailable: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("read model unavailable: {0}")]
+    Unavailable(String),
     #[error("read model holds a malformed {column}: {value}")]
     Malformed { column: &'static str, value: String },
 }
 
-pub(crate) fn parse_id<T>(
-    row: &SqliteRow,
+impl RowError {
+    /// The store could not be reached or did not answer in time: worth a retry, unlike a row
+    /// it holds that cannot be read.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            RowError::Unavailable(_) => true,
+            RowError::Database(error) => matches!(
+                error,
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+            ),
+            RowError::Malformed { .. } => false,
+        }
+    }
+}
+
+pub fn parse_id<T>(
+    row: &SqlRow,
     column: &'static str,
     parse: impl Fn(&str) -> Result<T, aether_domain::ValidationError>,
 ) -> Result<T, RowError> {
-    let value: String = row.try_get(column)?;
+    let value: String = row.get(column)?;
     parse(&value).map_err(|_| RowError::Malformed { column, value })
 }
 
-pub(crate) fn parse_optional_id<T>(
-    row: &SqliteRow,
+pub fn parse_optional_id<T>(
+    row: &SqlRow,
     column: &'static str,
     parse: impl Fn(&str) -> Result<T, aether_domain::ValidationError>,
 ) -> Result<Option<T>, RowError> {
-    let value: Option<String> = row.try_get(column)?;
+    let value: Option<String> = row.get(column)?;
     value
         .map(|value| parse(&value).map_err(|_| RowError::Malformed { column, value }))
         .transpose()
@@ -43,11 +63,11 @@ pub struct UserRow {
 }
 
 impl UserRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+    pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
         Ok(Self {
             id: parse_id(row, "id", UserId::parse)?,
-            username: row.try_get("username")?,
-            display_name: row.try_get("display_name")?,
+            username: row.get("username")?,
+            display_name: row.get("display_name")?,
         })
     }
 }
@@ -60,10 +80,10 @@ pub struct ServerRow {
 }
 
 impl ServerRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+    pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
         Ok(Self {
             id: parse_id(row, "id", ServerId::parse)?,
-            name: row.try_get("name")?,
+            name: row.get("name")?,
             owner_id: parse_id(row, "owner_id", UserId::parse)?,
         })
     }
@@ -80,18 +100,18 @@ pub struct ChannelRow {
 }
 
 impl ChannelRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
-        let kind: String = row.try_get("kind")?;
+    pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
+        let kind: String = row.get("kind")?;
         Ok(Self {
             id: parse_id(row, "id", ChannelId::parse)?,
             server_id: parse_id(row, "server_id", ServerId::parse)?,
-            name: row.try_get("name")?,
+            name: row.get("name")?,
             kind: ChannelKind::parse(&kind).ok_or(RowError::Malformed {
                 column: "kind",
                 value: kind,
             })?,
-            private: row.try_get("private")?,
-            archived: row.try_get("archived")?,
+            private: row.get("private")?,
+            archived: row.get("archived")?,
         })
     }
 }
@@ -114,8 +134,8 @@ pub struct MemberRow {
     pub joined_at: DateTime<Utc>,
 }
 
-pub(crate) fn parse_role(row: &SqliteRow) -> Result<Role, RowError> {
-    let role: String = row.try_get("role")?;
+pub fn parse_role(row: &SqlRow) -> Result<Role, RowError> {
+    let role: String = row.get("role")?;
     Role::parse(&role).ok_or(RowError::Malformed {
         column: "role",
         value: role,
@@ -123,12 +143,12 @@ pub(crate) fn parse_role(row: &SqliteRow) -> Result<Role, RowError> {
 }
 
 impl MemberRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+    pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
         Ok(Self {
             server_id: parse_id(row, "server_id", ServerId::parse)?,
             user_id: parse_id(row, "user_id", UserId::parse)?,
             role: parse_role(row)?,
-            joined_at: row.try_get("joined_at")?,
+            joined_at: row.get("joined_at")?,
         })
     }
 }
@@ -143,12 +163,12 @@ pub struct BanRow {
 }
 
 impl BanRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
+    pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
         Ok(Self {
             user_id: parse_id(row, "user_id", UserId::parse)?,
             banned_by: parse_id(row, "banned_by", UserId::parse)?,
-            reason: row.try_get("reason")?,
-            banned_at: row.try_get("banned_at")?,
+            reason: row.get("reason")?,
+            banned_at: row.get("banned_at")?,
         })
     }
 }
@@ -182,19 +202,19 @@ pub struct MessageRow {
 }
 
 impl MessageRow {
-    pub(crate) fn from_row(row: &SqliteRow) -> Result<Self, RowError> {
-        let edits: String = row.try_get("edits")?;
+    pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
+        let edits: String = row.get("edits")?;
         Ok(Self {
             id: parse_id(row, "id", MessageId::parse)?,
             channel_id: parse_id(row, "channel_id", ChannelId::parse)?,
             server_id: parse_optional_id(row, "server_id", ServerId::parse)?,
             author_id: parse_id(row, "author_id", UserId::parse)?,
-            body: row.try_get("body")?,
-            created_at: row.try_get("created_at")?,
-            edited_at: row.try_get("edited_at")?,
-            deleted: row.try_get("deleted")?,
-            position: row.try_get("channel_seq")?,
-            version: row.try_get("version")?,
+            body: row.get("body")?,
+            created_at: row.get("created_at")?,
+            edited_at: row.get("edited_at")?,
+            deleted: row.get("deleted")?,
+            position: row.get("channel_seq")?,
+            version: row.get("version")?,
             edits: serde_json::from_str(&edits).map_err(|_| RowError::Malformed {
                 column: "edits",
                 value: edits,

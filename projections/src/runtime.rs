@@ -339,6 +339,22 @@ impl Watermarks {
             .unwrap_or(0)
     }
 
+    /// Resolves once any projector's checkpoint moves (never, without projectors).
+    pub async fn changed(&self) {
+        if self.checkpoints.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self.checkpoints.iter().map(|checkpoint| {
+            let mut checkpoint = checkpoint.clone();
+            Box::pin(async move {
+                if checkpoint.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+        });
+        futures::future::select_all(waits).await;
+    }
+
     /// Waits until every projector has applied `position`; `false` if `timeout` passed first.
     pub async fn wait_for(&self, position: i64, timeout: Duration) -> bool {
         let all = async {

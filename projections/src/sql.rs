@@ -151,3 +151,98 @@ impl SqlWrite for SqliteConnection {
         Ok(())
     }
 }
+
+/// A pool read-model queries run on: the embedded mode's SQLite file or the distributed mode's
+/// PostgreSQL database. Query texts are shared, as for [`SqlWrite`].
+#[derive(Clone, Debug)]
+pub enum SqlReader {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// A row of either SQL store.
+pub enum SqlRow {
+    Sqlite(sqlx::sqlite::SqliteRow),
+    Postgres(sqlx::postgres::PgRow),
+}
+
+impl std::fmt::Debug for SqlRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SqlRow::Sqlite(_) => "SqlRow::Sqlite",
+            SqlRow::Postgres(_) => "SqlRow::Postgres",
+        })
+    }
+}
+
+/// A column type both SQL stores decode.
+pub trait SqlColumn:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+{
+}
+
+impl<T> SqlColumn for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+{
+}
+
+impl SqlRow {
+    pub fn get<T: SqlColumn>(&self, column: &str) -> Result<T, sqlx::Error> {
+        use sqlx::Row;
+        match self {
+            SqlRow::Sqlite(row) => row.try_get(column),
+            SqlRow::Postgres(row) => row.try_get(column),
+        }
+    }
+}
+
+impl SqlReader {
+    /// Every row `sql` selects.
+    pub async fn all(&self, sql: &str, values: Vec<SqlValue>) -> Result<Vec<SqlRow>, sqlx::Error> {
+        Ok(match self {
+            SqlReader::Sqlite(pool) => bind_all!(sqlx::query(sql), values)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(SqlRow::Sqlite)
+                .collect(),
+            SqlReader::Postgres(pool) => bind_all!(sqlx::query(sql), values)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(SqlRow::Postgres)
+                .collect(),
+        })
+    }
+
+    /// The first row `sql` selects, if any.
+    pub async fn one(
+        &self,
+        sql: &str,
+        values: Vec<SqlValue>,
+    ) -> Result<Option<SqlRow>, sqlx::Error> {
+        Ok(match self {
+            SqlReader::Sqlite(pool) => bind_all!(sqlx::query(sql), values)
+                .fetch_optional(pool)
+                .await?
+                .map(SqlRow::Sqlite),
+            SqlReader::Postgres(pool) => bind_all!(sqlx::query(sql), values)
+                .fetch_optional(pool)
+                .await?
+                .map(SqlRow::Postgres),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            SqlReader::Sqlite(pool) => pool.close().await,
+            SqlReader::Postgres(pool) => pool.close().await,
+        }
+    }
+}

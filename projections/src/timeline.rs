@@ -122,7 +122,7 @@ impl Projection for TimelineProjection {
                 (ChannelEventKind::MessageDeleted, heads.last_event, row)
             }
         };
-        let message = MessageRow::from_row(&row)?;
+        let message = MessageRow::from_row(&crate::sql::SqlRow::Sqlite(row))?;
         sqlx::query(
             "INSERT INTO channel_events (channel_id, seq, kind, message_id) VALUES (?, ?, ?, ?)",
         )

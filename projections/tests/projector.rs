@@ -90,7 +90,7 @@ impl World {
     }
 
     fn read_models(&self) -> ReadModels {
-        ReadModels::new(self.read.clone())
+        ReadModels::embedded(self.read.clone(), aether_projections::Watermarks::default())
     }
 
     async fn register(&self, username: &str) -> UserId {

@@ -58,7 +58,14 @@ impl From<CommandError> for ApiError {
 impl From<RowError> for ApiError {
     fn from(error: RowError) -> Self {
         tracing::error!(%error, "read model query failed");
-        Self::new(ErrorCode::Internal, "the read model could not be queried")
+        if error.is_unavailable() {
+            Self::new(
+                ErrorCode::Unavailable,
+                "the read models cannot be reached right now; try again",
+            )
+        } else {
+            Self::new(ErrorCode::Internal, "the read model could not be queried")
+        }
     }
 }
 

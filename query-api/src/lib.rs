@@ -20,9 +20,9 @@ use std::time::Duration;
 use aether_commands::auth::TokenIssuer;
 use aether_commands::backend::EventStoreBackend;
 use aether_commands::store::EventRef;
-use aether_commands::{ChatCommands, SqliteEventStore};
+use aether_commands::ChatCommands;
 use aether_domain::UserId;
-use aether_projections::{ReadModels, UpdateBus, Watermarks};
+use aether_projections::{ReadModels, UpdateBus};
 use async_graphql::Schema;
 use tokio_util::sync::CancellationToken;
 
@@ -80,15 +80,12 @@ impl Default for ApiLimits {
 #[derive(Clone)]
 pub struct ApiState {
     pub commands: Arc<Commands>,
-    /// The log this process's projectors read: the event store itself in the embedded mode, a
-    /// mirror of the Kafka topics in the distributed mode.
-    pub local_log: SqliteEventStore,
+    /// The projectors' read models: every query and every subscription's catch-up reads them.
     pub read: ReadModels,
     pub updates: UpdateBus,
     /// Typing and presence.
     pub ephemeral: Arc<ephemeral::Ephemeral>,
     pub tokens: TokenIssuer,
-    pub watermarks: Watermarks,
     pub limits: ApiLimits,
     /// Cancelled on shutdown: open subscriptions end.
     pub shutdown: CancellationToken,
@@ -128,14 +125,17 @@ impl ConsistencyToken {
 }
 
 impl ApiState {
-    /// Waits until this process's read models reflect `event`; `false` after `timeout`.
+    /// Waits until the read models reflect `event`, whichever instance wrote it; `false` after
+    /// `timeout`.
     pub async fn wait_until_projected(&self, event: &EventRef, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let Some(position) = self.local_log.wait_for_event(event, timeout).await else {
-            return false;
-        };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.watermarks.wait_for(position, left).await
+        self.read
+            .wait_applied(
+                &event.aggregate_type,
+                &event.aggregate_id,
+                event.sequence,
+                timeout,
+            )
+            .await
     }
 }
 

@@ -72,32 +72,29 @@ async fn catch_up(
     }
 }
 
-/// How long a subscriber waits for the read model to hold the events of a gap before it goes
-/// on without them (it logs a warning; a resume from its cursor later fills the gap).
-const GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The channel's events after `last` and before `next`, from the read model, waiting (bounded)
-/// for it to have them all: an update can reach an edge before its read model applies the same
-/// event.
+/// The channel's events after `last` and before `next`, from the read model. An update is
+/// published only once its projector committed, so the store the update came from holds the
+/// whole gap; if the read finds less, the live version was just switched and this instance's
+/// view of the registry is stale: it is refreshed and the read repeated once.
 async fn fill_gap(
     state: &ApiState,
     channel: ChannelId,
     last: i64,
     next: i64,
 ) -> ApiResult<Vec<ChannelEventRow>> {
-    let deadline = tokio::time::Instant::now() + GAP_WAIT;
-    loop {
-        let mut events = catch_up(state, channel, last).await?;
+    let mut events = Vec::new();
+    for attempt in 0..2 {
+        if attempt > 0 {
+            state.read.forget_live_versions();
+        }
+        events = catch_up(state, channel, last).await?;
         events.retain(|event| event.seq < next);
-        let complete = events.len() as i64 == next - last - 1;
-        if complete || tokio::time::Instant::now() >= deadline {
-            if !complete {
-                tracing::warn!(%channel, from = last + 1, to = next - 1, found = events.len(), "a gap in a channel's updates was not filled in time");
-            }
+        if events.len() as i64 == next - last - 1 {
             return Ok(events);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+    tracing::warn!(%channel, from = last + 1, to = next - 1, found = events.len(), "the read model lacks part of a gap in a channel's updates");
+    Ok(events)
 }
 
 /// The changes of a channel or conversation the caller may see, after `after` (catch-up from
@@ -177,8 +174,8 @@ async fn place_events(
             match (update.as_ref(), &place) {
                 (Update::Channel(event), _) if event.channel_id == place_id && event.seq > last => {
                     if event.seq > last + 1 {
-                        // A gap (this edge started after those updates, or they were
-                        // lost): the read model has them, or soon will.
+                        // A gap (this instance started after those updates, or they
+                        // were dropped on the way): the read model has them.
                         match fill_gap(&state, place_id, last, event.seq).await {
                             Ok(events) => pending = events,
                             Err(error) => { yield Err(error.into()); return; }

@@ -11,7 +11,6 @@ use aether_commands::auth::{
 };
 use aether_commands::backend::EventStoreBackend;
 use aether_commands::keys::Keyring;
-use aether_commands::mirror::run_mirror;
 use aether_commands::postgres::PgEventStore;
 use aether_commands::relay::{run_relay, LatencyRecorder, RelayConfig, RelayStatus};
 use aether_commands::sqlite::open_sqlite;
@@ -19,6 +18,7 @@ use aether_commands::{ChatCommands, SqliteEventStore};
 use aether_kafka::KafkaConfig;
 use aether_projections::catalog::CatalogProjection;
 use aether_projections::receipts::ReceiptsProjection;
+use aether_projections::rows::RowError;
 use aether_projections::runtime::{Projection, ProjectorControl};
 use aether_projections::timeline::TimelineProjection;
 use aether_projections::{
@@ -96,6 +96,8 @@ pub enum AppError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    #[error("read models: {0}")]
+    ReadModels(#[from] RowError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -114,8 +116,9 @@ pub struct Running {
     pub projectors: Vec<(&'static str, ProjectorControl)>,
     audiences: Arc<Audiences>,
     tasks: JoinSet<Result<(), AppError>>,
-    events: SqliteEventStore,
-    read: sqlx::SqlitePool,
+    /// The embedded mode's event store, closed once every role stopped.
+    events: Option<SqliteEventStore>,
+    read: ReadModels,
 }
 
 impl std::fmt::Debug for Running {
@@ -150,7 +153,9 @@ impl Running {
                 }
             }
         }
-        self.events.close().await;
+        if let Some(events) = &self.events {
+            events.close().await;
+        }
         self.read.close().await;
         outcome
     }
@@ -169,19 +174,92 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
     let store = EventStoreBackend::Sqlite(events.clone());
     let bus = UpdateBus::new(config.update_buffer);
     let hub = Ephemeral::loopback(config.ephemeral.clone());
+    let mut tasks = JoinSet::new();
+    let shutdown = CancellationToken::new();
+    let (read, projectors) =
+        start_embedded_projectors(&config, &events, &bus, &mut tasks, &shutdown).await?;
+    let secret = match &config.jwt_secret_file {
+        Some(path) => std::fs::read(path).map_err(|source| AppError::DataDir {
+            path: path.clone(),
+            source,
+        })?,
+        None => load_or_create_secret(&config.data_dir.join("jwt-secret")).map_err(|source| {
+            AppError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?,
+    };
     start_app(
         config,
-        store,
-        events,
-        JoinSet::new(),
-        CancellationToken::new(),
-        Feeds {
-            bus: bus.clone(),
-            projector_updates: bus,
+        AppParts {
+            store,
+            events: Some(events),
+            read,
+            projectors,
+            secret,
+            tasks,
+            shutdown,
+            bus,
             hub,
         },
     )
     .await
+}
+
+/// The embedded mode's projectors: they tail the event store into the SQLite read models of
+/// `read.db` and announce what they applied on `bus`.
+async fn start_embedded_projectors(
+    config: &EmbeddedConfig,
+    events: &SqliteEventStore,
+    bus: &UpdateBus,
+    tasks: &mut JoinSet<Result<(), AppError>>,
+    shutdown: &CancellationToken,
+) -> Result<(ReadModels, Projectors), AppError> {
+    let read = open_sqlite(&config.data_dir.join("read.db"), SqliteSynchronous::Normal).await?;
+    aether_projections::migrate(&read).await?;
+    let log: Arc<dyn aether_schemas::EventLog> = Arc::new(events.clone());
+    let projections: [Arc<dyn Projection>; 3] = [
+        Arc::new(CatalogProjection),
+        Arc::new(TimelineProjection),
+        Arc::new(ReceiptsProjection),
+    ];
+    let mut checkpoints = Vec::new();
+    let mut controls = Vec::new();
+    let read_writer = Arc::new(tokio::sync::Mutex::new(()));
+    for projection in projections {
+        let projector = Projector::new(
+            projection,
+            log.clone(),
+            read.clone(),
+            bus.clone(),
+            config.projector.clone(),
+        )
+        .await?
+        .sharing_writes(read_writer.clone());
+        checkpoints.push(projector.checkpoint());
+        controls.push((projector.name(), projector.control()));
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            projector.run(token).await;
+            Ok(())
+        });
+    }
+    let watermarks = Watermarks::new(checkpoints);
+    Ok((
+        ReadModels::embedded(read, watermarks.clone()),
+        Projectors {
+            controls,
+            watermarks: Some(watermarks),
+        },
+    ))
+}
+
+/// The projectors running in this process, if any.
+#[derive(Default)]
+struct Projectors {
+    controls: Vec<(&'static str, ProjectorControl)>,
+    watermarks: Option<Watermarks>,
 }
 
 /// Where the distributed API finds its servers.
@@ -189,46 +267,36 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
 pub struct DistributedConfig {
     pub postgres: PgEventStore,
     pub kafka: KafkaConfig,
+    /// The MongoDB database of the document read models (the timeline).
+    pub mongo: mongodb::Database,
     /// Also run the relay in this process (`aether serve --role all`).
     pub with_relay: bool,
     /// For benchmarks: the in-process relay records command→Kafka latencies here (see
     /// [`RelayConfig::latency`]). `None` records nothing.
     pub relay_latency: Option<LatencyRecorder>,
-    /// Where subscriptions hear news: the projectors' updates on `aether.updates.v1` (the edge
-    /// role), or this instance's own projectors (the API role).
-    pub updates: UpdateFeed,
 }
 
-/// Where an instance's subscriptions get their updates from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum UpdateFeed {
-    /// This instance's own projectors, over its mirror of the log.
-    #[default]
-    LocalProjectors,
-    /// Every partition of `aether.updates.v1`, from the moment the instance starts: what the
-    /// projector processes publish. The local read models only catch subscribers up.
-    UpdatesTopic,
-}
-
-/// The API role of the distributed mode: commands go to PostgreSQL; this instance mirrors the
-/// Kafka event topics into a local log under the data directory, projects it into local read
-/// models, and serves queries and subscriptions from them.
+/// An API (or edge) instance of the distributed mode. It keeps no copy of the log and writes
+/// no file: commands go to the PostgreSQL event store; queries read the projector processes'
+/// read models (PostgreSQL, MongoDB); subscriptions catch up from those and go live from
+/// `aether.updates.v1` (every partition, from start-up, no consumer group); typing and
+/// presence travel between instances on their own topic. Start as many as you like.
 pub async fn start_distributed(
     config: EmbeddedConfig,
     distributed: DistributedConfig,
 ) -> Result<Running, AppError> {
-    prepare_data_dir(&config)?;
-    let mirror = SqliteEventStore::open(&config.data_dir.join("mirror.db")).await?;
+    let Some(secret_file) = config.jwt_secret_file.clone() else {
+        return Err(AppError::Role(
+            "the distributed mode needs the shared token-signing keys: give a secret file"
+                .to_owned(),
+        ));
+    };
+    let secret = std::fs::read(&secret_file).map_err(|source| AppError::DataDir {
+        path: secret_file,
+        source,
+    })?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    {
-        let (mirror, kafka, token) = (mirror.clone(), distributed.kafka.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            run_mirror(mirror, kafka, token)
-                .await
-                .map_err(|e| AppError::Role(format!("mirror: {e}")))
-        });
-    }
     if distributed.with_relay {
         let pool = distributed.postgres.pool().clone();
         let (kafka, token) = (distributed.kafka.clone(), shutdown.clone());
@@ -243,22 +311,21 @@ pub async fn start_distributed(
                 .map_err(|e| AppError::Role(format!("relay: {e}")))
         });
     }
+    let read = ReadModels::distributed(
+        distributed.postgres.pool().clone(),
+        distributed.mongo.clone(),
+    )
+    .await?;
     let bus = UpdateBus::new(config.update_buffer);
     let (updates_positioned, updates_ready) = oneshot::channel();
-    let local_updates = match distributed.updates {
-        UpdateFeed::LocalProjectors => bus.clone(),
-        UpdateFeed::UpdatesTopic => {
-            let (kafka, feed, token) = (distributed.kafka.clone(), bus.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                run_update_feed(kafka, feed, updates_positioned, token)
-                    .await
-                    .map_err(AppError::Role)
-            });
-            // The local projectors still keep the read models that catch subscribers up;
-            // what they would announce, the topic announces.
-            UpdateBus::new(1)
-        }
-    };
+    {
+        let (kafka, feed, token) = (distributed.kafka.clone(), bus.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            run_update_feed(kafka, feed, updates_positioned, token)
+                .await
+                .map_err(AppError::Role)
+        });
+    }
     // Typing and presence travel between instances on their own short-lived topic.
     let signals = KafkaSignals::new(&distributed.kafka)
         .map_err(|e| AppError::Role(format!("typing and presence: {e}")))?;
@@ -274,25 +341,37 @@ pub async fn start_distributed(
     }
     // "From the moment the instance starts" means from when this function returns: an update
     // published after that reaches every subscriber of this instance.
-    if distributed.updates == UpdateFeed::UpdatesTopic {
-        wait_positioned(topics::UPDATES, updates_ready).await;
-    }
+    wait_positioned(topics::UPDATES, updates_ready).await;
     wait_positioned(topics::EPHEMERAL, signals_ready).await;
-    let store = EventStoreBackend::Postgres(distributed.postgres);
-    let feeds = Feeds {
-        bus,
-        projector_updates: local_updates,
-        hub,
-    };
-    start_app(config, store, mirror, tasks, shutdown, feeds).await
+    start_app(
+        config,
+        AppParts {
+            store: EventStoreBackend::Postgres(distributed.postgres),
+            events: None,
+            read,
+            projectors: Projectors::default(),
+            secret,
+            tasks,
+            shutdown,
+            bus,
+            hub,
+        },
+    )
+    .await
 }
 
-/// Where subscriptions hear news, and where this instance's projectors announce theirs.
-struct Feeds {
+/// What the two modes hand the API once their stores and feeds are in place.
+struct AppParts {
+    store: EventStoreBackend,
+    events: Option<SqliteEventStore>,
+    read: ReadModels,
+    projectors: Projectors,
+    /// The token-signing keyring or secret.
+    secret: Vec<u8>,
+    tasks: JoinSet<Result<(), AppError>>,
+    shutdown: CancellationToken,
     /// What subscriptions listen to.
     bus: UpdateBus,
-    /// Where the local projectors publish (the same bus, unless news comes from the topic).
-    projector_updates: UpdateBus,
     /// Typing and presence.
     hub: Arc<Ephemeral>,
 }
@@ -304,19 +383,18 @@ fn prepare_data_dir(config: &EmbeddedConfig) -> Result<(), AppError> {
     })
 }
 
-async fn start_app(
-    config: EmbeddedConfig,
-    store: EventStoreBackend,
-    local_log: SqliteEventStore,
-    mut tasks: JoinSet<Result<(), AppError>>,
-    shutdown: CancellationToken,
-    feeds: Feeds,
-) -> Result<Running, AppError> {
-    let Feeds {
+async fn start_app(config: EmbeddedConfig, parts: AppParts) -> Result<Running, AppError> {
+    let AppParts {
+        store,
+        events,
+        read,
+        projectors,
+        secret,
+        mut tasks,
+        shutdown,
         bus,
-        projector_updates,
         hub,
-    } = feeds;
+    } = parts;
     {
         let (hub, token) = (hub.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -324,64 +402,18 @@ async fn start_app(
             Ok(())
         });
     }
-    let data_dir = config.data_dir.clone();
-    let secret = match &config.jwt_secret_file {
-        Some(path) => std::fs::read(path).map_err(|source| AppError::DataDir {
-            path: path.clone(),
-            source,
-        })?,
-        None => load_or_create_secret(&data_dir.join("jwt-secret")).map_err(|source| {
-            AppError::DataDir {
-                path: data_dir.clone(),
-                source,
-            }
-        })?,
-    };
     let keyring = Keyring::from_bytes(&secret).map_err(|error| {
         AppError::Role(format!("the token-signing keys cannot be used: {error}"))
     })?;
-    let read = open_sqlite(&data_dir.join("read.db"), SqliteSynchronous::Normal).await?;
-    aether_projections::migrate(&read).await?;
-
-    let log: Arc<dyn aether_schemas::EventLog> = Arc::new(local_log.clone());
-    let projections: [Arc<dyn Projection>; 3] = [
-        Arc::new(CatalogProjection),
-        Arc::new(TimelineProjection),
-        Arc::new(ReceiptsProjection),
-    ];
-    let mut checkpoints = Vec::new();
-    let mut controls = Vec::new();
-    let read_writer = Arc::new(tokio::sync::Mutex::new(()));
-    for projection in projections {
-        let projector = Projector::new(
-            projection,
-            log.clone(),
-            read.clone(),
-            projector_updates.clone(),
-            config.projector.clone(),
-        )
-        .await?
-        .sharing_writes(read_writer.clone());
-        checkpoints.push(projector.checkpoint());
-        controls.push((projector.name(), projector.control()));
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            projector.run(token).await;
-            Ok(())
-        });
-    }
-    let watermarks = Watermarks::new(checkpoints);
     let tokens = TokenIssuer::new(&keyring, config.access_token_ttl, DEFAULT_REFRESH_TTL).map_err(
         |error| AppError::Role(format!("the token-signing keys cannot be used: {error}")),
     )?;
     let api = ApiState {
         commands: Arc::new(ChatCommands::new(store)),
-        local_log: local_log.clone(),
-        read: ReadModels::new(read.clone()),
+        read: read.clone(),
         updates: bus,
         ephemeral: hub,
         tokens: tokens.clone(),
-        watermarks: watermarks.clone(),
         limits: config.api.clone(),
         shutdown: shutdown.clone(),
     };
@@ -405,7 +437,7 @@ async fn start_app(
             schema,
             auth,
             api,
-            watermarks,
+            watermarks: projectors.watermarks,
             consistency_wait: config.consistency_wait,
             ready,
             connections,
@@ -446,14 +478,14 @@ async fn start_app(
         }
     });
     ready_tx.send_replace(true);
-    tracing::info!(%local_addr, data_dir = %config.data_dir.display(), "aether is serving GraphQL at /graphql");
+    tracing::info!(%local_addr, "aether is serving GraphQL at /graphql");
     Ok(Running {
         local_addr,
         shutdown,
-        projectors: controls,
+        projectors: projectors.controls,
         audiences,
         tasks,
-        events: local_log,
+        events,
         read,
     })
 }

@@ -39,7 +39,8 @@ pub struct HttpState {
     pub schema: AetherSchema,
     pub auth: Authenticator,
     pub api: ApiState,
-    pub watermarks: Watermarks,
+    /// The in-process projectors' checkpoints (the embedded mode).
+    pub watermarks: Option<Watermarks>,
     /// Longest a query waits for the read models to reach a consistency token.
     pub consistency_wait: Duration,
     pub ready: tokio::sync::watch::Receiver<bool>,
@@ -418,7 +419,8 @@ async fn jwks(State(state): State<HttpState>) -> Response {
 
 async fn readyz(State(state): State<HttpState>) -> Response {
     let ready = *state.ready.borrow();
-    let body = json!({ "ready": ready, "readModelsAt": state.watermarks.low() });
+    let read_models_at = state.watermarks.as_ref().map(Watermarks::low);
+    let body = json!({ "ready": ready, "readModelsAt": read_models_at });
     let status = if ready {
         StatusCode::OK
     } else {

@@ -9,6 +9,4 @@ pub mod oidc;
 pub mod protocol;
 pub mod ws;
 
-pub use app::{
-    start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running, UpdateFeed,
-};
+pub use app::{start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running};

@@ -1,44 +1,18 @@
-//! The distributed mode against real PostgreSQL and a Kafka-compatible broker (tansu): two API
-//! instances, commands through PostgreSQL, the relay to Kafka, and each instance's read models
-//! and subscriptions fed from the log.
+//! The distributed mode against real PostgreSQL, a Kafka-compatible broker (tansu) and a
+//! MongoDB-compatible server (SecantusDB): two stateless API instances, commands through
+//! PostgreSQL, the relay to Kafka, the projectors' read models answering both instances'
+//! queries, and subscriptions fed from `aether.updates.v1`.
 
 mod common;
 
-use std::path::Path;
-
-use aether_commands::postgres::PgEventStore;
-use aether_kafka::admin::init_topics;
-use aether_kafka::KafkaConfig;
-use aether_realtime_edge::{Running, UpdateFeed};
-use aether_test_support::{kafka_config, TestDatabase};
-use common::{community, newest, send, Client, Subscriber, CHANNEL_EVENTS};
+use common::{community, newest, send, Client, Cluster, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
-
-async fn instance(
-    dir: &Path,
-    secret: &Path,
-    db: &TestDatabase,
-    kafka: &KafkaConfig,
-    with_relay: bool,
-) -> anyhow::Result<Running> {
-    let (config, updates) = (common::unlimited(), UpdateFeed::LocalProjectors);
-    common::distributed(config, dir, secret, db, kafka, with_relay, updates).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_instances_share_one_log() -> anyhow::Result<()> {
-    let db = TestDatabase::create().await?;
-    PgEventStore::from_pool(db.pool().await?).migrate().await?;
-    let kafka = kafka_config(2);
-    init_topics(&kafka).await?;
-    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let secret = dirs.0.path().join("jwt-secret");
-    std::fs::write(
-        &secret,
-        aether_commands::keys::Keyring::generate().to_json(),
-    )?;
-    let one = instance(dirs.0.path(), &secret, &db, &kafka, true).await?;
-    let two = instance(dirs.1.path(), &secret, &db, &kafka, false).await?;
+    let cluster = Cluster::start(2).await?;
+    let one = cluster.instance(common::unlimited(), true).await?;
+    let two = cluster.instance(common::unlimited(), false).await?;
 
     // Alice works against instance one, bob against instance two.
     let mut anonymous_one = Client::new(one.local_addr);
@@ -121,8 +95,58 @@ async fn two_api_instances_share_one_log() -> anyhow::Result<()> {
     assert_eq!(message["body"], "psst", "{event}");
     assert_eq!(message["conversationId"], conversation);
 
-    one.stop().await?;
-    two.stop().await?;
-    db.drop_database().await?;
-    Ok(())
+    cluster.stop(vec![one, two]).await
+}
+
+/// A query in time order: the history of a channel, newest page.
+const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages { edges { node { body } } } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_projector_leaves_queries_answering_and_an_unreachable_store_fails_fast(
+) -> anyhow::Result<()> {
+    let cluster = Cluster::start(2).await?;
+    let api = cluster.instance(common::unlimited(), true).await?;
+    let mut anonymous = Client::new(api.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    send(&mut alice, &place.channel_id, "before the outage").await?;
+    let before = alice.ok(HISTORY, json!({ "c": place.channel_id })).await?;
+
+    // Every projector stops: queries still answer from the last applied state, at once.
+    cluster.projectors.cancel();
+    alice.consistency = None;
+    let started = std::time::Instant::now();
+    let during = alice.ok(HISTORY, json!({ "c": place.channel_id })).await?;
+    assert_eq!(during, before);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    // An instance whose MongoDB-compatible server cannot be reached answers UNAVAILABLE for
+    // the history within seconds, and still answers what PostgreSQL holds.
+    let options = mongodb::options::ClientOptions::builder()
+        .hosts(vec![mongodb::options::ServerAddress::Tcp {
+            host: "127.0.0.1".to_owned(),
+            port: Some(1),
+        }])
+        .server_selection_timeout(std::time::Duration::from_millis(500))
+        .build();
+    let unreachable = mongodb::Client::with_options(options)?.database("nowhere");
+    let cut_off = cluster
+        .instance_on(common::unlimited(), false, unreachable)
+        .await?;
+    let mut alice_there =
+        Client::new(cut_off.local_addr).with_token(&alice.token.clone().unwrap_or_default());
+    let started = std::time::Instant::now();
+    let code = alice_there
+        .error_code(HISTORY, json!({ "c": place.channel_id }))
+        .await?;
+    assert_eq!(code, "UNAVAILABLE");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let me = alice_there.ok("{ me { username } }", json!({})).await?;
+    assert_eq!(me["me"]["username"], "alice");
+    cluster.stop(vec![api, cut_off]).await
 }

@@ -1,174 +1,42 @@
 //! The edge role against real PostgreSQL, tansu and SecantusDB: the API role takes commands,
-//! the relay publishes them, the catalog and timeline projectors (in PostgreSQL and MongoDB)
-//! publish updates to `aether.updates.v1`, and two edge instances fan those out to their own
-//! WebSocket clients.
+//! the relay publishes them, the catalog, receipts and timeline projectors (in PostgreSQL and
+//! MongoDB) publish updates to `aether.updates.v1`, and two edge instances fan those out to
+//! their own WebSocket clients, catching up from the same read models.
 
 mod common;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aether_commands::postgres::PgEventStore;
-use aether_kafka::admin::init_topics;
-use aether_kafka::KafkaConfig;
-use aether_projections::stream::metrics::ProjectorMetrics;
-use aether_projections::stream::role::{run_projector, KafkaUpdates, Stores};
-use aether_projections::stream::ProjectorOptions;
-use aether_realtime_edge::{Running, UpdateFeed};
-use aether_test_support::{kafka_config, TestDatabase};
-use anyhow::Context;
-use common::{community, newest, send, Client, Subscriber, CHANNEL_EVENTS};
+use aether_realtime_edge::Running;
+use common::{community, newest, send, Client, Cluster, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-/// Longest an instance, or a test database, may take to stop.
-const STOP_WAIT: Duration = Duration::from_secs(30);
-
-fn mongo_url() -> String {
-    std::env::var("AETHER_TEST_MONGO")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".to_owned())
-}
-
-async fn instance(
-    dir: &Path,
-    secret: &Path,
-    db: &TestDatabase,
-    kafka: &KafkaConfig,
-    updates: UpdateFeed,
-) -> anyhow::Result<Running> {
-    // The API instance runs the relay; edges never do.
-    let with_relay = updates == UpdateFeed::LocalProjectors;
-    let config = common::unlimited();
-    common::distributed(config, dir, secret, db, kafka, with_relay, updates).await
-}
-
-/// The API role, two edges, and the catalog and timeline projector processes' work, in-process.
+/// The API role (with the relay), two edges, and the projector processes' work, in-process.
 struct Deployment {
-    db: TestDatabase,
-    mongo: mongodb::Database,
+    cluster: Cluster,
     api: Running,
     edges: [Running; 2],
-    projectors: CancellationToken,
-    /// Stop everything if a test fails half-way: the edges' feeds run on blocking threads that
-    /// would otherwise keep the test's runtime from shutting down.
-    _stop: Vec<tokio_util::sync::DropGuard>,
-    _dirs: [tempfile::TempDir; 3],
 }
 
 impl Deployment {
     async fn start() -> anyhow::Result<Self> {
-        let db = TestDatabase::create().await?;
-        PgEventStore::from_pool(db.pool().await?).migrate().await?;
-        let kafka = kafka_config(3);
-        init_topics(&kafka).await?;
-        let dirs = [
-            tempfile::tempdir()?,
-            tempfile::tempdir()?,
-            tempfile::tempdir()?,
-        ];
-        let secret = dirs[0].path().join("jwt-secret");
-        std::fs::write(
-            &secret,
-            aether_commands::keys::Keyring::generate().to_json(),
-        )?;
-
-        let mongo = mongodb::Client::with_uri_str(mongo_url())
-            .await?
-            .database(&format!("edge_{}", uuid::Uuid::new_v4().simple()));
-        let stores = Stores {
-            postgres: db.pool().await?,
-            mongo: Some(mongo.clone()),
-        };
-        let projectors = CancellationToken::new();
-        for name in ["catalog", "timeline"] {
-            let (stores, kafka, token) = (stores.clone(), kafka.clone(), projectors.clone());
-            let updates = Arc::new(KafkaUpdates::new(&kafka)?);
-            let metrics = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(name, 1))));
-            tokio::spawn(async move {
-                let options = ProjectorOptions {
-                    batch_size: 100,
-                    ..ProjectorOptions::default()
-                };
-                if let Err(error) = run_projector(
-                    stores,
-                    kafka,
-                    name.to_owned(),
-                    options,
-                    updates,
-                    metrics,
-                    token,
-                )
-                .await
-                {
-                    eprintln!("projector {name} failed: {error}");
-                }
-            });
-        }
+        let cluster = Cluster::start(3).await?;
         // Edges start before any update exists: they read from the topic's end at start-up.
         let edges = [
-            instance(
-                dirs[1].path(),
-                &secret,
-                &db,
-                &kafka,
-                UpdateFeed::UpdatesTopic,
-            )
-            .await?,
-            instance(
-                dirs[2].path(),
-                &secret,
-                &db,
-                &kafka,
-                UpdateFeed::UpdatesTopic,
-            )
-            .await?,
+            cluster.instance(common::unlimited(), false).await?,
+            cluster.instance(common::unlimited(), false).await?,
         ];
-        let api = instance(
-            dirs[0].path(),
-            &secret,
-            &db,
-            &kafka,
-            UpdateFeed::LocalProjectors,
-        )
-        .await?;
-        let stop = [&api, &edges[0], &edges[1]]
-            .iter()
-            .map(|running| running.shutdown.clone().drop_guard())
-            .chain(std::iter::once(projectors.clone().drop_guard()))
-            .collect();
+        let api = cluster.instance(common::unlimited(), true).await?;
         Ok(Self {
-            db,
-            mongo,
+            cluster,
             api,
             edges,
-            projectors,
-            _stop: stop,
-            _dirs: dirs,
         })
     }
 
     async fn stop(self) -> anyhow::Result<()> {
-        self.projectors.cancel();
         let [one, two] = self.edges;
-        // Every instance stops cleanly, and soon: a role that failed while the test ran, or
-        // that does not stop, says so here.
-        for (name, running) in [
-            ("the first edge", one),
-            ("the second edge", two),
-            ("the API instance", self.api),
-        ] {
-            tokio::time::timeout(STOP_WAIT, running.stop())
-                .await
-                .with_context(|| format!("{name} did not stop within {STOP_WAIT:?}"))?
-                .with_context(|| format!("{name} failed"))?;
-        }
-        let _ = tokio::time::timeout(STOP_WAIT, self.mongo.drop()).await;
-        tokio::time::timeout(STOP_WAIT, self.db.drop_database())
-            .await
-            .context("dropping the test database took too long")?
-            .context("dropping the test database")?;
-        Ok(())
+        self.cluster.stop(vec![one, two, self.api]).await
     }
 }
 
@@ -183,8 +51,8 @@ async fn clients_on_two_edges_get_a_message_sent_through_the_api_and_resume_with
     let place = community(&mut alice, &mut bob).await?;
     let token = |client: &Client| client.token.clone().unwrap_or_default();
 
-    // The edges' read models catch up with the join (they mirror the log) before bob subscribes:
-    // a query with the token of bob's join, the most recent write, waits for it.
+    // A query on an edge with the token of bob's join, the most recent write, reads it: the
+    // edges query the projectors' read models, as the API instance does.
     for edge in &deployment.edges {
         let mut bob_here = Client::new(edge.local_addr).with_token(&token(&bob));
         bob_here.consistency = newest(&alice.consistency, &bob.consistency);
@@ -220,13 +88,15 @@ async fn clients_on_two_edges_get_a_message_sent_through_the_api_and_resume_with
     }
     let cursor = one["cursor"].as_str().unwrap_or_default().to_owned();
 
-    // Bob drops his connection; 100 messages are sent meanwhile.
+    // Bob drops his connection; 30 messages are sent meanwhile (each one through the whole
+    // path: the test client sends its newest consistency token along, so a send waits until
+    // the read models hold the one before).
     drop(on_one);
     let mut sent = Vec::new();
-    for n in 0..100 {
+    for n in 0..30 {
         sent.push(send(&mut alice, &place.channel_id, &format!("while away {n}")).await?);
     }
-    // He comes back to the other edge with his cursor: exactly those 100, in order, then live.
+    // He comes back to the other edge with his cursor: exactly those 30, in order, then live.
     let mut back = Subscriber::connect(deployment.edges[1].local_addr, &token(&bob)).await?;
     back.subscribe(
         "2",
@@ -236,7 +106,7 @@ async fn clients_on_two_edges_get_a_message_sent_through_the_api_and_resume_with
     .await?;
     for (n, id) in sent.iter().enumerate() {
         let event = back.next_event("2").await?;
-        assert_eq!(event["message"]["id"], id.as_str(), "message {n} of 100");
+        assert_eq!(event["message"]["id"], id.as_str(), "message {n} of 30");
         assert_eq!(event["message"]["body"], format!("while away {n}"));
     }
     let live = send(&mut alice, &place.channel_id, "and live again").await?;

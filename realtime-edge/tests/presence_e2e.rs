@@ -7,13 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use aether_commands::postgres::PgEventStore;
-use aether_kafka::admin::init_topics;
-use aether_kafka::KafkaConfig;
 use aether_query_api::ephemeral::EphemeralLimits;
-use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running, UpdateFeed};
-use aether_test_support::{kafka_config, TestDatabase};
-use common::{community, Client, Subscriber};
+use aether_realtime_edge::{start_embedded, EmbeddedConfig};
+use common::{community, Client, Cluster, Subscriber};
 use serde_json::json;
 
 const TYPING: &str =
@@ -258,31 +254,12 @@ async fn typing_and_presence_in_a_direct_conversation() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn instance(
-    dir: &Path,
-    secret: &Path,
-    db: &TestDatabase,
-    kafka: &KafkaConfig,
-    with_relay: bool,
-) -> anyhow::Result<Running> {
-    let updates = UpdateFeed::LocalProjectors;
-    common::distributed(config(dir), dir, secret, db, kafka, with_relay, updates).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_and_typing_cross_instances() -> anyhow::Result<()> {
-    let db = TestDatabase::create().await?;
-    PgEventStore::from_pool(db.pool().await?).migrate().await?;
-    let kafka = kafka_config(2);
-    init_topics(&kafka).await?;
-    let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let secret = dirs.0.path().join("jwt-secret");
-    std::fs::write(
-        &secret,
-        aether_commands::keys::Keyring::generate().to_json(),
-    )?;
-    let one = instance(dirs.0.path(), &secret, &db, &kafka, true).await?;
-    let two = instance(dirs.1.path(), &secret, &db, &kafka, false).await?;
+    let cluster = Cluster::start(2).await?;
+    let dir = tempfile::tempdir()?;
+    let one = cluster.instance(config(dir.path()), true).await?;
+    let two = cluster.instance(config(dir.path()), false).await?;
     let _stop = [
         one.shutdown.clone().drop_guard(),
         two.shutdown.clone().drop_guard(),
@@ -333,8 +310,5 @@ async fn presence_and_typing_cross_instances() -> anyhow::Result<()> {
     assert_eq!(gone["user"]["username"], "bob");
     assert_eq!(gone["status"], "OFFLINE");
 
-    one.stop().await?;
-    two.stop().await?;
-    db.drop_database().await?;
-    Ok(())
+    cluster.stop(vec![one, two]).await
 }

@@ -139,6 +139,18 @@ impl Registry {
         })
     }
 
+    /// The live version of every projection ever run.
+    pub async fn live_versions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, i32>, StoreError> {
+        let rows: Vec<(String, i32)> =
+            sqlx::query_as("SELECT name, live_version FROM projection_registry")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// The projection's entry, if it was ever run.
     pub async fn find(&self, name: &str) -> Result<Option<ProjectionEntry>, StoreError> {
         let Some(row) =

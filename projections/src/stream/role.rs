@@ -208,3 +208,38 @@ pub async fn run_projector(
     }
     Ok(())
 }
+
+/// The projections the API's queries read: a deployment runs a projector process for each.
+pub const QUERIED_PROJECTIONS: [&str; 3] = [
+    CatalogProjection::NAME,
+    ReceiptsProjection::NAME,
+    MongoTimelineProjection::NAME,
+];
+
+/// Runs each of `names` as [`run_projector`] would in its own process, publishing updates to
+/// `aether.updates.v1`, until `shutdown`: for tests and benchmarks that hold a whole
+/// deployment in one process.
+pub fn spawn_projectors(
+    stores: &Stores,
+    kafka: &KafkaConfig,
+    names: &[&str],
+    options: &ProjectorOptions,
+    shutdown: &CancellationToken,
+) -> Result<tokio::task::JoinSet<Result<(), RoleError>>, RoleError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names {
+        open_store(stores, name, 1)?;
+        let updates = Arc::new(KafkaUpdates::new(kafka)?);
+        let metrics = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(name, 1))));
+        tasks.spawn(run_projector(
+            stores.clone(),
+            kafka.clone(),
+            (*name).to_owned(),
+            options.clone(),
+            updates,
+            metrics,
+            shutdown.clone(),
+        ));
+    }
+    Ok(tasks)
+}

@@ -21,33 +21,137 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// a message instead of hanging it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A distributed instance (the API role, or an edge with `UpdateFeed::UpdatesTopic`) on
-/// `db` and `kafka`, signing tokens with `secret`; `config` is the base of its settings (its
-/// data directory, listen address and secret file are set here).
-pub async fn distributed(
-    config: EmbeddedConfig,
-    dir: &Path,
-    secret: &Path,
-    db: &aether_test_support::TestDatabase,
-    kafka: &aether_kafka::KafkaConfig,
-    with_relay: bool,
-    updates: aether_realtime_edge::UpdateFeed,
-) -> anyhow::Result<Running> {
-    let config = EmbeddedConfig {
-        data_dir: dir.to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown_grace: Duration::from_secs(2),
-        jwt_secret_file: Some(secret.to_path_buf()),
-        ..config
-    };
-    let distributed = aether_realtime_edge::DistributedConfig {
-        postgres: aether_commands::postgres::PgEventStore::from_pool(db.pool().await?),
-        kafka: kafka.clone(),
-        with_relay,
-        relay_latency: None,
-        updates,
-    };
-    Ok(aether_realtime_edge::start_distributed(config, distributed).await?)
+/// The servers and background roles of a distributed deployment, for tests: a fresh
+/// PostgreSQL database, fresh topics, a fresh MongoDB-compatible (SecantusDB) database, the
+/// shared token-signing keys, and the catalog, receipts and timeline projectors running
+/// in-process as their own processes would. Instances ([`Cluster::instance`]) are stateless
+/// API/edge roles on top.
+pub struct Cluster {
+    pub db: aether_test_support::TestDatabase,
+    pub kafka: aether_kafka::KafkaConfig,
+    pub mongo: mongodb::Database,
+    pub secret: std::path::PathBuf,
+    pub projectors: tokio_util::sync::CancellationToken,
+    /// Stops the projectors if a test fails half-way.
+    _stop: tokio_util::sync::DropGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(partitions: i32) -> anyhow::Result<Self> {
+        let db = aether_test_support::TestDatabase::create().await?;
+        aether_commands::postgres::PgEventStore::from_pool(db.pool().await?)
+            .migrate()
+            .await?;
+        let kafka = aether_test_support::kafka_config(partitions);
+        aether_kafka::admin::init_topics(&kafka).await?;
+        let dir = tempfile::tempdir()?;
+        let secret = dir.path().join("jwt-secret");
+        std::fs::write(
+            &secret,
+            aether_commands::keys::Keyring::generate().to_json(),
+        )?;
+        let mongo = mongodb::Client::with_uri_str(mongo_url())
+            .await?
+            .database(&format!("test_{}", uuid::Uuid::new_v4().simple()));
+        let projectors = tokio_util::sync::CancellationToken::new();
+        let cluster = Self {
+            db,
+            kafka,
+            mongo,
+            secret,
+            _stop: projectors.clone().drop_guard(),
+            projectors,
+            _dir: dir,
+        };
+        for name in aether_projections::stream::role::QUERIED_PROJECTIONS {
+            cluster.start_projector(name).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Runs projector `name` until the cluster stops, as `aether serve --role projector` would.
+    pub async fn start_projector(&self, name: &str) -> anyhow::Result<()> {
+        use aether_projections::stream::role::{spawn_projectors, Stores};
+        let stores = Stores {
+            postgres: self.db.pool().await?,
+            mongo: Some(self.mongo.clone()),
+        };
+        let options = aether_projections::stream::ProjectorOptions {
+            batch_size: 100,
+            linger: Duration::from_millis(5),
+            ..Default::default()
+        };
+        let mut tasks =
+            spawn_projectors(&stores, &self.kafka, &[name], &options, &self.projectors)?;
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            while let Some(outcome) = tasks.join_next().await {
+                if let Ok(Err(error)) = outcome {
+                    eprintln!("projector {name} failed: {error}");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// A stateless API (or edge) instance; `with_relay` also runs the relay in it. `config` is
+    /// the base of its settings (listen address and secret file are set here).
+    pub async fn instance(
+        &self,
+        config: EmbeddedConfig,
+        with_relay: bool,
+    ) -> anyhow::Result<Running> {
+        self.instance_on(config, with_relay, self.mongo.clone())
+            .await
+    }
+
+    /// As [`Self::instance`], reading the timeline from `mongo`.
+    pub async fn instance_on(
+        &self,
+        config: EmbeddedConfig,
+        with_relay: bool,
+        mongo: mongodb::Database,
+    ) -> anyhow::Result<Running> {
+        let config = EmbeddedConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_grace: Duration::from_secs(2),
+            jwt_secret_file: Some(self.secret.clone()),
+            ..config
+        };
+        let distributed = aether_realtime_edge::DistributedConfig {
+            postgres: aether_commands::postgres::PgEventStore::from_pool(self.db.pool().await?),
+            kafka: self.kafka.clone(),
+            mongo,
+            with_relay,
+            relay_latency: None,
+        };
+        Ok(aether_realtime_edge::start_distributed(config, distributed).await?)
+    }
+
+    /// Stops `instances` (each must stop cleanly within 30 s), the projectors, and drops the
+    /// test databases.
+    pub async fn stop(self, instances: Vec<Running>) -> anyhow::Result<()> {
+        const STOP_WAIT: Duration = Duration::from_secs(30);
+        for (n, running) in instances.into_iter().enumerate() {
+            tokio::time::timeout(STOP_WAIT, running.stop())
+                .await
+                .with_context(|| format!("instance {n} did not stop within {STOP_WAIT:?}"))?
+                .with_context(|| format!("instance {n} failed"))?;
+        }
+        self.projectors.cancel();
+        let _ = tokio::time::timeout(STOP_WAIT, self.mongo.drop()).await;
+        tokio::time::timeout(STOP_WAIT, self.db.drop_database())
+            .await
+            .context("dropping the test database took too long")?
+            .context("dropping the test database")?;
+        Ok(())
+    }
+}
+
+pub fn mongo_url() -> String {
+    std::env::var("AETHER_TEST_MONGO")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".to_owned())
 }
 
 /// Settings for tests that send more than a person would: no rate limits (their own tests set
