@@ -668,6 +668,31 @@ fn aether_services_get_their_connection_settings() {
                 );
             }
         }
+        // API and edge instances read the timeline from MongoDB, as its projector writes it.
+        let role = args
+            .windows(2)
+            .find(|w| w[0] == "--role")
+            .map(|w| w[1].as_str());
+        let needs_mongo = matches!(role, Some("api" | "edge" | "all"))
+            || args.windows(2).any(|w| w[0] == "--projection" && w[1] == "timeline");
+        if needs_mongo {
+            let url = env
+                .get("AETHER_MONGO_URL")
+                .unwrap_or_else(|| panic!("`{name}` needs AETHER_MONGO_URL"));
+            let location = url
+                .strip_prefix("mongodb://")
+                .unwrap_or_else(|| panic!("`{name}`: `{url}` is not a mongodb:// URL"));
+            let host_port = location.split(['/', '?']).next().unwrap_or_default();
+            assert_eq!(
+                host_of(host_port),
+                "mongo",
+                "`{name}` should reach MongoDB by its service name"
+            );
+            assert!(
+                service["depends_on"].get("mongo").is_some(),
+                "`{name}` reads MongoDB, so it should wait for it"
+            );
+        }
         if !is_one_shot(service) {
             assert_eq!(
                 args.first().map(String::as_str),
