@@ -674,7 +674,9 @@ fn aether_services_get_their_connection_settings() {
             .find(|w| w[0] == "--role")
             .map(|w| w[1].as_str());
         let needs_mongo = matches!(role, Some("api" | "edge" | "all"))
-            || args.windows(2).any(|w| w[0] == "--projection" && w[1] == "timeline");
+            || args
+                .windows(2)
+                .any(|w| w[0] == "--projection" && w[1] == "timeline");
         if needs_mongo {
             let url = env
                 .get("AETHER_MONGO_URL")
