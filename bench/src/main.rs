@@ -4,11 +4,14 @@
 //! `aether-bench write-path` drives `sendMessage` through the distributed API role at increasing
 //! load and compares the result with raw Kafka produce and raw PostgreSQL inserts of the same
 //! bytes in the same run. `aether-bench rebuild` rebuilds projections from the event topics into
-//! each store and compares that with the raw consume rate of the same topics. See
+//! each store and compares that with the raw consume rate of the same topics. `aether-bench
+//! read-path` measures subscription latency through the distributed path beside the embedded
+//! one, history queries from each store and read-your-own-write across instances. See
 //! `bench/README.md`.
 
 mod chat_log;
 mod idle;
+mod read_path;
 mod realtime;
 mod rebuild;
 mod rebuild_report;
@@ -44,6 +47,9 @@ enum Command {
     /// Subscriptions: latency, fan-out and idle connections, beside a bare axum WebSocket
     /// broadcast server.
     Realtime(realtime::Args),
+    /// Subscription latency through the whole distributed path beside the embedded one, history
+    /// queries from each store, read-your-own-write across instances.
+    ReadPath(read_path::Args),
     /// (Used by `realtime`.) Opens and holds idle WebSocket connections from this process.
     #[command(hide = true)]
     IdleClients(idle::ClientArgs),
@@ -67,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Command::WritePath(args) => runtime.block_on(write_path::run(args)),
         Command::Rebuild(args) => runtime.block_on(rebuild::run(args)),
         Command::Realtime(args) => runtime.block_on(realtime::run(args)),
+        Command::ReadPath(args) => runtime.block_on(read_path::run(args)),
         Command::IdleClients(args) => runtime.block_on(idle::clients(args)),
         Command::IdleServer(args) => runtime.block_on(idle::serve(args)),
     }

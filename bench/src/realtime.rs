@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use aether_query_api::rate::RateLimits;
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::http::HttpLimits;
-use aether_realtime_edge::{start_embedded, EmbeddedConfig};
+use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running};
 use anyhow::{bail, Context};
 use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -75,22 +75,29 @@ pub struct Args {
 const EPOCH_FIELD: &str = "t";
 
 /// Microseconds since `epoch`, as sent in a message body.
-fn stamp(epoch: Instant) -> u64 {
+pub(crate) fn stamp(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One load phase's outcome.
 #[derive(Clone, Debug, Default)]
-struct Phase {
-    sent: u64,
-    send_failures: u64,
-    send_seconds: f64,
-    expected: u64,
-    delivered: u64,
-    latency: Summary,
+pub(crate) struct Phase {
+    pub(crate) sent: u64,
+    pub(crate) send_failures: u64,
+    pub(crate) send_seconds: f64,
+    pub(crate) expected: u64,
+    pub(crate) delivered: u64,
+    pub(crate) latency: Summary,
     /// Sorted latencies in microseconds, for the plot.
     samples: Vec<u32>,
-    deliveries_per_s: f64,
+    pub(crate) deliveries_per_s: f64,
+}
+
+impl Phase {
+    /// Messages sent per second while sending.
+    pub(crate) fn achieved_rate(&self) -> f64 {
+        self.sent as f64 / self.send_seconds.max(0.001)
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -140,7 +147,7 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn nproc() -> usize {
+pub(crate) fn nproc() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
@@ -206,7 +213,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     results.product = product.phase(latency).await?;
     eprintln!("product: fan-out to {} connections", fanout.subscribers);
     results.fanout_product = product.phase(fanout).await?;
-    product.app.stop().await?;
+    product.stop().await?;
 
     eprintln!("idle connections: {} to each server", args.idle);
     results.baseline_idle = crate::idle::measure(crate::idle::Server::Baseline, args.idle).await?;
@@ -221,10 +228,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 // --- the product ------------------------------------------------------------------------------
 
-async fn graphql(
+/// A GraphQL request that must succeed; its `data`.
+pub(crate) async fn graphql(
     http: &reqwest::Client,
     addr: SocketAddr,
     token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
+    Ok(graphql_body(http, addr, token, None, query, variables).await?["data"].clone())
+}
+
+/// A GraphQL request that must succeed, read after the write `consistency` names (a mutation's
+/// `extensions.consistencyToken`) when given; the whole response body.
+pub(crate) async fn graphql_body(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: Option<&str>,
+    consistency: Option<&str>,
     query: &str,
     variables: Value,
 ) -> anyhow::Result<Value> {
@@ -234,11 +255,14 @@ async fn graphql(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
+    if let Some(consistency) = consistency {
+        request = request.header(aether_realtime_edge::http::CONSISTENCY_HEADER, consistency);
+    }
     let body: Value = request.send().await?.json().await?;
     if body.get("errors").is_some_and(|e| !e.is_null()) {
         bail!("{body}");
     }
-    Ok(body["data"].clone())
+    Ok(body)
 }
 
 pub async fn register(
@@ -343,11 +367,11 @@ pub fn product_config(data_dir: &std::path::Path) -> EmbeddedConfig {
 /// One load shape: `subscribers` connections spread over `channels` channels, `rate`
 /// messages/s for `seconds`, round-robin over the channels.
 #[derive(Clone, Copy, Debug)]
-struct Shape {
-    subscribers: usize,
-    channels: usize,
-    rate: u32,
-    seconds: u64,
+pub(crate) struct Shape {
+    pub(crate) subscribers: usize,
+    pub(crate) channels: usize,
+    pub(crate) rate: u32,
+    pub(crate) seconds: u64,
 }
 
 impl Shape {
@@ -445,23 +469,41 @@ impl Tally {
     }
 }
 
-/// The product with a server of channels and members, ready for load phases.
-struct Product {
-    app: aether_realtime_edge::Running,
-    http: reqwest::Client,
-    owner: String,
-    channels: Vec<String>,
+/// The product with a server of channels and members, ready for load phases: mutations go to
+/// the `api` instance, subscriptions and queries to the `edge` instance (the same one in the
+/// embedded mode).
+pub(crate) struct Product {
+    apps: Vec<Running>,
+    pub(crate) api: SocketAddr,
+    pub(crate) edge: SocketAddr,
+    pub(crate) http: reqwest::Client,
+    pub(crate) owner: String,
+    pub(crate) channels: Vec<String>,
     tokens: Vec<String>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Product {
-    /// Starts the application; the sender owns a server with `channels` channels, `members`
-    /// users join it with one invite.
-    async fn start(channels: usize, members: usize) -> anyhow::Result<Self> {
+    /// Starts the embedded application; the sender owns a server with `channels` channels,
+    /// `members` users join it with one invite.
+    pub(crate) async fn start(channels: usize, members: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let app = start_embedded(product_config(dir.path())).await?;
         let addr = app.local_addr;
+        Self::populate(vec![app], addr, addr, Some(dir), channels, members).await
+    }
+
+    /// Sets up the server, its `channels` channels and `members` members through `api`, one of
+    /// the running `apps` (which [`Self::stop`] stops); `edge` serves the subscriptions.
+    pub(crate) async fn populate(
+        apps: Vec<Running>,
+        api: SocketAddr,
+        edge: SocketAddr,
+        dir: Option<tempfile::TempDir>,
+        channels: usize,
+        members: usize,
+    ) -> anyhow::Result<Self> {
+        let addr = api;
         let http = reqwest::Client::new();
         let owner = register(&http, addr, "sender").await?;
         let server = graphql(
@@ -522,7 +564,9 @@ impl Product {
             tokens.push(token);
         }
         Ok(Self {
-            app,
+            apps,
+            api,
+            edge,
             http,
             owner,
             channels: made,
@@ -531,10 +575,24 @@ impl Product {
         })
     }
 
+    /// Stops every instance; the first failure is the result, after all were asked to stop.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let mut outcome = Ok(());
+        for app in self.apps {
+            if let Err(error) = app.stop().await {
+                if outcome.is_ok() {
+                    outcome = Err(error.into());
+                }
+            }
+        }
+        outcome
+    }
+
     /// Runs one load shape: subscriber `n` is member `n mod members` (a member with several
-    /// devices holds several connections) on channel `n mod channels`.
-    async fn phase(&self, shape: Shape) -> anyhow::Result<Phase> {
-        let addr = self.app.local_addr;
+    /// devices holds several connections) on channel `n mod channels`, subscribed on the edge
+    /// instance; the messages are sent to the API instance.
+    pub(crate) async fn phase(&self, shape: Shape) -> anyhow::Result<Phase> {
+        let (addr, api) = (self.edge, self.api);
         let channels = &self.channels[..shape.channels.min(self.channels.len())];
         let epoch = Instant::now();
         let tally = Tally::default();
@@ -618,7 +676,7 @@ impl Product {
             );
             sends.spawn(async move {
                 let body = format!("{EPOCH_FIELD}={}", stamp(epoch));
-                if graphql(&http, addr, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_err() {
+                if graphql(&http, api, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_err() {
                     failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 drop(permit);
@@ -768,7 +826,7 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
 
 // --- the report ---------------------------------------------------------------------------------
 
-fn phase_json(phase: &Phase) -> Value {
+pub(crate) fn phase_json(phase: &Phase) -> Value {
     json!({
         "sent": phase.sent,
         "send_failures": phase.send_failures,

@@ -15,6 +15,7 @@ pub fn micros(duration: Duration) -> u32 {
 pub struct Summary {
     pub count: usize,
     pub p50_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
@@ -32,6 +33,7 @@ impl Summary {
         Self {
             count: samples.len(),
             p50_ms: ms(percentile(samples, 0.50)),
+            p95_ms: ms(percentile(samples, 0.95)),
             p99_ms: ms(percentile(samples, 0.99)),
             max_ms: ms(samples[samples.len() - 1]),
             mean_ms: total as f64 / samples.len() as f64 / 1_000.0,
@@ -42,6 +44,7 @@ impl Summary {
         json!({
             "count": self.count,
             "p50_ms": round(self.p50_ms, 3),
+            "p95_ms": round(self.p95_ms, 3),
             "p99_ms": round(self.p99_ms, 3),
             "max_ms": round(self.max_ms, 3),
             "mean_ms": round(self.mean_ms, 3),

@@ -1,0 +1,786 @@
+//! `aether-bench read-path`: the read side of both modes in one run, on the same machine.
+//!
+//! 1. **Subscription latency**: the `realtime` benchmark's latency phase (its subscriber and
+//!    sender code, [`Product::phase`]) at each of `--rates`, through the embedded application
+//!    (the baseline: one process, SQLite, in-process projectors and updates) and through the
+//!    whole distributed path: `sendMessage` to an API instance with the relay in-process →
+//!    PostgreSQL event store and outbox → relay → Kafka broker → the catalog, receipts and
+//!    timeline projectors (in this process, as their own processes would run them) → their
+//!    stores and `aether.updates.v1` → a *second* instance, without relay, holding every
+//!    WebSocket subscriber.
+//! 2. **History queries**: once a channel holds at least `--history-messages` messages (and the
+//!    read models have applied them all), `--queries` sequential `channel(id) { messages(last:
+//!    50) }` queries over HTTP, from the embedded SQLite read models and from the distributed
+//!    ones (PostgreSQL catalog, MongoDB timeline), to the subscribers' instance. Two shapes: the
+//!    page alone, and the page with each message's author.
+//! 3. **Read-your-own-write**: `--ryow` times, a `sendMessage` answered by the API instance,
+//!    then at once a query carrying its consistency token to the *other* instance (the same one
+//!    in the embedded mode): the time from the mutation's answer to that query's answer, and
+//!    whether the answer held the message.
+//!
+//! Local and bounded: the servers must be on loopback, every phase is timed, the PostgreSQL
+//! database (`aether_bench_<random>`) and the MongoDB database (`bench_<random>`) are dropped at
+//! the end; the topics (a fresh prefix) stay on the broker, as the write-path benchmark's do.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aether_commands::postgres::PgEventStore;
+use aether_kafka::admin::init_topics;
+use aether_kafka::KafkaConfig;
+use aether_projections::stream::role::{spawn_projectors, Stores, QUERIED_PROJECTIONS};
+use aether_projections::stream::ProjectorOptions;
+use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
+use anyhow::{anyhow, ensure, Context};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::realtime::{graphql_body, nproc, phase_json, product_config, Phase, Product, Shape};
+use crate::report::{load_average, publish, Machine, Report};
+use crate::servers::{ensure_local, ensure_local_mongo, redact_password, BenchDatabase};
+use crate::stats::{micros, Summary};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Messages per second of each latency phase, comma-separated, run in this order.
+    #[arg(long, value_delimiter = ',', default_values_t = [200, 500])]
+    rates: Vec<u32>,
+    /// WebSocket subscribers of each latency phase.
+    #[arg(long, default_value_t = 1_000)]
+    subscribers: usize,
+    /// Channels the subscribers (and the messages, round-robin) are spread over.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Members of the server; subscriber `n` is member `n mod members` (one member, several
+    /// devices). Each join waits for the catalog projector in the distributed mode, so the setup
+    /// takes about this many round trips through the whole path.
+    #[arg(long, default_value_t = 200)]
+    members: usize,
+    /// Seconds of sending per latency phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Messages the queried channel holds at least before the history queries.
+    #[arg(long, default_value_t = 250)]
+    history_messages: usize,
+    /// Sequential history queries per shape and mode (after 100 not counted).
+    #[arg(long, default_value_t = 2_000)]
+    queries: usize,
+    /// Read-your-own-write round trips per mode; 0 skips them.
+    #[arg(long, default_value_t = 200)]
+    ryow: usize,
+    /// PostgreSQL server (an admin URL: the benchmark creates and drops its own database).
+    #[arg(
+        long,
+        env = "AETHER_TEST_POSTGRES",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
+    /// Kafka-compatible broker, `host:port`.
+    #[arg(long, env = "AETHER_TEST_KAFKA", default_value = "127.0.0.1:9092")]
+    kafka: String,
+    /// MongoDB-compatible server of the timeline read model (the benchmark uses its own
+    /// database in it and drops it afterwards).
+    #[arg(
+        long,
+        env = "AETHER_TEST_MONGO",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
+    mongo: String,
+    /// Partitions of each topic (`aether serve`'s default).
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// PostgreSQL connections of each instance (`aether serve`'s default).
+    #[arg(long, default_value_t = 16)]
+    pool: u32,
+    /// Events per projector transaction (`ProjectorOptions::default()`).
+    #[arg(long, default_value_t = 1_000)]
+    projector_batch: usize,
+    /// How long a projector waits for more events once a batch's first arrived, ms
+    /// (`ProjectorOptions::default()`).
+    #[arg(long, default_value_t = 20)]
+    projector_linger_ms: u64,
+    /// Skip the embedded mode (the baseline).
+    #[arg(long)]
+    no_embedded: bool,
+    /// Skip the distributed mode.
+    #[arg(long)]
+    no_distributed: bool,
+    /// Where `read-path.json` and `read-path.md` go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+/// Warm-up queries before the timed ones, per shape.
+const WARMUP_QUERIES: usize = 100;
+
+/// The newest page of a channel, as a client opening it asks for it.
+const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages(last: 50) { edges { cursor \
+    node { id body createdAt editedAt deleted sequence } } pageInfo { hasPreviousPage \
+    startCursor } } } }";
+/// The same page with each message's author (one user look-up per message).
+const HISTORY_WITH_AUTHORS: &str = "query($c: ID!) { channel(id: $c) { messages(last: 50) { \
+    edges { cursor node { id body createdAt editedAt deleted sequence author { id username \
+    displayName } } } pageInfo { hasPreviousPage startCursor } } } }";
+/// The newest message of a channel.
+const NEWEST: &str =
+    "query($c: ID!) { channel(id: $c) { messages(last: 1) { edges { node { id } } } } }";
+const SEND: &str =
+    "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }";
+/// A query that reads nothing the write changed: waits for the consistency token only.
+const ME: &str = "{ me { id } }";
+
+impl Args {
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            !self.rates.is_empty() && self.rates.len() <= 6,
+            "--rates: 1 to 6 rates"
+        );
+        ensure!(
+            self.rates.iter().all(|&r| (1..=5_000).contains(&r)),
+            "--rates: 1 to 5000 messages/s each"
+        );
+        ensure!(
+            (1..=5_000).contains(&self.subscribers),
+            "--subscribers: 1 to 5000"
+        );
+        ensure!(
+            (1..=self.subscribers).contains(&self.channels),
+            "--channels: 1 to --subscribers"
+        );
+        ensure!(
+            (1..=self.subscribers).contains(&self.members),
+            "--members: 1 to --subscribers"
+        );
+        ensure!((1..=60).contains(&self.seconds), "--seconds: 1 to 60");
+        ensure!(
+            (50..=5_000).contains(&self.history_messages),
+            "--history-messages: 50 to 5000"
+        );
+        ensure!(
+            (1..=20_000).contains(&self.queries),
+            "--queries: 1 to 20000"
+        );
+        ensure!(self.ryow <= 5_000, "--ryow: at most 5000");
+        ensure!((1..=64).contains(&self.partitions), "--partitions: 1 to 64");
+        ensure!((2..=256).contains(&self.pool), "--pool: 2 to 256");
+        ensure!(
+            (1..=10_000).contains(&self.projector_batch) && self.projector_linger_ms <= 1_000,
+            "--projector-batch: 1 to 10000, --projector-linger-ms: at most 1000"
+        );
+        ensure!(
+            !(self.no_embedded && self.no_distributed),
+            "nothing to run: both modes skipped"
+        );
+        ensure_local(&self.postgres, &self.kafka)?;
+        ensure_local_mongo(&self.mongo)
+    }
+
+    fn shape(&self, rate: u32) -> Shape {
+        Shape {
+            subscribers: self.subscribers,
+            channels: self.channels,
+            rate,
+            seconds: self.seconds,
+        }
+    }
+}
+
+/// One mode's figures.
+#[derive(Clone, Debug, Default)]
+struct Mode {
+    /// `(rate, phase)` per latency phase.
+    phases: Vec<(u32, Phase)>,
+    /// Messages the queried channel held when the history queries ran.
+    history_channel_messages: usize,
+    history: Summary,
+    history_with_authors: Summary,
+    ryow: Ryow,
+    notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Ryow {
+    /// From the mutation's answer to the answer of the query with its token.
+    wait: Summary,
+    /// Answers that did not hold the message yet.
+    stale: usize,
+    failed: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Results {
+    started: String,
+    load_before: String,
+    load_after: String,
+    machine: Machine,
+    settings: Value,
+    embedded: Option<Mode>,
+    distributed: Option<Mode>,
+    notes: Vec<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.validate()?;
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; its figures are not results \
+             (cargo run --release -p aether-bench -- read-path)"
+        );
+    }
+    let mut results = Results {
+        started: chrono::Utc::now()
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string(),
+        load_before: load_average(),
+        settings: json!({
+            "rates_per_s": args.rates,
+            "subscribers": args.subscribers,
+            "channels": args.channels,
+            "members": args.members,
+            "seconds": args.seconds,
+            "history_messages": args.history_messages,
+            "queries": args.queries,
+            "warmup_queries": WARMUP_QUERIES,
+            "ryow": args.ryow,
+            "partitions": args.partitions,
+            "pool": args.pool,
+            "projector_batch": args.projector_batch,
+            "projector_linger_ms": args.projector_linger_ms,
+            "postgres": redact_password(&args.postgres),
+            "kafka": args.kafka,
+            "mongo": args.mongo,
+        }),
+        ..Results::default()
+    };
+    if args.subscribers % args.channels != 0 {
+        results.notes.push(
+            "subscribers do not divide evenly over channels; expected deliveries are approximate"
+                .to_owned(),
+        );
+    }
+
+    if !args.no_embedded {
+        eprintln!("embedded: one process, SQLite");
+        let product = Product::start(args.channels, args.members).await?;
+        let mode = exercise(&args, &product).await;
+        let stopped = product.stop().await;
+        let mut mode = mode?;
+        if let Err(error) = stopped {
+            mode.notes.push(format!(
+                "The application reported an error when stopped: {error}"
+            ));
+        }
+        results.embedded = Some(mode);
+    }
+
+    if !args.no_distributed {
+        eprintln!("distributed: API + relay, broker, projectors, edge instance");
+        let db = BenchDatabase::create(&args.postgres).await?;
+        let outcome = tokio::select! {
+            outcome = distributed(&args, &db) => outcome,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        };
+        let dropped = db.drop_database().await;
+        let (mode, machine) = outcome?;
+        dropped.context("dropping the benchmark database")?;
+        results.distributed = Some(mode);
+        results.machine = machine;
+    } else {
+        results.machine.nproc = nproc();
+    }
+    results.load_after = load_average();
+    publish(&results, &args.out)
+}
+
+/// The distributed mode, start to stop; the caller drops the PostgreSQL database.
+async fn distributed(args: &Args, db: &BenchDatabase) -> anyhow::Result<(Mode, Machine)> {
+    let connect = || async {
+        PgEventStore::connect(&db.url, args.pool, Duration::from_secs(5))
+            .await
+            .context("connecting to PostgreSQL")
+    };
+    let projector_store = connect().await?;
+    projector_store.migrate().await?;
+    let machine = Machine::probe(projector_store.pool(), &args.kafka).await;
+    let kafka = KafkaConfig {
+        bootstrap: args.kafka.clone(),
+        topic_prefix: format!("bench{}.", Uuid::new_v4().simple()),
+        partitions: args.partitions,
+        ..KafkaConfig::default()
+    };
+    init_topics(&kafka).await.context("creating the topics")?;
+    eprintln!("  database {}, topics {}*", db.name, kafka.topic_prefix);
+    let mongo = mongodb::Client::with_uri_str(&args.mongo)
+        .await
+        .context("connecting to the MongoDB-compatible server")?
+        .database(&format!("bench_{}", Uuid::new_v4().simple()));
+    let outcome = distributed_on(args, db, &kafka, &mongo, projector_store).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), mongo.drop()).await;
+    Ok((outcome?, machine))
+}
+
+async fn distributed_on(
+    args: &Args,
+    db: &BenchDatabase,
+    kafka: &KafkaConfig,
+    mongo: &mongodb::Database,
+    projector_store: PgEventStore,
+) -> anyhow::Result<Mode> {
+    // The catalog, receipts and timeline projectors, in this process as their own processes
+    // would run them (`aether serve --role projector`).
+    let projectors = tokio_util::sync::CancellationToken::new();
+    let _stop_projectors = projectors.clone().drop_guard();
+    let options = ProjectorOptions {
+        batch_size: args.projector_batch,
+        linger: Duration::from_millis(args.projector_linger_ms),
+        ..ProjectorOptions::default()
+    };
+    let mut running_projectors = spawn_projectors(
+        &Stores {
+            postgres: projector_store.pool().clone(),
+            mongo: Some(mongo.clone()),
+        },
+        kafka,
+        &QUERIED_PROJECTIONS,
+        &options,
+        &projectors,
+    )?;
+
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("jwt-secret");
+    std::fs::write(
+        &secret,
+        aether_commands::keys::Keyring::generate().to_json(),
+    )?;
+    let instance = |name: &str, with_relay: bool| {
+        let config = EmbeddedConfig {
+            jwt_secret_file: Some(secret.clone()),
+            ..product_config(&dir.path().join(name))
+        };
+        let (kafka, mongo) = (kafka.clone(), mongo.clone());
+        async move {
+            let distributed = DistributedConfig {
+                postgres: PgEventStore::connect(&db.url, args.pool, Duration::from_secs(5))
+                    .await
+                    .context("connecting to PostgreSQL")?,
+                kafka,
+                mongo,
+                with_relay,
+                relay_latency: None,
+            };
+            anyhow::Ok(start_distributed(config, distributed).await?)
+        }
+    };
+    let api = instance("api", true).await?;
+    let edge = match instance("edge", false).await {
+        Ok(edge) => edge,
+        Err(error) => {
+            let _ = api.stop().await;
+            return Err(error);
+        }
+    };
+    let (api_addr, edge_addr) = (api.local_addr, edge.local_addr);
+    let product = Product::populate(
+        vec![api, edge],
+        api_addr,
+        edge_addr,
+        None,
+        args.channels,
+        args.members,
+    )
+    .await?;
+    let mode = tokio::select! {
+        mode = exercise(args, &product) => mode,
+        Some(Ok(Err(error))) = running_projectors.join_next() => Err(anyhow!("a projector failed: {error}")),
+    };
+    let stopped = product.stop().await;
+    projectors.cancel();
+    while running_projectors.join_next().await.is_some() {}
+    projector_store.pool().close().await;
+    let mut mode = mode?;
+    if let Err(error) = stopped {
+        mode.notes.push(format!(
+            "An instance reported an error when stopped: {error}"
+        ));
+    }
+    Ok(mode)
+}
+
+/// Every measurement of one mode, on a populated product.
+async fn exercise(args: &Args, product: &Product) -> anyhow::Result<Mode> {
+    let mut mode = Mode::default();
+    for &rate in &args.rates {
+        eprintln!(
+            "  latency: {rate} messages/s to {} subscribers",
+            args.subscribers
+        );
+        let phase = product.phase(args.shape(rate)).await?;
+        eprintln!(
+            "    {} / {} delivered, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            phase.delivered,
+            phase.expected,
+            phase.latency.p50_ms,
+            phase.latency.p95_ms,
+            phase.latency.p99_ms,
+            phase.latency.max_ms
+        );
+        mode.phases.push((rate, phase));
+    }
+
+    let channel = product.channels[0].clone();
+    mode.history_channel_messages = fill(product, &channel, args.history_messages).await?;
+    eprintln!(
+        "  history: {} queries of the newest 50 of {} messages",
+        args.queries, mode.history_channel_messages
+    );
+    mode.history = history(product, &channel, HISTORY, args.queries).await?;
+    mode.history_with_authors =
+        history(product, &channel, HISTORY_WITH_AUTHORS, args.queries).await?;
+    eprintln!(
+        "    p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms (with authors: p50 {:.2} ms, p99 {:.2} ms)",
+        mode.history.p50_ms,
+        mode.history.p95_ms,
+        mode.history.p99_ms,
+        mode.history_with_authors.p50_ms,
+        mode.history_with_authors.p99_ms
+    );
+
+    if args.ryow > 0 {
+        let channel = product.channels[1 % product.channels.len()].clone();
+        eprintln!("  read-your-own-write: {} round trips", args.ryow);
+        mode.ryow = ryow(product, &channel, args.ryow).await;
+        eprintln!(
+            "    p50 {:.2} ms, p99 {:.2} ms, {} stale, {} failed",
+            mode.ryow.wait.p50_ms, mode.ryow.wait.p99_ms, mode.ryow.stale, mode.ryow.failed
+        );
+    }
+    Ok(mode)
+}
+
+/// The consistency token of a mutation's answer.
+fn consistency_token(body: &Value) -> anyhow::Result<String> {
+    body["extensions"]["consistencyToken"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no consistency token in {body}"))
+}
+
+/// Sends `count` more messages to `channel` (which then holds at least that many) and waits
+/// until the edge instance's read models have applied every one.
+async fn fill(product: &Product, channel: &str, count: usize) -> anyhow::Result<usize> {
+    let missing = count;
+    let tokens: Vec<anyhow::Result<String>> = futures::stream::iter(0..missing)
+        .map(|n| async move {
+            let body = graphql_body(
+                &product.http,
+                product.api,
+                Some(&product.owner),
+                None,
+                SEND,
+                json!({ "c": channel, "b": format!("history message {n}: a line of chat of about the length people write") }),
+            )
+            .await?;
+            consistency_token(&body)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    // Every token answered on the edge instance: each message is in its read models.
+    for token in tokens {
+        let token = token?;
+        graphql_body(
+            &product.http,
+            product.edge,
+            Some(&product.owner),
+            Some(&token),
+            ME,
+            json!({}),
+        )
+        .await?;
+    }
+    let full = graphql_body(
+        &product.http,
+        product.edge,
+        Some(&product.owner),
+        None,
+        HISTORY,
+        json!({ "c": channel }),
+    )
+    .await?;
+    let held = full["data"]["channel"]["messages"]["edges"]
+        .as_array()
+        .map_or(0, Vec::len);
+    ensure!(
+        held == 50,
+        "the history page holds {held} messages, not 50: {full}"
+    );
+    Ok(count)
+}
+
+/// `queries` sequential history queries to the edge instance, after [`WARMUP_QUERIES`].
+async fn history(
+    product: &Product,
+    channel: &str,
+    query: &str,
+    queries: usize,
+) -> anyhow::Result<Summary> {
+    let mut samples = Vec::with_capacity(queries);
+    for n in 0..WARMUP_QUERIES + queries {
+        let started = Instant::now();
+        let body = graphql_body(
+            &product.http,
+            product.edge,
+            Some(&product.owner),
+            None,
+            query,
+            json!({ "c": channel }),
+        )
+        .await?;
+        let elapsed = started.elapsed();
+        ensure!(
+            body["data"]["channel"]["messages"]["edges"]
+                .as_array()
+                .map_or(0, Vec::len)
+                == 50,
+            "a history query answered {body}"
+        );
+        if n >= WARMUP_QUERIES {
+            samples.push(micros(elapsed));
+        }
+    }
+    Ok(Summary::of_micros(&mut samples))
+}
+
+/// `rounds` times: `sendMessage` to the API instance, then at once the channel's newest message
+/// from the edge instance with the mutation's consistency token.
+async fn ryow(product: &Product, channel: &str, rounds: usize) -> Ryow {
+    let mut outcome = Ryow::default();
+    let mut samples = Vec::with_capacity(rounds);
+    for n in 0..rounds {
+        let round = async {
+            let body = graphql_body(
+                &product.http,
+                product.api,
+                Some(&product.owner),
+                None,
+                SEND,
+                json!({ "c": channel, "b": format!("read your own write {n}") }),
+            )
+            .await?;
+            let answered = Instant::now();
+            let token = consistency_token(&body)?;
+            let sent = body["data"]["sendMessage"]["id"].clone();
+            let read = graphql_body(
+                &product.http,
+                product.edge,
+                Some(&product.owner),
+                Some(&token),
+                NEWEST,
+                json!({ "c": channel }),
+            )
+            .await?;
+            let waited = answered.elapsed();
+            let newest = &read["data"]["channel"]["messages"]["edges"][0]["node"]["id"];
+            anyhow::Ok((waited, *newest == sent))
+        };
+        match round.await {
+            Ok((waited, fresh)) => {
+                samples.push(micros(waited));
+                if !fresh {
+                    outcome.stale += 1;
+                }
+            }
+            Err(error) => {
+                if outcome.failed == 0 {
+                    eprintln!("    a read-your-own-write round failed: {error}");
+                }
+                outcome.failed += 1;
+            }
+        }
+    }
+    outcome.wait = Summary::of_micros(&mut samples);
+    outcome
+}
+
+// --- the report ---------------------------------------------------------------------------------
+
+fn mode_json(mode: &Mode) -> Value {
+    json!({
+        "latency_phases": mode.phases.iter().map(|(rate, phase)| {
+            let mut value = phase_json(phase);
+            value["rate_per_s"] = json!(rate);
+            value
+        }).collect::<Vec<_>>(),
+        "history": {
+            "channel_messages": mode.history_channel_messages,
+            "page_of_50": mode.history.to_json(),
+            "page_of_50_with_authors": mode.history_with_authors.to_json(),
+        },
+        "read_your_own_write": {
+            "wait": mode.ryow.wait.to_json(),
+            "stale": mode.ryow.stale,
+            "failed": mode.ryow.failed,
+        },
+        "notes": mode.notes,
+    })
+}
+
+impl Report for Results {
+    const NAME: &'static str = "read-path";
+
+    fn to_json(&self) -> Value {
+        let m = &self.machine;
+        json!({
+            "benchmark": "read-path",
+            "date": self.started,
+            "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "git_revision": m.git_revision,
+            "load_average": { "before": self.load_before, "after": self.load_after },
+            "machine": {
+                "nproc": m.nproc,
+                "cpu_model": m.cpu_model,
+                "memory": m.memory,
+                "kernel": m.kernel,
+                "shared": "PostgreSQL, the broker, the MongoDB-compatible server, both instances, \
+                           the projectors and the load generator (subscribers and sender) all \
+                           run on these cores",
+            },
+            "postgres_version": m.postgres_version,
+            "broker": m.broker,
+            "settings": self.settings,
+            "embedded": self.embedded.as_ref().map(mode_json),
+            "distributed": self.distributed.as_ref().map(mode_json),
+            "targets": {
+                "distributed_p99_ms_at_500_per_s": 100,
+                "history_p99_ms_postgres_mongodb": 10,
+            },
+            "notes": self.notes,
+        })
+    }
+
+    fn to_markdown(&self) -> String {
+        let m = &self.machine;
+        let modes: Vec<(&str, &Mode)> = [
+            ("embedded (SQLite, one process)", self.embedded.as_ref()),
+            (
+                "distributed (PostgreSQL + broker + projectors + MongoDB, two instances)",
+                self.distributed.as_ref(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, mode)| mode.map(|mode| (name, mode)))
+        .collect();
+        let s = &self.settings;
+        let mut out = String::new();
+        out.push_str("# Read-path benchmark\n\n");
+        out.push_str(&format!(
+            "{} · {} cores ({}) · {} · {} build · git {} · load average before `{}`, after `{}` \
+             · PostgreSQL {} · broker {}\n\n",
+            self.started,
+            m.nproc,
+            m.cpu_model,
+            m.memory,
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            m.git_revision,
+            self.load_before,
+            self.load_after,
+            m.postgres_version.split(" on ").next().unwrap_or_default(),
+            m.broker,
+        ));
+        out.push_str(&format!(
+            "Settings: {} subscribers over {} channels ({} members), {} s of sending per rate, \
+             {} partitions, projectors batch {} / linger {} ms; history: {} sequential queries \
+             per shape after {} warm-up; read-your-own-write: {} round trips. Everything in one \
+             process except the servers; all on the same cores.\n\n",
+            s["subscribers"],
+            s["channels"],
+            s["members"],
+            s["seconds"],
+            s["partitions"],
+            s["projector_batch"],
+            s["projector_linger_ms"],
+            s["queries"],
+            WARMUP_QUERIES,
+            s["ryow"],
+        ));
+        out.push_str("## Mutation → subscriber latency\n\n");
+        out.push_str(
+            "`sendMessage` sent (open loop, at most 64 in flight) → `channelEvents` frame \
+             received by a WebSocket subscriber; embedded: one instance; distributed: sent to \
+             the API instance (relay in-process), received from the edge instance.\n\n",
+        );
+        out.push_str("| mode | offered /s | achieved /s | deliveries received / expected | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (name, mode) in &modes {
+            for (rate, p) in &mode.phases {
+                out.push_str(&format!(
+                    "| {name} | {rate} | {:.0} | {} / {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                    p.achieved_rate(),
+                    p.delivered,
+                    p.expected,
+                    p.latency.p50_ms,
+                    p.latency.p95_ms,
+                    p.latency.p99_ms,
+                    p.latency.max_ms
+                ));
+            }
+        }
+        out.push_str("\n## Channel history query\n\n");
+        out.push_str(
+            "`channel(id) { messages(last: 50) { ... } }` over HTTP to the subscribers' \
+             instance, one at a time; the whole round trip (HTTP, GraphQL, the read models, \
+             JSON).\n\n",
+        );
+        out.push_str("| mode | query | channel holds | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|---:|\n");
+        for (name, mode) in &modes {
+            for (shape, h) in [
+                ("page of 50", &mode.history),
+                ("page of 50 + authors", &mode.history_with_authors),
+            ] {
+                out.push_str(&format!(
+                    "| {name} | {shape} | ≥ {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                    mode.history_channel_messages, h.p50_ms, h.p95_ms, h.p99_ms, h.max_ms
+                ));
+            }
+        }
+        if modes.iter().any(|(_, mode)| mode.ryow.wait.count > 0) {
+            out.push_str("\n## Read-your-own-write\n\n");
+            out.push_str(
+                "From `sendMessage`'s answer (API instance) to the answer of the channel's \
+                 newest message queried with its consistency token (edge instance; embedded: \
+                 the same instance); stale = the answer did not hold the message.\n\n",
+            );
+            out.push_str("| mode | rounds | p50 ms | p95 ms | p99 ms | max ms | stale | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+            for (name, mode) in &modes {
+                let r = &mode.ryow;
+                out.push_str(&format!(
+                    "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                    r.wait.count,
+                    r.wait.p50_ms,
+                    r.wait.p95_ms,
+                    r.wait.p99_ms,
+                    r.wait.max_ms,
+                    r.stale,
+                    r.failed
+                ));
+            }
+        }
+        out.push_str(
+            "\nTargets (2 cores): distributed p99 ≤ 100 ms at 500 msg/s; history query p99 ≤ \
+             10 ms from PostgreSQL/MongoDB.\n",
+        );
+        for (name, mode) in &modes {
+            for note in &mode.notes {
+                out.push_str(&format!("\n**Note ({name}):** {note}\n"));
+            }
+        }
+        for note in &self.notes {
+            out.push_str(&format!("\n**Note:** {note}\n"));
+        }
+        out
+    }
+}
