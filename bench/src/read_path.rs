@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aether_commands::postgres::PgEventStore;
+use aether_commands::relay::LatencyRecorder;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::role::{spawn_projectors, Stores, QUERIED_PROJECTIONS};
@@ -191,6 +192,9 @@ impl Args {
 struct Mode {
     /// `(rate, phase)` per latency phase.
     phases: Vec<(u32, Phase)>,
+    /// Distributed: per latency phase, command → acknowledged by the broker, from the relay
+    /// (`DistributedConfig::relay_latency`): the first half of the path.
+    to_kafka: Vec<Summary>,
     /// Messages the queried channel held when the history queries ran.
     history_channel_messages: usize,
     history: Summary,
@@ -263,7 +267,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !args.no_embedded {
         eprintln!("embedded: one process, SQLite");
         let product = Product::start(args.channels, args.members).await?;
-        let mode = exercise(&args, &product).await;
+        let mode = exercise(&args, &product, None).await;
         let stopped = product.stop().await;
         let mut mode = mode?;
         if let Err(error) = stopped {
@@ -353,12 +357,14 @@ async fn distributed_on(
         &secret,
         aether_commands::keys::Keyring::generate().to_json(),
     )?;
+    let recorder = LatencyRecorder::new();
     let instance = |name: &str, with_relay: bool| {
         let config = EmbeddedConfig {
             jwt_secret_file: Some(secret.clone()),
             ..product_config(&dir.path().join(name))
         };
         let (kafka, mongo) = (kafka.clone(), mongo.clone());
+        let relay_latency = with_relay.then(|| recorder.clone());
         async move {
             let distributed = DistributedConfig {
                 postgres: PgEventStore::connect(&db.url, args.pool, Duration::from_secs(5))
@@ -367,7 +373,7 @@ async fn distributed_on(
                 kafka,
                 mongo,
                 with_relay,
-                relay_latency: None,
+                relay_latency,
             };
             anyhow::Ok(start_distributed(config, distributed).await?)
         }
@@ -391,7 +397,7 @@ async fn distributed_on(
     )
     .await?;
     let mode = tokio::select! {
-        mode = exercise(args, &product) => mode,
+        mode = exercise(args, &product, Some(&recorder)) => mode,
         Some(Ok(Err(error))) = running_projectors.join_next() => Err(anyhow!("a projector failed: {error}")),
     };
     let stopped = product.stop().await;
@@ -407,15 +413,31 @@ async fn distributed_on(
     Ok(mode)
 }
 
-/// Every measurement of one mode, on a populated product.
-async fn exercise(args: &Args, product: &Product) -> anyhow::Result<Mode> {
+/// Every measurement of one mode, on a populated product; `relay` records the distributed
+/// API instance's command → broker latencies.
+async fn exercise(
+    args: &Args,
+    product: &Product,
+    relay: Option<&LatencyRecorder>,
+) -> anyhow::Result<Mode> {
     let mut mode = Mode::default();
     for &rate in &args.rates {
         eprintln!(
             "  latency: {rate} messages/s to {} subscribers",
             args.subscribers
         );
+        if let Some(relay) = relay {
+            relay.take();
+        }
         let phase = product.phase(args.shape(rate)).await?;
+        if let Some(relay) = relay {
+            let to_kafka = Summary::of_micros(&mut relay.take());
+            eprintln!(
+                "    command → broker: p50 {:.1} ms, p99 {:.1} ms",
+                to_kafka.p50_ms, to_kafka.p99_ms
+            );
+            mode.to_kafka.push(to_kafka);
+        }
         eprintln!(
             "    {} / {} delivered, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             phase.delivered,
@@ -607,9 +629,12 @@ async fn ryow(product: &Product, channel: &str, rounds: usize) -> Ryow {
 
 fn mode_json(mode: &Mode) -> Value {
     json!({
-        "latency_phases": mode.phases.iter().map(|(rate, phase)| {
+        "latency_phases": mode.phases.iter().enumerate().map(|(n, (rate, phase))| {
             let mut value = phase_json(phase);
             value["rate_per_s"] = json!(rate);
+            if let Some(to_kafka) = mode.to_kafka.get(n) {
+                value["command_to_broker_ack"] = to_kafka.to_json();
+            }
             value
         }).collect::<Vec<_>>(),
         "history": {
@@ -714,11 +739,15 @@ impl Report for Results {
              received by a WebSocket subscriber; embedded: one instance; distributed: sent to \
              the API instance (relay in-process), received from the edge instance.\n\n",
         );
-        out.push_str("| mode | offered /s | achieved /s | deliveries received / expected | p50 ms | p95 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| mode | offered /s | achieved /s | deliveries received / expected | p50 ms | p95 ms | p99 ms | max ms | of which command → broker ack p50 / p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (name, mode) in &modes {
-            for (rate, p) in &mode.phases {
+            for (n, (rate, p)) in mode.phases.iter().enumerate() {
+                let to_kafka = mode.to_kafka.get(n).map_or_else(
+                    || "–".to_owned(),
+                    |k| format!("{:.1} / {:.1}", k.p50_ms, k.p99_ms),
+                );
                 out.push_str(&format!(
-                    "| {name} | {rate} | {:.0} | {} / {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                    "| {name} | {rate} | {:.0} | {} / {} | {:.1} | {:.1} | {:.1} | {:.1} | {to_kafka} |\n",
                     p.achieved_rate(),
                     p.delivered,
                     p.expected,
