@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aether_projections::ProjectorConfig;
+use aether_projections::stream::ProjectorOptions;
 use aether_query_api::ephemeral::EphemeralLimits;
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
@@ -68,8 +68,8 @@ enum Command {
     /// needed): event store, projectors, read models and the GraphQL API at /graphql.
     Dev(DevArgs),
 
-    /// Run against PostgreSQL and Kafka: every role in one process, or one role per process
-    /// with `--role api|relay`.
+    /// Run against PostgreSQL, Kafka and MongoDB: one role per process with
+    /// `--role api|edge|relay|projector`, or the API and the relay together with `--role all`.
     Serve(serve::ServeArgs),
 
     /// Create or upgrade the PostgreSQL event store's tables.
@@ -247,11 +247,11 @@ impl DevArgs {
         EmbeddedConfig {
             data_dir: self.data_dir,
             listen: self.listen,
-            projector: ProjectorConfig {
+            projector: ProjectorOptions {
                 batch_size: self.projector_batch.max(1),
-                start_paused: self.projectors == ProjectorsAtStart::Paused,
-                ..ProjectorConfig::default()
+                ..ProjectorOptions::default()
             },
+            projectors_paused: self.projectors == ProjectorsAtStart::Paused,
             api: ApiLimits {
                 max_depth: self.max_query_depth,
                 max_complexity: self.max_query_complexity,

@@ -68,8 +68,9 @@ pub struct ServeArgs {
     #[arg(long, env = "AETHER_JWT_SECRET_FILE")]
     jwt_secret_file: Option<std::path::PathBuf>,
 
-    /// The projection a `projector` process keeps: catalog, audit, search (PostgreSQL) or
-    /// timeline (MongoDB, with --mongo).
+    /// The projection a `projector` process keeps: catalog, receipts, audit, search
+    /// (PostgreSQL) or timeline (MongoDB, with --mongo). Queries need catalog, receipts and
+    /// timeline.
     #[arg(long, env = "AETHER_PROJECTION")]
     projection: Option<String>,
 

@@ -13,7 +13,7 @@ use sqlx::SqliteConnection;
 
 use crate::sql::{ApplyError, SqlWrite};
 
-use crate::runtime::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError};
 use crate::updates::Update;
 
 #[derive(Debug, Default)]
@@ -27,10 +27,6 @@ impl CatalogProjection {
 impl Projection for CatalogProjection {
     fn name(&self) -> &'static str {
         Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &["User", "Server", "Conversation"]
     }
 
     fn tables(&self) -> &'static [(&'static str, &'static str)] {

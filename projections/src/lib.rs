@@ -1,23 +1,26 @@
 //! The read side: projectors that tail the event log and keep read models, and the queries
 //! over those read models.
 //!
-//! A [`runtime::Projector`] reads the log after its checkpoint, applies a batch inside one
-//! transaction of the read model's store together with the new checkpoint, and only then
-//! publishes compact [`updates::Update`]s for the realtime edge. Crashing anywhere in between
-//! replays the batch, and the per-aggregate version guard makes the replay a no-op.
+//! One projector engine ([`stream::StreamProjector`]) serves both modes: it reads a source (the
+//! Kafka event topics, or the embedded event store's own log), applies a batch inside one
+//! transaction of the read model's store (PostgreSQL, MongoDB, SQLite) together with the new
+//! checkpoint, and only then publishes compact [`updates::Update`]s for the realtime edge.
+//! Crashing anywhere in between replays the batch, and the per-aggregate sequence guard makes
+//! the replay a no-op. Queries read the same stores through [`read::ReadModels`].
 
 pub mod catalog;
+pub mod projection;
 pub mod read;
 pub mod receipts;
 pub mod rows;
-pub mod runtime;
 pub mod sql;
 pub mod stream;
 pub mod timeline;
 pub mod updates;
 
+pub use projection::ProjectionError;
 pub use read::ReadModels;
-pub use runtime::{ProjectionError, Projector, ProjectorConfig, Watermarks};
+pub use read::Watermarks;
 pub use updates::{Update, UpdateBus};
 
 /// Applies the read-model migrations to an SQLite database.

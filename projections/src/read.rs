@@ -26,12 +26,12 @@ use crate::rows::{
     parse_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow,
     MemberRow, MessageRow, RowError, ServerRow, UserRow,
 };
-use crate::runtime::Watermarks;
 use crate::sql::{SqlReader, SqlRow, SqlValue};
 use crate::stream::mongo::collection_prefix;
 use crate::stream::mongo::timeline::message_from_document;
 use crate::stream::postgres::schema_name;
 use crate::stream::registry::Registry;
+use crate::stream::source::{Checkpoint, EventLogSource};
 use crate::timeline::MESSAGE_COLUMNS;
 
 /// Which end of a channel's history a page is taken from.
@@ -65,8 +65,9 @@ struct Inner {
 /// Where the SQL projections' tables are.
 #[derive(Debug)]
 enum Layout {
-    /// All in one database, unqualified (the embedded mode).
-    OneDatabase,
+    /// SQLite: each projection's version file attached under its version's name
+    /// (`catalog_v1`), as PostgreSQL keeps each version in a schema of that name.
+    Attached,
     /// One schema per version; the live one from the registry.
     Versioned(LiveVersions),
 }
@@ -84,13 +85,8 @@ const CATALOG: &str = "catalog";
 const RECEIPTS: &str = "receipts";
 const TIMELINE: &str = "timeline";
 
-/// The embedded projectors track the applied sequence only of the aggregates they read;
-/// which ones each reads.
-const EMBEDDED_TRACKS: &[(&str, &[&str])] = &[
-    (CATALOG, &["User", "Server", "Conversation"]),
-    (TIMELINE, &["Message"]),
-    (RECEIPTS, &["Message", "ReadMarker"]),
-];
+/// The embedded mode's version of every projection.
+const EMBEDDED_VERSION: i32 = 1;
 
 /// The live version of each projection, by name.
 type Versions = Arc<HashMap<String, i32>>;
@@ -152,17 +148,45 @@ fn mongo_error(error: mongodb::error::Error) -> RowError {
 }
 
 impl ReadModels {
-    /// The embedded mode's read models: one SQLite file, kept by in-process projectors whose
-    /// checkpoints wake read-your-own-write waits.
-    pub fn embedded(pool: sqlx::SqlitePool, progress: Watermarks) -> Self {
-        Self {
+    /// The embedded mode's read models: the SQLite files the in-process projectors keep in
+    /// `dir` (`catalog_v1.db`, `receipts_v1.db`, `timeline_v1.db`), whose checkpoints wake
+    /// read-your-own-write waits.
+    pub async fn embedded(dir: &std::path::Path, progress: Watermarks) -> Result<Self, RowError> {
+        let attach: Vec<String> = [CATALOG, RECEIPTS, TIMELINE]
+            .iter()
+            .map(|projection| {
+                let name = schema_name(projection, EMBEDDED_VERSION);
+                let path = dir.join(format!("{name}.db"));
+                let quoted = path.display().to_string().replace('\'', "''");
+                format!("ATTACH DATABASE '{quoted}' AS {name}")
+            })
+            .collect();
+        // A private in-memory main database per connection, the files attached to it. (With
+        // SQLite's in-memory open flag the attached files would be in memory too.)
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(":memory:")
+            .busy_timeout(Duration::from_secs(5));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(8)
+            .after_connect(move |conn, _| {
+                let attach = attach.clone();
+                Box::pin(async move {
+                    for statement in &attach {
+                        sqlx::query(statement).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 sql: SqlReader::Sqlite(pool),
-                layout: Layout::OneDatabase,
+                layout: Layout::Attached,
                 timeline: Timeline::Sql,
                 progress: Some(progress),
             }),
-        }
+        })
     }
 
     /// The distributed mode's read models: the projector processes' PostgreSQL schemas and
@@ -185,9 +209,9 @@ impl ReadModels {
         })
     }
 
-    /// Closes the pools this value owns (the embedded SQLite file).
+    /// Closes the pools this value owns (the embedded mode's attached files).
     pub async fn close(&self) {
-        if matches!(self.inner.layout, Layout::OneDatabase) {
+        if matches!(self.inner.layout, Layout::Attached) {
             self.inner.sql.close().await;
         }
     }
@@ -199,18 +223,20 @@ impl ReadModels {
         }
     }
 
-    /// The prefix that qualifies `projection`'s tables: empty in one database, `name_vN.`
-    /// in PostgreSQL.
+    /// The prefix that qualifies `projection`'s tables: `name_vN.`, the live version's
+    /// schema (PostgreSQL) or attached file (SQLite).
     async fn tables(&self, projection: &str) -> Result<String, RowError> {
-        Ok(match &self.inner.layout {
-            Layout::OneDatabase => String::new(),
-            Layout::Versioned(live) => {
-                format!(
-                    "{}.",
-                    schema_name(projection, live.version(projection).await?)
-                )
-            }
-        })
+        Ok(format!(
+            "{}.",
+            schema_name(projection, self.version(projection).await?)
+        ))
+    }
+
+    async fn version(&self, projection: &str) -> Result<i32, RowError> {
+        match &self.inner.layout {
+            Layout::Attached => Ok(EMBEDDED_VERSION),
+            Layout::Versioned(live) => live.version(projection).await,
+        }
     }
 
     /// A collection of the live timeline version.
@@ -219,10 +245,7 @@ impl ReadModels {
         database: &mongodb::Database,
         name: &str,
     ) -> Result<mongodb::Collection<Document>, RowError> {
-        let version = match &self.inner.layout {
-            Layout::Versioned(live) => live.version(TIMELINE).await?,
-            Layout::OneDatabase => 1,
-        };
+        let version = self.version(TIMELINE).await?;
         Ok(database.collection(&format!("{}{name}", collection_prefix(TIMELINE, version))))
     }
 
@@ -442,7 +465,8 @@ impl ReadModels {
     pub async fn message(&self, id: MessageId) -> Result<Option<MessageRow>, RowError> {
         match &self.inner.timeline {
             Timeline::Sql => {
-                let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
+                let t = self.tables(TIMELINE).await?;
+                let sql = format!("SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE id = $1");
                 let row = self.one(&sql, vec![text(id)]).await?;
                 row.as_ref().map(MessageRow::from_row).transpose()
             }
@@ -470,12 +494,13 @@ impl ReadModels {
         let (after, before) = (after.unwrap_or(0), before.unwrap_or(i64::MAX));
         let mut page = match &self.inner.timeline {
             Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
                 let order = match from {
                     PageFrom::Start => "ASC",
                     PageFrom::End => "DESC",
                 };
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 \
+                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE channel_id = $1 \
                      AND channel_seq > $2 AND channel_seq < $3 ORDER BY channel_seq {order} \
                      LIMIT $4"
                 );
@@ -522,14 +547,15 @@ impl ReadModels {
     ) -> Result<Vec<ChannelEventRow>, RowError> {
         match &self.inner.timeline {
             Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
                 let columns = MESSAGE_COLUMNS
                     .split(", ")
                     .map(|column| format!("m.{column}"))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
-                    "SELECT e.seq, e.kind, {columns} FROM channel_events e \
-                     JOIN messages m ON m.id = e.message_id \
+                    "SELECT e.seq, e.kind, {columns} FROM {t}channel_events e \
+                     JOIN {t}messages m ON m.id = e.message_id \
                      WHERE e.channel_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
                 );
                 let rows = self
@@ -605,8 +631,9 @@ impl ReadModels {
     pub async fn channel_head(&self, channel: ChannelId) -> Result<i64, RowError> {
         match &self.inner.timeline {
             Timeline::Sql => {
-                let sql = "SELECT last_event FROM channel_heads WHERE channel_id = $1";
-                match self.one(sql, vec![text(channel)]).await? {
+                let t = self.tables(TIMELINE).await?;
+                let sql = format!("SELECT last_event FROM {t}channel_heads WHERE channel_id = $1");
+                match self.one(&sql, vec![text(channel)]).await? {
                     Some(row) => Ok(row.get("last_event")?),
                     None => Ok(0),
                 }
@@ -626,47 +653,26 @@ impl ReadModels {
     }
 
     /// Whether every read model the queries read has applied event `sequence` of aggregate
-    /// `aggregate_id` (of type `aggregate_type`).
-    pub async fn has_applied(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-    ) -> Result<bool, RowError> {
-        match &self.inner.layout {
-            Layout::OneDatabase => {
-                for (projection, types) in EMBEDDED_TRACKS {
-                    if !types.contains(&aggregate_type) {
-                        continue;
-                    }
-                    let row = self
-                        .one(
-                            "SELECT sequence FROM projector_versions \
-                             WHERE projection = $1 AND aggregate_id = $2",
-                            vec![text(projection), text(aggregate_id)],
-                        )
-                        .await?;
-                    if !applied(row, sequence)? {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
+    /// `aggregate_id`.
+    pub async fn has_applied(&self, aggregate_id: &str, sequence: i64) -> Result<bool, RowError> {
+        // The stores track every aggregate their source carries, whether it changes them or not.
+        for projection in [CATALOG, RECEIPTS] {
+            let p = self.tables(projection).await?;
+            let sql = format!("SELECT sequence FROM {p}projector_versions WHERE aggregate_id = $1");
+            let row = self.one(&sql, vec![text(aggregate_id)]).await?;
+            if !applied(row, sequence)? {
+                return Ok(false);
             }
-            // The stream stores track every aggregate their topics carry, relevant or not.
-            Layout::Versioned(_) => {
-                for projection in [CATALOG, RECEIPTS] {
-                    let p = self.tables(projection).await?;
-                    let sql = format!(
-                        "SELECT sequence FROM {p}projector_versions WHERE aggregate_id = $1"
-                    );
-                    let row = self.one(&sql, vec![text(aggregate_id)]).await?;
-                    if !applied(row, sequence)? {
-                        return Ok(false);
-                    }
-                }
-                let Timeline::Mongo(database) = &self.inner.timeline else {
-                    return Ok(true);
-                };
+        }
+        match &self.inner.timeline {
+            Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
+                let sql =
+                    format!("SELECT sequence FROM {t}projector_versions WHERE aggregate_id = $1");
+                let row = self.one(&sql, vec![text(aggregate_id)]).await?;
+                applied(row, sequence)
+            }
+            Timeline::Mongo(database) => {
                 let stored = self
                     .collection(database, "versions")
                     .await?
@@ -682,20 +688,11 @@ impl ReadModels {
 
     /// Waits until [`Self::has_applied`] holds; `false` once `timeout` passed first. A store
     /// that cannot be asked counts as not there yet.
-    pub async fn wait_applied(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-        timeout: Duration,
-    ) -> bool {
+    pub async fn wait_applied(&self, aggregate_id: &str, sequence: i64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = POLL_FIRST;
         loop {
-            match self
-                .has_applied(aggregate_type, aggregate_id, sequence)
-                .await
-            {
+            match self.has_applied(aggregate_id, sequence).await {
                 Ok(true) => return true,
                 Ok(false) => {}
                 Err(error) => {
@@ -746,4 +743,42 @@ fn message_document(document: &Document) -> Result<MessageRow, RowError> {
         column: "messages",
         value: document.to_string(),
     })
+}
+
+/// The checkpoints of the in-process projectors: readiness shows the lowest, and
+/// read-your-own-write waits wake when any moves.
+#[derive(Clone, Debug, Default)]
+pub struct Watermarks {
+    checkpoints: Vec<tokio::sync::watch::Receiver<Checkpoint>>,
+}
+
+impl Watermarks {
+    pub fn new(checkpoints: Vec<tokio::sync::watch::Receiver<Checkpoint>>) -> Self {
+        Self { checkpoints }
+    }
+
+    /// The lowest log position every projector has applied.
+    pub fn low(&self) -> i64 {
+        self.checkpoints
+            .iter()
+            .map(|checkpoint| EventLogSource::position(&checkpoint.borrow()))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Resolves once any projector's checkpoint moves (never, without projectors).
+    pub async fn changed(&self) {
+        if self.checkpoints.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self.checkpoints.iter().map(|checkpoint| {
+            let mut checkpoint = checkpoint.clone();
+            Box::pin(async move {
+                if checkpoint.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+        });
+        futures::future::select_all(waits).await;
+    }
 }

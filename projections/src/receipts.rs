@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use crate::runtime::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError};
 use crate::sql::{ApplyError, SqlWrite};
 use crate::updates::Update;
 
@@ -47,10 +47,6 @@ pub const RECEIPTS_TABLES: &[(&str, &str)] = &[
 impl Projection for ReceiptsProjection {
     fn name(&self) -> &'static str {
         Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Message", "ReadMarker"]
     }
 
     fn tables(&self) -> &'static [(&'static str, &'static str)] {

@@ -22,6 +22,10 @@ impl RowError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             RowError::Unavailable(_) => true,
+            // A schema or table not there yet: its projector has never run.
+            RowError::Database(sqlx::Error::Database(error)) => {
+                matches!(error.code().as_deref(), Some("42P01" | "3F000"))
+            }
             RowError::Database(error) => matches!(
                 error,
                 sqlx::Error::PoolTimedOut

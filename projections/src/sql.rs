@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, SqliteConnection};
 
-use crate::runtime::ProjectionError;
+use crate::projection::ProjectionError;
 use crate::stream::postgres::event_error;
 use crate::stream::store::StoreError;
 

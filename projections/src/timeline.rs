@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
+use crate::projection::{Projection, ProjectionError};
 use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow, RowError};
-use crate::runtime::{Projection, ProjectionError};
 use crate::updates::Update;
 
 #[derive(Debug, Default)]
@@ -26,10 +26,6 @@ pub(crate) const MESSAGE_COLUMNS: &str = "id, channel_id, server_id, author_id, 
 impl Projection for TimelineProjection {
     fn name(&self) -> &'static str {
         Self::NAME
-    }
-
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Message"]
     }
 
     fn tables(&self) -> &'static [(&'static str, &'static str)] {

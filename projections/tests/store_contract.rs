@@ -461,7 +461,7 @@ async fn timeline_in_mongodb_keeps_the_store_contract() -> anyhow::Result<()> {
 }
 
 async fn sqlite_keeps_the_contract(
-    projection: Arc<dyn aether_projections::runtime::Projection>,
+    projection: Arc<dyn aether_projections::projection::Projection>,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     keeps_the_contract(Arc::new(SqliteStore::new(dir.path(), projection, 7))).await

@@ -129,12 +129,7 @@ impl ApiState {
     /// `timeout`.
     pub async fn wait_until_projected(&self, event: &EventRef, timeout: Duration) -> bool {
         self.read
-            .wait_applied(
-                &event.aggregate_type,
-                &event.aggregate_id,
-                event.sequence,
-                timeout,
-            )
+            .wait_applied(&event.aggregate_id, event.sequence, timeout)
             .await
     }
 }

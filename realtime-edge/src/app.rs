@@ -13,21 +13,21 @@ use aether_commands::backend::EventStoreBackend;
 use aether_commands::keys::Keyring;
 use aether_commands::postgres::PgEventStore;
 use aether_commands::relay::{run_relay, LatencyRecorder, RelayConfig, RelayStatus};
-use aether_commands::sqlite::open_sqlite;
 use aether_commands::{ChatCommands, SqliteEventStore};
 use aether_kafka::KafkaConfig;
 use aether_projections::catalog::CatalogProjection;
+use aether_projections::projection::Projection;
 use aether_projections::receipts::ReceiptsProjection;
 use aether_projections::rows::RowError;
-use aether_projections::runtime::{Projection, ProjectorControl};
+use aether_projections::stream::engine::ProjectorFailure;
+use aether_projections::stream::source::{EventLogSource, EventSource};
+use aether_projections::stream::sqlite::SqliteStore;
+use aether_projections::stream::{ProjectorMetrics, ProjectorOptions, ReadStore, StreamProjector};
 use aether_projections::timeline::TimelineProjection;
-use aether_projections::{
-    ProjectionError, Projector, ProjectorConfig, ReadModels, UpdateBus, Watermarks,
-};
+use aether_projections::{ProjectionError, ReadModels, UpdateBus, Watermarks};
 use aether_query_api::ephemeral::{Ephemeral, EphemeralLimits};
 use aether_query_api::{build_schema, ApiLimits, ApiState};
 use aether_schemas::topics;
-use sqlx::sqlite::SqliteSynchronous;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -43,7 +43,10 @@ pub struct EmbeddedConfig {
     /// Where the SQLite files and the token secret live.
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub projector: ProjectorConfig,
+    /// How the embedded mode's projectors batch, retry and treat poison events.
+    pub projector: ProjectorOptions,
+    /// Start the embedded projectors paused (resume them through [`Running::projectors`]).
+    pub projectors_paused: bool,
     pub api: ApiLimits,
     pub http: HttpLimits,
     /// Updates a slow subscriber may fall behind before it re-reads the read model.
@@ -67,7 +70,8 @@ impl Default for EmbeddedConfig {
         Self {
             data_dir: PathBuf::from("./data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            projector: ProjectorConfig::default(),
+            projector: ProjectorOptions::default(),
+            projectors_paused: false,
             api: ApiLimits::default(),
             http: HttpLimits::default(),
             update_buffer: aether_projections::updates::DEFAULT_BUS_CAPACITY,
@@ -96,6 +100,10 @@ pub enum AppError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    #[error("read model store: {0}")]
+    ProjectionStore(#[from] aether_projections::stream::StoreError),
+    #[error("projector: {0}")]
+    Projector(#[from] ProjectorFailure),
     #[error("read models: {0}")]
     ReadModels(#[from] RowError),
     #[error("cannot listen on {addr}: {source}")]
@@ -207,8 +215,9 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
     .await
 }
 
-/// The embedded mode's projectors: they tail the event store into the SQLite read models of
-/// `read.db` and announce what they applied on `bus`.
+/// The embedded mode's projectors: the stream engine, reading the event store's own log into
+/// one SQLite file per projection version in the data directory (`catalog_v1.db`, …), and
+/// announcing what they applied on `bus`.
 async fn start_embedded_projectors(
     config: &EmbeddedConfig,
     events: &SqliteEventStore,
@@ -216,43 +225,59 @@ async fn start_embedded_projectors(
     tasks: &mut JoinSet<Result<(), AppError>>,
     shutdown: &CancellationToken,
 ) -> Result<(ReadModels, Projectors), AppError> {
-    let read = open_sqlite(&config.data_dir.join("read.db"), SqliteSynchronous::Normal).await?;
-    aether_projections::migrate(&read).await?;
-    let log: Arc<dyn aether_schemas::EventLog> = Arc::new(events.clone());
     let projections: [Arc<dyn Projection>; 3] = [
         Arc::new(CatalogProjection),
-        Arc::new(TimelineProjection),
         Arc::new(ReceiptsProjection),
+        Arc::new(TimelineProjection),
     ];
     let mut checkpoints = Vec::new();
-    let mut controls = Vec::new();
-    let read_writer = Arc::new(tokio::sync::Mutex::new(()));
+    let mut projectors = Projectors::default();
     for projection in projections {
-        let projector = Projector::new(
-            projection,
-            log.clone(),
-            read.clone(),
-            bus.clone(),
+        let name = projection.name();
+        let store = Arc::new(SqliteStore::new(&config.data_dir, projection, 1));
+        store.prepare().await?;
+        let metrics = Arc::new(ProjectorMetrics::new(name, 1));
+        let source = EventLogSource::new(Arc::new(events.clone()));
+        let projector = StreamProjector::new(
+            store,
+            Arc::new(source) as Arc<dyn EventSource>,
+            Arc::new(bus.clone()),
             config.projector.clone(),
-        )
-        .await?
-        .sharing_writes(read_writer.clone());
+            metrics.clone(),
+        );
         checkpoints.push(projector.checkpoint());
-        controls.push((projector.name(), projector.control()));
+        let (paused, paused_rx) = tokio::sync::watch::channel(config.projectors_paused);
+        projectors
+            .controls
+            .push((name, ProjectorControl { paused, metrics }));
         let token = shutdown.clone();
-        tasks.spawn(async move {
-            projector.run(token).await;
-            Ok(())
-        });
+        tasks.spawn(async move { Ok(projector.run(paused_rx, token).await?) });
     }
     let watermarks = Watermarks::new(checkpoints);
-    Ok((
-        ReadModels::embedded(read, watermarks.clone()),
-        Projectors {
-            controls,
-            watermarks: Some(watermarks),
-        },
-    ))
+    let read = ReadModels::embedded(&config.data_dir, watermarks.clone()).await?;
+    projectors.watermarks = Some(watermarks);
+    Ok((read, projectors))
+}
+
+/// Pauses and resumes one of the embedded projectors, and shows its metrics.
+#[derive(Clone, Debug)]
+pub struct ProjectorControl {
+    paused: tokio::sync::watch::Sender<bool>,
+    metrics: Arc<ProjectorMetrics>,
+}
+
+impl ProjectorControl {
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    pub fn metrics(&self) -> &ProjectorMetrics {
+        &self.metrics
+    }
 }
 
 /// The projectors running in this process, if any.

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_kafka::backoff::Backoff;
-use aether_kafka::KafkaError;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::ProjectorMetrics;
-use super::source::{Checkpoint, KafkaSource, Payload, StreamEvent};
+use super::source::{Checkpoint, EventSource, Payload, SourceError, StreamEvent};
 use super::store::{ReadStore, StoreError};
 use crate::updates::Update;
 
@@ -79,7 +78,7 @@ impl UpdateSink for NoUpdates {
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorFailure {
     #[error(transparent)]
-    Kafka(#[from] KafkaError),
+    Source(#[from] SourceError),
     #[error("halted on event {location}: {reason}")]
     Halted { location: String, reason: String },
 }
@@ -87,7 +86,7 @@ pub enum ProjectorFailure {
 /// One version of one projection, fed from the event topics.
 pub struct StreamProjector {
     store: Arc<dyn ReadStore>,
-    source: Arc<KafkaSource>,
+    source: Arc<dyn EventSource>,
     updates: Arc<dyn UpdateSink>,
     options: ProjectorOptions,
     metrics: Arc<ProjectorMetrics>,
@@ -107,14 +106,14 @@ impl std::fmt::Debug for StreamProjector {
 impl StreamProjector {
     pub fn new(
         store: Arc<dyn ReadStore>,
-        source: KafkaSource,
+        source: impl Into<Arc<dyn EventSource>>,
         updates: Arc<dyn UpdateSink>,
         options: ProjectorOptions,
         metrics: Arc<ProjectorMetrics>,
     ) -> Self {
         Self {
             store,
-            source: Arc::new(source),
+            source: source.into(),
             updates,
             options,
             metrics,
@@ -154,18 +153,18 @@ impl StreamProjector {
                 }
             };
             let source = self.source.clone();
-            let seek_to = checkpoint.clone();
             if self
-                .kafka(&name, &shutdown, move || source.seek(&seek_to))
+                .read(&name, &shutdown, || source.seek(&checkpoint))
                 .await
                 .is_none()
             {
                 return Ok(());
             }
             let target = if self.options.stop_when_caught_up {
-                let source = self.source.clone();
-                let at = checkpoint.clone();
-                match self.kafka(&name, &shutdown, move || source.lag(&at)).await {
+                match self
+                    .read(&name, &shutdown, || source.lag(&checkpoint))
+                    .await
+                {
                     Some(lag) => Some(lag.log_end),
                     None => return Ok(()),
                 }
@@ -199,11 +198,11 @@ impl StreamProjector {
                     self.refresh_lag(&checkpoint).await;
                     lag_checked = Instant::now();
                 }
-                let source = self.source.clone();
                 let (max, linger) = (self.options.batch_size, self.options.linger);
-                let polled =
-                    blocking(move || source.poll_batch(max, Duration::from_millis(250), linger))
-                        .await;
+                let polled = self
+                    .source
+                    .poll_batch(max, Duration::from_millis(250), linger)
+                    .await;
                 let batch = match polled {
                     Ok(batch) => batch,
                     Err(error) => {
@@ -327,9 +326,7 @@ impl StreamProjector {
     }
 
     async fn refresh_lag(&self, checkpoint: &Checkpoint) {
-        let source = self.source.clone();
-        let at = checkpoint.clone();
-        match blocking(move || source.lag(&at)).await {
+        match self.source.lag(checkpoint).await {
             Ok(lag) => {
                 let newest = *self
                     .newest_applied
@@ -359,22 +356,23 @@ impl StreamProjector {
         }
     }
 
-    /// Runs a blocking broker call until it succeeds, backing off between tries; `None` once
-    /// shut down. The broker being away is never a reason for a projector to exit.
-    async fn kafka<T: Send + 'static>(
+    /// Runs a call to the source until it succeeds, backing off between tries; `None` once
+    /// shut down. The broker or the log being away is never a reason for a projector to exit.
+    async fn read<'a, T, F>(
         &self,
         name: &str,
         shutdown: &CancellationToken,
-        work: impl Fn() -> Result<T, KafkaError> + Send + Sync + 'static,
-    ) -> Option<T> {
-        let work = Arc::new(work);
+        work: impl Fn() -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = Result<T, SourceError>> + 'a,
+    {
         let mut backoff = Backoff::new(self.options.backoff, self.options.max_backoff);
         loop {
-            let attempt = work.clone();
-            match blocking(move || attempt()).await {
+            match work().await {
                 Ok(value) => return Some(value),
                 Err(error) => {
-                    tracing::warn!(projection = %name, %error, "the broker did not answer; retrying");
+                    tracing::warn!(projection = %name, %error, "the event source did not answer; retrying");
                     if !backoff.wait(shutdown).await {
                         return None;
                     }
@@ -388,12 +386,4 @@ enum Outcome {
     Done,
     Fenced,
     Stopped,
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
-) -> Result<T, KafkaError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| KafkaError::Other(format!("kafka reader task: {e}")))?
 }

@@ -338,3 +338,181 @@ pub fn lag_of(
 ) -> Result<Lag, KafkaError> {
     KafkaSource::new(config, topics)?.lag(checkpoint)
 }
+
+/// Why a source could not be read: the broker or the log is away. Never the events' fault;
+/// the projector waits and tries again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+impl From<KafkaError> for SourceError {
+    fn from(error: KafkaError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// Where a projector reads events from: the Kafka event topics (distributed mode) or the
+/// event store's own log (embedded mode). Positions are [`Checkpoint`]s in both.
+#[async_trait::async_trait]
+pub trait EventSource: Send + Sync + 'static {
+    /// Reads on from `checkpoint` (the beginning where it names nothing).
+    async fn seek(&self, checkpoint: &Checkpoint) -> Result<(), SourceError>;
+
+    /// Up to `max` events: waits up to `wait` for the first, then takes what else arrives
+    /// within `linger`.
+    async fn poll_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        linger: Duration,
+    ) -> Result<Vec<StreamEvent>, SourceError>;
+
+    /// How far `checkpoint` is behind the source's end.
+    async fn lag(&self, checkpoint: &Checkpoint) -> Result<Lag, SourceError>;
+}
+
+/// The event topics as an [`EventSource`]: each blocking broker call on a blocking thread.
+struct KafkaEvents(Arc<KafkaSource>);
+
+impl KafkaEvents {
+    async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&KafkaSource) -> Result<T, KafkaError> + Send + 'static,
+    ) -> Result<T, SourceError> {
+        let source = self.0.clone();
+        tokio::task::spawn_blocking(move || work(&source))
+            .await
+            .map_err(|e| SourceError(format!("kafka reader task: {e}")))?
+            .map_err(SourceError::from)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSource for KafkaEvents {
+    async fn seek(&self, checkpoint: &Checkpoint) -> Result<(), SourceError> {
+        let checkpoint = checkpoint.clone();
+        self.call(move |source| source.seek(&checkpoint)).await
+    }
+
+    async fn poll_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        linger: Duration,
+    ) -> Result<Vec<StreamEvent>, SourceError> {
+        self.call(move |source| source.poll_batch(max, wait, linger))
+            .await
+    }
+
+    async fn lag(&self, checkpoint: &Checkpoint) -> Result<Lag, SourceError> {
+        let checkpoint = checkpoint.clone();
+        self.call(move |source| source.lag(&checkpoint)).await
+    }
+}
+
+impl From<KafkaSource> for Arc<dyn EventSource> {
+    fn from(source: KafkaSource) -> Self {
+        Arc::new(KafkaEvents(Arc::new(source)))
+    }
+}
+
+/// The pseudo-topic of the embedded mode's log: its "offset" is the event store's position.
+pub const LOG_TOPIC: &str = "log";
+
+/// The embedded mode's event store as an [`EventSource`]: one partition, offsets are log
+/// positions, woken by the store's commits.
+pub struct EventLogSource {
+    log: Arc<dyn aether_schemas::EventLog>,
+    partition: Arc<TopicPartition>,
+    /// The position read up to.
+    after: std::sync::Mutex<i64>,
+}
+
+impl fmt::Debug for EventLogSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLogSource").finish_non_exhaustive()
+    }
+}
+
+impl EventLogSource {
+    pub fn new(log: Arc<dyn aether_schemas::EventLog>) -> Self {
+        Self {
+            log,
+            partition: Arc::new(Self::partition()),
+            after: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// The one partition of the log.
+    pub fn partition() -> TopicPartition {
+        TopicPartition {
+            topic: LOG_TOPIC.to_owned(),
+            partition: 0,
+        }
+    }
+
+    /// The log position `checkpoint` has applied up to.
+    pub fn position(checkpoint: &Checkpoint) -> i64 {
+        checkpoint
+            .next_offset(&Self::partition())
+            .map_or(0, |next| next - 1)
+    }
+
+    fn after(&self) -> i64 {
+        *self.after.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSource for EventLogSource {
+    async fn seek(&self, checkpoint: &Checkpoint) -> Result<(), SourceError> {
+        *self.after.lock().unwrap_or_else(|p| p.into_inner()) = Self::position(checkpoint);
+        Ok(())
+    }
+
+    async fn poll_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        _linger: Duration,
+    ) -> Result<Vec<StreamEvent>, SourceError> {
+        let mut head = self.log.head();
+        let after = self.after();
+        // Seen before reading, so a commit after the read wakes the wait below.
+        head.borrow_and_update();
+        let mut events = self
+            .log
+            .read_after(after, max)
+            .await
+            .map_err(|e| SourceError(e.to_string()))?;
+        if events.is_empty() {
+            // The wait ends early on a commit; a lapse returns an empty batch, as Kafka's does.
+            let _ = tokio::time::timeout(wait, head.changed()).await;
+            events = self
+                .log
+                .read_after(after, max)
+                .await
+                .map_err(|e| SourceError(e.to_string()))?;
+        }
+        if let Some(last) = events.last() {
+            *self.after.lock().unwrap_or_else(|p| p.into_inner()) = last.position;
+        }
+        Ok(events
+            .into_iter()
+            .map(|event| StreamEvent {
+                partition: self.partition.clone(),
+                offset: event.position,
+                payload: Payload::Event(Box::new(event.envelope)),
+            })
+            .collect())
+    }
+
+    async fn lag(&self, checkpoint: &Checkpoint) -> Result<Lag, SourceError> {
+        let head = *self.log.head().borrow();
+        Ok(Lag {
+            events: (head - Self::position(checkpoint)).max(0),
+            // As a topic's high watermark: the offset the next event gets (positions start at 1).
+            log_end: if head > 0 { head + 1 } else { 0 },
+        })
+    }
+}

@@ -21,7 +21,7 @@ use super::store::{
     aggregate_ids, retry_in_order, sort_batch, Applied, DeadLetter, DeadLetterFields, Parked,
     ReadStore, Retried, RetryParked, StoreError, HELD_BEHIND,
 };
-use crate::runtime::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError};
 use crate::updates::Update;
 
 const BOOKKEEPING: &str = r#"
