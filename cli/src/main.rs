@@ -3,6 +3,7 @@
 mod keys;
 mod ops;
 mod projections;
+mod projections_embedded;
 mod serve;
 
 use std::net::SocketAddr;

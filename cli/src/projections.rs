@@ -20,9 +20,15 @@ use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// PostgreSQL URL of the read models and the projection registry.
-    #[command(flatten)]
-    pub postgres: PostgresArgs,
+    /// The embedded mode's data directory (`aether dev --data-dir`): look at its SQLite read
+    /// models instead of the distributed mode's stores. `list`, `dead-letters`, `retry` and
+    /// `dump` work on it, while `aether dev` runs or not.
+    #[arg(long, env = "AETHER_DATA_DIR", conflicts_with = "postgres_url")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// PostgreSQL URL of the read models and the projection registry (the distributed mode).
+    #[arg(long = "postgres", env = "AETHER_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
 
     #[command(flatten)]
     pub mongo: MongoArgs,
@@ -33,7 +39,21 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub async fn stores(&self) -> anyhow::Result<Stores> {
-        let store = self.postgres.connect().await?;
+        let Some(url) = self.postgres_url.clone() else {
+            return Err(Refused(
+                "give --postgres URL (AETHER_POSTGRES_URL) for the distributed mode's read \
+                 models, or --data-dir DIR for the embedded mode's"
+                    .to_owned(),
+            )
+            .into());
+        };
+        let postgres = PostgresArgs {
+            url,
+            postgres_max_connections: 4,
+            postgres_connect_timeout: 5,
+            postgres_group_commit: 0,
+        };
+        let store = postgres.connect().await?;
         Ok(Stores {
             postgres: store.pool().clone(),
             mongo: self.mongo.connect().await?,
@@ -128,6 +148,23 @@ pub enum ProjectionsCommand {
     },
 }
 
+impl ProjectionsCommand {
+    fn stores(&self) -> &StoreArgs {
+        match self {
+            ProjectionsCommand::List { stores, .. }
+            | ProjectionsCommand::Pause { stores, .. }
+            | ProjectionsCommand::Resume { stores, .. }
+            | ProjectionsCommand::Reset { stores, .. }
+            | ProjectionsCommand::Rebuild { stores, .. }
+            | ProjectionsCommand::Switch { stores, .. }
+            | ProjectionsCommand::Drop { stores, .. }
+            | ProjectionsCommand::DeadLetters { stores, .. }
+            | ProjectionsCommand::Retry { stores, .. }
+            | ProjectionsCommand::Dump { stores, .. } => stores,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RebuildFrom {
     Kafka,
@@ -140,6 +177,9 @@ pub enum RebuildFrom {
 pub struct Refused(pub String);
 
 pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
+    if let Some(dir) = command.stores().data_dir.clone() {
+        return crate::projections_embedded::run(command, &dir).await;
+    }
     match command {
         ProjectionsCommand::List { stores, json } => list(&stores, json).await,
         ProjectionsCommand::Pause { name, stores } => {
@@ -209,41 +249,10 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
         }
         ProjectionsCommand::DeadLetters { name, stores, json } => {
             let store = live_store(&stores, &name).await?;
-            let letters = store.dead_letters().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&letters)?);
-            } else if letters.is_empty() {
-                println!("{name}: no dead letters");
-            } else {
-                for letter in &letters {
-                    println!(
-                        "{}  {}  {}#{}  attempts={}  {}",
-                        letter.location,
-                        letter.event_type.as_deref().unwrap_or("(unreadable)"),
-                        letter.aggregate_id.as_deref().unwrap_or("-"),
-                        letter.sequence.unwrap_or(0),
-                        letter.attempts,
-                        letter.error
-                    );
-                }
-            }
-            Ok(())
+            print_dead_letters(&name, &store.dead_letters().await?, json)
         }
         ProjectionsCommand::Retry { name, stores } => {
-            let store = live_store(&stores, &name).await?;
-            let (retried, _) = store.retry_dead_letters().await?;
-            println!(
-                "{name}: {} applied, {} still failing",
-                retried.applied, retried.still_failing
-            );
-            if retried.still_failing > 0 {
-                return Err(Refused(format!(
-                    "{} dead letters still fail: see `aether projections dead-letters {name}`",
-                    retried.still_failing
-                ))
-                .into());
-            }
-            Ok(())
+            retry(&name, live_store(&stores, &name).await?.as_ref()).await
         }
         ProjectionsCommand::Dump {
             name,
@@ -260,6 +269,49 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints a version's dead letters: one line each, or JSON.
+pub(crate) fn print_dead_letters(
+    name: &str,
+    letters: &[aether_projections::stream::DeadLetter],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(letters)?);
+    } else if letters.is_empty() {
+        println!("{name}: no dead letters");
+    } else {
+        for letter in letters {
+            println!(
+                "{}  {}  {}#{}  attempts={}  {}",
+                letter.location,
+                letter.event_type.as_deref().unwrap_or("(unreadable)"),
+                letter.aggregate_id.as_deref().unwrap_or("-"),
+                letter.sequence.unwrap_or(0),
+                letter.attempts,
+                letter.error
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Re-applies a version's dead letters; refused (exit 2) while some still fail.
+pub(crate) async fn retry(name: &str, store: &dyn ReadStore) -> anyhow::Result<()> {
+    let (retried, _) = store.retry_dead_letters().await?;
+    println!(
+        "{name}: {} applied, {} still failing",
+        retried.applied, retried.still_failing
+    );
+    if retried.still_failing > 0 {
+        return Err(Refused(format!(
+            "{} dead letters still fail: see `aether projections dead-letters {name}`",
+            retried.still_failing
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 async fn open(args: &StoreArgs, name: &str) -> anyhow::Result<(Stores, Registry)> {

@@ -443,3 +443,31 @@ impl ReadStore for SqliteStore {
         Ok(())
     }
 }
+
+/// The projections the embedded mode keeps, each in its own SQLite file per version.
+pub const EMBEDDED_PROJECTIONS: [&str; 3] = [
+    crate::catalog::CatalogProjection::NAME,
+    crate::receipts::ReceiptsProjection::NAME,
+    crate::timeline::TimelineProjection::NAME,
+];
+
+/// The statements of embedded projection `name`, if it is one.
+pub fn embedded_projection(name: &str) -> Option<Arc<dyn Projection>> {
+    match name {
+        crate::catalog::CatalogProjection::NAME => Some(Arc::new(crate::catalog::CatalogProjection)),
+        crate::receipts::ReceiptsProjection::NAME => {
+            Some(Arc::new(crate::receipts::ReceiptsProjection))
+        }
+        crate::timeline::TimelineProjection::NAME => {
+            Some(Arc::new(crate::timeline::TimelineProjection))
+        }
+        _ => None,
+    }
+}
+
+impl SqliteStore {
+    /// Where this version's file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

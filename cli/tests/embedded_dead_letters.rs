@@ -1,0 +1,236 @@
+//! The embedded mode's projectors park an event they cannot apply as a dead letter, go on with
+//! the rest, and an operator lists it with `aether projections dead-letters --data-dir`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `aether dev` on a free port and waits for the line that says where it listens. Its
+/// output (the logs too) is read to the end on a thread of its own, so it never blocks.
+fn spawn(data_dir: &Path) -> anyhow::Result<Server> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aether"))
+        .args([
+            "--log",
+            "warn",
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (found, url) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                let _ = found.send(url.to_owned());
+            }
+        }
+    });
+    let url = url
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| anyhow::anyhow!("aether dev did not say where it listens"))?;
+    Ok(Server { child, url })
+}
+
+async fn gql(
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .timeout(Duration::from_secs(30))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: Value = request.send().await?.json().await?;
+    anyhow::ensure!(body.get("errors").is_none(), "unexpected errors: {body}");
+    Ok(body["data"].clone())
+}
+
+fn aether(args: &[&str], data_dir: &Path) -> anyhow::Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_aether"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("AETHER_POSTGRES_URL")
+        .output()?)
+}
+
+fn json_of(output: &Output) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+const SEND: &str =
+    "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }";
+const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages { edges { node { body } } } } }";
+
+#[tokio::test]
+async fn a_poison_event_is_parked_the_rest_flows_and_the_operator_lists_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = spawn(dir.path())?;
+    let url = server.url.clone();
+    let registered = gql(
+        &url,
+        None,
+        "mutation { register(input: {username: \"alice\", password: \"correct horse\"}) { accessToken } }",
+        json!({}),
+    )
+    .await?;
+    let token = registered["register"]["accessToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let created = gql(
+        &url,
+        Some(&token),
+        "mutation { createServer(input: {name: \"g\"}) { id } }",
+        json!({}),
+    )
+    .await?;
+    let channel = gql(
+        &url,
+        Some(&token),
+        "mutation($s: ID!) { createChannel(input: {serverId: $s, name: \"general\"}) { id } }",
+        json!({ "s": created["createServer"]["id"] }),
+    )
+    .await?;
+    let channel_id = channel["createChannel"]["id"].clone();
+    gql(
+        &url,
+        Some(&token),
+        SEND,
+        json!({ "c": channel_id, "b": "before" }),
+    )
+    .await?;
+    drop(server);
+
+    // An event no projection can read lands in the log (a damaged row, or one written by a
+    // newer version): a message sent with a body the timeline cannot decode.
+    let events = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("events.db").display()
+    ))
+    .await?;
+    let metadata: String = sqlx::query_scalar(
+        "SELECT metadata FROM events WHERE event_type = 'MessageSent' ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_one(&events)
+    .await?;
+    let poisoned = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, prev_hash, hash) VALUES ('Message', $1, 1, 'MessageSent', '1.0', \
+         '{\"MessageSent\":{\"unexpected\":true}}', $2, '', 'damaged')",
+    )
+    .bind(&poisoned)
+    .bind(&metadata)
+    .execute(&events)
+    .await?;
+    events.close().await;
+
+    // The projectors park it after their attempts and go on: a message sent afterwards shows.
+    let server = spawn(dir.path())?;
+    let url = server.url.clone();
+    gql(
+        &url,
+        Some(&token),
+        SEND,
+        json!({ "c": channel_id, "b": "after" }),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = gql(&url, Some(&token), HISTORY, json!({ "c": channel_id })).await?;
+        let bodies: Vec<&str> = history["channel"]["messages"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|edge| edge["node"]["body"].as_str())
+            .collect();
+        if bodies == ["before", "after"] {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "history stayed {bodies:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The operator sees it, with the server still running.
+    let letters = json_of(&aether(
+        &["projections", "dead-letters", "timeline", "--json"],
+        dir.path(),
+    )?)?;
+    let letters = letters.as_array().cloned().unwrap_or_default();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["event_type"], "MessageSent");
+    assert_eq!(letters[0]["aggregate_id"], poisoned.as_str());
+    assert!(
+        letters[0]["location"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("log/0@"),
+        "{letters:?}"
+    );
+    assert!(letters[0]["attempts"].as_i64().unwrap_or_default() >= 1);
+
+    let listed = json_of(&aether(&["projections", "list", "--json"], dir.path())?)?;
+    let timeline = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|row| row["name"] == "timeline")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(timeline["dead_letters"], 1, "{listed}");
+    assert_eq!(timeline["lag_events"], 0, "{listed}");
+
+    let human = aether(&["projections", "dead-letters", "timeline"], dir.path())?;
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains(&poisoned) && text.contains("MessageSent"),
+        "{text}"
+    );
+
+    // What the embedded mode cannot do is refused with a reason and exit code 2.
+    let refused = aether(&["projections", "pause", "timeline"], dir.path())?;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("embedded"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let unknown = aether(&["projections", "dead-letters", "search"], dir.path())?;
+    assert_eq!(unknown.status.code(), Some(2));
+    drop(server);
+    Ok(())
+}
