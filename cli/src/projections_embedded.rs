@@ -30,7 +30,9 @@ pub async fn run(command: ProjectionsCommand, dir: &Path) -> anyhow::Result<()> 
             let store = open(dir, &name).await?;
             print_dead_letters(&name, &store.dead_letters().await?, json)
         }
-        ProjectionsCommand::Retry { name, .. } => retry(&name, open(dir, &name).await?.as_ref()).await,
+        ProjectionsCommand::Retry { name, .. } => {
+            retry(&name, open(dir, &name).await?.as_ref()).await
+        }
         ProjectionsCommand::Dump { name, version, .. } => {
             if version.is_some_and(|version| version != VERSION) {
                 return Err(Refused(format!("the embedded mode keeps only v{VERSION}")).into());

@@ -454,7 +454,9 @@ pub const EMBEDDED_PROJECTIONS: [&str; 3] = [
 /// The statements of embedded projection `name`, if it is one.
 pub fn embedded_projection(name: &str) -> Option<Arc<dyn Projection>> {
     match name {
-        crate::catalog::CatalogProjection::NAME => Some(Arc::new(crate::catalog::CatalogProjection)),
+        crate::catalog::CatalogProjection::NAME => {
+            Some(Arc::new(crate::catalog::CatalogProjection))
+        }
         crate::receipts::ReceiptsProjection::NAME => {
             Some(Arc::new(crate::receipts::ReceiptsProjection))
         }
