@@ -87,7 +87,7 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let idle = match args.server {
         Server::Product => {
             let dir = tempfile::tempdir()?;
-            let app = aether_realtime_edge::start_embedded(product_config(dir.path())).await?;
+            let app = aether_cli::roles::start_embedded(product_config(dir.path())).await?;
             let token = register(&reqwest::Client::new(), app.local_addr, "idler").await?;
             let url = format!("ws://{}/graphql", app.local_addr);
             let idle = hold(args.count, &url, Some(&token)).await;

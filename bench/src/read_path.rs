@@ -1,6 +1,18 @@
 //! `aether-bench read-path`: the read side of both modes in one run, on the same machine.
 //!
-//! 1. **Subscription latency**: the `realtime` benchmark's latency phase (its subscriber and
+//! In this order (the queries first, so that they do not run while the read models catch up
+//! with a latency phase's backlog):
+//!
+//! 1. **History queries**: once a channel holds at least `--history-messages` messages (and the
+//!    read models have applied them all), `--queries` sequential `channel(id) { messages(last:
+//!    50) }` queries over HTTP, from the embedded SQLite read models and from the distributed
+//!    ones (PostgreSQL catalog, MongoDB timeline), to the subscribers' instance. Two shapes: the
+//!    page alone, and the page with each message's author.
+//! 2. **Read-your-own-write**: `--ryow` times, a `sendMessage` answered by the API instance,
+//!    then at once a query carrying its consistency token to the *other* instance (the same one
+//!    in the embedded mode): the time from the mutation's answer to that query's answer, and
+//!    whether the answer held the message.
+//! 3. **Subscription latency**: the `realtime` benchmark's latency phase (its subscriber and
 //!    sender code, [`Product::phase`]) at each of `--rates`, through the embedded application
 //!    (the baseline: one process, SQLite, in-process projectors and updates) and through the
 //!    whole distributed path: `sendMessage` to an API instance with the relay in-process →
@@ -8,15 +20,6 @@
 //!    timeline projectors (in this process, as their own processes would run them) → their
 //!    stores and `aether.updates.v1` → a *second* instance, without relay, holding every
 //!    WebSocket subscriber.
-//! 2. **History queries**: once a channel holds at least `--history-messages` messages (and the
-//!    read models have applied them all), `--queries` sequential `channel(id) { messages(last:
-//!    50) }` queries over HTTP, from the embedded SQLite read models and from the distributed
-//!    ones (PostgreSQL catalog, MongoDB timeline), to the subscribers' instance. Two shapes: the
-//!    page alone, and the page with each message's author.
-//! 3. **Read-your-own-write**: `--ryow` times, a `sendMessage` answered by the API instance,
-//!    then at once a query carrying its consistency token to the *other* instance (the same one
-//!    in the embedded mode): the time from the mutation's answer to that query's answer, and
-//!    whether the answer held the message.
 //!
 //! Local and bounded: the servers must be on loopback, every phase is timed, the PostgreSQL
 //! database (`aether_bench_<random>`) and the MongoDB database (`bench_<random>`) are dropped at
@@ -25,22 +28,22 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aether_cli::roles::{start_distributed, DistributedConfig, EmbeddedConfig};
 use aether_commands::postgres::PgEventStore;
 use aether_commands::relay::LatencyRecorder;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::role::{spawn_projectors, Stores, QUERIED_PROJECTIONS};
 use aether_projections::stream::ProjectorOptions;
-use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
 use anyhow::{anyhow, ensure, Context};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::realtime::{graphql_body, nproc, phase_json, product_config, Phase, Product, Shape};
-use crate::report::{load_average, publish, Machine, Report};
+use crate::report::{cpu_cell, load_average, publish, Machine, Report};
 use crate::servers::{ensure_local, ensure_local_mongo, redact_password, BenchDatabase};
-use crate::stats::{micros, Summary};
+use crate::stats::{micros, CpuSample, CpuUse, Summary};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -107,6 +110,9 @@ pub struct Args {
     /// Skip the distributed mode.
     #[arg(long)]
     no_distributed: bool,
+    /// Skip the latency phases (history and read-your-own-write only).
+    #[arg(long)]
+    no_latency: bool,
     /// Where `read-path.json` and `read-path.md` go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -195,6 +201,9 @@ struct Mode {
     /// Distributed: per latency phase, command → acknowledged by the broker, from the relay
     /// (`DistributedConfig::relay_latency`): the first half of the path.
     to_kafka: Vec<Summary>,
+    /// Per latency phase, where the CPU went from the first subscription to the last
+    /// delivery.
+    cpu: Vec<CpuUse>,
     /// Messages the queried channel held when the history queries ran.
     history_channel_messages: usize,
     history: Summary,
@@ -247,6 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "queries": args.queries,
             "warmup_queries": WARMUP_QUERIES,
             "ryow": args.ryow,
+            "latency_phases": !args.no_latency,
             "partitions": args.partitions,
             "pool": args.pool,
             "projector_batch": args.projector_batch,
@@ -421,35 +431,8 @@ async fn exercise(
     relay: Option<&LatencyRecorder>,
 ) -> anyhow::Result<Mode> {
     let mut mode = Mode::default();
-    for &rate in &args.rates {
-        eprintln!(
-            "  latency: {rate} messages/s to {} subscribers",
-            args.subscribers
-        );
-        if let Some(relay) = relay {
-            relay.take();
-        }
-        let phase = product.phase(args.shape(rate)).await?;
-        if let Some(relay) = relay {
-            let to_kafka = Summary::of_micros(&mut relay.take());
-            eprintln!(
-                "    command → broker: p50 {:.1} ms, p99 {:.1} ms",
-                to_kafka.p50_ms, to_kafka.p99_ms
-            );
-            mode.to_kafka.push(to_kafka);
-        }
-        eprintln!(
-            "    {} / {} delivered, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            phase.delivered,
-            phase.expected,
-            phase.latency.p50_ms,
-            phase.latency.p95_ms,
-            phase.latency.p99_ms,
-            phase.latency.max_ms
-        );
-        mode.phases.push((rate, phase));
-    }
-
+    // The queries first, on read models that are not catching up with a latency phase's
+    // backlog.
     let channel = product.channels[0].clone();
     mode.history_channel_messages = fill(product, &channel, args.history_messages).await?;
     eprintln!(
@@ -476,6 +459,37 @@ async fn exercise(
             "    p50 {:.2} ms, p99 {:.2} ms, {} stale, {} failed",
             mode.ryow.wait.p50_ms, mode.ryow.wait.p99_ms, mode.ryow.stale, mode.ryow.failed
         );
+    }
+
+    for &rate in args.rates.iter().filter(|_| !args.no_latency) {
+        eprintln!(
+            "  latency: {rate} messages/s to {} subscribers",
+            args.subscribers
+        );
+        if let Some(relay) = relay {
+            relay.take();
+        }
+        let cpu = CpuSample::take();
+        let phase = product.phase(args.shape(rate)).await?;
+        mode.cpu.push(cpu.until(&CpuSample::take()));
+        if let Some(relay) = relay {
+            let to_kafka = Summary::of_micros(&mut relay.take());
+            eprintln!(
+                "    command → broker: p50 {:.1} ms, p99 {:.1} ms",
+                to_kafka.p50_ms, to_kafka.p99_ms
+            );
+            mode.to_kafka.push(to_kafka);
+        }
+        eprintln!(
+            "    {} / {} delivered, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            phase.delivered,
+            phase.expected,
+            phase.latency.p50_ms,
+            phase.latency.p95_ms,
+            phase.latency.p99_ms,
+            phase.latency.max_ms
+        );
+        mode.phases.push((rate, phase));
     }
     Ok(mode)
 }
@@ -635,6 +649,9 @@ fn mode_json(mode: &Mode) -> Value {
             if let Some(to_kafka) = mode.to_kafka.get(n) {
                 value["command_to_broker_ack"] = to_kafka.to_json();
             }
+            if let Some(cpu) = mode.cpu.get(n) {
+                value["cpu"] = cpu.to_json();
+            }
             value
         }).collect::<Vec<_>>(),
         "history": {
@@ -739,15 +756,16 @@ impl Report for Results {
              received by a WebSocket subscriber; embedded: one instance; distributed: sent to \
              the API instance (relay in-process), received from the edge instance.\n\n",
         );
-        out.push_str("| mode | offered /s | achieved /s | deliveries received / expected | p50 ms | p95 ms | p99 ms | max ms | of which command → broker ack p50 / p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("| mode | offered /s | achieved /s | deliveries received / expected | p50 ms | p95 ms | p99 ms | max ms | of which command → broker ack p50 / p99 ms | CPU cores: this process / PostgreSQL / broker / other (busy of cores) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for (name, mode) in &modes {
             for (n, (rate, p)) in mode.phases.iter().enumerate() {
                 let to_kafka = mode.to_kafka.get(n).map_or_else(
                     || "–".to_owned(),
                     |k| format!("{:.1} / {:.1}", k.p50_ms, k.p99_ms),
                 );
+                let cpu = mode.cpu.get(n).map_or_else(|| "–".to_owned(), cpu_cell);
                 out.push_str(&format!(
-                    "| {name} | {rate} | {:.0} | {} / {} | {:.1} | {:.1} | {:.1} | {:.1} | {to_kafka} |\n",
+                    "| {name} | {rate} | {:.0} | {} / {} | {:.1} | {:.1} | {:.1} | {:.1} | {to_kafka} | {cpu} |\n",
                     p.achieved_rate(),
                     p.delivered,
                     p.expected,

@@ -21,10 +21,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aether_cli::roles::{start_embedded, EmbeddedConfig, Running};
 use aether_query_api::rate::RateLimits;
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::http::HttpLimits;
-use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running};
 use anyhow::{bail, Context};
 use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_cli::roles::{start_distributed, DistributedConfig, EmbeddedConfig};
 use aether_commands::postgres::PgEventStore;
 use aether_commands::relay::event_headers;
 use aether_commands::relay::LatencyRecorder;
@@ -20,7 +21,6 @@ use aether_projections::stream::role::{spawn_projectors, Stores, QUERIED_PROJECT
 use aether_projections::stream::ProjectorOptions;
 use aether_query_api::rate::RateLimits;
 use aether_query_api::ApiLimits;
-use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
 use aether_schemas::{topics, EventEnvelope, Metadata};
 use anyhow::{anyhow, bail, ensure, Context};
 use chrono::Utc;

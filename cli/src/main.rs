@@ -11,13 +11,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aether_cli::roles::{start_embedded, EmbeddedConfig};
 use aether_projections::stream::ProjectorOptions;
 use aether_query_api::ephemeral::EphemeralLimits;
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
 use aether_realtime_edge::http::HttpLimits;
 use aether_realtime_edge::oidc::{JwksSource, OidcConfig};
-use aether_realtime_edge::{start_embedded, EmbeddedConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;

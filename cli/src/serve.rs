@@ -1,8 +1,8 @@
 //! `aether serve`: the distributed roles, against PostgreSQL and Kafka.
 
+use aether_cli::roles::{start_distributed, DistributedConfig, EmbeddedConfig};
 use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
 use aether_realtime_edge::http::health_router;
-use aether_realtime_edge::{start_distributed, DistributedConfig, EmbeddedConfig};
 use std::sync::{Arc, Mutex};
 
 use aether_projections::stream::engine::{PoisonPolicy, ProjectorOptions};

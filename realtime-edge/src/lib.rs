@@ -1,12 +1,11 @@
-//! The realtime edge: GraphQL over HTTP and WebSocket (`graphql-transport-ws`), health and
-//! readiness, and the embedded application that runs every role in one process.
+//! The realtime edge, transport only: GraphQL over HTTP and WebSocket (`graphql-transport-ws`
+//! and `graphql-ws`), fan-out of updates to subscribers, health and readiness, and the feeds
+//! that bring updates and typing/presence signals from Kafka. The roles that use it are wired
+//! in the `aether` binary's crate (`aether_cli::roles`).
 
-pub mod app;
 pub mod audience;
 pub mod edge;
 pub mod http;
 pub mod oidc;
 pub mod protocol;
 pub mod ws;
-
-pub use app::{start_distributed, start_embedded, DistributedConfig, EmbeddedConfig, Running};

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use aether_cli::roles::{start_embedded, EmbeddedConfig};
 use aether_query_api::ephemeral::EphemeralLimits;
-use aether_realtime_edge::{start_embedded, EmbeddedConfig};
 use common::{community, Client, Cluster, Subscriber};
 use serde_json::json;
 

@@ -168,7 +168,7 @@ async fn invite(owner: &mut Client, server: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-async fn world(app: &aether_realtime_edge::Running) -> anyhow::Result<World> {
+async fn world(app: &aether_cli::roles::Running) -> anyhow::Result<World> {
     let mut anonymous = Client::new(app.local_addr);
     let (mut owner, _) = anonymous.register("owner").await?;
     let server = owner

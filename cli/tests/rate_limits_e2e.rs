@@ -7,9 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use aether_cli::roles::{start_embedded, EmbeddedConfig, Running};
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
-use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running};
 use common::{community, send, Client};
 use futures::future::join_all;
 use serde_json::{json, Value};

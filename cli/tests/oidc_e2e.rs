@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aether_cli::roles::{start_embedded, EmbeddedConfig};
 use aether_realtime_edge::oidc::{JwksSource, OidcConfig};
-use aether_realtime_edge::{start_embedded, EmbeddedConfig};
 use common::{unlimited, Client};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use aether_realtime_edge::{start_embedded, EmbeddedConfig, Running};
+use aether_cli::roles::{start_embedded, EmbeddedConfig, Running};
 use anyhow::{anyhow, bail, Context};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -119,14 +119,14 @@ impl Cluster {
             jwt_secret_file: Some(self.secret.clone()),
             ..config
         };
-        let distributed = aether_realtime_edge::DistributedConfig {
+        let distributed = aether_cli::roles::DistributedConfig {
             postgres: aether_commands::postgres::PgEventStore::from_pool(self.db.pool().await?),
             kafka: self.kafka.clone(),
             mongo,
             with_relay,
             relay_latency: None,
         };
-        Ok(aether_realtime_edge::start_distributed(config, distributed).await?)
+        Ok(aether_cli::roles::start_distributed(config, distributed).await?)
     }
 
     /// Stops `instances` (each must stop cleanly within 30 s), the projectors, and drops the

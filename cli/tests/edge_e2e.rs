@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use aether_realtime_edge::Running;
+use aether_cli::roles::Running;
 use common::{community, newest, send, Client, Cluster, Subscriber, CHANNEL_EVENTS};
 use serde_json::json;
 
