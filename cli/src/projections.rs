@@ -22,8 +22,9 @@ use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs};
 pub struct StoreArgs {
     /// The embedded mode's data directory (`aether dev --data-dir`): look at its SQLite read
     /// models instead of the distributed mode's stores. `list`, `dead-letters`, `retry` and
-    /// `dump` work on it, while `aether dev` runs or not.
-    #[arg(long, env = "AETHER_DATA_DIR", conflicts_with = "postgres_url")]
+    /// `dump` work on it, while `aether dev` runs or not. (A flag only: the AETHER_DATA_DIR
+    /// of a shell set up for `aether dev` does not redirect these commands.)
+    #[arg(long, conflicts_with = "postgres_url")]
     pub data_dir: Option<std::path::PathBuf>,
 
     /// PostgreSQL URL of the read models and the projection registry (the distributed mode).

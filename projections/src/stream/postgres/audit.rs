@@ -23,7 +23,7 @@ impl PgProjection for AuditProjection {
         Self::NAME
     }
 
-    fn tables(&self) -> &'static str {
+    fn ddl(&self) -> &'static str {
         r#"
 CREATE TABLE IF NOT EXISTS audit_events (
     event_id       UUID        PRIMARY KEY,

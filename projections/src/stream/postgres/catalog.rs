@@ -7,16 +7,10 @@ use sqlx::PgConnection;
 
 use super::PgProjection;
 use crate::catalog::apply_catalog_event;
+pub use crate::catalog::CatalogProjection;
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
 use crate::updates::Update;
-
-#[derive(Debug, Default)]
-pub struct CatalogProjection;
-
-impl CatalogProjection {
-    pub const NAME: &'static str = "catalog";
-}
 
 #[async_trait]
 impl PgProjection for CatalogProjection {
@@ -24,7 +18,7 @@ impl PgProjection for CatalogProjection {
         Self::NAME
     }
 
-    fn tables(&self) -> &'static str {
+    fn ddl(&self) -> &'static str {
         r#"
 CREATE TABLE IF NOT EXISTS users (
     id            TEXT        PRIMARY KEY,

@@ -34,8 +34,9 @@ pub use search::SearchProjection;
 pub trait PgProjection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
-    /// The read model's tables, unqualified: run with `search_path` set to the version's schema.
-    fn tables(&self) -> &'static str;
+    /// The statements that create the read model's tables, unqualified: run with `search_path`
+    /// set to the version's schema.
+    fn ddl(&self) -> &'static str;
 
     /// `(table, query)` pairs whose rows, in the query's order, are the whole read model.
     fn dump_queries(&self) -> &'static [(&'static str, &'static str)];
@@ -353,7 +354,7 @@ impl ReadStore for PgStore {
              SELECT pg_advisory_xact_lock(hashtext('{schema}')); \
              CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}; \
              {BOOKKEEPING} {}",
-            self.projection.tables(),
+            self.projection.ddl(),
             schema = self.schema,
         );
         run_script(&self.pool, ddl).await

@@ -5,17 +5,11 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 
 use super::PgProjection;
+pub use crate::receipts::ReceiptsProjection;
 use crate::receipts::{apply_receipts_event, RECEIPTS_TABLES};
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
 use crate::updates::Update;
-
-#[derive(Debug, Default)]
-pub struct ReceiptsProjection;
-
-impl ReceiptsProjection {
-    pub const NAME: &'static str = crate::receipts::ReceiptsProjection::NAME;
-}
 
 #[async_trait]
 impl PgProjection for ReceiptsProjection {
@@ -23,7 +17,7 @@ impl PgProjection for ReceiptsProjection {
         Self::NAME
     }
 
-    fn tables(&self) -> &'static str {
+    fn ddl(&self) -> &'static str {
         r#"
 CREATE TABLE IF NOT EXISTS receipt_messages (
     message_id TEXT    PRIMARY KEY,

@@ -26,7 +26,7 @@ impl PgProjection for SearchProjection {
         Self::NAME
     }
 
-    fn tables(&self) -> &'static str {
+    fn ddl(&self) -> &'static str {
         r#"
 CREATE TABLE IF NOT EXISTS search_messages (
     id         TEXT        PRIMARY KEY,
