@@ -150,3 +150,56 @@ async fn a_stopped_projector_leaves_queries_answering_and_an_unreachable_store_f
     assert_eq!(me["me"]["username"], "alice");
     cluster.stop(vec![api, cut_off]).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_loses_postgresql_answers_unavailable_within_seconds() -> anyhow::Result<()>
+{
+    let cluster = Cluster::start(2).await?;
+    let api = cluster.instance(common::unlimited(), true).await?;
+    let mut anonymous = Client::new(api.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    send(&mut alice, &place.channel_id, "hello").await?;
+
+    // A second instance reaches PostgreSQL through a relay the test can cut.
+    // postgres://user:password@host:port/database
+    let url = &cluster.db.url;
+    let (credentials, rest) = url.split_once('@').unwrap_or((url, ""));
+    let (host_port, database) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream: std::net::SocketAddr = tokio::net::lookup_host(host_port)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {host_port}"))?;
+    let relay = common::Cuttable::to(upstream).await?;
+    let through = format!("{credentials}@{}/{database}", relay.addr);
+    let postgres = aether_commands::postgres::PgEventStore::connect(
+        &through,
+        4,
+        std::time::Duration::from_secs(2),
+    )
+    .await?;
+    let cut_off = cluster
+        .instance_with(common::unlimited(), false, postgres, cluster.mongo.clone())
+        .await?;
+    let token = alice.token.clone().unwrap_or_default();
+    let mut alice_there = Client::new(cut_off.local_addr).with_token(&token);
+    let servers = alice_there.ok("{ servers { id } }", json!({})).await?;
+    assert_eq!(servers["servers"].as_array().map(Vec::len), Some(1));
+
+    relay.cut();
+    for query in ["{ servers { id } }", "{ me { username } }"] {
+        let started = std::time::Instant::now();
+        let code = alice_there.error_code(query, json!({})).await?;
+        assert_eq!(code, "UNAVAILABLE", "{query}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{query} took {:?}",
+            started.elapsed()
+        );
+    }
+    // The instance that still reaches PostgreSQL answers as before.
+    let servers = alice.ok("{ servers { id } }", json!({})).await?;
+    assert_eq!(servers["servers"].as_array().map(Vec::len), Some(1));
+    cluster.stop(vec![api, cut_off]).await
+}

@@ -113,6 +113,19 @@ impl Cluster {
         with_relay: bool,
         mongo: mongodb::Database,
     ) -> anyhow::Result<Running> {
+        let postgres = aether_commands::postgres::PgEventStore::from_pool(self.db.pool().await?);
+        self.instance_with(config, with_relay, postgres, mongo)
+            .await
+    }
+
+    /// As [`Self::instance`], on these PostgreSQL and MongoDB connections.
+    pub async fn instance_with(
+        &self,
+        config: EmbeddedConfig,
+        with_relay: bool,
+        postgres: aether_commands::postgres::PgEventStore,
+        mongo: mongodb::Database,
+    ) -> anyhow::Result<Running> {
         let config = EmbeddedConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_grace: Duration::from_secs(2),
@@ -120,7 +133,7 @@ impl Cluster {
             ..config
         };
         let distributed = aether_cli::roles::DistributedConfig {
-            postgres: aether_commands::postgres::PgEventStore::from_pool(self.db.pool().await?),
+            postgres,
             kafka: self.kafka.clone(),
             mongo,
             with_relay,
@@ -473,5 +486,47 @@ impl Subscriber {
             Err(_) => Ok(()),
             Ok(frame) => bail!("expected silence, got {frame:?}"),
         }
+    }
+}
+
+/// A TCP relay on loopback to `upstream` that a test can cut: every connection through it, and
+/// the listener, close at once — a database that went away.
+pub struct Cuttable {
+    pub addr: SocketAddr,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl Cuttable {
+    pub async fn to(upstream: SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cut = tokio_util::sync::CancellationToken::new();
+        let token = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut client, _)) = accepted else {
+                    return;
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, cut })
+    }
+
+    pub fn cut(&self) {
+        self.cut.cancel();
     }
 }
