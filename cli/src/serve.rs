@@ -1,15 +1,9 @@
 //! `aether serve`: the distributed roles, against PostgreSQL and Kafka.
 
-use aether_cli::roles::{start_distributed, DistributedConfig, EmbeddedConfig};
-use aether_commands::relay::{run_relay, RelayConfig, RelayStatus};
-use aether_realtime_edge::http::health_router;
-use std::sync::{Arc, Mutex};
-
+use aether_cli::roles::{projector, relay, start_distributed, DistributedConfig, EmbeddedConfig};
+use aether_commands::relay::RelayConfig;
 use aether_projections::stream::engine::{PoisonPolicy, ProjectorOptions};
-use aether_projections::stream::role::{
-    open_store, run_projector, KafkaUpdates, MetricsSlot, Stores,
-};
-use aether_projections::stream::ProjectorMetrics;
+use aether_projections::stream::role::Stores;
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -149,8 +143,6 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                 postgres: store.pool().clone(),
                 mongo: args.mongo.connect().await?,
             };
-            open_store(&stores, &name, 1)?;
-            let kafka = args.kafka.config();
             let options = ProjectorOptions {
                 batch_size: args.api.projector_batch.max(1),
                 max_attempts: args.projector_attempts.max(1),
@@ -160,109 +152,33 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                 },
                 ..ProjectorOptions::default()
             };
-            let metrics: MetricsSlot =
-                Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(&name, 1))));
-            let updates = Arc::new(KafkaUpdates::new(&kafka)?);
-            let halted = Arc::new(Mutex::new(None::<String>));
-            {
-                let (metrics, token, halted, name) = (
-                    metrics.clone(),
-                    shutdown.clone(),
-                    halted.clone(),
-                    name.clone(),
-                );
-                tasks.spawn(async move {
-                    let outcome = run_projector(
-                        stores,
-                        kafka,
-                        name.clone(),
-                        options,
-                        updates,
-                        metrics,
-                        token,
-                    )
-                    .await;
-                    if let Err(error) = &outcome {
-                        *halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
-                    }
-                    outcome.with_context(|| format!("projector {name} failed"))
-                });
-            }
-            let health = health_router(move || {
-                let failure = halted.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let details = serde_json::json!({ "ready": failure.is_none(), "failure": failure });
-                (failure.is_none(), details)
-            });
-            let router = health.route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let metrics = metrics.clone();
-                    async move {
-                        let text = metrics.lock().unwrap_or_else(|p| p.into_inner()).render();
-                        (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4",
-                            )],
-                            text,
-                        )
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            println!(
-                "aether projector {name}: metrics at http://{}/metrics",
-                listener.local_addr()?
-            );
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-                    .context("metrics endpoint failed")
-            });
+            let addr = projector::start_projector(
+                stores,
+                args.kafka.config(),
+                &name,
+                options,
+                listen,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+            println!("aether projector {name}: metrics at http://{addr}/metrics");
         }
         Role::Relay => {
-            let (status, readiness) = tokio::sync::watch::channel(RelayStatus::default());
             let config = RelayConfig {
                 batch_size: args.relay_batch.max(1),
                 ..RelayConfig::default()
             };
-            let pool = store.pool().clone();
-            let kafka = args.kafka.config();
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                run_relay(pool, kafka, config, status, token)
-                    .await
-                    .context("relay failed")
-            });
-            let router = health_router(move || {
-                let status = readiness.borrow().clone();
-                let ready = !status.active || status.broker_ok;
-                let details = serde_json::json!({
-                    "ready": ready,
-                    "active": status.active,
-                    "brokerReachable": status.broker_ok,
-                    "published": status.published,
-                });
-                (ready, details)
-            });
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            println!(
-                "aether relay: health at http://{}/readyz",
-                listener.local_addr()?
-            );
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-                    .context("health endpoint failed")
-            });
+            let addr = relay::start_relay(
+                store.pool().clone(),
+                args.kafka.config(),
+                config,
+                listen,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+            println!("aether relay: health at http://{addr}/readyz");
         }
     }
     let mut outcome = Ok(());

@@ -1,11 +1,14 @@
-//! The roles of the `aether` binary, wired from the library crates: `dev` runs every role in
-//! one process on SQLite files (the embedded mode); `api` runs a stateless GraphQL instance of
-//! the distributed mode (the `api`, `edge` and `all` roles of `aether serve`). The relay and
-//! projector roles are wired in the binary's `serve` command. Each role is a library function
-//! that takes its config and returns a [`Running`] handle, so tests start them in-process.
+//! The roles of the `aether` binary, wired from the library crates, one module each: `dev` runs
+//! every role in one process on SQLite files (the embedded mode); `api` runs a stateless
+//! GraphQL instance of the distributed mode (the `api`, `edge` and `all` roles of
+//! `aether serve`: one process shape); `relay` and `projector` run the distributed mode's
+//! background roles. Each role is a library function that takes its config and a shutdown
+//! token, so tests start them in-process.
 
 pub mod api;
 pub mod dev;
+pub mod projector;
+pub mod relay;
 
 pub use api::{start_distributed, DistributedConfig};
 pub use dev::{start_embedded, ProjectorControl};

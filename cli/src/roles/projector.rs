@@ -1,0 +1,92 @@
+//! The `projector` role: keeps one projection up to date from the Kafka log in its own store,
+//! following the registry (pause, resume, switch), with `/metrics`, `/healthz` and `/readyz`
+//! on its listen address.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use aether_kafka::KafkaConfig;
+use aether_projections::stream::engine::ProjectorOptions;
+use aether_projections::stream::role::{
+    open_store, run_projector, KafkaUpdates, MetricsSlot, Stores,
+};
+use aether_projections::stream::ProjectorMetrics;
+use aether_realtime_edge::http::health_router;
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Starts projector `name` and its metrics endpoint in `tasks`; returns where the endpoint
+/// listens.
+pub async fn start_projector(
+    stores: Stores,
+    kafka: KafkaConfig,
+    name: &str,
+    options: ProjectorOptions,
+    listen: SocketAddr,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<SocketAddr> {
+    open_store(&stores, name, 1)?;
+    let name = name.to_owned();
+    let metrics: MetricsSlot = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(&name, 1))));
+    let updates = Arc::new(KafkaUpdates::new(&kafka)?);
+    let halted = Arc::new(Mutex::new(None::<String>));
+    {
+        let (metrics, token, halted, name) = (
+            metrics.clone(),
+            shutdown.clone(),
+            halted.clone(),
+            name.clone(),
+        );
+        tasks.spawn(async move {
+            let outcome = run_projector(
+                stores,
+                kafka,
+                name.clone(),
+                options,
+                updates,
+                metrics,
+                token,
+            )
+            .await;
+            if let Err(error) = &outcome {
+                *halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+            }
+            outcome.with_context(|| format!("projector {name} failed"))
+        });
+    }
+    let health = health_router(move || {
+        let failure = halted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let details = serde_json::json!({ "ready": failure.is_none(), "failure": failure });
+        (failure.is_none(), details)
+    });
+    let router = health.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                let text = metrics.lock().unwrap_or_else(|p| p.into_inner()).render();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("metrics endpoint failed")
+    });
+    Ok(addr)
+}
