@@ -513,18 +513,15 @@ impl ReadModels {
                     PageFrom::End => -1,
                 };
                 let messages = self.collection(database, "messages").await?;
-                let documents: Vec<Document> = messages
-                    .find(doc! {
+                let documents = find_all(
+                    &messages,
+                    doc! {
                         "channel_id": channel.to_string(),
                         "channel_seq": { "$gt": after, "$lt": before },
-                    })
-                    .sort(doc! { "channel_seq": order })
-                    .limit(limit)
-                    .await
-                    .map_err(mongo_error)?
-                    .try_collect()
-                    .await
-                    .map_err(mongo_error)?;
+                    },
+                    Some((doc! { "channel_seq": order }, limit)),
+                )
+                .await?;
                 documents
                     .iter()
                     .map(message_document)
@@ -574,17 +571,12 @@ impl ReadModels {
                     .collect()
             }
             Timeline::Mongo(database) => {
-                let events: Vec<Document> = self
-                    .collection(database, "channel_events")
-                    .await?
-                    .find(doc! { "channel_id": channel.to_string(), "seq": { "$gt": after } })
-                    .sort(doc! { "seq": 1 })
-                    .limit(limit)
-                    .await
-                    .map_err(mongo_error)?
-                    .try_collect()
-                    .await
-                    .map_err(mongo_error)?;
+                let events = find_all(
+                    &self.collection(database, "channel_events").await?,
+                    doc! { "channel_id": channel.to_string(), "seq": { "$gt": after } },
+                    Some((doc! { "seq": 1 }, limit)),
+                )
+                .await?;
                 if events.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -592,15 +584,12 @@ impl ReadModels {
                     .iter()
                     .filter_map(|event| event.get_str("message_id").ok())
                     .collect();
-                let messages: Vec<Document> = self
-                    .collection(database, "messages")
-                    .await?
-                    .find(doc! { "_id": { "$in": ids } })
-                    .await
-                    .map_err(mongo_error)?
-                    .try_collect()
-                    .await
-                    .map_err(mongo_error)?;
+                let messages = find_all(
+                    &self.collection(database, "messages").await?,
+                    doc! { "_id": { "$in": ids } },
+                    None,
+                )
+                .await?;
                 let mut by_id = HashMap::new();
                 for document in &messages {
                     let row = message_document(document)?;
@@ -729,6 +718,24 @@ fn applied(row: Option<SqlRow>, sequence: i64) -> Result<bool, RowError> {
         Some(row) => row.get::<i64>("sequence")? >= sequence,
         None => false,
     })
+}
+
+/// Every document of `collection` that matches `filter`, sorted and limited if asked.
+async fn find_all(
+    collection: &mongodb::Collection<Document>,
+    filter: Document,
+    sorted: Option<(Document, i64)>,
+) -> Result<Vec<Document>, RowError> {
+    let find = collection.find(filter);
+    let cursor = match sorted {
+        Some((order, limit)) => find.sort(order).limit(limit).await,
+        None => find.await,
+    };
+    cursor
+        .map_err(mongo_error)?
+        .try_collect()
+        .await
+        .map_err(mongo_error)
 }
 
 fn event_kind(kind: String) -> Result<ChannelEventKind, RowError> {
