@@ -176,12 +176,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         channels: args.channels,
         rate: args.rate,
         seconds: args.seconds,
+        settle_quiet: SETTLE_QUIET,
     };
     let fanout = Shape {
         subscribers: args.fanout_subscribers,
         channels: 1,
         rate: args.fanout_rate,
         seconds: args.seconds,
+        settle_quiet: SETTLE_QUIET,
     };
     let mut results = Results {
         started: chrono::Utc::now()
@@ -372,6 +374,9 @@ pub(crate) struct Shape {
     pub(crate) channels: usize,
     pub(crate) rate: u32,
     pub(crate) seconds: u64,
+    /// After sending, how long the deliveries may stop coming before the rest count as not
+    /// received ([`SETTLE_QUIET`] unless a path delivers in longer bursts).
+    pub(crate) settle_quiet: Duration,
 }
 
 impl Shape {
@@ -398,7 +403,7 @@ struct Tally {
 
 /// After sending, how long the deliveries may stop coming before the rest count as not
 /// received, and the longest a phase waits for its backlog in all.
-const SETTLE_QUIET: Duration = Duration::from_secs(3);
+pub(crate) const SETTLE_QUIET: Duration = Duration::from_secs(3);
 const SETTLE_MAX: Duration = Duration::from_secs(60);
 
 impl Tally {
@@ -408,16 +413,13 @@ impl Tally {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Waits until `expected` deliveries arrived, none arrived for [`SETTLE_QUIET`], or
-    /// [`SETTLE_MAX`] passed: a backlog still draining counts as late, not as lost.
-    async fn settle(&self, expected: u64) {
+    /// Waits until `expected` deliveries arrived, none arrived for `quiet`, or [`SETTLE_MAX`]
+    /// passed: a backlog still draining counts as late, not as lost.
+    async fn settle(&self, expected: u64, quiet: Duration) {
         let started = Instant::now();
         let mut seen = self.arrived.load(std::sync::atomic::Ordering::Relaxed);
         let mut quiet_since = Instant::now();
-        while seen < expected
-            && quiet_since.elapsed() < SETTLE_QUIET
-            && started.elapsed() < SETTLE_MAX
-        {
+        while seen < expected && quiet_since.elapsed() < quiet && started.elapsed() < SETTLE_MAX {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now = self.arrived.load(std::sync::atomic::Ordering::Relaxed);
             if now != seen {
@@ -598,6 +600,8 @@ impl Product {
         let tally = Tally::default();
         let stop = tokio_util::sync::CancellationToken::new();
         let mut readers = tokio::task::JoinSet::new();
+        // This phase's messages' bodies: `<tag><send instant>`.
+        let tag: Arc<str> = Arc::from(format!("{:08x}.{EPOCH_FIELD}=", rand::random::<u32>()));
         eprintln!("  subscribing {} connections", shape.subscribers);
         for n in 0..shape.subscribers {
             let channel = channels[n % channels.len()].clone();
@@ -609,7 +613,7 @@ impl Product {
                         .to_string(),
                 ))
                 .await?;
-            let (tally, stop) = (tally.clone(), stop.clone());
+            let (tally, stop, tag) = (tally.clone(), stop.clone(), tag.clone());
             readers.spawn(async move {
                 let mut mine = Vec::new();
                 let mut last_us = 0;
@@ -622,7 +626,6 @@ impl Product {
                         break;
                     };
                     let now = stamp(epoch);
-                    last_us = now;
                     let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
                         continue;
                     };
@@ -635,10 +638,13 @@ impl Product {
                     let body = message["payload"]["data"]["channelEvents"]["message"]["body"]
                         .as_str()
                         .unwrap_or_default();
+                    // Only this phase's messages: an earlier phase's, still on their way, carry
+                    // another tag and a stamp from another epoch.
                     if let Some(sent) = body
-                        .strip_prefix(&format!("{EPOCH_FIELD}="))
+                        .strip_prefix(tag.as_ref())
                         .and_then(|t| t.parse::<u64>().ok())
                     {
+                        last_us = now;
                         mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
                         tally.arrived();
                     }
@@ -668,14 +674,15 @@ impl Product {
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 break;
             };
-            let (http, owner, channel, failures) = (
+            let (http, owner, channel, failures, tag) = (
                 self.http.clone(),
                 self.owner.clone(),
                 channels[n as usize % channels.len()].clone(),
                 failures.clone(),
+                tag.clone(),
             );
             sends.spawn(async move {
-                let body = format!("{EPOCH_FIELD}={}", stamp(epoch));
+                let body = format!("{tag}{}", stamp(epoch));
                 if graphql(&http, api, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_err() {
                     failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -686,7 +693,9 @@ impl Product {
         let send_seconds = started.elapsed().as_secs_f64();
         let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
         // Let the backlog land, then stop the readers.
-        tally.settle(shape.expected(total - failed)).await;
+        tally
+            .settle(shape.expected(total - failed), shape.settle_quiet)
+            .await;
         stop.cancel();
         while readers.join_next().await.is_some() {}
         Ok(tally.phase(
@@ -816,7 +825,9 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
         let _ = feeds[n as usize % shape.channels].send(Arc::from(message.to_string()));
     }
     let send_seconds = started.elapsed().as_secs_f64();
-    tally.settle(shape.expected(total)).await;
+    tally
+        .settle(shape.expected(total), shape.settle_quiet)
+        .await;
     readers_stop.cancel();
     while readers.join_next().await.is_some() {}
     stop.cancel();
