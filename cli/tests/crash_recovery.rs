@@ -1,54 +1,13 @@
 //! The `aether` binary killed with SIGKILL after events were stored but before any was
 //! projected: after a restart the read models converge to the full history.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
+use common::dev_process::spawn_dev;
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `aether dev` on a free port and waits for the line that says where it listens.
-fn spawn(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aether"))
-        .args([
-            "--log",
-            "warn",
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .ok_or_else(|| anyhow::anyhow!("unexpected first line: {line:?}"))?
-        .to_owned();
-    Ok(Server { child, url })
-}
 
 async fn gql(
     url: &str,
@@ -74,7 +33,7 @@ async fn gql(
 #[tokio::test]
 async fn read_models_converge_after_a_kill_between_append_and_projection() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut server = spawn(dir.path(), &["--projectors", "paused"])?;
+    let mut server = spawn_dev(dir.path(), &["--projectors", "paused"])?;
 
     let registered = gql(
         &server.url,
@@ -148,7 +107,7 @@ async fn read_models_converge_after_a_kill_between_append_and_projection() -> an
     server.child.kill()?; // SIGKILL: no shutdown, no flush
     server.child.wait()?;
 
-    let server = spawn(dir.path(), &[])?;
+    let server = spawn_dev(dir.path(), &[])?;
     let history = tokio::time::timeout(
         Duration::from_secs(30),
         gql(
@@ -184,7 +143,7 @@ async fn read_models_converge_after_a_kill_between_append_and_projection() -> an
 #[tokio::test]
 async fn sigterm_stops_the_server_cleanly_and_keeps_what_was_accepted() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut server = spawn(dir.path(), &[])?;
+    let mut server = spawn_dev(dir.path(), &[])?;
     gql(
         &server.url,
         None,
@@ -205,7 +164,7 @@ async fn sigterm_stops_the_server_cleanly_and_keeps_what_was_accepted() -> anyho
     assert!(status?.success(), "a clean shutdown exits 0");
     drop(server);
 
-    let server = spawn(dir.path(), &[])?;
+    let server = spawn_dev(dir.path(), &[])?;
     let login = gql(
         &server.url,
         None,

@@ -1,58 +1,14 @@
 //! The embedded mode's projectors park an event they cannot apply as a dead letter, go on with
 //! the rest, and an operator lists it with `aether projections dead-letters --data-dir`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::dev_process::spawn_dev;
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `aether dev` on a free port and waits for the line that says where it listens. Its
-/// output (the logs too) is read to the end on a thread of its own, so it never blocks.
-fn spawn(data_dir: &Path) -> anyhow::Result<Server> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aether"))
-        .args([
-            "--log",
-            "warn",
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let (found, url) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                let _ = found.send(url.to_owned());
-            }
-        }
-    });
-    let url = url
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| anyhow::anyhow!("aether dev did not say where it listens"))?;
-    Ok(Server { child, url })
-}
 
 async fn gql(
     url: &str,
@@ -98,7 +54,7 @@ const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages { edges { nod
 #[tokio::test]
 async fn a_poison_event_is_parked_the_rest_flows_and_the_operator_lists_it() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = spawn(dir.path())?;
+    let server = spawn_dev(dir.path(), &[])?;
     let url = server.url.clone();
     let registered = gql(
         &url,
@@ -160,7 +116,7 @@ async fn a_poison_event_is_parked_the_rest_flows_and_the_operator_lists_it() -> 
     events.close().await;
 
     // The projectors park it after their attempts and go on: a message sent afterwards shows.
-    let server = spawn(dir.path())?;
+    let server = spawn_dev(dir.path(), &[])?;
     let url = server.url.clone();
     gql(
         &url,

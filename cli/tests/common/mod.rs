@@ -1,6 +1,9 @@
 //! A test client for the embedded application: GraphQL over HTTP and `graphql-transport-ws`.
 #![allow(dead_code)]
 
+pub mod dev_process;
+pub mod processes;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
