@@ -489,8 +489,8 @@ async fn rebuild(
     Ok(())
 }
 
-/// Applies the log to `store` until it is within one batch of the log end, or no longer gains
-/// on it, with a progress bar (rate and ETA) on standard error. Returns the events consumed.
+/// Applies the log to `store` until it is within one batch of the log end, with a progress bar
+/// (rate and ETA) on standard error. Returns the events consumed.
 pub async fn build_until_caught_up(
     kafka: &KafkaConfig,
     store: Arc<dyn ReadStore>,
@@ -525,11 +525,7 @@ pub async fn build_until_caught_up(
     };
     let (_paused, paused) = watch::channel(false);
     let started = Instant::now();
-    // New events keep arriving while we build: go round until a pass finds almost nothing new,
-    // or until the lag stops shrinking (writers as fast as the rebuild tails the log: another
-    // pass would not get closer, and after the switch the projector process applies the rest
-    // from the new version's checkpoint; reads with a consistency token wait for it).
-    let mut previous_lag = i64::MAX;
+    // New events keep arriving while we build: go round until a pass finds almost nothing new.
     loop {
         let before = store.checkpoint().await?.total();
         projector
@@ -541,15 +537,6 @@ pub async fn build_until_caught_up(
         if after - before <= batch as i64 || end.events <= batch as i64 {
             break;
         }
-        if end.events >= previous_lag {
-            progress.println(format!(
-                "{name}: the log grows as fast as the rebuild reads it ({} events behind); \
-                 stopping here",
-                end.events
-            ));
-            break;
-        }
-        previous_lag = end.events;
         if started.elapsed() > Duration::from_secs(24 * 3600) {
             break;
         }
