@@ -428,18 +428,29 @@ impl ReadStore for SqliteStore {
     }
 
     async fn drop_version(&self) -> Result<(), StoreError> {
-        if let Some(pool) = self.pool.lock().await.take() {
-            pool.close().await;
+        // Tables are dropped, not the file deleted: a connection of the old pool still closing
+        // would remove the `-wal` and `-shm` files of a new database of the same name (seen as
+        // SQLite's "disk I/O error" on the next write).
+        let pool = self.pool().await?;
+        let mut conn = pool.acquire().await.map_err(unavailable)?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+        for table in tables {
+            let quoted = table.replace('"', "\"\"");
+            sqlx::query(&format!("DROP TABLE IF EXISTS \"{quoted}\""))
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
         }
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.path.clone().into_os_string();
-            path.push(suffix);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(StoreError::Unavailable(error.to_string())),
-            }
-        }
+        // Give the space back.
+        sqlx::query("VACUUM")
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }
