@@ -1,4 +1,5 @@
-//! The GraphQL object types of API.md.
+//! The GraphQL object types of the API (introspect the schema, or open GraphQL Playground at
+//! `/graphql`, for the whole of it).
 
 use aether_commands::service::{
     ChannelRecord, ConversationRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,

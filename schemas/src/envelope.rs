@@ -1,4 +1,4 @@
-//! The event envelope of DESIGN.md: identity, ordering, causality and the event's data.
+//! The event envelope every event carries on every topic (docs/events.md): identity, ordering, causality and the event's data.
 
 use std::collections::HashMap;
 

@@ -139,8 +139,8 @@ fn no_incompatible_change_without_a_new_version() {
     assert!(
         broken.is_empty(),
         "the Rust types changed a published event version incompatibly:\n  {}\n\n\
-         Events are forever (DESIGN.md rule 8): readers of the log, and events already written, \
-         depend on these schemas. Either make the change compatible (only add optional fields: \
+         Events are forever (docs/architecture.md, log rule 8): readers of the log, and events \
+         already written, depend on these schemas. Either make the change compatible (only add optional fields: \
          `Option` or `#[serde(default)]`), or give the event type a new major version in \
          aether_schemas::catalog and the domain's `event_version`, run `{COMMAND}` (it writes \
          <Type>.v<N>.json beside the frozen old file), add schemas/golden/<Type>.v<N>.json, and \

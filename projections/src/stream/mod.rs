@@ -1,7 +1,7 @@
 //! The distributed read side: projectors that consume the Kafka event topics into their own
 //! stores (PostgreSQL, MongoDB), each in its own process.
 //!
-//! A projector owns its offsets (DESIGN.md rule 4): the next offset of every partition is part
+//! A projector owns its offsets (log rule 4 in docs/architecture.md): the next offset of every partition is part
 //! of the read model and is written in the same store transaction as the rows a batch changed.
 //! On start it seeks to that checkpoint; Kafka's consumer-group offsets are never used.
 

@@ -72,8 +72,8 @@ fn refusal(refused: &[String]) -> String {
     format!(
         "refused to overwrite published schemas with incompatible ones; nothing was \
          written:\n{}\n\n\
-         A published event version is forever (DESIGN.md rule 8). Keep the old type as it is, \
-         or give the event type a new major version (a new schemas/json/<Type>.v<N>.json is \
+         A published event version is forever (docs/architecture.md, log rule 8). Keep the old \
+         type as it is, or give the event type a new major version (a new schemas/json/<Type>.v<N>.json is \
          then written beside the old one), add a golden example for it under schemas/golden/, \
          and an upcaster from the old version in aether_schemas::catalog::upcast.",
         refused.join("\n")
