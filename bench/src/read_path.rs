@@ -42,7 +42,7 @@ use uuid::Uuid;
 
 use crate::realtime::{graphql_body, nproc, phase_json, product_config, Phase, Product, Shape};
 use crate::report::{cpu_cell, load_average, publish, Machine, Report};
-use crate::servers::{ensure_local, ensure_local_mongo, redact_password, BenchDatabase};
+use crate::servers::{redact_password, BenchDatabase, Servers};
 use crate::stats::{micros, CpuSample, CpuUse, Summary};
 
 #[derive(Debug, clap::Args)]
@@ -78,24 +78,9 @@ pub struct Args {
     /// Read-your-own-write round trips per mode; 0 skips them.
     #[arg(long, default_value_t = 200)]
     ryow: usize,
-    /// PostgreSQL server (an admin URL: the benchmark creates and drops its own database).
-    #[arg(
-        long,
-        env = "AETHER_TEST_POSTGRES",
-        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres: String,
-    /// Kafka-compatible broker, `host:port`.
-    #[arg(long, env = "AETHER_TEST_KAFKA", default_value = "127.0.0.1:9092")]
-    kafka: String,
-    /// MongoDB-compatible server of the timeline read model (the benchmark uses its own
-    /// database in it and drops it afterwards).
-    #[arg(
-        long,
-        env = "AETHER_TEST_MONGO",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
-    )]
-    mongo: String,
+    /// The servers the distributed mode runs on.
+    #[command(flatten)]
+    servers: Servers,
     /// Partitions of each topic (`aether serve`'s default).
     #[arg(long, default_value_t = 6)]
     partitions: i32,
@@ -188,8 +173,7 @@ impl Args {
             !(self.no_embedded && self.no_distributed),
             "nothing to run: both modes skipped"
         );
-        ensure_local(&self.postgres, &self.kafka)?;
-        ensure_local_mongo(&self.mongo)
+        self.servers.ensure_local()
     }
 
     fn shape(&self, rate: u32) -> Shape {
@@ -272,9 +256,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "pool": args.pool,
             "projector_batch": args.projector_batch,
             "projector_linger_ms": args.projector_linger_ms,
-            "postgres": redact_password(&args.postgres),
-            "kafka": args.kafka,
-            "mongo": args.mongo,
+            "postgres": redact_password(&args.servers.postgres),
+            "kafka": args.servers.kafka,
+            "mongo": args.servers.mongo,
         }),
         ..Results::default()
     };
@@ -301,7 +285,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     if !args.no_distributed {
         eprintln!("distributed: API + relay, broker, projectors, edge instance");
-        let db = BenchDatabase::create(&args.postgres).await?;
+        let db = BenchDatabase::create(&args.servers.postgres).await?;
         let outcome = tokio::select! {
             outcome = distributed(&args, &db) => outcome,
             _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
@@ -327,16 +311,16 @@ async fn distributed(args: &Args, db: &BenchDatabase) -> anyhow::Result<(Mode, M
     };
     let projector_store = connect().await?;
     projector_store.migrate().await?;
-    let machine = Machine::probe(projector_store.pool(), &args.kafka).await;
+    let machine = Machine::probe(projector_store.pool(), &args.servers.kafka).await;
     let kafka = KafkaConfig {
-        bootstrap: args.kafka.clone(),
+        bootstrap: args.servers.kafka.clone(),
         topic_prefix: format!("bench{}.", Uuid::new_v4().simple()),
         partitions: args.partitions,
         ..KafkaConfig::default()
     };
     init_topics(&kafka).await.context("creating the topics")?;
     eprintln!("  database {}, topics {}*", db.name, kafka.topic_prefix);
-    let mongo = mongodb::Client::with_uri_str(&args.mongo)
+    let mongo = mongodb::Client::with_uri_str(&args.servers.mongo)
         .await
         .context("connecting to the MongoDB-compatible server")?
         .database(&format!("bench_{}", Uuid::new_v4().simple()));

@@ -12,6 +12,37 @@ use uuid::Uuid;
 
 use crate::report::Machine;
 
+/// The servers a benchmark of the distributed mode runs against, each on loopback by default.
+#[derive(Debug, clap::Args)]
+pub struct Servers {
+    /// PostgreSQL server (an admin URL: the benchmark creates and drops its own database).
+    #[arg(
+        long,
+        env = "AETHER_TEST_POSTGRES",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres: String,
+    /// Kafka-compatible broker, `host:port`.
+    #[arg(long, env = "AETHER_TEST_KAFKA", default_value = "127.0.0.1:9092")]
+    pub kafka: String,
+    /// MongoDB-compatible server of the timeline read model (the benchmark uses its own
+    /// database in it and drops it afterwards).
+    #[arg(
+        long,
+        env = "AETHER_TEST_MONGO",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
+    )]
+    pub mongo: String,
+}
+
+impl Servers {
+    /// Refuses any server off loopback: load is only ever sent to this machine.
+    pub fn ensure_local(&self) -> anyhow::Result<()> {
+        ensure_local(&self.postgres, &self.kafka)?;
+        ensure_local_mongo(&self.mongo)
+    }
+}
+
 /// Refuses servers that are not on this machine: a benchmark must never load someone else's.
 pub fn ensure_local(postgres: &str, kafka: &str) -> anyhow::Result<()> {
     let options = PgConnectOptions::from_str(postgres).context("--postgres")?;

@@ -39,7 +39,7 @@ use uuid::Uuid;
 use crate::report::{
     publish, InsertResult, LevelResult, Machine, ProduceResult, Results, Settings, TARGET_PER_S,
 };
-use crate::servers::{ensure_local, redact_password, BenchDatabase};
+use crate::servers::{redact_password, BenchDatabase, Servers};
 use crate::stats::{micros, CpuSample, Summary};
 
 /// Most load levels, clients per level, seconds per phase: keeps a run bounded.
@@ -59,24 +59,9 @@ pub struct Args {
     /// Seconds of load per level, and of each raw baseline.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// PostgreSQL server (an admin URL: the benchmark creates and drops its own database).
-    #[arg(
-        long,
-        env = "AETHER_TEST_POSTGRES",
-        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres: String,
-    /// Kafka-compatible broker, `host:port`.
-    #[arg(long, env = "AETHER_TEST_KAFKA", default_value = "127.0.0.1:9092")]
-    kafka: String,
-    /// MongoDB-compatible server of the timeline read model (the benchmark uses its own
-    /// database in it and drops it afterwards).
-    #[arg(
-        long,
-        env = "AETHER_TEST_MONGO",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
-    )]
-    mongo: String,
+    /// The servers the distributed mode runs on.
+    #[command(flatten)]
+    servers: Servers,
     /// Where `write-path.json` and `write-path.md` go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -123,7 +108,7 @@ impl Args {
         ensure!((1..=64).contains(&self.channels), "--channels: 1 to 64");
         ensure!((1..=64).contains(&self.partitions), "--partitions: 1 to 64");
         ensure!((2..=256).contains(&self.pool), "--pool: 2 to 256");
-        ensure_local(&self.postgres, &self.kafka)
+        self.servers.ensure_local()
     }
 }
 
@@ -137,9 +122,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let started_at = Utc::now();
     let wall = Instant::now();
-    let db = BenchDatabase::create(&args.postgres).await?;
+    let db = BenchDatabase::create(&args.servers.postgres).await?;
     let kafka = KafkaConfig {
-        bootstrap: args.kafka.clone(),
+        bootstrap: args.servers.kafka.clone(),
         topic_prefix: format!("bench{}.", Uuid::new_v4().simple()),
         partitions: args.partitions,
         ..KafkaConfig::default()
@@ -173,8 +158,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         group_commit: args.group_commit,
         partitions: args.partitions,
         channels: args.channels,
-        postgres: redact_password(&args.postgres),
-        kafka: args.kafka.clone(),
+        postgres: redact_password(&args.servers.postgres),
+        kafka: args.servers.kafka.clone(),
     };
     publish(&results, &args.out)?;
     Ok(())
@@ -199,7 +184,7 @@ async fn measure(
         .max_connections(1)
         .connect(&db.url)
         .await?;
-    let machine = Machine::probe(&watch, &args.kafka).await;
+    let machine = Machine::probe(&watch, &args.servers.kafka).await;
     init_topics(kafka).await.context("creating the topics")?;
 
     let dir = tempfile::tempdir()?;
@@ -223,7 +208,7 @@ async fn measure(
     };
     // The projectors the API's queries read, in this process (a deployment runs each in its
     // own): the setup's mutations wait for them.
-    let mongo = mongodb::Client::with_uri_str(&args.mongo)
+    let mongo = mongodb::Client::with_uri_str(&args.servers.mongo)
         .await
         .context("connecting to the MongoDB-compatible server")?
         .database(&format!("bench_{}", Uuid::new_v4().simple()));
