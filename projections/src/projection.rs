@@ -2,7 +2,7 @@
 //! engine ([`crate::stream::StreamProjector`]) runs it through [`crate::stream::sqlite::SqliteStore`],
 //! which adds the checkpoint, the duplicate guard and the dead letters.
 
-use aether_schemas::{LogError, LoggedEvent};
+use aether_schemas::LoggedEvent;
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 
@@ -11,8 +11,6 @@ use crate::updates::Update;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    #[error(transparent)]
-    Log(#[from] LogError),
     #[error("read model store: {0}")]
     Store(#[from] sqlx::Error),
     #[error(transparent)]

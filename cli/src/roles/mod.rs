@@ -25,7 +25,7 @@ use aether_commands::{ChatCommands, SqliteEventStore};
 use aether_projections::rows::RowError;
 use aether_projections::stream::engine::ProjectorFailure;
 use aether_projections::stream::ProjectorOptions;
-use aether_projections::{ProjectionError, ReadModels, UpdateBus};
+use aether_projections::{ReadModels, UpdateBus};
 use aether_query_api::ephemeral::{Ephemeral, EphemeralLimits};
 use aether_query_api::{build_schema, ApiLimits, ApiState};
 use aether_realtime_edge::audience::{AudienceStats, Audiences};
@@ -93,12 +93,6 @@ pub enum AppError {
     },
     #[error(transparent)]
     Store(#[from] aether_commands::store::StoreError),
-    #[error("read model store: {0}")]
-    ReadStore(#[from] sqlx::Error),
-    #[error("read model migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(transparent)]
-    Projection(#[from] ProjectionError),
     #[error("read model store: {0}")]
     ProjectionStore(#[from] aether_projections::stream::StoreError),
     #[error("projector: {0}")]
