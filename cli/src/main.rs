@@ -201,6 +201,11 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 900, env = "AETHER_ACCESS_TOKEN_TTL")]
     access_token_ttl: u64,
 
+    /// Ended sessions (sign-outs, reused refresh tokens) remembered at most, each for one
+    /// access-token lifetime: their access tokens are refused and their WebSockets closed.
+    #[arg(long, default_value_t = aether_query_api::revocation::DEFAULT_MAX_REVOKED, env = "AETHER_MAX_REVOKED_SESSIONS")]
+    max_revoked_sessions: usize,
+
     /// Milliseconds a typing signal holds unless renewed.
     #[arg(long, default_value_t = 6000, env = "AETHER_TYPING_TTL_MS")]
     typing_ttl_ms: u64,
@@ -288,6 +293,7 @@ impl DevArgs {
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
+            max_revoked_sessions: self.max_revoked_sessions.max(1),
             oidc: match (self.oidc_issuer, self.oidc_audience, self.oidc_jwks) {
                 (Some(issuer), Some(audience), Some(jwks)) => Some(OidcConfig {
                     issuer,

@@ -77,6 +77,9 @@ pub struct Verified {
     pub user: UserId,
     pub session: Option<uuid::Uuid>,
     pub generation: Option<u32>,
+    /// When the token was issued and when it expires (seconds since the epoch).
+    pub issued_at: i64,
+    pub expires_at: i64,
 }
 
 /// Issues tokens with the keyring's active key and verifies them with any of its keys.
@@ -168,6 +171,11 @@ impl TokenIssuer {
         &self.jwks
     }
 
+    /// How long an access token lives.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
     pub fn issue(&self, user: UserId, kind: TokenKind) -> Result<String, AuthError> {
         self.sign(user, kind, None, None)
     }
@@ -249,6 +257,8 @@ impl TokenIssuer {
             user: UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)?,
             session,
             generation: data.claims.generation,
+            issued_at: data.claims.iat,
+            expires_at: data.claims.exp,
         };
         if kind == TokenKind::Access {
             self.verified
@@ -384,6 +394,8 @@ mod tests {
             user: UserId::new(),
             session: None,
             generation: None,
+            issued_at: 0,
+            expires_at: 100,
         };
         for i in 0..VERIFIED_TOKENS_MAX + 10 {
             tokens.remember(&format!("token-{i}"), verified, 100, 50);

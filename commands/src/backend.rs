@@ -18,6 +18,130 @@ pub enum EventStoreBackend {
     Postgres(PgEventStore),
 }
 
+/// The session ends (`SessionEnded`, `AllSessionsEnded`) read at start-up at most.
+pub const RECENT_SESSION_ENDS: i64 = 100_000;
+
+impl EventStoreBackend {
+    /// The newest session ends in the store (at most `limit`), newest first, as the public log
+    /// carries them: an instance that starts learns which access tokens not to accept.
+    pub async fn recent_session_ends(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<aether_schemas::EventEnvelope>, StoreError> {
+        let rows = self.session_ends(None, limit).await?;
+        Ok(rows.into_iter().map(|(_, envelope)| envelope).collect())
+    }
+
+    /// The session ends after log position `after` (at most `limit`), oldest first, with
+    /// their positions: how the embedded mode follows its own log for them.
+    pub async fn session_ends_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, aether_schemas::EventEnvelope)>, StoreError> {
+        self.session_ends(Some(after), limit).await
+    }
+
+    async fn session_ends(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, aether_schemas::EventEnvelope)>, StoreError> {
+        use sqlx::Row;
+        type Fields = (i64, String, String, i64, String, String, Value, Value);
+        let (placeholder_after, placeholder_limit) = match self {
+            EventStoreBackend::Sqlite(_) => ("?", "?"),
+            EventStoreBackend::Postgres(_) => ("$1", "$2"),
+        };
+        let query = format!(
+            "SELECT position, aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata FROM events \
+             WHERE event_type IN ('SessionEnded', 'AllSessionsEnded') AND position > {placeholder_after} \
+             ORDER BY position {} LIMIT {placeholder_limit}",
+            if after.is_some() { "ASC" } else { "DESC" }
+        );
+        let after = after.unwrap_or(-1);
+        let unavailable = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
+        let rows: Vec<Fields> = match self {
+            EventStoreBackend::Sqlite(store) => {
+                let rows = sqlx::query(&query)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(store.pool())
+                    .await
+                    .map_err(unavailable)?;
+                rows.iter()
+                    .filter_map(|row| {
+                        let json = |column: &str| {
+                            row.try_get::<String, _>(column)
+                                .ok()
+                                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                        };
+                        Some((
+                            row.try_get("position").ok()?,
+                            row.try_get("aggregate_type").ok()?,
+                            row.try_get("aggregate_id").ok()?,
+                            row.try_get("sequence").ok()?,
+                            row.try_get("event_type").ok()?,
+                            row.try_get("event_version").ok()?,
+                            json("payload")?,
+                            json("metadata")?,
+                        ))
+                    })
+                    .collect()
+            }
+            EventStoreBackend::Postgres(store) => {
+                let rows = sqlx::query(&query)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(store.pool())
+                    .await
+                    .map_err(unavailable)?;
+                rows.iter()
+                    .filter_map(|row| {
+                        Some((
+                            row.try_get("position").ok()?,
+                            row.try_get("aggregate_type").ok()?,
+                            row.try_get("aggregate_id").ok()?,
+                            row.try_get("sequence").ok()?,
+                            row.try_get("event_type").ok()?,
+                            row.try_get("event_version").ok()?,
+                            row.try_get("payload").ok()?,
+                            row.try_get("metadata").ok()?,
+                        ))
+                    })
+                    .collect()
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(
+                    position,
+                    aggregate_type,
+                    aggregate_id,
+                    sequence,
+                    event_type,
+                    version,
+                    payload,
+                    metadata,
+                )| {
+                    let envelope = aether_schemas::EventEnvelope::from_stored(
+                        &aggregate_type,
+                        &aggregate_id,
+                        u64::try_from(sequence).ok()?,
+                        &event_type,
+                        &version,
+                        payload,
+                        &aether_schemas::Metadata::from_value(&metadata),
+                    );
+                    Some((position, envelope))
+                },
+            )
+            .collect())
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {

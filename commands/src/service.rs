@@ -1262,7 +1262,11 @@ impl<R: WriteStore> ChatCommands<R> {
     }
 
     /// Ends every session of `user` that started before now (sign out everywhere).
-    pub async fn end_all_sessions(&self, user: UserId) -> Result<Written, CommandError> {
+    /// Answers with the instant the sessions ended at: those that started before it.
+    pub async fn end_all_sessions(
+        &self,
+        user: UserId,
+    ) -> Result<Committed<chrono::DateTime<chrono::Utc>>, CommandError> {
         let ctx = CommandContext::new(Some(user));
         let id = user.to_string();
         let (state, sequence) = self.load_at::<User>(&id).await?;
@@ -1270,7 +1274,16 @@ impl<R: WriteStore> ChatCommands<R> {
         let (_, position) = self
             .decide_retrying(&id, state, sequence, command, &ctx.metadata(id.clone()))
             .await?;
-        Ok(position)
+        Ok(Committed {
+            value: ctx.at,
+            position,
+        })
+    }
+
+    /// Whether `session` has ended (signed out, or ended by a reused refresh token).
+    pub async fn session_ended(&self, session_id: Uuid) -> Result<bool, CommandError> {
+        let session: Session = self.load(&session_id.to_string()).await?;
+        Ok(session.ended.is_some())
     }
 
     // --- read markers ---------------------------------------------------------------------

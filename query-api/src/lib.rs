@@ -10,6 +10,7 @@ pub mod error;
 mod mutation;
 mod query;
 pub mod rate;
+pub mod revocation;
 mod subscription;
 pub mod tap;
 pub mod types;
@@ -86,6 +87,8 @@ pub struct ApiState {
     /// Typing and presence.
     pub ephemeral: Arc<ephemeral::Ephemeral>,
     pub tokens: TokenIssuer,
+    /// Sessions that ended: their access tokens are refused.
+    pub revocations: Arc<revocation::Revocations>,
     pub limits: ApiLimits,
     /// Cancelled on shutdown: open subscriptions end.
     pub shutdown: CancellationToken,

@@ -299,10 +299,21 @@ impl MutationRoot {
                     "this refresh token belongs to no session; sign in again",
                 ));
             };
-            let next = state
+            let next = match state
                 .commands
                 .refresh_session(verified.user, session, generation)
-                .await?;
+                .await
+            {
+                Ok(next) => next,
+                Err(error) => {
+                    // A reused refresh token ended the session: its access tokens stop
+                    // working here at once (other instances apply the event from the log).
+                    if state.commands.session_ended(session).await.unwrap_or(false) {
+                        state.revocations.end_session(session, chrono::Utc::now());
+                    }
+                    return Err(error.into());
+                }
+            };
             let next = committed(ctx, next);
             let user: User = load_user(state, verified.user).await?;
             let (access_token, refresh_token) = tokens(ctx, &next)?;
@@ -316,8 +327,8 @@ impl MutationRoot {
         gql(result)
     }
 
-    /// Signs out on this device: the session's refresh token stops working at once (its access
-    /// token lapses within its lifetime, 15 minutes by default).
+    /// Signs out on this device: the session's refresh and access tokens stop working at once,
+    /// on every instance, and its WebSockets are closed (4403).
     async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let result: ApiResult<bool> = async {
             let user = require_caller(ctx)?;
@@ -326,7 +337,10 @@ impl MutationRoot {
                     "this access token belongs to no session; nothing to sign out of",
                 ));
             };
-            let written = state(ctx).commands.end_session(user, *session).await?;
+            let state = state(ctx);
+            let written = state.commands.end_session(user, *session).await?;
+            // Refused here at once; every other instance applies the event from the log.
+            state.revocations.end_session(*session, chrono::Utc::now());
             if let Some(token) = ctx.data_opt::<ConsistencyToken>() {
                 token.observe(written.event);
             }
@@ -336,15 +350,15 @@ impl MutationRoot {
         gql(result)
     }
 
-    /// Signs out everywhere: every session that started before now ends, and their refresh
-    /// tokens stop working at once.
+    /// Signs out everywhere: every session that started before now ends; their tokens stop
+    /// working at once, on every instance, and their WebSockets are closed (4403).
     async fn logout_everywhere(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let result: ApiResult<bool> = async {
             let user = require_caller(ctx)?;
-            let written = state(ctx).commands.end_all_sessions(user).await?;
-            if let Some(token) = ctx.data_opt::<ConsistencyToken>() {
-                token.observe(written.event);
-            }
+            let state = state(ctx);
+            let ended = state.commands.end_all_sessions(user).await?;
+            let before = committed(ctx, ended);
+            state.revocations.end_all(user, before);
             Ok(true)
         }
         .await;

@@ -1,5 +1,6 @@
-//! The edge's feeds: every partition of `aether.updates.v1` (projection updates) and of
-//! `aether.ephemeral.v1` (typing and presence), read from the moment the instance starts,
+//! The edge's feeds: every partition of `aether.updates.v1` (projection updates), of
+//! `aether.ephemeral.v1` (typing and presence) and of `aether.identity.events.v1` (ended
+//! sessions), read from the moment the instance starts,
 //! outside any consumer group, so every instance sees every update and signal and fans them out
 //! to its own subscribers. Nothing here asks a database for news; the read models are read only
 //! to catch a subscriber up.
@@ -11,7 +12,9 @@ use aether_kafka::KafkaConfig;
 use aether_projections::stream::{Checkpoint, KafkaSource};
 use aether_projections::{Update, UpdateBus};
 use aether_query_api::ephemeral::{Ephemeral, Signal, SignalSink};
+use aether_query_api::revocation::Revocations;
 use aether_schemas::topics;
+use aether_schemas::EventEnvelope;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
@@ -55,6 +58,25 @@ pub async fn run_signal_feed(
 ) -> Result<(), String> {
     let deliver = move |signal: Signal| hub.receive(signal);
     run_feed(kafka, topics::EPHEMERAL, positioned, shutdown, deliver).await
+}
+
+/// Reads `aether.identity.events.v1` (the public log of accounts and sessions) into
+/// `revocations`: a session ended on any instance ends here too.
+pub async fn run_revocation_feed(
+    kafka: KafkaConfig,
+    revocations: Arc<Revocations>,
+    positioned: Positioned,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let deliver = move |event: EventEnvelope| revocations.apply(&event);
+    run_feed(
+        kafka,
+        topics::IDENTITY_EVENTS,
+        positioned,
+        shutdown,
+        deliver,
+    )
+    .await
 }
 
 /// Waits up to [`POSITION_WAIT`] for a feed of `topic` to be positioned; past that, the

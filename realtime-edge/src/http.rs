@@ -12,6 +12,7 @@ use aether_commands::ErrorCode;
 use aether_domain::UserId;
 use aether_projections::Watermarks;
 use aether_query_api::rate::{ClientIp, Slots, SubscriptionBudget};
+use aether_query_api::revocation::{Holder, Revocations};
 use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
@@ -28,7 +29,7 @@ use serde_json::json;
 
 use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
 use crate::oidc::ExternalIssuer;
-use crate::protocol::{negotiate, Ended, Transport};
+use crate::protocol::{negotiate, Authorized, Ended, Lease, Transport};
 use crate::ws::{close_too_big, close_too_slow, watch_for_oversized, SendDeadline};
 
 /// The request header a client sets to a mutation's consistency token to read its own write.
@@ -156,6 +157,17 @@ pub struct Authenticator {
     commands: Arc<Commands>,
     /// External accounts known to exist, so that only a first token costs a command.
     known: Arc<Mutex<HashSet<UserId>>>,
+    /// Ended sessions, whose tokens are refused.
+    revocations: Arc<Revocations>,
+}
+
+/// Who a request speaks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Authenticated {
+    pub caller: Caller,
+    pub session: CallerSession,
+    /// For the product's own tokens: whose session, and until when the token is valid.
+    pub lease: Option<Lease>,
 }
 
 /// External accounts remembered as existing at most; the set starts over when full.
@@ -166,24 +178,30 @@ impl Authenticator {
         tokens: TokenIssuer,
         external: Option<Arc<ExternalIssuer>>,
         commands: Arc<Commands>,
+        revocations: Arc<Revocations>,
     ) -> Self {
         Self {
             tokens,
             external,
             commands,
             known: Arc::default(),
+            revocations,
         }
     }
 
     /// The caller a bearer token speaks for, and its session. No header means anonymous; a
-    /// bad token is an error, never silently anonymous.
-    async fn authenticate(
+    /// bad token, or one of a session that ended, is an error, never silently anonymous.
+    pub async fn authenticate(
         &self,
         authorization: Option<&str>,
-    ) -> Result<(Caller, CallerSession), (ErrorCode, String)> {
+    ) -> Result<Authenticated, (ErrorCode, String)> {
         let unauthenticated = |message: String| (ErrorCode::Unauthenticated, message);
         let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
-            return Ok((Caller(None), CallerSession(None)));
+            return Ok(Authenticated {
+                caller: Caller(None),
+                session: CallerSession(None),
+                lease: None,
+            });
         };
         let token = value
             .strip_prefix("Bearer ")
@@ -197,11 +215,29 @@ impl Authenticator {
             .as_ref()
             .filter(|issuer| issuer.claims_issuer(token))
         else {
-            return self
+            let verified = self
                 .tokens
                 .verify_claims(token, TokenKind::Access)
-                .map(|verified| (Caller(Some(verified.user)), CallerSession(verified.session)))
-                .map_err(|e| unauthenticated(e.to_string()));
+                .map_err(|e| unauthenticated(e.to_string()))?;
+            let holder = Holder {
+                user: verified.user,
+                session: verified.session,
+                issued_at: verified.issued_at,
+            };
+            if self.revocations.is_revoked(&holder) {
+                return Err(unauthenticated(
+                    "this session has ended (signed out, or its refresh token was reused); sign in again"
+                        .to_owned(),
+                ));
+            }
+            return Ok(Authenticated {
+                caller: Caller(Some(verified.user)),
+                session: CallerSession(verified.session),
+                lease: Some(Lease {
+                    holder,
+                    expires_at: verified.expires_at,
+                }),
+            });
         };
         let identity = external
             .verify(token)
@@ -225,7 +261,11 @@ impl Authenticator {
                 known.insert(user);
             }
         }
-        Ok((Caller(Some(user)), CallerSession(None)))
+        Ok(Authenticated {
+            caller: Caller(Some(user)),
+            session: CallerSession(None),
+            lease: None,
+        })
     }
 }
 
@@ -252,7 +292,7 @@ async fn graphql_post(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     let (caller, session) = match state.auth.authenticate(authorization).await {
-        Ok(caller) => caller,
+        Ok(who) => (who.caller, who.session),
         Err((code, message)) => {
             return Json(error_body(code, &message)).into_response();
         }
@@ -345,6 +385,7 @@ async fn graphql_get(
         schema: state.schema.clone(),
         audiences: state.connections.audiences.clone(),
         init_timeout: state.connections.init_timeout,
+        revocations: state.api.revocations.clone(),
     };
     let auth = state.auth.clone();
     let hub = state.api.ephemeral.clone();
@@ -373,30 +414,38 @@ async fn graphql_get(
                 protocol,
                 &mut sink,
                 stream,
-                move |payload| async move {
-                    let authorization = payload
-                        .get("authorization")
-                        .or_else(|| payload.get("Authorization"))
-                        .and_then(|value| value.as_str());
-                    let (caller, session) =
-                        auth.authenticate(authorization)
-                            .await
-                            .map_err(|(code, message)| {
-                                async_graphql::Error::new(message)
-                                    .extend_with(|_, e| e.set("code", code.as_str()))
-                            })?;
-                    if let Caller(Some(user)) = caller {
-                        if let Ok(mut slot) = seen.lock() {
-                            if slot.replace(user).is_none() {
-                                connected.connected(user);
+                move |payload: serde_json::Value| {
+                    let (auth, seen, connected) = (auth.clone(), seen.clone(), connected.clone());
+                    async move {
+                        let authorization = payload
+                            .get("authorization")
+                            .or_else(|| payload.get("Authorization"))
+                            .and_then(|value| value.as_str());
+                        let who =
+                            auth.authenticate(authorization)
+                                .await
+                                .map_err(|(code, message)| {
+                                    async_graphql::Error::new(message)
+                                        .extend_with(|_, e| e.set("code", code.as_str()))
+                                })?;
+                        if let Caller(Some(user)) = who.caller {
+                            if let Ok(mut slot) = seen.lock() {
+                                // Counted once; a fresh token later is of the same user.
+                                if slot.is_none() {
+                                    *slot = Some(user);
+                                    connected.connected(user);
+                                }
                             }
                         }
+                        let mut data = Data::default();
+                        data.insert(who.caller);
+                        data.insert(who.session);
+                        data.insert(SubscriptionBudget::with_rate(budget, start_rate));
+                        Ok(Authorized {
+                            data,
+                            lease: who.lease,
+                        })
                     }
-                    let mut data = Data::default();
-                    data.insert(caller);
-                    data.insert(session);
-                    data.insert(SubscriptionBudget::with_rate(budget, start_rate));
-                    Ok(data)
                 },
             )
             .await;

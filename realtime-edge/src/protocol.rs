@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_query_api::revocation::{Holder, Revocations};
 use aether_query_api::{AetherSchema, EventTap, PresetEvent, Tapped};
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
 use async_graphql::parser::types::{OperationType, Selection};
@@ -48,7 +49,28 @@ pub struct Transport {
     pub audiences: Arc<Audiences>,
     /// How long a connection may go without `connection_init`.
     pub init_timeout: Duration,
+    /// Ended sessions: a connection of one is closed (4403).
+    pub revocations: Arc<Revocations>,
 }
+
+/// Who a signed-in connection speaks for, and until when its access token is valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: Holder,
+    /// The access token's `exp` (seconds since the epoch): valid through that second.
+    pub expires_at: i64,
+}
+
+/// What `connection_init` (or a fresh token) established.
+pub struct Authorized {
+    /// The connection's data (who the caller is, its budgets).
+    pub data: Data,
+    /// `None` for an anonymous connection (or a token the edge does not expire).
+    pub lease: Option<Lease>,
+}
+
+/// The close code of a connection whose session ended or whose access token expired.
+pub const SESSION_ENDED: u16 = 4403;
 
 /// How a connection ended, for the caller to finish it.
 #[derive(Debug)]
@@ -62,38 +84,57 @@ pub enum Ended {
 }
 
 /// Serves one WebSocket connection until the client leaves, breaks the protocol, or cannot be
-/// sent to. `on_init` turns `connection_init`'s payload into the connection's data (who the
-/// caller is); its error refuses the connection.
-pub async fn serve<Si, St, Init, Fut>(
+/// sent to. `authorize` turns `connection_init`'s payload into the connection's data (who the
+/// caller is); its error refuses the connection. It is asked again when the client hands over
+/// a fresh access token (a `ping` whose payload carries `authorization`, or, in the older
+/// protocol, a repeated `connection_init`): the token must be of the same session, and moves
+/// the connection's expiry. A connection whose session ends, or whose access token expires
+/// without a fresh one, is closed with 4403.
+pub async fn serve<Si, St, Auth, Fut>(
     transport: Transport,
     protocol: WebSocketProtocols,
     sink: &mut Si,
     stream: St,
-    on_init: Init,
+    authorize: Auth,
 ) -> Ended
 where
     Si: Sink<Message, Error = axum::Error> + Unpin,
     St: Stream<Item = Result<Message, axum::Error>>,
-    Init: FnOnce(serde_json::Value) -> Fut,
-    Fut: Future<Output = async_graphql::Result<Data>>,
+    Auth: Fn(serde_json::Value) -> Fut,
+    Fut: Future<Output = async_graphql::Result<Authorized>>,
 {
     let stream = std::pin::pin!(stream);
+    let revoked = transport.revocations.changes();
     let mut connection = Connection {
         transport,
         protocol,
         data: None,
-        on_init: Some(on_init),
+        authorize,
+        initialised: false,
+        lease: None,
+        revoked,
         subscriptions: StreamMap::new(),
     };
     connection.run(sink, stream).await
 }
 
-struct Connection<Init> {
+struct Connection<Auth> {
     transport: Transport,
     protocol: WebSocketProtocols,
     data: Option<Arc<Data>>,
-    on_init: Option<Init>,
+    authorize: Auth,
+    initialised: bool,
+    lease: Option<Lease>,
+    revoked: tokio::sync::watch::Receiver<u64>,
     subscriptions: StreamMap<String, BoxStream<'static, Message>>,
+}
+
+/// When an access token that expires at `expires_at` (seconds) is no longer valid.
+fn lapse(expires_at: i64) -> tokio::time::Instant {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let lapse_ms = expires_at.saturating_add(1).saturating_mul(1_000);
+    let left = u64::try_from(lapse_ms.saturating_sub(now_ms)).unwrap_or(0);
+    tokio::time::Instant::now() + Duration::from_millis(left)
 }
 
 /// What to do after a client's message.
@@ -105,10 +146,10 @@ enum Next {
     Leave,
 }
 
-impl<Init, Fut> Connection<Init>
+impl<Auth, Fut> Connection<Auth>
 where
-    Init: FnOnce(serde_json::Value) -> Fut,
-    Fut: Future<Output = async_graphql::Result<Data>>,
+    Auth: Fn(serde_json::Value) -> Fut,
+    Fut: Future<Output = async_graphql::Result<Authorized>>,
 {
     async fn run<Si, St>(&mut self, sink: &mut Si, mut stream: std::pin::Pin<&mut St>) -> Ended
     where
@@ -119,9 +160,19 @@ where
         // came: a timer made anew on every pass would take the runtime's timer lock on each
         // message sent.
         let mut init_timer = Some(Box::pin(tokio::time::sleep(self.transport.init_timeout)));
+        // When the access token lapses; reset when a fresh one comes.
+        let mut expiry = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
+        let mut expiry_of: Option<i64> = None;
         loop {
-            if self.on_init.is_none() {
+            if self.initialised {
                 init_timer = None;
+            }
+            let expires_at = self.lease.map(|lease| lease.expires_at);
+            if expires_at != expiry_of {
+                if let Some(at) = expires_at {
+                    expiry.as_mut().reset(lapse(at));
+                }
+                expiry_of = expires_at;
             }
             let init_expired = async {
                 match init_timer.as_mut() {
@@ -129,6 +180,7 @@ where
                     None => std::future::pending().await,
                 }
             };
+            let leased = self.lease.is_some();
             let next = tokio::select! {
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(text))) => self.handle(text.as_bytes()).await,
@@ -142,6 +194,17 @@ where
                 }
                 _ = init_expired => {
                     Next::Finish(close(4408, "connection initialisation timeout"))
+                }
+                changed = self.revoked.changed(), if leased => match changed {
+                    Ok(()) => self.still_valid().map_or(Next::Continue, Next::Finish),
+                    // The set is gone (shutting down): nothing more to watch.
+                    Err(_) => {
+                        self.revoked = tokio::sync::watch::Sender::new(0).subscribe();
+                        Next::Continue
+                    }
+                },
+                _ = expiry.as_mut(), if leased => {
+                    self.still_valid().map_or(Next::Continue, Next::Finish)
                 }
             };
             match next {
@@ -163,6 +226,49 @@ where
         }
     }
 
+    /// `None` while the connection's session is live and its access token valid; otherwise
+    /// the close frame that ends it.
+    fn still_valid(&self) -> Option<Message> {
+        let lease = self.lease?;
+        if self.transport.revocations.is_revoked(&lease.holder) {
+            return Some(close(SESSION_ENDED, "the session has ended; sign in again"));
+        }
+        if chrono::Utc::now().timestamp() > lease.expires_at {
+            return Some(close(
+                SESSION_ENDED,
+                "the access token expired; send a fresh one in a ping's payload before it does",
+            ));
+        }
+        None
+    }
+
+    /// A fresh access token for the connection: of the same session, it moves the expiry;
+    /// anything else ends the connection.
+    async fn renew(&mut self, payload: serde_json::Value) -> Option<Message> {
+        let refused = |reason: &str| Some(close(SESSION_ENDED, reason));
+        match Box::pin((self.authorize)(payload)).await {
+            Ok(Authorized {
+                lease: Some(fresh), ..
+            }) => match self.lease {
+                Some(lease)
+                    if lease.holder.user == fresh.holder.user
+                        && lease.holder.session == fresh.holder.session =>
+                {
+                    self.lease = Some(Lease {
+                        expires_at: fresh.expires_at.max(lease.expires_at),
+                        ..lease
+                    });
+                    None
+                }
+                _ => refused("a fresh token must be of the connection's own session"),
+            },
+            Ok(Authorized { lease: None, .. }) => {
+                refused("a fresh token must be of the connection's own session")
+            }
+            Err(error) => refused(&error.message),
+        }
+    }
+
     async fn handle(&mut self, bytes: &[u8]) -> Next {
         let message = match ClientMessage::from_bytes(bytes) {
             Ok(message) => message,
@@ -173,13 +279,29 @@ where
         };
         match message {
             ClientMessage::ConnectionInit { payload } => {
-                let Some(on_init) = self.on_init.take() else {
+                if self.initialised {
+                    // The older protocol has no ping: a repeated `connection_init` hands over
+                    // a fresh token there.
+                    if matches!(self.protocol, WebSocketProtocols::SubscriptionsTransportWS)
+                        && self.lease.is_some()
+                    {
+                        return match self.renew(payload.unwrap_or_default()).await {
+                            None => Next::Send(text(&json_message("connection_ack", None, None))),
+                            Some(close) => Next::Finish(close),
+                        };
+                    }
                     return self.refuse(4429, "too many initialisation requests");
-                };
+                }
+                self.initialised = true;
                 // Boxed: the future lives only while it runs, not in every connection's state.
-                match Box::pin(on_init(payload.unwrap_or_default())).await {
-                    Ok(data) => {
-                        self.data = Some(Arc::new(data));
+                match Box::pin((self.authorize)(payload.unwrap_or_default())).await {
+                    Ok(authorized) => {
+                        self.data = Some(Arc::new(authorized.data));
+                        self.lease = authorized.lease;
+                        self.revoked.mark_unchanged();
+                        if let Some(close) = self.still_valid() {
+                            return Next::Finish(close);
+                        }
                         Next::Send(text(&json_message("connection_ack", None, None)))
                     }
                     Err(error) => self.refuse(4403, &error.message),
@@ -189,6 +311,10 @@ where
                 let Some(data) = self.data.clone() else {
                     return Next::Finish(close(4401, "unauthorized: send connection_init first"));
                 };
+                // Whatever the notifications say, nothing runs for an ended session.
+                if let Some(close) = self.still_valid() {
+                    return Next::Finish(close);
+                }
                 if self.subscriptions.contains_key(&id) {
                     let reason = format!("subscriber for {id} already exists");
                     return Next::Finish(close(4409, &reason));
@@ -208,7 +334,17 @@ where
                 None => Next::Continue,
             },
             ClientMessage::ConnectionTerminate => Next::Leave,
-            ClientMessage::Ping { .. } => Next::Send(text(&json_message("pong", None, None))),
+            ClientMessage::Ping { payload } => {
+                let fresh = payload.filter(|payload| {
+                    payload.get("authorization").is_some() || payload.get("Authorization").is_some()
+                });
+                if let (Some(payload), true) = (fresh, self.lease.is_some()) {
+                    if let Some(close) = self.renew(payload).await {
+                        return Next::Finish(close);
+                    }
+                }
+                Next::Send(text(&json_message("pong", None, None)))
+            }
             ClientMessage::Pong { .. } => Next::Continue,
         }
     }

@@ -10,7 +10,9 @@ use aether_commands::relay::{run_relay, LatencyRecorder, RelayConfig, RelayStatu
 use aether_kafka::KafkaConfig;
 use aether_projections::{ReadModels, UpdateBus};
 use aether_query_api::ephemeral::Ephemeral;
-use aether_realtime_edge::edge::{run_signal_feed, run_update_feed, wait_positioned, KafkaSignals};
+use aether_realtime_edge::edge::{
+    run_revocation_feed, run_signal_feed, run_update_feed, wait_positioned, KafkaSignals,
+};
 use aether_schemas::topics;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -95,10 +97,27 @@ pub async fn start_distributed(
                 .map_err(AppError::Role)
         });
     }
+    // Sessions ended on any instance: followed from here on; the ones before are read from the
+    // event store as the API starts.
+    let revocations = super::revocations(&config);
+    let (ends_positioned, ends_ready) = oneshot::channel();
+    {
+        let (kafka, revocations, token) = (
+            distributed.kafka.clone(),
+            revocations.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            run_revocation_feed(kafka, revocations, ends_positioned, token)
+                .await
+                .map_err(AppError::Role)
+        });
+    }
     // "From the moment the instance starts" means from when this function returns: an update
     // published after that reaches every subscriber of this instance.
     wait_positioned(topics::UPDATES, updates_ready).await;
     wait_positioned(topics::EPHEMERAL, signals_ready).await;
+    wait_positioned(topics::IDENTITY_EVENTS, ends_ready).await;
     start_app(
         config,
         AppParts {
@@ -111,6 +130,7 @@ pub async fn start_distributed(
             shutdown,
             bus,
             hub,
+            revocations,
         },
     )
     .await

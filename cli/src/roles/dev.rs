@@ -15,6 +15,7 @@ use aether_projections::stream::{ProjectorMetrics, ReadStore, StreamProjector};
 use aether_projections::timeline::TimelineProjection;
 use aether_projections::{ReadModels, UpdateBus, Watermarks};
 use aether_query_api::ephemeral::Ephemeral;
+use aether_query_api::revocation::Revocations;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,15 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
     let shutdown = CancellationToken::new();
     let (read, projectors) =
         start_embedded_projectors(&config, &events, &bus, &mut tasks, &shutdown).await?;
+    let revocations = super::revocations(&config);
+    {
+        let (store, revocations, token) = (store.clone(), revocations.clone(), shutdown.clone());
+        let head = aether_schemas::EventLog::head(&events);
+        tasks.spawn(async move {
+            follow_session_ends(store, head, revocations, token).await;
+            Ok(())
+        });
+    }
     let secret = match &config.jwt_secret_file {
         Some(path) => std::fs::read(path).map_err(|source| AppError::DataDir {
             path: path.clone(),
@@ -55,9 +65,54 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
             shutdown,
             bus,
             hub,
+            revocations,
         },
     )
     .await
+}
+
+/// Applies every session end the log receives from now on to `revocations`: the embedded
+/// mode's own log, read by position (the session ends only, through their index), woken by
+/// each commit.
+async fn follow_session_ends(
+    store: EventStoreBackend,
+    mut head: tokio::sync::watch::Receiver<i64>,
+    revocations: Arc<Revocations>,
+    shutdown: CancellationToken,
+) {
+    const PAGE: i64 = 500;
+    let mut after = *head.borrow_and_update();
+    loop {
+        // Read before the query: every event up to it is visible to the query (one writer,
+        // positions in commit order), so none between the two is skipped.
+        let reached = *head.borrow_and_update();
+        match store.session_ends_after(after, PAGE).await {
+            Ok(ends) => {
+                let full = ends.len() as i64 == PAGE;
+                for (position, end) in &ends {
+                    after = after.max(*position);
+                    revocations.apply(end);
+                }
+                if full {
+                    continue;
+                }
+                // Nothing more up to `reached`: look from there next.
+                after = after.max(reached);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read session ends from the log; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = head.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// The embedded mode's projectors: the stream engine, reading the event store's own log into

@@ -27,6 +27,7 @@ use aether_projections::stream::engine::ProjectorFailure;
 use aether_projections::stream::ProjectorOptions;
 use aether_projections::{ReadModels, UpdateBus};
 use aether_query_api::ephemeral::{Ephemeral, EphemeralLimits};
+use aether_query_api::revocation::Revocations;
 use aether_query_api::{build_schema, ApiLimits, ApiState};
 use aether_realtime_edge::audience::{AudienceStats, Audiences};
 use aether_realtime_edge::http::{router, Authenticator, Connections, HttpLimits, HttpState};
@@ -62,6 +63,8 @@ pub struct EmbeddedConfig {
     pub ephemeral: EphemeralLimits,
     /// An external OpenID Connect issuer whose tokens are accepted besides the product's own.
     pub oidc: Option<OidcConfig>,
+    /// Ended sessions remembered at most (each for one access-token lifetime).
+    pub max_revoked_sessions: usize,
 }
 
 impl Default for EmbeddedConfig {
@@ -80,6 +83,7 @@ impl Default for EmbeddedConfig {
             jwt_secret_file: None,
             ephemeral: EphemeralLimits::default(),
             oidc: None,
+            max_revoked_sessions: aether_query_api::revocation::DEFAULT_MAX_REVOKED,
         }
     }
 }
@@ -182,6 +186,16 @@ pub(crate) struct AppParts {
     pub(crate) bus: UpdateBus,
     /// Typing and presence.
     pub(crate) hub: Arc<Ephemeral>,
+    /// Ended sessions, fed from the log by the mode.
+    pub(crate) revocations: Arc<Revocations>,
+}
+
+/// The ended sessions of an instance, empty until the mode's feed and the start-up read fill it.
+pub(crate) fn revocations(config: &EmbeddedConfig) -> Arc<Revocations> {
+    Arc::new(Revocations::new(
+        config.access_token_ttl,
+        config.max_revoked_sessions,
+    ))
 }
 
 pub(crate) fn prepare_data_dir(config: &EmbeddedConfig) -> Result<(), AppError> {
@@ -205,7 +219,25 @@ pub(crate) async fn start_app(
         shutdown,
         bus,
         hub,
+        revocations,
     } = parts;
+    // The sessions that ended within an access token's lifetime before this start; the mode's
+    // feed (already following the log) applies the ones after.
+    match store
+        .recent_session_ends(aether_commands::backend::RECENT_SESSION_ENDS)
+        .await
+    {
+        Ok(ends) => {
+            for end in ends.iter().rev() {
+                revocations.apply(end);
+            }
+        }
+        Err(error) => {
+            return Err(AppError::Role(format!(
+                "cannot read the ended sessions from the event store: {error}"
+            )))
+        }
+    }
     {
         let (hub, token) = (hub.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -225,6 +257,7 @@ pub(crate) async fn start_app(
         updates: bus,
         ephemeral: hub,
         tokens: tokens.clone(),
+        revocations: revocations.clone(),
         limits: config.api.clone(),
         shutdown: shutdown.clone(),
     };
@@ -238,7 +271,7 @@ pub(crate) async fn start_app(
             Some(issuer)
         }
     };
-    let auth = Authenticator::new(tokens, external, api.commands.clone());
+    let auth = Authenticator::new(tokens, external, api.commands.clone(), revocations);
     let schema = build_schema(api.clone());
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let connections = Connections::new(&config.http);
