@@ -508,8 +508,11 @@ impl EphemeralSubscription {
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
         let channel = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
-        required_place(&state, channel, user).await?;
         let permit = subscription_permit(ctx)?;
+        // Watch the caller's membership changes first, then check: a removal between the two
+        // is not missed.
+        let mut membership = state.updates.watch_member(user);
+        let place = required_place(&state, channel, user).await?;
         let tap = EventTap::of(ctx);
         let mut signals = state.ephemeral.typing();
         let shutdown = state.shutdown.clone();
@@ -524,7 +527,28 @@ impl EphemeralSubscription {
                     .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
                     .unwrap_or(Duration::from_secs(3600));
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => return,
+                    // Access is decided before anything more of the channel is shown, as for
+                    // its events: removal, ban, leaving or demotion ends it with FORBIDDEN.
+                    changed = membership.recv() => {
+                        let still = match (&place, changed) {
+                            (Place::Channel(row), Ok(update)) => {
+                                crate::subscription::still_sees_channel(&update, row, user)
+                            }
+                            (Place::Channel(row), Err(broadcast::error::RecvError::Lagged(_))) => {
+                                crate::types::visible_channel(&state, row.id, user).await.map(|_| ())
+                            }
+                            (_, Err(broadcast::error::RecvError::Closed)) => return,
+                            // A conversation's people never change.
+                            (Place::Conversation(_), _) => Ok(()),
+                        };
+                        if let Err(error) = still {
+                            yield Err(error.into());
+                            return;
+                        }
+                        continue;
+                    }
                     _ = tokio::time::sleep(wait), if next_expiry.is_some() => {
                         let now = Utc::now();
                         typing.retain(|who, until| {
@@ -585,6 +609,9 @@ impl EphemeralSubscription {
         }
         let state = state(ctx).clone();
         let user = require_caller(ctx)?;
+        // Watch the caller's membership changes first, then check: a removal between the two
+        // is not missed.
+        let mut membership = state.updates.watch_member(user);
         let audience = match (server_id, conversation_id) {
             (Some(server_id), None) => {
                 let server = aether_domain::ServerId::parse(&server_id).map_err(ApiError::from)?;
@@ -622,7 +649,32 @@ impl EphemeralSubscription {
             let _permit = permit;
             loop {
                 let change = tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => return,
+                    // A member who leaves, is removed or banned stops seeing the server's
+                    // presence: the subscription ends with FORBIDDEN, as a channel's events do.
+                    changed = membership.recv() => {
+                        let Audience::Server(server) = &audience else { continue };
+                        let gone = match changed {
+                            Ok(update) => matches!(
+                                update.as_ref(),
+                                aether_projections::Update::Membership { server_id, user_id, role: None }
+                                    if server_id == server && *user_id == user
+                            ),
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                match state.read.member_role(*server, user).await {
+                                    Ok(role) => role.is_none(),
+                                    Err(error) => { yield Err(ApiError::from(error).into()); return; }
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        };
+                        if gone {
+                            yield Err(ApiError::forbidden("you are no longer a member of this server").into());
+                            return;
+                        }
+                        continue;
+                    }
                     received = changes.recv() => match received {
                         Ok(change) => change,
                         Err(broadcast::error::RecvError::Lagged(_)) => continue,

@@ -97,6 +97,50 @@ async fn fill_gap(
     Ok(events)
 }
 
+/// Whether `user` may still see `channel` after `update`: `FORBIDDEN` when a membership change
+/// of theirs in the channel's server (removal, ban, leaving, a role too low for a private
+/// channel) takes access away. Decided from the update itself: a read model that has not
+/// caught up yet must not keep a removed member subscribed. Every subscription to a channel
+/// (its events, its typing) asks this of each of the caller's membership changes.
+pub(crate) fn still_sees_channel(
+    update: &Update,
+    channel: &aether_projections::rows::ChannelRow,
+    user: UserId,
+) -> ApiResult<()> {
+    let Update::Membership {
+        server_id,
+        user_id,
+        role,
+    } = update
+    else {
+        return Ok(());
+    };
+    if *server_id != channel.server_id || *user_id != user {
+        return Ok(());
+    }
+    let access = match role {
+        Some(role) => ChannelAccess::Member {
+            server_id: *server_id,
+            role: *role,
+            channel: ChannelFacts {
+                kind: channel.kind,
+                private: channel.private,
+                archived: channel.archived,
+            },
+        },
+        None => ChannelAccess::NotAMember {
+            server_id: *server_id,
+        },
+    };
+    if access.can_view() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "you no longer have access to this channel",
+        ))
+    }
+}
+
 /// The changes of a channel or conversation the caller may see, after `after` (catch-up from
 /// the read model first) or from now, then live: no gap, no duplicate. A channel subscription
 /// ends with `FORBIDDEN` when the caller loses access; a conversation's people never change.
@@ -107,13 +151,14 @@ async fn place_events(
     after: Option<i64>,
     permit: SubscriptionPermit,
     tap: Option<EventTap>,
+    mut updates: aether_projections::updates::ChannelFeed,
 ) -> ApiResult<PlaceStream> {
     let place_id = match &place {
         Place::Channel(channel) => channel.id,
         Place::Conversation(conversation) => conversation.id,
     };
-    // Subscribe before reading where to start, so nothing published in between is missed.
-    let mut updates = state.updates.watch_channel(place_id, user);
+    // The feed was opened before access was checked and before reading where to start, so
+    // nothing published in between (a message, a removal) is missed.
     let start = match after {
         Some(cursor) => cursor,
         None => state.read.channel_head(place_id).await?,
@@ -183,25 +228,9 @@ async fn place_events(
                     }
                     pending.push(event.clone());
                 }
-                (Update::Membership { server_id, user_id, role }, Place::Channel(channel))
-                    if *server_id == channel.server_id && *user_id == user =>
-                {
-                    // Decided from the update itself: a read model that has not caught up
-                    // yet must not keep a removed member subscribed.
-                    let access = match role {
-                        Some(role) => ChannelAccess::Member {
-                            server_id: *server_id,
-                            role: *role,
-                            channel: ChannelFacts {
-                                kind: channel.kind,
-                                private: channel.private,
-                                archived: channel.archived,
-                            },
-                        },
-                        None => ChannelAccess::NotAMember { server_id: *server_id },
-                    };
-                    if !access.can_view() {
-                        yield Err(ApiError::forbidden("you no longer have access to this channel").into());
+                (update @ Update::Membership { .. }, Place::Channel(channel)) => {
+                    if let Err(error) = still_sees_channel(update, channel, user) {
+                        yield Err(error.into());
                         return;
                     }
                 }
@@ -231,9 +260,20 @@ impl SubscriptionRoot {
         let channel_id = ChannelId::parse(&channel_id).map_err(ApiError::from)?;
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
+        // Watch first, then check: a removal between the two is not missed.
+        let feed = state.updates.watch_channel(channel_id, user);
         let channel = visible_channel(&state, channel_id, user).await?;
         let tap = EventTap::of(ctx);
-        Ok(place_events(state, user, Place::Channel(channel), after, permit, tap).await?)
+        Ok(place_events(
+            state,
+            user,
+            Place::Channel(channel),
+            after,
+            permit,
+            tap,
+            feed,
+        )
+        .await?)
     }
 
     /// Every change to a direct conversation's messages, in order, resumable with `after` like
@@ -253,6 +293,7 @@ impl SubscriptionRoot {
             .map_err(|_| ApiError::bad_input("conversationId is not a valid id"))?;
         let after = parse_cursor(after.as_deref(), "after")?;
         let permit = subscription_permit(ctx)?;
+        let feed = state.updates.watch_channel(id, user);
         let conversation = visible_conversation(&state, id, user).await?;
         let tap = EventTap::of(ctx);
         Ok(place_events(
@@ -262,6 +303,7 @@ impl SubscriptionRoot {
             after,
             permit,
             tap,
+            feed,
         )
         .await?)
     }
