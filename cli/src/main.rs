@@ -151,6 +151,17 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = RateLimits::default().logins_per_username, env = "AETHER_RATE_LOGINS_PER_USERNAME")]
     rate_logins_per_username: Rate,
 
+    /// Failed sign-ins one client address may make, whichever accounts they tried: RATE/BURST
+    /// or `off`. Once spent, every sign-in from the address waits (password spraying).
+    #[arg(long, default_value_t = RateLimits::default().failed_logins_per_ip, env = "AETHER_RATE_FAILED_LOGINS_PER_IP")]
+    rate_failed_logins_per_ip: Rate,
+
+    /// Reverse proxies whose X-Forwarded-For header is believed (comma-separated addresses):
+    /// requests and WebSockets through them are limited per the address the header names.
+    /// None by default: the connection's own address counts.
+    #[arg(long, value_delimiter = ',', env = "AETHER_TRUSTED_PROXIES")]
+    trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Largest accepted HTTP request body, in bytes.
     #[arg(long, default_value_t = 256 * 1024, env = "AETHER_MAX_BODY_BYTES")]
     max_body_bytes: usize,
@@ -268,6 +279,7 @@ impl DevArgs {
                     mutations_per_ip: self.rate_mutations_per_ip,
                     logins_per_ip: self.rate_logins_per_ip,
                     logins_per_username: self.rate_logins_per_username,
+                    failed_logins_per_ip: self.rate_failed_logins_per_ip,
                     subscribes_per_connection: self.rate_subscribes_per_connection,
                     ..RateLimits::default()
                 },
@@ -282,6 +294,7 @@ impl DevArgs {
                 ws_init_timeout: Duration::from_millis(self.ws_init_timeout_ms.max(1)),
                 ws_read_buffer_bytes: self.ws_read_buffer_bytes.max(1),
                 shared_payloads: self.ws_shared_payloads.max(1),
+                trusted_proxies: self.trusted_proxies,
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {

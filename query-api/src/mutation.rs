@@ -262,10 +262,19 @@ impl MutationRoot {
     ) -> async_graphql::Result<AuthPayload> {
         crate::rate::check_login(ctx, Some(&input.username))?;
         let result: ApiResult<AuthPayload> = async {
-            let user = state(ctx)
+            let user = match state(ctx)
                 .commands
                 .authenticate(&input.username, &input.password)
-                .await?;
+                .await
+            {
+                Ok(user) => user,
+                Err(error) => {
+                    if error.code == aether_commands::ErrorCode::Unauthenticated {
+                        crate::rate::record_failed_login(ctx);
+                    }
+                    return Err(error.into());
+                }
+            };
             let (access_token, refresh_token) = sign_in(ctx, user.id).await?;
             Ok(AuthPayload {
                 access_token,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aether_commands::ErrorCode;
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
-use async_graphql::parser::types::{ExecutableDocument, OperationType};
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{ErrorExtensions, Pos, ServerResult, Variables};
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -92,6 +92,9 @@ pub struct RateLimits {
     /// Login attempts per username, from anywhere: slows password guessing spread over many
     /// addresses.
     pub logins_per_username: Rate,
+    /// Failed logins per client IP address, whichever accounts they tried: once spent, every
+    /// login from the address waits (password spraying: one guess each at many accounts).
+    pub failed_logins_per_ip: Rate,
     /// Subscriptions one WebSocket connection may start.
     pub subscribes_per_connection: Rate,
     /// Buckets kept per limiter at most.
@@ -105,6 +108,7 @@ impl Default for RateLimits {
             mutations_per_ip: Rate::new(100.0, 500),
             logins_per_ip: Rate::new(2.0, 20),
             logins_per_username: Rate::new(0.2, 5),
+            failed_logins_per_ip: Rate::new(0.2, 10),
             subscribes_per_connection: Rate::new(10.0, 50),
             max_keys: 100_000,
         }
@@ -119,6 +123,7 @@ impl RateLimits {
             mutations_per_ip: Rate::unlimited(),
             logins_per_ip: Rate::unlimited(),
             logins_per_username: Rate::unlimited(),
+            failed_logins_per_ip: Rate::unlimited(),
             subscribes_per_connection: Rate::unlimited(),
             ..Self::default()
         }
@@ -157,10 +162,27 @@ impl RateLimiter {
 
     /// Takes a token from `key`'s bucket, or says how long until one is there.
     pub fn check(&self, key: &str) -> Result<(), Throttled> {
-        self.check_at(key, Instant::now())
+        self.take_at(key, 1.0, true, Instant::now())
     }
 
-    fn check_at(&self, key: &str, now: Instant) -> Result<(), Throttled> {
+    /// Takes `n` tokens at once (a document of `n` mutations), or none and says how long
+    /// until `n` are there. More than the burst never fits: the wait is then the time to fill
+    /// the whole bucket, and the request is refused every time.
+    pub fn check_n(&self, key: &str, n: u32) -> Result<(), Throttled> {
+        self.take_at(key, f64::from(n.max(1)), true, Instant::now())
+    }
+
+    /// Whether a token is there, taking none.
+    pub fn peek(&self, key: &str) -> Result<(), Throttled> {
+        self.take_at(key, 1.0, false, Instant::now())
+    }
+
+    /// The largest number of tokens one request can take.
+    pub fn burst(&self) -> u32 {
+        self.rate.burst
+    }
+
+    fn take_at(&self, key: &str, n: f64, take: bool, now: Instant) -> Result<(), Throttled> {
         let burst = f64::from(self.rate.burst.max(1));
         let per_second = self.rate.per_second.max(f64::MIN_POSITIVE);
         // A poisoned lock only means another request panicked mid-update; the buckets are
@@ -190,11 +212,13 @@ impl RateLimiter {
         let refilled = now.saturating_duration_since(bucket.at).as_secs_f64() * per_second;
         bucket.tokens = (bucket.tokens + refilled).min(burst);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= n {
+            if take {
+                bucket.tokens -= n;
+            }
             return Ok(());
         }
-        let wait = (1.0 - bucket.tokens) / per_second;
+        let wait = (n.min(burst) - bucket.tokens).max(0.0) / per_second;
         Err(Throttled {
             retry_after: Duration::from_millis((wait * 1_000.0).ceil() as u64),
         })
@@ -208,6 +232,7 @@ pub struct RateLimiters {
     pub mutations_per_ip: RateLimiter,
     pub logins_per_ip: RateLimiter,
     pub logins_per_username: RateLimiter,
+    pub failed_logins_per_ip: RateLimiter,
 }
 
 impl RateLimiters {
@@ -218,6 +243,7 @@ impl RateLimiters {
             mutations_per_ip: limiter(limits.mutations_per_ip),
             logins_per_ip: limiter(limits.logins_per_ip),
             logins_per_username: limiter(limits.logins_per_username),
+            failed_logins_per_ip: limiter(limits.failed_logins_per_ip),
         }
     }
 }
@@ -246,8 +272,9 @@ pub fn throttled_error(throttled: Throttled, what: &str) -> async_graphql::Error
     })
 }
 
-/// Takes a token for every document that holds a mutation: from the caller's bucket when
-/// signed in, and from the client address's bucket.
+/// Takes a token for every mutation field a document holds (aliases and fragment spreads
+/// expanded: 30 aliased `sendMessage` are 30 mutations): from the caller's bucket when signed
+/// in, and from the client address's bucket. A document is taken whole or refused whole.
 #[derive(Debug, Default)]
 pub struct MutationRateLimit;
 
@@ -255,6 +282,27 @@ impl ExtensionFactory for MutationRateLimit {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(MutationRateLimit)
     }
+}
+
+/// Takes `n` tokens of `key` from `limiter`, refusing with `RATE_LIMITED`.
+fn take_mutations(limiter: &RateLimiter, key: &str, n: usize) -> ServerResult<()> {
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    limiter.check_n(key, n32).map_err(|throttled| {
+        let error = if n32 > limiter.burst() {
+            let millis = u64::try_from(throttled.retry_after.as_millis()).unwrap_or(u64::MAX);
+            async_graphql::Error::new(format!(
+                "this document holds {n} mutations; at most {} are accepted at once",
+                limiter.burst()
+            ))
+            .extend_with(|_, extensions| {
+                extensions.set("code", ErrorCode::RateLimited.as_str());
+                extensions.set("retryAfterMs", millis);
+            })
+        } else {
+            throttled_error(throttled, "mutations")
+        };
+        error.into_server_error(Pos::default())
+    })
 }
 
 #[async_trait]
@@ -267,28 +315,16 @@ impl Extension for MutationRateLimit {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
-        let mutates = document
-            .operations
-            .iter()
-            .any(|(_, operation)| operation.node.ty == OperationType::Mutation);
         let Some(limiters) = ctx.data_opt::<Arc<RateLimiters>>() else {
             return Ok(document);
         };
-        if mutates {
-            let refuse = |throttled| {
-                throttled_error(throttled, "requests").into_server_error(Pos::default())
-            };
+        let mutations = crate::document::count_mutation_fields(&document);
+        if mutations > 0 {
             if let Some(Caller(Some(user))) = ctx.data_opt::<Caller>() {
-                limiters
-                    .mutations_per_user
-                    .check(&user.to_string())
-                    .map_err(refuse)?;
+                take_mutations(&limiters.mutations_per_user, &user.to_string(), mutations)?;
             }
             if let Some(ClientIp(ip)) = ctx.data_opt::<ClientIp>() {
-                limiters
-                    .mutations_per_ip
-                    .check(&ip.to_string())
-                    .map_err(refuse)?;
+                take_mutations(&limiters.mutations_per_ip, &ip.to_string(), mutations)?;
             }
         }
         Ok(document)
@@ -296,8 +332,9 @@ impl Extension for MutationRateLimit {
 }
 
 /// Takes a login attempt's tokens: from the client address's bucket and, for a login, from
-/// the username's. Called by `login` and `register` before any password is hashed, so a flood
-/// costs the server almost nothing.
+/// the username's; a login from an address that spent its failed logins waits too. Called by
+/// `login` and `register` before any password is hashed, so a flood costs the server almost
+/// nothing. Over HTTP and WebSocket alike: the transport puts the address in the data.
 pub fn check_login(
     ctx: &async_graphql::Context<'_>,
     username: Option<&str>,
@@ -306,10 +343,17 @@ pub fn check_login(
         return Ok(());
     };
     if let Some(ClientIp(ip)) = ctx.data_opt::<ClientIp>() {
+        let ip = ip.to_string();
         limiters
             .logins_per_ip
-            .check(&ip.to_string())
+            .check(&ip)
             .map_err(|t| throttled_error(t, "sign-in attempts from this address"))?;
+        if username.is_some() {
+            limiters
+                .failed_logins_per_ip
+                .peek(&ip)
+                .map_err(|t| throttled_error(t, "failed sign-ins from this address"))?;
+        }
     }
     if let Some(username) = username {
         limiters
@@ -318,6 +362,17 @@ pub fn check_login(
             .map_err(|t| throttled_error(t, "sign-in attempts for this account"))?;
     }
     Ok(())
+}
+
+/// Counts a failed login against the client address, whichever account it tried.
+pub fn record_failed_login(ctx: &async_graphql::Context<'_>) {
+    if let (Some(limiters), Some(ClientIp(ip))) = (
+        ctx.data_opt::<Arc<RateLimiters>>(),
+        ctx.data_opt::<ClientIp>(),
+    ) {
+        // Already refused or not, the failure is counted: an empty bucket only stays empty.
+        let _ = limiters.failed_logins_per_ip.check(&ip.to_string());
+    }
 }
 
 /// A bounded count of held places (connections, subscriptions): [`Slots::take`] gives a
@@ -471,6 +526,29 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(limiter.check("alice").is_ok());
         assert!(limiter.check("alice").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_document_takes_one_token_per_mutation_or_none() {
+        let limiter = limiter(1.0, 10);
+        assert!(limiter.check_n("alice", 8).is_ok());
+        // 2 left: a document of 3 is refused whole, and takes nothing.
+        let refused = limiter.check_n("alice", 3).unwrap_err();
+        assert_eq!(refused.retry_after, Duration::from_secs(1));
+        assert!(limiter.check_n("alice", 2).is_ok());
+        // More than the burst never fits.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(limiter.check_n("alice", 11).is_err());
+        assert!(limiter.check_n("alice", 10).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peeking_takes_nothing() {
+        let limiter = limiter(1.0, 1);
+        assert!(limiter.peek("mallory").is_ok());
+        assert!(limiter.peek("mallory").is_ok());
+        assert!(limiter.check("mallory").is_ok());
+        assert!(limiter.peek("mallory").is_err());
     }
 
     #[tokio::test(start_paused = true)]

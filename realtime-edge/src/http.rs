@@ -1,7 +1,7 @@
 //! HTTP and WebSocket transport for the GraphQL schema.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,6 +80,10 @@ pub struct HttpLimits {
     /// moments of each other, so a few thousand cover every live one; one dropped early is
     /// serialized again, never lost.
     pub shared_payloads: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: a request (or WebSocket) from one
+    /// of them is counted against the address the header names; from anyone else, against
+    /// the connection's own address, whatever the header says.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for HttpLimits {
@@ -93,6 +97,7 @@ impl Default for HttpLimits {
             ws_init_timeout: Duration::from_secs(10),
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
             shared_payloads: DEFAULT_SHARED_PAYLOADS,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -107,6 +112,7 @@ pub struct Connections {
     init_timeout: Duration,
     read_buffer: usize,
     audiences: Arc<Audiences>,
+    trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl Connections {
@@ -119,6 +125,7 @@ impl Connections {
             init_timeout: limits.ws_init_timeout,
             read_buffer: limits.ws_read_buffer_bytes.max(1),
             audiences: Arc::new(Audiences::new(limits.shared_payloads)),
+            trusted_proxies: limits.trusted_proxies.clone().into(),
         }
     }
 
@@ -325,7 +332,8 @@ async fn graphql_post(
     let token = ConsistencyToken::default();
     let mut request = request.data(caller).data(session).data(token.clone());
     if let Some(Extension(ConnectInfo(peer))) = peer {
-        request = request.data(ClientIp(peer.ip()));
+        let ip = client_ip(peer.ip(), &headers, &state.connections.trusted_proxies);
+        request = request.data(ClientIp(ip));
     }
     let mut response = state.schema.execute(request).await;
     for error in &mut response.errors {
@@ -338,6 +346,33 @@ async fn graphql_post(
         );
     }
     Json(response).into_response()
+}
+
+/// The address a request comes from: the connection's peer, or, when the peer is a trusted
+/// proxy, the nearest address in `X-Forwarded-For` that is not itself a trusted proxy
+/// (walking from the right: the entries on the left are whatever the client wrote).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut nearest = peer;
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+            // Not an address: nothing further left can be believed.
+            return nearest;
+        };
+        if !trusted.contains(&hop) {
+            return hop;
+        }
+        nearest = hop;
+    }
+    nearest
 }
 
 /// Errors the schema raises itself (syntax, validation, argument types, limits) come without a
@@ -356,6 +391,7 @@ pub(crate) fn label_error(error: &mut ServerError) {
 
 async fn graphql_get(
     State(state): State<HttpState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -388,6 +424,14 @@ async fn graphql_get(
         revocations: state.api.revocations.clone(),
     };
     let auth = state.auth.clone();
+    // The socket keeps its client's address: per-address limits apply to what it sends.
+    let address = peer.map(|Extension(ConnectInfo(peer))| {
+        ClientIp(client_ip(
+            peer.ip(),
+            &headers,
+            &state.connections.trusted_proxies,
+        ))
+    });
     let hub = state.api.ephemeral.clone();
     let budget = state.connections.max_subscriptions;
     let start_rate = state.api.limits.rates.subscribes_per_connection;
@@ -441,6 +485,9 @@ async fn graphql_get(
                         data.insert(who.caller);
                         data.insert(who.session);
                         data.insert(SubscriptionBudget::with_rate(budget, start_rate));
+                        if let Some(address) = address {
+                            data.insert(address);
+                        }
                         Ok(Authorized {
                             data,
                             lease: who.lease,
@@ -501,4 +548,51 @@ where
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = value.parse() {
+            headers.insert("x-forwarded-for", value);
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy = ip("10.0.0.1");
+        let trusted = [proxy, ip("10.0.0.2")];
+        // Straight from a client: the header is the client's to write, and ignored.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &forwarded("198.51.100.1"), &trusted),
+            ip("203.0.113.9")
+        );
+        // Through the proxy: the address it saw.
+        assert_eq!(
+            client_ip(proxy, &forwarded("198.51.100.1"), &trusted),
+            ip("198.51.100.1")
+        );
+        // A client that writes its own header in front: only the proxies' entries count.
+        assert_eq!(
+            client_ip(
+                proxy,
+                &forwarded("1.2.3.4, 198.51.100.1, 10.0.0.2"),
+                &trusted
+            ),
+            ip("198.51.100.1")
+        );
+        // Garbage or nothing: the nearest trusted hop.
+        assert_eq!(client_ip(proxy, &forwarded("junk"), &trusted), proxy);
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        // No proxy trusted (the default): the peer, always.
+        assert_eq!(client_ip(proxy, &forwarded("198.51.100.1"), &[]), proxy);
+    }
 }

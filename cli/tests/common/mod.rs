@@ -368,10 +368,22 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connects, without `connection_init`.
     pub async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::open_with(addr, &[]).await
+    }
+
+    /// Connects with these extra request headers (`X-Forwarded-For`), without
+    /// `connection_init`.
+    pub async fn open_with(addr: SocketAddr, headers: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut request = format!("ws://{addr}/graphql").into_client_request()?;
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())?,
+                value.parse()?,
+            );
+        }
         let (socket, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
             .await
             .context("the WebSocket handshake did not finish in time")??;
@@ -389,6 +401,26 @@ impl Subscriber {
             bail!("expected connection_ack, got {ack}");
         }
         Ok(subscriber)
+    }
+
+    /// Runs a query or mutation over the socket as subscription `id`: its one result's
+    /// payload (`data` and `errors`).
+    pub async fn execute(
+        &mut self,
+        id: &str,
+        query: &str,
+        variables: Value,
+    ) -> anyhow::Result<Value> {
+        self.subscribe(id, query, variables).await?;
+        loop {
+            let message = self.next_message().await?;
+            if message["id"] == id && message["type"] == "next" {
+                return Ok(message["payload"].clone());
+            }
+            if message["id"] == id && message["type"] == "error" {
+                return Ok(json!({ "errors": message["payload"] }));
+            }
+        }
     }
 
     pub async fn send(&mut self, message: Value) -> anyhow::Result<()> {
