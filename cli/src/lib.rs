@@ -1,4 +1,5 @@
 //! The `aether` binary's library half: the roles, wired from the library crates, that the
 //! binary's commands, the end-to-end tests and the benchmarks start.
 
+pub mod logging;
 pub mod roles;

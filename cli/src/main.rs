@@ -119,7 +119,9 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 12, env = "AETHER_MAX_QUERY_DEPTH")]
     max_query_depth: usize,
 
-    /// Highest GraphQL complexity (fields selected, weighted) accepted.
+    /// Highest cost one GraphQL operation may have: each field counts 1 plus what it selects,
+    /// and a page (`first`/`last`, the page maximum when not given) counts its selection once
+    /// per item it asks for.
     #[arg(long, default_value_t = 1000, env = "AETHER_MAX_QUERY_COMPLEXITY")]
     max_query_complexity: usize,
 
@@ -155,6 +157,21 @@ pub(crate) struct DevArgs {
     /// or `off`. Once spent, every sign-in from the address waits (password spraying).
     #[arg(long, default_value_t = RateLimits::default().failed_logins_per_ip, env = "AETHER_RATE_FAILED_LOGINS_PER_IP")]
     rate_failed_logins_per_ip: Rate,
+
+    /// Query cost one signed-in user may spend: RATE/BURST (cost per second / at once) or
+    /// `off`. A query costs what --max-query-complexity measures (a page counts its selection
+    /// once per item).
+    #[arg(long, default_value_t = RateLimits::default().query_cost_per_user, env = "AETHER_RATE_QUERY_COST_PER_USER")]
+    rate_query_cost_per_user: Rate,
+
+    /// Query cost one client address may spend, signed in or not: RATE/BURST or `off`.
+    #[arg(long, default_value_t = RateLimits::default().query_cost_per_ip, env = "AETHER_RATE_QUERY_COST_PER_IP")]
+    rate_query_cost_per_ip: Rate,
+
+    /// Largest query or mutation result sent, in bytes; a larger one is replaced by a
+    /// BAD_USER_INPUT error.
+    #[arg(long, default_value_t = aether_realtime_edge::http::DEFAULT_MAX_RESPONSE_BYTES, env = "AETHER_MAX_RESPONSE_BYTES")]
+    max_response_bytes: usize,
 
     /// Reverse proxies whose X-Forwarded-For header is believed (comma-separated addresses):
     /// requests and WebSockets through them are limited per the address the header names.
@@ -280,6 +297,8 @@ impl DevArgs {
                     logins_per_ip: self.rate_logins_per_ip,
                     logins_per_username: self.rate_logins_per_username,
                     failed_logins_per_ip: self.rate_failed_logins_per_ip,
+                    query_cost_per_user: self.rate_query_cost_per_user,
+                    query_cost_per_ip: self.rate_query_cost_per_ip,
                     subscribes_per_connection: self.rate_subscribes_per_connection,
                     ..RateLimits::default()
                 },
@@ -295,6 +314,7 @@ impl DevArgs {
                 ws_read_buffer_bytes: self.ws_read_buffer_bytes.max(1),
                 shared_payloads: self.ws_shared_payloads.max(1),
                 trusted_proxies: self.trusted_proxies,
+                max_response_bytes: self.max_response_bytes.max(1),
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {
@@ -331,12 +351,32 @@ fn init_tracing(format: LogFormat, filter: &str, to_stderr: bool) -> anyhow::Res
     } else {
         BoxMakeWriter::new(std::io::stdout)
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    // Lines a flood could repeat without end (the pool's slow-acquire warning) pass at most
+    // once per interval.
+    let throttled = tracing_subscriber::filter::filter_fn(aether_cli::logging::throttled);
+    let registry = tracing_subscriber::registry();
     match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_filter(filter)
+                    .with_filter(throttled),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(writer)
+                    .with_filter(filter)
+                    .with_filter(throttled),
+            )
+            .try_init(),
     }
     .map_err(|e| anyhow::anyhow!(e))
 }

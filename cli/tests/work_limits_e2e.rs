@@ -239,3 +239,122 @@ async fn password_spraying_across_accounts_is_limited_per_address() -> anyhow::R
     app.stop().await?;
     Ok(())
 }
+
+async fn start_limits(
+    dir: &std::path::Path,
+    api: ApiLimits,
+    http: aether_realtime_edge::http::HttpLimits,
+) -> anyhow::Result<Running> {
+    let config = EmbeddedConfig {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        api,
+        http,
+        ..common::unlimited()
+    };
+    Ok(start_embedded(config).await?)
+}
+
+/// `n` aliased pages of a channel's messages, `first` each (or the page maximum).
+fn pages(n: usize, first: Option<u32>) -> String {
+    let args = match first {
+        Some(first) => format!("(first: {first})"),
+        None => String::new(),
+    };
+    let fields: String = (0..n)
+        .map(|i| format!("p{i}: messages{args} {{ edges {{ node {{ id body }} }} }} "))
+        .collect();
+    format!("query($c: ID!) {{ channel(id: $c) {{ {fields} }} }}")
+}
+
+#[tokio::test]
+async fn a_page_costs_its_size_and_queries_are_limited_by_cost() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let api = ApiLimits {
+        rates: RateLimits {
+            query_cost_per_user: Rate::new(1.0, 1_000),
+            ..RateLimits::unlimited()
+        },
+        ..ApiLimits::default()
+    };
+    let app = start_limits(dir.path(), api, common::unlimited().http).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let (mut carol, _) = anonymous.register("carol").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    alice.consistency = bob.consistency.clone();
+
+    // Four pages of 100 messages cost about 1,600 (each item's selection counted), over the
+    // limit of 1,000, though the document selects a dozen fields; a page that does not say its
+    // size counts as the page maximum.
+    for query in [pages(4, Some(100)), pages(4, None)] {
+        let body = alice.raw(&query, json!({ "c": place.channel_id })).await?;
+        assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("costs"), "{message}");
+    }
+    // Smaller pages fit: 4 pages of 10 cost about 170.
+    let body = alice
+        .raw(&pages(4, Some(10)), json!({ "c": place.channel_id }))
+        .await?;
+    assert_eq!(code(&body), None, "{body}");
+
+    // Bob spends his budget of 1,000 (refilled at 1 a second) on pages of 100 (about 400
+    // each): the third in a row waits, while carol's queries pass.
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let body = bob
+            .raw(&pages(1, Some(100)), json!({ "c": place.channel_id }))
+            .await?;
+        codes.push(code(&body).unwrap_or("OK").to_owned());
+    }
+    assert_eq!(codes, ["OK", "OK", "RATE_LIMITED"]);
+    assert_eq!(
+        carol.ok("{ me { username } }", json!({})).await?["me"]["username"],
+        "carol"
+    );
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_response_over_the_cap_is_refused_on_http_and_websocket() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let http = aether_realtime_edge::http::HttpLimits {
+        max_response_bytes: 4_000,
+        ..common::unlimited().http
+    };
+    let app = start_limits(dir.path(), common::unlimited().api, http).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    for n in 0..40 {
+        common::send(&mut alice, &place.channel_id, &format!("{n:0>100}")).await?;
+    }
+    let query = pages(1, Some(40));
+    let body = alice.raw(&query, json!({ "c": place.channel_id })).await?;
+    assert_eq!(code(&body), Some("BAD_USER_INPUT"), "{body}");
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("--max-response-bytes"));
+    // A page that fits is sent.
+    let small = alice
+        .ok(&pages(1, Some(5)), json!({ "c": place.channel_id }))
+        .await?;
+    assert_eq!(
+        small["channel"]["p0"]["edges"].as_array().map(Vec::len),
+        Some(5)
+    );
+    let mut socket =
+        Subscriber::connect(app.local_addr, alice.token.as_deref().unwrap_or("")).await?;
+    let payload = socket
+        .execute("1", &query, json!({ "c": place.channel_id }))
+        .await?;
+    assert_eq!(code(&payload), Some("BAD_USER_INPUT"), "{payload}");
+    app.stop().await?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! The transport (HTTP, WebSocket) lives in `aether-realtime-edge`; this crate only needs the
 //! caller's identity ([`Caller`]) in each request's data.
 
+pub mod cost;
 pub mod document;
 pub mod ephemeral;
 pub mod error;
@@ -51,7 +52,8 @@ pub type AetherSchema = Schema<QueryRoot, Mutations, Subscriptions>;
 pub struct ApiLimits {
     /// Deepest selection nesting accepted.
     pub max_depth: usize,
-    /// Most fields (weighted) one operation may select.
+    /// Most one operation may cost: a field is 1 plus what it selects, a page its selection
+    /// times its size (see [`cost`]).
     pub max_complexity: usize,
     /// Most items one page (`first`/`last`) may hold.
     pub max_page_size: i64,
@@ -146,6 +148,10 @@ pub fn build_schema(state: ApiState) -> AetherSchema {
         .extension(rate::MutationRateLimit)
         .extension(document::AliasLimit {
             max: limits.max_aliases,
+        })
+        .extension(cost::QueryCost {
+            max: limits.max_complexity,
+            max_page: limits.max_page_size,
         })
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)

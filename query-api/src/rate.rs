@@ -97,6 +97,10 @@ pub struct RateLimits {
     pub failed_logins_per_ip: Rate,
     /// Subscriptions one WebSocket connection may start.
     pub subscribes_per_connection: Rate,
+    /// Query cost (see [`crate::cost`]) one signed-in user may spend.
+    pub query_cost_per_user: Rate,
+    /// Query cost one client address may spend, signed in or not.
+    pub query_cost_per_ip: Rate,
     /// Buckets kept per limiter at most.
     pub max_keys: usize,
 }
@@ -110,6 +114,8 @@ impl Default for RateLimits {
             logins_per_username: Rate::new(0.2, 5),
             failed_logins_per_ip: Rate::new(0.2, 10),
             subscribes_per_connection: Rate::new(10.0, 50),
+            query_cost_per_user: Rate::new(1_000.0, 10_000),
+            query_cost_per_ip: Rate::new(5_000.0, 50_000),
             max_keys: 100_000,
         }
     }
@@ -125,6 +131,8 @@ impl RateLimits {
             logins_per_username: Rate::unlimited(),
             failed_logins_per_ip: Rate::unlimited(),
             subscribes_per_connection: Rate::unlimited(),
+            query_cost_per_user: Rate::unlimited(),
+            query_cost_per_ip: Rate::unlimited(),
             ..Self::default()
         }
     }
@@ -233,6 +241,8 @@ pub struct RateLimiters {
     pub logins_per_ip: RateLimiter,
     pub logins_per_username: RateLimiter,
     pub failed_logins_per_ip: RateLimiter,
+    pub query_cost_per_user: RateLimiter,
+    pub query_cost_per_ip: RateLimiter,
 }
 
 impl RateLimiters {
@@ -244,6 +254,8 @@ impl RateLimiters {
             logins_per_ip: limiter(limits.logins_per_ip),
             logins_per_username: limiter(limits.logins_per_username),
             failed_logins_per_ip: limiter(limits.failed_logins_per_ip),
+            query_cost_per_user: limiter(limits.query_cost_per_user),
+            query_cost_per_ip: limiter(limits.query_cost_per_ip),
         }
     }
 }

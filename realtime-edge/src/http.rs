@@ -84,7 +84,13 @@ pub struct HttpLimits {
     /// of them is counted against the address the header names; from anyone else, against
     /// the connection's own address, whatever the header says.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Largest response (a query's or mutation's result, serialized) sent, in bytes; a larger
+    /// one is replaced by a `BAD_USER_INPUT` error: ask for smaller pages.
+    pub max_response_bytes: usize,
 }
+
+/// The default of [`HttpLimits::max_response_bytes`].
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for HttpLimits {
     fn default() -> Self {
@@ -98,6 +104,7 @@ impl Default for HttpLimits {
             ws_read_buffer_bytes: DEFAULT_WS_READ_BUFFER_BYTES,
             shared_payloads: DEFAULT_SHARED_PAYLOADS,
             trusted_proxies: Vec::new(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -113,6 +120,7 @@ pub struct Connections {
     read_buffer: usize,
     audiences: Arc<Audiences>,
     trusted_proxies: Arc<[IpAddr]>,
+    max_response: usize,
 }
 
 impl Connections {
@@ -126,6 +134,7 @@ impl Connections {
             read_buffer: limits.ws_read_buffer_bytes.max(1),
             audiences: Arc::new(Audiences::new(limits.shared_payloads)),
             trusted_proxies: limits.trusted_proxies.clone().into(),
+            max_response: limits.max_response_bytes.max(1),
         }
     }
 
@@ -345,7 +354,31 @@ async fn graphql_post(
             async_graphql::Value::String(event.token()),
         );
     }
-    Json(response).into_response()
+    let body = match serde_json::to_vec(&response) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, "a GraphQL response could not be serialized");
+            let body = error_body(ErrorCode::Internal, "the response could not be serialized");
+            return Json(body).into_response();
+        }
+    };
+    if body.len() > state.connections.max_response {
+        let message = too_large(body.len(), state.connections.max_response);
+        return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Why a response was not sent.
+pub(crate) fn too_large(size: usize, max: usize) -> String {
+    format!(
+        "the response would be {size} bytes; at most {max} are sent (--max-response-bytes): \
+         ask for smaller pages or fewer fields"
+    )
 }
 
 /// The address a request comes from: the connection's peer, or, when the peer is a trusted
@@ -422,6 +455,7 @@ async fn graphql_get(
         audiences: state.connections.audiences.clone(),
         init_timeout: state.connections.init_timeout,
         revocations: state.api.revocations.clone(),
+        max_response_bytes: state.connections.max_response,
     };
     let auth = state.auth.clone();
     // The socket keeps its client's address: per-address limits apply to what it sends.

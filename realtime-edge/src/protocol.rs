@@ -51,6 +51,8 @@ pub struct Transport {
     pub init_timeout: Duration,
     /// Ended sessions: a connection of one is closed (4403).
     pub revocations: Arc<Revocations>,
+    /// Largest result payload sent; a larger one is replaced by a `BAD_USER_INPUT` error.
+    pub max_response_bytes: usize,
 }
 
 /// Who a signed-in connection speaks for, and until when its access token is valid.
@@ -560,7 +562,10 @@ fn subscription(
         drop(tap);
     }
     let Transport {
-        schema, audiences, ..
+        schema,
+        audiences,
+        max_response_bytes,
+        ..
     } = transport;
     let mut responses = schema.execute_stream_with_session_data(request, data);
     let shared = move |update: Tapped| {
@@ -595,7 +600,18 @@ fn subscription(
                 }
             }
             match response {
-                Some(response) => yield framing.result(&payload(response)),
+                Some(response) => {
+                    let mut sent = payload(response);
+                    if sent.len() > max_response_bytes {
+                        let message = crate::http::too_large(sent.len(), max_response_bytes);
+                        sent = serde_json::json!({
+                            "data": null,
+                            "errors": [{ "message": message, "extensions": { "code": "BAD_USER_INPUT" } }],
+                        })
+                        .to_string();
+                    }
+                    yield framing.result(&sent);
+                }
                 None => {
                     yield framing.complete();
                     return;
