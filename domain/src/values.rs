@@ -69,6 +69,44 @@ fn checked_text(
     Ok(trimmed.to_owned())
 }
 
+/// Characters that change how text around them is shown without showing themselves: the
+/// bidirectional controls (overrides, embeddings, isolates, marks) and the zero-width ones. In a
+/// name they can only deceive (`\u{202E}gnp.exe` shows as `exe.png`; `ali\u{200B}ce` looks like
+/// `alice`), so names lose them; a body keeps them but must show something without them.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// A name as stored: without [invisible](is_invisible) characters, in Unicode normal form C
+/// (so the same name typed two ways is the same text), trimmed; then checked as
+/// [`checked_text`] does, so a name of nothing but invisible characters is empty.
+fn checked_name(field: &'static str, value: &str, max: usize) -> Result<String, ValidationError> {
+    use unicode_normalization::UnicodeNormalization;
+    // Removed first: a mark left next to a letter by the removal composes with it.
+    let visible: String = value
+        .chars()
+        .filter(|c| !is_invisible(*c))
+        .collect::<String>()
+        .nfc()
+        .collect();
+    if visible.trim().is_empty() && !value.trim().is_empty() {
+        return Err(ValidationError::new(
+            field,
+            "must not be empty (invisible and direction-changing characters do not count)",
+        ));
+    }
+    checked_text(field, &visible, max, &[])
+}
+
 macro_rules! text_value {
     ($(#[$doc:meta])* $name:ident, schema($($schema:tt)*)) => {
         $(#[$doc])*
@@ -172,25 +210,32 @@ impl Username {
 
 impl DisplayName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        checked_text("displayName", value, DISPLAY_NAME_MAX_CHARS, &[]).map(Self)
+        checked_name("displayName", value, DISPLAY_NAME_MAX_CHARS).map(Self)
     }
 }
 
 impl ServerName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        checked_text("name", value, NAME_MAX_CHARS, &[]).map(Self)
+        checked_name("name", value, NAME_MAX_CHARS).map(Self)
     }
 }
 
 impl ChannelName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        checked_text("name", value, NAME_MAX_CHARS, &[]).map(Self)
+        checked_name("name", value, NAME_MAX_CHARS).map(Self)
     }
 }
 
 impl MessageBody {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
-        checked_text("body", value, MESSAGE_BODY_MAX_CHARS, &['\n', '\t']).map(Self)
+        let body = checked_text("body", value, MESSAGE_BODY_MAX_CHARS, &['\n', '\t'])?;
+        if body.chars().all(|c| is_invisible(c) || c.is_whitespace()) {
+            return Err(ValidationError::new(
+                "body",
+                "must not be empty (invisible and direction-changing characters do not count)",
+            ));
+        }
+        Ok(Self(body))
     }
 
     /// The users the body mentions, each once, in order of first mention. A mention is a user
@@ -267,6 +312,41 @@ impl fmt::Debug for Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_normalised_and_lose_what_cannot_be_seen() {
+        // Composed and decomposed é are one name.
+        assert_eq!(
+            DisplayName::parse("Ame\u{301}lie").map(DisplayName::into_inner),
+            Ok("Amélie".to_owned())
+        );
+        // Zero-width and direction-changing characters are removed.
+        assert_eq!(
+            DisplayName::parse("ali\u{200B}ce").map(DisplayName::into_inner),
+            Ok("alice".to_owned())
+        );
+        assert_eq!(
+            ServerName::parse("\u{202E}gnp.exe\u{202C}").map(ServerName::into_inner),
+            Ok("gnp.exe".to_owned())
+        );
+        // Nothing visible left: refused, by field.
+        for invisible in ["\u{200B}\u{200D}", "\u{202E} \u{FEFF}", "\u{2066}\u{2069}"] {
+            assert_eq!(
+                DisplayName::parse(invisible).map_err(|e| e.field),
+                Err("displayName")
+            );
+            assert_eq!(
+                ChannelName::parse(invisible).map_err(|e| e.field),
+                Err("name")
+            );
+            assert_eq!(
+                MessageBody::parse(invisible).map_err(|e| e.field),
+                Err("body")
+            );
+        }
+        // A body keeps them around visible text.
+        assert!(MessageBody::parse("a\u{200D}b").is_ok());
+    }
 
     #[test]
     fn mentions_are_user_ids_in_angle_brackets_each_once() {

@@ -4,7 +4,7 @@
 //! Bounded for CI (`PROPTEST_CASES`, 512 here by default); a longer run:
 //! `PROPTEST_CASES=200000 cargo test -p aether-domain --test input_properties`.
 
-use aether_domain::values::{MESSAGE_BODY_MAX_CHARS, NAME_MAX_CHARS};
+use aether_domain::values::{DISPLAY_NAME_MAX_CHARS, MESSAGE_BODY_MAX_CHARS, NAME_MAX_CHARS};
 use aether_domain::{
     ChannelName, DisplayName, InviteCode, MessageBody, MessageId, Password, ServerName, UserId,
     Username,
@@ -25,6 +25,8 @@ fn hostile_text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[ \t\n\r\u{0}-\u{1f}\u{7f}a-z<@>é漢🦀-]{0,64}",
+        // Invisible and direction-changing characters, and a combining accent.
+        "[ a-z\u{200B}-\u{200F}\u{202A}-\u{202E}\u{2066}-\u{2069}\u{FEFF}\u{301}]{0,16}",
         (0usize..6_000).prop_map(|n| "x".repeat(n)),
         (0usize..6_000).prop_map(|n| format!(" {} ", "é".repeat(n))),
         "(<@[0-9a-f-]{0,40}>?){0,8}",
@@ -73,7 +75,19 @@ proptest! {
             prop_assert!(kept_text(name.as_str(), NAME_MAX_CHARS, &[]));
         }
         if let Ok(name) = DisplayName::parse(&text) {
-            prop_assert!(!name.as_str().is_empty());
+            prop_assert!(kept_text(name.as_str(), DISPLAY_NAME_MAX_CHARS, &[]));
+        }
+        // Every accepted name is in normal form C and shows everything it holds.
+        for name in [
+            ServerName::parse(&text).map(|n| n.into_inner()),
+            ChannelName::parse(&text).map(|n| n.into_inner()),
+            DisplayName::parse(&text).map(|n| n.into_inner()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            prop_assert!(!name.chars().any(aether_domain::values::is_invisible), "{name:?}");
+            prop_assert!(unicode_normalization::is_nfc(&name), "{name:?}");
         }
         if let Ok(name) = Username::parse(&text) {
             prop_assert!(name

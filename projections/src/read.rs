@@ -403,6 +403,27 @@ impl ReadModels {
         all(&rows, BanRow::from_row)
     }
 
+    /// Whether another member of `server` shows the same display name as `user` (letter case
+    /// aside): then `user` is shown with their username beside it, so that a copied name cannot
+    /// pass for its owner.
+    pub async fn display_name_shared(
+        &self,
+        server: ServerId,
+        user: UserId,
+    ) -> Result<bool, RowError> {
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM {c}members m JOIN {c}users u ON u.id = m.user_id \
+             JOIN {c}users me ON me.id = $2 \
+             WHERE m.server_id = $1 AND m.user_id <> $2 \
+             AND lower(u.display_name) = lower(me.display_name)"
+        );
+        match self.one(&sql, vec![text(server), text(user)]).await? {
+            Some(row) => Ok(row.get::<i64>("n")? > 0),
+            None => Ok(false),
+        }
+    }
+
     pub async fn member_count(&self, server: ServerId) -> Result<i64, RowError> {
         let c = self.tables(CATALOG).await?;
         let sql = format!("SELECT COUNT(*) AS n FROM {c}members WHERE server_id = $1");

@@ -593,10 +593,7 @@ impl MutationRoot {
                 .set_member_role(&context(ctx), server, user, input.role.into())
                 .await?;
             let member = committed(ctx, record);
-            Ok(Member {
-                user: load_user(state, member.user_id).await?,
-                role: member.role.into(),
-            })
+            Member::of(state, server, member.user_id, member.role.into()).await
         }
         .await;
         gql(result)

@@ -180,6 +180,33 @@ pub struct PageInfo {
 pub struct Member {
     pub user: User,
     pub role: RoleGql,
+    /// The name to show for this member in this server: the display name, or, when another
+    /// member of the server has the same display name, the display name with the username
+    /// beside it (`Alice (@alice2)`), so that a copied name cannot pass for its owner.
+    pub display_label: String,
+}
+
+impl Member {
+    /// `user` as a member of `server` with `role`, labelled against the server's other members.
+    pub(crate) async fn of(
+        state: &ApiState,
+        server: ServerId,
+        user: UserId,
+        role: RoleGql,
+    ) -> ApiResult<Self> {
+        let shared = state.read.display_name_shared(server, user).await?;
+        let user = load_user(state, user).await?;
+        let display_label = if shared {
+            format!("{} (@{})", user.display_name, user.username)
+        } else {
+            user.display_name.clone()
+        };
+        Ok(Self {
+            user,
+            role,
+            display_label,
+        })
+    }
 }
 
 /// A ban in force. The banned user is named by id: they may never have joined.
@@ -394,10 +421,7 @@ impl Server {
             for (index, row) in rows.into_iter().enumerate() {
                 edges.push(MemberEdge {
                     cursor: (offset + index as i64 + 1).to_string(),
-                    node: Member {
-                        user: load_user(state, row.user_id).await?,
-                        role: row.role.into(),
-                    },
+                    node: Member::of(state, self.id, row.user_id, row.role.into()).await?,
                 });
             }
             Ok(MemberConnection {
