@@ -77,6 +77,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3, env = "AETHER_PROJECTOR_ATTEMPTS")]
     projector_attempts: i32,
 
+    /// Answer GraphQL introspection (`__schema`, `__type`; what GraphQL Playground and code
+    /// generators read). Off by default in the distributed mode: a production API does not
+    /// describe itself to whoever asks.
+    #[arg(long, env = "AETHER_INTROSPECTION")]
+    introspection: bool,
+
     /// Outbox rows the relay publishes per round trip.
     #[arg(long, default_value_t = 1000, env = "AETHER_RELAY_BATCH")]
     relay_batch: i64,
@@ -101,10 +107,11 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                      projector's MongoDB read model"
                 );
             };
-            let config = EmbeddedConfig {
+            let mut config = EmbeddedConfig {
                 jwt_secret_file: Some(secret),
                 ..args.api.into_config()
             };
+            config.api.introspection = args.introspection;
             let running = start_distributed(
                 config,
                 DistributedConfig {
@@ -192,4 +199,26 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    fn introspection(args: &[&str]) -> Option<bool> {
+        match crate::Cli::try_parse_from(args).ok()?.command {
+            crate::Command::Serve(serve) => Some(serve.introspection),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn introspection_is_off_unless_asked_for() {
+        let serve = ["aether", "serve", "--postgres", "postgres://db/aether"];
+        assert_eq!(introspection(&serve), Some(false));
+        assert_eq!(
+            introspection(&[&serve[..], &["--introspection"]].concat()),
+            Some(true)
+        );
+    }
 }

@@ -19,7 +19,7 @@ pub mod store;
 
 pub use error::{CommandError, ErrorCode};
 pub use service::{
-    ChatCommands, CommandContext, Committed, ConversationRecord, Moderation, ReadMarkRecord,
-    SessionRecord,
+    ChatCommands, CommandContext, Committed, ConversationRecord, LoginRefused, Moderation,
+    ReadMarkRecord, SessionRecord,
 };
 pub use sqlite::SqliteEventStore;

@@ -95,6 +95,14 @@ pub struct Committed<T> {
     pub position: Written,
 }
 
+/// A refused sign-in: why, and the existing account whose password was wrong, if that is what
+/// it was.
+#[derive(Debug)]
+pub struct LoginRefused {
+    pub account: Option<UserId>,
+    pub error: CommandError,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
     pub id: UserId,
@@ -604,63 +612,111 @@ impl<R: WriteStore> ChatCommands<R> {
     }
 
     /// The account a username and password sign in to. The answer does not say which of the two
-    /// was wrong.
+    /// was wrong. A wrong password for an existing account is recorded (`LoginFailed`) before
+    /// the answer; [`Self::check_login`] answers first and leaves the recording to the caller.
     pub async fn authenticate(
         &self,
         username: &str,
         password: &str,
     ) -> Result<UserRecord, CommandError> {
-        let refused = || CommandError::unauthenticated("wrong username or password");
-        let Ok(username) = Username::parse(username) else {
-            return Err(refused());
+        match self.check_login(username, password).await {
+            Ok(user) => Ok(user),
+            Err(LoginRefused { account, error }) => {
+                if let Some(account) = account {
+                    self.record_failed_login(account).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// As [`Self::authenticate`], without writing anything: a refusal names the existing
+    /// account whose password was wrong, for [`Self::record_failed_login`]. Every refusal
+    /// costs one password verification, whether the account exists or not (an unknown one is
+    /// checked against a dummy hash), so response times do not reveal which accounts exist.
+    pub async fn check_login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<UserRecord, LoginRefused> {
+        let refused = |account| LoginRefused {
+            account,
+            error: CommandError::unauthenticated("wrong username or password"),
         };
-        let Some(user_id) = self
-            .store
-            .lookup(DirectoryKind::Username, username.as_str())
-            .await?
-        else {
+        let dummy = |password: String| async move {
             // Spend the time a real check would, so response times do not reveal accounts.
-            let password = password.to_owned();
             let _ = tokio::task::spawn_blocking(move || {
                 verify_password(&password, crate::auth::DUMMY_HASH)
             })
             .await;
-            return Err(refused());
         };
-        let (user, sequence) = self.load_at::<User>(&user_id).await?;
+        let Ok(username) = Username::parse(username) else {
+            dummy(password.to_owned()).await;
+            return Err(refused(None));
+        };
+        let found = self
+            .store
+            .lookup(DirectoryKind::Username, username.as_str())
+            .await
+            .map_err(|error| LoginRefused {
+                account: None,
+                error: error.into(),
+            })?;
+        let Some(user_id) = found else {
+            // The same reads as for an account: a load (of nobody) and a verification.
+            let _ = self.load::<User>(&Uuid::nil().to_string()).await;
+            dummy(password.to_owned()).await;
+            return Err(refused(None));
+        };
+        let user: User = self.load(&user_id).await.map_err(|error| LoginRefused {
+            account: None,
+            error,
+        })?;
         let (Some(id), Some(hash), Some(display_name)) = (
             user.id,
             user.password_hash.clone(),
             user.display_name.clone(),
         ) else {
-            return Err(refused());
+            dummy(password.to_owned()).await;
+            return Err(refused(None));
         };
         let password = password.to_owned();
         let valid = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
-            .map_err(|e| CommandError::internal(e.to_string()))?;
+            .map_err(|e| LoginRefused {
+                account: None,
+                error: CommandError::internal(e.to_string()),
+            })?;
         if !valid {
-            // A security event for auditors; the refusal stands whether or not it is recorded.
-            let ctx = CommandContext::new(None);
-            let recorded = self
-                .decide_retrying(
-                    &user_id,
-                    user,
-                    sequence,
-                    UserCommand::RecordFailedLogin { at: ctx.at },
-                    &ctx.metadata(user_id.clone()),
-                )
-                .await;
-            if let Err(error) = recorded {
-                tracing::warn!(%error, "a failed sign-in could not be recorded");
-            }
-            return Err(refused());
+            return Err(refused(Some(id)));
         }
         Ok(UserRecord {
             id,
             username: username.to_string(),
             display_name: display_name.to_string(),
         })
+    }
+
+    /// Records a wrong password for `account` (`LoginFailed`), a security event for auditors.
+    /// A failure to record is logged; the refusal stands either way.
+    pub async fn record_failed_login(&self, account: UserId) {
+        let ctx = CommandContext::new(None);
+        let id = account.to_string();
+        let recorded = async {
+            let (user, sequence) = self.load_at::<User>(&id).await?;
+            self.decide_retrying(
+                &id,
+                user,
+                sequence,
+                UserCommand::RecordFailedLogin { at: ctx.at },
+                &ctx.metadata(id.clone()),
+            )
+            .await
+        }
+        .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "a failed sign-in could not be recorded");
+        }
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<UserRecord>, CommandError> {

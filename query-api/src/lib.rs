@@ -64,6 +64,9 @@ pub struct ApiLimits {
     pub max_aliases: usize,
     /// Per-user, per-address and per-account request rates.
     pub rates: rate::RateLimits,
+    /// Whether the schema answers introspection (`__schema`, `__type`). On in the embedded
+    /// mode; `aether serve` turns it off unless `--introspection` is given.
+    pub introspection: bool,
 }
 
 impl Default for ApiLimits {
@@ -75,6 +78,7 @@ impl Default for ApiLimits {
             projection_wait: std::time::Duration::from_secs(5),
             max_aliases: 30,
             rates: rate::RateLimits::default(),
+            introspection: true,
         }
     }
 }
@@ -142,7 +146,13 @@ impl ApiState {
 pub fn build_schema(state: ApiState) -> AetherSchema {
     let limits = state.limits.clone();
     let limiters = Arc::new(rate::RateLimiters::new(&limits.rates));
-    Schema::build(QueryRoot, Mutations::default(), Subscriptions::default())
+    let builder = Schema::build(QueryRoot, Mutations::default(), Subscriptions::default());
+    let builder = if limits.introspection {
+        builder
+    } else {
+        builder.disable_introspection()
+    };
+    builder
         .data(state)
         .data(limiters)
         .extension(rate::MutationRateLimit)

@@ -262,17 +262,20 @@ impl MutationRoot {
     ) -> async_graphql::Result<AuthPayload> {
         crate::rate::check_login(ctx, Some(&input.username))?;
         let result: ApiResult<AuthPayload> = async {
-            let user = match state(ctx)
-                .commands
-                .authenticate(&input.username, &input.password)
-                .await
-            {
+            let commands = &state(ctx).commands;
+            let user = match commands.check_login(&input.username, &input.password).await {
                 Ok(user) => user,
-                Err(error) => {
-                    if error.code == aether_commands::ErrorCode::Unauthenticated {
+                Err(refused) => {
+                    if refused.error.code == aether_commands::ErrorCode::Unauthenticated {
                         crate::rate::record_failed_login(ctx);
                     }
-                    return Err(error.into());
+                    // Recorded after the answer, so that a wrong password for an existing
+                    // account answers as fast as one for an unknown account.
+                    if let Some(account) = refused.account {
+                        let commands = commands.clone();
+                        tokio::spawn(async move { commands.record_failed_login(account).await });
+                    }
+                    return Err(refused.error.into());
                 }
             };
             let (access_token, refresh_token) = sign_in(ctx, user.id).await?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_commands::auth::{TokenIssuer, TokenKind};
-use aether_commands::store::EventRef;
+use aether_commands::store::{EventRef, WriteStore};
 use aether_commands::ErrorCode;
 use aether_domain::UserId;
 use aether_projections::Watermarks;
@@ -330,12 +330,36 @@ async fn graphql_post(
                 format!("{CONSISTENCY_HEADER} must be a token from a mutation's extensions");
             return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
         };
-        if !state
-            .api
-            .wait_until_projected(&event, state.consistency_wait)
-            .await
-        {
-            tracing::warn!(token = %event.token(), "read models did not reach the consistency token in time");
+        // Waiting holds a request open: only for a signed-in caller (an anonymous request is
+        // answered at once, from what the read models hold), and only for an event that
+        // exists (a made-up one is refused, not waited for in vain).
+        if caller.0.is_some() {
+            let stored = state
+                .api
+                .commands
+                .store()
+                .position_of(&event.aggregate_type, &event.aggregate_id)
+                .await;
+            match stored {
+                Ok(stored) if stored.sequence >= event.sequence => {}
+                Ok(_) => {
+                    let message = format!("{CONSISTENCY_HEADER} names no event of this server");
+                    return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot check a consistency token against the event store");
+                    let message =
+                        "the event store cannot be reached to check the consistency token";
+                    return Json(error_body(ErrorCode::Unavailable, message)).into_response();
+                }
+            }
+            if !state
+                .api
+                .wait_until_projected(&event, state.consistency_wait)
+                .await
+            {
+                tracing::warn!(token = %event.token(), "read models did not reach the consistency token in time");
+            }
         }
     }
     let token = ConsistencyToken::default();
