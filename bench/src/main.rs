@@ -6,9 +6,11 @@
 //! bytes in the same run. `aether-bench rebuild` rebuilds projections from the event topics into
 //! each store and compares that with the raw consume rate of the same topics. `aether-bench
 //! read-path` measures subscription latency through the distributed path beside the embedded
-//! one, history queries from each store and read-your-own-write across instances. See
-//! `bench/README.md`.
+//! one, history queries from each store and read-your-own-write across instances. `aether-bench
+//! abuse` repeats hostile traffic against the shipped limits while timing another user's `me`.
+//! See `bench/README.md`.
 
+mod abuse;
 mod chat_log;
 mod idle;
 mod read_path;
@@ -50,6 +52,10 @@ enum Command {
     /// Subscription latency through the whole distributed path beside the embedded one, history
     /// queries from each store, read-your-own-write across instances.
     ReadPath(read_path::Args),
+    /// Hostile traffic (mutation floods, costly queries, sign-in floods and password
+    /// spraying) against the shipped limits, bounded and on loopback, while another user's
+    /// `me` is timed.
+    Abuse(abuse::Args),
     /// (Used by `realtime`.) Opens and holds idle WebSocket connections from this process.
     #[command(hide = true)]
     IdleClients(idle::ClientArgs),
@@ -74,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rebuild(args) => runtime.block_on(rebuild::run(args)),
         Command::Realtime(args) => runtime.block_on(realtime::run(args)),
         Command::ReadPath(args) => runtime.block_on(read_path::run(args)),
+        Command::Abuse(args) => runtime.block_on(abuse::run(args)),
         Command::IdleClients(args) => runtime.block_on(idle::clients(args)),
         Command::IdleServer(args) => runtime.block_on(idle::serve(args)),
     }
