@@ -33,7 +33,9 @@ use aether_commands::postgres::PgEventStore;
 use aether_commands::relay::LatencyRecorder;
 use aether_kafka::admin::init_topics;
 use aether_kafka::KafkaConfig;
-use aether_projections::stream::role::{spawn_projectors, Stores, QUERIED_PROJECTIONS};
+use aether_projections::stream::role::{
+    spawn_projectors, Stores, TimelineStore, QUERIED_PROJECTIONS,
+};
 use aether_projections::stream::ProjectorOptions;
 use anyhow::{anyhow, ensure, Context};
 use futures::StreamExt;
@@ -78,6 +80,10 @@ pub struct Args {
     /// Read-your-own-write round trips per mode; 0 skips them.
     #[arg(long, default_value_t = 200)]
     ryow: usize,
+    /// Where the distributed mode keeps its timeline, comma-separated: the distributed mode
+    /// runs once per store, in this order.
+    #[arg(long, value_delimiter = ',', default_values_t = [TimelineStore::MongoDb, TimelineStore::Postgres])]
+    timeline_stores: Vec<TimelineStore>,
     /// The servers the distributed mode runs on.
     #[command(flatten)]
     servers: Servers,
@@ -106,6 +112,14 @@ pub struct Args {
     /// Where `read-path.json` and `read-path.md` go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+}
+
+/// How a report names where the timeline was kept.
+fn timeline_label(timeline: TimelineStore) -> &'static str {
+    match timeline {
+        TimelineStore::MongoDb => "MongoDB",
+        TimelineStore::Postgres => "PostgreSQL",
+    }
 }
 
 /// Warm-up queries before the timed ones, per shape.
@@ -223,7 +237,8 @@ struct Results {
     machine: Machine,
     settings: Value,
     embedded: Option<Mode>,
-    distributed: Option<Mode>,
+    /// One run of the distributed mode per timeline store.
+    distributed: Vec<(TimelineStore, Mode)>,
     notes: Vec<String>,
 }
 
@@ -259,6 +274,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "postgres": redact_password(&args.servers.postgres),
             "kafka": args.servers.kafka,
             "mongo": args.servers.mongo,
+            "timeline_stores": args.timeline_stores.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         }),
         ..Results::default()
     };
@@ -284,17 +300,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if !args.no_distributed {
-        eprintln!("distributed: API + relay, broker, projectors, edge instance");
-        let db = BenchDatabase::create(&args.servers.postgres).await?;
-        let outcome = tokio::select! {
-            outcome = distributed(&args, &db) => outcome,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        };
-        let dropped = db.drop_database().await;
-        let (mode, machine) = outcome?;
-        dropped.context("dropping the benchmark database")?;
-        results.distributed = Some(mode);
-        results.machine = machine;
+        for &timeline in &args.timeline_stores {
+            eprintln!(
+                "distributed: API + relay, broker, projectors, edge instance; timeline in {}",
+                timeline_label(timeline)
+            );
+            let db = BenchDatabase::create(&args.servers.postgres).await?;
+            let outcome = tokio::select! {
+                outcome = distributed(&args, &db, timeline) => outcome,
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            };
+            let dropped = db.drop_database().await;
+            let (mode, machine) = outcome?;
+            dropped.context("dropping the benchmark database")?;
+            results.distributed.push((timeline, mode));
+            results.machine = machine;
+        }
     } else {
         results.machine.nproc = nproc();
     }
@@ -303,7 +324,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The distributed mode, start to stop; the caller drops the PostgreSQL database.
-async fn distributed(args: &Args, db: &BenchDatabase) -> anyhow::Result<(Mode, Machine)> {
+async fn distributed(
+    args: &Args,
+    db: &BenchDatabase,
+    timeline: TimelineStore,
+) -> anyhow::Result<(Mode, Machine)> {
     let connect = || async {
         PgEventStore::connect(&db.url, args.pool, Duration::from_secs(5))
             .await
@@ -324,7 +349,7 @@ async fn distributed(args: &Args, db: &BenchDatabase) -> anyhow::Result<(Mode, M
         .await
         .context("connecting to the MongoDB-compatible server")?
         .database(&format!("bench_{}", Uuid::new_v4().simple()));
-    let outcome = distributed_on(args, db, &kafka, &mongo, projector_store).await;
+    let outcome = distributed_on(args, db, &kafka, &mongo, timeline, projector_store).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), mongo.drop()).await;
     Ok((outcome?, machine))
 }
@@ -334,6 +359,7 @@ async fn distributed_on(
     db: &BenchDatabase,
     kafka: &KafkaConfig,
     mongo: &mongodb::Database,
+    timeline: TimelineStore,
     projector_store: PgEventStore,
 ) -> anyhow::Result<Mode> {
     // The catalog, receipts and timeline projectors, in this process as their own processes
@@ -349,6 +375,7 @@ async fn distributed_on(
         &Stores {
             postgres: projector_store.pool().clone(),
             mongo: Some(mongo.clone()),
+            timeline,
         },
         kafka,
         &QUERIED_PROJECTIONS,
@@ -368,7 +395,8 @@ async fn distributed_on(
             jwt_secret_file: Some(secret.clone()),
             ..product_config(&dir.path().join(name))
         };
-        let (kafka, mongo) = (kafka.clone(), mongo.clone());
+        let kafka = kafka.clone();
+        let mongo = (timeline == TimelineStore::MongoDb).then(|| mongo.clone());
         let relay_latency = with_relay.then(|| recorder.clone());
         async move {
             let distributed = DistributedConfig {
@@ -687,10 +715,14 @@ impl Report for Results {
             "broker": m.broker,
             "settings": self.settings,
             "embedded": self.embedded.as_ref().map(mode_json),
-            "distributed": self.distributed.as_ref().map(mode_json),
+            "distributed": self
+                .distributed
+                .iter()
+                .map(|(timeline, mode)| (timeline.as_str().to_owned(), mode_json(mode)))
+                .collect::<serde_json::Map<_, _>>(),
             "targets": {
                 "distributed_p99_ms_at_500_per_s": 100,
-                "history_p99_ms_postgres_mongodb": 10,
+                "history_p99_ms_postgresql": 10,
             },
             "notes": self.notes,
         })
@@ -698,16 +730,19 @@ impl Report for Results {
 
     fn to_markdown(&self) -> String {
         let m = &self.machine;
-        let modes: Vec<(&str, &Mode)> = [
-            ("embedded (SQLite, one process)", self.embedded.as_ref()),
-            (
-                "distributed (PostgreSQL + broker + projectors + MongoDB, two instances)",
-                self.distributed.as_ref(),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(name, mode)| mode.map(|mode| (name, mode)))
-        .collect();
+        let mut modes: Vec<(String, &Mode)> = Vec::new();
+        if let Some(embedded) = &self.embedded {
+            modes.push(("embedded (SQLite, one process)".to_owned(), embedded));
+        }
+        for (timeline, mode) in &self.distributed {
+            modes.push((
+                format!(
+                    "distributed (PostgreSQL + broker + projectors, timeline in {}, two instances)",
+                    timeline_label(*timeline)
+                ),
+                mode,
+            ));
+        }
         let s = &self.settings;
         let mut out = String::new();
         out.push_str("# Read-path benchmark\n\n");
@@ -819,7 +854,7 @@ impl Report for Results {
         }
         out.push_str(
             "\nTargets (2 cores): distributed p99 ≤ 100 ms at 500 msg/s; history query p99 ≤ \
-             10 ms from PostgreSQL/MongoDB.\n",
+             10 ms from PostgreSQL.\n",
         );
         for (name, mode) in &modes {
             for note in &mode.notes {

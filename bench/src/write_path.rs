@@ -217,6 +217,7 @@ async fn measure(
     let stores = Stores {
         postgres: store.pool().clone(),
         mongo: Some(mongo.clone()),
+        timeline: Default::default(),
     };
     let _projectors = spawn_projectors(
         &stores,
@@ -230,7 +231,7 @@ async fn measure(
         DistributedConfig {
             postgres: store.clone(),
             kafka: kafka.clone(),
-            mongo: mongo.clone(),
+            mongo: Some(mongo.clone()),
             with_relay: true,
             relay_latency: Some(recorder.clone()),
         },

@@ -10,6 +10,7 @@ use aether_commands::SqliteEventStore;
 use aether_kafka::admin::{init_topics, TopicOutcome};
 use aether_kafka::read::{header, read_until_now};
 use aether_kafka::KafkaConfig;
+use aether_projections::stream::role::TimelineStore;
 use anyhow::Context;
 use rdkafka::Message;
 
@@ -58,6 +59,12 @@ pub struct MongoArgs {
     /// The database within it.
     #[arg(long, default_value = "aether", env = "AETHER_MONGO_DATABASE")]
     pub mongo_database: String,
+
+    /// Where the timeline read model (messages, each channel's numbered changes) is kept:
+    /// `mongodb` (needs --mongo) or `postgres` (schema timeline_vN, beside the other read
+    /// models). Every role of a deployment must be given the same.
+    #[arg(long, default_value_t = TimelineStore::MongoDb, env = "AETHER_TIMELINE_STORE")]
+    pub timeline_store: TimelineStore,
 }
 
 /// How long a MongoDB operation waits for a server to answer before it fails, unless the URL
@@ -65,6 +72,22 @@ pub struct MongoArgs {
 const MONGO_SELECTION_TIMEOUT_S: u64 = 3;
 
 impl MongoArgs {
+    /// The MongoDB database that keeps the timeline, or `None` where PostgreSQL keeps it;
+    /// refused when the timeline is to be in MongoDB and no URL was given.
+    pub async fn timeline(&self) -> anyhow::Result<Option<mongodb::Database>> {
+        match self.timeline_store {
+            TimelineStore::Postgres => Ok(None),
+            TimelineStore::MongoDb => match self.connect().await? {
+                Some(database) => Ok(Some(database)),
+                None => anyhow::bail!(
+                    "--mongo URL (AETHER_MONGO_URL) is required: queries read the timeline from \
+                     MongoDB (or keep it in PostgreSQL with --timeline-store postgres on every \
+                     role)"
+                ),
+            },
+        }
+    }
+
     pub async fn connect(&self) -> anyhow::Result<Option<mongodb::Database>> {
         let Some(url) = &self.mongo_url else {
             return Ok(None);

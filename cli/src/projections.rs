@@ -58,6 +58,7 @@ impl StoreArgs {
         Ok(Stores {
             postgres: store.pool().clone(),
             mongo: self.mongo.connect().await?,
+            timeline: self.mongo.timeline_store,
         })
     }
 }

@@ -13,7 +13,8 @@ use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     /// GraphQL over HTTP and WebSocket: commands to PostgreSQL; queries from the projector
-    /// processes' read models (PostgreSQL, and MongoDB via --mongo); subscriptions catch up
+    /// processes' read models (PostgreSQL, and MongoDB via --mongo unless --timeline-store
+    /// postgres); subscriptions catch up
     /// from those and go live from `aether.updates.v1`. Keeps no state: run as many as you
     /// like.
     Api,
@@ -63,8 +64,8 @@ pub struct ServeArgs {
     jwt_secret_file: Option<std::path::PathBuf>,
 
     /// The projection a `projector` process keeps: catalog, receipts, audit, search
-    /// (PostgreSQL) or timeline (MongoDB, with --mongo). Queries need catalog, receipts and
-    /// timeline.
+    /// (PostgreSQL) or timeline (MongoDB with --mongo, or PostgreSQL with --timeline-store
+    /// postgres). Queries need catalog, receipts and timeline.
     #[arg(long, env = "AETHER_PROJECTION")]
     projection: Option<String>,
 
@@ -101,12 +102,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                      `aether keys generate --file jwt-secret`"
                 );
             };
-            let Some(mongo) = args.mongo.connect().await? else {
-                anyhow::bail!(
-                    "--mongo URL (AETHER_MONGO_URL) is required: queries read the timeline \
-                     projector's MongoDB read model"
-                );
-            };
+            let mongo = args.mongo.timeline().await?;
             let mut config = EmbeddedConfig {
                 jwt_secret_file: Some(secret),
                 ..args.api.into_config()
@@ -149,6 +145,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
             let stores = Stores {
                 postgres: store.pool().clone(),
                 mongo: args.mongo.connect().await?,
+                timeline: args.mongo.timeline_store,
             };
             let options = ProjectorOptions {
                 batch_size: args.api.projector_batch.max(1),

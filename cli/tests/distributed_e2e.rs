@@ -180,7 +180,12 @@ async fn an_instance_that_loses_postgresql_answers_unavailable_within_seconds() 
     )
     .await?;
     let cut_off = cluster
-        .instance_with(common::unlimited(), false, postgres, cluster.mongo.clone())
+        .instance_with(
+            common::unlimited(),
+            false,
+            postgres,
+            Some(cluster.mongo.clone()),
+        )
         .await?;
     let token = alice.token.clone().unwrap_or_default();
     let mut alice_there = Client::new(cut_off.local_addr).with_token(&token);

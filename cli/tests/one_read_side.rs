@@ -114,8 +114,22 @@ const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages(first: 50) { 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_through_one_api_is_read_through_another_and_reaches_the_edge_live_and_on_resume(
 ) -> anyhow::Result<()> {
+    across_instances("mongodb").await
+}
+
+/// The same with the timeline in PostgreSQL and no MongoDB URL given to any process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_read_model_in_postgresql_no_process_needs_mongodb() -> anyhow::Result<()> {
+    across_instances("postgres").await
+}
+
+/// A write through api-1 read through api-2 with its token, live on the edge and again on a
+/// resumed subscription, with no file written by an API or edge instance; `timeline_store` is
+/// every process's `--timeline-store`.
+async fn across_instances(timeline_store: &'static str) -> anyhow::Result<()> {
     let started = Instant::now();
-    let deployment = Deployment::start("one_read_side", PATIENCE * 2).await?;
+    let deployment =
+        Deployment::start_with_timeline("one_read_side", PATIENCE * 2, timeline_store).await?;
     let mut processes = deployment.background().await?;
     let homes = [
         tempfile::tempdir()?,

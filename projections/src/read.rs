@@ -74,7 +74,7 @@ enum Layout {
 
 #[derive(Debug)]
 enum Timeline {
-    /// Tables beside the others.
+    /// Tables beside the others: the embedded files, or the live version's PostgreSQL schema.
     Sql,
     /// MongoDB collections of the live version.
     Mongo(mongodb::Database),
@@ -190,8 +190,12 @@ impl ReadModels {
     }
 
     /// The distributed mode's read models: the projector processes' PostgreSQL schemas and
-    /// MongoDB collections, whichever versions the registry says are live.
-    pub async fn distributed(postgres: PgPool, mongo: mongodb::Database) -> Result<Self, RowError> {
+    /// MongoDB collections, whichever versions the registry says are live. The timeline is read
+    /// from `mongo` when given, else from PostgreSQL (`timeline_vN`) like the others.
+    pub async fn distributed(
+        postgres: PgPool,
+        mongo: Option<mongodb::Database>,
+    ) -> Result<Self, RowError> {
         let registry = Registry::open(postgres.clone())
             .await
             .map_err(|error| RowError::Unavailable(error.to_string()))?;
@@ -203,7 +207,7 @@ impl ReadModels {
                     cached: RwLock::new(None),
                     refresh: tokio::sync::Mutex::new(()),
                 }),
-                timeline: Timeline::Mongo(mongo),
+                timeline: mongo.map_or(Timeline::Sql, Timeline::Mongo),
                 progress: None,
             }),
         })

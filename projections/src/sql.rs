@@ -18,6 +18,8 @@ pub enum ApplyError {
     Decode { event_type: String, reason: String },
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Row(#[from] crate::rows::RowError),
 }
 
 impl ApplyError {
@@ -32,6 +34,7 @@ impl ApplyError {
     pub fn for_event(self, event: &LoggedEvent) -> ProjectionError {
         match self {
             ApplyError::Sql(error) => ProjectionError::Store(error),
+            ApplyError::Row(error) => ProjectionError::Row(error),
             decode @ ApplyError::Decode { .. } => ProjectionError::decode(event, decode),
         }
     }
@@ -39,10 +42,12 @@ impl ApplyError {
     /// As a stream store reports it, blaming the batch's event at `index`.
     pub fn at(self, index: usize) -> StoreError {
         match self {
-            ApplyError::Sql(error) => event_error(index, error),
-            decode @ ApplyError::Decode { .. } => StoreError::Event {
+            ApplyError::Sql(error) | ApplyError::Row(crate::rows::RowError::Database(error)) => {
+                event_error(index, error)
+            }
+            other @ (ApplyError::Decode { .. } | ApplyError::Row(_)) => StoreError::Event {
                 index,
-                reason: decode.to_string(),
+                reason: other.to_string(),
             },
         }
     }
@@ -112,6 +117,13 @@ impl From<Option<DateTime<Utc>>> for SqlValue {
 #[async_trait]
 pub trait SqlWrite: Send {
     async fn write(&mut self, sql: &'static str, values: Vec<SqlValue>) -> Result<(), sqlx::Error>;
+
+    /// Runs `sql` and answers its first row, if any (a `RETURNING` clause, a look-up).
+    async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        values: Vec<SqlValue>,
+    ) -> Result<Option<SqlRow>, sqlx::Error>;
 }
 
 macro_rules! bind_all {
@@ -140,6 +152,17 @@ impl SqlWrite for PgConnection {
             .await?;
         Ok(())
     }
+
+    async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        values: Vec<SqlValue>,
+    ) -> Result<Option<SqlRow>, sqlx::Error> {
+        let row = bind_all!(sqlx::query(sql), values)
+            .fetch_optional(&mut *self)
+            .await?;
+        Ok(row.map(SqlRow::Postgres))
+    }
 }
 
 #[async_trait]
@@ -149,6 +172,17 @@ impl SqlWrite for SqliteConnection {
             .execute(&mut *self)
             .await?;
         Ok(())
+    }
+
+    async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        values: Vec<SqlValue>,
+    ) -> Result<Option<SqlRow>, sqlx::Error> {
+        let row = bind_all!(sqlx::query(sql), values)
+            .fetch_optional(&mut *self)
+            .await?;
+        Ok(row.map(SqlRow::Sqlite))
     }
 }
 

@@ -2,14 +2,14 @@
 //! numbered stream of changes that subscriptions resume from.
 
 use aether_domain::message::MessageEvent;
-use aether_schemas::LoggedEvent;
+use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use crate::projection::{Projection, ProjectionError};
 use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow, RowError};
+use crate::sql::{ApplyError, SqlRow, SqlWrite};
 use crate::updates::Update;
 
 #[derive(Debug, Default)]
@@ -48,107 +48,132 @@ impl Projection for TimelineProjection {
         event: &LoggedEvent,
         updates: &mut Vec<Update>,
     ) -> Result<(), ProjectionError> {
-        if event.envelope.aggregate_type != "Message" {
-            return Ok(());
-        }
-        let message: MessageEvent = event
-            .envelope
-            .decode()
-            .map_err(|e| ProjectionError::decode(event, e))?;
-        let version = i64::try_from(event.envelope.sequence).unwrap_or(i64::MAX);
-        let channel = message.channel_id();
-        let channel_id = channel.to_string();
-        // Three statements for a new message (both heads, the message, the change), four for
-        // an edit: each is a round trip to SQLite's worker thread.
-        let (kind, seq, row) = match message {
-            MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
-                let Some(sent) = message.sent() else {
-                    return Ok(());
-                };
-                let heads = bump_heads(tx, &channel_id, Bump::EventAndMessage).await?;
-                let row = sqlx::query(&format!(
-                    "INSERT INTO messages (id, channel_id, server_id, author_id, body, created_at, \
-                     deleted, channel_seq, version, edits) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, '[]') \
-                     RETURNING {MESSAGE_COLUMNS}"
-                ))
-                .bind(sent.message_id.to_string())
-                .bind(&channel_id)
-                .bind(sent.server_id.map(|server| server.to_string()))
-                .bind(sent.author_id.to_string())
-                .bind(sent.body.as_str())
-                .bind(sent.sent_at)
-                .bind(heads.last_message)
-                .bind(version)
-                .fetch_one(&mut *tx)
-                .await?;
-                (ChannelEventKind::MessageSent, heads.last_event, row)
-            }
-            MessageEvent::MessageEdited {
-                message_id,
-                body,
-                previous_body,
-                edited_at,
-                ..
-            } => {
-                let id = message_id.to_string();
-                let mut edits = load_edits(tx, &id).await?;
-                edits.push(EditRow {
-                    body: previous_body.into_inner(),
-                    replaced_at: edited_at,
-                });
-                let row = update_message(
-                    tx,
-                    &id,
-                    Some(body.as_str()),
-                    Some(edited_at),
-                    false,
-                    &edits,
-                    version,
-                )
-                .await?;
-                let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
-                (ChannelEventKind::MessageEdited, heads.last_event, row)
-            }
-            MessageEvent::MessageDeleted { message_id, .. } => {
-                // A tombstone keeps its place in the channel but none of its words.
-                let row =
-                    update_message(tx, &message_id.to_string(), None, None, true, &[], version)
-                        .await?;
-                let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
-                (ChannelEventKind::MessageDeleted, heads.last_event, row)
-            }
-        };
-        let message = MessageRow::from_row(&crate::sql::SqlRow::Sqlite(row))?;
-        sqlx::query(
-            "INSERT INTO channel_events (channel_id, seq, kind, message_id) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&channel_id)
-        .bind(seq)
-        .bind(kind.as_str())
-        .bind(message.id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        updates.push(Update::Channel(ChannelEventRow {
-            channel_id: channel,
-            seq,
-            kind,
-            message,
-        }));
-        Ok(())
+        apply_timeline_event(tx, &event.envelope, updates)
+            .await
+            .map_err(|error| error.for_event(event))
     }
 }
 
-async fn load_edits(
-    tx: &mut SqliteConnection,
-    message_id: &str,
-) -> Result<Vec<EditRow>, ProjectionError> {
-    let edits: Option<String> = sqlx::query_scalar("SELECT edits FROM messages WHERE id = ?")
-        .bind(message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let edits = edits.unwrap_or_else(|| "[]".to_owned());
+/// Applies one event to the timeline's tables, on either SQL store: a message's first version,
+/// an edit (the earlier body kept) or a tombstone, and the channel's numbered change, which it
+/// also hands to `updates`. Events of other aggregates are ignored.
+pub async fn apply_timeline_event(
+    tx: &mut dyn SqlWrite,
+    envelope: &EventEnvelope,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    if envelope.aggregate_type != "Message" {
+        return Ok(());
+    }
+    let message: MessageEvent = envelope
+        .decode()
+        .map_err(|e| ApplyError::decode(envelope, &e))?;
+    let version = i64::try_from(envelope.sequence).unwrap_or(i64::MAX);
+    let channel = message.channel_id();
+    let channel_id = channel.to_string();
+    // Three statements for a new message (both heads, the message, the change), four for an
+    // edit.
+    let (kind, seq, row) = match message {
+        MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
+            let Some(sent) = message.sent() else {
+                return Ok(());
+            };
+            let heads = bump_heads(tx, &channel_id, Bump::EventAndMessage).await?;
+            let row = tx
+                .fetch_optional(
+                    &format!(
+                        "INSERT INTO messages (id, channel_id, server_id, author_id, body, \
+                         created_at, deleted, channel_seq, version, edits) \
+                         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, '[]') \
+                         RETURNING {MESSAGE_COLUMNS}"
+                    ),
+                    vec![
+                        sent.message_id.to_string().into(),
+                        channel_id.as_str().into(),
+                        sent.server_id.map(|server| server.to_string()).into(),
+                        sent.author_id.to_string().into(),
+                        sent.body.as_str().into(),
+                        sent.sent_at.into(),
+                        heads.last_message.into(),
+                        version.into(),
+                    ],
+                )
+                .await?;
+            (ChannelEventKind::MessageSent, heads.last_event, row)
+        }
+        MessageEvent::MessageEdited {
+            message_id,
+            body,
+            previous_body,
+            edited_at,
+            ..
+        } => {
+            let id = message_id.to_string();
+            let mut edits = load_edits(tx, &id).await?;
+            edits.push(EditRow {
+                body: previous_body.into_inner(),
+                replaced_at: edited_at,
+            });
+            let row = update_message(
+                tx,
+                &id,
+                Some(body.as_str()),
+                Some(edited_at),
+                false,
+                &edits,
+                version,
+            )
+            .await?;
+            let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
+            (ChannelEventKind::MessageEdited, heads.last_event, row)
+        }
+        MessageEvent::MessageDeleted { message_id, .. } => {
+            // A tombstone keeps its place in the channel but none of its words.
+            let row =
+                update_message(tx, &message_id.to_string(), None, None, true, &[], version).await?;
+            let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
+            (ChannelEventKind::MessageDeleted, heads.last_event, row)
+        }
+    };
+    let row = row.ok_or_else(|| {
+        ApplyError::Row(RowError::Malformed {
+            column: "id",
+            value: "no message row for this change".to_owned(),
+        })
+    })?;
+    let message = MessageRow::from_row(&row)?;
+    tx.write(
+        "INSERT INTO channel_events (channel_id, seq, kind, message_id) VALUES ($1, $2, $3, $4)",
+        vec![
+            channel_id.as_str().into(),
+            seq.into(),
+            kind.as_str().into(),
+            message.id.to_string().into(),
+        ],
+    )
+    .await?;
+    updates.push(Update::Channel(ChannelEventRow {
+        channel_id: channel,
+        seq,
+        kind,
+        message,
+    }));
+    Ok(())
+}
+
+async fn load_edits(tx: &mut dyn SqlWrite, message_id: &str) -> Result<Vec<EditRow>, ApplyError> {
+    let edits: String = match tx
+        .fetch_optional(
+            "SELECT edits FROM messages WHERE id = $1",
+            vec![message_id.into()],
+        )
+        .await?
+    {
+        Some(row) => row.get("edits")?,
+        None => "[]".to_owned(),
+    };
     serde_json::from_str(&edits).map_err(|_| {
-        ProjectionError::Row(RowError::Malformed {
+        ApplyError::Row(RowError::Malformed {
             column: "edits",
             value: edits,
         })
@@ -156,33 +181,37 @@ async fn load_edits(
 }
 
 async fn update_message(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn SqlWrite,
     message_id: &str,
     body: Option<&str>,
     edited_at: Option<DateTime<Utc>>,
     deleted: bool,
     edits: &[EditRow],
     version: i64,
-) -> Result<SqliteRow, ProjectionError> {
+) -> Result<Option<SqlRow>, ApplyError> {
     let edits = serde_json::to_string(edits).map_err(|e| {
-        ProjectionError::Row(RowError::Malformed {
+        ApplyError::Row(RowError::Malformed {
             column: "edits",
             value: e.to_string(),
         })
     })?;
-    let row = sqlx::query(&format!(
-        "UPDATE messages SET body = ?, edited_at = COALESCE(?, edited_at), deleted = ?, \
-         edits = ?, version = ? WHERE id = ? RETURNING {MESSAGE_COLUMNS}"
-    ))
-    .bind(body)
-    .bind(edited_at)
-    .bind(deleted)
-    .bind(edits)
-    .bind(version)
-    .bind(message_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(row)
+    Ok(tx
+        .fetch_optional(
+            &format!(
+                "UPDATE messages SET body = $1, edited_at = COALESCE($2, edited_at), \
+                 deleted = $3, edits = $4, version = $5 WHERE id = $6 \
+                 RETURNING {MESSAGE_COLUMNS}"
+            ),
+            vec![
+                body.map(str::to_owned).into(),
+                edited_at.into(),
+                deleted.into(),
+                edits.into(),
+                version.into(),
+                message_id.into(),
+            ],
+        )
+        .await?)
 }
 
 /// Which of a channel's counters a change claims the next number of.
@@ -202,28 +231,28 @@ struct Heads {
 
 /// Claims the channel's next numbers, in one statement (the row is created at the first one).
 async fn bump_heads(
-    tx: &mut SqliteConnection,
+    tx: &mut dyn SqlWrite,
     channel_id: &str,
     bump: Bump,
-) -> Result<Heads, sqlx::Error> {
+) -> Result<Heads, ApplyError> {
     let sql = match bump {
         Bump::Event => {
-            "INSERT INTO channel_heads (channel_id, last_event, last_message) VALUES (?, 1, 0) \
-             ON CONFLICT (channel_id) DO UPDATE SET last_event = last_event + 1 \
+            "INSERT INTO channel_heads (channel_id, last_event, last_message) VALUES ($1, 1, 0) \
+             ON CONFLICT (channel_id) DO UPDATE SET last_event = channel_heads.last_event + 1 \
              RETURNING last_event, last_message"
         }
         Bump::EventAndMessage => {
-            "INSERT INTO channel_heads (channel_id, last_event, last_message) VALUES (?, 1, 1) \
-             ON CONFLICT (channel_id) DO UPDATE SET last_event = last_event + 1, \
-             last_message = last_message + 1 RETURNING last_event, last_message"
+            "INSERT INTO channel_heads (channel_id, last_event, last_message) VALUES ($1, 1, 1) \
+             ON CONFLICT (channel_id) DO UPDATE SET last_event = channel_heads.last_event + 1, \
+             last_message = channel_heads.last_message + 1 RETURNING last_event, last_message"
         }
     };
-    let row = sqlx::query(sql)
-        .bind(channel_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = tx
+        .fetch_optional(sql, vec![channel_id.into()])
+        .await?
+        .ok_or(ApplyError::Sql(sqlx::Error::RowNotFound))?;
     Ok(Heads {
-        last_event: row.try_get(0)?,
-        last_message: row.try_get(1)?,
+        last_event: row.get("last_event")?,
+        last_message: row.get("last_message")?,
     })
 }

@@ -1,7 +1,7 @@
 //! The contract every read-model store keeps (the `ReadStore` port), run against each adapter
-//! on its real server: PostgreSQL for catalog, audit and search, MongoDB-compatible (SecantusDB)
-//! for the timeline, SQLite (the embedded mode's store) for catalog and timeline. Whatever the
-//! store:
+//! on its real server: PostgreSQL for catalog, audit, search, receipts and the timeline,
+//! MongoDB-compatible (SecantusDB) for the timeline, SQLite (the embedded mode's store) for
+//! catalog, receipts and timeline. Whatever the store:
 //!
 //! - `prepare` is idempotent and a new version starts with an empty checkpoint;
 //! - a batch moves the checkpoint in the same transaction as its rows;
@@ -442,6 +442,14 @@ async fn search_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
 #[tokio::test]
 async fn receipts_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
     postgres_keeps_the_contract(Arc::new(ReceiptsProjection)).await
+}
+
+#[tokio::test]
+async fn timeline_in_postgres_keeps_the_store_contract() -> anyhow::Result<()> {
+    postgres_keeps_the_contract(Arc::new(
+        aether_projections::stream::postgres::TimelineProjection,
+    ))
+    .await
 }
 
 #[tokio::test]

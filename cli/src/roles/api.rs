@@ -25,8 +25,9 @@ use super::{dev::Projectors, start_app, AppError, AppParts, EmbeddedConfig, Runn
 pub struct DistributedConfig {
     pub postgres: PgEventStore,
     pub kafka: KafkaConfig,
-    /// The MongoDB database of the document read models (the timeline).
-    pub mongo: mongodb::Database,
+    /// The MongoDB database that keeps the timeline read model; `None` where the deployment
+    /// keeps it in PostgreSQL (`--timeline-store postgres`).
+    pub mongo: Option<mongodb::Database>,
     /// Also run the relay in this process (`aether serve --role all`).
     pub with_relay: bool,
     /// For benchmarks: the in-process relay records command→Kafka latencies here (see

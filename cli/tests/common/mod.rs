@@ -33,6 +33,8 @@ pub struct Cluster {
     pub db: aether_test_support::TestDatabase,
     pub kafka: aether_kafka::KafkaConfig,
     pub mongo: mongodb::Database,
+    /// Where the timeline projector keeps its read model and the instances read it.
+    pub timeline: aether_projections::stream::role::TimelineStore,
     pub secret: std::path::PathBuf,
     pub projectors: tokio_util::sync::CancellationToken,
     /// Stops the projectors if a test fails half-way.
@@ -42,6 +44,14 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(partitions: i32) -> anyhow::Result<Self> {
+        Self::start_with(partitions, Default::default()).await
+    }
+
+    /// As [`Self::start`], the timeline kept in `timeline`.
+    pub async fn start_with(
+        partitions: i32,
+        timeline: aether_projections::stream::role::TimelineStore,
+    ) -> anyhow::Result<Self> {
         let db = aether_test_support::TestDatabase::create().await?;
         aether_commands::postgres::PgEventStore::from_pool(db.pool().await?)
             .migrate()
@@ -62,6 +72,7 @@ impl Cluster {
             db,
             kafka,
             mongo,
+            timeline,
             secret,
             _stop: projectors.clone().drop_guard(),
             projectors,
@@ -79,6 +90,7 @@ impl Cluster {
         let stores = Stores {
             postgres: self.db.pool().await?,
             mongo: Some(self.mongo.clone()),
+            timeline: self.timeline,
         };
         let options = aether_projections::stream::ProjectorOptions {
             batch_size: 100,
@@ -105,7 +117,12 @@ impl Cluster {
         config: EmbeddedConfig,
         with_relay: bool,
     ) -> anyhow::Result<Running> {
-        self.instance_on(config, with_relay, self.mongo.clone())
+        let postgres = aether_commands::postgres::PgEventStore::from_pool(self.db.pool().await?);
+        let mongo = match self.timeline {
+            aether_projections::stream::role::TimelineStore::MongoDb => Some(self.mongo.clone()),
+            aether_projections::stream::role::TimelineStore::Postgres => None,
+        };
+        self.instance_with(config, with_relay, postgres, mongo)
             .await
     }
 
@@ -117,17 +134,18 @@ impl Cluster {
         mongo: mongodb::Database,
     ) -> anyhow::Result<Running> {
         let postgres = aether_commands::postgres::PgEventStore::from_pool(self.db.pool().await?);
-        self.instance_with(config, with_relay, postgres, mongo)
+        self.instance_with(config, with_relay, postgres, Some(mongo))
             .await
     }
 
-    /// As [`Self::instance`], on these PostgreSQL and MongoDB connections.
+    /// As [`Self::instance`], on these PostgreSQL and MongoDB connections (`None`: the
+    /// timeline is read from PostgreSQL).
     pub async fn instance_with(
         &self,
         config: EmbeddedConfig,
         with_relay: bool,
         postgres: aether_commands::postgres::PgEventStore,
-        mongo: mongodb::Database,
+        mongo: Option<mongodb::Database>,
     ) -> anyhow::Result<Running> {
         let config = EmbeddedConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -74,6 +74,8 @@ pub struct Deployment {
     pub kafka_bootstrap: String,
     pub topic_prefix: String,
     pub mongo_database: String,
+    /// `--timeline-store` of every process; `postgres` also leaves MongoDB out altogether.
+    pub timeline_store: &'static str,
     /// Holds the keyring; the working directory of everything but the API and edge instances.
     pub dir: tempfile::TempDir,
     pub secret: PathBuf,
@@ -85,6 +87,15 @@ impl Deployment {
     /// A fresh installation whose MongoDB database is named `mongo_prefix` and a random
     /// suffix; operator commands may run for `cli_wait` each.
     pub async fn start(mongo_prefix: &str, cli_wait: Duration) -> anyhow::Result<Self> {
+        Self::start_with_timeline(mongo_prefix, cli_wait, "mongodb").await
+    }
+
+    /// As [`Self::start`], every process given `--timeline-store timeline_store`.
+    pub async fn start_with_timeline(
+        mongo_prefix: &str,
+        cli_wait: Duration,
+        timeline_store: &'static str,
+    ) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let kafka = kafka_config(PARTITIONS);
         let dir = tempfile::tempdir()?;
@@ -94,6 +105,7 @@ impl Deployment {
             kafka_bootstrap: kafka.bootstrap,
             topic_prefix: kafka.topic_prefix,
             mongo_database: format!("{mongo_prefix}_{}", uuid::Uuid::new_v4().simple()),
+            timeline_store,
             dir,
             secret,
             cli_wait,
@@ -119,6 +131,8 @@ impl Deployment {
             "AETHER_ROLE",
             "AETHER_PROJECTION",
             "AETHER_JWT_SECRET_FILE",
+            "AETHER_MONGO_URL",
+            "AETHER_TIMELINE_STORE",
         ] {
             command.env_remove(inherited);
         }
@@ -128,8 +142,11 @@ impl Deployment {
             .env("AETHER_POSTGRES_URL", &self.db.url)
             .env("AETHER_KAFKA_BOOTSTRAP", &self.kafka_bootstrap)
             .env("AETHER_TOPIC_PREFIX", &self.topic_prefix)
-            .env("AETHER_MONGO_URL", mongo_url())
+            .env("AETHER_TIMELINE_STORE", self.timeline_store)
             .env("AETHER_MONGO_DATABASE", &self.mongo_database);
+        if self.timeline_store == "mongodb" {
+            command.env("AETHER_MONGO_URL", mongo_url());
+        }
         command
     }
 

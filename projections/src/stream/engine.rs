@@ -252,8 +252,15 @@ impl StreamProjector {
             let started = Instant::now();
             match self.store.apply(checkpoint, slice, &to).await {
                 Ok(applied) => {
-                    self.metrics
-                        .batch(applied.applied, applied.ignored, started.elapsed());
+                    let took = started.elapsed();
+                    self.metrics.batch(applied.applied, applied.ignored, took);
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let age_ms = slice
+                            .first()
+                            .and_then(StreamEvent::envelope)
+                            .map(|e| (chrono::Utc::now() - e.occurred_at).num_milliseconds());
+                        tracing::debug!(projection = %name, events = slice.len(), store_ms = took.as_millis() as u64, oldest_age_ms = ?age_ms, "batch applied");
+                    }
                     self.metrics.parked(applied.parked);
                     if !applied.updates.is_empty() {
                         self.updates.publish(applied.updates);

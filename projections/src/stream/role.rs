@@ -15,7 +15,8 @@ use super::engine::{ProjectorFailure, ProjectorOptions, StreamProjector, UpdateS
 use super::metrics::ProjectorMetrics;
 use super::mongo::{MongoStore, MongoTimelineProjection};
 use super::postgres::{
-    AuditProjection, CatalogProjection, PgProjection, PgStore, ReceiptsProjection, SearchProjection,
+    AuditProjection, CatalogProjection, PgProjection, PgStore, ReceiptsProjection,
+    SearchProjection, TimelineProjection,
 };
 use super::registry::Registry;
 use super::source::KafkaSource;
@@ -28,7 +29,7 @@ pub const STREAM_PROJECTIONS: &[(&str, &str)] = &[
     (AuditProjection::NAME, "PostgreSQL"),
     (SearchProjection::NAME, "PostgreSQL"),
     (ReceiptsProjection::NAME, "PostgreSQL"),
-    (MongoTimelineProjection::NAME, "MongoDB"),
+    (MongoTimelineProjection::NAME, "MongoDB or PostgreSQL"),
 ];
 
 /// The stores read models are kept in.
@@ -38,13 +39,59 @@ pub struct Stores {
     /// The MongoDB database of the document read models (timeline); `None` where none is
     /// configured, and those projections cannot run.
     pub mongo: Option<mongodb::Database>,
+    /// Which of the two keeps the timeline.
+    pub timeline: TimelineStore,
+}
+
+/// Where the timeline read model (messages and each channel's numbered changes) is kept in the
+/// distributed mode. Every role of a deployment must be given the same: projectors write it
+/// there and API and edge instances read it there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimelineStore {
+    /// Collections `timeline_vN_*` of the MongoDB database.
+    #[default]
+    MongoDb,
+    /// Schema `timeline_vN` of the PostgreSQL database, beside the other read models.
+    Postgres,
+}
+
+impl TimelineStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MongoDb => "mongodb",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for TimelineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TimelineStore {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "mongodb" => Ok(Self::MongoDb),
+            "postgres" => Ok(Self::Postgres),
+            other => Err(format!(
+                "unknown timeline store {other:?}: mongodb or postgres"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
     #[error("unknown projection {0:?}; known: {known}", known = known())]
     Unknown(String),
-    #[error("projection {0} lives in MongoDB: give --mongo (AETHER_MONGO_URL)")]
+    #[error(
+        "projection {0} lives in MongoDB: give --mongo (AETHER_MONGO_URL), or keep it in \
+         PostgreSQL with --timeline-store postgres on every role"
+    )]
     NoMongo(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,7 +115,7 @@ pub fn open_store(
     name: &str,
     version: i32,
 ) -> Result<Arc<dyn ReadStore>, RoleError> {
-    if name == MongoTimelineProjection::NAME {
+    if name == MongoTimelineProjection::NAME && stores.timeline == TimelineStore::MongoDb {
         let Some(database) = stores.mongo.clone() else {
             return Err(RoleError::NoMongo(name.to_owned()));
         };
@@ -83,6 +130,7 @@ pub fn open_store(
         AuditProjection::NAME => Arc::new(AuditProjection),
         SearchProjection::NAME => Arc::new(SearchProjection),
         ReceiptsProjection::NAME => Arc::new(ReceiptsProjection),
+        TimelineProjection::NAME => Arc::new(TimelineProjection),
         other => return Err(RoleError::Unknown(other.to_owned())),
     };
     Ok(Arc::new(PgStore::new(

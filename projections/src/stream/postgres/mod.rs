@@ -5,6 +5,7 @@ pub mod audit;
 pub mod catalog;
 pub mod receipts;
 pub mod search;
+pub mod timeline;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
 pub use receipts::ReceiptsProjection;
 pub use search::SearchProjection;
+pub use timeline::TimelineProjection;
 
 /// One read model kept in PostgreSQL.
 #[async_trait]

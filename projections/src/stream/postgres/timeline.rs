@@ -1,0 +1,83 @@
+//! The timeline read model in PostgreSQL: messages with their edit history and each channel's
+//! numbered changes, for deployments that keep every read model in PostgreSQL instead of
+//! putting the timeline in MongoDB. The statements are the embedded store's
+//! (`crate::timeline`); only the tables are PostgreSQL's.
+
+use async_trait::async_trait;
+use sqlx::PgConnection;
+
+use super::PgProjection;
+use crate::stream::source::StreamEvent;
+use crate::stream::store::StoreError;
+use crate::timeline::apply_timeline_event;
+pub use crate::timeline::TimelineProjection;
+use crate::updates::Update;
+
+#[async_trait]
+impl PgProjection for TimelineProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn ddl(&self) -> &'static str {
+        r#"
+CREATE TABLE IF NOT EXISTS messages (
+    id          TEXT        PRIMARY KEY,
+    channel_id  TEXT        NOT NULL,
+    server_id   TEXT,
+    author_id   TEXT        NOT NULL,
+    body        TEXT,
+    created_at  TIMESTAMPTZ NOT NULL,
+    edited_at   TIMESTAMPTZ,
+    deleted     BOOLEAN     NOT NULL DEFAULT false,
+    channel_seq BIGINT      NOT NULL,
+    version     BIGINT      NOT NULL,
+    edits       TEXT        NOT NULL DEFAULT '[]',
+    UNIQUE (channel_id, channel_seq)
+);
+CREATE TABLE IF NOT EXISTS channel_events (
+    channel_id TEXT   NOT NULL,
+    seq        BIGINT NOT NULL,
+    kind       TEXT   NOT NULL,
+    message_id TEXT   NOT NULL,
+    PRIMARY KEY (channel_id, seq)
+);
+CREATE TABLE IF NOT EXISTS channel_heads (
+    channel_id   TEXT   PRIMARY KEY,
+    last_event   BIGINT NOT NULL,
+    last_message BIGINT NOT NULL
+);
+"#
+    }
+
+    fn dump_queries(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("messages", "SELECT * FROM messages ORDER BY id"),
+            (
+                "channel_events",
+                "SELECT * FROM channel_events ORDER BY channel_id, seq",
+            ),
+            (
+                "channel_heads",
+                "SELECT * FROM channel_heads ORDER BY channel_id",
+            ),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[(usize, &StreamEvent)],
+        updates: &mut Vec<Update>,
+    ) -> Result<usize, StoreError> {
+        for (index, event) in events {
+            let Some(envelope) = event.envelope() else {
+                continue;
+            };
+            apply_timeline_event(tx, envelope, updates)
+                .await
+                .map_err(|error| error.at(*index))?;
+        }
+        Ok(events.len())
+    }
+}
