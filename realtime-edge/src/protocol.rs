@@ -115,6 +115,7 @@ where
         initialised: false,
         lease: None,
         revoked,
+        revocations_open: true,
         subscriptions: StreamMap::new(),
     };
     connection.run(sink, stream).await
@@ -128,6 +129,8 @@ struct Connection<Auth> {
     initialised: bool,
     lease: Option<Lease>,
     revoked: tokio::sync::watch::Receiver<u64>,
+    /// Whether `revoked` can still change.
+    revocations_open: bool,
     subscriptions: StreamMap<String, BoxStream<'static, Message>>,
 }
 
@@ -197,11 +200,12 @@ where
                 _ = init_expired => {
                     Next::Finish(close(4408, "connection initialisation timeout"))
                 }
-                changed = self.revoked.changed(), if leased => match changed {
+                changed = self.revoked.changed(), if leased && self.revocations_open => match changed {
                     Ok(()) => self.still_valid().map_or(Next::Continue, Next::Finish),
-                    // The set is gone (shutting down): nothing more to watch.
+                    // The set is gone (shutting down): nothing more to watch; the expiry still
+                    // holds.
                     Err(_) => {
-                        self.revoked = tokio::sync::watch::Sender::new(0).subscribe();
+                        self.revocations_open = false;
                         Next::Continue
                     }
                 },
