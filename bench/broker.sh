@@ -3,11 +3,13 @@
 # broker on 9092 (which it never touches). A fresh broker each run keeps one run's stored log from
 # slowing the next.
 #
-#   bash bench/broker.sh [--release] [PORT]     # PORT defaults to 19092
+#   bash bench/broker.sh [--release | --memory] [PORT]     # PORT defaults to 19092
 #
 # --release runs tansu built with cargo's release profile, installed once under
 # .tools/tansu-release (about 20 minutes on 2 cores); without it, the debug build the tests use
-# (scripts/test.sh installs it). A broker already on PORT that this script started is stopped
+# (scripts/test.sh installs it). --memory runs that release build (with its in-memory engine,
+# feature dynostore) on `memory://`: nothing is kept across a restart, and the broker's own cost
+# per message is the lowest available here, so a benchmark shows the product's ceiling. A broker already on PORT that this script started is stopped
 # first, and its data deleted. The data lives in .tools/bench-broker-PORT/; the log is tansu.log
 # there.
 set -euo pipefail
@@ -16,8 +18,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 profile=debug
+engine=sqlite
 if [ "${1:-}" = "--release" ]; then
   profile=release
+  shift
+elif [ "${1:-}" = "--memory" ]; then
+  profile=release
+  engine=memory
   shift
 fi
 port="${1:-19092}"
@@ -31,11 +38,14 @@ fi
 
 if [ "$profile" = release ]; then
   root="$PWD/.tools/tansu-release"
-  if ! "$root/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  if ! "$root/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION" \
+    || [ ! -f "$root/dynostore" ]; then
     log "installing tansu $TANSU_VERSION with the release profile under $root (once)"
     CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
       CARGO_PROFILE_RELEASE_DEBUG=0 \
-      cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --root "$root"
+      cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore \
+      --root "$root" --force
+    touch "$root/dynostore"
   fi
   tansu="$root/bin/tansu"
 else
@@ -67,10 +77,15 @@ mkdir -p "$dir"
   nohup "$tansu" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine sqlite://tansu.db >tansu.log 2>&1 &
+    --storage-engine "$([ "$engine" = memory ] && echo memory://tansu/ || echo sqlite://tansu.db)" \
+    >tansu.log 2>&1 &
   echo $! >pid
 )
-wait_for_port 127.0.0.1 "$port" "tansu ($profile)"
+wait_for_port 127.0.0.1 "$port" "tansu ($profile, $engine)"
+if [ "$engine" = memory ]; then
+  log "tansu ($profile, in memory) on 127.0.0.1:$port, pid $(cat "$dir/pid")"
+  exit 0
+fi
 # The header index scripts/test.sh adds to the tests' broker (tansu 0.6 scans every stored
 # header for each fetched record without it). The table exists once the broker has started.
 python3 - "$dir/tansu.db" <<'PY'
