@@ -479,15 +479,81 @@ async fn rebuild(
         println!("{name} v{version}: built ({built} events); switch with `aether projections switch {name} {version}`");
         return Ok(());
     }
-    let previous = registry
-        .switch(name, version)
-        .await
-        .map_err(|e| Refused(e.to_string()))?;
+    // The live version keeps moving while the new one is built, so the new one may still be a
+    // little behind it. Switching then would take readers back in time: pause the live
+    // projector instead, bring the new version past where the live one stopped, switch, and
+    // resume (the projector processes go on with the new version).
+    let resume = !registry.entry(name).await?.paused;
+    if resume {
+        registry.set_paused(name, true).await?;
+    }
+    let switched =
+        catch_up_and_switch(&kafka, &stores, &registry, store, name, version, batch).await;
+    if resume {
+        if let Err(error) = registry.set_paused(name, false).await {
+            eprintln!(
+                "{name}: could not resume ({error}); resume with `aether projections resume {name}`"
+            );
+        }
+    }
+    let (built, previous) = switched?;
     println!(
         "{name}: v{version} is live ({built} events); v{previous} retired (drop it with \
          `aether projections drop {name} {previous}`)"
     );
     Ok(())
+}
+
+/// How long the live projector may take to notice a pause (its processes read the registry
+/// every 500 ms) and finish the batch in hand.
+const PAUSE_WAIT: Duration = Duration::from_secs(30);
+
+/// With `name` paused: waits until its live version stops moving, applies the log to the new
+/// version `store` past that point, and switches to it. Returns the events the new version
+/// consumed and the version it replaced.
+async fn catch_up_and_switch(
+    kafka: &KafkaConfig,
+    stores: &Stores,
+    registry: &Registry,
+    store: Arc<dyn ReadStore>,
+    name: &str,
+    version: i32,
+    batch: usize,
+) -> anyhow::Result<(i64, i32)> {
+    let live = open_store(stores, name, registry.entry(name).await?.live_version)?;
+    let started = Instant::now();
+    let mut last = live.checkpoint().await?;
+    let mut still = 0;
+    // Still for three looks 250 ms apart, after the registry poll had time to reach it.
+    while still < 3 || started.elapsed() < Duration::from_millis(1_200) {
+        if started.elapsed() > PAUSE_WAIT {
+            return Err(Refused(format!(
+                "{name}: its live version did not stop within {PAUSE_WAIT:?} of the pause; \
+                 v{version} is built but not live (switch with `aether projections switch \
+                 {name} {version}`)"
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = live.checkpoint().await?;
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    eprintln!("{name}: live version paused; catching v{version} up with it");
+    let built = build_until_caught_up(kafka, store.clone(), name, version, batch).await?;
+    let reached = store.checkpoint().await?;
+    if !reached.covers(&last) {
+        return Err(Refused(format!(
+            "{name}: v{version} did not reach the live version's position; it is built but not \
+             live (switch with `aether projections switch {name} {version}`)"
+        ))
+        .into());
+    }
+    let previous = registry
+        .switch(name, version)
+        .await
+        .map_err(|e| Refused(e.to_string()))?;
+    Ok((built, previous))
 }
 
 /// Applies the log to `store` until it is within one batch of the log end, with a progress bar
@@ -526,8 +592,9 @@ pub async fn build_until_caught_up(
     };
     let (_paused, paused) = watch::channel(false);
     let started = Instant::now();
-    // New events keep arriving while we build: go round until a pass finds almost nothing new.
-    loop {
+    // New events keep arriving while we build: go round until a pass finds almost nothing new,
+    // or a few times (under writes faster than a pass, the final catch-up happens paused).
+    for _ in 0..MAX_PASSES {
         let before = store.checkpoint().await?.total();
         projector
             .run(paused.clone(), CancellationToken::new())
@@ -566,6 +633,9 @@ async fn log_lag(kafka: &KafkaConfig, at: Checkpoint) -> anyhow::Result<Lag> {
         }
     }
 }
+
+/// Passes over the log a build makes before it settles for being close behind.
+const MAX_PASSES: usize = 5;
 
 /// A bar with the rate and the time left, on standard error.
 fn progress_bar() -> anyhow::Result<ProgressBar> {

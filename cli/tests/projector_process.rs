@@ -529,6 +529,13 @@ async fn a_rebuild_while_messages_arrive_switches_with_none_lost_or_doubled() ->
         .cli(&["projections", "rebuild", AuditProjection::NAME])
         .await?;
     assert!(rebuilt.status.success());
+    // The switch waited for v2 to pass where the paused v1 stopped, then resumed the projection.
+    let said = String::from_utf8_lossy(&rebuilt.stderr);
+    assert!(said.contains("live version paused"), "{said}");
+    let registry =
+        aether_projections::stream::registry::Registry::open(fixture.store.pool().clone()).await?;
+    let entry = registry.entry(AuditProjection::NAME).await?;
+    assert_eq!((entry.live_version, entry.paused), (2, false), "{entry:?}");
     // Keep sending across the switch, then stop.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();

@@ -97,6 +97,16 @@ impl Checkpoint {
         self.0.insert(partition, next_offset);
     }
 
+    /// Whether this checkpoint is at or past `other` on every topic partition `other` has
+    /// read (the position in the event store a build may have started from aside).
+    pub fn covers(&self, other: &Checkpoint) -> bool {
+        other
+            .0
+            .iter()
+            .filter(|(partition, _)| partition.topic != super::event_store::EVENT_STORE_TOPIC)
+            .all(|(partition, offset)| self.next_offset(partition).unwrap_or(0) >= *offset)
+    }
+
     /// This checkpoint moved past every event of `batch`.
     pub fn after(&self, batch: &[StreamEvent]) -> Checkpoint {
         let mut next = self.clone();
@@ -514,5 +524,35 @@ impl EventSource for EventLogSource {
             // As a topic's high watermark: the offset the next event gets (positions start at 1).
             log_end: if head > 0 { head + 1 } else { 0 },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(entries: &[(&str, i32, i64)]) -> Checkpoint {
+        let mut checkpoint = Checkpoint::default();
+        for (topic, partition, offset) in entries {
+            checkpoint.set(
+                TopicPartition {
+                    topic: (*topic).to_owned(),
+                    partition: *partition,
+                },
+                *offset,
+            );
+        }
+        checkpoint
+    }
+
+    #[test]
+    fn a_checkpoint_covers_another_only_where_it_is_at_or_past_it_on_every_partition() {
+        let live = at(&[("messages", 0, 10), ("messages", 1, 4)]);
+        assert!(at(&[("messages", 0, 10), ("messages", 1, 4)]).covers(&live));
+        assert!(at(&[("messages", 0, 12), ("messages", 1, 9), ("users", 0, 1)]).covers(&live));
+        assert!(!at(&[("messages", 0, 12), ("messages", 1, 3)]).covers(&live));
+        // A partition never read counts as read from the start.
+        assert!(!at(&[("messages", 0, 10)]).covers(&live));
+        assert!(at(&[]).covers(&at(&[("messages", 0, 0)])));
     }
 }
