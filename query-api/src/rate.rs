@@ -114,8 +114,8 @@ impl Default for RateLimits {
             logins_per_username: Rate::new(0.2, 5),
             failed_logins_per_ip: Rate::new(0.2, 10),
             subscribes_per_connection: Rate::new(10.0, 50),
-            query_cost_per_user: Rate::new(1_000.0, 10_000),
-            query_cost_per_ip: Rate::new(5_000.0, 50_000),
+            query_cost_per_user: Rate::new(500.0, 5_000),
+            query_cost_per_ip: Rate::new(2_000.0, 20_000),
             max_keys: 100_000,
         }
     }
