@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use aether_projections::stream::controls::EmbeddedControls;
 use aether_projections::stream::source::EventLogSource;
 use aether_projections::stream::sqlite::{embedded_projection, SqliteStore, EMBEDDED_PROJECTIONS};
 use aether_projections::stream::ReadStore;
@@ -41,14 +42,14 @@ pub async fn run(command: ProjectionsCommand, dir: &Path) -> anyhow::Result<()> 
             println!("{}", serde_json::to_string_pretty(&dump)?);
             Ok(())
         }
-        ProjectionsCommand::Pause { .. }
-        | ProjectionsCommand::Resume { .. }
-        | ProjectionsCommand::Reset { .. }
+        ProjectionsCommand::Pause { name, .. } => set_paused(dir, &name, true).await,
+        ProjectionsCommand::Resume { name, .. } => set_paused(dir, &name, false).await,
+        ProjectionsCommand::Reset { .. }
         | ProjectionsCommand::Rebuild { .. }
         | ProjectionsCommand::Switch { .. }
         | ProjectionsCommand::Drop { .. } => Err(Refused(
-            "the embedded mode keeps one version of each projection: to rebuild one, stop \
-             `aether dev`, delete its file (e.g. DIR/catalog_v1.db) and start again; it is \
+            "the embedded mode keeps one version of each projection (pause and resume work): to \
+             rebuild one, stop `aether dev`, delete its file (e.g. DIR/catalog_v1.db) and start again; it is \
              rebuilt from events.db"
                 .to_owned(),
         )
@@ -56,14 +57,38 @@ pub async fn run(command: ProjectionsCommand, dir: &Path) -> anyhow::Result<()> 
     }
 }
 
-async fn open(dir: &Path, name: &str) -> anyhow::Result<Arc<SqliteStore>> {
-    let Some(projection) = embedded_projection(name) else {
-        return Err(Refused(format!(
+/// Pauses or resumes `name` for the `aether dev` running on `dir` (within half a second) and
+/// for its next start.
+async fn set_paused(dir: &Path, name: &str, paused: bool) -> anyhow::Result<()> {
+    known(name)?;
+    let controls = EmbeddedControls::open(dir)
+        .await
+        .context("cannot open the projection controls")?;
+    controls.set_paused(name, paused).await?;
+    controls.close().await;
+    if paused {
+        println!(
+            "{name}: paused (a running `aether dev` stops applying events within a second; \
+             queries answer from what it had applied)"
+        );
+    } else {
+        println!("{name}: resumed");
+    }
+    Ok(())
+}
+
+fn known(name: &str) -> anyhow::Result<Arc<dyn aether_projections::projection::Projection>> {
+    embedded_projection(name).ok_or_else(|| {
+        Refused(format!(
             "unknown projection {name:?}; the embedded mode keeps {}",
             EMBEDDED_PROJECTIONS.join(", ")
         ))
-        .into());
-    };
+        .into()
+    })
+}
+
+async fn open(dir: &Path, name: &str) -> anyhow::Result<Arc<SqliteStore>> {
+    let projection = known(name)?;
     let store = Arc::new(SqliteStore::new(dir, projection, VERSION));
     store.prepare().await?;
     Ok(store)
@@ -89,6 +114,7 @@ struct ListRow {
     name: &'static str,
     store: &'static str,
     version: i32,
+    paused: bool,
     checkpoint: i64,
     lag_events: i64,
     dead_letters: usize,
@@ -96,6 +122,11 @@ struct ListRow {
 
 async fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
     let head = log_head(dir).await?;
+    let controls = EmbeddedControls::open(dir)
+        .await
+        .context("cannot open the projection controls")?;
+    let paused = controls.paused().await?;
+    controls.close().await;
     let mut rows = Vec::new();
     for name in EMBEDDED_PROJECTIONS {
         let store = open(dir, name).await?;
@@ -104,6 +135,7 @@ async fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
             name,
             store: "SQLite",
             version: VERSION,
+            paused: paused.get(name).copied().unwrap_or(false),
             checkpoint: applied,
             lag_events: (head - applied).max(0),
             dead_letters: store.dead_letters().await?.len(),
@@ -114,15 +146,16 @@ async fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<7} {:>7} {:>11} {:>10} {:>12}",
-        "NAME", "STORE", "VERSION", "CHECKPOINT", "LAG", "DEAD LETTERS"
+        "{:<10} {:<7} {:>7} {:<7} {:>11} {:>10} {:>12}",
+        "NAME", "STORE", "VERSION", "STATE", "CHECKPOINT", "LAG", "DEAD LETTERS"
     );
     for row in rows {
         println!(
-            "{:<10} {:<7} {:>7} {:>11} {:>10} {:>12}",
+            "{:<10} {:<7} {:>7} {:<7} {:>11} {:>10} {:>12}",
             row.name,
             row.store,
             format!("v{}", row.version),
+            if row.paused { "paused" } else { "running" },
             row.checkpoint,
             row.lag_events,
             row.dead_letters

@@ -178,7 +178,7 @@ async fn a_poison_event_is_parked_the_rest_flows_and_the_operator_lists_it() -> 
     );
 
     // What the embedded mode cannot do is refused with a reason and exit code 2.
-    let refused = aether(&["projections", "pause", "timeline"], dir.path())?;
+    let refused = aether(&["projections", "rebuild", "timeline"], dir.path())?;
     assert_eq!(refused.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("embedded"),
@@ -187,6 +187,71 @@ async fn a_poison_event_is_parked_the_rest_flows_and_the_operator_lists_it() -> 
     );
     let unknown = aether(&["projections", "dead-letters", "search"], dir.path())?;
     assert_eq!(unknown.status.code(), Some(2));
+    drop(server);
+    Ok(())
+}
+
+/// The catalog's row of `aether projections list --data-dir --json`.
+fn catalog_row(dir: &Path) -> anyhow::Result<Value> {
+    let listed = json_of(&aether(&["projections", "list", "--json"], dir)?)?;
+    listed
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["name"] == "catalog"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no catalog in {listed}"))
+}
+
+const REGISTER: &str = "mutation($u: String!) { register(input: {username: $u, password: \"correct horse\"}) { accessToken } }";
+
+#[tokio::test]
+async fn an_operator_pauses_and_resumes_an_embedded_projection_while_aether_dev_runs(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = spawn_dev(dir.path(), &[])?;
+    let url = server.url.clone();
+    gql(&url, None, REGISTER, json!({ "u": "alice" })).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while catalog_row(dir.path())?["lag_events"] != json!(0) {
+        anyhow::ensure!(Instant::now() < deadline, "the catalog never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let paused = aether(&["projections", "pause", "catalog"], dir.path())?;
+    assert!(paused.status.success(), "{paused:?}");
+    // The running application reads the controls every 500 ms.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for name in ["bob", "carol", "dave"] {
+        gql(&url, None, REGISTER, json!({ "u": name })).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let row = catalog_row(dir.path())?;
+    assert_eq!(row["paused"], json!(true), "{row}");
+    assert!(
+        row["lag_events"].as_i64().unwrap_or_default() >= 3,
+        "nothing applied while paused: {row}"
+    );
+    let held = row["checkpoint"].clone();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(catalog_row(dir.path())?["checkpoint"], held);
+
+    let resumed = aether(&["projections", "resume", "catalog"], dir.path())?;
+    assert!(resumed.status.success(), "{resumed:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = catalog_row(dir.path())?;
+        if row["lag_events"] == json!(0) {
+            assert_eq!(row["paused"], json!(false), "{row}");
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not caught up after resume: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An unknown name is refused with the operator's exit code.
+    let unknown = aether(&["projections", "pause", "catalgo"], dir.path())?;
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
     drop(server);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The `dev` role: the embedded mode. Event store, projectors, read models and the GraphQL
 //! API in one process, on SQLite files under one data directory.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aether_commands::auth::load_or_create_secret;
@@ -9,6 +10,7 @@ use aether_commands::SqliteEventStore;
 use aether_projections::catalog::CatalogProjection;
 use aether_projections::projection::Projection;
 use aether_projections::receipts::ReceiptsProjection;
+use aether_projections::stream::controls::{EmbeddedControls, CONTROLS_POLL};
 use aether_projections::stream::source::{EventLogSource, EventSource};
 use aether_projections::stream::sqlite::SqliteStore;
 use aether_projections::stream::{ProjectorMetrics, ReadStore, StreamProjector};
@@ -153,10 +155,57 @@ async fn start_embedded_projectors(
         let token = shutdown.clone();
         tasks.spawn(async move { Ok(projector.run(paused_rx, token).await?) });
     }
+    follow_controls(config, &projectors, tasks, shutdown).await?;
     let watermarks = Watermarks::new(checkpoints);
     let read = ReadModels::embedded(&config.data_dir, watermarks.clone()).await?;
     projectors.watermarks = Some(watermarks);
     Ok((read, projectors))
+}
+
+/// Applies the operator's pauses and resumes (`aether projections pause|resume --data-dir`) to
+/// the running projectors: at once, then every [`CONTROLS_POLL`] until `shutdown`. A projection
+/// the operator never paused or resumed keeps the start-up setting.
+async fn follow_controls(
+    config: &EmbeddedConfig,
+    projectors: &Projectors,
+    tasks: &mut JoinSet<Result<(), AppError>>,
+    shutdown: &CancellationToken,
+) -> Result<(), AppError> {
+    let controls = EmbeddedControls::open(&config.data_dir)
+        .await
+        .map_err(aether_projections::rows::RowError::from)?;
+    let apply = {
+        let projectors = projectors.controls.clone();
+        move |paused: HashMap<String, bool>| {
+            for (name, control) in &projectors {
+                if let Some(&paused) = paused.get(*name) {
+                    let changed = control
+                        .paused
+                        .send_if_modified(|p| std::mem::replace(p, paused) != paused);
+                    if changed {
+                        tracing::info!(projection = name, paused, "projection control changed");
+                    }
+                }
+            }
+        }
+    };
+    apply(controls.paused().await.unwrap_or_default());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(CONTROLS_POLL) => {}
+            }
+            match controls.paused().await {
+                Ok(paused) => apply(paused),
+                Err(error) => tracing::debug!(%error, "cannot read the projection controls"),
+            }
+        }
+        controls.close().await;
+        Ok(())
+    });
+    Ok(())
 }
 
 /// Pauses and resumes one of the embedded projectors, and shows its metrics.

@@ -5,6 +5,7 @@
 //! of the read model and is written in the same store transaction as the rows a batch changed.
 //! On start it seeks to that checkpoint; Kafka's consumer-group offsets are never used.
 
+pub mod controls;
 pub mod engine;
 pub mod event_store;
 pub mod metrics;
