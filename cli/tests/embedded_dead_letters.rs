@@ -178,7 +178,7 @@ async fn a_poison_event_is_parked_the_rest_flows_and_the_operator_lists_it() -> 
     );
 
     // What the embedded mode cannot do is refused with a reason and exit code 2.
-    let refused = aether(&["projections", "rebuild", "timeline"], dir.path())?;
+    let refused = aether(&["projections", "reset", "timeline"], dir.path())?;
     assert_eq!(refused.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("embedded"),
@@ -252,6 +252,133 @@ async fn an_operator_pauses_and_resumes_an_embedded_projection_while_aether_dev_
     // An unknown name is refused with the operator's exit code.
     let unknown = aether(&["projections", "pause", "catalgo"], dir.path())?;
     assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+    drop(server);
+    Ok(())
+}
+
+/// The bodies of a channel's history, oldest first.
+async fn bodies(url: &str, token: &str, channel: &Value) -> anyhow::Result<Vec<String>> {
+    let history = gql(url, Some(token), HISTORY, json!({ "c": channel })).await?;
+    Ok(history["channel"]["messages"]["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|edge| edge["node"]["body"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The bodies of the messages in a dump of the timeline.
+fn dumped_bodies(dump: &Value) -> Vec<String> {
+    let mut bodies: Vec<String> = dump["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| row["body"].as_str().map(str::to_owned))
+        .collect();
+    bodies.sort();
+    bodies
+}
+
+#[tokio::test]
+async fn an_embedded_projection_is_rebuilt_beside_the_live_one_and_queries_move_to_it(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = spawn_dev(dir.path(), &[])?;
+    let url = server.url.clone();
+    let registered = gql(&url, None, REGISTER, json!({ "u": "alice" })).await?;
+    let token = registered["register"]["accessToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let created = gql(
+        &url,
+        Some(&token),
+        "mutation { createServer(input: {name: \"g\"}) { id } }",
+        json!({}),
+    )
+    .await?;
+    let channel = gql(
+        &url,
+        Some(&token),
+        "mutation($s: ID!) { createChannel(input: {serverId: $s, name: \"general\"}) { id } }",
+        json!({ "s": created["createServer"]["id"] }),
+    )
+    .await?["createChannel"]["id"]
+        .clone();
+    for body in ["one", "two", "three"] {
+        gql(&url, Some(&token), SEND, json!({ "c": channel, "b": body })).await?;
+    }
+
+    // Rebuilt beside the live version while the application runs, then switched.
+    let rebuilt = aether(&["projections", "rebuild", "timeline"], dir.path())?;
+    let said = String::from_utf8_lossy(&rebuilt.stdout);
+    assert!(rebuilt.status.success(), "{rebuilt:?}");
+    assert!(said.contains("v2 is live"), "{said}");
+    assert!(dir.path().join("timeline_v2.db").exists());
+    // Writes go on across the switch.
+    gql(
+        &url,
+        Some(&token),
+        SEND,
+        json!({ "c": channel, "b": "four" }),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = json_of(&aether(&["projections", "list", "--json"], dir.path())?)?;
+        let timeline = listed
+            .as_array()
+            .and_then(|rows| rows.iter().find(|row| row["name"] == "timeline"))
+            .cloned()
+            .unwrap_or_default();
+        if timeline["version"] == json!(2) && timeline["lag_events"] == json!(0) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "v2 never caught up: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gql(
+        &url,
+        Some(&token),
+        SEND,
+        json!({ "c": channel, "b": "five" }),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = bodies(&url, &token, &channel).await?;
+        if seen == ["one", "two", "three", "four", "five"] {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "history stayed {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The queries read v2: v1 stopped where the switch found it and never got "five".
+    let v1 = json_of(&aether(
+        &["projections", "dump", "timeline", "1"],
+        dir.path(),
+    )?)?;
+    let v2 = json_of(&aether(
+        &["projections", "dump", "timeline", "2"],
+        dir.path(),
+    )?)?;
+    assert!(!dumped_bodies(&v1).contains(&"five".to_owned()), "{v1}");
+    assert_eq!(
+        dumped_bodies(&v2),
+        ["five", "four", "one", "three", "two"],
+        "{v2}"
+    );
+
+    // The live version cannot be dropped; the retired one can.
+    let refused = aether(&["projections", "drop", "timeline", "2"], dir.path())?;
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let dropped = aether(&["projections", "drop", "timeline", "1"], dir.path())?;
+    assert!(dropped.status.success(), "{dropped:?}");
+    assert!(!dir.path().join("timeline_v1.db").exists());
+    assert_eq!(
+        bodies(&url, &token, &channel).await?,
+        ["one", "two", "three", "four", "five"]
+    );
     drop(server);
     Ok(())
 }

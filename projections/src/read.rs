@@ -55,7 +55,8 @@ pub struct ReadModels {
 
 #[derive(Debug)]
 struct Inner {
-    sql: SqlReader,
+    /// Replaced when the embedded mode switches a projection's version.
+    sql: RwLock<SqlReader>,
     layout: Layout,
     timeline: Timeline,
     /// Wakes read-your-own-write waits when an in-process projector commits.
@@ -65,11 +66,54 @@ struct Inner {
 /// Where the SQL projections' tables are.
 #[derive(Debug)]
 enum Layout {
-    /// SQLite: each projection's version file attached under its version's name
+    /// SQLite: each projection's live version file attached under its version's name
     /// (`catalog_v1`), as PostgreSQL keeps each version in a schema of that name.
-    Attached,
+    Attached(Attached),
     /// One schema per version; the live one from the registry.
     Versioned(LiveVersions),
+}
+
+/// The embedded mode's files: which version of each projection is attached.
+#[derive(Debug)]
+struct Attached {
+    dir: std::path::PathBuf,
+    versions: RwLock<Versions>,
+    /// One switch at a time.
+    switching: tokio::sync::Mutex<()>,
+}
+
+/// A pool of private in-memory databases with each projection's version file in `dir`
+/// attached under its version's name. (With SQLite's in-memory open flag the attached files
+/// would be in memory too.)
+async fn attached_pool(
+    dir: &std::path::Path,
+    versions: &HashMap<String, i32>,
+) -> Result<sqlx::SqlitePool, RowError> {
+    let attach: Vec<String> = versions
+        .iter()
+        .map(|(projection, version)| {
+            let name = schema_name(projection, *version);
+            let path = dir.join(format!("{name}.db"));
+            let quoted = path.display().to_string().replace('\'', "''");
+            format!("ATTACH DATABASE '{quoted}' AS {name}")
+        })
+        .collect();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(":memory:")
+        .busy_timeout(Duration::from_secs(5));
+    Ok(sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(8)
+        .after_connect(move |conn, _| {
+            let attach = attach.clone();
+            Box::pin(async move {
+                for statement in &attach {
+                    sqlx::query(statement).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?)
 }
 
 #[derive(Debug)]
@@ -152,41 +196,59 @@ impl ReadModels {
     /// `dir` (`catalog_v1.db`, `receipts_v1.db`, `timeline_v1.db`), whose checkpoints wake
     /// read-your-own-write waits.
     pub async fn embedded(dir: &std::path::Path, progress: Watermarks) -> Result<Self, RowError> {
-        let attach: Vec<String> = [CATALOG, RECEIPTS, TIMELINE]
+        Self::embedded_versions(dir, &HashMap::new(), progress).await
+    }
+
+    /// As [`Self::embedded`], reading version `versions[name]` of each projection named there
+    /// (1 for the others).
+    pub async fn embedded_versions(
+        dir: &std::path::Path,
+        versions: &HashMap<String, i32>,
+        progress: Watermarks,
+    ) -> Result<Self, RowError> {
+        let versions: HashMap<String, i32> = [CATALOG, RECEIPTS, TIMELINE]
             .iter()
-            .map(|projection| {
-                let name = schema_name(projection, EMBEDDED_VERSION);
-                let path = dir.join(format!("{name}.db"));
-                let quoted = path.display().to_string().replace('\'', "''");
-                format!("ATTACH DATABASE '{quoted}' AS {name}")
+            .map(|name| {
+                let version = versions.get(*name).copied().unwrap_or(EMBEDDED_VERSION);
+                ((*name).to_owned(), version)
             })
             .collect();
-        // A private in-memory main database per connection, the files attached to it. (With
-        // SQLite's in-memory open flag the attached files would be in memory too.)
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(":memory:")
-            .busy_timeout(Duration::from_secs(5));
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(8)
-            .after_connect(move |conn, _| {
-                let attach = attach.clone();
-                Box::pin(async move {
-                    for statement in &attach {
-                        sqlx::query(statement).execute(&mut *conn).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
+        let pool = attached_pool(dir, &versions).await?;
         Ok(Self {
             inner: Arc::new(Inner {
-                sql: SqlReader::Sqlite(pool),
-                layout: Layout::Attached,
+                sql: RwLock::new(SqlReader::Sqlite(pool)),
+                layout: Layout::Attached(Attached {
+                    dir: dir.to_path_buf(),
+                    versions: RwLock::new(Arc::new(versions)),
+                    switching: tokio::sync::Mutex::new(()),
+                }),
                 timeline: Timeline::Sql,
                 progress: Some(progress),
             }),
         })
+    }
+
+    /// Embedded mode: from now on, queries read `version` of `projection` (its file in the
+    /// data directory, which must exist). Queries under way finish on the version they began
+    /// with; the previous version's file is let go.
+    pub async fn switch_embedded(&self, projection: &str, version: i32) -> Result<(), RowError> {
+        let Layout::Attached(attached) = &self.inner.layout else {
+            return Err(RowError::Unavailable(
+                "only the embedded mode switches versions in process".to_owned(),
+            ));
+        };
+        let _turn = attached.switching.lock().await;
+        let mut versions =
+            HashMap::clone(&attached.versions.read().unwrap_or_else(|p| p.into_inner()));
+        versions.insert(projection.to_owned(), version);
+        let pool = attached_pool(&attached.dir, &versions).await?;
+        let previous = std::mem::replace(
+            &mut *self.inner.sql.write().unwrap_or_else(|p| p.into_inner()),
+            SqlReader::Sqlite(pool),
+        );
+        *attached.versions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(versions);
+        previous.close().await;
+        Ok(())
     }
 
     /// The distributed mode's read models: the projector processes' PostgreSQL schemas and
@@ -201,7 +263,7 @@ impl ReadModels {
             .map_err(|error| RowError::Unavailable(error.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                sql: SqlReader::Postgres(postgres),
+                sql: RwLock::new(SqlReader::Postgres(postgres)),
                 layout: Layout::Versioned(LiveVersions {
                     registry,
                     cached: RwLock::new(None),
@@ -215,8 +277,8 @@ impl ReadModels {
 
     /// Closes the pools this value owns (the embedded mode's attached files).
     pub async fn close(&self) {
-        if matches!(self.inner.layout, Layout::Attached) {
-            self.inner.sql.close().await;
+        if matches!(self.inner.layout, Layout::Attached(_)) {
+            self.reader().close().await;
         }
     }
 
@@ -238,7 +300,13 @@ impl ReadModels {
 
     async fn version(&self, projection: &str) -> Result<i32, RowError> {
         match &self.inner.layout {
-            Layout::Attached => Ok(EMBEDDED_VERSION),
+            Layout::Attached(attached) => Ok(attached
+                .versions
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(projection)
+                .copied()
+                .unwrap_or(EMBEDDED_VERSION)),
             Layout::Versioned(live) => live.version(projection).await,
         }
     }
@@ -253,12 +321,21 @@ impl ReadModels {
         Ok(database.collection(&format!("{}{name}", collection_prefix(TIMELINE, version))))
     }
 
+    /// The pool queries run on now.
+    fn reader(&self) -> SqlReader {
+        self.inner
+            .sql
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     async fn one(&self, sql: &str, values: Vec<SqlValue>) -> Result<Option<SqlRow>, RowError> {
-        Ok(self.inner.sql.one(sql, values).await?)
+        Ok(self.reader().one(sql, values).await?)
     }
 
     async fn rows(&self, sql: &str, values: Vec<SqlValue>) -> Result<Vec<SqlRow>, RowError> {
-        Ok(self.inner.sql.all(sql, values).await?)
+        Ok(self.reader().all(sql, values).await?)
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<UserRow>, RowError> {

@@ -2,7 +2,7 @@
 //! API in one process, on SQLite files under one data directory.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aether_commands::auth::load_or_create_secret;
 use aether_commands::backend::EventStoreBackend;
@@ -10,7 +10,9 @@ use aether_commands::SqliteEventStore;
 use aether_projections::catalog::CatalogProjection;
 use aether_projections::projection::Projection;
 use aether_projections::receipts::ReceiptsProjection;
-use aether_projections::stream::controls::{EmbeddedControls, CONTROLS_POLL};
+use aether_projections::rows::RowError;
+use aether_projections::stream::controls::{Control, EmbeddedControls, CONTROLS_POLL};
+use aether_projections::stream::source::Checkpoint;
 use aether_projections::stream::source::{EventLogSource, EventSource};
 use aether_projections::stream::sqlite::SqliteStore;
 use aether_projections::stream::{ProjectorMetrics, ReadStore, StreamProjector};
@@ -118,8 +120,8 @@ async fn follow_session_ends(
 }
 
 /// The embedded mode's projectors: the stream engine, reading the event store's own log into
-/// one SQLite file per projection version in the data directory (`catalog_v1.db`, …), and
-/// announcing what they applied on `bus`.
+/// one SQLite file per projection version in the data directory (`catalog_v1.db`, …; the live
+/// version of each from the operator's controls), and announcing what they applied on `bus`.
 async fn start_embedded_projectors(
     config: &EmbeddedConfig,
     events: &SqliteEventStore,
@@ -132,64 +134,207 @@ async fn start_embedded_projectors(
         Arc::new(ReceiptsProjection),
         Arc::new(TimelineProjection),
     ];
+    let controls = EmbeddedControls::open(&config.data_dir)
+        .await
+        .map_err(RowError::from)?;
+    let set = controls.read().await.map_err(RowError::from)?;
+    let live = |name: &str| set.get(name).map_or(1, |control| control.live_version);
+    let mut slots = Vec::new();
     let mut checkpoints = Vec::new();
     let mut projectors = Projectors::default();
     for projection in projections {
         let name = projection.name();
-        let store = Arc::new(SqliteStore::new(&config.data_dir, projection, 1));
-        store.prepare().await?;
-        let metrics = Arc::new(ProjectorMetrics::new(name, 1));
-        let source = EventLogSource::new(Arc::new(events.clone()));
-        let projector = StreamProjector::new(
-            store,
-            Arc::new(source) as Arc<dyn EventSource>,
-            Arc::new(bus.clone()),
-            config.projector.clone(),
-            metrics.clone(),
-        );
-        checkpoints.push(projector.checkpoint());
-        let (paused, paused_rx) = tokio::sync::watch::channel(config.projectors_paused);
-        projectors
-            .controls
-            .push((name, ProjectorControl { paused, metrics }));
-        let token = shutdown.clone();
-        tasks.spawn(async move { Ok(projector.run(paused_rx, token).await?) });
+        let version = live(name);
+        // Its file exists before the read models attach it.
+        SqliteStore::new(&config.data_dir, projection.clone(), version)
+            .prepare()
+            .await?;
+        let paused = set
+            .get(name)
+            .and_then(|control| control.paused)
+            .unwrap_or(config.projectors_paused);
+        let (paused, paused_rx) = tokio::sync::watch::channel(paused);
+        let (version_tx, version_rx) = tokio::sync::watch::channel(version);
+        let (applied, applied_rx) = tokio::sync::watch::channel(Default::default());
+        checkpoints.push(applied_rx);
+        let metrics = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(name, version))));
+        projectors.controls.push((
+            name,
+            ProjectorControl {
+                paused,
+                version: version_tx,
+                metrics: metrics.clone(),
+            },
+        ));
+        slots.push(Slot {
+            projection,
+            version: version_rx,
+            paused: paused_rx,
+            applied,
+            metrics,
+        });
     }
-    follow_controls(config, &projectors, tasks, shutdown).await?;
     let watermarks = Watermarks::new(checkpoints);
-    let read = ReadModels::embedded(&config.data_dir, watermarks.clone()).await?;
+    let versions = projectors
+        .controls
+        .iter()
+        .map(|(name, control)| ((*name).to_owned(), *control.version.borrow()))
+        .collect();
+    let read =
+        ReadModels::embedded_versions(&config.data_dir, &versions, watermarks.clone()).await?;
+    for slot in slots {
+        let run = slot.run(
+            config.data_dir.clone(),
+            events.clone(),
+            bus.clone(),
+            config.projector.clone(),
+            read.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(run);
+    }
+    follow_controls(controls, &projectors, tasks, shutdown);
     projectors.watermarks = Some(watermarks);
     Ok((read, projectors))
 }
 
-/// Applies the operator's pauses and resumes (`aether projections pause|resume --data-dir`) to
-/// the running projectors: at once, then every [`CONTROLS_POLL`] until `shutdown`. A projection
-/// the operator never paused or resumed keeps the start-up setting.
-async fn follow_controls(
-    config: &EmbeddedConfig,
+/// One embedded projection, kept by whichever version is live.
+struct Slot {
+    projection: Arc<dyn Projection>,
+    version: tokio::sync::watch::Receiver<i32>,
+    paused: tokio::sync::watch::Receiver<bool>,
+    /// The live version's checkpoint, whichever projector keeps it.
+    applied: tokio::sync::watch::Sender<Checkpoint>,
+    metrics: Arc<Mutex<Arc<ProjectorMetrics>>>,
+}
+
+impl Slot {
+    /// Runs the live version's projector until `shutdown`; when an operator switches the live
+    /// version, stops it, catches the new one up past where it stopped (readers stay on the old
+    /// one meanwhile, so they never see the projection go back), then moves readers over.
+    async fn run(
+        mut self,
+        dir: std::path::PathBuf,
+        events: SqliteEventStore,
+        bus: UpdateBus,
+        options: aether_projections::stream::ProjectorOptions,
+        read: ReadModels,
+        shutdown: CancellationToken,
+    ) -> Result<(), AppError> {
+        let name = self.projection.name();
+        let mut version = *self.version.borrow_and_update();
+        // Where the version readers used stopped, while a new one catches up with it.
+        let mut handover: Option<(i32, Checkpoint)> = None;
+        loop {
+            let store = Arc::new(SqliteStore::new(&dir, self.projection.clone(), version));
+            store.prepare().await?;
+            let metrics = Arc::new(ProjectorMetrics::new(name, version));
+            *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) = metrics.clone();
+            let projector = StreamProjector::new(
+                store,
+                Arc::new(EventLogSource::new(Arc::new(events.clone()))) as Arc<dyn EventSource>,
+                Arc::new(bus.clone()),
+                options.clone(),
+                metrics,
+            );
+            let mut checkpoint = projector.checkpoint();
+            let current = shutdown.child_token();
+            let running = tokio::spawn({
+                let (paused, current) = (self.paused.clone(), current.clone());
+                async move { projector.run(paused, current).await }
+            });
+            // Follow this projector's checkpoint; finish a handover once it passes the old one.
+            let switched = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    changed = self.version.changed() => {
+                        if changed.is_err() {
+                            break None;
+                        }
+                        let next = *self.version.borrow_and_update();
+                        if next != version {
+                            break Some(next);
+                        }
+                    }
+                    changed = checkpoint.changed() => {
+                        if changed.is_err() {
+                            break None;
+                        }
+                        let at = checkpoint.borrow_and_update().clone();
+                        match &handover {
+                            Some((from, old)) if at.covers(old) => {
+                                read.switch_embedded(name, version).await?;
+                                tracing::info!(projection = name, from = *from, to = version, "switched to the new live version");
+                                handover = None;
+                                self.applied.send_replace(at);
+                            }
+                            Some(_) => {}
+                            None => {
+                                self.applied.send_replace(at);
+                            }
+                        }
+                    }
+                }
+            };
+            current.cancel();
+            let outcome = running
+                .await
+                .map_err(|e| AppError::Role(format!("{name} projector: {e}")))?;
+            let Some(next) = switched else {
+                outcome?;
+                return Ok(());
+            };
+            outcome?;
+            // Readers stay on the version they use until the next one has passed it.
+            let (readers_on, stopped_at) = match handover.take() {
+                Some(pending) => pending,
+                None => (version, self.applied.borrow().clone()),
+            };
+            if next == readers_on {
+                read.switch_embedded(name, next).await?;
+            } else {
+                handover = Some((readers_on, stopped_at));
+            }
+            tracing::info!(
+                projection = name,
+                from = version,
+                to = next,
+                "the live version changed; catching up"
+            );
+            version = next;
+        }
+    }
+}
+
+/// Applies the operator's controls (`aether projections pause|resume|switch --data-dir`) to
+/// the running projectors every [`CONTROLS_POLL`] until `shutdown`. A projection the operator
+/// never paused or resumed keeps the start-up setting.
+fn follow_controls(
+    controls: EmbeddedControls,
     projectors: &Projectors,
     tasks: &mut JoinSet<Result<(), AppError>>,
     shutdown: &CancellationToken,
-) -> Result<(), AppError> {
-    let controls = EmbeddedControls::open(&config.data_dir)
-        .await
-        .map_err(aether_projections::rows::RowError::from)?;
-    let apply = {
-        let projectors = projectors.controls.clone();
-        move |paused: HashMap<String, bool>| {
-            for (name, control) in &projectors {
-                if let Some(&paused) = paused.get(*name) {
-                    let changed = control
-                        .paused
-                        .send_if_modified(|p| std::mem::replace(p, paused) != paused);
-                    if changed {
-                        tracing::info!(projection = name, paused, "projection control changed");
-                    }
+) {
+    let projectors = projectors.controls.clone();
+    let apply = move |set: HashMap<String, Control>| {
+        for (name, control) in &projectors {
+            let Some(wanted) = set.get(*name) else {
+                continue;
+            };
+            if let Some(paused) = wanted.paused {
+                if control
+                    .paused
+                    .send_if_modified(|p| std::mem::replace(p, paused) != paused)
+                {
+                    tracing::info!(projection = name, paused, "projection paused or resumed");
                 }
             }
+            let version = wanted.live_version;
+            control
+                .version
+                .send_if_modified(|v| std::mem::replace(v, version) != version);
         }
     };
-    apply(controls.paused().await.unwrap_or_default());
     let token = shutdown.clone();
     tasks.spawn(async move {
         loop {
@@ -197,22 +342,23 @@ async fn follow_controls(
                 _ = token.cancelled() => break,
                 _ = tokio::time::sleep(CONTROLS_POLL) => {}
             }
-            match controls.paused().await {
-                Ok(paused) => apply(paused),
+            match controls.read().await {
+                Ok(set) => apply(set),
                 Err(error) => tracing::debug!(%error, "cannot read the projection controls"),
             }
         }
         controls.close().await;
         Ok(())
     });
-    Ok(())
 }
 
 /// Pauses and resumes one of the embedded projectors, and shows its metrics.
 #[derive(Clone, Debug)]
 pub struct ProjectorControl {
     paused: tokio::sync::watch::Sender<bool>,
-    metrics: Arc<ProjectorMetrics>,
+    /// The live version the operator chose.
+    version: tokio::sync::watch::Sender<i32>,
+    metrics: Arc<Mutex<Arc<ProjectorMetrics>>>,
 }
 
 impl ProjectorControl {
@@ -224,8 +370,12 @@ impl ProjectorControl {
         self.paused.send_replace(false);
     }
 
-    pub fn metrics(&self) -> &ProjectorMetrics {
-        &self.metrics
+    /// The live version's metrics.
+    pub fn metrics(&self) -> Arc<ProjectorMetrics> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
