@@ -51,17 +51,8 @@ CREATE TABLE IF NOT EXISTS channel_heads (
     }
 
     fn dump_queries(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("messages", "SELECT * FROM messages ORDER BY id"),
-            (
-                "channel_events",
-                "SELECT * FROM channel_events ORDER BY channel_id, seq",
-            ),
-            (
-                "channel_heads",
-                "SELECT * FROM channel_heads ORDER BY channel_id",
-            ),
-        ]
+        // The same tables, in the same order, as the embedded store's.
+        crate::projection::Projection::tables(self)
     }
 
     async fn apply(
