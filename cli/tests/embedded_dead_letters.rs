@@ -47,6 +47,30 @@ fn json_of(output: &Output) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
+/// Alice, registered, with a server and its channel `general`: her token and the channel's id.
+async fn alice_with_a_channel(url: &str) -> anyhow::Result<(String, Value)> {
+    let registered = gql(url, None, REGISTER, json!({ "u": "alice" })).await?;
+    let token = registered["register"]["accessToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let created = gql(
+        url,
+        Some(&token),
+        "mutation { createServer(input: {name: \"g\"}) { id } }",
+        json!({}),
+    )
+    .await?;
+    let channel = gql(
+        url,
+        Some(&token),
+        "mutation($s: ID!) { createChannel(input: {serverId: $s, name: \"general\"}) { id } }",
+        json!({ "s": created["createServer"]["id"] }),
+    )
+    .await?;
+    Ok((token, channel["createChannel"]["id"].clone()))
+}
+
 const SEND: &str =
     "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }";
 const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages { edges { node { body } } } } }";
@@ -56,32 +80,7 @@ async fn a_poison_event_is_parked_the_rest_flows_and_the_operator_lists_it() -> 
     let dir = tempfile::tempdir()?;
     let server = spawn_dev(dir.path(), &[])?;
     let url = server.url.clone();
-    let registered = gql(
-        &url,
-        None,
-        "mutation { register(input: {username: \"alice\", password: \"correct horse\"}) { accessToken } }",
-        json!({}),
-    )
-    .await?;
-    let token = registered["register"]["accessToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let created = gql(
-        &url,
-        Some(&token),
-        "mutation { createServer(input: {name: \"g\"}) { id } }",
-        json!({}),
-    )
-    .await?;
-    let channel = gql(
-        &url,
-        Some(&token),
-        "mutation($s: ID!) { createChannel(input: {serverId: $s, name: \"general\"}) { id } }",
-        json!({ "s": created["createServer"]["id"] }),
-    )
-    .await?;
-    let channel_id = channel["createChannel"]["id"].clone();
+    let (token, channel_id) = alice_with_a_channel(&url).await?;
     gql(
         &url,
         Some(&token),
@@ -285,26 +284,7 @@ async fn an_embedded_projection_is_rebuilt_beside_the_live_one_and_queries_move_
     let dir = tempfile::tempdir()?;
     let server = spawn_dev(dir.path(), &[])?;
     let url = server.url.clone();
-    let registered = gql(&url, None, REGISTER, json!({ "u": "alice" })).await?;
-    let token = registered["register"]["accessToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let created = gql(
-        &url,
-        Some(&token),
-        "mutation { createServer(input: {name: \"g\"}) { id } }",
-        json!({}),
-    )
-    .await?;
-    let channel = gql(
-        &url,
-        Some(&token),
-        "mutation($s: ID!) { createChannel(input: {serverId: $s, name: \"general\"}) { id } }",
-        json!({ "s": created["createServer"]["id"] }),
-    )
-    .await?["createChannel"]["id"]
-        .clone();
+    let (token, channel) = alice_with_a_channel(&url).await?;
     for body in ["one", "two", "three"] {
         gql(&url, Some(&token), SEND, json!({ "c": channel, "b": body })).await?;
     }
