@@ -474,7 +474,8 @@ async fn rebuild(
     } else {
         eprintln!("{name}: building v{version} from offset 0");
     }
-    let built = build_until_caught_up(&kafka, store.clone(), name, version, batch).await?;
+    let built =
+        build_until_caught_up(&kafka, store.clone(), name, version, batch, MAX_PASSES).await?;
     if no_switch {
         println!("{name} v{version}: built ({built} events); switch with `aether projections switch {name} {version}`");
         return Ok(());
@@ -540,7 +541,9 @@ async fn catch_up_and_switch(
         last = now;
     }
     eprintln!("{name}: live version paused; catching v{version} up with it");
-    let built = build_until_caught_up(kafka, store.clone(), name, version, batch).await?;
+    // One pass reaches the log end as it was when the pass began, which is past where the
+    // paused live version stopped.
+    let built = build_until_caught_up(kafka, store.clone(), name, version, batch, 1).await?;
     let reached = store.checkpoint().await?;
     if !reached.covers(&last) {
         return Err(Refused(format!(
@@ -556,7 +559,8 @@ async fn catch_up_and_switch(
     Ok((built, previous))
 }
 
-/// Applies the log to `store` until it is within one batch of the log end, with a progress bar
+/// Applies the log to `store` until it is within one batch of the log end, or for at most
+/// `passes` passes (each to the log end as it was when the pass began), with a progress bar
 /// (rate and ETA) on standard error. Returns the events consumed.
 pub async fn build_until_caught_up(
     kafka: &KafkaConfig,
@@ -564,6 +568,7 @@ pub async fn build_until_caught_up(
     name: &str,
     version: i32,
     batch: usize,
+    passes: usize,
 ) -> anyhow::Result<i64> {
     let metrics = Arc::new(ProjectorMetrics::new(name, version));
     let projector = StreamProjector::new(
@@ -594,7 +599,7 @@ pub async fn build_until_caught_up(
     let started = Instant::now();
     // New events keep arriving while we build: go round until a pass finds almost nothing new,
     // or a few times (under writes faster than a pass, the final catch-up happens paused).
-    for _ in 0..MAX_PASSES {
+    for _ in 0..passes.max(1) {
         let before = store.checkpoint().await?.total();
         projector
             .run(paused.clone(), CancellationToken::new())
