@@ -47,9 +47,15 @@ pub struct Args {
     /// Concurrent loops of each attack (at most 16).
     #[arg(long, default_value_t = 4)]
     attackers: usize,
-    /// Requests one attack loop sends at most.
-    #[arg(long, default_value_t = 5_000)]
+    /// Requests one attack loop sends at most (the duration ends a loop first unless the
+    /// server answers faster than 6,000 a second).
+    #[arg(long, default_value_t = 100_000)]
     max_requests: usize,
+    /// Requests per second each attack loop sends at most; 0 sends each as soon as the previous
+    /// one was answered (the load generator then takes whatever CPU it can, on the same cores
+    /// as the server).
+    #[arg(long, default_value_t = 0)]
+    loop_rate: u32,
     /// Messages in the attacked channel (at most 5,000).
     #[arg(long, default_value_t = 1_000)]
     seed_messages: usize,
@@ -65,6 +71,25 @@ const SIGN_IN_ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3
 /// Accounts the password spraying tries, one guess each in turn.
 const VICTIMS: usize = 40;
 const ME: &str = "{ me { id username displayName } }";
+
+/// Paces one attack loop: at most `rate` requests a second (0: no pacing).
+struct Pace(Option<tokio::time::Interval>);
+
+impl Pace {
+    fn new(rate: u32) -> Self {
+        Self((rate > 0).then(|| {
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        }))
+    }
+
+    async fn tick(&mut self) {
+        if let Some(ticker) = &mut self.0 {
+            ticker.tick().await;
+        }
+    }
+}
 
 /// One HTTP client bound to a loopback address.
 #[derive(Clone)]
@@ -314,6 +339,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let attackers = args.attackers.clamp(1, 16);
     let max_requests = args.max_requests.max(1);
     let seed = args.seed_messages.min(5_000);
+    let loop_rate = args.loop_rate;
     let load_at_start = load_average();
     let dir = tempfile::tempdir()?;
 
@@ -429,7 +455,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let (http, place, tally) = (attacker_http.clone(), channel.clone(), floods.clone());
         tasks.spawn(async move {
             let document = aliased_sends(30);
+            let mut pace = Pace::new(loop_rate);
             for _ in 0..max_requests {
+                pace.tick().await;
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -455,7 +483,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let token = attacker_tokens[(n + 1) % attacker_tokens.len()].clone();
             let (http, channel) = (attacker_http.clone(), channel.clone());
             tasks.spawn(async move {
+                let mut pace = Pace::new(loop_rate);
                 for _ in 0..max_requests {
+                    pace.tick().await;
                     if Instant::now() >= deadline {
                         break;
                     }
@@ -473,14 +503,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         let tally = registers.clone();
         tasks.spawn(async move {
-            if let Err(error) = register_over_socket(addr, deadline, max_requests, &tally).await {
+            if let Err(error) =
+                register_over_socket(addr, deadline, max_requests, loop_rate, &tally).await
+            {
                 eprintln!("the register flood's socket failed: {error:#}");
                 tally.lock().await.failures += 1;
             }
         });
         let (http, tally) = (sign_in_http.clone(), spraying.clone());
         tasks.spawn(async move {
+            let mut pace = Pace::new(loop_rate);
             for n in 0..max_requests {
+                pace.tick().await;
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -510,6 +544,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         settings: json!({
             "duration_s": duration.as_secs(), "baseline_s": baseline.as_secs(), "interval_ms": interval.as_millis() as u64,
             "attackers": attackers, "max_requests": max_requests, "seed_messages": seed,
+            "loop_rate_per_s": loop_rate,
         }),
         load_at_start,
         load_at_end: load_average(),
@@ -595,6 +630,7 @@ async fn register_over_socket(
     addr: SocketAddr,
     deadline: Instant,
     max_requests: usize,
+    loop_rate: u32,
     tally: &Mutex<Tally>,
 ) -> anyhow::Result<()> {
     let socket = tokio::net::TcpSocket::new_v4()?;
@@ -611,7 +647,9 @@ async fn register_over_socket(
     .await?;
     let register = "mutation($u: String!, $p: String!) { register(input: {username: $u, password: $p}) { accessToken } }";
     let mut acked = false;
+    let mut pace = Pace::new(loop_rate);
     for n in 0..max_requests {
+        pace.tick().await;
         if Instant::now() >= deadline {
             break;
         }
