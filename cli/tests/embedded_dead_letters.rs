@@ -359,6 +359,10 @@ async fn an_embedded_projection_is_rebuilt_beside_the_live_one_and_queries_move_
         bodies(&url, &token, &channel).await?,
         ["one", "two", "three", "four", "five"]
     );
+    assert!(
+        !dir.path().join("timeline_v1.db").exists(),
+        "a dropped version stays dropped"
+    );
     drop(server);
     Ok(())
 }

@@ -78,6 +78,8 @@ enum Layout {
 struct Attached {
     dir: std::path::PathBuf,
     versions: RwLock<Versions>,
+    /// Every (projection, version) file the pool attaches.
+    files: tokio::sync::Mutex<std::collections::BTreeSet<(String, i32)>>,
     /// One switch at a time.
     switching: tokio::sync::Mutex<()>,
 }
@@ -87,15 +89,15 @@ struct Attached {
 /// would be in memory too.)
 async fn attached_pool(
     dir: &std::path::Path,
-    versions: &HashMap<String, i32>,
+    files: &std::collections::BTreeSet<(String, i32)>,
 ) -> Result<sqlx::SqlitePool, RowError> {
-    let attach: Vec<String> = versions
+    let attach: Vec<(std::path::PathBuf, String)> = files
         .iter()
         .map(|(projection, version)| {
             let name = schema_name(projection, *version);
             let path = dir.join(format!("{name}.db"));
             let quoted = path.display().to_string().replace('\'', "''");
-            format!("ATTACH DATABASE '{quoted}' AS {name}")
+            (path, format!("ATTACH DATABASE '{quoted}' AS {name}"))
         })
         .collect();
     let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -106,8 +108,12 @@ async fn attached_pool(
         .after_connect(move |conn, _| {
             let attach = attach.clone();
             Box::pin(async move {
-                for statement in &attach {
-                    sqlx::query(statement).execute(&mut *conn).await?;
+                // A version dropped since is left out: attaching a missing file would create
+                // it again.
+                for (path, statement) in &attach {
+                    if path.exists() {
+                        sqlx::query(statement).execute(&mut *conn).await?;
+                    }
                 }
                 Ok(())
             })
@@ -213,13 +219,18 @@ impl ReadModels {
                 ((*name).to_owned(), version)
             })
             .collect();
-        let pool = attached_pool(dir, &versions).await?;
+        let files = versions
+            .iter()
+            .map(|(name, version)| (name.clone(), *version))
+            .collect();
+        let pool = attached_pool(dir, &files).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 sql: RwLock::new(SqlReader::Sqlite(pool)),
                 layout: Layout::Attached(Attached {
                     dir: dir.to_path_buf(),
                     versions: RwLock::new(Arc::new(versions)),
+                    files: tokio::sync::Mutex::new(files),
                     switching: tokio::sync::Mutex::new(()),
                 }),
                 timeline: Timeline::Sql,
@@ -241,13 +252,14 @@ impl ReadModels {
         let mut versions =
             HashMap::clone(&attached.versions.read().unwrap_or_else(|p| p.into_inner()));
         versions.insert(projection.to_owned(), version);
-        let pool = attached_pool(&attached.dir, &versions).await?;
-        let previous = std::mem::replace(
-            &mut *self.inner.sql.write().unwrap_or_else(|p| p.into_inner()),
-            SqlReader::Sqlite(pool),
-        );
+        // The new pool keeps every version attached so far: a query that read the version just
+        // before the switch still finds its tables, whichever pool it then runs on. The old
+        // pool is not closed under queries that hold it; it goes when the last of them is done.
+        let mut files = attached.files.lock().await;
+        files.insert((projection.to_owned(), version));
+        let pool = attached_pool(&attached.dir, &files).await?;
+        *self.inner.sql.write().unwrap_or_else(|p| p.into_inner()) = SqlReader::Sqlite(pool);
         *attached.versions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(versions);
-        previous.close().await;
         Ok(())
     }
 
