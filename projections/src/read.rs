@@ -141,6 +141,21 @@ const EMBEDDED_VERSION: i32 = 1;
 /// The live version of each projection, by name.
 type Versions = Arc<HashMap<String, i32>>;
 
+tokio::task_local! {
+    /// The live versions one request reads, set by its first read.
+    static PINNED: Arc<std::sync::OnceLock<Versions>>;
+}
+
+/// Runs `request` (one query or mutation) with one view of the registry: every read it makes
+/// uses the live versions its first read found, so a switch while it runs cannot answer one
+/// field from the old version and another from the new one. The reads must run in this task
+/// (async-graphql resolves a request's fields in the task that executes it).
+pub async fn with_pinned_versions<F: std::future::Future>(request: F) -> F::Output {
+    PINNED
+        .scope(Arc::new(std::sync::OnceLock::new()), request)
+        .await
+}
+
 /// The registry's live versions, cached for [`REGISTRY_TTL`].
 #[derive(Debug)]
 struct LiveVersions {
@@ -152,7 +167,17 @@ struct LiveVersions {
 
 impl LiveVersions {
     async fn version(&self, name: &str) -> Result<i32, RowError> {
-        let versions = self.current().await?;
+        let versions = match PINNED.try_with(Arc::clone) {
+            // Inside one request: the versions of its first read, for all of its reads.
+            Ok(pin) => match pin.get() {
+                Some(pinned) => pinned.clone(),
+                None => {
+                    let current = self.current().await?;
+                    pin.get_or_init(|| current).clone()
+                }
+            },
+            Err(_) => self.current().await?,
+        };
         Ok(versions.get(name).copied().unwrap_or(1))
     }
 

@@ -368,7 +368,10 @@ async fn graphql_post(
         let ip = client_ip(peer.ip(), &headers, &state.connections.trusted_proxies);
         request = request.data(ClientIp(ip));
     }
-    let mut response = state.schema.execute(request).await;
+    // One view of the read models' live versions for the whole request (a switch meanwhile
+    // cannot split its fields between two versions).
+    let mut response =
+        aether_projections::read::with_pinned_versions(state.schema.execute(request)).await;
     for error in &mut response.errors {
         label_error(error);
     }
