@@ -7,10 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::engine::ProjectorOptions;
-use aether_projections::stream::role::{
-    open_store, run_projector, KafkaUpdates, MetricsSlot, Stores,
-};
-use aether_projections::stream::ProjectorMetrics;
+use aether_projections::stream::role::{projector, Stores};
 use aether_realtime_edge::http::health_router;
 use anyhow::Context;
 use tokio::task::JoinSet;
@@ -27,29 +24,12 @@ pub async fn start_projector(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<SocketAddr> {
-    open_store(&stores, name, 1)?;
-    let name = name.to_owned();
-    let metrics: MetricsSlot = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(&name, 1))));
-    let updates = Arc::new(KafkaUpdates::new(&kafka)?);
+    let (metrics, run) = projector(&stores, &kafka, name, &options, shutdown)?;
     let halted = Arc::new(Mutex::new(None::<String>));
     {
-        let (metrics, token, halted, name) = (
-            metrics.clone(),
-            shutdown.clone(),
-            halted.clone(),
-            name.clone(),
-        );
+        let (halted, name) = (halted.clone(), name.to_owned());
         tasks.spawn(async move {
-            let outcome = run_projector(
-                stores,
-                kafka,
-                name.clone(),
-                options,
-                updates,
-                metrics,
-                token,
-            )
-            .await;
+            let outcome = run.await;
             if let Err(error) = &outcome {
                 *halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
             }

@@ -264,6 +264,37 @@ pub const QUERIED_PROJECTIONS: [&str; 3] = [
     MongoTimelineProjection::NAME,
 ];
 
+/// Projector `name` as its own process runs it: checked against the stores, publishing updates
+/// to `aether.updates.v1`, its live version's metrics in the returned slot. The future runs it
+/// until `shutdown`.
+pub fn projector(
+    stores: &Stores,
+    kafka: &KafkaConfig,
+    name: &str,
+    options: &ProjectorOptions,
+    shutdown: &CancellationToken,
+) -> Result<
+    (
+        MetricsSlot,
+        impl std::future::Future<Output = Result<(), RoleError>> + Send + 'static,
+    ),
+    RoleError,
+> {
+    open_store(stores, name, 1)?;
+    let updates = Arc::new(KafkaUpdates::new(kafka)?);
+    let metrics: MetricsSlot = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(name, 1))));
+    let run = run_projector(
+        stores.clone(),
+        kafka.clone(),
+        name.to_owned(),
+        options.clone(),
+        updates,
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    Ok((metrics, run))
+}
+
 /// Runs each of `names` as [`run_projector`] would in its own process, publishing updates to
 /// `aether.updates.v1`, until `shutdown`: for tests and benchmarks that hold a whole
 /// deployment in one process.
@@ -276,18 +307,8 @@ pub fn spawn_projectors(
 ) -> Result<tokio::task::JoinSet<Result<(), RoleError>>, RoleError> {
     let mut tasks = tokio::task::JoinSet::new();
     for name in names {
-        open_store(stores, name, 1)?;
-        let updates = Arc::new(KafkaUpdates::new(kafka)?);
-        let metrics = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(name, 1))));
-        tasks.spawn(run_projector(
-            stores.clone(),
-            kafka.clone(),
-            (*name).to_owned(),
-            options.clone(),
-            updates,
-            metrics,
-            shutdown.clone(),
-        ));
+        let (_, run) = projector(stores, kafka, name, options, shutdown)?;
+        tasks.spawn(run);
     }
     Ok(tasks)
 }
