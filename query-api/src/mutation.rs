@@ -321,7 +321,11 @@ impl MutationRoot {
                     // A reused refresh token ended the session: its access tokens stop
                     // working here at once (other instances apply the event from the log).
                     if state.commands.session_ended(session).await.unwrap_or(false) {
-                        state.revocations.end_session(session, chrono::Utc::now());
+                        state.revocations.end_session(
+                            session,
+                            Some(verified.user),
+                            chrono::Utc::now(),
+                        );
                     }
                     return Err(error.into());
                 }
@@ -352,7 +356,9 @@ impl MutationRoot {
             let state = state(ctx);
             let written = state.commands.end_session(user, *session).await?;
             // Refused here at once; every other instance applies the event from the log.
-            state.revocations.end_session(*session, chrono::Utc::now());
+            state
+                .revocations
+                .end_session(*session, Some(user), chrono::Utc::now());
             if let Some(token) = ctx.data_opt::<ConsistencyToken>() {
                 token.observe(written.event);
             }

@@ -60,15 +60,17 @@ struct Revoked {
     users: HashMap<UserId, (i64, i64)>,
 }
 
-/// The ended sessions an instance knows of. Cheap to ask; every change is announced on
-/// [`Revocations::changes`], so open connections re-check at once.
+/// The ended sessions an instance knows of. Cheap to ask; every change is announced to the
+/// user's connections ([`Revocations::changes_of`]), so they re-check at once.
 #[derive(Debug)]
 pub struct Revocations {
     /// How long an entry is kept after its session ended: the access-token lifetime.
     keep: Duration,
     max: usize,
     revoked: Mutex<Revoked>,
-    changed: watch::Sender<u64>,
+    /// One channel per user whose connections watch: a session end wakes only its user's
+    /// connections (an end whose user is unknown wakes every watcher).
+    watchers: Mutex<HashMap<UserId, watch::Sender<u64>>>,
 }
 
 impl Revocations {
@@ -78,7 +80,7 @@ impl Revocations {
             keep: access_ttl,
             max: max.max(1),
             revoked: Mutex::default(),
-            changed: watch::Sender::new(0),
+            watchers: Mutex::default(),
         }
     }
 
@@ -135,8 +137,22 @@ impl Revocations {
         );
     }
 
-    /// `session` ended at `at`.
-    pub fn end_session(&self, session: Uuid, at: DateTime<Utc>) {
+    /// Wakes the connections of `user` (of everyone when not known).
+    fn notify(&self, user: Option<UserId>) {
+        let watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let wake = |sender: &watch::Sender<u64>| sender.send_modify(|n| *n = n.wrapping_add(1));
+        match user {
+            Some(user) => {
+                if let Some(sender) = watchers.get(&user) {
+                    wake(sender);
+                }
+            }
+            None => watchers.values().for_each(wake),
+        }
+    }
+
+    /// `session` of `user` (when known) ended at `at`.
+    pub fn end_session(&self, session: Uuid, user: Option<UserId>, at: DateTime<Utc>) {
         let forget = self.forget_at(at.timestamp_millis());
         if forget <= Self::now_ms() {
             return;
@@ -149,7 +165,7 @@ impl Revocations {
             self.make_room(&mut revoked);
             revoked.sessions.insert(session, forget);
         }
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.notify(user);
     }
 
     /// Every session of `user` that started before `before` ended.
@@ -173,7 +189,7 @@ impl Revocations {
             }
             revoked.users.insert(user, (before_ms, forget));
         }
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.notify(Some(user));
     }
 
     /// Applies an event of the log: `SessionEnded` and `AllSessionsEnded` end sessions; every
@@ -191,7 +207,12 @@ impl Revocations {
                     tracing::warn!(id = %envelope.id, "a SessionEnded event could not be read");
                     return;
                 };
-                self.end_session(session, ended_at);
+                // The actor of a session's events is its user.
+                let user = envelope
+                    .actor
+                    .as_deref()
+                    .and_then(|actor| UserId::parse(actor).ok());
+                self.end_session(session, user, ended_at);
             }
             ("User", "AllSessionsEnded") => {
                 let (Ok(user), Ok(UserEvent::AllSessionsEnded { ended_at })) = (
@@ -224,9 +245,19 @@ impl Revocations {
             .is_some_and(|(before, _)| holder.started_ms() < *before)
     }
 
-    /// Ticks on every change, for connections to re-check their holder.
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+    /// Ticks when a session of `user` may have ended, for their connections to re-check.
+    pub fn changes_of(&self, user: UserId) -> watch::Receiver<u64> {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = watchers.get(&user) {
+            return sender.subscribe();
+        }
+        // Users whose connections all closed are forgotten as the map grows.
+        if watchers.len() >= 1_024 && watchers.len().is_power_of_two() {
+            watchers.retain(|_, sender| sender.receiver_count() > 0);
+        }
+        let (sender, receiver) = watch::channel(0);
+        watchers.insert(user, sender);
+        receiver
     }
 
     /// Entries held now.
@@ -266,9 +297,15 @@ mod tests {
         let revocations = Revocations::default();
         let user = UserId::new();
         let (ended, other) = (Uuid::now_v7(), Uuid::now_v7());
-        let changes = revocations.changes();
-        revocations.end_session(ended, Utc::now());
+        let changes = revocations.changes_of(user);
+        let elsewhere = revocations.changes_of(UserId::new());
+        revocations.end_session(ended, Some(user), Utc::now());
+        // Only the user's own connections are woken.
         assert!(changes.has_changed().unwrap_or(false));
+        assert!(!elsewhere.has_changed().unwrap_or(true));
+        // An end whose user is unknown wakes everyone.
+        revocations.end_session(Uuid::now_v7(), None, Utc::now());
+        assert!(elsewhere.has_changed().unwrap_or(false));
         assert!(revocations.is_revoked(&holder(user, Some(ended))));
         assert!(!revocations.is_revoked(&holder(user, Some(other))));
         assert!(!revocations.is_revoked(&holder(user, None)));
@@ -294,14 +331,18 @@ mod tests {
     #[test]
     fn entries_older_than_a_token_lifetime_are_not_kept_and_the_set_is_bounded() {
         let revocations = Revocations::new(Duration::from_secs(60), 10);
-        revocations.end_session(Uuid::now_v7(), Utc::now() - chrono::Duration::seconds(120));
+        revocations.end_session(
+            Uuid::now_v7(),
+            None,
+            Utc::now() - chrono::Duration::seconds(120),
+        );
         assert!(revocations.is_empty());
         for _ in 0..25 {
-            revocations.end_session(Uuid::now_v7(), Utc::now());
+            revocations.end_session(Uuid::now_v7(), None, Utc::now());
         }
         assert!(revocations.len() <= 10, "{}", revocations.len());
         let newest = Uuid::now_v7();
-        revocations.end_session(newest, Utc::now());
+        revocations.end_session(newest, None, Utc::now());
         assert!(revocations.is_revoked(&holder(UserId::new(), Some(newest))));
     }
 

@@ -106,7 +106,6 @@ where
     Fut: Future<Output = async_graphql::Result<Authorized>>,
 {
     let stream = std::pin::pin!(stream);
-    let revoked = transport.revocations.changes();
     let mut connection = Connection {
         transport,
         protocol,
@@ -114,8 +113,7 @@ where
         authorize,
         initialised: false,
         lease: None,
-        revoked,
-        revocations_open: true,
+        revoked: None,
         subscriptions: StreamMap::new(),
     };
     connection.run(sink, stream).await
@@ -128,10 +126,20 @@ struct Connection<Auth> {
     authorize: Auth,
     initialised: bool,
     lease: Option<Lease>,
-    revoked: tokio::sync::watch::Receiver<u64>,
-    /// Whether `revoked` can still change.
-    revocations_open: bool,
+    /// Woken when a session of the connection's user may have ended; `None` until a lease,
+    /// and once the set of ended sessions is gone (shutdown).
+    revoked: Option<tokio::sync::watch::Receiver<u64>>,
     subscriptions: StreamMap<String, BoxStream<'static, Message>>,
+}
+
+/// The next change of `revoked`; never, without one.
+async fn revoked_changed(
+    revoked: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match revoked {
+        Some(receiver) => receiver.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// When an access token that expires at `expires_at` (seconds) is no longer valid.
@@ -200,12 +208,12 @@ where
                 _ = init_expired => {
                     Next::Finish(close(4408, "connection initialisation timeout"))
                 }
-                changed = self.revoked.changed(), if leased && self.revocations_open => match changed {
+                changed = revoked_changed(&mut self.revoked) => match changed {
                     Ok(()) => self.still_valid().map_or(Next::Continue, Next::Finish),
                     // The set is gone (shutting down): nothing more to watch; the expiry still
                     // holds.
                     Err(_) => {
-                        self.revocations_open = false;
+                        self.revoked = None;
                         Next::Continue
                     }
                 },
@@ -304,7 +312,10 @@ where
                     Ok(authorized) => {
                         self.data = Some(Arc::new(authorized.data));
                         self.lease = authorized.lease;
-                        self.revoked.mark_unchanged();
+                        // Watch before the first check: an end in between is not missed.
+                        self.revoked = authorized
+                            .lease
+                            .map(|lease| self.transport.revocations.changes_of(lease.holder.user));
                         if let Some(close) = self.still_valid() {
                             return Next::Finish(close);
                         }
