@@ -205,6 +205,43 @@ async fn an_identity_providers_users_sign_in_with_its_tokens() -> anyhow::Result
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_signed_in_with_a_providers_token_lives_as_long_as_the_token() -> anyhow::Result<()>
+{
+    use common::Subscriber;
+
+    let rsa = SigningKey::rsa("rsa-1")?;
+    let keys = Arc::new(Mutex::new(JwkSet {
+        keys: vec![rsa.jwk()?],
+    }));
+    let idp = provider(keys).await?;
+    let dir = tempfile::tempdir()?;
+    let app = start_embedded(config(
+        dir.path(),
+        JwksSource::Url(format!("http://{idp}/jwks")),
+    ))
+    .await?;
+    let now = chrono::Utc::now().timestamp();
+    let token = |exp: i64| {
+        rsa.sign(&json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": "carol-1", "name": "Carol", "iat": now, "exp": exp }))
+    };
+    // Valid for a second, plus the 5 s leeway.
+    let short = token(now + 1)?;
+    let mut left_alone = Subscriber::connect(app.local_addr, &short).await?;
+    let mut renewed = Subscriber::connect(app.local_addr, &short).await?;
+    renewed
+        .send(json!({ "type": "ping", "payload": { "authorization": format!("Bearer {}", token(now + 300)?) } }))
+        .await?;
+    assert_eq!(renewed.next_message().await?["type"], "pong");
+    // The token lapses: the socket left alone closes with 4403; the renewed one answers.
+    let (code, _) = left_alone.close_frame().await?;
+    assert_eq!(code, 4403);
+    let answer = renewed.execute("1", ME, json!({})).await?;
+    assert_eq!(answer["data"]["me"]["displayName"], "Carol", "{answer}");
+    app.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_deployment_whose_issuer_keys_cannot_be_read_does_not_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -276,6 +276,10 @@ pub struct ExternalIdentity {
     pub subject: String,
     pub name: Option<String>,
     pub preferred_username: Option<String>,
+    /// The token's `exp` and `iat` (seconds since the epoch): a WebSocket signed in with it
+    /// lives as long as the token does.
+    pub expires_at: Option<i64>,
+    pub issued_at: Option<i64>,
 }
 
 /// The namespace of the user ids derived from external identities.

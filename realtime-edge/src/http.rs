@@ -277,10 +277,25 @@ impl Authenticator {
                 known.insert(user);
             }
         }
+        // Its token names no session of ours: it lives until it expires, and a sign-out
+        // everywhere ends the ones issued before it.
+        let holder = Holder {
+            user,
+            session: None,
+            issued_at: identity.issued_at.unwrap_or(i64::MAX),
+        };
+        if self.revocations.is_revoked(&holder) {
+            return Err(unauthenticated(
+                "this token was issued before the account signed out everywhere; sign in again"
+                    .to_owned(),
+            ));
+        }
         Ok(Authenticated {
             caller: Caller(Some(user)),
             session: CallerSession(None),
-            lease: None,
+            lease: identity
+                .expires_at
+                .map(|expires_at| Lease { holder, expires_at }),
         })
     }
 }

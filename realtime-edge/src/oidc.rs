@@ -104,6 +104,9 @@ struct RawKeySet {
 struct ExternalClaims {
     sub: String,
     iss: String,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -298,6 +301,13 @@ impl ExternalIssuer {
             subject: data.claims.sub,
             name: data.claims.name,
             preferred_username: data.claims.preferred_username,
+            // The leeway accepted for `exp` is part of its life.
+            expires_at: Some(
+                data.claims
+                    .exp
+                    .saturating_add(i64::try_from(self.config.leeway.as_secs()).unwrap_or(0)),
+            ),
+            issued_at: data.claims.iat,
         })
     }
 }
