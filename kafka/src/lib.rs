@@ -38,7 +38,15 @@ pub struct KafkaConfig {
     pub max_in_flight: u32,
     /// How long the producer waits for more records before sending a batch (`linger.ms`).
     pub linger: Duration,
+    /// How long a follower's fetch may wait for records (`fetch.wait.max.ms`). A broker that
+    /// answers as soon as records arrive (Kafka) costs nothing for a longer wait; one that
+    /// always waits it out (tansu 0.6) delays each hop by up to this much, and answers each
+    /// follower's empty fetches this often.
+    pub follow_wait: Duration,
 }
+
+/// Followers whose events users wait for (projectors, subscriptions) fetch at most this long.
+pub const DEFAULT_FOLLOW_WAIT: Duration = Duration::from_millis(10);
 
 /// One produce request in flight per broker connection. librdkafka 2.12's idempotent producer
 /// compares a partition's *messages* in flight with its 5-request window, so while a batch is
@@ -65,6 +73,7 @@ impl Default for KafkaConfig {
             delivery_timeout: Duration::from_secs(30),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             linger: DEFAULT_LINGER,
+            follow_wait: DEFAULT_FOLLOW_WAIT,
         }
     }
 }
@@ -100,7 +109,10 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "10");
+            .set(
+                "fetch.wait.max.ms",
+                self.follow_wait.as_millis().clamp(1, 10_000).to_string(),
+            );
         config
     }
 

@@ -60,6 +60,9 @@ pub async fn run_signal_feed(
     run_feed(kafka, topics::EPHEMERAL, positioned, shutdown, deliver).await
 }
 
+/// How long the session-ends feed's fetches may wait (see [`KafkaConfig::follow_wait`]).
+pub const REVOCATION_FOLLOW_WAIT: Duration = Duration::from_millis(250);
+
 /// Reads `aether.identity.events.v1` (the public log of accounts and sessions) into
 /// `revocations`: a session ended on any instance ends here too.
 pub async fn run_revocation_feed(
@@ -69,6 +72,12 @@ pub async fn run_revocation_feed(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let deliver = move |event: EventEnvelope| revocations.apply(&event);
+    // Session ends are rare and a fraction of a second is soon enough for them: a longer fetch
+    // wait spares the broker empty fetches from every instance.
+    let kafka = KafkaConfig {
+        follow_wait: REVOCATION_FOLLOW_WAIT,
+        ..kafka
+    };
     run_feed(
         kafka,
         topics::IDENTITY_EVENTS,
