@@ -95,6 +95,9 @@ enum Command {
     /// Watch, pause, rebuild and repair the distributed projections.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
+
+    /// Print the public GraphQL schema (SDL), the same as the committed `schema.graphql`.
+    Schema,
 }
 
 #[derive(Debug, clap::Args)]
@@ -439,6 +442,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Log(command) => ops::log(command).await,
         Command::Projections(command) => projections::run(command).await,
         Command::Keys(command) => keys::run(command),
+        Command::Schema => {
+            print!("{}", aether_query_api::sdl());
+            Ok(())
+        }
     }
 }
 

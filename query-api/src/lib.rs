@@ -143,6 +143,14 @@ impl ApiState {
     }
 }
 
+/// The public GraphQL schema in SDL, as committed in `schema.graphql` at the repository root:
+/// what client code generators and the API changelog work from.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, Mutations::default(), Subscriptions::default())
+        .finish()
+        .sdl()
+}
+
 pub fn build_schema(state: ApiState) -> AetherSchema {
     let limits = state.limits.clone();
     let limiters = Arc::new(rate::RateLimiters::new(&limits.rates));
