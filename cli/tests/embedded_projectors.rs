@@ -402,7 +402,8 @@ async fn read_models_show_the_server_its_channel_members_and_messages() {
         }]
     );
 
-    let members = read.members(s.server, 0, 10).await.unwrap();
+    let (members, total) = read.members(s.server, 0, 10).await.unwrap();
+    assert_eq!(total, members.len() as i64);
     assert_eq!(
         members
             .iter()

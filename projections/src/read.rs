@@ -492,22 +492,29 @@ impl ReadModels {
         all(&rows, |row| parse_id(row, "id", ChannelId::parse))
     }
 
-    /// Members in join order: `limit` of them after the first `offset`.
+    /// Members in join order: `limit` of them after the first `offset`, and how many members
+    /// the server has. Both come from one statement, so a member joining meanwhile cannot make
+    /// the count disagree with the page.
     pub async fn members(
         &self,
         server: ServerId,
         offset: i64,
         limit: i64,
-    ) -> Result<Vec<MemberRow>, RowError> {
+    ) -> Result<(Vec<MemberRow>, i64), RowError> {
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT server_id, user_id, role, joined_at FROM {c}members WHERE server_id = $1 \
-             ORDER BY position LIMIT $2 OFFSET $3"
+            "SELECT server_id, user_id, role, joined_at, COUNT(*) OVER () AS total \
+             FROM {c}members WHERE server_id = $1 ORDER BY position LIMIT $2 OFFSET $3"
         );
         let rows = self
             .rows(&sql, vec![text(server), limit.into(), offset.into()])
             .await?;
-        all(&rows, MemberRow::from_row)
+        let total = match rows.first() {
+            Some(row) => row.get("total")?,
+            // A page past the end has no row to carry the count.
+            None => self.member_count(server).await?,
+        };
+        Ok((all(&rows, MemberRow::from_row)?, total))
     }
 
     /// The bans in force in `server`, newest first, at most `limit`.

@@ -414,7 +414,7 @@ impl Server {
             let max = state.limits.max_page_size;
             let first = page_size(first, "first", max)?.unwrap_or(max.min(50));
             let offset = parse_cursor(after.as_deref(), "after")?.unwrap_or(0);
-            let mut rows = state.read.members(self.id, offset, first + 1).await?;
+            let (mut rows, total_count) = state.read.members(self.id, offset, first + 1).await?;
             let has_next_page = rows.len() as i64 > first;
             rows.truncate(usize::try_from(first).unwrap_or(0));
             let mut edges = Vec::with_capacity(rows.len());
@@ -431,7 +431,7 @@ impl Server {
                     start_cursor: edges.first().map(|edge| edge.cursor.clone()),
                     end_cursor: edges.last().map(|edge| edge.cursor.clone()),
                 },
-                total_count: state.read.member_count(self.id).await?,
+                total_count,
                 edges,
             })
         }
