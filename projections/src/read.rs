@@ -156,6 +156,25 @@ pub async fn with_pinned_versions<F: std::future::Future>(request: F) -> F::Outp
         .await
 }
 
+/// The stream counterpart of [`with_pinned_versions`], for an operation that arrives over a
+/// WebSocket: each item `stream` yields is produced with one view of the registry (its first
+/// read's), and the next item reads the live versions afresh. Meant for queries and mutations
+/// (one item); a subscription must not be pinned while it waits, or a switch and a drop of the
+/// old version would leave it reading a dropped one.
+pub fn with_pinned_versions_per_item<S: futures::Stream>(
+    stream: S,
+) -> impl futures::Stream<Item = S::Item> {
+    let mut stream = Box::pin(stream);
+    let mut pin = Arc::new(std::sync::OnceLock::new());
+    futures::stream::poll_fn(move |cx| {
+        let polled = PINNED.sync_scope(Arc::clone(&pin), || stream.as_mut().poll_next(cx));
+        if polled.is_ready() {
+            pin = Arc::new(std::sync::OnceLock::new());
+        }
+        polled
+    })
+}
+
 /// The registry's live versions, cached for [`REGISTRY_TTL`].
 #[derive(Debug)]
 struct LiveVersions {

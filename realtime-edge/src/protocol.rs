@@ -14,7 +14,10 @@ use std::time::Duration;
 use aether_query_api::revocation::{Holder, Revocations};
 use aether_query_api::{AetherSchema, EventTap, PresetEvent, Tapped};
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
-use async_graphql::parser::types::{OperationType, Selection};
+use async_graphql::parser::types::{
+    ExecutableDocument, OperationDefinition, OperationType, Selection,
+};
+use async_graphql::Positioned;
 use async_graphql::{Data, Request, Response, ServerError, Variables};
 use axum::extract::ws::{CloseFrame, Message};
 use axum::http::HeaderMap;
@@ -483,22 +486,7 @@ impl Document {
     /// update is in the cache's key already, and clients resuming from different cursors share.
     fn shareable(request: &Request) -> Option<(Arc<Document>, Arc<str>)> {
         let parsed = async_graphql::parser::parse_query(&request.query).ok()?;
-        let mut operations = parsed.operations.iter();
-        let operation = match &request.operation_name {
-            Some(name) => {
-                operations
-                    .find(|(operation, _)| operation.is_some_and(|n| n.as_str() == name))?
-                    .1
-            }
-            None => {
-                let (_, only) = operations.next()?;
-                if operations.next().is_some() {
-                    return None;
-                }
-                only
-            }
-        };
-        let operation = &operation.node;
+        let operation = &chosen_operation(&parsed, request.operation_name.as_deref())?.node;
         let items = &operation.selection_set.node.items;
         let [item] = items.as_slice() else {
             return None;
@@ -559,6 +547,35 @@ impl Document {
     }
 }
 
+/// The operation a request runs: the one it names, or its only one.
+fn chosen_operation<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    let mut operations = document.operations.iter();
+    match name {
+        Some(name) => operations
+            .find(|(operation, _)| operation.is_some_and(|n| n.as_str() == name))
+            .map(|(_, operation)| operation),
+        None => {
+            let (_, only) = operations.next()?;
+            operations.next().is_none().then_some(only)
+        }
+    }
+}
+
+/// Whether `request` runs a subscription (a document that does not parse is left to the
+/// executor to refuse).
+fn runs_a_subscription(request: &Request) -> bool {
+    async_graphql::parser::parse_query(&request.query)
+        .ok()
+        .and_then(|parsed| {
+            chosen_operation(&parsed, request.operation_name.as_deref())
+                .map(|operation| operation.node.ty == OperationType::Subscription)
+        })
+        .unwrap_or(false)
+}
+
 /// The messages of one subscription, ending with `complete`. Tapped updates go through the
 /// audience cache; everything else (other subscriptions, errors) is serialized here.
 fn subscription(
@@ -582,7 +599,15 @@ fn subscription(
         max_response_bytes,
         ..
     } = transport;
-    let mut responses = schema.execute_stream_with_session_data(request, data);
+    let pinned = !runs_a_subscription(&request);
+    let responses = schema.execute_stream_with_session_data(request, data);
+    // A query or mutation reads one set of projection versions, as over HTTP; a subscription
+    // reads the live ones for each update it sends.
+    let mut responses = if pinned {
+        aether_projections::read::with_pinned_versions_per_item(responses).boxed()
+    } else {
+        responses
+    };
     let shared = move |update: Tapped| {
         let (schema, audiences, shareable) = (schema.clone(), audiences.clone(), shareable.clone());
         async move {
@@ -671,6 +696,29 @@ mod tests {
     const EVENTS: &str = "subscription($c: ID!, $after: String, $full: Boolean!) { \
          channelEvents(channelId: $c, after: $after) { cursor \
          ... on MessageSent { message { body @include(if: $full) } } } }";
+
+    #[test]
+    fn only_queries_and_mutations_are_pinned_to_one_set_of_versions() {
+        let runs = |query: &str, name: Option<&str>| {
+            let mut request = Request::new(query);
+            if let Some(name) = name {
+                request = request.operation_name(name);
+            }
+            runs_a_subscription(&request)
+        };
+        assert!(runs(
+            "subscription { channelEvents(channelId: \"c\") { cursor } }",
+            None
+        ));
+        assert!(!runs("{ me { id } }", None));
+        assert!(!runs("mutation { logout }", None));
+        let both = "query Q { me { id } } subscription S { typing(channelId: \"c\") { userId } }";
+        assert!(runs(both, Some("S")));
+        assert!(!runs(both, Some("Q")));
+        // Ambiguous or broken documents are the executor's to refuse; they are not subscriptions.
+        assert!(!runs(both, None));
+        assert!(!runs("subscription {", None));
+    }
 
     #[test]
     fn where_a_subscription_starts_does_not_split_its_audience() {
