@@ -100,6 +100,10 @@ pub struct Args {
     /// (`ProjectorOptions::default()`).
     #[arg(long, default_value_t = 20)]
     projector_linger_ms: u64,
+    /// How long the relay's and the projectors' Kafka producers wait to fill a batch, ms
+    /// (librdkafka's `linger.ms`; `aether serve --kafka-linger-ms`).
+    #[arg(long, default_value_t = aether_kafka::DEFAULT_LINGER.as_millis() as u64)]
+    kafka_linger_ms: u64,
     /// Skip the embedded mode (the baseline).
     #[arg(long)]
     no_embedded: bool,
@@ -180,8 +184,11 @@ impl Args {
         ensure!((1..=64).contains(&self.partitions), "--partitions: 1 to 64");
         ensure!((2..=256).contains(&self.pool), "--pool: 2 to 256");
         ensure!(
-            (1..=10_000).contains(&self.projector_batch) && self.projector_linger_ms <= 1_000,
-            "--projector-batch: 1 to 10000, --projector-linger-ms: at most 1000"
+            (1..=10_000).contains(&self.projector_batch)
+                && self.projector_linger_ms <= 1_000
+                && self.kafka_linger_ms <= 1_000,
+            "--projector-batch: 1 to 10000, --projector-linger-ms and --kafka-linger-ms: at most \
+             1000"
         );
         ensure!(
             !(self.no_embedded && self.no_distributed),
@@ -271,6 +278,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "pool": args.pool,
             "projector_batch": args.projector_batch,
             "projector_linger_ms": args.projector_linger_ms,
+            "kafka_linger_ms": args.kafka_linger_ms,
             "postgres": redact_password(&args.servers.postgres),
             "kafka": args.servers.kafka,
             "mongo": args.servers.mongo,
@@ -341,6 +349,7 @@ async fn distributed(
         bootstrap: args.servers.kafka.clone(),
         topic_prefix: format!("bench{}.", Uuid::new_v4().simple()),
         partitions: args.partitions,
+        linger: Duration::from_millis(args.kafka_linger_ms),
         ..KafkaConfig::default()
     };
     init_topics(&kafka).await.context("creating the topics")?;
@@ -767,7 +776,7 @@ impl Report for Results {
         out.push_str(&format!(
             "Settings: {} subscribers over {} channels ({} members), {} s of sending per rate \
              (then up to 60 s for the rest, {} s without a delivery ends the wait), \
-             {} partitions, projectors batch {} / linger {} ms; history: {} sequential queries \
+             {} partitions, projectors batch {} / linger {} ms, producers linger {} ms; history: {} sequential queries \
              per shape after {} warm-up; read-your-own-write: {} round trips. Everything in one \
              process except the servers; all on the same cores.\n\n",
             s["subscribers"],
@@ -778,6 +787,7 @@ impl Report for Results {
             s["partitions"],
             s["projector_batch"],
             s["projector_linger_ms"],
+            s["kafka_linger_ms"],
             s["queries"],
             WARMUP_QUERIES,
             s["ryow"],
