@@ -119,7 +119,7 @@ export const Members = /* GraphQL */ `
   query Members($serverId: ID!, $after: String) {
     server(id: $serverId) {
       id
-      members(first: 100, after: $after) {
+      members(first: 50, after: $after) {
         totalCount
         pageInfo {
           hasNextPage

@@ -91,6 +91,8 @@ export class App {
   private placeSubs: Array<() => void> = [];
   private lastTyping = 0;
   private readMarks = new Map<string, string>();
+  /** Read markers on their way: a re-read of the lists waits for them, or shows stale badges. */
+  private marking = new Set<Promise<unknown>>();
 
   constructor() {
     this.session.onChange(() => {
@@ -173,6 +175,7 @@ export class App {
   // --- lists -------------------------------------------------------------------------------
 
   async reloadLists(): Promise<void> {
+    await Promise.allSettled([...this.marking]);
     const [servers, conversations] = await Promise.all([
       this.api.request<G.ServersQuery>(Op.Servers),
       this.api.request<G.ConversationsQuery>(Op.Conversations),
@@ -334,7 +337,14 @@ export class App {
     this.readMarks.set(id, newest.id);
     this.set((st) => ({ readStates: { ...st.readStates, [id]: { ...(st.readStates[id] ?? { channelId: id, lastReadMessageId: null }), unreadCount: 0, mentionCount: 0, lastReadMessageId: newest.id } } }));
     const input = this.kindOf(id) === "conversation" ? { conversationId: id, messageId: newest.id } : { channelId: id, messageId: newest.id };
-    this.api.request<G.MarkReadMutation, G.MarkReadMutationVariables>(Op.MarkRead, { input }).catch(() => this.readMarks.delete(id));
+    const marked = this.api
+      .request<G.MarkReadMutation, G.MarkReadMutationVariables>(Op.MarkRead, { input })
+      .catch((error) => {
+        this.readMarks.delete(id);
+        console.warn("markRead failed", error);
+      })
+      .finally(() => this.marking.delete(marked));
+    this.marking.add(marked);
   }
 
   // --- messages ----------------------------------------------------------------------------
@@ -379,13 +389,25 @@ export class App {
   // --- servers -----------------------------------------------------------------------------
 
   async loadMembers(serverId: string): Promise<void> {
-    const data = await this.api.request<G.MembersQuery, G.MembersQueryVariables>(Op.Members, { serverId });
-    const members = data.server?.members.edges.map((e) => e.node) ?? [];
+    const members: Member[] = [];
+    let after: string | null = null;
+    // Pages of 50 (a page costs its selection once per member); at most 1,000 members shown.
+    for (let page = 0; page < 20; page++) {
+      const data: G.MembersQuery = await this.api.request<G.MembersQuery, G.MembersQueryVariables>(Op.Members, { serverId, after });
+      const connection = data.server?.members;
+      members.push(...(connection?.edges.map((e) => e.node) ?? []));
+      if (!connection?.pageInfo.hasNextPage) break;
+      after = connection.pageInfo.endCursor;
+    }
     this.set((s) => ({ members: { ...s.members, [serverId]: members } }));
   }
 
   async createServer(name: string): Promise<void> {
     const data = await this.api.request<G.CreateServerMutation, G.CreateServerMutationVariables>(Op.CreateServer, { name });
+    // A server starts without channels; one to talk in straight away.
+    await this.api.request<G.CreateChannelMutation, G.CreateChannelMutationVariables>(Op.CreateChannel, {
+      input: { serverId: data.createServer.id, name: "general" },
+    });
     await this.reloadLists();
     await this.openServer(data.createServer.id);
   }
