@@ -76,6 +76,8 @@ async function startServer() {
     "--data-dir", dataDir,
     "--web-dir", join(web, "dist"),
     "--shutdown-grace", "2",
+    // Short-lived access tokens: the run goes through several silent refreshes.
+    "--access-token-ttl", "20",
     // The test is one address doing the work of many users.
     "--rate-mutations-per-user", "off",
     "--rate-mutations-per-ip", "off",
@@ -337,6 +339,30 @@ try {
     await shot(a, "chat");
   });
 
+  await step("a direct conversation: opened, seen by the other, read", async () => {
+    await a.getByRole("button", { name: "Message Bob" }).click();
+    await a.getByRole("textbox", { name: "Message", exact: true }).waitFor();
+    const dm = b.getByRole("navigation").getByRole("button", { name: /^Alice/ });
+    await until("the conversation in bob's list", async () => (await dm.count()) === 1);
+    await send(a, "psst, a direct message");
+    await until("bob's unread badge on the conversation", async () => (await dm.getByTestId("unread-badge").textContent().catch(() => "")) === "1");
+    await dm.click();
+    await waitText(b, "psst, a direct message");
+    await until("badge cleared", async () => (await dm.getByTestId("unread-badge").count()) === 0);
+    await b.getByRole("button", { name: "Test Lab" }).click();
+    await b.getByRole("button", { name: "# general" }).click();
+    await a.getByRole("button", { name: "Test Lab" }).click();
+    await a.getByRole("button", { name: "# general" }).click();
+  });
+
+  await step("tokens outlive their 20 s lifetime silently", async () => {
+    // Both users have been signed in longer than one access token lives by now.
+    await until("20 s since sign-up", async () => Date.now() - started > 22_000, 30_000);
+    await send(a, "Still signed in");
+    await waitText(b, "Still signed in");
+    for (const page of [a, b]) if ((await page.getByTestId("connection").textContent()) !== "Connected") throw new Error("socket dropped");
+  });
+
   await step("a failed send stays in the composer with a retry; the server restarts; both resume", async () => {
     const beforeA = await messageIds(a, generalId);
     const beforeB = await messageIds(b, generalId);
@@ -348,13 +374,30 @@ try {
     const kept = await a.getByRole("textbox", { name: "Message", exact: true }).inputValue();
     if (kept !== "Sent during the outage") throw new Error(`composer lost the text: ${kept}`);
     await shot(a, "reconnecting");
+    // Bob stays cut off after the restart while alice sends, edits and deletes: he must
+    // catch up from his subscription's cursor.
+    if (process.env.E2E_DEBUG) b.on("websocket", (ws) => { log(`  [bob ws] ${ws.url()} opened ${Date.now() - t00}`); ws.on("close", () => log(`  [bob ws] closed ${Date.now() - t00}`)); });
+    const t00 = Date.now();
+    await ctxB.setOffline(true);
     server = await startServer();
     const t0 = Date.now();
     await until("alice reconnected", async () => (await a.getByTestId("connection").textContent()) === "Connected", 30_000);
-    await until("bob reconnected", async () => (await b.getByTestId("connection").textContent()) === "Connected", 30_000);
     metrics.reconnectAfterRestartMs = Date.now() - t0;
     await a.getByRole("button", { name: "Retry" }).click();
+    await until("the retried send went through", async () => (await a.getByRole("button", { name: "Retry" }).count()) === 0);
+    await waitText(a, "Sent during the outage");
+    const hello = a.locator('[data-testid="message"]', { hasText: "Hello Bob" });
+    await hello.hover();
+    await hello.getByRole("button", { name: "Edit message" }).click();
+    await hello.getByLabel("Edited message").fill("Hello Bob, edited while you were away");
+    await hello.getByLabel("Edited message").press("Enter");
+    await waitText(a, "Hello Bob, edited while you were away");
+    if (process.env.E2E_DEBUG) log(`  [bob state] ${await b.getByTestId("connection").textContent()} ${Date.now() - t00}`);
+    if ((await b.getByTestId("connection").textContent()) === "Connected") throw new Error("bob was not kept offline");
+    await ctxB.setOffline(false);
+    await until("bob reconnected", async () => (await b.getByTestId("connection").textContent()) === "Connected", 30_000);
     await waitText(b, "Sent during the outage");
+    await waitText(b, "Hello Bob, edited while you were away");
     await send(b, "Back again");
     await waitText(a, "Back again");
     await send(a, "And one more");

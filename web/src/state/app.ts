@@ -7,7 +7,7 @@ import { ApiError, messageOf } from "../api/errors";
 import * as Op from "../api/operations";
 import type * as G from "../api/generated";
 import { connectRealtime, type ConnectionState, type Realtime } from "../api/realtime";
-import { Session } from "../api/session";
+import { Session, expiresAt } from "../api/session";
 import { Store } from "./store";
 import { applyEvent, applyOwn, applyPage, emptyTimeline, mentions, type ChannelEvent, type Timeline } from "./timeline";
 import { applyTyping, type Typist } from "./typing";
@@ -98,12 +98,30 @@ export class App {
     this.session.onChange(() => {
       const tokens = this.session.current;
       if (!tokens) this.signedOut();
-      else if (this.realtime) this.realtime.renew(tokens.accessToken);
+      else {
+        this.realtime?.renew(tokens.accessToken);
+        this.scheduleRefresh(tokens.accessToken);
+      }
     });
     if (typeof window !== "undefined") {
       window.addEventListener("popstate", () => this.go(parsePath(location.pathname), false));
       document.addEventListener("visibilitychange", () => this.markOpenRead());
     }
+  }
+
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * Refreshes a minute before the access token lapses, so the WebSocket (which the server
+   * closes when its token lapses) gets the fresh one in a ping and never drops.
+   */
+  private scheduleRefresh(accessToken: string): void {
+    clearTimeout(this.refreshTimer);
+    const exp = expiresAt(accessToken);
+    if (!exp) return;
+    const lead = Math.min(60, (exp - Date.now() / 1000) / 4);
+    const wait = Math.max(1000, (exp - lead) * 1000 - Date.now());
+    this.refreshTimer = setTimeout(() => void this.api.refresh().catch(() => undefined), wait);
   }
 
   private set(change: Partial<AppState> | ((s: AppState) => Partial<AppState>)): void {
@@ -151,6 +169,7 @@ export class App {
   }
 
   private signedOut(): void {
+    clearTimeout(this.refreshTimer);
     this.stopFeeds();
     this.realtime?.dispose();
     this.realtime = null;
