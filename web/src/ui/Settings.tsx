@@ -17,11 +17,13 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
     addEventListener("keydown", close);
     return () => removeEventListener("keydown", close);
   }, [server.id]);
-  const act = (action: (form: FormData) => Promise<unknown>) => async (event: Event) => {
+  const act = (action: (form: FormData) => Promise<unknown>, reset = false) => async (event: Event) => {
     event.preventDefault();
     setError(null);
+    const form = event.currentTarget as HTMLFormElement;
     try {
-      await action(new FormData(event.currentTarget as HTMLFormElement));
+      await action(new FormData(form));
+      if (reset) form.reset();
     } catch (e) {
       setError(messageOf(e));
     }
@@ -78,7 +80,7 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
             Invite code: <output data-testid="invite-code">{invite}</output>
           </p>
         )}
-        <form aria-label="Revoke invite" onSubmit={act((f) => app.revokeInvite(str(f, "code")))}>
+        <form aria-label="Revoke invite" onSubmit={act((f) => app.revokeInvite(str(f, "code")), true)}>
           <label>
             Invite code to revoke
             <input name="code" required />
@@ -105,7 +107,7 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
                 </li>
               ))}
             </ul>
-            <form aria-label="Create channel" onSubmit={act((f) => app.createChannel(server.id, str(f, "name"), f.get("private") === "on"))}>
+            <form aria-label="Create channel" onSubmit={act((f) => app.createChannel(server.id, str(f, "name"), f.get("private") === "on"), true)}>
               <label>
                 New channel name
                 <input name="name" required />
