@@ -19,6 +19,8 @@ async fn the_client_is_served_at_root_and_the_api_stays_at_graphql() -> anyhow::
         "<!doctype html><title>Aether</title>",
     )?;
     std::fs::write(web.path().join("assets/index-abc123.js"), "console.log(1)")?;
+    // What the build leaves beside it (the bytes need not be real gzip for this test).
+    std::fs::write(web.path().join("assets/index-abc123.js.gz"), "gzipped")?;
     let running = start_embedded(EmbeddedConfig {
         data_dir: data.path().to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),

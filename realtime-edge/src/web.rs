@@ -1,7 +1,8 @@
 //! The web client's files (`web/dist`, built by `npm run build` in `web/`), served beside the
 //! API: `/assets/*` are content-hashed by the build and cached for a year; every other path that
-//! is not a file answers with `index.html`, so the client's own routes survive a reload. The
-//! API routes (`/graphql`, `/healthz`, …) are matched first and never reach these files.
+//! is not a file answers with `index.html`, so the client's own routes survive a reload; a
+//! gzipped copy the build left beside a file is sent to clients that accept gzip. The API
+//! routes (`/graphql`, `/healthz`, …) are matched first and never reach these files.
 
 use std::path::Path;
 
@@ -24,11 +25,13 @@ const POLICY: &str = "default-src 'self'; script-src 'self'; connect-src 'self' 
 
 /// `router` with the files of `dir` served at `/` for whatever it does not route itself.
 pub fn with_web_dir(router: Router, dir: &Path) -> Router {
-    let index = ServeFile::new(dir.join("index.html"));
-    let files = ServeDir::new(dir).fallback(index);
+    // The build writes a gzipped copy beside each text file (`app.js.gz`): sent, with
+    // `Content-Encoding: gzip`, to every client that accepts it, at no cost per request.
+    let index = ServeFile::new(dir.join("index.html")).precompressed_gzip();
+    let files = ServeDir::new(dir).precompressed_gzip().fallback(index);
     // A missing hashed file is a 404, not the page: a stale page asking for an old bundle
     // must fail visibly rather than parse HTML as JavaScript.
-    let hashed = ServeDir::new(dir.join("assets"));
+    let hashed = ServeDir::new(dir.join("assets")).precompressed_gzip();
     let web = Router::new()
         .nest_service("/assets", hashed)
         .fallback_service(files)

@@ -85,13 +85,16 @@ export function Timeline({ app, id }: { app: App; id: string }) {
   return (
     <section class="timeline" aria-label="Messages">
       <div class="scroller" ref={scroller} onScroll={onScroll} tabIndex={0} role="log" aria-label="Message history" data-testid="scroller">
-        {timeline.loaded && !timeline.hasOlder && <p class="start muted">This is the start of the conversation.</p>}
-        <div style={{ height: `${win.total}px`, position: "relative" }}>
-          <ol class="messages" style={{ transform: `translateY(${win.offsetTop}px)` }}>
-            {messages.slice(win.start, win.end).map((m) => (
-              <Row key={m.id} app={app} placeId={id} message={m} mine={m.author.id === me} />
-            ))}
-          </ol>
+        {/* Pushed to the bottom while the history is shorter than the view, as chats read. */}
+        <div class="bottom">
+          {timeline.loaded && !timeline.hasOlder && <p class="start muted">This is the start of the conversation.</p>}
+          <div style={{ height: `${win.total}px`, position: "relative" }}>
+            <ol class="messages" style={{ transform: `translateY(${win.offsetTop}px)` }}>
+              {messages.slice(win.start, win.end).map((m) => (
+                <Row key={m.id} app={app} placeId={id} message={m} mine={m.author.id === me} />
+              ))}
+            </ol>
+          </div>
         </div>
       </div>
       <p class="typing" aria-live="polite" data-testid="typing">
