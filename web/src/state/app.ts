@@ -270,7 +270,12 @@ export class App {
           [id]: { ...rs, unreadCount: rs.unreadCount + 1, mentionCount: rs.mentionCount + (me && mentions(event.message.body, me) ? 1 : 0) },
         };
       }
-      return { timelines, readStates };
+      // A message ends its author's typing there, whatever the signal's expiry said.
+      let typing = s.typing;
+      if (event.__typename === "MessageSent" && s.typing[id]?.some((t) => t.userId === event.message.author.id)) {
+        typing = { ...s.typing, [id]: s.typing[id].filter((t) => t.userId !== event.message.author.id) };
+      }
+      return { timelines, readStates, typing };
     });
     if (placeId(this.store.get().place) === id) this.markOpenRead();
   }

@@ -173,12 +173,13 @@ function MemberList({ app, members, presence, me }: { app: App; members: readonl
       <h2>Members ({members.length})</h2>
       <ul>
         {sorted.map((m) => {
-          const status = m.user.id === me ? app.store.get().ownPresence : (presence[m.user.id] ?? "OFFLINE");
+          // The API reports presence changes only: until one is seen, it is unknown.
+          const status: string = m.user.id === me ? app.store.get().ownPresence : (presence[m.user.id] ?? "UNKNOWN");
           return (
             <li key={m.user.id} data-member={m.user.username}>
-              <span class={`dot ${status.toLowerCase()}`} aria-hidden="true" />
+              <span class={`dot ${status.toLowerCase()}`} aria-hidden="true" title={status === "UNKNOWN" ? "not known yet" : status.toLowerCase()} />
               <span class="name">{m.displayLabel}</span>
-              <span class="sr-only">{`, ${status.toLowerCase()}`}</span>
+              <span class="sr-only">{status === "UNKNOWN" ? "" : `, ${status.toLowerCase()}`}</span>
               <span class="role" data-presence={status}>
                 {m.role.toLowerCase()}
               </span>
