@@ -283,7 +283,7 @@ try {
   });
 
   await step("alice sees bob typing", async () => {
-    await b.getByRole("textbox", { name: "Message", exact: true }).pressSequentially("I am typ", { delay: 30 });
+    await b.getByRole("textbox", { name: "Message", exact: true }).pressSequentially("I am typing", { delay: 150 });
     await until("typing line", async () => (await a.getByTestId("typing").textContent())?.includes("Bob is typing"));
     await b.getByRole("textbox", { name: "Message", exact: true }).fill("");
   });
@@ -489,6 +489,12 @@ try {
     await p.getByRole("button", { name: "# random" }).waitFor();
     await shot(p, "phone-menu");
     await c.close();
+  });
+  await step("signing out everywhere sends the open tab to sign-in", async () => {
+    const login = await gql(`mutation($u: String!, $p: String!) { login(input: {username: $u, password: $p}) { accessToken } }`, { u: bob, p: `${bob}-password-123` });
+    await gql(`mutation { logoutEverywhere }`, {}, login.login.accessToken);
+    await b.getByRole("tab", { name: "Sign in" }).waitFor({ timeout: STEP_TIMEOUT });
+    if (await b.evaluate(() => sessionStorage.getItem("aether.session"))) throw new Error("the ended session was kept");
   });
 } catch {
   exitCode = 1;

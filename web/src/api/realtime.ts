@@ -64,9 +64,14 @@ export function connectRealtime(api: GraphQLClient, url = defaultUrl()): Realtim
         everConnected = true;
         setState("connected");
       },
-      closed: () => {
+      closed: (event) => {
         socket = null;
         setState(everConnected ? "reconnecting" : "offline");
+        // 4403: the token lapsed or the session ended (signed out elsewhere, a reused refresh
+        // token). A refresh tells which: a new token for the next attempt, or, refused, the
+        // end of the session (and of this client) instead of retrying with a dead token.
+        const code = (event as { code?: number } | undefined)?.code;
+        if (code === 4403 || code === 4401) void api.refresh().catch(() => undefined);
       },
     },
   });

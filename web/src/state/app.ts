@@ -379,6 +379,8 @@ export class App {
     if (!id) return;
     const input = this.kindOf(id) === "conversation" ? { conversationId: id, body } : { channelId: id, body };
     const data = await this.api.request<G.SendMessageMutation, G.SendMessageMutationVariables>(Op.SendMessage, { input });
+    // The message ended this user's typing line for the others: the next keystroke starts it again.
+    this.lastTyping = 0;
     this.own(id, data.sendMessage);
   }
 
@@ -402,7 +404,13 @@ export class App {
     const now = Date.now();
     if (!id || now - this.lastTyping < 2000) return;
     this.lastTyping = now;
-    this.api.request<G.StartTypingMutation, G.StartTypingMutationVariables>(Op.StartTyping, { channelId: id }).catch(() => undefined);
+    this.api
+      .request<G.StartTypingMutation, G.StartTypingMutationVariables>(Op.StartTyping, { channelId: id })
+      // `false`: too close to the previous signal, dropped; the next keystroke a second on retries.
+      .then((data) => {
+        if (!data.startTyping) this.lastTyping = now - 1000;
+      })
+      .catch(() => undefined);
   }
 
   async setPresence(status: "ONLINE" | "AWAY"): Promise<void> {
