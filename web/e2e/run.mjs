@@ -326,13 +326,16 @@ try {
 
   await step("unread badges appear live and clear when read", async () => {
     await a.getByRole("button", { name: "# random" }).click();
-    await send(a, "Over here in random");
+    await send(a, `@${bob} over here in random`);
     const badge = b.locator('[data-channel="random"] [data-testid="unread-badge"]');
-    await until("bob's unread badge on #random", async () => (await badge.textContent()) === "1");
+    const mention = b.locator('[data-channel="random"] .badge.mention');
+    await until("bob's unread and mention badges on #random", async () =>
+      (await badge.textContent()) === "1" && (await mention.textContent()) === "@1");
     await shot(b, "unread-badge");
     await b.getByRole("button", { name: /# random/ }).click();
-    await waitText(b, "Over here in random");
-    await until("badge cleared", async () => (await badge.count()) === 0);
+    // The mention shows as the display name, as text.
+    await waitText(b, "@Bob over here in random");
+    await until("badges cleared", async () => (await badge.count()) === 0 && (await mention.count()) === 0);
     // The read marker reached the server: a fresh read of the channel list has no badge.
     await b.evaluate(() => window.aether.reloadLists());
     await sleep(300);

@@ -8,6 +8,7 @@ import * as Op from "../api/operations";
 import type * as G from "../api/generated";
 import { connectRealtime, type ConnectionState, type Realtime } from "../api/realtime";
 import { Session, expiresAt } from "../api/session";
+import { encodeMentions, type Person } from "./mentions";
 import { Store } from "./store";
 import { applyEvent, applyOwn, applyPage, emptyTimeline, mentions, type ChannelEvent, type Timeline } from "./timeline";
 import { applyTyping, type Typist } from "./typing";
@@ -373,10 +374,21 @@ export class App {
 
   // --- messages ----------------------------------------------------------------------------
 
+  /** Everyone the user can mention or see named here: the server's members or the conversation's people. */
+  people(): Person[] {
+    const s = this.store.get();
+    const place = s.place;
+    const people: Person[] = s.user ? [s.user] : [];
+    if (place.kind === "channel") people.push(...(s.members[place.serverId] ?? []).map((m) => m.user));
+    if (place.kind === "conversation") people.push(...(s.conversations.find((c) => c.id === place.conversationId)?.participants ?? []));
+    return people;
+  }
+
   /** Sends `body` to the open place; throws (the composer keeps the text) when it fails. */
-  async send(body: string): Promise<void> {
+  async send(text: string): Promise<void> {
     const id = placeId(this.store.get().place);
     if (!id) return;
+    const body = encodeMentions(text, this.people());
     const input = this.kindOf(id) === "conversation" ? { conversationId: id, body } : { channelId: id, body };
     const data = await this.api.request<G.SendMessageMutation, G.SendMessageMutationVariables>(Op.SendMessage, { input });
     // The message ended this user's typing line for the others: the next keystroke starts it again.

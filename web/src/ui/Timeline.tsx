@@ -2,6 +2,7 @@ import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/ho
 import { messageOf } from "../api/errors";
 import type { App } from "../state/app";
 import { useStore } from "../state/store";
+import { segments, type Person } from "../state/mentions";
 import { emptyTimeline, type Message } from "../state/timeline";
 import { activeTypists, typingLine } from "../state/typing";
 import { visibleWindow } from "../state/virtual";
@@ -12,6 +13,8 @@ export function Timeline({ app, id }: { app: App; id: string }) {
   const timeline = useStore(app.store, (s) => s.timelines[id] ?? emptyTimeline);
   const me = useStore(app.store, (s) => s.user?.id);
   const typists = useStore(app.store, (s) => s.typing[id] ?? []);
+  const members = useStore(app.store, (s) => (s.place.kind === "channel" ? s.members[s.place.serverId] : s.conversations));
+  const people = useMemo(() => new Map(app.people().map((p) => [p.id, p])), [members]);
   const [, setTick] = useState(0);
   const [now, setNow] = useState(Date.now());
   const scroller = useRef<HTMLDivElement>(null);
@@ -91,7 +94,7 @@ export function Timeline({ app, id }: { app: App; id: string }) {
           <div style={{ height: `${win.total}px`, position: "relative" }}>
             <ol class="messages" style={{ transform: `translateY(${win.offsetTop}px)` }}>
               {messages.slice(win.start, win.end).map((m) => (
-                <Row key={m.id} app={app} placeId={id} message={m} mine={m.author.id === me} />
+                <Row key={m.id} app={app} placeId={id} message={m} mine={m.author.id === me} people={people} />
               ))}
             </ol>
           </div>
@@ -109,7 +112,7 @@ function time(iso: string): string {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-function Row({ app, placeId, message, mine }: { app: App; placeId: string; message: Message; mine: boolean }) {
+function Row({ app, placeId, message, mine, people }: { app: App; placeId: string; message: Message; mine: boolean; people: ReadonlyMap<string, Person> }) {
   const [editing, setEditing] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const save = async (event: Event) => {
@@ -164,7 +167,17 @@ function Row({ app, placeId, message, mine }: { app: App; placeId: string; messa
         </form>
       ) : (
         // Text, never markup: Preact escapes it.
-        <p class="body">{message.body}</p>
+        <p class="body">
+          {segments(message.body, people).map((part) =>
+            "mention" in part ? (
+              <span class="mention" data-user={part.mention}>
+                {part.name}
+              </span>
+            ) : (
+              part.text
+            ),
+          )}
+        </p>
       )}
       {mine && !message.deleted && !editing && (
         <div class="actions">
