@@ -171,6 +171,7 @@ export class App {
 
   private signedOut(): void {
     clearTimeout(this.refreshTimer);
+    clearTimeout(this.settleTimer);
     this.stopFeeds();
     this.realtime?.dispose();
     this.realtime = null;
@@ -232,8 +233,10 @@ export class App {
         this.feeds.delete(id);
       }
     }
+    let started = false;
     for (const [id, kind] of wanted) {
       if (this.feeds.has(id) || this.feeds.size >= 90) continue;
+      started = true;
       const query = kind === "channel" ? Op.ChannelEvents : Op.ConversationEvents;
       const variables = () => {
         const after = this.store.get().timelines[id]?.eventCursor ?? null;
@@ -247,7 +250,15 @@ export class App {
       );
       this.feeds.set(id, stop);
     }
+    if (started) {
+      // A new subscription without a cursor starts from whenever the server gets to it: a
+      // message sent between the lists' read and then is neither in their counts nor live.
+      // Read the counts again once the subscriptions are surely running.
+      clearTimeout(this.settleTimer);
+      this.settleTimer = setTimeout(() => void this.reloadLists().catch(() => undefined), 1000);
+    }
   }
+  private settleTimer: ReturnType<typeof setTimeout> | undefined;
 
   private stopFeeds(): void {
     for (const stop of this.feeds.values()) stop();

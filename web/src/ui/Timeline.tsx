@@ -25,7 +25,8 @@ export function Timeline({ app, id }: { app: App; id: string }) {
   const before = useRef<{ first?: string; scrollHeight: number }>({ scrollHeight: 0 });
 
   const messages = timeline.messages;
-  const sizes = useMemo(() => messages.map((m) => heights.current.get(m.id) ?? ESTIMATE), [messages, view, timeline]);
+  // Every render: measurements land in the ref between renders (a thousand lookups is nothing).
+  const sizes = messages.map((m) => heights.current.get(m.id) ?? ESTIMATE);
   const win = visibleWindow(sizes, view.top, view.height);
 
   // Typing lines expire by the clock.
