@@ -475,6 +475,15 @@ try {
     const transferred = await p.evaluate(() =>
       performance.getEntriesByType("resource").filter((e) => e.name.endsWith(".js")).reduce((n, e) => n + e.transferSize, 0));
     metrics.firstLoadJsTransferredBytes = transferred;
+    // Where the time went: the script in hand, then the API round trips.
+    const timing = await p.evaluate(() => {
+      const entries = performance.getEntriesByType("resource");
+      const script = entries.find((e) => e.name.endsWith(".js"));
+      const api = entries.filter((e) => e.name.endsWith("/graphql"));
+      return { script: script?.responseEnd ?? 0, firstApi: api[0]?.startTime ?? 0, apiCalls: api.length };
+    });
+    metrics.coldLoadScriptLoadedMs = Math.round(timing.script);
+    metrics.coldLoadFirstApiCallMs = Math.round(timing.firstApi);
     await c.close();
   });
 

@@ -189,7 +189,11 @@ export class App {
         onReconnect: () => void this.resync(),
       });
     }
-    await this.reloadLists();
+    // The address names the place: its history loads beside the lists, not after them.
+    const place = this.store.get().place;
+    const id = placeId(place);
+    const history = id ? this.loadNewest(id).catch(() => undefined) : Promise.resolve();
+    await Promise.all([this.reloadLists(), history]);
     await this.go(this.store.get().place, false);
   }
 
@@ -333,6 +337,8 @@ export class App {
   }
 
   private kindOf(id: string): "channel" | "conversation" {
+    const place = this.store.get().place;
+    if (placeId(place) === id) return place.kind === "conversation" ? "conversation" : "channel";
     return this.store.get().conversations.some((c) => c.id === id) ? "conversation" : "channel";
   }
 
