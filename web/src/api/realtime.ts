@@ -32,7 +32,11 @@ export function backoff(attempt: number): number {
   return Math.min(250 * 2 ** attempt, 4000) + Math.floor(Math.random() * 250);
 }
 
-export function connectRealtime(api: GraphQLClient, url = defaultUrl()): Realtime {
+export function connectRealtime(
+  api: Pick<GraphQLClient, "accessToken" | "refresh">,
+  url = defaultUrl(),
+  create: typeof createClient = createClient,
+): Realtime {
   let state: ConnectionState = "connecting";
   let everConnected = false;
   let socket: WebSocket | null = null;
@@ -42,7 +46,7 @@ export function connectRealtime(api: GraphQLClient, url = defaultUrl()): Realtim
     state = next;
     for (const l of stateListeners) l(next);
   };
-  const client: Client = createClient({
+  const client: Client = create({
     url,
     lazy: false,
     retryAttempts: Number.POSITIVE_INFINITY,
@@ -132,7 +136,7 @@ export function connectRealtime(api: GraphQLClient, url = defaultUrl()): Realtim
       };
     },
     renew(accessToken) {
-      if (socket && socket.readyState === WebSocket.OPEN) {
+      if (socket && socket.readyState === 1 /* OPEN */) {
         socket.send(JSON.stringify({ type: "ping", payload: { authorization: `Bearer ${accessToken}` } }));
       }
     },
