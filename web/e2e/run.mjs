@@ -345,6 +345,27 @@ try {
     await shot(a, "chat");
   });
 
+  await step("every control has a name; settings open and close from the keyboard", async () => {
+    const unnamed = (page) =>
+      page.evaluate(() =>
+        [...document.querySelectorAll("button, input, select, textarea, [role=tab]")]
+          .filter((el) => {
+            const labelled = el.getAttribute("aria-label") || el.getAttribute("aria-labelledby") || el.closest("label") ||
+              (el.id && document.querySelector(`label[for="${el.id}"]`)) || el.getAttribute("title");
+            return !labelled && !(el.textContent ?? "").trim();
+          })
+          .map((el) => el.outerHTML.slice(0, 120)),
+      );
+    const missing = [...(await unnamed(a)), ...(await unnamed(b))];
+    await a.getByRole("button", { name: "Settings of Test Lab" }).focus();
+    await a.keyboard.press("Enter");
+    await a.getByRole("dialog").waitFor();
+    missing.push(...(await unnamed(a)));
+    await a.keyboard.press("Escape");
+    await until("settings closed", async () => (await a.getByRole("dialog").count()) === 0);
+    if (missing.length) throw new Error(`controls without a name:\n${missing.join("\n")}`);
+  });
+
   await step("a direct conversation: opened, seen by the other, read", async () => {
     await a.getByRole("button", { name: "Message Bob" }).click();
     await a.getByRole("textbox", { name: "Message", exact: true }).waitFor();

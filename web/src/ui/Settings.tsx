@@ -10,7 +10,9 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
   const [invite, setInvite] = useState<string | null>(null);
   const [bans, setBans] = useState<NonNullable<BansQuery["server"]>["bans"]>([]);
   const isAdmin = myRole === "OWNER" || myRole === "ADMIN";
-  const loadBans = () => app.bans(server.id).then((s) => setBans(s?.bans ?? []), () => setBans([]));
+  // What each role may do is the server's to decide; these only hide what would be refused.
+  const canModerate = isAdmin || myRole === "MODERATOR";
+  const loadBans = () => (canModerate ? app.bans(server.id).then((s) => setBans(s?.bans ?? []), () => setBans([])) : Promise.resolve());
   useEffect(() => {
     void loadBans();
     const close = (e: KeyboardEvent) => e.key === "Escape" && onClose();
@@ -121,6 +123,8 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
             </form>
           </>
         )}
+        {canModerate && (
+          <>
         <h3>Members</h3>
         <ul class="plain">
           {members
@@ -158,6 +162,8 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
               </li>
             ))}
           </ul>
+        )}
+          </>
         )}
         {myRole !== "OWNER" && (
           <button class="danger" onClick={run(() => app.leave(server.id).then(onClose))}>

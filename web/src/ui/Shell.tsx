@@ -86,11 +86,9 @@ export function Shell({ app, theme, onToggleTheme }: { app: App; theme: string; 
           <section>
             <h2>
               Channels of {server.name}
-              {canAdmin && (
-                <button class="small" onClick={() => setSettingsOpen(true)} aria-label={`Settings of ${server.name}`}>
-                  Settings
-                </button>
-              )}
+              <button class="small" onClick={() => setSettingsOpen(true)} aria-label={`Settings of ${server.name}`}>
+                {canAdmin ? "Settings" : "Server"}
+              </button>
             </h2>
             <ul class="channels">
               {server.channels.map((c) => {
