@@ -361,8 +361,14 @@ try {
     await a.keyboard.press("Enter");
     await a.getByRole("dialog").waitFor();
     missing.push(...(await unnamed(a)));
+    // Tab cycles inside the dialog: from the first control, Shift+Tab goes to the last, still inside.
+    await a.getByRole("button", { name: "Close settings" }).focus();
+    await a.keyboard.press("Shift+Tab");
+    if (!(await a.evaluate(() => document.querySelector("[role=dialog]")?.contains(document.activeElement)))) throw new Error("focus left the dialog");
     await a.keyboard.press("Escape");
     await until("settings closed", async () => (await a.getByRole("dialog").count()) === 0);
+    const back = await a.evaluate(() => document.activeElement?.getAttribute("aria-label"));
+    if (back !== "Settings of Test Lab") throw new Error(`focus did not return to the opener: ${back}`);
     if (missing.length) throw new Error(`controls without a name:\n${missing.join("\n")}`);
   });
 

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { messageOf } from "../api/errors";
 import type { BansQuery, Role } from "../api/generated";
 import type { App, Member, Server } from "../state/app";
@@ -13,11 +13,30 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
   // What each role may do is the server's to decide; these only hide what would be refused.
   const canModerate = isAdmin || myRole === "MODERATOR";
   const loadBans = () => (canModerate ? app.bans(server.id).then((s) => setBans(s?.bans ?? []), () => setBans([])) : Promise.resolve());
+  const dialog = useRef<HTMLDivElement>(null);
+  // Read during the first render, before the dialog's own autofocus moves it.
+  const [opener] = useState(() => document.activeElement as HTMLElement | null);
   useEffect(() => {
     void loadBans();
-    const close = (e: KeyboardEvent) => e.key === "Escape" && onClose();
-    addEventListener("keydown", close);
-    return () => removeEventListener("keydown", close);
+    // Focus stays inside the dialog while it is open, and goes back where it was after.
+    const keys = (e: KeyboardEvent) => {
+      if (e.key === "Escape") onClose();
+      if (e.key !== "Tab" || !dialog.current) return;
+      const focusable = [...dialog.current.querySelectorAll<HTMLElement>("button, input, select, textarea")].filter((el) => !el.hasAttribute("disabled"));
+      const [first, last] = [focusable[0], focusable[focusable.length - 1]];
+      if (e.shiftKey && document.activeElement === first) {
+        e.preventDefault();
+        last?.focus();
+      } else if (!e.shiftKey && document.activeElement === last) {
+        e.preventDefault();
+        first?.focus();
+      }
+    };
+    addEventListener("keydown", keys);
+    return () => {
+      removeEventListener("keydown", keys);
+      opener?.focus();
+    };
   }, [server.id]);
   const act = (action: (form: FormData) => Promise<unknown>, reset = false) => async (event: Event) => {
     event.preventDefault();
@@ -36,7 +55,7 @@ export function Settings({ app, server, members, myRole, onClose }: { app: App; 
 
   return (
     <div class="dialog-backdrop">
-      <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="settings-title">
+      <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="settings-title" ref={dialog}>
         <header>
           <h2 id="settings-title">Settings of {server.name}</h2>
           <button onClick={onClose} aria-label="Close settings" autoFocus>
