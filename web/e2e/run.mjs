@@ -388,6 +388,29 @@ try {
     await a.getByRole("button", { name: "# general" }).click();
   });
 
+  await step("a group conversation of three", async () => {
+    const carol = `carol_${suffix}`;
+    const reg = await gql(`mutation($u: String!, $p: String!) { register(input: {username: $u, password: $p, displayName: "Carol"}) { accessToken } }`, { u: carol, p: `${carol}-password-123` });
+    await gql(`mutation($c: String!) { joinServer(inviteCode: $c) { id } }`, { c: inviteCode }, reg.register.accessToken);
+    await until("carol in alice's member list", async () => {
+      await a.evaluate((id) => window.aether.loadMembers(id), serverId);
+      return (await a.locator(`[data-member="${carol}"]`).count()) === 1;
+    });
+    await a.getByLabel("Add Bob to a group").check();
+    await a.getByLabel("Add Carol to a group").check();
+    await a.getByRole("button", { name: "Start a group with 2" }).click();
+    await a.getByRole("heading", { name: /Bob, Carol|Carol, Bob/ }).waitFor({ timeout: STEP_TIMEOUT });
+    const group = b.getByRole("navigation").getByRole("button", { name: /Alice, Carol|Carol, Alice/ });
+    await until("the group in bob's list", async () => (await group.count()) === 1);
+    await send(a, "hello, both of you");
+    await group.click();
+    await waitText(b, "hello, both of you");
+    await b.getByRole("button", { name: "Test Lab" }).click();
+    await b.getByRole("button", { name: "# general" }).click();
+    await a.getByRole("button", { name: "Test Lab" }).click();
+    await a.getByRole("button", { name: "# general" }).click();
+  });
+
   await step("tokens outlive their 20 s lifetime silently", async () => {
     // Both users have been signed in longer than one access token lives by now.
     await until("20 s since sign-up", async () => Date.now() - started > 22_000, 30_000);
