@@ -277,6 +277,11 @@ pub(crate) struct DevArgs {
     /// Seconds of clock difference tolerated on the external issuer's `exp` and `nbf`.
     #[arg(long, default_value_t = 30, env = "AETHER_OIDC_LEEWAY_SECONDS")]
     oidc_leeway_seconds: u64,
+
+    /// Serve the web client's built files from this directory at `/` (the API stays at
+    /// `/graphql`). `aether dev` serves `web/dist` when it exists and this is not given.
+    #[arg(long, env = "AETHER_WEB_DIR")]
+    pub(crate) web_dir: Option<PathBuf>,
 }
 
 impl DevArgs {
@@ -330,6 +335,7 @@ impl DevArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
             max_revoked_sessions: self.max_revoked_sessions.max(1),
+            web_dir: self.web_dir,
             oidc: match (self.oidc_issuer, self.oidc_audience, self.oidc_jwks) {
                 (Some(issuer), Some(audience), Some(jwks)) => Some(OidcConfig {
                     issuer,
@@ -412,7 +418,12 @@ fn cancel_on_signal(token: CancellationToken) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev(args) => {
+        Command::Dev(mut args) => {
+            // The client `bash scripts/dev.sh` builds, when run from the repository root.
+            let built = PathBuf::from("web/dist");
+            if args.web_dir.is_none() && built.join("index.html").is_file() {
+                args.web_dir = Some(built);
+            }
             let running = start_embedded(args.into_config()).await?;
             println!(
                 "aether dev: GraphQL at http://{}/graphql",
