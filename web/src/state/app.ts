@@ -294,6 +294,16 @@ export class App {
       return { timelines, readStates, typing };
     });
     if (placeId(this.store.get().place) === id) this.markOpenRead();
+    // Nothing tells members that someone joined; a message from someone the member list does
+    // not know is the sign to read it again.
+    if (event.__typename === "MessageSent") {
+      const s = this.store.get();
+      const server = s.servers.find((sv) => sv.channels.some((c) => c.id === id));
+      const members = server && s.members[server.id];
+      if (server && members && !members.some((m) => m.user.id === event.message.author.id)) {
+        void this.loadMembers(server.id).catch(() => undefined);
+      }
+    }
   }
 
   // --- places ------------------------------------------------------------------------------
