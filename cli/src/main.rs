@@ -16,7 +16,7 @@ use aether_projections::stream::ProjectorOptions;
 use aether_query_api::ephemeral::EphemeralLimits;
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
-use aether_realtime_edge::http::HttpLimits;
+use aether_realtime_edge::http::{AllowedOrigins, HttpLimits};
 use aether_realtime_edge::oidc::{JwksSource, OidcConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -282,6 +282,13 @@ pub(crate) struct DevArgs {
     /// `/graphql`). `aether dev` serves `web/dist` when it exists and this is not given.
     #[arg(long, env = "AETHER_WEB_DIR")]
     pub(crate) web_dir: Option<PathBuf>,
+
+    /// Browser origins whose pages may call the API (CORS): `none`, `localhost` (pages served
+    /// from this machine, any port), `*`, or comma-separated origins such as
+    /// `https://chat.example.com`. Default: `localhost` for `aether dev`, `none` for
+    /// `aether serve`. The web client served at `/` needs none: it is the API's own origin.
+    #[arg(long, env = "AETHER_CORS_ORIGINS")]
+    pub(crate) cors_origins: Option<AllowedOrigins>,
 }
 
 impl DevArgs {
@@ -323,6 +330,7 @@ impl DevArgs {
                 shared_payloads: self.ws_shared_payloads.max(1),
                 trusted_proxies: self.trusted_proxies,
                 max_response_bytes: self.max_response_bytes.max(1),
+                allowed_origins: self.cors_origins.unwrap_or(AllowedOrigins::Localhost),
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {

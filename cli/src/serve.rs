@@ -103,11 +103,14 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                 );
             };
             let mongo = args.mongo.timeline().await?;
+            // Unlike `aether dev`, no origin is allowed unless named.
+            let origins = args.api.cors_origins.clone().unwrap_or_default();
             let mut config = EmbeddedConfig {
                 jwt_secret_file: Some(secret),
                 ..args.api.into_config()
             };
             config.api.introspection = args.introspection;
+            config.http.allowed_origins = origins;
             let running = start_distributed(
                 config,
                 DistributedConfig {

@@ -20,12 +20,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
 use crate::oidc::ExternalIssuer;
@@ -87,7 +90,130 @@ pub struct HttpLimits {
     /// Largest response (a query's or mutation's result, serialized) sent, in bytes; a larger
     /// one is replaced by a `BAD_USER_INPUT` error: ask for smaller pages.
     pub max_response_bytes: usize,
+    /// Browser origins whose pages may call the API (CORS). A page from an origin not allowed
+    /// gets no CORS headers, so the browser keeps the answer from it.
+    pub allowed_origins: AllowedOrigins,
 }
+
+/// Which browser origins may call the API from their pages (CORS). Tokens travel in the
+/// `Authorization` header, never in cookies, so an allowed origin gains nothing a page could
+/// not do with a token it already holds; the setting still keeps unknown pages from reading
+/// answers with a user's token taken from elsewhere, and from probing an internal deployment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// None: only pages of the API's own origin (the web client it serves) and clients that are
+    /// not browsers. The distributed mode's default.
+    #[default]
+    None,
+    /// Pages served from this machine: `http://localhost`, `http://127.0.0.1` and
+    /// `http://[::1]`, any port. The embedded mode's default, for a client in development.
+    Localhost,
+    /// Every origin (`*`).
+    Any,
+    /// Exactly these origins, such as `https://chat.example.com`.
+    List(Vec<String>),
+}
+
+impl std::str::FromStr for AllowedOrigins {
+    type Err = String;
+
+    /// `none`, `localhost`, `*`, or comma-separated origins (`scheme://host[:port]`, http or
+    /// https, no path).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "none" | "" => return Ok(Self::None),
+            "localhost" => return Ok(Self::Localhost),
+            "*" => return Ok(Self::Any),
+            _ => {}
+        }
+        let mut origins = Vec::new();
+        for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| {
+                    format!("{origin:?} is not an origin: it starts with http:// or https://")
+                })?;
+            let valid = !rest.is_empty()
+                && rest.len() <= 253
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"/?#@\\".contains(&b));
+            if !valid {
+                return Err(format!(
+                    "{origin:?} is not an origin: scheme://host[:port], with no path, such as \
+                     https://chat.example.com"
+                ));
+            }
+            origins.push(origin.to_ascii_lowercase());
+        }
+        Ok(Self::List(origins))
+    }
+}
+
+impl std::fmt::Display for AllowedOrigins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Localhost => f.write_str("localhost"),
+            Self::Any => f.write_str("*"),
+            Self::List(origins) => f.write_str(&origins.join(",")),
+        }
+    }
+}
+
+impl AllowedOrigins {
+    /// The CORS layer for these origins; `None` adds no CORS headers at all.
+    fn layer(&self) -> Option<CorsLayer> {
+        let allow = match self {
+            Self::None => return None,
+            Self::Any => AllowOrigin::any(),
+            Self::Localhost => AllowOrigin::predicate(|origin: &HeaderValue, _| {
+                origin.to_str().is_ok_and(is_local_origin)
+            }),
+            Self::List(origins) => AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+            ),
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(allow)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    HeaderName::from_static(CONSISTENCY_HEADER),
+                ])
+                .expose_headers([HeaderName::from_static(REQUEST_ID_HEADER)])
+                .max_age(Duration::from_secs(600)),
+        )
+    }
+}
+
+/// Whether `origin` is a page served from this machine over plain HTTP.
+fn is_local_origin(origin: &str) -> bool {
+    let Some(host_port) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let host = match host_port.strip_prefix("[::1]") {
+        Some(port) => return port.is_empty() || is_port(port),
+        None => host_port,
+    };
+    let (host, port) = host.split_once(':').unwrap_or((host, ""));
+    matches!(host, "localhost" | "127.0.0.1") && (port.is_empty() || is_port(&format!(":{port}")))
+}
+
+fn is_port(text: &str) -> bool {
+    text.strip_prefix(':')
+        .is_some_and(|port| port.parse::<u16>().is_ok())
+}
+
+/// The header naming a request in logs and answers: taken from the request when a client or
+/// proxy sent one, made up (a UUID) otherwise, and sent back on the response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The default of [`HttpLimits::max_response_bytes`].
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -105,6 +231,7 @@ impl Default for HttpLimits {
             shared_payloads: DEFAULT_SHARED_PAYLOADS,
             trusted_proxies: Vec::new(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            allowed_origins: AllowedOrigins::None,
         }
     }
 }
@@ -150,13 +277,35 @@ impl Connections {
 }
 
 pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .with_state(state)
+        .with_state(state);
+    let router = match limits.allowed_origins.layer() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    with_common_headers(router)
+}
+
+/// What every answer carries, whatever route made it: a request id (the client's or a new one)
+/// and the headers that keep browsers from guessing content types or leaking addresses.
+pub fn with_common_headers(router: Router) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
 fn error_body(code: ErrorCode, message: &str) -> serde_json::Value {
