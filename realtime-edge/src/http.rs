@@ -15,6 +15,7 @@ use aether_query_api::rate::{ClientIp, Slots, SubscriptionBudget};
 use aether_query_api::revocation::{Holder, Revocations};
 use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -308,8 +309,71 @@ pub fn with_common_headers(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
+/// The body of a request error: one error with its code, and no `data` entry (nothing was
+/// executed), as GraphQL over HTTP has it.
 fn error_body(code: ErrorCode, message: &str) -> serde_json::Value {
-    json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+    json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+}
+
+/// The media types a GraphQL answer over HTTP can be sent as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// `application/json`: every answer that is GraphQL is 200, request errors included (what
+    /// clients written before the GraphQL-over-HTTP spec expect).
+    Json,
+    /// `application/graphql-response+json`, when the client lists it in `Accept`: a request
+    /// error (the document does not parse or validate, a limit refuses it) is a 4xx.
+    GraphQlResponse,
+}
+
+impl Answer {
+    const GRAPHQL_RESPONSE: &'static str = "application/graphql-response+json";
+
+    fn from_accept(headers: &HeaderMap) -> Self {
+        let accepts = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|item| {
+                item.split(';')
+                    .next()
+                    .is_some_and(|media| media.trim() == Self::GRAPHQL_RESPONSE)
+            });
+        if accepts {
+            Self::GraphQlResponse
+        } else {
+            Self::Json
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::GraphQlResponse => Self::GRAPHQL_RESPONSE,
+        }
+    }
+
+    /// A request that is not a well-formed GraphQL request over HTTP (no document, a body
+    /// that is not JSON): `status` whatever the media type.
+    fn malformed(self, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+        self.send(status, error_body(code, message).to_string().into_bytes())
+    }
+
+    /// A GraphQL request refused before execution (a bad token, a limit, a document that does
+    /// not parse or validate): 200 as `application/json`, `status` as the GraphQL response
+    /// type.
+    fn refused(self, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+        let status = match self {
+            Self::Json => StatusCode::OK,
+            Self::GraphQlResponse => status,
+        };
+        self.send(status, error_body(code, message).to_string().into_bytes())
+    }
+
+    fn send(self, status: StatusCode, body: Vec<u8>) -> Response {
+        (status, [(header::CONTENT_TYPE, self.content_type())], body).into_response()
+    }
 }
 
 /// Who a bearer token speaks for: one of the product's own tokens, or, when an external
@@ -455,6 +519,7 @@ async fn graphql_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let answer = Answer::from_accept(&headers);
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -465,34 +530,81 @@ async fn graphql_post(
             } else {
                 rejection.body_text()
             };
-            return (status, Json(error_body(ErrorCode::BadUserInput, &message))).into_response();
-        }
-    };
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    let (caller, session) = match state.auth.authenticate(authorization).await {
-        Ok(who) => (who.caller, who.session),
-        Err((code, message)) => {
-            return Json(error_body(code, &message)).into_response();
+            return answer.malformed(status, ErrorCode::BadUserInput, &message);
         }
     };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
             let message = format!("the request body is not a GraphQL request: {error}");
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(error_body(ErrorCode::BadUserInput, &message)),
-            )
-                .into_response();
+            return answer.malformed(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
+        }
+    };
+    execute(state, peer, headers, request, answer).await
+}
+
+/// A query over `GET /graphql?query=…&variables=…&operationName=…` (variables as URL-encoded
+/// JSON). Only queries: a mutation or subscription over GET is refused with 405, so that a
+/// link or a prefetch can never change anything.
+async fn graphql_get_query(
+    state: HttpState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    query_string: &str,
+) -> Response {
+    let answer = Answer::from_accept(&headers);
+    let request = match async_graphql::http::parse_query_string(query_string) {
+        Ok(request) => request,
+        Err(error) => {
+            let message = format!("the query string is not a GraphQL request: {error}");
+            return answer.malformed(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
+        }
+    };
+    match crate::protocol::operation_type(&request) {
+        Some(OperationType::Query) | None => execute(state, peer, headers, request, answer).await,
+        Some(other) => {
+            let message = format!(
+                "a {} is not sent over GET: POST it (GET only reads)",
+                match other {
+                    OperationType::Mutation => "mutation",
+                    _ => "subscription",
+                }
+            );
+            let mut response = answer.malformed(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::BadUserInput,
+                &message,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            response
+        }
+    }
+}
+
+/// Runs one GraphQL request that arrived over HTTP and answers it as `answer` asks.
+async fn execute(
+    state: HttpState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    request: async_graphql::Request,
+    answer: Answer,
+) -> Response {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let (caller, session) = match state.auth.authenticate(authorization).await {
+        Ok(who) => (who.caller, who.session),
+        Err((code, message)) => {
+            return answer.refused(StatusCode::UNAUTHORIZED, code, &message);
         }
     };
     if let Some(token) = headers.get(CONSISTENCY_HEADER) {
         let Some(event) = token.to_str().ok().and_then(EventRef::parse_token) else {
             let message =
                 format!("{CONSISTENCY_HEADER} must be a token from a mutation's extensions");
-            return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+            return answer.refused(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
         };
         // Waiting holds a request open: only for a signed-in caller (an anonymous request is
         // answered at once, from what the read models hold), and only for an event that
@@ -508,13 +620,21 @@ async fn graphql_post(
                 Ok(stored) if stored.sequence >= event.sequence => {}
                 Ok(_) => {
                     let message = format!("{CONSISTENCY_HEADER} names no event of this server");
-                    return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+                    return answer.refused(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::BadUserInput,
+                        &message,
+                    );
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot check a consistency token against the event store");
                     let message =
                         "the event store cannot be reached to check the consistency token";
-                    return Json(error_body(ErrorCode::Unavailable, message)).into_response();
+                    return answer.refused(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::Unavailable,
+                        message,
+                    );
                 }
             }
             if !state
@@ -545,23 +665,58 @@ async fn graphql_post(
             async_graphql::Value::String(event.token()),
         );
     }
-    let body = match serde_json::to_vec(&response) {
+    // Refused before execution (the document does not parse or validate, a limit refused it):
+    // no `data` entry, and a 4xx for clients that asked for the GraphQL response type. Errors
+    // of execution name the field they come from.
+    let refused = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    let serialized = if refused {
+        serde_json::to_vec(&json!({ "errors": response.errors, "extensions": response.extensions }))
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = match serialized {
         Ok(body) => body,
         Err(error) => {
             tracing::error!(%error, "a GraphQL response could not be serialized");
-            let body = error_body(ErrorCode::Internal, "the response could not be serialized");
-            return Json(body).into_response();
+            let message = "the response could not be serialized";
+            return answer.malformed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                message,
+            );
         }
     };
     if body.len() > state.connections.max_response {
         let message = too_large(body.len(), state.connections.max_response);
-        return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+        return answer.refused(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
     }
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    let status = match (refused, answer) {
+        (true, Answer::GraphQlResponse) => refused_status(&response.errors),
+        _ => StatusCode::OK,
+    };
+    answer.send(status, body)
+}
+
+/// The status of a request refused before execution, as the GraphQL response type: 429 for a
+/// rate limit, 401 without a valid sign-in, 400 otherwise.
+fn refused_status(errors: &[ServerError]) -> StatusCode {
+    let code = errors.first().and_then(|error| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.get("code").cloned())
+    });
+    match code {
+        Some(async_graphql::Value::String(code)) if code == ErrorCode::RateLimited.as_str() => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        Some(async_graphql::Value::String(code)) if code == ErrorCode::Unauthenticated.as_str() => {
+            StatusCode::UNAUTHORIZED
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// Why a response was not sent.
@@ -617,9 +772,25 @@ async fn graphql_get(
     State(state): State<HttpState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let (Some(protocol), Ok(upgrade)) = (negotiate(&headers), upgrade) else {
+        if let Some(query) = uri.query().filter(|query| !query.is_empty()) {
+            return graphql_get_query(state, peer, headers, query).await;
+        }
+        let wants_page = headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+        if !wants_page {
+            let message = "GET /graphql needs a `query` parameter (or a WebSocket upgrade)";
+            return Answer::from_accept(&headers).malformed(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadUserInput,
+                message,
+            );
+        }
         return Html(playground_source(
             GraphQLPlaygroundConfig::new("/graphql").subscription_endpoint("/graphql"),
         ))

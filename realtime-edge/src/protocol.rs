@@ -564,16 +564,16 @@ fn chosen_operation<'a>(
     }
 }
 
-/// Whether `request` runs a subscription (a document that does not parse is left to the
-/// executor to refuse).
+/// The type of the operation `request` runs; `None` for a document that does not parse or
+/// does not say which operation (left to the executor to refuse).
+pub(crate) fn operation_type(request: &Request) -> Option<OperationType> {
+    let parsed = async_graphql::parser::parse_query(&request.query).ok()?;
+    chosen_operation(&parsed, request.operation_name.as_deref()).map(|operation| operation.node.ty)
+}
+
+/// Whether `request` runs a subscription.
 fn runs_a_subscription(request: &Request) -> bool {
-    async_graphql::parser::parse_query(&request.query)
-        .ok()
-        .and_then(|parsed| {
-            chosen_operation(&parsed, request.operation_name.as_deref())
-                .map(|operation| operation.node.ty == OperationType::Subscription)
-        })
-        .unwrap_or(false)
+    operation_type(request) == Some(OperationType::Subscription)
 }
 
 /// The messages of one subscription, ending with `complete`. Tapped updates go through the
