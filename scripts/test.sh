@@ -9,7 +9,8 @@
 #   4. cargo test --doc             doc tests (nextest does not run them)
 #   5. the web client (web/)        its generated types match schema.graphql, its unit tests
 #                                   (Vitest), its build, and its end-to-end test in Chromium
-#                                   against a real `aether dev` (installs Node.js's packages and
+#                                   against a real `aether dev`, and the GraphQL-over-HTTP audit
+#                                   of `graphql-http` against it (installs Node.js's packages and
 #                                   Debian's chromium when missing)
 # It exits non-zero when any step fails.
 #
@@ -153,6 +154,8 @@ web_tests() {
   log "web: end-to-end test (Chromium against aether dev)"
   cargo build -p aether-cli --bin aether
   AETHER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aether" node web/e2e/run.mjs
+  log "web: GraphQL-over-HTTP conformance audit (graphql-http) against aether dev"
+  AETHER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aether" node web/e2e/graphql-http-audit.mjs
 }
 
 # --- run -----------------------------------------------------------------------------------

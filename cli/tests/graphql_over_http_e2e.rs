@@ -147,6 +147,12 @@ async fn queries_over_get_mutations_only_over_post_and_request_errors_by_media_t
         .send()
         .await?;
     assert_eq!(not_json.status(), 400);
+    let untyped = http
+        .post(format!("{base}/graphql"))
+        .body(r#"{"query": "{ __typename }"}"#)
+        .send()
+        .await?;
+    assert_eq!(untyped.status(), 415, "a POST must say it carries JSON");
     let no_query = http
         .get(format!("{base}/graphql"))
         .header("accept", "application/json")

@@ -533,6 +533,19 @@ async fn graphql_post(
             return answer.malformed(status, ErrorCode::BadUserInput, &message);
         }
     };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let message = "a GraphQL request is POSTed as JSON: send Content-Type: application/json";
+        return answer.malformed(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadUserInput,
+            message,
+        );
+    }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
