@@ -503,4 +503,46 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    /// The long flags `aether PATH… --help` lists.
+    fn flags(path: &[&str]) -> Vec<String> {
+        let mut command = super::Cli::command();
+        command.build();
+        let mut current = &command;
+        for name in path {
+            current = current
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        current
+            .get_arguments()
+            .filter_map(|arg| arg.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn each_command_offers_only_the_flags_it_uses() {
+        // Producer settings: only where something publishes to Kafka.
+        let producing = ["kafka-linger-ms", "kafka-max-in-flight"];
+        for path in [
+            &["projections", "rebuild"][..],
+            &["projections", "list"],
+            &["log", "replay"],
+            &["kafka", "init"],
+            &["migrate"],
+        ] {
+            let flags = flags(path);
+            for flag in producing {
+                assert!(!flags.iter().any(|f| f == flag), "{path:?} offers --{flag}");
+            }
+            assert!(
+                !flags.iter().any(|f| f == "postgres-group-commit"),
+                "{path:?} offers --postgres-group-commit"
+            );
+        }
+        let serve = flags(&["serve"]);
+        for flag in producing {
+            assert!(serve.iter().any(|f| f == flag), "serve lacks --{flag}");
+        }
+    }
 }

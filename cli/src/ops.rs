@@ -28,11 +28,6 @@ pub struct PostgresArgs {
     /// Seconds to wait for a connection before a command fails.
     #[arg(long, default_value_t = 5, env = "AETHER_POSTGRES_CONNECT_TIMEOUT")]
     pub postgres_connect_timeout: u64,
-
-    /// Commands written in one PostgreSQL transaction at most (group commit); 0 writes each
-    /// command in its own transaction.
-    #[arg(long, default_value_t = aether_commands::postgres::DEFAULT_GROUP_COMMIT_MAX, env = "AETHER_POSTGRES_GROUP_COMMIT")]
-    pub postgres_group_commit: usize,
 }
 
 impl PostgresArgs {
@@ -43,9 +38,17 @@ impl PostgresArgs {
             Duration::from_secs(self.postgres_connect_timeout),
         )
         .await
-        .map(|store| store.with_group_commit(self.postgres_group_commit))
         .context("cannot reach PostgreSQL")
     }
+}
+
+/// How the processes that take commands write them; only `aether serve` takes these flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WriterArgs {
+    /// Commands written in one PostgreSQL transaction at most (group commit); 0 writes each
+    /// command in its own transaction.
+    #[arg(long, default_value_t = aether_commands::postgres::DEFAULT_GROUP_COMMIT_MAX, env = "AETHER_POSTGRES_GROUP_COMMIT")]
+    pub postgres_group_commit: usize,
 }
 
 /// Where MongoDB is, for the document read models (timeline).
@@ -126,7 +129,22 @@ pub struct KafkaArgs {
     /// Prefix of every topic name (to run several installations on one cluster).
     #[arg(long, default_value = "", env = "AETHER_TOPIC_PREFIX")]
     pub topic_prefix: String,
+}
 
+impl KafkaArgs {
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap: self.bootstrap.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+/// How the processes that publish (the relay, the projectors' updates) produce to Kafka; only
+/// the commands that run them take these flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProducerArgs {
     /// Produce requests in flight per broker connection (1 to 5, the idempotent producer's
     /// window); more can pay off against a cluster that answers faster than the relay sends.
     #[arg(
@@ -147,14 +165,13 @@ pub struct KafkaArgs {
     pub kafka_linger_ms: u64,
 }
 
-impl KafkaArgs {
-    pub fn config(&self) -> KafkaConfig {
+impl ProducerArgs {
+    /// `config` with these producer settings.
+    pub fn configure(&self, config: KafkaConfig) -> KafkaConfig {
         KafkaConfig {
-            bootstrap: self.bootstrap.clone(),
-            topic_prefix: self.topic_prefix.clone(),
             max_in_flight: self.kafka_max_in_flight,
             linger: std::time::Duration::from_millis(self.kafka_linger_ms),
-            ..KafkaConfig::default()
+            ..config
         }
     }
 }
