@@ -96,7 +96,8 @@ impl Client {
 
 const CHANNEL_EVENTS: &str =
     "subscription($c: ID!, $after: String) { channelEvents(channelId: $c, after: $after) { \
-     __typename cursor ... on MessageSent { message { id body author { username } } } } }";
+     __typename cursor ... on MessageSent { message { id body author { username } } } \
+     ... on ReactionChanged { emoji added user { username } message { id reactions { emoji count } } } } }";
 
 /// The message ids of a channel's history, oldest first.
 fn history_ids(data: &Value) -> Vec<String> {
@@ -252,6 +253,35 @@ async fn across_instances(timeline_store: &'static str) -> anyhow::Result<()> {
     subscriber
         .expect_nothing(Duration::from_millis(500))
         .await?;
+
+    // Bob reacts through api-2: the edge pushes it, and alice reads it through api-1.
+    bob.ok(
+        "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"🎉\") { id } }",
+        json!({ "m": last }),
+    )
+    .await?;
+    let reacted = subscriber.next_process_event("2").await?;
+    assert_eq!(reacted["__typename"], "ReactionChanged", "{reacted}");
+    assert_eq!(reacted["user"]["username"], "bob", "{reacted}");
+    assert_eq!(
+        reacted["message"]["reactions"],
+        json!([{ "emoji": "🎉", "count": 1 }]),
+        "{reacted}"
+    );
+    alice.consistency = bob.consistency.clone();
+    let seen = alice
+        .ok(
+            "query($m: ID!) { message(id: $m) { reactions { emoji count reactedByMe \
+             firstReactors { username } } } }",
+            json!({ "m": last }),
+        )
+        .await?;
+    assert_eq!(
+        seen["message"]["reactions"],
+        json!([{ "emoji": "🎉", "count": 1, "reactedByMe": false,
+                 "firstReactors": [{ "username": "bob" }] }]),
+        "{seen}"
+    );
     subscriber.disconnect().await?;
 
     // api-2 sees the whole history too, with alice's newest token.

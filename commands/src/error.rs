@@ -133,10 +133,9 @@ impl DomainRefusal for MessageError {
         use MessageError::*;
         match self {
             UnknownMessage | UnknownChannel => ErrorCode::NotFound,
-            NotAChannelMember | PostingNotAllowed | NotTheAuthor | DeleteNotAllowed => {
-                ErrorCode::Forbidden
-            }
-            AlreadySent | MessageDeleted => ErrorCode::Conflict,
+            NotAChannelMember | PostingNotAllowed | NotTheAuthor | DeleteNotAllowed
+            | ReactingNotAllowed => ErrorCode::Forbidden,
+            AlreadySent | MessageDeleted | TooManyReactions { .. } => ErrorCode::Conflict,
         }
     }
 }

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use aether_domain::conversation::{
     conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
 };
-use aether_domain::message::{Message, MessageCommand};
+use aether_domain::message::{Message, MessageCommand, Reaction};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
 use aether_domain::user::{User, UserCommand};
 use aether_domain::{
-    ChannelAccess, ChannelId, ChannelKind, ChannelName, DisplayName, InviteCode, MessageBody,
-    MessageId, ModerationReason, Password, Role, ServerId, ServerName, UserId, Username,
+    ChannelAccess, ChannelId, ChannelKind, ChannelName, DisplayName, Emoji, InviteCode,
+    MessageBody, MessageId, ModerationReason, Password, Role, ServerId, ServerName, UserId,
+    Username,
 };
 use aether_schemas::Metadata;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -155,8 +156,11 @@ pub struct MessageRecord {
     pub deleted: bool,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
-    /// The message aggregate's version: 1 when sent, one more for each edit and the deletion.
+    /// The message aggregate's version: 1 when sent, one more for each change (an edit, a
+    /// reaction added or taken back, the deletion).
     pub version: i64,
+    /// Who reacted with what, as the message holds them after the command.
+    pub reactions: Vec<Reaction>,
 }
 
 type Framework<R, A> = CqrsFramework<A, PersistedEventStore<R, A>>;
@@ -1206,6 +1210,48 @@ impl<R: WriteStore> ChatCommands<R> {
         self.message_command(ctx, target, command).await
     }
 
+    /// Reacts to `message_id` with `emoji` for the caller; reacting again changes nothing. A
+    /// message holds at most `max_kinds` distinct emoji.
+    pub async fn add_reaction(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        emoji: &str,
+        max_kinds: usize,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let emoji = Emoji::parse(emoji)?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = MessageCommand::AddReaction {
+            actor,
+            emoji,
+            access: target.access,
+            max_kinds,
+            at: ctx.at,
+        };
+        self.message_command(ctx, target, command).await
+    }
+
+    /// Takes back the caller's reaction with `emoji`; taking back one that is not there changes
+    /// nothing.
+    pub async fn remove_reaction(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        emoji: &str,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let emoji = Emoji::parse(emoji)?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = MessageCommand::RemoveReaction {
+            actor,
+            emoji,
+            access: target.access,
+            at: ctx.at,
+        };
+        self.message_command(ctx, target, command).await
+    }
+
     // --- sessions -------------------------------------------------------------------------
 
     /// Starts a session for `user` (a sign-in or a registration): refresh generation 0.
@@ -1420,6 +1466,7 @@ impl<R: WriteStore> ChatCommands<R> {
                 created_at,
                 edited_at: message.edited_at,
                 version: position.event.sequence,
+                reactions: message.reactions,
             },
             position,
         })

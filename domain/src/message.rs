@@ -7,6 +7,11 @@
 //! what the access does not allow. A message in a conversation is sent as `DirectMessageSent`;
 //! its edits and deletion are the same events as a channel message's, their `channel_id` being
 //! the conversation's id.
+//!
+//! Reactions belong to the message too: who reacted with which emoji. Adding a reaction that is
+//! already there, or removing one that is not, changes nothing (no event), so a client may
+//! retry freely. A message holds at most a configured number of distinct emoji
+//! ([`DEFAULT_MAX_REACTION_KINDS`] unless configured otherwise).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -15,8 +20,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, MessageId, ServerId, UserId};
 use crate::permissions::ChannelAccess;
-use crate::values::MessageBody;
+use crate::values::{Emoji, MessageBody};
 use crate::EVENT_VERSION_1;
+
+/// How many distinct emoji one message may carry unless configured otherwise.
+pub const DEFAULT_MAX_REACTION_KINDS: usize = 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MessageCommand {
@@ -36,6 +44,21 @@ pub enum MessageCommand {
     },
     DeleteMessage {
         actor: UserId,
+        access: ChannelAccess,
+        at: DateTime<Utc>,
+    },
+    /// Reacts with `emoji`; refused when it would be the message's `max_kinds + 1`-th
+    /// distinct emoji.
+    AddReaction {
+        actor: UserId,
+        emoji: Emoji,
+        access: ChannelAccess,
+        max_kinds: usize,
+        at: DateTime<Utc>,
+    },
+    RemoveReaction {
+        actor: UserId,
+        emoji: Emoji,
         access: ChannelAccess,
         at: DateTime<Utc>,
     },
@@ -75,6 +98,29 @@ pub enum MessageEvent {
         deleted_by: UserId,
         deleted_at: DateTime<Utc>,
     },
+    /// Someone reacted to a message with an emoji they had not reacted with yet.
+    ReactionAdded {
+        message_id: MessageId,
+        channel_id: ChannelId,
+        user_id: UserId,
+        emoji: Emoji,
+        reacted_at: DateTime<Utc>,
+    },
+    /// Someone took back their reaction.
+    ReactionRemoved {
+        message_id: MessageId,
+        channel_id: ChannelId,
+        user_id: UserId,
+        emoji: Emoji,
+        removed_at: DateTime<Utc>,
+    },
+}
+
+/// The people who reacted to a message with one emoji, in the order they reacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: Emoji,
+    pub users: Vec<UserId>,
 }
 
 /// A message as it was sent, in a server's channel or in a conversation: what read models
@@ -97,10 +143,24 @@ impl MessageEvent {
         match self {
             MessageEvent::MessageSent { channel_id, .. }
             | MessageEvent::MessageEdited { channel_id, .. }
-            | MessageEvent::MessageDeleted { channel_id, .. } => *channel_id,
+            | MessageEvent::MessageDeleted { channel_id, .. }
+            | MessageEvent::ReactionAdded { channel_id, .. }
+            | MessageEvent::ReactionRemoved { channel_id, .. } => *channel_id,
             MessageEvent::DirectMessageSent {
                 conversation_id, ..
             } => *conversation_id,
+        }
+    }
+
+    /// The message the event is about.
+    pub fn message_id(&self) -> MessageId {
+        match self {
+            MessageEvent::MessageSent { message_id, .. }
+            | MessageEvent::DirectMessageSent { message_id, .. }
+            | MessageEvent::MessageEdited { message_id, .. }
+            | MessageEvent::MessageDeleted { message_id, .. }
+            | MessageEvent::ReactionAdded { message_id, .. }
+            | MessageEvent::ReactionRemoved { message_id, .. } => *message_id,
         }
     }
 
@@ -136,7 +196,10 @@ impl MessageEvent {
                 body: body.clone(),
                 sent_at: *sent_at,
             }),
-            MessageEvent::MessageEdited { .. } | MessageEvent::MessageDeleted { .. } => None,
+            MessageEvent::MessageEdited { .. }
+            | MessageEvent::MessageDeleted { .. }
+            | MessageEvent::ReactionAdded { .. }
+            | MessageEvent::ReactionRemoved { .. } => None,
         }
     }
 }
@@ -148,6 +211,8 @@ impl DomainEvent for MessageEvent {
             MessageEvent::DirectMessageSent { .. } => "DirectMessageSent",
             MessageEvent::MessageEdited { .. } => "MessageEdited",
             MessageEvent::MessageDeleted { .. } => "MessageDeleted",
+            MessageEvent::ReactionAdded { .. } => "ReactionAdded",
+            MessageEvent::ReactionRemoved { .. } => "ReactionRemoved",
         }
         .to_owned()
     }
@@ -175,6 +240,10 @@ pub enum MessageError {
     DeleteNotAllowed,
     #[error("this message has been deleted")]
     MessageDeleted,
+    #[error("you may not react in this channel")]
+    ReactingNotAllowed,
+    #[error("a message holds at most {max} different reactions")]
+    TooManyReactions { max: usize },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +255,9 @@ pub struct Message {
     pub sent_at: Option<DateTime<Utc>>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
+    /// In the order each emoji was first used; an emoji nobody reacts with any more is gone.
+    #[serde(default)]
+    pub reactions: Vec<Reaction>,
 }
 
 /// Refuses unless `access` lets its holder see the channel at all.
@@ -286,6 +358,60 @@ impl Message {
                     deleted_at: at,
                 }))
             }
+            MessageCommand::AddReaction {
+                actor,
+                emoji,
+                access,
+                max_kinds,
+                at,
+            } => {
+                let (message_id, channel_id, _, _) = self.live()?;
+                require_member(&access)?;
+                if !access.can_react() {
+                    return Err(MessageError::ReactingNotAllowed);
+                }
+                match self.reactions.iter().find(|r| r.emoji == emoji) {
+                    Some(reaction) if reaction.users.contains(&actor) => return Ok(None),
+                    Some(_) => {}
+                    None if self.reactions.len() >= max_kinds => {
+                        return Err(MessageError::TooManyReactions { max: max_kinds })
+                    }
+                    None => {}
+                }
+                Ok(Some(MessageEvent::ReactionAdded {
+                    message_id,
+                    channel_id,
+                    user_id: actor,
+                    emoji,
+                    reacted_at: at,
+                }))
+            }
+            MessageCommand::RemoveReaction {
+                actor,
+                emoji,
+                access,
+                at,
+            } => {
+                let (message_id, channel_id, _, _) = self.live()?;
+                require_member(&access)?;
+                if !access.can_react() {
+                    return Err(MessageError::ReactingNotAllowed);
+                }
+                let reacted = self
+                    .reactions
+                    .iter()
+                    .any(|r| r.emoji == emoji && r.users.contains(&actor));
+                if !reacted {
+                    return Ok(None);
+                }
+                Ok(Some(MessageEvent::ReactionRemoved {
+                    message_id,
+                    channel_id,
+                    user_id: actor,
+                    emoji,
+                    removed_at: at,
+                }))
+            }
         }
     }
 }
@@ -329,7 +455,38 @@ impl Aggregate for Message {
             MessageEvent::MessageDeleted { .. } => {
                 self.deleted = true;
                 self.body = None;
+                self.reactions.clear();
+            }
+            MessageEvent::ReactionAdded { user_id, emoji, .. } => {
+                add_reaction(&mut self.reactions, emoji, user_id);
+            }
+            MessageEvent::ReactionRemoved { user_id, emoji, .. } => {
+                remove_reaction(&mut self.reactions, &emoji, user_id);
             }
         }
     }
+}
+
+/// Records that `user` reacted with `emoji` (once: a second time changes nothing). Read models
+/// apply reaction events with this too, so they count exactly as the aggregate does.
+pub fn add_reaction(reactions: &mut Vec<Reaction>, emoji: Emoji, user: UserId) {
+    match reactions.iter_mut().find(|r| r.emoji == emoji) {
+        Some(reaction) => {
+            if !reaction.users.contains(&user) {
+                reaction.users.push(user);
+            }
+        }
+        None => reactions.push(Reaction {
+            emoji,
+            users: vec![user],
+        }),
+    }
+}
+
+/// Takes back `user`'s reaction with `emoji`; an emoji left with nobody is gone.
+pub fn remove_reaction(reactions: &mut Vec<Reaction>, emoji: &Emoji, user: UserId) {
+    if let Some(reaction) = reactions.iter_mut().find(|r| &r.emoji == emoji) {
+        reaction.users.retain(|u| *u != user);
+    }
+    reactions.retain(|r| !r.users.is_empty());
 }

@@ -5,8 +5,8 @@
 
 use aether_domain::message::{Message, MessageCommand, MessageError, MessageEvent};
 use aether_domain::{
-    ChannelAccess, ChannelFacts, ChannelId, ChannelKind, MessageBody, MessageId, Role, ServerId,
-    UserId,
+    ChannelAccess, ChannelFacts, ChannelId, ChannelKind, Emoji, MessageBody, MessageId, Role,
+    ServerId, UserId,
 };
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
@@ -558,4 +558,209 @@ fn deleting_in_a_channel_that_no_longer_exists_is_refused() {
         .given(vec![sent()])
         .when(delete(author(), ChannelAccess::UnknownChannel))
         .then_expect_error(MessageError::UnknownChannel);
+}
+
+// --- AddReaction / RemoveReaction -----------------------------------------------------------
+
+fn emoji(value: &str) -> Emoji {
+    Emoji::parse(value).expect("a valid emoji")
+}
+
+fn user(n: u128) -> UserId {
+    UserId::from_uuid(Uuid::from_u128(0x100 + n))
+}
+
+fn react(actor: UserId, with: &str, access: ChannelAccess) -> MessageCommand {
+    MessageCommand::AddReaction {
+        actor,
+        emoji: emoji(with),
+        access,
+        max_kinds: 3,
+        at: minutes_later(2),
+    }
+}
+
+fn unreact(actor: UserId, with: &str, access: ChannelAccess) -> MessageCommand {
+    MessageCommand::RemoveReaction {
+        actor,
+        emoji: emoji(with),
+        access,
+        at: minutes_later(3),
+    }
+}
+
+fn reacted(user_id: UserId, with: &str) -> MessageEvent {
+    MessageEvent::ReactionAdded {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        user_id,
+        emoji: emoji(with),
+        reacted_at: minutes_later(2),
+    }
+}
+
+fn unreacted(user_id: UserId, with: &str) -> MessageEvent {
+    MessageEvent::ReactionRemoved {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        user_id,
+        emoji: emoji(with),
+        removed_at: minutes_later(3),
+    }
+}
+
+#[test]
+fn any_member_can_react_to_a_message() {
+    for role in Role::ALL {
+        framework()
+            .given(vec![sent()])
+            .when(react(someone_else(), "👍", text(role)))
+            .then_expect_events(vec![reacted(someone_else(), "👍")]);
+    }
+}
+
+#[test]
+fn readers_of_an_announcement_channel_react_though_they_may_not_post() {
+    framework()
+        .given(vec![sent()])
+        .when(react(someone_else(), ":tada:", announcements(Role::Guest)))
+        .then_expect_events(vec![reacted(someone_else(), ":tada:")]);
+}
+
+#[test]
+fn a_participant_can_react_in_a_conversation() {
+    framework()
+        .given(vec![sent()])
+        .when(react(
+            someone_else(),
+            "❤️",
+            ChannelAccess::Conversation { participant: true },
+        ))
+        .then_expect_events(vec![reacted(someone_else(), "❤️")]);
+}
+
+#[test]
+fn reacting_twice_with_the_same_emoji_records_nothing() {
+    framework()
+        .given(vec![sent(), reacted(someone_else(), "👍")])
+        .when(react(someone_else(), "👍", text(Role::Member)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn two_people_reacting_with_one_emoji_is_two_reactions() {
+    framework()
+        .given(vec![sent(), reacted(user(1), "👍")])
+        .when(react(user(2), "👍", text(Role::Member)))
+        .then_expect_events(vec![reacted(user(2), "👍")]);
+}
+
+#[test]
+fn a_new_emoji_beyond_the_limit_is_refused_but_joining_an_existing_one_is_not() {
+    let full = vec![
+        sent(),
+        reacted(user(1), "👍"),
+        reacted(user(1), "🎉"),
+        reacted(user(2), ":ship_it:"),
+    ];
+    framework()
+        .given(full.clone())
+        .when(react(user(3), "😂", text(Role::Member)))
+        .then_expect_error(MessageError::TooManyReactions { max: 3 });
+    framework()
+        .given(full)
+        .when(react(user(3), ":ship_it:", text(Role::Member)))
+        .then_expect_events(vec![reacted(user(3), ":ship_it:")]);
+}
+
+#[test]
+fn an_emoji_everyone_took_back_frees_its_place_under_the_limit() {
+    framework()
+        .given(vec![
+            sent(),
+            reacted(user(1), "👍"),
+            reacted(user(1), "🎉"),
+            reacted(user(2), ":ship_it:"),
+            unreacted(user(2), ":ship_it:"),
+        ])
+        .when(react(user(3), "😂", text(Role::Member)))
+        .then_expect_events(vec![reacted(user(3), "😂")]);
+}
+
+#[test]
+fn removing_a_reaction_records_it() {
+    framework()
+        .given(vec![sent(), reacted(someone_else(), "👍")])
+        .when(unreact(someone_else(), "👍", text(Role::Member)))
+        .then_expect_events(vec![unreacted(someone_else(), "👍")]);
+}
+
+#[test]
+fn removing_a_reaction_that_is_not_there_records_nothing() {
+    framework()
+        .given(vec![sent(), reacted(user(1), "👍")])
+        .when(unreact(user(2), "👍", text(Role::Member)))
+        .then_expect_events(vec![]);
+    framework()
+        .given(vec![
+            sent(),
+            reacted(user(1), "👍"),
+            unreacted(user(1), "👍"),
+        ])
+        .when(unreact(user(1), "👍", text(Role::Member)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn nobody_reacts_in_an_archived_channel() {
+    framework()
+        .given(vec![sent()])
+        .when(react(someone_else(), "👍", archived(Role::Owner)))
+        .then_expect_error(MessageError::ReactingNotAllowed);
+    framework()
+        .given(vec![sent(), reacted(someone_else(), "👍")])
+        .when(unreact(someone_else(), "👍", archived(Role::Owner)))
+        .then_expect_error(MessageError::ReactingNotAllowed);
+}
+
+#[test]
+fn outsiders_and_hidden_members_cannot_react() {
+    for (access, error) in [
+        (not_a_member(), MessageError::NotAChannelMember),
+        (private(Role::Member), MessageError::NotAChannelMember),
+        (
+            ChannelAccess::Conversation { participant: false },
+            MessageError::NotAChannelMember,
+        ),
+        (ChannelAccess::UnknownChannel, MessageError::UnknownChannel),
+    ] {
+        framework()
+            .given(vec![sent()])
+            .when(react(someone_else(), "👍", access))
+            .then_expect_error(error.clone());
+        framework()
+            .given(vec![sent(), reacted(someone_else(), "👍")])
+            .when(unreact(someone_else(), "👍", access))
+            .then_expect_error(error);
+    }
+}
+
+#[test]
+fn a_deleted_or_unknown_message_takes_no_reactions() {
+    framework()
+        .given(vec![sent(), deleted_by(author())])
+        .when(react(someone_else(), "👍", text(Role::Member)))
+        .then_expect_error(MessageError::MessageDeleted);
+    framework()
+        .given(vec![
+            sent(),
+            reacted(someone_else(), "👍"),
+            deleted_by(author()),
+        ])
+        .when(unreact(someone_else(), "👍", text(Role::Member)))
+        .then_expect_error(MessageError::MessageDeleted);
+    framework()
+        .given_no_previous_events()
+        .when(react(someone_else(), "👍", text(Role::Member)))
+        .then_expect_error(MessageError::UnknownMessage);
 }

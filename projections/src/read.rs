@@ -28,7 +28,7 @@ use crate::rows::{
 };
 use crate::sql::{SqlReader, SqlRow, SqlValue};
 use crate::stream::mongo::collection_prefix;
-use crate::stream::mongo::timeline::message_from_document;
+use crate::stream::mongo::timeline::{message_from_document, reaction_from_document};
 use crate::stream::postgres::schema_name;
 use crate::stream::registry::Registry;
 use crate::stream::source::{Checkpoint, EventLogSource};
@@ -690,7 +690,7 @@ impl ReadModels {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
-                    "SELECT e.seq, e.kind, {columns} FROM {t}channel_events e \
+                    "SELECT e.seq, e.kind, e.reaction, {columns} FROM {t}channel_events e \
                      JOIN {t}messages m ON m.id = e.message_id \
                      WHERE e.channel_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
                 );
@@ -700,11 +700,20 @@ impl ReadModels {
                 rows.iter()
                     .map(|row| {
                         let kind: String = row.get("kind")?;
+                        let reaction: Option<String> = row.get("reaction")?;
                         Ok(ChannelEventRow {
                             channel_id: channel,
                             seq: row.get("seq")?,
                             kind: event_kind(kind)?,
                             message: MessageRow::from_row(row)?,
+                            reaction: reaction
+                                .map(|text| {
+                                    serde_json::from_str(&text).map_err(|_| RowError::Malformed {
+                                        column: "reaction",
+                                        value: text,
+                                    })
+                                })
+                                .transpose()?,
                         })
                     })
                     .collect()
@@ -743,11 +752,19 @@ impl ReadModels {
                         };
                         let message_id = event.get_str("message_id").map_err(|_| malformed())?;
                         let kind = event.get_str("kind").map_err(|_| malformed())?;
+                        let reaction = match event.get("reaction") {
+                            Some(mongodb::bson::Bson::Document(reaction)) => Some(Box::new(
+                                reaction_from_document(reaction).ok_or_else(malformed)?,
+                            )),
+                            Some(mongodb::bson::Bson::Null) | None => None,
+                            Some(_) => return Err(malformed()),
+                        };
                         Ok(ChannelEventRow {
                             channel_id: channel,
                             seq: event.get_i64("seq").map_err(|_| malformed())?,
                             kind: event_kind(kind.to_owned())?,
                             message: by_id.get(message_id).cloned().ok_or_else(malformed)?,
+                            reaction,
                         })
                     })
                     .collect()

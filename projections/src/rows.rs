@@ -1,6 +1,7 @@
 //! Read-model rows as the query side hands them out.
 
 use crate::sql::SqlRow;
+use aether_domain::message::Reaction;
 use aether_domain::{ChannelId, ChannelKind, MessageId, Role, ServerId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -199,10 +200,15 @@ pub struct MessageRow {
     pub deleted: bool,
     /// The message's place in its channel, from 1: its pagination cursor.
     pub position: i64,
-    /// The message aggregate's version: 1 when sent, one more per edit and for the deletion.
+    /// The message aggregate's version: 1 when sent, one more per change (an edit, a
+    /// reaction added or taken back, the deletion).
     pub version: i64,
     /// Earlier bodies, oldest first; emptied when the message is deleted.
     pub edits: Vec<EditRow>,
+    /// Who reacted with what, each emoji in the order it was first used and its people in the
+    /// order they reacted; emptied when the message is deleted.
+    #[serde(default)]
+    pub reactions: Vec<Reaction>,
 }
 
 impl MessageRow {
@@ -223,8 +229,21 @@ impl MessageRow {
                 column: "edits",
                 value: edits,
             })?,
+            reactions: json_column(row, "reactions")?,
         })
     }
+}
+
+/// A JSON text column, read into `T`.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &SqlRow,
+    column: &'static str,
+) -> Result<T, RowError> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|_| RowError::Malformed {
+        column,
+        value: text,
+    })
 }
 
 /// What happened to a channel's message.
@@ -233,6 +252,8 @@ pub enum ChannelEventKind {
     MessageSent,
     MessageEdited,
     MessageDeleted,
+    /// Someone reacted to the message or took their reaction back ([`ReactionChange`]).
+    ReactionChanged,
 }
 
 impl ChannelEventKind {
@@ -241,6 +262,7 @@ impl ChannelEventKind {
             ChannelEventKind::MessageSent => "MessageSent",
             ChannelEventKind::MessageEdited => "MessageEdited",
             ChannelEventKind::MessageDeleted => "MessageDeleted",
+            ChannelEventKind::ReactionChanged => "ReactionChanged",
         }
     }
 
@@ -249,6 +271,7 @@ impl ChannelEventKind {
             ChannelEventKind::MessageSent,
             ChannelEventKind::MessageEdited,
             ChannelEventKind::MessageDeleted,
+            ChannelEventKind::ReactionChanged,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == value)
@@ -262,4 +285,15 @@ pub struct ChannelEventRow {
     pub seq: i64,
     pub kind: ChannelEventKind,
     pub message: MessageRow,
+    /// The reaction a `ReactionChanged` is about; `None` for every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<Box<ReactionChange>>,
+}
+
+/// One person's reaction, added or taken back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionChange {
+    pub user_id: UserId,
+    pub emoji: String,
+    pub added: bool,
 }

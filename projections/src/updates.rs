@@ -242,7 +242,9 @@ mod tests {
                 position: seq,
                 version: 1,
                 edits: Vec::new(),
+                reactions: Vec::new(),
             },
+            reaction: None,
         })
     }
 

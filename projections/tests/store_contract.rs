@@ -99,6 +99,8 @@ struct Scenario {
     /// The other person in the conversation: in no event but the conversation's and their
     /// read marker's.
     friend: UserId,
+    /// Reacted to a channel's message with 🎉, and never took it back.
+    reacting: UserId,
     parked_first: StreamEvent,
     parked_second: StreamEvent,
 }
@@ -195,6 +197,43 @@ fn scenario() -> Scenario {
             deleted_at: at,
         },
     );
+    // Two people react with one emoji, and one of them also with another, then takes it back.
+    let reacting = UserId::new();
+    for (sequence, (who, emoji, added)) in [
+        (user, "🎉", true),
+        (reacting, "🎉", true),
+        (user, ":ship_it:", true),
+        (user, ":ship_it:", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (message_id, channel_id, user_id) = (messages[2], channel, who);
+        let emoji = parse(aether_domain::Emoji::parse(emoji));
+        let event = if added {
+            MessageEvent::ReactionAdded {
+                message_id,
+                channel_id,
+                user_id,
+                emoji,
+                reacted_at: at,
+            }
+        } else {
+            MessageEvent::ReactionRemoved {
+                message_id,
+                channel_id,
+                user_id,
+                emoji,
+                removed_at: at,
+            }
+        };
+        log.push(
+            "Message",
+            &messages[2].to_string(),
+            2 + sequence as u64,
+            &event,
+        );
+    }
     log.push(
         "ReadMarker",
         &read_marker_id(user, channel).to_string(),
@@ -289,6 +328,7 @@ fn scenario() -> Scenario {
         history,
         direct_words,
         friend,
+        reacting,
         parked_first,
         parked_second,
     }
@@ -306,6 +346,7 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
         history,
         direct_words,
         friend,
+        reacting,
         parked_first,
         parked_second,
     } = scenario();
@@ -324,6 +365,13 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
     if name.contains("timeline") {
         // A conversation's message is kept like a channel's, with no server.
         assert!(text.contains(direct_words), "{name}: {text}");
+        // The reactions that stand are on their message; the one taken back is only in the
+        // channel's changes.
+        assert!(text.contains("🎉"), "{name}: {text}");
+        assert!(text.contains(&reacting.to_string()), "{name}: {text}");
+    } else if !name.contains("audit") {
+        // Reactions are the timeline's alone (the audit keeps every event).
+        assert!(!text.contains(&reacting.to_string()), "{name}: {text}");
     }
     if name.contains("catalog") || name.contains("receipts") {
         // The conversation's participants; the friend's read pointer in it.

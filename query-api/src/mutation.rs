@@ -735,6 +735,57 @@ impl MutationRoot {
         gql(result)
     }
 
+    /// Reacts to a message with an emoji: a Unicode emoji (`👍`) or a custom emoji's name
+    /// between colons (`:party_parrot:`). Reacting again with the same emoji changes nothing.
+    /// Whoever can read a live channel may react (archived channels are read-only);
+    /// `CONFLICT` when the message already carries the most distinct emoji allowed (20 unless
+    /// configured otherwise) and this one is not among them.
+    async fn add_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        emoji: String,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let state = state(ctx);
+            let record = state
+                .commands
+                .add_reaction(
+                    &context(ctx),
+                    message,
+                    &emoji,
+                    state.limits.max_reaction_kinds,
+                )
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Takes back the caller's reaction with an emoji; taking back one that is not there
+    /// changes nothing.
+    async fn remove_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        emoji: String,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let record = state(ctx)
+                .commands
+                .remove_reaction(&context(ctx), message, &emoji)
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
     async fn delete_message(
         &self,
         ctx: &Context<'_>,

@@ -4,6 +4,7 @@
 use aether_commands::service::{
     ChannelRecord, ConversationRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,
 };
+use aether_domain::message::Reaction as ReactionRow;
 use aether_domain::{ChannelId, ServerId, UserId};
 use aether_projections::read::PageFrom;
 use aether_projections::receipts::ReadStateRow;
@@ -753,12 +754,68 @@ pub struct Message {
     pub sequence: i64,
     /// Earlier bodies, oldest first (empty once deleted).
     pub edits: Vec<MessageEdit>,
+    #[graphql(skip)]
+    pub reactions: Vec<ReactionRow>,
 }
+
+/// How many of the first people to react with an emoji `Reaction.firstReactors` lists.
+pub const FIRST_REACTORS: usize = 3;
 
 #[ComplexObject]
 impl Message {
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.author_id).await)
+    }
+
+    /// The reactions, one per emoji, in the order each emoji was first used (empty once
+    /// deleted).
+    async fn reactions(&self, ctx: &Context<'_>) -> Vec<Reaction> {
+        let me = caller(ctx);
+        self.reactions
+            .iter()
+            .map(|reaction| Reaction {
+                emoji: reaction.emoji.to_string(),
+                count: i32::try_from(reaction.users.len()).unwrap_or(i32::MAX),
+                reacted_by_me: me.is_some_and(|me| reaction.users.contains(&me)),
+                first_reactors: reaction
+                    .users
+                    .iter()
+                    .take(FIRST_REACTORS)
+                    .copied()
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// Everyone who reacted to a message with one emoji.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct Reaction {
+    /// A Unicode emoji, or a custom emoji's `:name:`.
+    pub emoji: String,
+    /// How many people reacted with it.
+    pub count: i32,
+    /// Whether the caller is one of them. A subscription that selects this field is resolved
+    /// for each subscriber on their own.
+    pub reacted_by_me: bool,
+    #[graphql(skip)]
+    pub first_reactors: Vec<UserId>,
+}
+
+#[ComplexObject]
+impl Reaction {
+    /// The first people who reacted with it (at most 3), in the order they reacted.
+    async fn first_reactors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
+        let result: ApiResult<Vec<User>> = async {
+            let mut users = Vec::with_capacity(self.first_reactors.len());
+            for id in &self.first_reactors {
+                users.push(load_user(state(ctx), *id).await?);
+            }
+            Ok(users)
+        }
+        .await;
+        gql(result)
     }
 }
 
@@ -778,6 +835,7 @@ impl From<MessageRow> for Message {
                 .then(|| ID(row.channel_id.to_string())),
             sequence: row.version,
             edits: row.edits.into_iter().map(MessageEdit::from).collect(),
+            reactions: row.reactions,
         }
     }
 }
@@ -799,6 +857,7 @@ impl From<MessageRecord> for Message {
             sequence: record.version,
             // The edit history is served by queries, from the timeline read model.
             edits: Vec::new(),
+            reactions: record.reactions,
         }
     }
 }
@@ -821,6 +880,27 @@ pub struct MessageDeleted {
     pub message_id: ID,
 }
 
+/// Someone reacted to a message with an emoji (`added`), or took their reaction back.
+/// `message` carries every reaction as it stands after the change.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ReactionChanged {
+    pub cursor: String,
+    pub message: Message,
+    pub emoji: String,
+    pub added: bool,
+    #[graphql(skip)]
+    pub user_id: UserId,
+}
+
+#[ComplexObject]
+impl ReactionChanged {
+    /// Who reacted or took their reaction back.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.user_id).await)
+    }
+}
+
 /// A change to a channel's messages. `cursor` resumes a subscription (`after`).
 #[derive(Interface, Clone, Debug)]
 #[graphql(field(name = "cursor", ty = "&String"))]
@@ -828,6 +908,7 @@ pub enum ChannelEvent {
     MessageSent(MessageSent),
     MessageEdited(MessageEdited),
     MessageDeleted(MessageDeleted),
+    ReactionChanged(ReactionChanged),
 }
 
 impl From<ChannelEventRow> for ChannelEvent {
@@ -847,6 +928,24 @@ impl From<ChannelEventRow> for ChannelEvent {
                 cursor,
                 message_id: ID(row.message.id.to_string()),
             }),
+            ChannelEventKind::ReactionChanged => {
+                // Written with its reaction by every store; a row without one is a bug, shown
+                // as the message as it stands rather than as a made-up reaction.
+                let (emoji, added, user_id) = match row.reaction {
+                    Some(reaction) => {
+                        let reaction = *reaction;
+                        (reaction.emoji, reaction.added, reaction.user_id)
+                    }
+                    None => (String::new(), false, row.message.author_id),
+                };
+                Self::ReactionChanged(ReactionChanged {
+                    cursor,
+                    message: row.message.into(),
+                    emoji,
+                    added,
+                    user_id,
+                })
+            }
         }
     }
 }

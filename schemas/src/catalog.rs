@@ -242,6 +242,20 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A message was deleted: a tombstone that stays in history; its body is no longer shown.",
     ),
     event(
+        "ReactionAdded",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "Someone reacted to a message with an emoji (a Unicode emoji, or a custom one's \
+         `:name:`) they had not reacted with yet. Keyed by the message's channel or conversation.",
+    ),
+    event(
+        "ReactionRemoved",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "Someone took back their reaction to a message. A deleted message's reactions go with it \
+         without an event of their own.",
+    ),
+    event(
         "ChannelMarkedRead",
         READ_MARKER,
         topics::MESSAGE_EVENTS,

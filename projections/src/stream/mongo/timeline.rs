@@ -10,14 +10,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aether_domain::message::MessageEvent;
-use aether_domain::{ChannelId, MessageId, ServerId, UserId};
+use aether_domain::message::{add_reaction, remove_reaction, MessageEvent, Reaction};
+use aether_domain::{ChannelId, Emoji, MessageId, ServerId, UserId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
 use super::{malformed, ModelCollection, MongoProjection, MongoTx};
-use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow};
+use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow, ReactionChange};
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
 use crate::updates::Update;
@@ -179,6 +179,8 @@ impl MongoProjection for MongoTimelineProjection {
             if seen.insert(channel_key.clone()) {
                 channel_order.push(channel_key.clone());
             }
+            let mut reaction = None;
+            let added = matches!(event, MessageEvent::ReactionAdded { .. });
             let (kind, id) = match event {
                 MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
                     let Some(sent) = event.sent() else {
@@ -208,6 +210,7 @@ impl MongoProjection for MongoTimelineProjection {
                                 position: head.last_message,
                                 version,
                                 edits: Vec::new(),
+                                reactions: Vec::new(),
                             },
                             origin: index,
                             new: true,
@@ -241,8 +244,35 @@ impl MongoProjection for MongoTimelineProjection {
                     row.body = None;
                     row.deleted = true;
                     row.edits.clear();
+                    row.reactions.clear();
                     row.version = version;
                     (ChannelEventKind::MessageDeleted, message_id)
+                }
+                MessageEvent::ReactionAdded {
+                    message_id,
+                    user_id,
+                    emoji,
+                    ..
+                }
+                | MessageEvent::ReactionRemoved {
+                    message_id,
+                    user_id,
+                    emoji,
+                    ..
+                } => {
+                    let row = &mut existing(&mut messages, message_id, index)?.row;
+                    reaction = Some(Box::new(ReactionChange {
+                        user_id,
+                        emoji: emoji.to_string(),
+                        added,
+                    }));
+                    if added {
+                        add_reaction(&mut row.reactions, emoji, user_id);
+                    } else {
+                        remove_reaction(&mut row.reactions, &emoji, user_id);
+                    }
+                    row.version = version;
+                    (ChannelEventKind::ReactionChanged, message_id)
                 }
             };
             let key = id.to_string();
@@ -251,15 +281,16 @@ impl MongoProjection for MongoTimelineProjection {
             }
             head.last_event += 1;
             let seq = head.last_event;
-            channel_events.push((
-                index,
-                doc! {
-                    "channel_id": &channel_key,
-                    "seq": seq,
-                    "kind": kind.as_str(),
-                    "message_id": &key,
-                },
-            ));
+            let mut change = doc! {
+                "channel_id": &channel_key,
+                "seq": seq,
+                "kind": kind.as_str(),
+                "message_id": &key,
+            };
+            if let Some(reaction) = &reaction {
+                change.insert("reaction", reaction_document(reaction));
+            }
+            channel_events.push((index, change));
             let message = messages
                 .get(&key)
                 .map(|touched| touched.row.clone())
@@ -272,6 +303,7 @@ impl MongoProjection for MongoTimelineProjection {
                 seq,
                 kind,
                 message,
+                reaction,
             }));
         }
 
@@ -318,12 +350,7 @@ impl MongoProjection for MongoTimelineProjection {
 }
 
 fn message_id(event: &MessageEvent) -> MessageId {
-    match event {
-        MessageEvent::MessageSent { message_id, .. }
-        | MessageEvent::DirectMessageSent { message_id, .. }
-        | MessageEvent::MessageEdited { message_id, .. }
-        | MessageEvent::MessageDeleted { message_id, .. } => *message_id,
-    }
+    event.message_id()
 }
 
 /// The message an edit or deletion is about; its absence is the event's fault (its aggregate's
@@ -355,6 +382,14 @@ fn chrono_time(at: mongodb::bson::DateTime) -> Option<DateTime<Utc>> {
 }
 
 pub fn message_document(row: &MessageRow) -> Document {
+    let reactions: Vec<Bson> = row
+        .reactions
+        .iter()
+        .map(|reaction| {
+            let users: Vec<String> = reaction.users.iter().map(UserId::to_string).collect();
+            Bson::Document(doc! { "emoji": reaction.emoji.as_str(), "users": users })
+        })
+        .collect();
     let edits: Vec<Bson> = row
         .edits
         .iter()
@@ -377,7 +412,26 @@ pub fn message_document(row: &MessageRow) -> Document {
         "channel_seq": row.position,
         "version": row.version,
         "edits": edits,
+        "reactions": reactions,
     }
+}
+
+fn reaction_document(reaction: &ReactionChange) -> Document {
+    doc! {
+        "user_id": reaction.user_id.to_string(),
+        "emoji": &reaction.emoji,
+        "added": reaction.added,
+    }
+}
+
+/// The reaction a stored `ReactionChanged` change names; `None` if it is not one this code
+/// wrote.
+pub fn reaction_from_document(document: &Document) -> Option<ReactionChange> {
+    Some(ReactionChange {
+        user_id: UserId::parse(document.get_str("user_id").ok()?).ok()?,
+        emoji: document.get_str("emoji").ok()?.to_owned(),
+        added: document.get_bool("added").ok()?,
+    })
 }
 
 /// The row a stored message document holds; `None` if it is not one this code wrote.
@@ -401,6 +455,21 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
             replaced_at: chrono_time(*edit.get_datetime("replaced_at").ok()?)?,
         });
     }
+    // Documents written before reactions existed have none.
+    let mut reactions = Vec::new();
+    if let Ok(stored) = document.get_array("reactions") {
+        for reaction in stored {
+            let reaction = reaction.as_document()?;
+            let mut users = Vec::new();
+            for user in reaction.get_array("users").ok()? {
+                users.push(UserId::parse(user.as_str()?).ok()?);
+            }
+            reactions.push(Reaction {
+                emoji: Emoji::parse(reaction.get_str("emoji").ok()?).ok()?,
+                users,
+            });
+        }
+    }
     Some(MessageRow {
         id: MessageId::parse(id("_id")?).ok()?,
         channel_id: ChannelId::parse(id("channel_id")?).ok()?,
@@ -417,5 +486,6 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
         position: document.get_i64("channel_seq").ok()?,
         version: document.get_i64("version").ok()?,
         edits,
+        reactions,
     })
 }

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS channel_heads (
     last_event   BIGINT NOT NULL,
     last_message BIGINT NOT NULL
 );
+-- Added with reactions; a version created before them gains the columns, and the defaults are
+-- exact for it (its messages had no reactions).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS reactions TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE channel_events ADD COLUMN IF NOT EXISTS reaction TEXT;
 "#
     }
 
