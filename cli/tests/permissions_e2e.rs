@@ -134,6 +134,18 @@ const CASES: &[Case] = &[
         denied: "FORBIDDEN",
     },
     Case {
+        name: "sendThreadReply",
+        allowed: &ROLES,
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "sendThreadReplyPrivate",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
         name: "addReaction",
         allowed: &ROLES,
         outsider: "NOT_FOUND",
@@ -355,6 +367,14 @@ async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyho
                 json!({ "c": channel }),
             )
         }
+        "sendThreadReply" | "sendThreadReplyPrivate" => {
+            let channel = if case == "sendThreadReply" { world.text.clone() } else { world.private.clone() };
+            let root = send(owner, &channel, &format!("root {n}")).await?;
+            (
+                "mutation($c: ID!, $r: ID!) { sendMessage(input: {channelId: $c, body: \"in thread\", threadRootId: $r, replyToId: $r}) { id } }",
+                json!({ "c": channel, "r": root }),
+            )
+        }
         "editOthersMessage" | "deleteOthersMessage" => {
             let message = send(&mut world.author, &world.text, &format!("theirs {n}")).await?;
             owner.consistency = world.author.consistency.clone();
@@ -482,6 +502,21 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
     let app = start(dir.path()).await?;
     let mut world = world(&app).await?;
     let secret = send(&mut world.owner, &world.private, "staff only").await?;
+    // With a thread and a reaction of its own, that must not show either.
+    world
+        .owner
+        .ok(
+            "mutation($c: ID!, $r: ID!) { sendMessage(input: {channelId: $c, body: \"staff thread\", threadRootId: $r}) { id } }",
+            json!({ "c": world.private, "r": secret }),
+        )
+        .await?;
+    world
+        .owner
+        .ok(
+            "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"🔒\") { id } }",
+            json!({ "m": secret }),
+        )
+        .await?;
     let public = send(&mut world.owner, &world.text, "for everyone").await?;
     let consistency = world.owner.consistency.clone();
 
@@ -499,6 +534,11 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
         (
             "message",
             "query($i: ID!) { message(id: $i) { body reactions { emoji count } } }",
+            secret.clone(),
+        ),
+        (
+            "thread",
+            "query($i: ID!) { thread(rootId: $i) { edges { node { body } } } }",
             secret.clone(),
         ),
     ];
@@ -562,6 +602,10 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
         (
             "subscription($i: ID!) { typing(channelId: $i) { typing } }",
             world.private.clone(),
+        ),
+        (
+            "subscription($i: ID!) { threadEvents(rootId: $i) { cursor } }",
+            secret.clone(),
         ),
     ];
     for (query, id) in subscriptions {

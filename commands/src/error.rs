@@ -132,10 +132,17 @@ impl DomainRefusal for MessageError {
     fn code(&self) -> ErrorCode {
         use MessageError::*;
         match self {
-            UnknownMessage | UnknownChannel => ErrorCode::NotFound,
+            UnknownMessage | UnknownChannel | UnknownReplyTarget | UnknownThreadRoot => {
+                ErrorCode::NotFound
+            }
+            NestedThread | AlsoInChannelOutsideAThread => ErrorCode::BadUserInput,
             NotAChannelMember | PostingNotAllowed | NotTheAuthor | DeleteNotAllowed
             | ReactingNotAllowed => ErrorCode::Forbidden,
-            AlreadySent | MessageDeleted | TooManyReactions { .. } => ErrorCode::Conflict,
+            AlreadySent
+            | MessageDeleted
+            | TooManyReactions { .. }
+            | ReplyToDeleted
+            | ThreadRootDeleted => ErrorCode::Conflict,
         }
     }
 }

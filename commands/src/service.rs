@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use aether_domain::conversation::{
     conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
 };
-use aether_domain::message::{Message, MessageCommand, Reaction};
+use aether_domain::message::{Message, MessageCommand, MessageLinks, Reaction};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
@@ -161,6 +161,8 @@ pub struct MessageRecord {
     pub version: i64,
     /// Who reacted with what, as the message holds them after the command.
     pub reactions: Vec<Reaction>,
+    pub reply_to_id: Option<MessageId>,
+    pub thread_root_id: Option<MessageId>,
 }
 
 type Framework<R, A> = CqrsFramework<A, PersistedEventStore<R, A>>;
@@ -1130,9 +1132,35 @@ impl<R: WriteStore> ChatCommands<R> {
         channel_id: ChannelId,
         body: &str,
     ) -> Result<Committed<MessageRecord>, CommandError> {
+        self.send_linked_message(ctx, channel_id, body, Links::default())
+            .await
+    }
+
+    /// Sends a message that may reply to another (quoting it) and may be a reply in a root
+    /// message's thread; both must be messages of the same channel.
+    pub async fn send_linked_message(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        body: &str,
+        links: Links,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
         let author = ctx.actor()?;
         let body = MessageBody::parse(body)?;
         let access = self.channel_access(channel_id, author).await?;
+        let mut linked = MessageLinks {
+            also_in_channel: links.also_in_channel,
+            ..MessageLinks::default()
+        };
+        // Only someone who may post in the channel learns whether a linked message is there.
+        if access.can_post() {
+            if let Some(id) = links.reply_to {
+                linked.reply_to = Some(self.load::<Message>(&id.to_string()).await?.linked(id));
+            }
+            if let Some(id) = links.thread_root {
+                linked.thread_root = Some(self.load::<Message>(&id.to_string()).await?.linked(id));
+            }
+        }
         let message_id = MessageId::new();
         let command = MessageCommand::SendMessage {
             message_id,
@@ -1140,6 +1168,7 @@ impl<R: WriteStore> ChatCommands<R> {
             author,
             body,
             access,
+            links: linked,
             at: ctx.at,
         };
         // A freshly generated id has no events: nothing to load.
@@ -1467,6 +1496,8 @@ impl<R: WriteStore> ChatCommands<R> {
                 edited_at: message.edited_at,
                 version: position.event.sequence,
                 reactions: message.reactions,
+                reply_to_id: message.reply_to_id,
+                thread_root_id: message.thread_root_id,
             },
             position,
         })
@@ -1487,6 +1518,14 @@ fn conversation_record(conversation: &Conversation) -> Result<ConversationRecord
         participants: conversation.participants.clone(),
         opened_at,
     })
+}
+
+/// What a new message links to, by id (see [`ChatCommands::send_linked_message`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Links {
+    pub reply_to: Option<MessageId>,
+    pub thread_root: Option<MessageId>,
+    pub also_in_channel: bool,
 }
 
 /// The message a command is about, as far as the service already knows it.

@@ -23,6 +23,32 @@ use crate::permissions::ChannelAccess;
 use crate::values::{Emoji, MessageBody};
 use crate::EVENT_VERSION_1;
 
+/// A message a new one points at (the one it replies to, or its thread's root), as its own
+/// aggregate stands when the new one is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedMessage {
+    pub message_id: MessageId,
+    /// `None` if no such message was ever sent.
+    pub channel_id: Option<ChannelId>,
+    pub deleted: bool,
+    /// The thread the linked message is itself a reply in.
+    pub thread_root_id: Option<MessageId>,
+}
+
+/// How a new message relates to others: a reply quoting one (`reply_to`), a reply in the
+/// thread of a root message (`thread_root`), both, or neither. A thread reply stays in its
+/// thread unless `also_in_channel`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageLinks {
+    pub reply_to: Option<LinkedMessage>,
+    pub thread_root: Option<LinkedMessage>,
+    pub also_in_channel: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 /// How many distinct emoji one message may carry unless configured otherwise.
 pub const DEFAULT_MAX_REACTION_KINDS: usize = 20;
 
@@ -34,6 +60,8 @@ pub enum MessageCommand {
         author: UserId,
         body: MessageBody,
         access: ChannelAccess,
+        /// What the message replies to and which thread it is in, if any.
+        links: MessageLinks,
         at: DateTime<Utc>,
     },
     EditMessage {
@@ -74,6 +102,15 @@ pub enum MessageEvent {
         author_id: UserId,
         body: MessageBody,
         sent_at: DateTime<Utc>,
+        /// The message this one replies to (quotes), in the same channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to_id: Option<MessageId>,
+        /// The root of the thread this message is a reply in; threads are one level deep.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root_id: Option<MessageId>,
+        /// A thread reply also shown in the channel's own history.
+        #[serde(default, skip_serializing_if = "is_false")]
+        also_in_channel: bool,
     },
     /// A message was sent in a direct conversation (which belongs to no server).
     DirectMessageSent {
@@ -82,6 +119,15 @@ pub enum MessageEvent {
         author_id: UserId,
         body: MessageBody,
         sent_at: DateTime<Utc>,
+        /// The message this one replies to (quotes), in the same channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to_id: Option<MessageId>,
+        /// The root of the thread this message is a reply in; threads are one level deep.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root_id: Option<MessageId>,
+        /// A thread reply also shown in the channel's own history.
+        #[serde(default, skip_serializing_if = "is_false")]
+        also_in_channel: bool,
     },
     /// The previous body is kept in the event, so the edit history is in the log.
     MessageEdited {
@@ -135,6 +181,11 @@ pub struct SentMessage {
     pub author_id: UserId,
     pub body: MessageBody,
     pub sent_at: DateTime<Utc>,
+    pub reply_to_id: Option<MessageId>,
+    pub thread_root_id: Option<MessageId>,
+    /// Whether the channel's own history shows it: every message but a thread reply not
+    /// also sent to the channel.
+    pub in_channel: bool,
 }
 
 impl MessageEvent {
@@ -174,6 +225,9 @@ impl MessageEvent {
                 author_id,
                 body,
                 sent_at,
+                reply_to_id,
+                thread_root_id,
+                also_in_channel,
             } => Some(SentMessage {
                 message_id: *message_id,
                 channel_id: *channel_id,
@@ -181,6 +235,9 @@ impl MessageEvent {
                 author_id: *author_id,
                 body: body.clone(),
                 sent_at: *sent_at,
+                reply_to_id: *reply_to_id,
+                thread_root_id: *thread_root_id,
+                in_channel: thread_root_id.is_none() || *also_in_channel,
             }),
             MessageEvent::DirectMessageSent {
                 message_id,
@@ -188,6 +245,9 @@ impl MessageEvent {
                 author_id,
                 body,
                 sent_at,
+                reply_to_id,
+                thread_root_id,
+                also_in_channel,
             } => Some(SentMessage {
                 message_id: *message_id,
                 channel_id: *conversation_id,
@@ -195,6 +255,9 @@ impl MessageEvent {
                 author_id: *author_id,
                 body: body.clone(),
                 sent_at: *sent_at,
+                reply_to_id: *reply_to_id,
+                thread_root_id: *thread_root_id,
+                in_channel: thread_root_id.is_none() || *also_in_channel,
             }),
             MessageEvent::MessageEdited { .. }
             | MessageEvent::MessageDeleted { .. }
@@ -244,6 +307,18 @@ pub enum MessageError {
     ReactingNotAllowed,
     #[error("a message holds at most {max} different reactions")]
     TooManyReactions { max: usize },
+    #[error("no such message to reply to in this channel")]
+    UnknownReplyTarget,
+    #[error("the message replied to has been deleted")]
+    ReplyToDeleted,
+    #[error("no such thread root in this channel")]
+    UnknownThreadRoot,
+    #[error("a thread's root has been deleted")]
+    ThreadRootDeleted,
+    #[error("a reply in a thread cannot start a thread of its own; reply in its root's thread")]
+    NestedThread,
+    #[error("only a reply in a thread can also be sent to the channel")]
+    AlsoInChannelOutsideAThread,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,9 +330,50 @@ pub struct Message {
     pub sent_at: Option<DateTime<Utc>>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
+    /// The root of the thread this message is a reply in.
+    #[serde(default)]
+    pub thread_root_id: Option<MessageId>,
+    /// The message this one quotes.
+    #[serde(default)]
+    pub reply_to_id: Option<MessageId>,
     /// In the order each emoji was first used; an emoji nobody reacts with any more is gone.
     #[serde(default)]
     pub reactions: Vec<Reaction>,
+}
+
+/// The ids a new message in `channel` links to, refused unless each linked message was sent
+/// in that channel and is not deleted, and a thread root is not itself a thread reply.
+fn check_links(
+    links: &MessageLinks,
+    channel: ChannelId,
+) -> Result<(Option<MessageId>, Option<MessageId>), MessageError> {
+    if let Some(target) = links.reply_to {
+        if target.channel_id != Some(channel) {
+            return Err(MessageError::UnknownReplyTarget);
+        }
+        if target.deleted {
+            return Err(MessageError::ReplyToDeleted);
+        }
+    }
+    match links.thread_root {
+        Some(root) => {
+            if root.channel_id != Some(channel) {
+                return Err(MessageError::UnknownThreadRoot);
+            }
+            if root.thread_root_id.is_some() {
+                return Err(MessageError::NestedThread);
+            }
+            if root.deleted {
+                return Err(MessageError::ThreadRootDeleted);
+            }
+        }
+        None if links.also_in_channel => return Err(MessageError::AlsoInChannelOutsideAThread),
+        None => {}
+    }
+    Ok((
+        links.reply_to.map(|target| target.message_id),
+        links.thread_root.map(|root| root.message_id),
+    ))
 }
 
 /// Refuses unless `access` lets its holder see the channel at all.
@@ -270,6 +386,16 @@ fn require_member(access: &ChannelAccess) -> Result<(), MessageError> {
 }
 
 impl Message {
+    /// This message as a new message that links to it (as `id`) sees it.
+    pub fn linked(&self, id: MessageId) -> LinkedMessage {
+        LinkedMessage {
+            message_id: id,
+            channel_id: self.channel_id,
+            deleted: self.deleted,
+            thread_root_id: self.thread_root_id,
+        }
+    }
+
     /// The message as it stands, refused if it was never sent or is deleted.
     fn live(&self) -> Result<(MessageId, ChannelId, UserId, &MessageBody), MessageError> {
         // Checked first: deletion clears the body, so a deleted message would otherwise look
@@ -293,6 +419,7 @@ impl Message {
                 author,
                 body,
                 access,
+                links,
                 at,
             } => {
                 if self.id.is_some() {
@@ -302,6 +429,8 @@ impl Message {
                 if !access.can_post() {
                     return Err(MessageError::PostingNotAllowed);
                 }
+                let (reply_to_id, thread_root_id) = check_links(&links, channel_id)?;
+                let also_in_channel = links.also_in_channel;
                 Ok(Some(match access.server_id() {
                     Some(server_id) => MessageEvent::MessageSent {
                         message_id,
@@ -310,6 +439,9 @@ impl Message {
                         author_id: author,
                         body,
                         sent_at: at,
+                        reply_to_id,
+                        thread_root_id,
+                        also_in_channel,
                     },
                     None => MessageEvent::DirectMessageSent {
                         message_id,
@@ -317,6 +449,9 @@ impl Message {
                         author_id: author,
                         body,
                         sent_at: at,
+                        reply_to_id,
+                        thread_root_id,
+                        also_in_channel,
                     },
                 }))
             }
@@ -442,6 +577,8 @@ impl Aggregate for Message {
             self.author = Some(sent.author_id);
             self.body = Some(sent.body);
             self.sent_at = Some(sent.sent_at);
+            self.thread_root_id = sent.thread_root_id;
+            self.reply_to_id = sent.reply_to_id;
             return;
         }
         match event {

@@ -3,7 +3,9 @@
 //! Whether someone may post is decided by the channel's server and arrives in each command as a
 //! `ChannelAccess`; these tests build that access directly for each role and kind of channel.
 
-use aether_domain::message::{Message, MessageCommand, MessageError, MessageEvent};
+use aether_domain::message::{
+    LinkedMessage, Message, MessageCommand, MessageError, MessageEvent, MessageLinks,
+};
 use aether_domain::{
     ChannelAccess, ChannelFacts, ChannelId, ChannelKind, Emoji, MessageBody, MessageId, Role,
     ServerId, UserId,
@@ -96,6 +98,7 @@ fn send(access: ChannelAccess) -> MessageCommand {
         author: author(),
         body: body("hello"),
         access,
+        links: MessageLinks::default(),
         at: at(),
     }
 }
@@ -108,6 +111,9 @@ fn sent() -> MessageEvent {
         author_id: author(),
         body: body("hello"),
         sent_at: at(),
+        reply_to_id: None,
+        thread_root_id: None,
+        also_in_channel: false,
     }
 }
 
@@ -763,4 +769,163 @@ fn a_deleted_or_unknown_message_takes_no_reactions() {
         .given_no_previous_events()
         .when(react(someone_else(), "👍", text(Role::Member)))
         .then_expect_error(MessageError::UnknownMessage);
+}
+
+// --- SendMessage with a reply or in a thread ------------------------------------------------
+
+fn other_message() -> MessageId {
+    MessageId::from_uuid(Uuid::from_u128(0x3e56))
+}
+
+/// `other_message()` as it stands: in `channel`, deleted or not, itself in a thread or not.
+fn linked(channel: ChannelId, deleted: bool, in_thread: bool) -> LinkedMessage {
+    LinkedMessage {
+        message_id: other_message(),
+        channel_id: Some(channel),
+        deleted,
+        thread_root_id: in_thread.then(|| MessageId::from_uuid(Uuid::from_u128(0x3e57))),
+    }
+}
+
+fn send_linked(links: MessageLinks) -> MessageCommand {
+    MessageCommand::SendMessage {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        author: author(),
+        body: body("hello"),
+        access: text(Role::Member),
+        links,
+        at: at(),
+    }
+}
+
+fn sent_linked(reply_to: bool, thread: bool, also_in_channel: bool) -> MessageEvent {
+    MessageEvent::MessageSent {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        server_id: server_id(),
+        author_id: author(),
+        body: body("hello"),
+        sent_at: at(),
+        reply_to_id: reply_to.then(other_message),
+        thread_root_id: thread.then(other_message),
+        also_in_channel,
+    }
+}
+
+fn sending_linked(links: MessageLinks) -> Result<Vec<MessageEvent>, MessageError> {
+    framework()
+        .given_no_previous_events()
+        .when(send_linked(links))
+        .inspect_result()
+}
+
+#[test]
+fn a_reply_names_the_message_it_quotes() {
+    let links = MessageLinks {
+        reply_to: Some(linked(channel_id(), false, false)),
+        ..MessageLinks::default()
+    };
+    assert_eq!(
+        sending_linked(links),
+        Ok(vec![sent_linked(true, false, false)])
+    );
+    // A reply may quote a message that is itself in a thread.
+    let links = MessageLinks {
+        reply_to: Some(linked(channel_id(), false, true)),
+        ..MessageLinks::default()
+    };
+    assert!(sending_linked(links).is_ok());
+}
+
+#[test]
+fn a_reply_to_a_message_elsewhere_unknown_or_deleted_is_refused() {
+    let elsewhere = ChannelId::from_uuid(Uuid::from_u128(0xc2));
+    let never_sent = LinkedMessage {
+        channel_id: None,
+        ..linked(channel_id(), false, false)
+    };
+    for (target, error) in [
+        (
+            linked(elsewhere, false, false),
+            MessageError::UnknownReplyTarget,
+        ),
+        (never_sent, MessageError::UnknownReplyTarget),
+        (
+            linked(channel_id(), true, false),
+            MessageError::ReplyToDeleted,
+        ),
+    ] {
+        let links = MessageLinks {
+            reply_to: Some(target),
+            ..MessageLinks::default()
+        };
+        assert_eq!(sending_linked(links), Err(error));
+    }
+}
+
+#[test]
+fn a_thread_reply_stays_in_its_thread_unless_also_sent_to_the_channel() {
+    for also_in_channel in [false, true] {
+        let links = MessageLinks {
+            thread_root: Some(linked(channel_id(), false, false)),
+            also_in_channel,
+            ..MessageLinks::default()
+        };
+        let sent = sending_linked(links);
+        assert_eq!(sent, Ok(vec![sent_linked(false, true, also_in_channel)]));
+        let in_channel = sent
+            .ok()
+            .and_then(|events| events.first().and_then(MessageEvent::sent))
+            .map(|sent| sent.in_channel);
+        assert_eq!(in_channel, Some(also_in_channel));
+    }
+}
+
+#[test]
+fn a_thread_needs_a_live_root_in_the_channel_that_is_not_itself_a_thread_reply() {
+    let elsewhere = ChannelId::from_uuid(Uuid::from_u128(0xc2));
+    for (root, error) in [
+        (
+            linked(elsewhere, false, false),
+            MessageError::UnknownThreadRoot,
+        ),
+        (
+            linked(channel_id(), true, false),
+            MessageError::ThreadRootDeleted,
+        ),
+        (
+            linked(channel_id(), false, true),
+            MessageError::NestedThread,
+        ),
+    ] {
+        let links = MessageLinks {
+            thread_root: Some(root),
+            ..MessageLinks::default()
+        };
+        assert_eq!(sending_linked(links), Err(error));
+    }
+}
+
+#[test]
+fn only_a_thread_reply_can_also_be_sent_to_the_channel() {
+    let links = MessageLinks {
+        also_in_channel: true,
+        ..MessageLinks::default()
+    };
+    assert_eq!(
+        sending_linked(links),
+        Err(MessageError::AlsoInChannelOutsideAThread)
+    );
+}
+
+#[test]
+fn a_thread_reply_remembers_its_root_so_it_cannot_root_a_thread() {
+    let mut message = Message::default();
+    cqrs_es::Aggregate::apply(&mut message, sent_linked(false, true, false));
+    assert_eq!(message.thread_root_id, Some(other_message()));
+    assert_eq!(
+        message.linked(message_id()).thread_root_id,
+        Some(other_message())
+    );
 }

@@ -638,10 +638,11 @@ impl ReadModels {
                     PageFrom::Start => "ASC",
                     PageFrom::End => "DESC",
                 };
+                // A thread reply not also sent to the channel is read in its thread only.
                 let sql = format!(
                     "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE channel_id = $1 \
-                     AND channel_seq > $2 AND channel_seq < $3 ORDER BY channel_seq {order} \
-                     LIMIT $4"
+                     AND channel_seq > $2 AND channel_seq < $3 AND in_channel \
+                     ORDER BY channel_seq {order} LIMIT $4"
                 );
                 let values = vec![text(channel), after.into(), before.into(), limit.into()];
                 all(&self.rows(&sql, values).await?, MessageRow::from_row)?
@@ -657,8 +658,62 @@ impl ReadModels {
                     doc! {
                         "channel_id": channel.to_string(),
                         "channel_seq": { "$gt": after, "$lt": before },
+                        "in_channel": { "$ne": false },
                     },
                     Some((doc! { "channel_seq": order }, limit)),
+                )
+                .await?;
+                documents
+                    .iter()
+                    .map(message_document)
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        if from == PageFrom::End {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    /// A page of the replies in `root`'s thread strictly between `after` and `before` (thread
+    /// positions), `limit` long, taken from `from`, returned oldest first.
+    pub async fn thread_replies(
+        &self,
+        root: MessageId,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: i64,
+        from: PageFrom,
+    ) -> Result<Vec<MessageRow>, RowError> {
+        let (after, before) = (after.unwrap_or(0), before.unwrap_or(i64::MAX));
+        let mut page = match &self.inner.timeline {
+            Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
+                let order = match from {
+                    PageFrom::Start => "ASC",
+                    PageFrom::End => "DESC",
+                };
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE thread_root_id = $1 \
+                     AND thread_seq > $2 AND thread_seq < $3 ORDER BY thread_seq {order} \
+                     LIMIT $4"
+                );
+                let values = vec![text(root), after.into(), before.into(), limit.into()];
+                all(&self.rows(&sql, values).await?, MessageRow::from_row)?
+            }
+            Timeline::Mongo(database) => {
+                let order = match from {
+                    PageFrom::Start => 1,
+                    PageFrom::End => -1,
+                };
+                let messages = self.collection(database, "messages").await?;
+                let documents = find_all(
+                    &messages,
+                    doc! {
+                        "thread_root_id": root.to_string(),
+                        "thread_seq": { "$gt": after, "$lt": before },
+                    },
+                    Some((doc! { "thread_seq": order }, limit)),
                 )
                 .await?;
                 documents
@@ -705,7 +760,7 @@ impl ReadModels {
                             channel_id: channel,
                             seq: row.get("seq")?,
                             kind: event_kind(kind)?,
-                            message: MessageRow::from_row(row)?,
+                            message: Box::new(MessageRow::from_row(row)?),
                             reaction: reaction
                                 .map(|text| {
                                     serde_json::from_str(&text).map_err(|_| RowError::Malformed {
@@ -763,7 +818,9 @@ impl ReadModels {
                             channel_id: channel,
                             seq: event.get_i64("seq").map_err(|_| malformed())?,
                             kind: event_kind(kind.to_owned())?,
-                            message: by_id.get(message_id).cloned().ok_or_else(malformed)?,
+                            message: Box::new(
+                                by_id.get(message_id).cloned().ok_or_else(malformed)?,
+                            ),
                             reaction,
                         })
                     })

@@ -209,6 +209,36 @@ pub struct MessageRow {
     /// order they reacted; emptied when the message is deleted.
     #[serde(default)]
     pub reactions: Vec<Reaction>,
+    /// The message this one quotes.
+    #[serde(default)]
+    pub reply_to_id: Option<MessageId>,
+    /// The root of the thread this message is a reply in.
+    #[serde(default)]
+    pub thread_root_id: Option<MessageId>,
+    /// A thread reply's place in its thread, from 1: its cursor in `thread`.
+    #[serde(default)]
+    pub thread_position: Option<i64>,
+    /// Whether the channel's own history shows it (false for a thread reply not also sent to
+    /// the channel).
+    #[serde(default = "shown")]
+    pub in_channel: bool,
+    /// The thread of which this message is the root, once it has a reply.
+    #[serde(default)]
+    pub thread: Option<ThreadSummary>,
+}
+
+fn shown() -> bool {
+    true
+}
+
+/// A root message's thread at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    /// Replies sent in the thread (a deleted one stays as a tombstone, and counts).
+    pub reply_count: i64,
+    pub last_reply_at: DateTime<Utc>,
+    /// Everyone who replied, in the order of their first reply.
+    pub participants: Vec<UserId>,
 }
 
 impl MessageRow {
@@ -230,6 +260,18 @@ impl MessageRow {
                 value: edits,
             })?,
             reactions: json_column(row, "reactions")?,
+            reply_to_id: parse_optional_id(row, "reply_to_id", MessageId::parse)?,
+            thread_root_id: parse_optional_id(row, "thread_root_id", MessageId::parse)?,
+            thread_position: row.get("thread_seq")?,
+            in_channel: row.get("in_channel")?,
+            thread: match row.get::<Option<DateTime<Utc>>>("thread_last_reply_at")? {
+                Some(last_reply_at) => Some(ThreadSummary {
+                    reply_count: row.get("thread_replies")?,
+                    last_reply_at,
+                    participants: json_column(row, "thread_participants")?,
+                }),
+                None => None,
+            },
         })
     }
 }
@@ -284,7 +326,8 @@ pub struct ChannelEventRow {
     pub channel_id: ChannelId,
     pub seq: i64,
     pub kind: ChannelEventKind,
-    pub message: MessageRow,
+    /// Boxed: the row travels in updates beside much smaller ones.
+    pub message: Box<MessageRow>,
     /// The reaction a `ReactionChanged` is about; `None` for every other kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reaction: Option<Box<ReactionChange>>,

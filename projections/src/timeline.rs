@@ -22,7 +22,8 @@ impl TimelineProjection {
 }
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel_id, server_id, author_id, body, created_at, \
-     edited_at, deleted, channel_seq, version, edits, reactions";
+     edited_at, deleted, channel_seq, version, edits, reactions, reply_to_id, thread_root_id, \
+     thread_seq, in_channel, thread_replies, thread_last_reply_at, thread_participants";
 
 #[async_trait]
 impl Projection for TimelineProjection {
@@ -84,12 +85,17 @@ pub async fn apply_timeline_event(
                 return Ok(());
             };
             let heads = bump_heads(tx, &channel_id, Bump::EventAndMessage).await?;
+            let thread_seq = match sent.thread_root_id {
+                Some(root) => Some(add_thread_reply(tx, &root.to_string(), &sent).await?),
+                None => None,
+            };
             let row = tx
                 .fetch_optional(
                     &format!(
                         "INSERT INTO messages (id, channel_id, server_id, author_id, body, \
-                         created_at, deleted, channel_seq, version, edits) \
-                         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, '[]') \
+                         created_at, deleted, channel_seq, version, edits, reply_to_id, \
+                         thread_root_id, thread_seq, in_channel) \
+                         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, '[]', $9, $10, $11, $12) \
                          RETURNING {MESSAGE_COLUMNS}"
                     ),
                     vec![
@@ -101,6 +107,10 @@ pub async fn apply_timeline_event(
                         sent.sent_at.into(),
                         heads.last_message.into(),
                         version.into(),
+                        sent.reply_to_id.map(|id| id.to_string()).into(),
+                        sent.thread_root_id.map(|id| id.to_string()).into(),
+                        thread_seq.into(),
+                        sent.in_channel.into(),
                     ],
                 )
                 .await?;
@@ -201,10 +211,43 @@ pub async fn apply_timeline_event(
         channel_id: channel,
         seq,
         kind,
-        message,
+        message: Box::new(message),
         reaction,
     }));
     Ok(())
+}
+
+/// Counts `reply` in its root's thread summary and answers its place in the thread. A root the
+/// timeline does not hold is the event's fault (its aggregate's events are missing here).
+async fn add_thread_reply(
+    tx: &mut dyn SqlWrite,
+    root: &str,
+    reply: &aether_domain::message::SentMessage,
+) -> Result<i64, ApplyError> {
+    let mut participants: Vec<aether_domain::UserId> =
+        load_json(tx, root, "thread_participants").await?;
+    if !participants.contains(&reply.author_id) {
+        participants.push(reply.author_id);
+    }
+    let row = tx
+        .fetch_optional(
+            "UPDATE messages SET thread_replies = thread_replies + 1, \
+             thread_last_reply_at = $1, thread_participants = $2 WHERE id = $3 \
+             RETURNING thread_replies",
+            vec![
+                reply.sent_at.into(),
+                to_json(&participants, "thread_participants")?.into(),
+                root.into(),
+            ],
+        )
+        .await?
+        .ok_or_else(|| {
+            ApplyError::Row(RowError::Malformed {
+                column: "thread_root_id",
+                value: format!("thread root {root} is not in the timeline"),
+            })
+        })?;
+    Ok(row.get("thread_replies")?)
 }
 
 /// A JSON column of a message (`edits`, `reactions`); an empty list if the message is not

@@ -148,6 +148,9 @@ impl Script {
             author_id: self.author,
             body: body(text),
             sent_at: at(when),
+            reply_to_id: None,
+            thread_root_id: None,
+            also_in_channel: false,
         };
         (id, self.event(id, event, at(when)))
     }
@@ -261,6 +264,11 @@ async fn a_batch_leaves_messages_with_their_edit_history_and_tombstones() {
                 { "body": "hello, world", "replaced_at": date(4) },
             ],
             "reactions": [],
+            "reply_to_id": null,
+            "thread_root_id": null,
+            "thread_seq": null,
+            "in_channel": true,
+            "thread": null,
         })
     );
     let tombstone = message(&dump, oops);

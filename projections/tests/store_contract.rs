@@ -171,6 +171,9 @@ fn scenario() -> Scenario {
                 author_id: user,
                 body: parse(MessageBody::parse(&format!("hello {n}, <@{user}>"))),
                 sent_at: at,
+                reply_to_id: None,
+                thread_root_id: None,
+                also_in_channel: false,
             },
         );
     }
@@ -195,6 +198,24 @@ fn scenario() -> Scenario {
             channel_id: channel,
             deleted_by: user,
             deleted_at: at,
+        },
+    );
+    // A reply in the first message's thread, quoting the third.
+    let reply = MessageId::new();
+    log.push(
+        "Message",
+        &reply.to_string(),
+        1,
+        &MessageEvent::MessageSent {
+            message_id: reply,
+            channel_id: channel,
+            server_id: server,
+            author_id: user,
+            body: parse(MessageBody::parse("in the thread")),
+            sent_at: at,
+            reply_to_id: Some(messages[2]),
+            thread_root_id: Some(messages[0]),
+            also_in_channel: false,
         },
     );
     // Two people react with one emoji, and one of them also with another, then takes it back.
@@ -272,6 +293,9 @@ fn scenario() -> Scenario {
             author_id: user,
             body: parse(MessageBody::parse(&format!("just between us, <@{friend}>"))),
             sent_at: at,
+            reply_to_id: None,
+            thread_root_id: None,
+            also_in_channel: false,
         },
     );
     log.push(
@@ -310,6 +334,9 @@ fn scenario() -> Scenario {
             author_id: user,
             body: parse(MessageBody::parse("parked")),
             sent_at: at,
+            reply_to_id: None,
+            thread_root_id: None,
+            also_in_channel: false,
         },
     );
     let parked_second = log.push(
@@ -369,6 +396,7 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
         // channel's changes.
         assert!(text.contains("🎉"), "{name}: {text}");
         assert!(text.contains(&reacting.to_string()), "{name}: {text}");
+        assert!(text.contains("in the thread"), "{name}: {text}");
     } else if !name.contains("audit") {
         // Reactions are the timeline's alone (the audit keeps every event).
         assert!(!text.contains(&reacting.to_string()), "{name}: {text}");

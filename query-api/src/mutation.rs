@@ -3,6 +3,7 @@
 //! returned as `extensions.consistencyToken`.
 
 use aether_commands::auth::TokenKind;
+use aether_commands::service::Links;
 use aether_commands::{CommandContext, Committed, Moderation, SessionRecord};
 use aether_domain::conversation::MAX_PARTICIPANTS;
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
@@ -79,6 +80,15 @@ pub struct SendMessageInput {
     pub channel_id: Option<ID>,
     pub conversation_id: Option<ID>,
     pub body: String,
+    /// A message of the same channel or conversation this one replies to; the reply shows
+    /// it quoted (`Message.replyTo`).
+    pub reply_to_id: Option<ID>,
+    /// A root message of the same channel or conversation: the message is a reply in its
+    /// thread (`thread(rootId)`), not in the channel's history unless `alsoToChannel`.
+    pub thread_root_id: Option<ID>,
+    /// With `threadRootId`: also show the reply in the channel's history.
+    #[graphql(default)]
+    pub also_to_channel: bool,
 }
 
 #[derive(InputObject, Debug)]
@@ -683,9 +693,22 @@ impl MutationRoot {
             require_caller(ctx)?;
             let channel =
                 channel_or_conversation(input.channel_id.as_ref(), input.conversation_id.as_ref())?;
+            let message_id = |id: &Option<ID>, field: &str| {
+                id.as_ref()
+                    .map(|id| {
+                        MessageId::parse(id)
+                            .map_err(|_| ApiError::bad_input(format!("{field} is not a valid id")))
+                    })
+                    .transpose()
+            };
+            let links = Links {
+                reply_to: message_id(&input.reply_to_id, "replyToId")?,
+                thread_root: message_id(&input.thread_root_id, "threadRootId")?,
+                also_in_channel: input.also_to_channel,
+            };
             let record = state(ctx)
                 .commands
-                .send_message(&context(ctx), channel, &input.body)
+                .send_linked_message(&context(ctx), channel, &input.body, links)
                 .await?;
             Ok(committed(ctx, record).into())
         }

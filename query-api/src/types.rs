@@ -5,11 +5,13 @@ use aether_commands::service::{
     ChannelRecord, ConversationRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,
 };
 use aether_domain::message::Reaction as ReactionRow;
+use aether_domain::MessageId;
 use aether_domain::{ChannelId, ServerId, UserId};
 use aether_projections::read::PageFrom;
 use aether_projections::receipts::ReadStateRow;
 use aether_projections::rows::{
-    ChannelEventRow, ChannelRow, ConversationRow, EditRow, MessageRow, ServerRow, UserRow,
+    ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow, EditRow, MessageRow, ServerRow,
+    ThreadSummary as ThreadSummaryRow, UserRow,
 };
 use async_graphql::{ComplexObject, Context, Enum, Interface, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -577,6 +579,27 @@ async fn message_page(
     last: Option<i32>,
     before: Option<String>,
 ) -> ApiResult<MessageConnection> {
+    page_of(state, PageOf::Place(place), first, after, last, before).await
+}
+
+/// Whose messages a page holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PageOf {
+    /// A channel's or conversation's own history; cursors are channel positions.
+    Place(ChannelId),
+    /// The replies in a root message's thread; cursors are thread positions.
+    Thread(MessageId),
+}
+
+/// A page of messages, oldest first within the page.
+pub(crate) async fn page_of(
+    state: &ApiState,
+    of: PageOf,
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+) -> ApiResult<MessageConnection> {
     let max = state.limits.max_page_size;
     let first = page_size(first, "first", max)?;
     let last = page_size(last, "last", max)?;
@@ -590,10 +613,20 @@ async fn message_page(
         (None, Some(last)) => (last, PageFrom::End),
         (None, None) => (max.min(50), PageFrom::End),
     };
-    let mut rows = state
-        .read
-        .messages(place, after, before, limit + 1, from)
-        .await?;
+    let mut rows = match of {
+        PageOf::Place(place) => {
+            state
+                .read
+                .messages(place, after, before, limit + 1, from)
+                .await?
+        }
+        PageOf::Thread(root) => {
+            state
+                .read
+                .thread_replies(root, after, before, limit + 1, from)
+                .await?
+        }
+    };
     let more = rows.len() as i64 > limit;
     if more {
         match from {
@@ -608,7 +641,11 @@ async fn message_page(
     let edges: Vec<MessageEdge> = rows
         .into_iter()
         .map(|row| MessageEdge {
-            cursor: row.position.to_string(),
+            cursor: match of {
+                PageOf::Place(_) => row.position,
+                PageOf::Thread(_) => row.thread_position.unwrap_or_default(),
+            }
+            .to_string(),
             node: row.into(),
         })
         .collect();
@@ -756,6 +793,61 @@ pub struct Message {
     pub edits: Vec<MessageEdit>,
     #[graphql(skip)]
     pub reactions: Vec<ReactionRow>,
+    #[graphql(skip)]
+    pub reply_to_id: Option<MessageId>,
+    #[graphql(skip)]
+    pub thread_root_id: Option<MessageId>,
+    #[graphql(skip)]
+    pub thread: Option<ThreadSummaryRow>,
+}
+
+/// How many characters of a quoted message `ReplyPreview.excerpt` shows.
+pub const EXCERPT_CHARS: usize = 100;
+
+/// The message a reply quotes, as it stands now.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ReplyPreview {
+    pub message_id: ID,
+    /// The start of its body (at most 100 characters); empty once it is deleted.
+    pub excerpt: String,
+    pub deleted: bool,
+    #[graphql(skip)]
+    pub author_id: UserId,
+}
+
+#[ComplexObject]
+impl ReplyPreview {
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.author_id).await)
+    }
+}
+
+/// A root message's thread at a glance.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ThreadSummary {
+    /// Replies sent in the thread; a deleted one stays as a tombstone and counts.
+    pub reply_count: i64,
+    pub last_reply_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub participants: Vec<UserId>,
+}
+
+#[ComplexObject]
+impl ThreadSummary {
+    /// Everyone who replied, in the order of their first reply.
+    async fn participants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
+        let result: ApiResult<Vec<User>> = async {
+            let mut users = Vec::with_capacity(self.participants.len());
+            for id in &self.participants {
+                users.push(load_user(state(ctx), *id).await?);
+            }
+            Ok(users)
+        }
+        .await;
+        gql(result)
+    }
 }
 
 /// How many of the first people to react with an emoji `Reaction.firstReactors` lists.
@@ -765,6 +857,41 @@ pub const FIRST_REACTORS: usize = 3;
 impl Message {
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.author_id).await)
+    }
+
+    /// The root of the thread this message is a reply in.
+    async fn thread_root_id(&self) -> Option<ID> {
+        self.thread_root_id.map(|id| ID(id.to_string()))
+    }
+
+    /// The message this one replies to, quoted as it stands now.
+    async fn reply_to(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ReplyPreview>> {
+        let Some(id) = self.reply_to_id else {
+            return Ok(None);
+        };
+        // Always in the same channel or conversation as this message, so whoever sees this
+        // one may see it.
+        let quoted = gql(state(ctx).read.message(id).await.map_err(ApiError::from))?;
+        Ok(quoted.map(|quoted| ReplyPreview {
+            message_id: ID(quoted.id.to_string()),
+            excerpt: quoted
+                .body
+                .unwrap_or_default()
+                .chars()
+                .take(EXCERPT_CHARS)
+                .collect(),
+            deleted: quoted.deleted,
+            author_id: quoted.author_id,
+        }))
+    }
+
+    /// The thread this message is the root of, once someone replied in it.
+    async fn thread(&self) -> Option<ThreadSummary> {
+        self.thread.clone().map(|thread| ThreadSummary {
+            reply_count: thread.reply_count,
+            last_reply_at: thread.last_reply_at,
+            participants: thread.participants,
+        })
     }
 
     /// The reactions, one per emoji, in the order each emoji was first used (empty once
@@ -836,6 +963,9 @@ impl From<MessageRow> for Message {
             sequence: row.version,
             edits: row.edits.into_iter().map(MessageEdit::from).collect(),
             reactions: row.reactions,
+            reply_to_id: row.reply_to_id,
+            thread_root_id: row.thread_root_id,
+            thread: row.thread,
         }
     }
 }
@@ -858,6 +988,10 @@ impl From<MessageRecord> for Message {
             // The edit history is served by queries, from the timeline read model.
             edits: Vec::new(),
             reactions: record.reactions,
+            reply_to_id: record.reply_to_id,
+            thread_root_id: record.thread_root_id,
+            // The thread summary is served by queries, from the timeline read model.
+            thread: None,
         }
     }
 }
@@ -901,6 +1035,55 @@ impl ReactionChanged {
     }
 }
 
+/// Someone replied in the thread of one of the channel's messages (a reply not also sent to
+/// the channel; those arrive as `MessageSent`). `root` carries the thread's summary.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ThreadReplied {
+    pub cursor: String,
+    pub reply: Message,
+    #[graphql(skip)]
+    pub root_id: MessageId,
+}
+
+#[ComplexObject]
+impl ThreadReplied {
+    async fn root_id(&self) -> ID {
+        ID(self.root_id.to_string())
+    }
+
+    /// The thread's root as it stands now, with its summary.
+    async fn root(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Message>> {
+        let root = gql(state(ctx)
+            .read
+            .message(self.root_id)
+            .await
+            .map_err(ApiError::from))?;
+        Ok(root.map(Message::from))
+    }
+}
+
+/// Whether a channel's own history shows changes to `row`'s message: not those of a thread
+/// reply that stays in its thread, except that it was sent (`ThreadReplied`).
+pub(crate) fn in_channel_view(row: &ChannelEventRow) -> bool {
+    row.message.in_channel || row.kind == ChannelEventKind::MessageSent
+}
+
+/// A change as a channel's subscribers see it: a reply sent only to a thread is announced
+/// as `ThreadReplied`.
+pub(crate) fn channel_view(row: ChannelEventRow) -> ChannelEvent {
+    match row.message.thread_root_id {
+        Some(root_id) if !row.message.in_channel && row.kind == ChannelEventKind::MessageSent => {
+            ChannelEvent::ThreadReplied(ThreadReplied {
+                cursor: row.seq.to_string(),
+                reply: (*row.message).into(),
+                root_id,
+            })
+        }
+        _ => ChannelEvent::from(row),
+    }
+}
+
 /// A change to a channel's messages. `cursor` resumes a subscription (`after`).
 #[derive(Interface, Clone, Debug)]
 #[graphql(field(name = "cursor", ty = "&String"))]
@@ -909,20 +1092,20 @@ pub enum ChannelEvent {
     MessageEdited(MessageEdited),
     MessageDeleted(MessageDeleted),
     ReactionChanged(ReactionChanged),
+    ThreadReplied(ThreadReplied),
 }
 
 impl From<ChannelEventRow> for ChannelEvent {
     fn from(row: ChannelEventRow) -> Self {
-        use aether_projections::rows::ChannelEventKind;
         let cursor = row.seq.to_string();
         match row.kind {
             ChannelEventKind::MessageSent => Self::MessageSent(MessageSent {
                 cursor,
-                message: row.message.into(),
+                message: (*row.message).into(),
             }),
             ChannelEventKind::MessageEdited => Self::MessageEdited(MessageEdited {
                 cursor,
-                message: row.message.into(),
+                message: (*row.message).into(),
             }),
             ChannelEventKind::MessageDeleted => Self::MessageDeleted(MessageDeleted {
                 cursor,
@@ -940,7 +1123,7 @@ impl From<ChannelEventRow> for ChannelEvent {
                 };
                 Self::ReactionChanged(ReactionChanged {
                     cursor,
-                    message: row.message.into(),
+                    message: (*row.message).into(),
                     emoji,
                     added,
                     user_id,

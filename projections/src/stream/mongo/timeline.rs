@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
 use super::{malformed, ModelCollection, MongoProjection, MongoTx};
-use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow, ReactionChange};
+use crate::rows::{
+    ChannelEventKind, ChannelEventRow, EditRow, MessageRow, ReactionChange, ThreadSummary,
+};
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
 use crate::updates::Update;
@@ -60,7 +62,10 @@ impl MongoProjection for MongoTimelineProjection {
         &[
             ModelCollection {
                 name: MESSAGES,
-                indexes: &[(&[("channel_id", 1), ("channel_seq", 1)], true)],
+                indexes: &[
+                    (&[("channel_id", 1), ("channel_seq", 1)], true),
+                    (&[("thread_root_id", 1), ("thread_seq", 1)], false),
+                ],
                 dump_order: &["channel_id", "channel_seq"],
             },
             ModelCollection {
@@ -110,9 +115,14 @@ impl MongoProjection for MongoTimelineProjection {
                 .entry(message.channel_id().to_string())
                 .or_insert(*index);
         }
+        // The messages the batch changes, and the roots of the threads it replies in.
         let message_ids: Vec<String> = decoded
             .iter()
-            .map(|(_, _, m)| message_id(m).to_string())
+            .flat_map(|(_, _, m)| {
+                let root = m.sent().and_then(|sent| sent.thread_root_id);
+                std::iter::once(message_id(m)).chain(root)
+            })
+            .map(|id| id.to_string())
             .collect();
         let channel_ids: Vec<String> = decoded
             .iter()
@@ -195,6 +205,28 @@ impl MongoProjection for MongoTimelineProjection {
                         });
                     }
                     head.last_message += 1;
+                    let thread_position = match sent.thread_root_id {
+                        Some(root) => {
+                            let touched = existing(&mut messages, root, index)?;
+                            let thread = touched.row.thread.get_or_insert(ThreadSummary {
+                                reply_count: 0,
+                                last_reply_at: millis(sent.sent_at),
+                                participants: Vec::new(),
+                            });
+                            thread.reply_count += 1;
+                            thread.last_reply_at = millis(sent.sent_at);
+                            if !thread.participants.contains(&sent.author_id) {
+                                thread.participants.push(sent.author_id);
+                            }
+                            let position = thread.reply_count;
+                            let root_key = root.to_string();
+                            if seen.insert(root_key.clone()) {
+                                touched_order.push(root_key);
+                            }
+                            Some(position)
+                        }
+                        None => None,
+                    };
                     messages.insert(
                         key,
                         Touched {
@@ -211,6 +243,11 @@ impl MongoProjection for MongoTimelineProjection {
                                 version,
                                 edits: Vec::new(),
                                 reactions: Vec::new(),
+                                reply_to_id: sent.reply_to_id,
+                                thread_root_id: sent.thread_root_id,
+                                thread_position,
+                                in_channel: sent.in_channel,
+                                thread: None,
                             },
                             origin: index,
                             new: true,
@@ -302,7 +339,7 @@ impl MongoProjection for MongoTimelineProjection {
                 channel_id: channel,
                 seq,
                 kind,
-                message,
+                message: Box::new(message),
                 reaction,
             }));
         }
@@ -413,6 +450,19 @@ pub fn message_document(row: &MessageRow) -> Document {
         "version": row.version,
         "edits": edits,
         "reactions": reactions,
+        "reply_to_id": row.reply_to_id.map(|id| id.to_string()),
+        "thread_root_id": row.thread_root_id.map(|id| id.to_string()),
+        "thread_seq": row.thread_position,
+        "in_channel": row.in_channel,
+        "thread": row.thread.as_ref().map(|thread| {
+            let participants: Vec<String> =
+                thread.participants.iter().map(UserId::to_string).collect();
+            doc! {
+                "reply_count": thread.reply_count,
+                "last_reply_at": bson_time(thread.last_reply_at),
+                "participants": participants,
+            }
+        }),
     }
 }
 
@@ -470,6 +520,29 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
             });
         }
     }
+    // Documents written before threads existed are in their channel and in no thread.
+    let optional_id = |field: &str| -> Option<Option<MessageId>> {
+        match document.get(field) {
+            Some(Bson::String(id)) => Some(Some(MessageId::parse(id).ok()?)),
+            Some(Bson::Null) | None => Some(None),
+            Some(_) => None,
+        }
+    };
+    let thread = match document.get("thread") {
+        Some(Bson::Document(thread)) => {
+            let mut participants = Vec::new();
+            for user in thread.get_array("participants").ok()? {
+                participants.push(UserId::parse(user.as_str()?).ok()?);
+            }
+            Some(ThreadSummary {
+                reply_count: thread.get_i64("reply_count").ok()?,
+                last_reply_at: chrono_time(*thread.get_datetime("last_reply_at").ok()?)?,
+                participants,
+            })
+        }
+        Some(Bson::Null) | None => None,
+        Some(_) => return None,
+    };
     Some(MessageRow {
         id: MessageId::parse(id("_id")?).ok()?,
         channel_id: ChannelId::parse(id("channel_id")?).ok()?,
@@ -487,5 +560,18 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
         version: document.get_i64("version").ok()?,
         edits,
         reactions,
+        reply_to_id: optional_id("reply_to_id")?,
+        thread_root_id: optional_id("thread_root_id")?,
+        thread_position: match document.get("thread_seq") {
+            Some(Bson::Int64(position)) => Some(*position),
+            Some(Bson::Null) | None => None,
+            Some(_) => return None,
+        },
+        in_channel: match document.get("in_channel") {
+            Some(Bson::Boolean(shown)) => *shown,
+            None => true,
+            Some(_) => return None,
+        },
+        thread,
     })
 }
