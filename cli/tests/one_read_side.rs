@@ -98,7 +98,8 @@ const CHANNEL_EVENTS: &str =
     "subscription($c: ID!, $after: String) { channelEvents(channelId: $c, after: $after) { \
      __typename cursor ... on MessageSent { message { id body author { username } } } \
      ... on ReactionChanged { emoji added user { username } message { id reactions { emoji count } } } \
-     ... on ThreadReplied { rootId reply { body } root { thread { replyCount } } } } }";
+     ... on ThreadReplied { rootId reply { body } root { thread { replyCount } } } \
+     ... on MessagePinned { message { id pinnedBy { username } } } } }";
 
 /// The message ids of a channel's history, oldest first.
 fn history_ids(data: &Value) -> Vec<String> {
@@ -308,6 +309,32 @@ async fn across_instances(timeline_store: &'static str) -> anyhow::Result<()> {
         thread["thread"]["edges"],
         json!([{ "cursor": "1", "node": { "body": "in the thread", "author": { "username": "bob" } } }]),
         "{thread}"
+    );
+
+    // alice pins it through api-1: the edge pushes it, bob reads the pins through api-2.
+    alice
+        .ok(
+            "mutation($m: ID!) { pinMessage(messageId: $m) { id } }",
+            json!({ "m": last }),
+        )
+        .await?;
+    let pinned = subscriber.next_process_event("2").await?;
+    assert_eq!(pinned["__typename"], "MessagePinned", "{pinned}");
+    assert_eq!(
+        pinned["message"]["pinnedBy"]["username"], "alice",
+        "{pinned}"
+    );
+    bob.consistency = alice.consistency.clone();
+    let pins = bob
+        .ok(
+            "query($c: ID!) { channel(id: $c) { pins { edges { node { id } } } } }",
+            json!({ "c": channel }),
+        )
+        .await?;
+    assert_eq!(
+        pins["channel"]["pins"]["edges"],
+        json!([{ "node": { "id": last } }]),
+        "{pins}"
     );
     subscriber.disconnect().await?;
 

@@ -176,6 +176,18 @@ const CASES: &[Case] = &[
         denied: "FORBIDDEN",
     },
     Case {
+        name: "pinMessage",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "unpinMessage",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
         name: "startTyping",
         allowed: &ROLES,
         outsider: "FORBIDDEN",
@@ -417,6 +429,21 @@ async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyho
             };
             (query, json!({ "m": message }))
         }
+        "pinMessage" | "unpinMessage" => {
+            let message = send(&mut world.author, &world.text, &format!("pin me {n}")).await?;
+            owner.consistency = world.author.consistency.clone();
+            if case == "unpinMessage" {
+                owner
+                    .ok(
+                        "mutation($m: ID!) { pinMessage(messageId: $m) { id } }",
+                        json!({ "m": message }),
+                    )
+                    .await?;
+                ("mutation($m: ID!) { unpinMessage(messageId: $m) { id } }", json!({ "m": message }))
+            } else {
+                ("mutation($m: ID!) { pinMessage(messageId: $m) { id } }", json!({ "m": message }))
+            }
+        }
         "addReactionArchived" => {
             let fresh = channel(owner, &world.server, &format!("closed-{n}"), "TEXT", false).await?;
             let message = send(owner, &fresh, "last words").await?;
@@ -517,6 +544,13 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
             json!({ "m": secret }),
         )
         .await?;
+    world
+        .owner
+        .ok(
+            "mutation($m: ID!) { pinMessage(messageId: $m) { id } }",
+            json!({ "m": secret }),
+        )
+        .await?;
     let public = send(&mut world.owner, &world.text, "for everyone").await?;
     let consistency = world.owner.consistency.clone();
 
@@ -528,7 +562,7 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
         ),
         (
             "channel",
-            "query($i: ID!) { channel(id: $i) { id messages { edges { node { body } } } } }",
+            "query($i: ID!) { channel(id: $i) { id messages { edges { node { body } } } pins { edges { node { body } } } } }",
             world.private.clone(),
         ),
         (

@@ -2,6 +2,7 @@
 
 use aether_domain::conversation::ConversationError;
 use aether_domain::message::MessageError;
+use aether_domain::pins::PinsError;
 use aether_domain::receipts::ReadMarkerError;
 use aether_domain::server::ServerError;
 use aether_domain::session::SessionError;
@@ -143,6 +144,17 @@ impl DomainRefusal for MessageError {
             | TooManyReactions { .. }
             | ReplyToDeleted
             | ThreadRootDeleted => ErrorCode::Conflict,
+        }
+    }
+}
+
+impl DomainRefusal for PinsError {
+    fn code(&self) -> ErrorCode {
+        use PinsError::*;
+        match self {
+            UnknownChannel | UnknownMessage => ErrorCode::NotFound,
+            NotAChannelMember | PinningNotAllowed => ErrorCode::Forbidden,
+            MessageDeleted | TooManyPins { .. } => ErrorCode::Conflict,
         }
     }
 }

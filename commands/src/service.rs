@@ -9,6 +9,7 @@ use aether_domain::conversation::{
     conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
 };
 use aether_domain::message::{Message, MessageCommand, MessageLinks, Reaction};
+use aether_domain::pins::{pins_id, ChannelPins, PinsCommand};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
@@ -1279,6 +1280,67 @@ impl<R: WriteStore> ChatCommands<R> {
             at: ctx.at,
         };
         self.message_command(ctx, target, command).await
+    }
+
+    // --- pins -----------------------------------------------------------------------------
+
+    /// Pins `message_id` in its channel or conversation (a moderator or above in a server's
+    /// channel, either participant in a conversation); pinning it again changes nothing. A
+    /// channel holds at most `max` pins. Answers with the channel's pinned messages.
+    pub async fn pin_message(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        max: usize,
+    ) -> Result<Committed<Vec<MessageId>>, CommandError> {
+        let actor = ctx.actor()?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = PinsCommand::PinMessage {
+            actor,
+            channel_id: target.channel_id,
+            message: target.state.linked(message_id),
+            access: target.access,
+            max,
+            at: ctx.at,
+        };
+        self.pins_command(ctx, target.channel_id, command).await
+    }
+
+    /// Unpins `message_id`; unpinning one that is not pinned changes nothing.
+    pub async fn unpin_message(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+    ) -> Result<Committed<Vec<MessageId>>, CommandError> {
+        let actor = ctx.actor()?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = PinsCommand::UnpinMessage {
+            actor,
+            channel_id: target.channel_id,
+            message_id,
+            access: target.access,
+            at: ctx.at,
+        };
+        self.pins_command(ctx, target.channel_id, command).await
+    }
+
+    /// Runs a command on `channel`'s pins, keyed by the channel like its messages.
+    async fn pins_command(
+        &self,
+        ctx: &CommandContext,
+        channel: ChannelId,
+        command: PinsCommand,
+    ) -> Result<Committed<Vec<MessageId>>, CommandError> {
+        let id = pins_id(channel).to_string();
+        let (state, sequence) = self.load_at::<ChannelPins>(&id).await?;
+        let metadata = ctx.metadata(channel.to_string());
+        let (pins, position) = self
+            .decide_retrying(&id, state, sequence, command, &metadata)
+            .await?;
+        Ok(Committed {
+            value: pins.pinned,
+            position,
+        })
     }
 
     // --- sessions -------------------------------------------------------------------------

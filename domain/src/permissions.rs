@@ -223,6 +223,16 @@ impl ChannelAccess {
         }
     }
 
+    /// Whether the user may pin and unpin messages: a moderator or above in a live channel,
+    /// either participant in a conversation.
+    pub fn can_pin(&self) -> bool {
+        match self {
+            ChannelAccess::Member { channel, .. } => self.can_moderate() && !channel.archived,
+            ChannelAccess::Conversation { participant } => *participant,
+            _ => false,
+        }
+    }
+
     /// Whether the user may delete other people's messages in the channel.
     pub fn can_moderate(&self) -> bool {
         matches!(self, ChannelAccess::Member { role, .. } if role.allows(Permission::ManageMessages))

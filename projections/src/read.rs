@@ -675,6 +675,41 @@ impl ReadModels {
         Ok(page)
     }
 
+    /// The messages pinned in a channel or conversation, the latest pin first (at most
+    /// `limit`).
+    pub async fn pinned_messages(
+        &self,
+        channel: ChannelId,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, RowError> {
+        match &self.inner.timeline {
+            Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE channel_id = $1 \
+                     AND pinned_at IS NOT NULL ORDER BY pinned_at DESC, id DESC LIMIT $2"
+                );
+                all(
+                    &self.rows(&sql, vec![text(channel), limit.into()]).await?,
+                    MessageRow::from_row,
+                )
+            }
+            Timeline::Mongo(database) => {
+                let messages = self.collection(database, "messages").await?;
+                let documents = find_all(
+                    &messages,
+                    doc! { "channel_id": channel.to_string(), "pinned": { "$type": "object" } },
+                    Some((doc! { "pinned.pinned_at": -1, "_id": -1 }, limit)),
+                )
+                .await?;
+                documents
+                    .iter()
+                    .map(message_document)
+                    .collect::<Result<_, _>>()
+            }
+        }
+    }
+
     /// A page of the replies in `root`'s thread strictly between `after` and `before` (thread
     /// positions), `limit` long, taken from `from`, returned oldest first.
     pub async fn thread_replies(

@@ -225,6 +225,16 @@ pub struct MessageRow {
     /// The thread of which this message is the root, once it has a reply.
     #[serde(default)]
     pub thread: Option<ThreadSummary>,
+    /// Who pinned it in its channel and when, while it is pinned.
+    #[serde(default)]
+    pub pinned: Option<PinRow>,
+}
+
+/// A message's pin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRow {
+    pub pinned_by: UserId,
+    pub pinned_at: DateTime<Utc>,
 }
 
 fn shown() -> bool {
@@ -272,6 +282,13 @@ impl MessageRow {
                 }),
                 None => None,
             },
+            pinned: match row.get::<Option<DateTime<Utc>>>("pinned_at")? {
+                Some(pinned_at) => Some(PinRow {
+                    pinned_by: parse_id(row, "pinned_by", UserId::parse)?,
+                    pinned_at,
+                }),
+                None => None,
+            },
         })
     }
 }
@@ -296,6 +313,10 @@ pub enum ChannelEventKind {
     MessageDeleted,
     /// Someone reacted to the message or took their reaction back ([`ReactionChange`]).
     ReactionChanged,
+    /// The message was pinned in its channel.
+    MessagePinned,
+    /// The message was unpinned.
+    MessageUnpinned,
 }
 
 impl ChannelEventKind {
@@ -305,6 +326,8 @@ impl ChannelEventKind {
             ChannelEventKind::MessageEdited => "MessageEdited",
             ChannelEventKind::MessageDeleted => "MessageDeleted",
             ChannelEventKind::ReactionChanged => "ReactionChanged",
+            ChannelEventKind::MessagePinned => "MessagePinned",
+            ChannelEventKind::MessageUnpinned => "MessageUnpinned",
         }
     }
 
@@ -314,6 +337,8 @@ impl ChannelEventKind {
             ChannelEventKind::MessageEdited,
             ChannelEventKind::MessageDeleted,
             ChannelEventKind::ReactionChanged,
+            ChannelEventKind::MessagePinned,
+            ChannelEventKind::MessageUnpinned,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == value)

@@ -2,6 +2,7 @@
 //! numbered stream of changes that subscriptions resume from.
 
 use aether_domain::message::{add_reaction, remove_reaction, MessageEvent, Reaction};
+use aether_domain::pins::PinsEvent;
 use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,7 +24,8 @@ impl TimelineProjection {
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel_id, server_id, author_id, body, created_at, \
      edited_at, deleted, channel_seq, version, edits, reactions, reply_to_id, thread_root_id, \
-     thread_seq, in_channel, thread_replies, thread_last_reply_at, thread_participants";
+     thread_seq, in_channel, thread_replies, thread_last_reply_at, thread_participants, pinned_by, \
+     pinned_at";
 
 #[async_trait]
 impl Projection for TimelineProjection {
@@ -58,16 +60,18 @@ impl Projection for TimelineProjection {
 }
 
 /// Applies one event to the timeline's tables, on either SQL store: a message's first version,
-/// an edit (the earlier body kept), a reaction added or taken back, or a tombstone, and the
-/// channel's numbered change, which it also hands to `updates`. Events of other aggregates are
-/// ignored.
+/// an edit (the earlier body kept), a reaction added or taken back, a pin or unpin, or a
+/// tombstone, and the channel's numbered change, which it also hands to `updates`. Events of
+/// other aggregates are ignored.
 pub async fn apply_timeline_event(
     tx: &mut dyn SqlWrite,
     envelope: &EventEnvelope,
     updates: &mut Vec<Update>,
 ) -> Result<(), ApplyError> {
-    if envelope.aggregate_type != "Message" {
-        return Ok(());
+    match envelope.aggregate_type.as_str() {
+        "Message" => {}
+        "ChannelPins" => return apply_pin(tx, envelope, updates).await,
+        _ => return Ok(()),
     }
     let message: MessageEvent = envelope
         .decode()
@@ -185,6 +189,60 @@ pub async fn apply_timeline_event(
             (ChannelEventKind::ReactionChanged, heads.last_event, row)
         }
     };
+    record_change(tx, channel, seq, kind, row, reaction, updates).await
+}
+
+/// A pin or unpin: the message's pin, and the channel's numbered change.
+async fn apply_pin(
+    tx: &mut dyn SqlWrite,
+    envelope: &EventEnvelope,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let event: PinsEvent = envelope
+        .decode()
+        .map_err(|e| ApplyError::decode(envelope, &e))?;
+    let channel = event.channel_id();
+    let (kind, pinned_by, pinned_at) = match &event {
+        PinsEvent::MessagePinned {
+            pinned_by,
+            pinned_at,
+            ..
+        } => (
+            ChannelEventKind::MessagePinned,
+            Some(pinned_by.to_string()),
+            Some(*pinned_at),
+        ),
+        PinsEvent::MessageUnpinned { .. } => (ChannelEventKind::MessageUnpinned, None, None),
+    };
+    let row = tx
+        .fetch_optional(
+            &format!(
+                "UPDATE messages SET pinned_by = $1, pinned_at = $2 WHERE id = $3 \
+                 RETURNING {MESSAGE_COLUMNS}"
+            ),
+            vec![
+                pinned_by.into(),
+                pinned_at.into(),
+                event.message_id().to_string().into(),
+            ],
+        )
+        .await?;
+    let heads = bump_heads(tx, &channel.to_string(), Bump::Event).await?;
+    record_change(tx, channel, heads.last_event, kind, row, None, updates).await
+}
+
+/// Numbers a change of the channel (`seq`) to the message `row` as it now stands, and hands it
+/// to `updates`.
+async fn record_change(
+    tx: &mut dyn SqlWrite,
+    channel: aether_domain::ChannelId,
+    seq: i64,
+    kind: ChannelEventKind,
+    row: Option<SqlRow>,
+    reaction: Option<Box<ReactionChange>>,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let channel_id = channel.to_string();
     let row = row.ok_or_else(|| {
         ApplyError::Row(RowError::Malformed {
             column: "id",

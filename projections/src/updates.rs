@@ -248,6 +248,7 @@ mod tests {
                 thread_position: None,
                 in_channel: true,
                 thread: None,
+                pinned: None,
             }),
             reaction: None,
         })

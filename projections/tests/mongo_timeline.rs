@@ -269,6 +269,7 @@ async fn a_batch_leaves_messages_with_their_edit_history_and_tombstones() {
             "thread_seq": null,
             "in_channel": true,
             "thread": null,
+            "pinned": null,
         })
     );
     let tombstone = message(&dump, oops);

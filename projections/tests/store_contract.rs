@@ -218,6 +218,18 @@ fn scenario() -> Scenario {
             also_in_channel: false,
         },
     );
+    // The second message is pinned.
+    log.push(
+        "ChannelPins",
+        &aether_domain::pins::pins_id(channel).to_string(),
+        1,
+        &aether_domain::pins::PinsEvent::MessagePinned {
+            channel_id: channel,
+            message_id: messages[2],
+            pinned_by: user,
+            pinned_at: at,
+        },
+    );
     // Two people react with one emoji, and one of them also with another, then takes it back.
     let reacting = UserId::new();
     for (sequence, (who, emoji, added)) in [

@@ -154,6 +154,21 @@ fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
     committed.value
 }
 
+/// `message` from the timeline once it has applied `result`'s events.
+async fn projected_message<T>(
+    ctx: &Context<'_>,
+    result: Committed<T>,
+    message: MessageId,
+) -> ApiResult<Message> {
+    committed_and_projected(ctx, result).await;
+    state(ctx)
+        .read
+        .message(message)
+        .await?
+        .map(Message::from)
+        .ok_or_else(|| ApiError::not_found("message"))
+}
+
 /// Like [`committed`], for payloads whose fields are served from the read models (a server's
 /// channels and members): waits until the projectors have applied the command's events.
 async fn committed_and_projected<T>(ctx: &Context<'_>, result: Committed<T>) -> T {
@@ -804,6 +819,48 @@ impl MutationRoot {
                 .remove_reaction(&context(ctx), message, &emoji)
                 .await?;
             Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Pins a message in its channel or conversation (`MODERATOR` and up in a server's
+    /// channel, either participant in a conversation; not in an archived channel). Pinning it
+    /// again changes nothing; `CONFLICT` once the channel holds the most pins allowed (50
+    /// unless configured otherwise). Answers with the message as the read model shows it.
+    async fn pin_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let state = state(ctx);
+            let pins = state
+                .commands
+                .pin_message(&context(ctx), message, state.limits.max_pins)
+                .await?;
+            projected_message(ctx, pins, message).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Unpins a message; unpinning one that is not pinned changes nothing.
+    async fn unpin_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let pins = state(ctx)
+                .commands
+                .unpin_message(&context(ctx), message)
+                .await?;
+            projected_message(ctx, pins, message).await
         }
         .await;
         gql(result)

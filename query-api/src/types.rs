@@ -562,6 +562,55 @@ impl Channel {
     ) -> async_graphql::Result<MessageConnection> {
         gql(message_page(state(ctx), self.id, first, after, last, before).await)
     }
+
+    /// The pinned messages, the latest pin first.
+    async fn pins(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        gql(pins_page(state(ctx), self.id, first, after).await)
+    }
+}
+
+/// The messages pinned in a channel or conversation, the latest pin first, paged forward with
+/// `first`/`after` (cursors are places in the pin list, which is short: see the pin limit).
+pub(crate) async fn pins_page(
+    state: &ApiState,
+    place: ChannelId,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<MessageConnection> {
+    let max = state.limits.max_page_size;
+    let first = page_size(first, "first", max)?.unwrap_or(max.min(50));
+    let after = parse_cursor(after.as_deref(), "after")?.unwrap_or(0);
+    let limit = i64::try_from(state.limits.max_pins).unwrap_or(i64::MAX);
+    let rows = state.read.pinned_messages(place, limit).await?;
+    let total = rows.len() as i64;
+    let edges: Vec<MessageEdge> = rows
+        .into_iter()
+        .zip(1_i64..)
+        .filter(|(_, n)| *n > after)
+        .take(usize::try_from(first).unwrap_or(0))
+        .map(|(row, n)| MessageEdge {
+            cursor: n.to_string(),
+            node: row.into(),
+        })
+        .collect();
+    let last = edges
+        .last()
+        .and_then(|edge| edge.cursor.parse::<i64>().ok())
+        .unwrap_or(after);
+    Ok(MessageConnection {
+        page_info: PageInfo {
+            has_next_page: last < total,
+            has_previous_page: after > 0,
+            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+        },
+        edges,
+    })
 }
 
 /// The caller's read state in a channel or conversation.
@@ -734,6 +783,16 @@ impl Conversation {
     ) -> async_graphql::Result<MessageConnection> {
         gql(message_page(state(ctx), self.id, first, after, last, before).await)
     }
+
+    /// The pinned messages, the latest pin first.
+    async fn pins(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        gql(pins_page(state(ctx), self.id, first, after).await)
+    }
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -799,6 +858,10 @@ pub struct Message {
     pub thread_root_id: Option<MessageId>,
     #[graphql(skip)]
     pub thread: Option<ThreadSummaryRow>,
+    /// When it was pinned in its channel or conversation, while it is pinned.
+    pub pinned_at: Option<DateTime<Utc>>,
+    #[graphql(skip)]
+    pub pinned_by: Option<UserId>,
 }
 
 /// How many characters of a quoted message `ReplyPreview.excerpt` shows.
@@ -857,6 +920,14 @@ pub const FIRST_REACTORS: usize = 3;
 impl Message {
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.author_id).await)
+    }
+
+    /// Who pinned it, while it is pinned.
+    async fn pinned_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        match self.pinned_by {
+            Some(user) => gql(load_user(state(ctx), user).await).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The root of the thread this message is a reply in.
@@ -966,6 +1037,8 @@ impl From<MessageRow> for Message {
             reply_to_id: row.reply_to_id,
             thread_root_id: row.thread_root_id,
             thread: row.thread,
+            pinned_at: row.pinned.as_ref().map(|pin| pin.pinned_at),
+            pinned_by: row.pinned.map(|pin| pin.pinned_by),
         }
     }
 }
@@ -990,8 +1063,10 @@ impl From<MessageRecord> for Message {
             reactions: record.reactions,
             reply_to_id: record.reply_to_id,
             thread_root_id: record.thread_root_id,
-            // The thread summary is served by queries, from the timeline read model.
+            // The thread summary and pins are served by queries, from the timeline read model.
             thread: None,
+            pinned_at: None,
+            pinned_by: None,
         }
     }
 }
@@ -1033,6 +1108,20 @@ impl ReactionChanged {
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.user_id).await)
     }
+}
+
+/// A message was pinned; `message.pinnedBy` and `message.pinnedAt` say by whom and when.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessagePinned {
+    pub cursor: String,
+    pub message: Message,
+}
+
+/// A message was unpinned.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageUnpinned {
+    pub cursor: String,
+    pub message: Message,
 }
 
 /// Someone replied in the thread of one of the channel's messages (a reply not also sent to
@@ -1093,6 +1182,8 @@ pub enum ChannelEvent {
     MessageDeleted(MessageDeleted),
     ReactionChanged(ReactionChanged),
     ThreadReplied(ThreadReplied),
+    MessagePinned(MessagePinned),
+    MessageUnpinned(MessageUnpinned),
 }
 
 impl From<ChannelEventRow> for ChannelEvent {
@@ -1110,6 +1201,14 @@ impl From<ChannelEventRow> for ChannelEvent {
             ChannelEventKind::MessageDeleted => Self::MessageDeleted(MessageDeleted {
                 cursor,
                 message_id: ID(row.message.id.to_string()),
+            }),
+            ChannelEventKind::MessagePinned => Self::MessagePinned(MessagePinned {
+                cursor,
+                message: (*row.message).into(),
+            }),
+            ChannelEventKind::MessageUnpinned => Self::MessageUnpinned(MessageUnpinned {
+                cursor,
+                message: (*row.message).into(),
             }),
             ChannelEventKind::ReactionChanged => {
                 // Written with its reaction by every store; a row without one is a bug, shown

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use aether_domain::message::{add_reaction, remove_reaction, MessageEvent, Reaction};
+use aether_domain::pins::PinsEvent;
 use aether_domain::{ChannelId, Emoji, MessageId, ServerId, UserId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,7 +19,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::{malformed, ModelCollection, MongoProjection, MongoTx};
 use crate::rows::{
-    ChannelEventKind, ChannelEventRow, EditRow, MessageRow, ReactionChange, ThreadSummary,
+    ChannelEventKind, ChannelEventRow, EditRow, MessageRow, PinRow, ReactionChange, ThreadSummary,
 };
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
@@ -92,14 +93,16 @@ impl MongoProjection for MongoTimelineProjection {
             let Some(envelope) = event.envelope() else {
                 continue;
             };
-            if envelope.aggregate_type != "Message" {
-                continue;
-            }
-            let message: MessageEvent = envelope.decode().map_err(|e| StoreError::Event {
+            let undecodable = |e: serde_json::Error| StoreError::Event {
                 index: *index,
                 reason: format!("{} cannot be decoded: {e}", envelope.event_type),
-            })?;
-            decoded.push((*index, event.sequence(), message));
+            };
+            let change = match envelope.aggregate_type.as_str() {
+                "Message" => TimelineEvent::Message(envelope.decode().map_err(undecodable)?),
+                "ChannelPins" => TimelineEvent::Pins(envelope.decode().map_err(undecodable)?),
+                _ => continue,
+            };
+            decoded.push((*index, event.sequence(), change));
         }
         if decoded.is_empty() {
             return Ok(());
@@ -119,7 +122,7 @@ impl MongoProjection for MongoTimelineProjection {
         let message_ids: Vec<String> = decoded
             .iter()
             .flat_map(|(_, _, m)| {
-                let root = m.sent().and_then(|sent| sent.thread_root_id);
+                let root = m.thread_root();
                 std::iter::once(message_id(m)).chain(root)
             })
             .map(|id| id.to_string())
@@ -190,126 +193,154 @@ impl MongoProjection for MongoTimelineProjection {
                 channel_order.push(channel_key.clone());
             }
             let mut reaction = None;
-            let added = matches!(event, MessageEvent::ReactionAdded { .. });
             let (kind, id) = match event {
-                MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
-                    let Some(sent) = event.sent() else {
-                        continue;
-                    };
-                    let message_id = sent.message_id;
-                    let key = message_id.to_string();
-                    if messages.contains_key(&key) {
-                        return Err(StoreError::Event {
-                            index,
-                            reason: format!("message {key} is already in the timeline"),
-                        });
-                    }
-                    head.last_message += 1;
-                    let thread_position = match sent.thread_root_id {
-                        Some(root) => {
-                            let touched = existing(&mut messages, root, index)?;
-                            let thread = touched.row.thread.get_or_insert(ThreadSummary {
-                                reply_count: 0,
-                                last_reply_at: millis(sent.sent_at),
-                                participants: Vec::new(),
+                TimelineEvent::Pins(pins) => {
+                    let message_id = pins.message_id();
+                    let row = &mut existing(&mut messages, message_id, index)?.row;
+                    let kind = match pins {
+                        PinsEvent::MessagePinned {
+                            pinned_by,
+                            pinned_at,
+                            ..
+                        } => {
+                            row.pinned = Some(PinRow {
+                                pinned_by,
+                                pinned_at: millis(pinned_at),
                             });
-                            thread.reply_count += 1;
-                            thread.last_reply_at = millis(sent.sent_at);
-                            if !thread.participants.contains(&sent.author_id) {
-                                thread.participants.push(sent.author_id);
-                            }
-                            let position = thread.reply_count;
-                            let root_key = root.to_string();
-                            if seen.insert(root_key.clone()) {
-                                touched_order.push(root_key);
-                            }
-                            Some(position)
+                            ChannelEventKind::MessagePinned
                         }
-                        None => None,
+                        PinsEvent::MessageUnpinned { .. } => {
+                            row.pinned = None;
+                            ChannelEventKind::MessageUnpinned
+                        }
                     };
-                    messages.insert(
-                        key,
-                        Touched {
-                            row: MessageRow {
-                                id: message_id,
-                                channel_id: channel,
-                                server_id: sent.server_id,
-                                author_id: sent.author_id,
-                                body: Some(sent.body.into_inner()),
-                                created_at: millis(sent.sent_at),
-                                edited_at: None,
-                                deleted: false,
-                                position: head.last_message,
-                                version,
-                                edits: Vec::new(),
-                                reactions: Vec::new(),
-                                reply_to_id: sent.reply_to_id,
-                                thread_root_id: sent.thread_root_id,
-                                thread_position,
-                                in_channel: sent.in_channel,
-                                thread: None,
-                            },
-                            origin: index,
-                            new: true,
-                        },
-                    );
-                    (ChannelEventKind::MessageSent, message_id)
+                    (kind, message_id)
                 }
-                MessageEvent::MessageEdited {
-                    message_id,
-                    body,
-                    previous_body,
-                    edited_at,
-                    ..
-                } => {
-                    let touched = existing(&mut messages, message_id, index)?;
-                    let edited_at = millis(edited_at);
-                    let row = &mut touched.row;
-                    row.edits.push(EditRow {
-                        body: previous_body.into_inner(),
-                        replaced_at: edited_at,
-                    });
-                    row.body = Some(body.into_inner());
-                    row.edited_at = Some(edited_at);
-                    row.deleted = false;
-                    row.version = version;
-                    (ChannelEventKind::MessageEdited, message_id)
-                }
-                MessageEvent::MessageDeleted { message_id, .. } => {
-                    // A tombstone keeps its place in the channel but none of its words.
-                    let row = &mut existing(&mut messages, message_id, index)?.row;
-                    row.body = None;
-                    row.deleted = true;
-                    row.edits.clear();
-                    row.reactions.clear();
-                    row.version = version;
-                    (ChannelEventKind::MessageDeleted, message_id)
-                }
-                MessageEvent::ReactionAdded {
-                    message_id,
-                    user_id,
-                    emoji,
-                    ..
-                }
-                | MessageEvent::ReactionRemoved {
-                    message_id,
-                    user_id,
-                    emoji,
-                    ..
-                } => {
-                    let row = &mut existing(&mut messages, message_id, index)?.row;
-                    reaction = Some(Box::new(ReactionChange {
-                        user_id,
-                        emoji: emoji.to_string(),
-                        added,
-                    }));
-                    if added {
-                        add_reaction(&mut row.reactions, emoji, user_id);
-                    } else {
-                        remove_reaction(&mut row.reactions, &emoji, user_id);
+                TimelineEvent::Message(event) => {
+                    let added = matches!(event, MessageEvent::ReactionAdded { .. });
+                    match event {
+                        MessageEvent::MessageSent { .. }
+                        | MessageEvent::DirectMessageSent { .. } => {
+                            let Some(sent) = event.sent() else {
+                                continue;
+                            };
+                            let message_id = sent.message_id;
+                            let key = message_id.to_string();
+                            if messages.contains_key(&key) {
+                                return Err(StoreError::Event {
+                                    index,
+                                    reason: format!("message {key} is already in the timeline"),
+                                });
+                            }
+                            head.last_message += 1;
+                            let thread_position = match sent.thread_root_id {
+                                Some(root) => {
+                                    let touched = existing(&mut messages, root, index)?;
+                                    let thread = touched.row.thread.get_or_insert(ThreadSummary {
+                                        reply_count: 0,
+                                        last_reply_at: millis(sent.sent_at),
+                                        participants: Vec::new(),
+                                    });
+                                    thread.reply_count += 1;
+                                    thread.last_reply_at = millis(sent.sent_at);
+                                    if !thread.participants.contains(&sent.author_id) {
+                                        thread.participants.push(sent.author_id);
+                                    }
+                                    let position = thread.reply_count;
+                                    let root_key = root.to_string();
+                                    if seen.insert(root_key.clone()) {
+                                        touched_order.push(root_key);
+                                    }
+                                    Some(position)
+                                }
+                                None => None,
+                            };
+                            messages.insert(
+                                key,
+                                Touched {
+                                    row: MessageRow {
+                                        id: message_id,
+                                        channel_id: channel,
+                                        server_id: sent.server_id,
+                                        author_id: sent.author_id,
+                                        body: Some(sent.body.into_inner()),
+                                        created_at: millis(sent.sent_at),
+                                        edited_at: None,
+                                        deleted: false,
+                                        position: head.last_message,
+                                        version,
+                                        edits: Vec::new(),
+                                        reactions: Vec::new(),
+                                        reply_to_id: sent.reply_to_id,
+                                        thread_root_id: sent.thread_root_id,
+                                        thread_position,
+                                        in_channel: sent.in_channel,
+                                        thread: None,
+                                        pinned: None,
+                                    },
+                                    origin: index,
+                                    new: true,
+                                },
+                            );
+                            (ChannelEventKind::MessageSent, message_id)
+                        }
+                        MessageEvent::MessageEdited {
+                            message_id,
+                            body,
+                            previous_body,
+                            edited_at,
+                            ..
+                        } => {
+                            let touched = existing(&mut messages, message_id, index)?;
+                            let edited_at = millis(edited_at);
+                            let row = &mut touched.row;
+                            row.edits.push(EditRow {
+                                body: previous_body.into_inner(),
+                                replaced_at: edited_at,
+                            });
+                            row.body = Some(body.into_inner());
+                            row.edited_at = Some(edited_at);
+                            row.deleted = false;
+                            row.version = version;
+                            (ChannelEventKind::MessageEdited, message_id)
+                        }
+                        MessageEvent::MessageDeleted { message_id, .. } => {
+                            // A tombstone keeps its place in the channel but none of its words.
+                            let row = &mut existing(&mut messages, message_id, index)?.row;
+                            row.body = None;
+                            row.deleted = true;
+                            row.edits.clear();
+                            row.reactions.clear();
+                            row.version = version;
+                            (ChannelEventKind::MessageDeleted, message_id)
+                        }
+                        MessageEvent::ReactionAdded {
+                            message_id,
+                            user_id,
+                            emoji,
+                            ..
+                        }
+                        | MessageEvent::ReactionRemoved {
+                            message_id,
+                            user_id,
+                            emoji,
+                            ..
+                        } => {
+                            let row = &mut existing(&mut messages, message_id, index)?.row;
+                            reaction = Some(Box::new(ReactionChange {
+                                user_id,
+                                emoji: emoji.to_string(),
+                                added,
+                            }));
+                            if added {
+                                add_reaction(&mut row.reactions, emoji, user_id);
+                            } else {
+                                remove_reaction(&mut row.reactions, &emoji, user_id);
+                            }
+                            row.version = version;
+                            (ChannelEventKind::ReactionChanged, message_id)
+                        }
                     }
-                    row.version = version;
-                    (ChannelEventKind::ReactionChanged, message_id)
                 }
             };
             let key = id.to_string();
@@ -386,7 +417,37 @@ impl MongoProjection for MongoTimelineProjection {
     }
 }
 
-fn message_id(event: &MessageEvent) -> MessageId {
+/// An event the timeline applies: a message's, or a channel's pins'.
+enum TimelineEvent {
+    Message(MessageEvent),
+    Pins(PinsEvent),
+}
+
+impl TimelineEvent {
+    fn message_id(&self) -> MessageId {
+        match self {
+            TimelineEvent::Message(event) => event.message_id(),
+            TimelineEvent::Pins(event) => event.message_id(),
+        }
+    }
+
+    fn channel_id(&self) -> ChannelId {
+        match self {
+            TimelineEvent::Message(event) => event.channel_id(),
+            TimelineEvent::Pins(event) => event.channel_id(),
+        }
+    }
+
+    /// The thread a sent message is a reply in.
+    fn thread_root(&self) -> Option<MessageId> {
+        match self {
+            TimelineEvent::Message(event) => event.sent().and_then(|sent| sent.thread_root_id),
+            TimelineEvent::Pins(_) => None,
+        }
+    }
+}
+
+fn message_id(event: &TimelineEvent) -> MessageId {
     event.message_id()
 }
 
@@ -454,6 +515,10 @@ pub fn message_document(row: &MessageRow) -> Document {
         "thread_root_id": row.thread_root_id.map(|id| id.to_string()),
         "thread_seq": row.thread_position,
         "in_channel": row.in_channel,
+        "pinned": row.pinned.as_ref().map(|pin| doc! {
+            "pinned_by": pin.pinned_by.to_string(),
+            "pinned_at": bson_time(pin.pinned_at),
+        }),
         "thread": row.thread.as_ref().map(|thread| {
             let participants: Vec<String> =
                 thread.participants.iter().map(UserId::to_string).collect();
@@ -573,5 +638,13 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
             Some(_) => return None,
         },
         thread,
+        pinned: match document.get("pinned") {
+            Some(Bson::Document(pin)) => Some(PinRow {
+                pinned_by: UserId::parse(pin.get_str("pinned_by").ok()?).ok()?,
+                pinned_at: chrono_time(*pin.get_datetime("pinned_at").ok()?)?,
+            }),
+            Some(Bson::Null) | None => None,
+            Some(_) => return None,
+        },
     })
 }

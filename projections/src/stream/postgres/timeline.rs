@@ -60,6 +60,10 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_replies BIGINT NOT NULL DEF
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_last_reply_at TIMESTAMPTZ;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_participants TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (thread_root_id, thread_seq);
+-- Added with pins (see the embedded store's migration 0007).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_by TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS messages_pinned ON messages (channel_id, pinned_at);
 "#
     }
 
