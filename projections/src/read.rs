@@ -791,7 +791,7 @@ impl ReadModels {
                     .map(|row| {
                         let kind: String = row.get("kind")?;
                         let reaction: Option<String> = row.get("reaction")?;
-                        Ok(ChannelEventRow {
+                        with_reaction(ChannelEventRow {
                             channel_id: channel,
                             seq: row.get("seq")?,
                             kind: event_kind(kind)?,
@@ -849,7 +849,7 @@ impl ReadModels {
                             Some(mongodb::bson::Bson::Null) | None => None,
                             Some(_) => return Err(malformed()),
                         };
-                        Ok(ChannelEventRow {
+                        with_reaction(ChannelEventRow {
                             channel_id: channel,
                             seq: event.get_i64("seq").map_err(|_| malformed())?,
                             kind: event_kind(kind.to_owned())?,
@@ -984,6 +984,20 @@ async fn find_all(
         .try_collect()
         .await
         .map_err(mongo_error)
+}
+
+/// `row`, refused if it is a `ReactionChanged` without its reaction (every store writes one).
+fn with_reaction(row: ChannelEventRow) -> Result<ChannelEventRow, RowError> {
+    if row.kind == ChannelEventKind::ReactionChanged && row.reaction.is_none() {
+        return Err(RowError::Malformed {
+            column: "reaction",
+            value: format!(
+                "change {} of channel {} names no reaction",
+                row.seq, row.channel_id
+            ),
+        });
+    }
+    Ok(row)
 }
 
 fn event_kind(kind: String) -> Result<ChannelEventKind, RowError> {

@@ -1211,8 +1211,8 @@ impl From<ChannelEventRow> for ChannelEvent {
                 message: (*row.message).into(),
             }),
             ChannelEventKind::ReactionChanged => {
-                // Written with its reaction by every store; a row without one is a bug, shown
-                // as the message as it stands rather than as a made-up reaction.
+                // Every store writes the reaction, and the read side refuses a row without one
+                // (`ReadModels::channel_events_after`); an update without one cannot be built.
                 let (emoji, added, user_id) = match row.reaction {
                     Some(reaction) => {
                         let reaction = *reaction;
