@@ -136,6 +136,16 @@ pub(crate) struct DevArgs {
     #[arg(long, default_value_t = 100, env = "AETHER_MAX_PAGE_SIZE")]
     max_page_size: i64,
 
+    /// Most distinct emoji one message may carry as reactions (reacting with one more is
+    /// refused with CONFLICT; joining an emoji already there never is).
+    #[arg(long, default_value_t = ApiLimits::default().max_reaction_kinds, env = "AETHER_MAX_REACTIONS_PER_MESSAGE")]
+    max_reactions_per_message: usize,
+
+    /// Most messages one channel or conversation may have pinned (pinning one more is refused
+    /// with CONFLICT).
+    #[arg(long, default_value_t = ApiLimits::default().max_pins, env = "AETHER_MAX_PINS_PER_CHANNEL")]
+    max_pins_per_channel: usize,
+
     /// Mutations one signed-in user may send: RATE/BURST (per second / at once) or `off`.
     #[arg(long, default_value_t = RateLimits::default().mutations_per_user, env = "AETHER_RATE_MUTATIONS_PER_USER")]
     rate_mutations_per_user: Rate,
@@ -306,6 +316,8 @@ impl DevArgs {
                 max_complexity: self.max_query_complexity,
                 max_page_size: self.max_page_size.max(1),
                 max_aliases: self.max_query_aliases,
+                max_reaction_kinds: self.max_reactions_per_message.max(1),
+                max_pins: self.max_pins_per_channel.max(1),
                 rates: RateLimits {
                     mutations_per_user: self.rate_mutations_per_user,
                     mutations_per_ip: self.rate_mutations_per_ip,

@@ -64,9 +64,21 @@ export type Role =
   | 'OWNER';
 
 export type SendMessageInput = {
+  /** With `threadRootId`: also show the reply in the channel's history. */
+  alsoToChannel?: boolean;
   body: string;
   channelId?: string | null | undefined;
   conversationId?: string | null | undefined;
+  /**
+   * A message of the same channel or conversation this one replies to; the reply shows
+   * it quoted (`Message.replyTo`).
+   */
+  replyToId?: string | null | undefined;
+  /**
+   * A root message of the same channel or conversation: the message is a reply in its
+   * thread (`thread(rootId)`), not in the channel's history unless `alsoToChannel`.
+   */
+  threadRootId?: string | null | undefined;
 };
 
 export type SetMemberRoleInput = {
@@ -313,12 +325,24 @@ type ChannelEventFields_MessageDeleted_Fragment = { __typename: 'MessageDeleted'
 
 type ChannelEventFields_MessageEdited_Fragment = { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
+type ChannelEventFields_MessagePinned_Fragment = { __typename: 'MessagePinned', cursor: string };
+
 type ChannelEventFields_MessageSent_Fragment = { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
+
+type ChannelEventFields_MessageUnpinned_Fragment = { __typename: 'MessageUnpinned', cursor: string };
+
+type ChannelEventFields_ReactionChanged_Fragment = { __typename: 'ReactionChanged', cursor: string };
+
+type ChannelEventFields_ThreadReplied_Fragment = { __typename: 'ThreadReplied', cursor: string };
 
 export type ChannelEventFieldsFragment =
   | ChannelEventFields_MessageDeleted_Fragment
   | ChannelEventFields_MessageEdited_Fragment
+  | ChannelEventFields_MessagePinned_Fragment
   | ChannelEventFields_MessageSent_Fragment
+  | ChannelEventFields_MessageUnpinned_Fragment
+  | ChannelEventFields_ReactionChanged_Fragment
+  | ChannelEventFields_ThreadReplied_Fragment
 ;
 
 export type ChannelEventsSubscriptionVariables = Exact<{
@@ -330,7 +354,11 @@ export type ChannelEventsSubscriptionVariables = Exact<{
 export type ChannelEventsSubscription = { channelEvents:
     | { __typename: 'MessageDeleted', messageId: string, cursor: string }
     | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessagePinned', cursor: string }
     | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageUnpinned', cursor: string }
+    | { __typename: 'ReactionChanged', cursor: string }
+    | { __typename: 'ThreadReplied', cursor: string }
    };
 
 export type ConversationEventsSubscriptionVariables = Exact<{
@@ -342,7 +370,11 @@ export type ConversationEventsSubscriptionVariables = Exact<{
 export type ConversationEventsSubscription = { conversationEvents:
     | { __typename: 'MessageDeleted', messageId: string, cursor: string }
     | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessagePinned', cursor: string }
     | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageUnpinned', cursor: string }
+    | { __typename: 'ReactionChanged', cursor: string }
+    | { __typename: 'ThreadReplied', cursor: string }
    };
 
 export type UserEventsSubscriptionVariables = Exact<{ [key: string]: never; }>;
