@@ -232,6 +232,97 @@ async fn an_ended_session_is_refused_on_http_and_its_sockets_close_with_4403() -
 }
 
 #[tokio::test]
+async fn changing_the_password_ends_every_session_but_the_new_one() -> anyhow::Result<()> {
+    const CHANGE: &str = "mutation($c: String!, $n: String!) { changePassword(input: {currentPassword: $c, newPassword: $n}) { accessToken refreshToken user { username } } }";
+    let dir = tempfile::tempdir()?;
+    let app = common::start(dir.path()).await?;
+    let addr = app.local_addr;
+    let mut anonymous = Client::new(addr);
+    anonymous.register("alice").await?;
+    let (phone, _) = login(&mut anonymous, "alice").await?;
+    let (laptop, laptop_refresh) = login(&mut anonymous, "alice").await?;
+    let mut laptop_socket = Subscriber::connect(addr, &laptop).await?;
+    assert_eq!(me_over(&mut laptop_socket, "1").await?, "alice");
+    let mut phone_client = Client::new(addr).with_token(&phone);
+
+    // A wrong current password, a new one that is too short, or no token at all change
+    // nothing: every session goes on.
+    let wrong = phone_client
+        .raw(
+            CHANGE,
+            json!({ "c": "not my password", "n": "battery staple" }),
+        )
+        .await?;
+    assert_eq!(code(&wrong), Some("BAD_USER_INPUT"), "{wrong}");
+    let short = phone_client
+        .raw(CHANGE, json!({ "c": "correct horse", "n": "short" }))
+        .await?;
+    assert_eq!(code(&short), Some("BAD_USER_INPUT"), "{short}");
+    let anonymous_change = anonymous
+        .raw(
+            CHANGE,
+            json!({ "c": "correct horse", "n": "battery staple" }),
+        )
+        .await?;
+    assert_eq!(
+        code(&anonymous_change),
+        Some("UNAUTHENTICATED"),
+        "{anonymous_change}"
+    );
+    assert_eq!(me(addr, &laptop).await?, Ok("alice".to_owned()));
+    assert_eq!(me(addr, &phone).await?, Ok("alice".to_owned()));
+
+    // The change: the phone gets a new session; every older one ends at once, the phone's
+    // own included, and the laptop's socket closes with 4403.
+    let changed = phone_client
+        .raw(
+            CHANGE,
+            json!({ "c": "correct horse", "n": "battery staple" }),
+        )
+        .await?;
+    assert_eq!(code(&changed), None, "{changed}");
+    assert_eq!(
+        changed["data"]["changePassword"]["user"]["username"],
+        "alice"
+    );
+    let (fresh, _) = pair(&changed, "changePassword")?;
+    assert_eq!(me(addr, &fresh).await?, Ok("alice".to_owned()));
+    assert_eq!(me(addr, &phone).await?, Err("UNAUTHENTICATED".to_owned()));
+    assert_eq!(me(addr, &laptop).await?, Err("UNAUTHENTICATED".to_owned()));
+    assert_eq!(closed_with(&mut laptop_socket).await?, 4403);
+    let refreshed = anonymous
+        .raw(REFRESH, json!({ "t": laptop_refresh }))
+        .await?;
+    assert_eq!(code(&refreshed), Some("UNAUTHENTICATED"), "{refreshed}");
+
+    // The old password signs in no more; the new one does.
+    let old = anonymous.raw(LOGIN, json!({ "u": "alice" })).await?;
+    assert_eq!(code(&old), Some("UNAUTHENTICATED"), "{old}");
+    let new = anonymous
+        .raw(
+            "mutation { login(input: {username: \"alice\", password: \"battery staple\"}) { accessToken refreshToken } }",
+            json!({}),
+        )
+        .await?;
+    let (signed_in, _) = pair(&new, "login")?;
+    app.stop().await?;
+
+    // Across a restart: the ended sessions stay ended, the new ones hold.
+    let app = common::start(dir.path()).await?;
+    assert_eq!(
+        me(app.local_addr, &laptop).await?,
+        Err("UNAUTHENTICATED".to_owned())
+    );
+    assert_eq!(me(app.local_addr, &fresh).await?, Ok("alice".to_owned()));
+    assert_eq!(
+        me(app.local_addr, &signed_in).await?,
+        Ok("alice".to_owned())
+    );
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_socket_lives_as_long_as_its_access_token_unless_a_fresh_one_comes() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;

@@ -91,6 +91,7 @@ impl DomainRefusal for UserError {
         match self {
             UserError::AlreadyRegistered => ErrorCode::Conflict,
             UserError::UnknownUser => ErrorCode::NotFound,
+            UserError::NoPassword => ErrorCode::BadUserInput,
         }
     }
 }

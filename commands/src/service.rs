@@ -13,7 +13,7 @@ use aether_domain::pins::{pins_id, ChannelPins, PinsCommand};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
-use aether_domain::user::{User, UserCommand};
+use aether_domain::user::{User, UserCommand, UserError};
 use aether_domain::{
     ChannelAccess, ChannelId, ChannelKind, ChannelName, DisplayName, Emoji, InviteCode,
     MessageBody, MessageId, ModerationReason, Password, Role, ServerId, ServerName, UserId,
@@ -96,6 +96,9 @@ pub struct Committed<T> {
     pub value: T,
     pub position: Written,
 }
+
+/// The message of a password change refused for a wrong current password.
+pub const WRONG_CURRENT_PASSWORD: &str = "the current password is wrong";
 
 /// A refused sign-in: why, and the existing account whose password was wrong, if that is what
 /// it was.
@@ -1464,6 +1467,57 @@ impl<R: WriteStore> ChatCommands<R> {
         let id = user.to_string();
         let (state, sequence) = self.load_at::<User>(&id).await?;
         let command = UserCommand::EndAllSessions { at: ctx.at };
+        let (_, position) = self
+            .decide_retrying(&id, state, sequence, command, &ctx.metadata(id.clone()))
+            .await?;
+        Ok(Committed {
+            value: ctx.at,
+            position,
+        })
+    }
+
+    /// Replaces `user`'s password after checking the current one, and ends every session
+    /// that started before now (`PasswordChanged`, then `AllSessionsEnded`): whoever held a
+    /// token of the old password holds nothing. Answers with the instant the sessions ended at.
+    /// A wrong current password is refused with `BAD_USER_INPUT`, an account of an external
+    /// identity provider (no password) too.
+    pub async fn change_password(
+        &self,
+        user: UserId,
+        current: &str,
+        new: &str,
+    ) -> Result<Committed<chrono::DateTime<chrono::Utc>>, CommandError> {
+        let new = Password::parse(new)?;
+        let ctx = CommandContext::new(Some(user));
+        let id = user.to_string();
+        let (state, sequence) = self.load_at::<User>(&id).await?;
+        let Some(hash) = state.password_hash.clone().filter(|hash| !hash.is_empty()) else {
+            return Err(CommandError::from(AggregateError::UserError(
+                UserError::NoPassword,
+            )));
+        };
+        let current = current.to_owned();
+        let (valid, password_hash) = tokio::task::spawn_blocking(move || {
+            let valid = verify_password(&current, &hash);
+            // Hashing only for the right password keeps a guesser from costing two hashes.
+            let hashed = valid.then(|| hash_password(&new)).transpose();
+            (valid, hashed)
+        })
+        .await
+        .map_err(|e| CommandError::internal(e.to_string()))?;
+        if !valid {
+            return Err(CommandError::new(
+                ErrorCode::BadUserInput,
+                WRONG_CURRENT_PASSWORD,
+            ));
+        }
+        let password_hash = password_hash
+            .map_err(|e| CommandError::internal(e.to_string()))?
+            .unwrap_or_default();
+        let command = UserCommand::ChangePassword {
+            password_hash,
+            at: ctx.at,
+        };
         let (_, position) = self
             .decide_retrying(&id, state, sequence, command, &ctx.metadata(id.clone()))
             .await?;

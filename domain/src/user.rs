@@ -25,6 +25,12 @@ pub enum UserCommand {
     },
     /// Sign out on every device: every session started before now ends.
     EndAllSessions { at: DateTime<Utc> },
+    /// Replace the account's password (already hashed, like at registration; the adapter has
+    /// checked the current one). Every session started before now ends with it.
+    ChangePassword {
+        password_hash: String,
+        at: DateTime<Utc>,
+    },
     /// Someone tried to sign in as this user with a wrong password.
     RecordFailedLogin { at: DateTime<Utc> },
     /// Create the account of someone signed in by an external OpenID Connect issuer, the
@@ -59,6 +65,15 @@ pub enum UserEvent {
     },
     /// Every session that started before `ended_at` is over ("log out everywhere").
     AllSessionsEnded { ended_at: DateTime<Utc> },
+    /// The account's password was replaced; followed by `AllSessionsEnded` at the same instant.
+    PasswordChanged {
+        /// The new PHC-format argon2id hash, redacted from every public copy like
+        /// `UserRegistered`'s.
+        #[serde(default)]
+        #[cfg_attr(feature = "json-schema", schemars(skip))]
+        password_hash: String,
+        changed_at: DateTime<Utc>,
+    },
     /// A sign-in as this user failed: a wrong password. (Attempts are rate-limited per
     /// username before they get this far, so a flood leaves a bounded trail.)
     LoginFailed { failed_at: DateTime<Utc> },
@@ -78,6 +93,7 @@ impl DomainEvent for UserEvent {
             UserEvent::UserRegistered { .. } => "UserRegistered",
             UserEvent::ProfileChanged { .. } => "ProfileChanged",
             UserEvent::AllSessionsEnded { .. } => "AllSessionsEnded",
+            UserEvent::PasswordChanged { .. } => "PasswordChanged",
             UserEvent::LoginFailed { .. } => "LoginFailed",
             UserEvent::ExternalIdentityLinked { .. } => "ExternalIdentityLinked",
         }
@@ -95,6 +111,8 @@ pub enum UserError {
     AlreadyRegistered,
     #[error("no such user")]
     UnknownUser,
+    #[error("this account signs in through an external identity provider and has no password")]
+    NoPassword,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +204,21 @@ impl Aggregate for User {
                 sink.write(UserEvent::AllSessionsEnded { ended_at: at }, self)
                     .await;
             }
+            UserCommand::ChangePassword { password_hash, at } => {
+                if !self.is_registered() {
+                    return Err(UserError::UnknownUser);
+                }
+                if self.password_hash.as_deref().is_none_or(str::is_empty) {
+                    return Err(UserError::NoPassword);
+                }
+                let changed = UserEvent::PasswordChanged {
+                    password_hash,
+                    changed_at: at,
+                };
+                sink.write(changed, self).await;
+                sink.write(UserEvent::AllSessionsEnded { ended_at: at }, self)
+                    .await;
+            }
             UserCommand::ChangeProfile { display_name, at } => {
                 if !self.is_registered() {
                     return Err(UserError::UnknownUser);
@@ -221,6 +254,9 @@ impl Aggregate for User {
             }
             UserEvent::AllSessionsEnded { ended_at } => {
                 self.sessions_ended_before = Some(ended_at);
+            }
+            UserEvent::PasswordChanged { password_hash, .. } => {
+                self.password_hash = Some(password_hash);
             }
             UserEvent::LoginFailed { .. } | UserEvent::ExternalIdentityLinked { .. } => {}
         }

@@ -4,6 +4,7 @@ use aether_domain::user::{User, UserCommand, UserError, UserEvent};
 use aether_domain::{DisplayName, UserId, Username};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
 use uuid::Uuid;
 
 const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
@@ -216,4 +217,62 @@ fn an_external_account_is_created_once() {
         .given(vec![alice_registered()])
         .when(register_external())
         .then_expect_error(UserError::AlreadyRegistered);
+}
+
+// --- ChangePassword -------------------------------------------------------------------------
+
+const NEW_PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA";
+
+fn change_password() -> UserCommand {
+    UserCommand::ChangePassword {
+        password_hash: NEW_PASSWORD_HASH.to_owned(),
+        at: later(),
+    }
+}
+
+#[test]
+fn changing_the_password_records_the_new_hash_and_ends_every_session() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(change_password())
+        .then_expect_events(vec![
+            UserEvent::PasswordChanged {
+                password_hash: NEW_PASSWORD_HASH.to_owned(),
+                changed_at: later(),
+            },
+            UserEvent::AllSessionsEnded { ended_at: later() },
+        ]);
+}
+
+#[test]
+fn the_changed_password_is_the_one_the_account_keeps() {
+    let mut user = User::default();
+    user.apply(alice_registered());
+    user.apply(UserEvent::PasswordChanged {
+        password_hash: NEW_PASSWORD_HASH.to_owned(),
+        changed_at: later(),
+    });
+    assert_eq!(user.password_hash.as_deref(), Some(NEW_PASSWORD_HASH));
+}
+
+#[test]
+fn an_account_of_an_external_provider_has_no_password_to_change() {
+    framework()
+        .given(vec![UserEvent::UserRegistered {
+            user_id: alice_id(),
+            username: username("oidc-0123456789abcdef"),
+            display_name: display_name("Alice Example"),
+            password_hash: String::new(),
+            registered_at: at(),
+        }])
+        .when(change_password())
+        .then_expect_error(UserError::NoPassword);
+}
+
+#[test]
+fn nobody_changes_the_password_of_an_account_that_does_not_exist() {
+    framework()
+        .given_no_previous_events()
+        .when(change_password())
+        .then_expect_error(UserError::UnknownUser);
 }

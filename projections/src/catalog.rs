@@ -156,6 +156,7 @@ async fn apply_user(
             .await
         }
         UserEvent::AllSessionsEnded { .. }
+        | UserEvent::PasswordChanged { .. }
         | UserEvent::LoginFailed { .. }
         | UserEvent::ExternalIdentityLinked { .. } => Ok(()),
     }

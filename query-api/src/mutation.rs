@@ -33,6 +33,12 @@ pub struct LoginInput {
 }
 
 #[derive(InputObject, Debug)]
+pub struct ChangePasswordInput {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(InputObject, Debug)]
 pub struct CreateServerInput {
     pub name: String,
 }
@@ -403,6 +409,49 @@ impl MutationRoot {
             let before = committed(ctx, ended);
             state.revocations.end_all(user, before);
             Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Replaces the caller's password (the current one must be given) and ends every session
+    /// of theirs, everywhere: every token of the old sessions stops working at once, on every
+    /// instance, and their WebSockets are closed (4403). Answers with the tokens of a new
+    /// session, so the device that changed the password stays signed in. A wrong current
+    /// password counts as a failed sign-in from the caller's address.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangePasswordInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        if let Ok(user) = require_caller(ctx) {
+            crate::rate::check_login(ctx, Some(&user.to_string()))?;
+        }
+        let result: ApiResult<AuthPayload> = async {
+            let user = require_caller(ctx)?;
+            let state = state(ctx);
+            let changed = match state
+                .commands
+                .change_password(user, &input.current_password, &input.new_password)
+                .await
+            {
+                Ok(changed) => changed,
+                Err(error) => {
+                    if error.message == aether_commands::WRONG_CURRENT_PASSWORD {
+                        crate::rate::record_failed_login(ctx);
+                    }
+                    return Err(error.into());
+                }
+            };
+            let before = committed(ctx, changed);
+            state.revocations.end_all(user, before);
+            let (access_token, refresh_token) = sign_in(ctx, user).await?;
+            let user: User = load_user(state, user).await?;
+            Ok(AuthPayload {
+                access_token,
+                refresh_token,
+                user,
+            })
         }
         .await;
         gql(result)

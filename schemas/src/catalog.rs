@@ -97,6 +97,13 @@ pub const EVENT_TYPES: &[EventType] = &[
         "The user signed out everywhere: every session that started before this ended.",
     ),
     event(
+        "PasswordChanged",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "The user replaced their password. Its hash stays in the event store and is never \
+         published; an `AllSessionsEnded` at the same instant follows.",
+    ),
+    event(
         "LoginFailed",
         USER,
         topics::IDENTITY_EVENTS,

@@ -170,6 +170,7 @@ async fn apply_user(
                 .await?;
         }
         UserEvent::AllSessionsEnded { .. }
+        | UserEvent::PasswordChanged { .. }
         | UserEvent::LoginFailed { .. }
         | UserEvent::ExternalIdentityLinked { .. } => {}
     }
