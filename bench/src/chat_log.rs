@@ -325,6 +325,7 @@ impl ChatLog {
                 reply_to_id: None,
                 thread_root_id: None,
                 also_in_channel: false,
+                mentions: None,
             };
             let id = message_id.to_string();
             let out = envelope(
@@ -364,6 +365,7 @@ impl ChatLog {
                 body: body.clone(),
                 previous_body: std::mem::replace(&mut message.body, body),
                 edited_at: at,
+                mentions: None,
             };
             let out = envelope(
                 "Message",

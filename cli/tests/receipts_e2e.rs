@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{community, send, start, Client};
+use common::{community, send, start, Client, Subscriber, PATIENCE};
 use serde_json::{json, Value};
 
 const READ_STATE: &str = "query($c: ID!) { channel(id: $c) { readState { \
@@ -172,6 +172,82 @@ async fn mark_read_refuses_what_the_caller_cannot_mark() -> anyhow::Result<()> {
     let state = read_state(&mut bob, channel).await?;
     assert_eq!(state["lastReadMessageId"], Value::Null);
     assert_eq!(state["unreadCount"], 1);
+    app.stop().await?;
+    Ok(())
+}
+
+/// `reader`'s badges in `channel` once `writer`'s writes are in the read models.
+async fn badges_after(
+    reader: &mut Client,
+    writer: &Client,
+    channel: &str,
+) -> anyhow::Result<(i64, i64)> {
+    reader.consistency = writer.consistency.clone();
+    let state = read_state(reader, channel).await?;
+    Ok((
+        state["unreadCount"].as_i64().unwrap_or(-1),
+        state["mentionCount"].as_i64().unwrap_or(-1),
+    ))
+}
+
+#[tokio::test]
+async fn everyone_and_here_mention_people_when_a_moderator_or_more_sends_them() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, bob_id) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    let channel = place.channel_id.as_str();
+
+    // From a member, `@everyone` and `@here` are text: nobody is mentioned.
+    send(&mut bob, channel, "@everyone look at this, @here").await?;
+    assert_eq!(badges_after(&mut alice, &bob, channel).await?, (1, 0));
+
+    // From the owner, `@everyone` mentions every member.
+    send(&mut alice, channel, "@everyone standup in 5").await?;
+    assert_eq!(badges_after(&mut bob, &alice, channel).await?, (1, 1));
+
+    // `@here` reaches only who is connected: bob is not.
+    send(&mut alice, channel, "@here anyone around?").await?;
+    assert_eq!(badges_after(&mut bob, &alice, channel).await?, (2, 1));
+
+    // Once bob is connected (and shows so), `@here` reaches him.
+    let _socket =
+        Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or_default()).await?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let me = bob.ok("{ me { presence } }", json!({})).await?;
+        if me["me"]["presence"] == "ONLINE" {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "bob never showed online: {me}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    send(&mut alice, channel, "@here now?").await?;
+    assert_eq!(badges_after(&mut bob, &alice, channel).await?, (3, 2));
+
+    // Named and `@everyone` in one message: one mention.
+    let both = send(
+        &mut alice,
+        channel,
+        &format!("<@{bob_id}> and @everyone: review?"),
+    )
+    .await?;
+    assert_eq!(badges_after(&mut bob, &alice, channel).await?, (4, 3));
+
+    // An edit that drops the mentions takes them off the badge.
+    alice
+        .ok(
+            "mutation($m: ID!) { editMessage(input: {messageId: $m, body: \"never mind\"}) { id } }",
+            json!({ "m": both }),
+        )
+        .await?;
+    assert_eq!(badges_after(&mut bob, &alice, channel).await?, (4, 2));
     app.stop().await?;
     Ok(())
 }

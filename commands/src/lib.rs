@@ -20,6 +20,6 @@ pub mod store;
 pub use error::{CommandError, ErrorCode};
 pub use service::{
     ChatCommands, CommandContext, Committed, ConversationRecord, LoginRefused, Moderation,
-    ReadMarkRecord, SessionRecord, WRONG_CURRENT_PASSWORD,
+    OnlineNow, ReadMarkRecord, SessionRecord, WRONG_CURRENT_PASSWORD,
 };
 pub use sqlite::SqliteEventStore;

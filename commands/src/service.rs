@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use aether_domain::conversation::{
     conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
 };
-use aether_domain::message::{Message, MessageCommand, MessageLinks, Reaction};
+use aether_domain::message::{Mentions, Message, MessageCommand, MessageLinks, Reaction};
 use aether_domain::pins::{pins_id, ChannelPins, PinsCommand};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
@@ -60,6 +60,19 @@ pub struct CommandContext {
     pub actor: Option<UserId>,
     pub correlation_id: Uuid,
     pub at: DateTime<Utc>,
+    /// Who is online now, for an `@here` in a message; without it `@here` reaches nobody.
+    pub online: Option<OnlineNow>,
+}
+
+/// Whether a user is online now (connected and not away or offline), as the instance's
+/// presence knows it.
+#[derive(Clone)]
+pub struct OnlineNow(pub Arc<dyn Fn(UserId) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for OnlineNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnlineNow")
+    }
 }
 
 impl CommandContext {
@@ -68,7 +81,14 @@ impl CommandContext {
             actor,
             correlation_id: Uuid::now_v7(),
             at: Utc::now(),
+            online: None,
         }
+    }
+
+    /// The context with `online` to resolve `@here`.
+    pub fn with_online(mut self, online: OnlineNow) -> Self {
+        self.online = Some(online);
+        self
     }
 
     fn metadata(&self, routing_key: String) -> HashMap<String, String> {
@@ -1166,6 +1186,7 @@ impl<R: WriteStore> ChatCommands<R> {
             }
         }
         let message_id = MessageId::new();
+        let mentions = self.mentions(ctx, channel_id, &access, &body).await?;
         let command = MessageCommand::SendMessage {
             message_id,
             channel_id,
@@ -1173,6 +1194,7 @@ impl<R: WriteStore> ChatCommands<R> {
             body,
             access,
             links: linked,
+            mentions,
             at: ctx.at,
         };
         // A freshly generated id has no events: nothing to load.
@@ -1184,6 +1206,56 @@ impl<R: WriteStore> ChatCommands<R> {
             sequence: 0,
         };
         self.message_command(ctx, target, command).await
+    }
+
+    /// Who `body`, posted in `channel_id` with `access`, mentions: named people who may see
+    /// the channel, and `@everyone`/`@here` when the access allows them. A body without an
+    /// `@` costs nothing more.
+    async fn mentions(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        access: &ChannelAccess,
+        body: &MessageBody,
+    ) -> Result<Mentions, CommandError> {
+        if !body.as_str().contains('@') {
+            return Ok(Mentions::default());
+        }
+        let online = |user: UserId| ctx.online.as_ref().is_some_and(|online| (online.0)(user));
+        Ok(match access.server_id() {
+            Some(server_id) => {
+                let server = self.current_server(&server_id.to_string()).await?;
+                Mentions::resolve(
+                    body,
+                    access,
+                    |user| server.channel_access(channel_id, user).can_view(),
+                    || {
+                        server
+                            .members
+                            .keys()
+                            .copied()
+                            .filter(|u| online(*u))
+                            .collect()
+                    },
+                )
+            }
+            None => match self.conversation(channel_id).await? {
+                Some(conversation) => Mentions::resolve(
+                    body,
+                    access,
+                    |user| conversation.access(user).can_view(),
+                    || {
+                        conversation
+                            .participants
+                            .iter()
+                            .copied()
+                            .filter(|u| online(*u))
+                            .collect()
+                    },
+                ),
+                None => Mentions::default(),
+            },
+        })
     }
 
     /// Loads a live message and the actor's access to its channel.
@@ -1219,10 +1291,14 @@ impl<R: WriteStore> ChatCommands<R> {
         let actor = ctx.actor()?;
         let body = MessageBody::parse(body)?;
         let target = self.message_and_access(message_id, actor).await?;
+        let mentions = self
+            .mentions(ctx, target.channel_id, &target.access, &body)
+            .await?;
         let command = MessageCommand::EditMessage {
             actor,
             body,
             access: target.access,
+            mentions,
             at: ctx.at,
         };
         self.message_command(ctx, target, command).await

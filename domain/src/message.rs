@@ -49,6 +49,78 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+/// Who a message mentions, decided on the write side when it is sent or edited and recorded
+/// in the event, so that every reader of the log counts the same mentions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+pub struct Mentions {
+    /// The people named in `<@…>` who may see the channel or conversation, each once, in
+    /// order of first mention (anyone else named is text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserId>,
+    /// `@everyone` from someone allowed to: everyone who may see the channel.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub everyone: bool,
+    /// `@here` from someone allowed to: those of `online`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub here: bool,
+    /// With `here`: the people who may see the channel and were online when it was sent
+    /// (at most [`MAX_HERE_MENTIONS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online: Vec<UserId>,
+}
+
+/// The most people one `@here` reaches.
+pub const MAX_HERE_MENTIONS: usize = 1_000;
+
+impl Mentions {
+    /// The mentions of `body` sent (or edited) with `access`: the named people `may_see`
+    /// allows; `@everyone` and `@here` only if the access allows mentioning everyone, and then
+    /// `online_now` (asked only for `@here`) names who was online.
+    pub fn resolve(
+        body: &MessageBody,
+        access: &ChannelAccess,
+        may_see: impl Fn(UserId) -> bool,
+        online_now: impl FnOnce() -> Vec<UserId>,
+    ) -> Self {
+        let users = body
+            .mentions()
+            .into_iter()
+            .filter(|u| may_see(*u))
+            .collect();
+        let allowed = access.can_mention_everyone();
+        let everyone = allowed && body.says_everyone();
+        let here = allowed && body.says_here();
+        let online = if here {
+            let mut online: Vec<UserId> =
+                online_now().into_iter().filter(|u| may_see(*u)).collect();
+            online.sort();
+            online.dedup();
+            online.truncate(MAX_HERE_MENTIONS);
+            online
+        } else {
+            Vec::new()
+        };
+        Self {
+            users,
+            everyone,
+            here,
+            online,
+        }
+    }
+
+    /// Everyone mentioned by id (named, or reached by `@here`), each once.
+    pub fn reached(&self) -> Vec<UserId> {
+        let mut reached = self.users.clone();
+        for user in &self.online {
+            if !reached.contains(user) {
+                reached.push(*user);
+            }
+        }
+        reached
+    }
+}
+
 /// How many distinct emoji one message may carry unless configured otherwise.
 pub const DEFAULT_MAX_REACTION_KINDS: usize = 20;
 
@@ -62,12 +134,16 @@ pub enum MessageCommand {
         access: ChannelAccess,
         /// What the message replies to and which thread it is in, if any.
         links: MessageLinks,
+        /// Who the body mentions ([`Mentions::resolve`]).
+        mentions: Mentions,
         at: DateTime<Utc>,
     },
     EditMessage {
         actor: UserId,
         body: MessageBody,
         access: ChannelAccess,
+        /// Who the new body mentions.
+        mentions: Mentions,
         at: DateTime<Utc>,
     },
     DeleteMessage {
@@ -111,6 +187,10 @@ pub enum MessageEvent {
         /// A thread reply also shown in the channel's own history.
         #[serde(default, skip_serializing_if = "is_false")]
         also_in_channel: bool,
+        /// Who the message mentions; absent in events written before mentions were decided on
+        /// the write side (readers then take the `<@…>` of the body).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mentions: Option<Mentions>,
     },
     /// A message was sent in a direct conversation (which belongs to no server).
     DirectMessageSent {
@@ -128,6 +208,10 @@ pub enum MessageEvent {
         /// A thread reply also shown in the channel's own history.
         #[serde(default, skip_serializing_if = "is_false")]
         also_in_channel: bool,
+        /// Who the message mentions; absent in events written before mentions were decided on
+        /// the write side (readers then take the `<@…>` of the body).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mentions: Option<Mentions>,
     },
     /// The previous body is kept in the event, so the edit history is in the log.
     MessageEdited {
@@ -136,6 +220,10 @@ pub enum MessageEvent {
         body: MessageBody,
         previous_body: MessageBody,
         edited_at: DateTime<Utc>,
+        /// Who the new body mentions; absent in events written before mentions were decided on
+        /// the write side.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mentions: Option<Mentions>,
     },
     /// A tombstone: the message stays in history as deleted, its body is no longer shown.
     MessageDeleted {
@@ -186,6 +274,8 @@ pub struct SentMessage {
     /// Whether the channel's own history shows it: every message but a thread reply not
     /// also sent to the channel.
     pub in_channel: bool,
+    /// Who it mentions, when the event says so.
+    pub mentions: Option<Mentions>,
 }
 
 impl MessageEvent {
@@ -228,6 +318,7 @@ impl MessageEvent {
                 reply_to_id,
                 thread_root_id,
                 also_in_channel,
+                mentions,
             } => Some(SentMessage {
                 message_id: *message_id,
                 channel_id: *channel_id,
@@ -238,6 +329,7 @@ impl MessageEvent {
                 reply_to_id: *reply_to_id,
                 thread_root_id: *thread_root_id,
                 in_channel: thread_root_id.is_none() || *also_in_channel,
+                mentions: mentions.clone(),
             }),
             MessageEvent::DirectMessageSent {
                 message_id,
@@ -248,6 +340,7 @@ impl MessageEvent {
                 reply_to_id,
                 thread_root_id,
                 also_in_channel,
+                mentions,
             } => Some(SentMessage {
                 message_id: *message_id,
                 channel_id: *conversation_id,
@@ -258,6 +351,7 @@ impl MessageEvent {
                 reply_to_id: *reply_to_id,
                 thread_root_id: *thread_root_id,
                 in_channel: thread_root_id.is_none() || *also_in_channel,
+                mentions: mentions.clone(),
             }),
             MessageEvent::MessageEdited { .. }
             | MessageEvent::MessageDeleted { .. }
@@ -420,6 +514,7 @@ impl Message {
                 body,
                 access,
                 links,
+                mentions,
                 at,
             } => {
                 if self.id.is_some() {
@@ -442,6 +537,7 @@ impl Message {
                         reply_to_id,
                         thread_root_id,
                         also_in_channel,
+                        mentions: Some(mentions),
                     },
                     None => MessageEvent::DirectMessageSent {
                         message_id,
@@ -452,6 +548,7 @@ impl Message {
                         reply_to_id,
                         thread_root_id,
                         also_in_channel,
+                        mentions: Some(mentions),
                     },
                 }))
             }
@@ -459,6 +556,7 @@ impl Message {
                 actor,
                 body,
                 access,
+                mentions,
                 at,
             } => {
                 let (message_id, channel_id, author, previous) = self.live()?;
@@ -478,6 +576,7 @@ impl Message {
                     body,
                     previous_body: previous.clone(),
                     edited_at: at,
+                    mentions: Some(mentions),
                 }))
             }
             MessageCommand::DeleteMessage { actor, access, at } => {

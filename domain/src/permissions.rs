@@ -42,6 +42,8 @@ pub enum Permission {
     ViewPrivateChannels,
     /// Post in announcement channels.
     PostAnnouncements,
+    /// Mention everyone in a channel at once (`@everyone`, `@here`).
+    MentionEveryone,
     /// Post in ordinary channels.
     SendMessages,
 }
@@ -78,6 +80,7 @@ impl Role {
     /// | ManageMessages        | MODERATOR    |
     /// | ViewPrivateChannels   | MODERATOR    |
     /// | PostAnnouncements     | MODERATOR    |
+    /// | MentionEveryone       | MODERATOR    |
     /// | CreateInvites         | MEMBER       |
     /// | SendMessages          | GUEST        |
     pub const fn allows(self, permission: Permission) -> bool {
@@ -89,7 +92,8 @@ impl Role {
             | Permission::ManageInvites
             | Permission::ManageMessages
             | Permission::ViewPrivateChannels
-            | Permission::PostAnnouncements => Role::Moderator,
+            | Permission::PostAnnouncements
+            | Permission::MentionEveryone => Role::Moderator,
             Permission::CreateInvites => Role::Member,
             Permission::SendMessages => Role::Guest,
         };
@@ -189,6 +193,16 @@ impl ChannelAccess {
             ChannelAccess::Member { role, channel, .. } => {
                 !channel.private || role.allows(Permission::ViewPrivateChannels)
             }
+            ChannelAccess::Conversation { participant } => *participant,
+            _ => false,
+        }
+    }
+
+    /// Whether `@everyone` and `@here` from the user reach anyone: `MODERATOR` and up in a
+    /// server's channel, any participant in a conversation. From anyone else they are text.
+    pub fn can_mention_everyone(&self) -> bool {
+        match self {
+            ChannelAccess::Member { role, .. } => role.allows(Permission::MentionEveryone),
             ChannelAccess::Conversation { participant } => *participant,
             _ => false,
         }

@@ -307,6 +307,28 @@ impl MessageBody {
         Ok(Self(body))
     }
 
+    /// Whether the body says `@everyone` as a word of its own.
+    pub fn says_everyone(&self) -> bool {
+        self.says("@everyone")
+    }
+
+    /// Whether the body says `@here` as a word of its own.
+    pub fn says_here(&self) -> bool {
+        self.says("@here")
+    }
+
+    /// Whether `word` stands in the body on its own: not inside another word or address
+    /// (`me@everyone.example`, `@hereafter` do not count).
+    fn says(&self, word: &str) -> bool {
+        let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '@' || c == '.';
+        self.0.match_indices(word).any(|(start, _)| {
+            let before = self.0[..start].chars().next_back();
+            let after = self.0[start + word.len()..].chars().next();
+            !before.is_some_and(is_word)
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '@')
+        })
+    }
+
     /// The users the body mentions, each once, in order of first mention. A mention is a user
     /// id in `<@…>`, the form clients insert when a member is picked from a list; a name is
     /// not a mention, because names change and ids do not.
@@ -415,6 +437,21 @@ mod tests {
         }
         // A body keeps them around visible text.
         assert!(MessageBody::parse("a\u{200D}b").is_ok());
+    }
+
+    #[test]
+    fn everyone_and_here_count_only_as_words_of_their_own() {
+        let says = |text: &str| {
+            let body = MessageBody::parse(text).unwrap();
+            (body.says_everyone(), body.says_here())
+        };
+        assert_eq!(says("@everyone look"), (true, false));
+        assert_eq!(says("standup now, @here!"), (false, true));
+        assert_eq!(says("(@everyone) and @here."), (true, true));
+        assert_eq!(says("mail me@everyone.example"), (false, false));
+        assert_eq!(says("@hereafter @everyones"), (false, false));
+        assert_eq!(says("@@here x@everyone"), (false, false));
+        assert_eq!(says("no mention"), (false, false));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `ChannelAccess`; these tests build that access directly for each role and kind of channel.
 
 use aether_domain::message::{
-    LinkedMessage, Message, MessageCommand, MessageError, MessageEvent, MessageLinks,
+    LinkedMessage, Mentions, Message, MessageCommand, MessageError, MessageEvent, MessageLinks,
+    MAX_HERE_MENTIONS,
 };
 use aether_domain::{
     ChannelAccess, ChannelFacts, ChannelId, ChannelKind, Emoji, MessageBody, MessageId, Role,
@@ -100,6 +101,7 @@ fn send(access: ChannelAccess) -> MessageCommand {
         access,
         links: MessageLinks::default(),
         at: at(),
+        mentions: Mentions::default(),
     }
 }
 
@@ -114,6 +116,7 @@ fn sent() -> MessageEvent {
         reply_to_id: None,
         thread_root_id: None,
         also_in_channel: false,
+        mentions: Some(Mentions::default()),
     }
 }
 
@@ -123,6 +126,7 @@ fn edit(actor: UserId, new_body: &str, access: ChannelAccess) -> MessageCommand 
         body: body(new_body),
         access,
         at: minutes_later(5),
+        mentions: Mentions::default(),
     }
 }
 
@@ -133,6 +137,7 @@ fn edited(new_body: &str, previous_body: &str) -> MessageEvent {
         body: body(new_body),
         previous_body: body(previous_body),
         edited_at: minutes_later(5),
+        mentions: Some(Mentions::default()),
     }
 }
 
@@ -796,6 +801,7 @@ fn send_linked(links: MessageLinks) -> MessageCommand {
         access: text(Role::Member),
         links,
         at: at(),
+        mentions: Mentions::default(),
     }
 }
 
@@ -810,6 +816,7 @@ fn sent_linked(reply_to: bool, thread: bool, also_in_channel: bool) -> MessageEv
         reply_to_id: reply_to.then(other_message),
         thread_root_id: thread.then(other_message),
         also_in_channel,
+        mentions: Some(Mentions::default()),
     }
 }
 
@@ -928,4 +935,101 @@ fn a_thread_reply_remembers_its_root_so_it_cannot_root_a_thread() {
         message.linked(message_id()).thread_root_id,
         Some(other_message())
     );
+}
+
+// --- mentions -------------------------------------------------------------------------------
+
+fn third() -> UserId {
+    UserId::from_uuid(Uuid::from_u128(3))
+}
+
+fn resolve(text: &str, access: &ChannelAccess) -> Mentions {
+    // Everyone but `third()` may see the channel; `author()` and `third()` are online.
+    Mentions::resolve(
+        &body(text),
+        access,
+        |user| user != third(),
+        || vec![third(), author(), author()],
+    )
+}
+
+#[test]
+fn named_mentions_keep_only_people_who_may_see_the_channel() {
+    let text_body = format!("hi <@{}> and <@{}>", someone_else(), third());
+    let mentions = resolve(&text_body, &text(Role::Member));
+    assert_eq!(mentions.users, vec![someone_else()]);
+    assert!(!mentions.everyone && !mentions.here);
+}
+
+#[test]
+fn everyone_and_here_reach_people_only_from_a_moderator_up() {
+    for role in [Role::Guest, Role::Member] {
+        let mentions = resolve("@everyone @here standup", &text(role));
+        assert_eq!(mentions, Mentions::default(), "{role:?}");
+    }
+    for role in [Role::Moderator, Role::Admin, Role::Owner] {
+        let mentions = resolve("@everyone @here standup", &text(role));
+        assert!(mentions.everyone, "{role:?}");
+        assert!(mentions.here, "{role:?}");
+        // @here: who was online and may see the channel, each once.
+        assert_eq!(mentions.online, vec![author()], "{role:?}");
+    }
+}
+
+#[test]
+fn in_a_conversation_every_participant_may_mention_everyone() {
+    let access = ChannelAccess::Conversation { participant: true };
+    assert!(resolve("@here look", &access).here);
+    assert!(resolve("@everyone look", &access).everyone);
+}
+
+#[test]
+fn here_reaches_a_bounded_number_of_people() {
+    let many: Vec<UserId> = (10..10 + MAX_HERE_MENTIONS as u128 + 5)
+        .map(|n| UserId::from_uuid(Uuid::from_u128(n)))
+        .collect();
+    let mentions = Mentions::resolve(&body("@here"), &text(Role::Owner), |_| true, || many);
+    assert_eq!(mentions.online.len(), MAX_HERE_MENTIONS);
+    assert_eq!(mentions.reached().len(), MAX_HERE_MENTIONS);
+}
+
+#[test]
+fn a_sent_message_records_its_mentions_in_the_event() {
+    let mentions = Mentions {
+        users: vec![someone_else()],
+        everyone: true,
+        ..Mentions::default()
+    };
+    let mut command = send(text(Role::Moderator));
+    if let MessageCommand::SendMessage { mentions: m, .. } = &mut command {
+        *m = mentions.clone();
+    }
+    let mut expected = sent();
+    if let MessageEvent::MessageSent { mentions: m, .. } = &mut expected {
+        *m = Some(mentions);
+    }
+    framework()
+        .given_no_previous_events()
+        .when(command)
+        .then_expect_events(vec![expected]);
+}
+
+#[test]
+fn an_edit_records_the_mentions_of_the_new_body() {
+    let mentions = Mentions {
+        users: vec![someone_else()],
+        ..Mentions::default()
+    };
+    let mut command = edit(author(), "now with a mention", text(Role::Member));
+    if let MessageCommand::EditMessage { mentions: m, .. } = &mut command {
+        *m = mentions.clone();
+    }
+    let mut expected = edited("now with a mention", "hello");
+    if let MessageEvent::MessageEdited { mentions: m, .. } = &mut expected {
+        *m = Some(mentions);
+    }
+    framework()
+        .given(vec![sent()])
+        .when(command)
+        .then_expect_events(vec![expected]);
 }

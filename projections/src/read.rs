@@ -620,6 +620,7 @@ impl ReadModels {
                     text(channel),
                     last_read_seq.into(),
                     text(user),
+                    text(user),
                 ],
             )
             .await?

@@ -8,7 +8,7 @@
 //! Counts are worked out when asked for, from an index, rather than kept per member: a message
 //! then costs one row however many members the channel has.
 
-use aether_domain::message::MessageEvent;
+use aether_domain::message::{Mentions, MessageEvent};
 use aether_domain::receipts::ReadMarkerEvent;
 use aether_domain::{ChannelId, MessageBody, MessageId, UserId};
 use aether_schemas::{EventEnvelope, LoggedEvent};
@@ -120,7 +120,14 @@ async fn apply_message(tx: &mut dyn SqlWrite, event: MessageEvent) -> Result<(),
             ],
         )
         .await?;
-        return insert_mentions(tx, sent.message_id, sent.channel_id, &sent.body).await;
+        return insert_mentions(
+            tx,
+            sent.message_id,
+            sent.channel_id,
+            &sent.body,
+            sent.mentions.as_ref(),
+        )
+        .await;
     }
     match event {
         MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => Ok(()),
@@ -128,11 +135,12 @@ async fn apply_message(tx: &mut dyn SqlWrite, event: MessageEvent) -> Result<(),
             message_id,
             channel_id,
             body,
+            mentions,
             ..
         } => {
             // An edit can add or remove mentions: what counts is the body as it stands.
             delete_mentions(tx, message_id).await?;
-            insert_mentions(tx, message_id, channel_id, &body).await
+            insert_mentions(tx, message_id, channel_id, &body, mentions.as_ref()).await
         }
         MessageEvent::MessageDeleted { message_id, .. } => {
             tx.write(
@@ -147,18 +155,38 @@ async fn apply_message(tx: &mut dyn SqlWrite, event: MessageEvent) -> Result<(),
     }
 }
 
+/// The `user_id` of the one mention row an `@everyone` writes: it counts for every member
+/// who may see the channel (only they can ask for its read state).
+pub const EVERYONE: &str = "*";
+
+/// Records who a message mentions: what the event says when it says it (decided on the write
+/// side), else — for events written before that — the `<@…>` of the body.
 async fn insert_mentions(
     tx: &mut dyn SqlWrite,
     message_id: MessageId,
     channel_id: ChannelId,
     body: &MessageBody,
+    mentions: Option<&Mentions>,
 ) -> Result<(), sqlx::Error> {
-    for user in body.mentions() {
+    let (mut rows, everyone): (Vec<String>, bool) = match mentions {
+        Some(mentions) => (
+            mentions.reached().iter().map(ToString::to_string).collect(),
+            mentions.everyone,
+        ),
+        None => (
+            body.mentions().iter().map(ToString::to_string).collect(),
+            false,
+        ),
+    };
+    if everyone {
+        rows.push(EVERYONE.to_owned());
+    }
+    for user in rows {
         tx.write(
             "INSERT INTO receipt_mentions (message_id, user_id, channel_id) VALUES ($1, $2, $3)",
             vec![
                 message_id.to_string().into(),
-                user.to_string().into(),
+                user.into(),
                 channel_id.to_string().into(),
             ],
         )
@@ -197,10 +225,13 @@ pub const READ_POINTER_QUERY: &str =
      WHERE user_id = $1 AND channel_id = $2";
 
 /// Unread messages and unread mentions after a pointer: `$1` channel, `$2` pointer, `$3` user,
-/// `$4` channel, `$5` pointer, `$6` user. `{r}` as in [`READ_POINTER_QUERY`].
+/// `$4` channel, `$5` pointer, `$6` user, `$7` user. A mention is the member's own row or an
+/// `@everyone` ([`EVERYONE`]), a message counted once however it mentions them. `{r}` as in
+/// [`READ_POINTER_QUERY`].
 pub const UNREAD_QUERY: &str = "SELECT \
      (SELECT COUNT(*) FROM {r}receipt_messages \
       WHERE channel_id = $1 AND seq > $2 AND NOT deleted AND author_id <> $3) AS unread, \
-     (SELECT COUNT(*) FROM {r}receipt_mentions x JOIN {r}receipt_messages m ON m.message_id = x.message_id \
-      WHERE x.channel_id = $4 AND m.seq > $5 AND NOT m.deleted AND x.user_id = $6 \
-      AND m.author_id <> x.user_id) AS mentions";
+     (SELECT COUNT(DISTINCT x.message_id) FROM {r}receipt_mentions x \
+      JOIN {r}receipt_messages m ON m.message_id = x.message_id \
+      WHERE x.channel_id = $4 AND m.seq > $5 AND NOT m.deleted AND x.user_id IN ($6, '*') \
+      AND m.author_id <> $7) AS mentions";

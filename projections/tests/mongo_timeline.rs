@@ -151,6 +151,7 @@ impl Script {
             reply_to_id: None,
             thread_root_id: None,
             also_in_channel: false,
+            mentions: None,
         };
         (id, self.event(id, event, at(when)))
     }
@@ -163,6 +164,7 @@ impl Script {
             body: body(text),
             previous_body: body(&previous),
             edited_at: at(when),
+            mentions: None,
         };
         self.event(id, event, at(when))
     }

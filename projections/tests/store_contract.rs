@@ -174,6 +174,7 @@ fn scenario() -> Scenario {
                 reply_to_id: None,
                 thread_root_id: None,
                 also_in_channel: false,
+                mentions: None,
             },
         );
     }
@@ -187,6 +188,7 @@ fn scenario() -> Scenario {
             body: parse(MessageBody::parse("hello again")),
             previous_body: parse(MessageBody::parse(&format!("hello 0, <@{user}>"))),
             edited_at: at,
+            mentions: None,
         },
     );
     log.push(
@@ -211,11 +213,19 @@ fn scenario() -> Scenario {
             channel_id: channel,
             server_id: server,
             author_id: user,
-            body: parse(MessageBody::parse("in the thread")),
+            body: parse(MessageBody::parse(&format!(
+                "in the thread, @everyone <@{user}>"
+            ))),
             sent_at: at,
             reply_to_id: Some(messages[2]),
             thread_root_id: Some(messages[0]),
             also_in_channel: false,
+            // Decided on the write side: a named member and `@everyone`.
+            mentions: Some(aether_domain::message::Mentions {
+                users: vec![user],
+                everyone: true,
+                ..Default::default()
+            }),
         },
     );
     // The second message is pinned.
@@ -308,6 +318,7 @@ fn scenario() -> Scenario {
             reply_to_id: None,
             thread_root_id: None,
             also_in_channel: false,
+            mentions: None,
         },
     );
     log.push(
@@ -320,6 +331,7 @@ fn scenario() -> Scenario {
             body: parse(MessageBody::parse(direct_words)),
             previous_body: parse(MessageBody::parse(&format!("just between us, <@{friend}>"))),
             edited_at: at,
+            mentions: None,
         },
     );
     log.push(
@@ -349,6 +361,7 @@ fn scenario() -> Scenario {
             reply_to_id: None,
             thread_root_id: None,
             also_in_channel: false,
+            mentions: None,
         },
     );
     let parked_second = log.push(
@@ -361,6 +374,7 @@ fn scenario() -> Scenario {
             body: parse(MessageBody::parse("parked, edited")),
             previous_body: parse(MessageBody::parse("parked")),
             edited_at: at,
+            mentions: None,
         },
     );
     Scenario {
@@ -416,6 +430,13 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
     if name.contains("catalog") || name.contains("receipts") {
         // The conversation's participants; the friend's read pointer in it.
         assert!(text.contains(&friend.to_string()), "{name}: {text}");
+    }
+    if name.contains("receipts") {
+        // The thread reply's `@everyone` is one mention row for every member.
+        assert!(
+            text.contains(&format!("\"{}\"", aether_projections::receipts::EVERYONE)),
+            "{name}: {text}"
+        );
     }
     if name.contains("search") {
         // Direct conversations are private: never indexed.

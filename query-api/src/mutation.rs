@@ -2,9 +2,10 @@
 //! payload is complete even before the read models catch up. The log position of the commit is
 //! returned as `extensions.consistencyToken`.
 
+use crate::ephemeral::PresenceStatus;
 use aether_commands::auth::TokenKind;
 use aether_commands::service::Links;
-use aether_commands::{CommandContext, Committed, Moderation, SessionRecord};
+use aether_commands::{CommandContext, Committed, Moderation, OnlineNow, SessionRecord};
 use aether_domain::conversation::MAX_PARTICIPANTS;
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_graphql::{Context, InputObject, Object, ID};
@@ -151,6 +152,15 @@ async fn moderate(
 /// The command context of this request, and the payload's value once committed.
 fn context(ctx: &Context<'_>) -> CommandContext {
     CommandContext::new(caller(ctx))
+}
+
+/// The context of a message's command: `@here` reaches whoever this instance's presence says
+/// is connected now (online or away), across instances.
+fn message_context(ctx: &Context<'_>) -> CommandContext {
+    let ephemeral = state(ctx).ephemeral.clone();
+    context(ctx).with_online(OnlineNow(std::sync::Arc::new(move |user| {
+        ephemeral.status_of(user) != PresenceStatus::Offline
+    })))
 }
 
 fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
@@ -772,7 +782,7 @@ impl MutationRoot {
             };
             let record = state(ctx)
                 .commands
-                .send_linked_message(&context(ctx), channel, &input.body, links)
+                .send_linked_message(&message_context(ctx), channel, &input.body, links)
                 .await?;
             Ok(committed(ctx, record).into())
         }
@@ -814,7 +824,7 @@ impl MutationRoot {
             let message = MessageId::parse(&input.message_id)?;
             let record = state(ctx)
                 .commands
-                .edit_message(&context(ctx), message, &input.body)
+                .edit_message(&message_context(ctx), message, &input.body)
                 .await?;
             Ok(committed(ctx, record).into())
         }

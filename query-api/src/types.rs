@@ -16,6 +16,7 @@ use aether_projections::rows::{
 use async_graphql::{ComplexObject, Context, Enum, Interface, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
+use crate::ephemeral::PresenceStatus;
 use crate::error::{gql, ApiError, ApiResult};
 use crate::{ApiState, Caller};
 
@@ -98,10 +99,23 @@ impl From<ChannelKindGql> for aether_domain::ChannelKind {
 }
 
 #[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
 pub struct User {
     pub id: ID,
     pub username: String,
     pub display_name: String,
+}
+
+#[ComplexObject]
+impl User {
+    /// What the user shows as right now (a snapshot; the `presence` subscription tells what
+    /// changes): `ONLINE` or `AWAY` while connected to any instance, `OFFLINE` otherwise.
+    async fn presence(&self, ctx: &Context<'_>) -> PresenceStatus {
+        match UserId::parse(&self.id) {
+            Ok(user) => state(ctx).ephemeral.status_of(user),
+            Err(_) => PresenceStatus::Offline,
+        }
+    }
 }
 
 impl From<UserRow> for User {
