@@ -411,6 +411,63 @@ impl ReadModels {
         row.as_ref().map(UserRow::from_row).transpose()
     }
 
+    /// `id` as `viewer` may look them up: themselves, or someone they share a server or a
+    /// conversation with. `None` for anyone else, as for nobody.
+    pub async fn acquaintance(
+        &self,
+        viewer: UserId,
+        id: UserId,
+    ) -> Result<Option<UserRow>, RowError> {
+        if viewer == id {
+            return self.user(id).await;
+        }
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT u.id, u.username, u.display_name FROM {c}users u WHERE u.id = $1 AND (\
+             EXISTS (SELECT 1 FROM {c}members a JOIN {c}members b ON b.server_id = a.server_id \
+                     WHERE a.user_id = $2 AND b.user_id = $3) \
+             OR EXISTS (SELECT 1 FROM {c}conversation_participants a \
+                        JOIN {c}conversation_participants b ON b.conversation_id = a.conversation_id \
+                        WHERE a.user_id = $4 AND b.user_id = $5))"
+        );
+        let values = vec![text(id), text(viewer), text(id), text(viewer), text(id)];
+        let row = self.one(&sql, values).await?;
+        row.as_ref().map(UserRow::from_row).transpose()
+    }
+
+    /// The people `viewer` shares a server or a conversation with (themselves included) whose
+    /// username or display name starts with `prefix` (letter case aside), by username, at most
+    /// `limit`.
+    pub async fn search_acquaintances(
+        &self,
+        viewer: UserId,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<UserRow>, RowError> {
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT u.id, u.username, u.display_name FROM {c}users u WHERE u.id IN (\
+             SELECT b.user_id FROM {c}members a JOIN {c}members b ON b.server_id = a.server_id \
+             WHERE a.user_id = $1 \
+             UNION SELECT b.user_id FROM {c}conversation_participants a \
+             JOIN {c}conversation_participants b ON b.conversation_id = a.conversation_id \
+             WHERE a.user_id = $2 \
+             UNION SELECT id FROM {c}users WHERE id = $3) \
+             AND (lower(u.username) LIKE $4 ESCAPE '\\' OR lower(u.display_name) LIKE $5 ESCAPE '\\') \
+             ORDER BY u.username LIMIT $6"
+        );
+        let pattern = format!("{}%", like_escaped(&prefix.to_lowercase()));
+        let values = vec![
+            text(viewer),
+            text(viewer),
+            text(viewer),
+            pattern.clone().into(),
+            pattern.into(),
+            limit.into(),
+        ];
+        all(&self.rows(&sql, values).await?, UserRow::from_row)
+    }
+
     /// The servers `user` is a member of, oldest membership first.
     pub async fn servers_of(&self, user: UserId) -> Result<Vec<ServerRow>, RowError> {
         let c = self.tables(CATALOG).await?;
@@ -1079,4 +1136,16 @@ impl Watermarks {
         });
         futures::future::select_all(waits).await;
     }
+}
+
+/// `text` with the wildcards of `LIKE` (and the escape character `\`) escaped by `\`.
+fn like_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }

@@ -1,6 +1,6 @@
 //! Queries. Whatever the caller may not see is answered as if it did not exist (`null`).
 
-use aether_domain::{ChannelId, MessageId, ServerId};
+use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_graphql::{Context, Object, ID};
 
 use crate::error::{gql, ApiError, ApiResult};
@@ -19,6 +19,51 @@ impl QueryRoot {
         let result: ApiResult<User> = async {
             let user = require_caller(ctx)?;
             load_user(state(ctx), user).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// A person the caller may look up: themselves, or someone they share a server or a
+    /// conversation with; `null` for anyone else, as for nobody.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+        let result: ApiResult<Option<User>> = async {
+            let viewer = require_caller(ctx)?;
+            let id = UserId::parse(&id).map_err(|_| ApiError::bad_input("id is not a valid id"))?;
+            Ok(state(ctx)
+                .read
+                .acquaintance(viewer, id)
+                .await?
+                .map(User::from))
+        }
+        .await;
+        gql(result)
+    }
+
+    /// The people the caller shares a server or a conversation with (themselves included)
+    /// whose username or display name starts with `search` (letter case aside), by username:
+    /// at most `first` (20 unless given; the page maximum at most). `search` is 1 to 64
+    /// characters.
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        search: String,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<User>> {
+        let result: ApiResult<Vec<User>> = async {
+            let viewer = require_caller(ctx)?;
+            let search = search.trim();
+            if search.is_empty() || search.chars().count() > 64 {
+                return Err(ApiError::bad_input("search must be 1 to 64 characters"));
+            }
+            let state = state(ctx);
+            let max = state.limits.max_page_size;
+            let first = page_size(first, "first", max)?.unwrap_or(max.min(20));
+            let rows = state
+                .read
+                .search_acquaintances(viewer, search, first)
+                .await?;
+            Ok(rows.into_iter().map(User::from).collect())
         }
         .await;
         gql(result)
