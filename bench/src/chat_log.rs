@@ -326,6 +326,7 @@ impl ChatLog {
                 thread_root_id: None,
                 also_in_channel: false,
                 mentions: None,
+                forwarded_from: None,
             };
             let id = message_id.to_string();
             let out = envelope(

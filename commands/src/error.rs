@@ -137,7 +137,9 @@ impl DomainRefusal for MessageError {
             UnknownMessage | UnknownChannel | UnknownReplyTarget | UnknownThreadRoot => {
                 ErrorCode::NotFound
             }
-            NestedThread | AlsoInChannelOutsideAThread => ErrorCode::BadUserInput,
+            NestedThread | AlsoInChannelOutsideAThread | ForwardWithLinks => {
+                ErrorCode::BadUserInput
+            }
             NotAChannelMember | PostingNotAllowed | NotTheAuthor | DeleteNotAllowed
             | ReactingNotAllowed => ErrorCode::Forbidden,
             AlreadySent

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use aether_domain::conversation::{
     conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
 };
-use aether_domain::message::{Mentions, Message, MessageCommand, MessageLinks, Reaction};
+use aether_domain::message::{
+    ForwardOrigin, Mentions, Message, MessageCommand, MessageLinks, Reaction,
+};
 use aether_domain::pins::{pins_id, ChannelPins, PinsCommand};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
@@ -187,6 +189,8 @@ pub struct MessageRecord {
     pub reactions: Vec<Reaction>,
     pub reply_to_id: Option<MessageId>,
     pub thread_root_id: Option<MessageId>,
+    /// The message it forwards, when it is a forward.
+    pub forwarded_from: Option<ForwardOrigin>,
 }
 
 type Framework<R, A> = CqrsFramework<A, PersistedEventStore<R, A>>;
@@ -1193,7 +1197,7 @@ impl<R: WriteStore> ChatCommands<R> {
             author,
             body,
             access,
-            links: linked,
+            links: Box::new(linked),
             mentions,
             at: ctx.at,
         };
@@ -1201,6 +1205,48 @@ impl<R: WriteStore> ChatCommands<R> {
         let target = MessageTarget {
             message_id,
             channel_id,
+            access,
+            state: Message::default(),
+            sequence: 0,
+        };
+        self.message_command(ctx, target, command).await
+    }
+
+    /// Forwards `message_id` to `to` (a channel or a conversation) for the caller: a new
+    /// message there with the same body and the original's origin (`forwarded_from`). The
+    /// caller must see the original (`NOT_FOUND` otherwise: its existence is not revealed) and
+    /// may post in `to`; a deleted message cannot be forwarded (`CONFLICT`). A forward
+    /// mentions nobody: the people the original named were told once.
+    pub async fn forward_message(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        to: ChannelId,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let author = ctx.actor()?;
+        let source = self.message_and_access(message_id, author).await?;
+        let (origin, body) = source
+            .state
+            .forward_origin()
+            .map_err(|e| CommandError::from(AggregateError::UserError(e)))?;
+        let access = self.channel_access(to, author).await?;
+        let message_id = MessageId::new();
+        let command = MessageCommand::SendMessage {
+            message_id,
+            channel_id: to,
+            author,
+            body,
+            access,
+            links: Box::new(MessageLinks {
+                forward_of: Some(origin),
+                ..MessageLinks::default()
+            }),
+            mentions: Mentions::default(),
+            at: ctx.at,
+        };
+        let target = MessageTarget {
+            message_id,
+            channel_id: to,
             access,
             state: Message::default(),
             sequence: 0,
@@ -1690,6 +1736,7 @@ impl<R: WriteStore> ChatCommands<R> {
                 reactions: message.reactions,
                 reply_to_id: message.reply_to_id,
                 thread_root_id: message.thread_root_id,
+                forwarded_from: message.forwarded_from,
             },
             position,
         })

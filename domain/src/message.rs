@@ -37,12 +37,31 @@ pub struct LinkedMessage {
 
 /// How a new message relates to others: a reply quoting one (`reply_to`), a reply in the
 /// thread of a root message (`thread_root`), both, or neither. A thread reply stays in its
-/// thread unless `also_in_channel`.
+/// thread unless `also_in_channel`. A forward (`forward_of`) is none of these.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageLinks {
     pub reply_to: Option<LinkedMessage>,
     pub thread_root: Option<LinkedMessage>,
     pub also_in_channel: bool,
+    /// The message this one forwards, as it stood (live) when forwarded.
+    #[serde(default)]
+    pub forward_of: Option<ForwardOrigin>,
+}
+
+/// Where a forwarded message comes from: the original message, its channel (or
+/// conversation) and server, its author and when it was sent. Shown only to those who may
+/// see the original's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+pub struct ForwardOrigin {
+    pub message_id: MessageId,
+    /// The channel, or the conversation.
+    pub channel_id: ChannelId,
+    /// `None` for a conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<ServerId>,
+    pub author_id: UserId,
+    pub sent_at: DateTime<Utc>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -132,8 +151,9 @@ pub enum MessageCommand {
         author: UserId,
         body: MessageBody,
         access: ChannelAccess,
-        /// What the message replies to and which thread it is in, if any.
-        links: MessageLinks,
+        /// What the message replies to, which thread it is in, or what it forwards, if any
+        /// (boxed: most messages link to nothing).
+        links: Box<MessageLinks>,
         /// Who the body mentions ([`Mentions::resolve`]).
         mentions: Mentions,
         at: DateTime<Utc>,
@@ -191,6 +211,9 @@ pub enum MessageEvent {
         /// the write side (readers then take the `<@…>` of the body).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mentions: Option<Mentions>,
+        /// The message this one forwards, with its body.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forwarded_from: Option<ForwardOrigin>,
     },
     /// A message was sent in a direct conversation (which belongs to no server).
     DirectMessageSent {
@@ -212,6 +235,9 @@ pub enum MessageEvent {
         /// the write side (readers then take the `<@…>` of the body).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mentions: Option<Mentions>,
+        /// The message this one forwards, with its body.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forwarded_from: Option<ForwardOrigin>,
     },
     /// The previous body is kept in the event, so the edit history is in the log.
     MessageEdited {
@@ -276,6 +302,8 @@ pub struct SentMessage {
     pub in_channel: bool,
     /// Who it mentions, when the event says so.
     pub mentions: Option<Mentions>,
+    /// The message it forwards.
+    pub forwarded_from: Option<ForwardOrigin>,
 }
 
 impl MessageEvent {
@@ -319,6 +347,7 @@ impl MessageEvent {
                 thread_root_id,
                 also_in_channel,
                 mentions,
+                forwarded_from,
             } => Some(SentMessage {
                 message_id: *message_id,
                 channel_id: *channel_id,
@@ -330,6 +359,7 @@ impl MessageEvent {
                 thread_root_id: *thread_root_id,
                 in_channel: thread_root_id.is_none() || *also_in_channel,
                 mentions: mentions.clone(),
+                forwarded_from: *forwarded_from,
             }),
             MessageEvent::DirectMessageSent {
                 message_id,
@@ -341,6 +371,7 @@ impl MessageEvent {
                 thread_root_id,
                 also_in_channel,
                 mentions,
+                forwarded_from,
             } => Some(SentMessage {
                 message_id: *message_id,
                 channel_id: *conversation_id,
@@ -352,6 +383,7 @@ impl MessageEvent {
                 thread_root_id: *thread_root_id,
                 in_channel: thread_root_id.is_none() || *also_in_channel,
                 mentions: mentions.clone(),
+                forwarded_from: *forwarded_from,
             }),
             MessageEvent::MessageEdited { .. }
             | MessageEvent::MessageDeleted { .. }
@@ -413,6 +445,8 @@ pub enum MessageError {
     NestedThread,
     #[error("only a reply in a thread can also be sent to the channel")]
     AlsoInChannelOutsideAThread,
+    #[error("a forwarded message cannot also be a reply or a reply in a thread")]
+    ForwardWithLinks,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,6 +467,12 @@ pub struct Message {
     /// In the order each emoji was first used; an emoji nobody reacts with any more is gone.
     #[serde(default)]
     pub reactions: Vec<Reaction>,
+    /// The server of its channel; `None` in a conversation.
+    #[serde(default)]
+    pub server_id: Option<ServerId>,
+    /// The message it forwards, when it is a forward.
+    #[serde(default)]
+    pub forwarded_from: Option<ForwardOrigin>,
 }
 
 /// The ids a new message in `channel` links to, refused unless each linked message was sent
@@ -441,6 +481,9 @@ fn check_links(
     links: &MessageLinks,
     channel: ChannelId,
 ) -> Result<(Option<MessageId>, Option<MessageId>), MessageError> {
+    if links.forward_of.is_some() && (links.reply_to.is_some() || links.thread_root.is_some()) {
+        return Err(MessageError::ForwardWithLinks);
+    }
     if let Some(target) = links.reply_to {
         if target.channel_id != Some(channel) {
             return Err(MessageError::UnknownReplyTarget);
@@ -491,6 +534,23 @@ impl Message {
     }
 
     /// The message as it stands, refused if it was never sent or is deleted.
+    /// Where a forward of this message comes from, with the body it carries: only a live
+    /// message can be forwarded.
+    pub fn forward_origin(&self) -> Result<(ForwardOrigin, MessageBody), MessageError> {
+        let (message_id, channel_id, author_id, body) = self.live()?;
+        let sent_at = self.sent_at.ok_or(MessageError::UnknownMessage)?;
+        Ok((
+            ForwardOrigin {
+                message_id,
+                channel_id,
+                server_id: self.server_id,
+                author_id,
+                sent_at,
+            },
+            body.clone(),
+        ))
+    }
+
     fn live(&self) -> Result<(MessageId, ChannelId, UserId, &MessageBody), MessageError> {
         // Checked first: deletion clears the body, so a deleted message would otherwise look
         // as if it had never been sent.
@@ -538,6 +598,7 @@ impl Message {
                         thread_root_id,
                         also_in_channel,
                         mentions: Some(mentions),
+                        forwarded_from: links.forward_of,
                     },
                     None => MessageEvent::DirectMessageSent {
                         message_id,
@@ -549,6 +610,7 @@ impl Message {
                         thread_root_id,
                         also_in_channel,
                         mentions: Some(mentions),
+                        forwarded_from: links.forward_of,
                     },
                 }))
             }
@@ -678,6 +740,8 @@ impl Aggregate for Message {
             self.sent_at = Some(sent.sent_at);
             self.thread_root_id = sent.thread_root_id;
             self.reply_to_id = sent.reply_to_id;
+            self.server_id = sent.server_id;
+            self.forwarded_from = sent.forwarded_from;
             return;
         }
         match event {

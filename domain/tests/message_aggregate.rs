@@ -4,8 +4,8 @@
 //! `ChannelAccess`; these tests build that access directly for each role and kind of channel.
 
 use aether_domain::message::{
-    LinkedMessage, Mentions, Message, MessageCommand, MessageError, MessageEvent, MessageLinks,
-    MAX_HERE_MENTIONS,
+    ForwardOrigin, LinkedMessage, Mentions, Message, MessageCommand, MessageError, MessageEvent,
+    MessageLinks, MAX_HERE_MENTIONS,
 };
 use aether_domain::{
     ChannelAccess, ChannelFacts, ChannelId, ChannelKind, Emoji, MessageBody, MessageId, Role,
@@ -13,6 +13,7 @@ use aether_domain::{
 };
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
 use uuid::Uuid;
 
 // --- fixtures -------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ fn send(access: ChannelAccess) -> MessageCommand {
         author: author(),
         body: body("hello"),
         access,
-        links: MessageLinks::default(),
+        links: Box::default(),
         at: at(),
         mentions: Mentions::default(),
     }
@@ -117,6 +118,7 @@ fn sent() -> MessageEvent {
         thread_root_id: None,
         also_in_channel: false,
         mentions: Some(Mentions::default()),
+        forwarded_from: None,
     }
 }
 
@@ -799,7 +801,7 @@ fn send_linked(links: MessageLinks) -> MessageCommand {
         author: author(),
         body: body("hello"),
         access: text(Role::Member),
-        links,
+        links: Box::new(links),
         at: at(),
         mentions: Mentions::default(),
     }
@@ -817,6 +819,7 @@ fn sent_linked(reply_to: bool, thread: bool, also_in_channel: bool) -> MessageEv
         thread_root_id: thread.then(other_message),
         also_in_channel,
         mentions: Some(Mentions::default()),
+        forwarded_from: None,
     }
 }
 
@@ -1032,4 +1035,74 @@ fn an_edit_records_the_mentions_of_the_new_body() {
         .given(vec![sent()])
         .when(command)
         .then_expect_events(vec![expected]);
+}
+
+// --- forwards -------------------------------------------------------------------------------
+
+fn origin() -> ForwardOrigin {
+    ForwardOrigin {
+        message_id: other_message(),
+        channel_id: ChannelId::from_uuid(Uuid::from_u128(0xc2)),
+        server_id: Some(server_id()),
+        author_id: someone_else(),
+        sent_at: at(),
+    }
+}
+
+#[test]
+fn a_forward_records_where_the_original_comes_from() {
+    let mut expected = sent();
+    if let MessageEvent::MessageSent { forwarded_from, .. } = &mut expected {
+        *forwarded_from = Some(origin());
+    }
+    framework()
+        .given_no_previous_events()
+        .when(send_linked(MessageLinks {
+            forward_of: Some(origin()),
+            ..MessageLinks::default()
+        }))
+        .then_expect_events(vec![expected]);
+}
+
+#[test]
+fn a_forward_is_not_also_a_reply() {
+    framework()
+        .given_no_previous_events()
+        .when(send_linked(MessageLinks {
+            forward_of: Some(origin()),
+            reply_to: Some(LinkedMessage {
+                message_id: other_message(),
+                channel_id: Some(channel_id()),
+                deleted: false,
+                thread_root_id: None,
+            }),
+            ..MessageLinks::default()
+        }))
+        .then_expect_error(MessageError::ForwardWithLinks);
+}
+
+#[test]
+fn only_a_live_message_can_be_forwarded() {
+    let mut message = Message::default();
+    assert_eq!(
+        message.forward_origin().map(|(o, _)| o),
+        Err(MessageError::UnknownMessage)
+    );
+    message.apply(sent());
+    let (origin, body) = message.forward_origin().expect("a live message");
+    assert_eq!(origin.message_id, message_id());
+    assert_eq!(origin.channel_id, channel_id());
+    assert_eq!(origin.server_id, Some(server_id()));
+    assert_eq!(origin.author_id, author());
+    assert_eq!(body.as_str(), "hello");
+    message.apply(MessageEvent::MessageDeleted {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        deleted_by: author(),
+        deleted_at: minutes_later(1),
+    });
+    assert_eq!(
+        message.forward_origin().map(|(o, _)| o),
+        Err(MessageError::MessageDeleted)
+    );
 }

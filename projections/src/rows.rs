@@ -1,7 +1,7 @@
 //! Read-model rows as the query side hands them out.
 
 use crate::sql::SqlRow;
-use aether_domain::message::Reaction;
+use aether_domain::message::{ForwardOrigin, Reaction};
 use aether_domain::{ChannelId, ChannelKind, MessageId, Role, ServerId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -228,6 +228,9 @@ pub struct MessageRow {
     /// Who pinned it in its channel and when, while it is pinned.
     #[serde(default)]
     pub pinned: Option<PinRow>,
+    /// The message it forwards, when it is a forward.
+    #[serde(default)]
+    pub forwarded_from: Option<ForwardOrigin>,
 }
 
 /// A message's pin.
@@ -280,6 +283,17 @@ impl MessageRow {
                     last_reply_at,
                     participants: json_column(row, "thread_participants")?,
                 }),
+                None => None,
+            },
+            forwarded_from: match row.get::<Option<String>>("forwarded_from")? {
+                Some(text) => {
+                    Some(
+                        serde_json::from_str(&text).map_err(|_| RowError::Malformed {
+                            column: "forwarded_from",
+                            value: text,
+                        })?,
+                    )
+                }
                 None => None,
             },
             pinned: match row.get::<Option<DateTime<Utc>>>("pinned_at")? {

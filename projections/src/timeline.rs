@@ -25,7 +25,7 @@ impl TimelineProjection {
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel_id, server_id, author_id, body, created_at, \
      edited_at, deleted, channel_seq, version, edits, reactions, reply_to_id, thread_root_id, \
      thread_seq, in_channel, thread_replies, thread_last_reply_at, thread_participants, pinned_by, \
-     pinned_at";
+     pinned_at, forwarded_from";
 
 #[async_trait]
 impl Projection for TimelineProjection {
@@ -98,8 +98,9 @@ pub async fn apply_timeline_event(
                     &format!(
                         "INSERT INTO messages (id, channel_id, server_id, author_id, body, \
                          created_at, deleted, channel_seq, version, edits, reply_to_id, \
-                         thread_root_id, thread_seq, in_channel) \
-                         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, '[]', $9, $10, $11, $12) \
+                         thread_root_id, thread_seq, in_channel, forwarded_from) \
+                         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, '[]', $9, $10, $11, $12, \
+                         $13) \
                          RETURNING {MESSAGE_COLUMNS}"
                     ),
                     vec![
@@ -115,6 +116,9 @@ pub async fn apply_timeline_event(
                         sent.thread_root_id.map(|id| id.to_string()).into(),
                         thread_seq.into(),
                         sent.in_channel.into(),
+                        sent.forwarded_from
+                            .map(|origin| serde_json::json!(origin).to_string())
+                            .into(),
                     ],
                 )
                 .await?;

@@ -249,6 +249,7 @@ mod tests {
                 in_channel: true,
                 thread: None,
                 pinned: None,
+                forwarded_from: None,
             }),
             reaction: None,
         })

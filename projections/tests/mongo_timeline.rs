@@ -152,6 +152,7 @@ impl Script {
             thread_root_id: None,
             also_in_channel: false,
             mentions: None,
+            forwarded_from: None,
         };
         (id, self.event(id, event, at(when)))
     }
@@ -270,6 +271,7 @@ async fn a_batch_leaves_messages_with_their_edit_history_and_tombstones() {
             "thread_root_id": null,
             "thread_seq": null,
             "in_channel": true,
+            "forwarded_from": null,
             "thread": null,
             "pinned": null,
         })

@@ -175,6 +175,7 @@ fn scenario() -> Scenario {
                 thread_root_id: None,
                 also_in_channel: false,
                 mentions: None,
+                forwarded_from: None,
             },
         );
     }
@@ -226,6 +227,7 @@ fn scenario() -> Scenario {
                 everyone: true,
                 ..Default::default()
             }),
+            forwarded_from: None,
         },
     );
     // The second message is pinned.
@@ -319,6 +321,7 @@ fn scenario() -> Scenario {
             thread_root_id: None,
             also_in_channel: false,
             mentions: None,
+            forwarded_from: None,
         },
     );
     log.push(
@@ -362,6 +365,7 @@ fn scenario() -> Scenario {
             thread_root_id: None,
             also_in_channel: false,
             mentions: None,
+            forwarded_from: None,
         },
     );
     let parked_second = log.push(

@@ -106,6 +106,14 @@ pub struct MarkReadInput {
     pub message_id: ID,
 }
 
+/// Where to forward a message: exactly one of a channel and a conversation.
+#[derive(InputObject, Debug)]
+pub struct ForwardMessageInput {
+    pub message_id: ID,
+    pub channel_id: Option<ID>,
+    pub conversation_id: Option<ID>,
+}
+
 #[derive(InputObject, Debug)]
 pub struct EditMessageInput {
     pub message_id: ID,
@@ -809,6 +817,31 @@ impl MutationRoot {
                 .await?;
             committed_and_projected(ctx, record).await;
             Ok(state(ctx).read.read_state(user, channel).await?.into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Forwards a message to a channel or conversation the caller may post in: a new message
+    /// there with the same body, whose `forwardedFrom` (the original's place, author and time)
+    /// shows only to those who may see the original. `NOT_FOUND` for a message the caller
+    /// cannot see, `FORBIDDEN` where they may not post, `CONFLICT` for a deleted message. A
+    /// forward mentions nobody.
+    async fn forward_message(
+        &self,
+        ctx: &Context<'_>,
+        input: ForwardMessageInput,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&input.message_id)?;
+            let to =
+                channel_or_conversation(input.channel_id.as_ref(), input.conversation_id.as_ref())?;
+            let record = state(ctx)
+                .commands
+                .forward_message(&context(ctx), message, to)
+                .await?;
+            Ok(committed(ctx, record).into())
         }
         .await;
         gql(result)

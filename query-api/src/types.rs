@@ -4,6 +4,7 @@
 use aether_commands::service::{
     ChannelRecord, ConversationRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,
 };
+use aether_domain::message::ForwardOrigin as ForwardOriginRow;
 use aether_domain::message::Reaction as ReactionRow;
 use aether_domain::MessageId;
 use aether_domain::{ChannelId, ServerId, UserId};
@@ -877,6 +878,31 @@ pub struct Message {
     pub pinned_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     pub pinned_by: Option<UserId>,
+    #[graphql(skip)]
+    pub forwarded_from: Option<ForwardOriginRow>,
+}
+
+/// Where a forwarded message comes from.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ForwardedFrom {
+    pub message_id: ID,
+    /// The original's channel; `null` when it was in a conversation.
+    pub channel_id: Option<ID>,
+    /// The original's conversation; `null` when it was in a channel.
+    pub conversation_id: Option<ID>,
+    pub server_id: Option<ID>,
+    pub sent_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub author_id: UserId,
+}
+
+#[ComplexObject]
+impl ForwardedFrom {
+    /// Who wrote the original.
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.author_id).await)
+    }
 }
 
 /// How many characters of a quoted message `ReplyPreview.excerpt` shows.
@@ -935,6 +961,37 @@ impl Message {
             Some(user) => gql(load_user(state(ctx), user).await).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Whether it forwards another message (whose origin `forwardedFrom` shows to those who
+    /// may see it).
+    async fn forwarded(&self) -> bool {
+        self.forwarded_from.is_some()
+    }
+
+    /// Where the message it forwards comes from: shown only to those who may see the
+    /// original's channel or conversation, `null` for everyone else and for a message that
+    /// forwards nothing.
+    async fn forwarded_from(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<ForwardedFrom>> {
+        let (Some(origin), Some(viewer)) = (self.forwarded_from, caller(ctx)) else {
+            return Ok(None);
+        };
+        let place = gql(visible_place(state(ctx), origin.channel_id, viewer).await)?;
+        Ok(place.map(|_| {
+            let place = ID(origin.channel_id.to_string());
+            let in_channel = origin.server_id.is_some();
+            ForwardedFrom {
+                message_id: ID(origin.message_id.to_string()),
+                channel_id: in_channel.then(|| place.clone()),
+                conversation_id: (!in_channel).then_some(place),
+                server_id: origin.server_id.map(|server| ID(server.to_string())),
+                sent_at: origin.sent_at,
+                author_id: origin.author_id,
+            }
+        }))
     }
 
     /// The root of the thread this message is a reply in.
@@ -1038,6 +1095,7 @@ impl From<MessageRow> for Message {
             thread: row.thread,
             pinned_at: row.pinned.as_ref().map(|pin| pin.pinned_at),
             pinned_by: row.pinned.map(|pin| pin.pinned_by),
+            forwarded_from: row.forwarded_from,
         }
     }
 }
@@ -1066,6 +1124,7 @@ impl From<MessageRecord> for Message {
             thread: None,
             pinned_at: None,
             pinned_by: None,
+            forwarded_from: record.forwarded_from,
         }
     }
 }

@@ -98,7 +98,9 @@ impl MongoProjection for MongoTimelineProjection {
                 reason: format!("{} cannot be decoded: {e}", envelope.event_type),
             };
             let change = match envelope.aggregate_type.as_str() {
-                "Message" => TimelineEvent::Message(envelope.decode().map_err(undecodable)?),
+                "Message" => {
+                    TimelineEvent::Message(Box::new(envelope.decode().map_err(undecodable)?))
+                }
                 "ChannelPins" => TimelineEvent::Pins(envelope.decode().map_err(undecodable)?),
                 _ => continue,
             };
@@ -217,6 +219,7 @@ impl MongoProjection for MongoTimelineProjection {
                     (kind, message_id)
                 }
                 TimelineEvent::Message(event) => {
+                    let event = *event;
                     let added = matches!(event, MessageEvent::ReactionAdded { .. });
                     match event {
                         MessageEvent::MessageSent { .. }
@@ -277,6 +280,7 @@ impl MongoProjection for MongoTimelineProjection {
                                         in_channel: sent.in_channel,
                                         thread: None,
                                         pinned: None,
+                                        forwarded_from: sent.forwarded_from,
                                     },
                                     origin: index,
                                     new: true,
@@ -419,7 +423,8 @@ impl MongoProjection for MongoTimelineProjection {
 
 /// An event the timeline applies: a message's, or a channel's pins'.
 enum TimelineEvent {
-    Message(MessageEvent),
+    /// Boxed: a sent message is far larger than a pin.
+    Message(Box<MessageEvent>),
     Pins(PinsEvent),
 }
 
@@ -515,6 +520,9 @@ pub fn message_document(row: &MessageRow) -> Document {
         "thread_root_id": row.thread_root_id.map(|id| id.to_string()),
         "thread_seq": row.thread_position,
         "in_channel": row.in_channel,
+        "forwarded_from": row
+            .forwarded_from
+            .map(|origin| serde_json::json!(origin).to_string()),
         "pinned": row.pinned.as_ref().map(|pin| doc! {
             "pinned_by": pin.pinned_by.to_string(),
             "pinned_at": bson_time(pin.pinned_at),
@@ -638,6 +646,11 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
             Some(_) => return None,
         },
         thread,
+        forwarded_from: match document.get("forwarded_from") {
+            Some(Bson::String(origin)) => Some(serde_json::from_str(origin).ok()?),
+            Some(Bson::Null) | None => None,
+            Some(_) => return None,
+        },
         pinned: match document.get("pinned") {
             Some(Bson::Document(pin)) => Some(PinRow {
                 pinned_by: UserId::parse(pin.get_str("pinned_by").ok()?).ok()?,

@@ -64,6 +64,8 @@ CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (thread_root_id, threa
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_by TEXT;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_at TIMESTAMPTZ;
 CREATE INDEX IF NOT EXISTS messages_pinned ON messages (channel_id, pinned_at);
+-- Added with forwards (see the embedded store's migration 0010).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS forwarded_from TEXT;
 "#
     }
 
