@@ -399,6 +399,8 @@ async fn read_models_show_the_server_its_channel_members_and_messages() {
             kind: ChannelKind::Text,
             private: false,
             archived: false,
+            topic: None,
+            category: None,
         }]
     );
 
