@@ -14,7 +14,7 @@ use aether_projections::catalog::CatalogProjection;
 use aether_projections::projection::{Projection, ProjectionError};
 use aether_projections::read::PageFrom;
 use aether_projections::receipts::ReceiptsProjection;
-use aether_projections::rows::{ChannelEventKind, ChannelRow, MessageRow};
+use aether_projections::rows::{ChannelEventKind, ChannelRow, MessageRow, ServerEventKind};
 use aether_projections::stream::source::{EventLogSource, EventSource};
 use aether_projections::stream::sqlite::SqliteStore;
 use aether_projections::stream::store::HELD_BEHIND;
@@ -399,6 +399,8 @@ async fn read_models_show_the_server_its_channel_members_and_messages() {
             kind: ChannelKind::Text,
             private: false,
             archived: false,
+            topic: None,
+            category: None,
         }]
     );
 
@@ -875,15 +877,34 @@ async fn updates_are_published_once_per_message_event_and_only_after_commit() {
         "each update carries the message as that event left it"
     );
 
-    // The catalog announces the one membership change, and no channel update.
+    // The catalog announces the one membership change and the server's news (the channel, the
+    // join), numbered from 1, and no channel update.
     catalog.drain().await;
+    let from_catalog = received(&mut rx);
     assert_eq!(
-        received(&mut rx),
-        vec![Update::Membership {
+        from_catalog
+            .iter()
+            .filter(|update| !matches!(update, Update::Server(_)))
+            .collect::<Vec<_>>(),
+        vec![&Update::Membership {
             server_id: s.server,
             user_id: s.member,
             role: Some(Role::Member),
         }]
+    );
+    let news: Vec<_> = from_catalog
+        .iter()
+        .filter_map(|update| match update {
+            Update::Server(row) => Some((row.server_id, row.seq, row.kind, row.data.user_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        news,
+        vec![
+            (s.server, 1, ServerEventKind::ChannelCreated, None),
+            (s.server, 2, ServerEventKind::MemberJoined, Some(s.member)),
+        ]
     );
 
     // What was published is what a reader finds.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use common::processes::{Deployment, PATIENCE};
+use common::processes::{Deployment, EVENT_WAIT, PATIENCE};
 use common::{Client, Subscriber};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -109,6 +109,21 @@ fn history_ids(data: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|edge| edge["node"]["id"].as_str().map(str::to_owned))
         .collect()
+}
+
+const SERVER_EVENTS: &str = "subscription($s: ID!, $after: String) { serverEvents(serverId: $s, \
+                             after: $after) { cursor kind topic } }";
+
+/// The next `serverEvents` event of subscription `id`.
+async fn next_server_event(subscriber: &mut Subscriber, id: &str) -> anyhow::Result<Value> {
+    let message = subscriber.next_message_within(EVENT_WAIT).await?;
+    ensure!(
+        message["id"] == id
+            && message["type"] == "next"
+            && message["payload"].get("errors").is_none(),
+        "expected an event for {id}, got {message}"
+    );
+    Ok(message["payload"]["data"]["serverEvents"].clone())
 }
 
 const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages(first: 50) { edges { cursor \
@@ -337,6 +352,37 @@ async fn across_instances(timeline_store: &'static str) -> anyhow::Result<()> {
         "{pins}"
     );
     subscriber.disconnect().await?;
+
+    // serverEvents on the edge: from the start, the server's news so far (from the catalog in
+    // PostgreSQL), then alice's topic through api-1 live (from the updates topic).
+    let mut news = Subscriber::connect_to_process(edge, &bob_token).await?;
+    news.subscribe("s", SERVER_EVENTS, json!({ "s": server, "after": "0" }))
+        .await?;
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        kinds.push(next_server_event(&mut news, "s").await?["kind"].clone());
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            json!("CHANNEL_CREATED"),
+            json!("MEMBER_JOINED"),
+            json!("MESSAGE_PINNED")
+        ]
+    );
+    news.expect_nothing(Duration::from_millis(500)).await?;
+    alice
+        .ok(
+            "mutation($c: ID!) { setChannelTopic(channelId: $c, topic: \"Across processes\") { id } }",
+            json!({ "c": channel }),
+        )
+        .await?;
+    let topic = next_server_event(&mut news, "s").await?;
+    assert_eq!(topic["kind"], "CHANNEL_TOPIC_CHANGED", "{topic}");
+    assert_eq!(topic["topic"], "Across processes", "{topic}");
+    assert_eq!(topic["cursor"], "4", "{topic}");
+    news.expect_nothing(Duration::from_millis(500)).await?;
+    news.disconnect().await?;
 
     // api-2 sees the whole history too, with alice's newest token (the thread reply stays in
     // its thread).

@@ -193,6 +193,36 @@ const CASES: &[Case] = &[
         outsider: "FORBIDDEN",
         denied: "FORBIDDEN",
     },
+    Case {
+        name: "setChannelTopic",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "moveChannel",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "unarchiveChannel",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "transferOwnership",
+        allowed: &["OWNER"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "deleteServer",
+        allowed: &["OWNER"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
 ];
 
 struct World {
@@ -297,6 +327,55 @@ async fn world(app: &aether_cli::roles::Running) -> anyhow::Result<World> {
         target,
         author: author.ok_or_else(|| anyhow::anyhow!("no author"))?,
     })
+}
+
+/// A server of its own for an attempt that ends the server or hands it over: the owner makes
+/// it, `actor` (when a role other than OWNER) joins with that role, and the author joins as a
+/// MEMBER to be handed it.
+async fn isolated_server(
+    owner: &mut Client,
+    by_role: &mut [(&'static str, Client)],
+    author: &mut Client,
+    actor: Actor,
+    n: usize,
+) -> anyhow::Result<String> {
+    let made = owner
+        .ok(
+            "mutation($n: String!) { createServer(input: {name: $n}) { id } }",
+            json!({ "n": format!("spare {n}") }),
+        )
+        .await?;
+    let server = data_id(&made, "createServer");
+    let mut joiners = vec![("MEMBER", author)];
+    if let Actor::Role(role) = actor {
+        if let Some((_, client)) = by_role
+            .iter_mut()
+            .find(|(r, _)| *r == role && role != "OWNER")
+        {
+            joiners.push((role, client));
+        }
+    }
+    for (role, client) in joiners {
+        let code = invite(owner, &server).await?;
+        client.consistency = owner.consistency.clone();
+        client
+            .ok(
+                "mutation($c: String!) { joinServer(inviteCode: $c) { id } }",
+                json!({ "c": code }),
+            )
+            .await?;
+        owner.consistency = client.consistency.clone();
+        if role != "MEMBER" {
+            let me = client.ok("{ me { id } }", json!({})).await?;
+            owner
+                .ok(
+                    "mutation($s: ID!, $u: ID!, $r: Role!) { setMemberRole(input: {serverId: $s, userId: $u, role: $r}) { role } }",
+                    json!({ "s": server, "u": me["me"]["id"], "r": role }),
+                )
+                .await?;
+        }
+    }
+    Ok(server)
 }
 
 /// The owner's fresh targets, then `actor`'s attempt: "OK" or the error's code.
@@ -459,6 +538,36 @@ async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyho
             )
         }
         "startTyping" => ("mutation($c: ID!) { startTyping(channelId: $c) }", json!({ "c": world.text })),
+        "setChannelTopic" => (
+            "mutation($c: ID!, $t: String) { setChannelTopic(channelId: $c, topic: $t) { id } }",
+            json!({ "c": world.text, "t": format!("topic {n}") }),
+        ),
+        "moveChannel" => (
+            "mutation($c: ID!, $k: String) { moveChannel(input: {channelId: $c, category: $k, position: 0}) { id } }",
+            json!({ "c": world.text, "k": format!("category {n}") }),
+        ),
+        "unarchiveChannel" => {
+            let fresh = channel(owner, &world.server, &format!("shelved-{n}"), "TEXT", false).await?;
+            owner
+                .ok(
+                    "mutation($c: ID!) { archiveChannel(channelId: $c) { id } }",
+                    json!({ "c": fresh }),
+                )
+                .await?;
+            ("mutation($c: ID!) { unarchiveChannel(channelId: $c) { id } }", json!({ "c": fresh }))
+        }
+        "transferOwnership" | "deleteServer" => {
+            let server =
+                isolated_server(owner, &mut world.by_role, &mut world.author, actor, n).await?;
+            if case == "deleteServer" {
+                ("mutation($s: ID!) { deleteServer(serverId: $s) }", json!({ "s": server }))
+            } else {
+                (
+                    "mutation($s: ID!, $u: ID!) { transferOwnership(serverId: $s, userId: $u) { id } }",
+                    json!({ "s": server, "u": world.target }),
+                )
+            }
+        }
         other => anyhow::bail!("no case {other}"),
     };
     let consistency = world.owner.consistency.clone();
@@ -654,6 +763,68 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
             );
         }
     }
+    // serverEvents: the outsider is refused; from the beginning, the member hears nothing of
+    // the private channel (its creation, the pin above, its topic), the moderator does.
+    world
+        .owner
+        .ok(
+            "mutation($c: ID!) { setChannelTopic(channelId: $c, topic: \"staff matters\") { id } }",
+            json!({ "c": world.private }),
+        )
+        .await?;
+    let server_events =
+        "subscription($i: ID!) { serverEvents(serverId: $i, after: \"0\") { kind channelId } }";
+    let mut socket = Subscriber::connect(
+        app.local_addr,
+        &world.outsider.token.clone().unwrap_or_default(),
+    )
+    .await?;
+    socket
+        .subscribe("e", server_events, json!({ "i": world.server }))
+        .await?;
+    assert_eq!(socket.refusal("e").await?, "FORBIDDEN");
+    let moderator = world
+        .by_role
+        .iter()
+        .find(|(role, _)| *role == "MODERATOR")
+        .map(|(_, client)| client.clone())
+        .ok_or_else(|| anyhow::anyhow!("no moderator"))?;
+    for (who, token, sees_private) in [
+        ("member", member.token.clone(), false),
+        ("moderator", moderator.token.clone(), true),
+    ] {
+        let mut socket = Subscriber::connect(app.local_addr, &token.unwrap_or_default()).await?;
+        socket
+            .subscribe("e", server_events, json!({ "i": world.server }))
+            .await?;
+        let mut about_private = Vec::new();
+        let mut heard = 0;
+        // The catch-up, until the subscription falls quiet.
+        while let Ok(message) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), socket.next_message()).await
+        {
+            let event = message?["payload"]["data"]["serverEvents"].clone();
+            heard += 1;
+            if event["channelId"] == world.private.as_str() {
+                about_private.push(event["kind"].clone());
+            }
+        }
+        assert!(heard > 5, "{who} heard only {heard} events of the server");
+        if sees_private {
+            assert_eq!(
+                about_private,
+                vec![
+                    json!("CHANNEL_CREATED"),
+                    json!("MESSAGE_PINNED"),
+                    json!("CHANNEL_TOPIC_CHANGED")
+                ],
+                "{who}"
+            );
+        } else {
+            assert!(about_private.is_empty(), "{who} heard {about_private:?}");
+        }
+    }
+
     let mut socket = Subscriber::connect(
         app.local_addr,
         &world.outsider.token.clone().unwrap_or_default(),

@@ -113,8 +113,14 @@ impl DomainRefusal for ServerError {
             AlreadyExists | ChannelAlreadyExists | InviteAlreadyExists | AlreadyAMember => {
                 ErrorCode::Conflict
             }
-            ChannelArchived | InviteRevoked | InviteExpired | InviteExhausted | InvalidMaxUses
-            | InvalidExpiry => ErrorCode::BadUserInput,
+            ChannelArchived
+            | InviteRevoked
+            | InviteExpired
+            | InviteExhausted
+            | InvalidMaxUses
+            | InvalidExpiry
+            | AlreadyTheOwner
+            | PositionOutOfRange { .. } => ErrorCode::BadUserInput,
         }
     }
 }

@@ -17,9 +17,9 @@ use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
 use aether_domain::user::{User, UserCommand, UserError};
 use aether_domain::{
-    ChannelAccess, ChannelId, ChannelKind, ChannelName, DisplayName, Emoji, InviteCode,
-    MessageBody, MessageId, ModerationReason, Password, Role, ServerId, ServerName, UserId,
-    Username,
+    ChannelAccess, ChannelCategory, ChannelId, ChannelKind, ChannelName, ChannelTopic, DisplayName,
+    Emoji, InviteCode, MessageBody, MessageId, ModerationReason, Password, Role, ServerId,
+    ServerName, UserId, Username,
 };
 use aether_schemas::Metadata;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -956,6 +956,101 @@ impl<R: WriteStore> ChatCommands<R> {
             .server_of(DirectoryKind::Channel, &channel_id.to_string(), "channel")
             .await?;
         let command = ServerCommand::ArchiveChannel { actor, channel_id };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: server_id,
+            position,
+        })
+    }
+
+    /// Deletes a server (its owner only); every later command about it is refused as if it
+    /// never existed.
+    pub async fn delete_server(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+    ) -> Result<Committed<()>, CommandError> {
+        let actor = ctx.actor()?;
+        let command = ServerCommand::DeleteServer { actor, at: ctx.at };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: (),
+            position,
+        })
+    }
+
+    /// Hands a server to `new_owner`, a member (its owner only); the old owner becomes ADMIN.
+    pub async fn transfer_ownership(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        new_owner: UserId,
+    ) -> Result<Committed<()>, CommandError> {
+        let actor = ctx.actor()?;
+        let command = ServerCommand::TransferOwnership { actor, new_owner };
+        let position = self.server_command(ctx, server_id, command).await?;
+        Ok(Committed {
+            value: (),
+            position,
+        })
+    }
+
+    /// Sets a channel's topic, or clears it when `topic` is `None`.
+    pub async fn set_channel_topic(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        topic: Option<&str>,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let actor = ctx.actor()?;
+        let topic = topic.map(ChannelTopic::parse).transpose()?;
+        let command = ServerCommand::SetChannelTopic {
+            actor,
+            channel_id,
+            topic,
+        };
+        self.channel_command(ctx, channel_id, command).await
+    }
+
+    /// Puts a channel under `category` (none when `None`) at `position` in its server's list.
+    pub async fn move_channel(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        category: Option<&str>,
+        position: u32,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let actor = ctx.actor()?;
+        let category = category.map(ChannelCategory::parse).transpose()?;
+        let command = ServerCommand::MoveChannel {
+            actor,
+            channel_id,
+            category,
+            position,
+        };
+        self.channel_command(ctx, channel_id, command).await
+    }
+
+    pub async fn unarchive_channel(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let actor = ctx.actor()?;
+        let command = ServerCommand::UnarchiveChannel { actor, channel_id };
+        self.channel_command(ctx, channel_id, command).await
+    }
+
+    /// Sends `command` to the server that owns `channel_id`; answers with that server.
+    async fn channel_command(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        command: ServerCommand,
+    ) -> Result<Committed<ServerId>, CommandError> {
+        let server_id = self
+            .server_of(DirectoryKind::Channel, &channel_id.to_string(), "channel")
+            .await?;
         let position = self.server_command(ctx, server_id, command).await?;
         Ok(Committed {
             value: server_id,

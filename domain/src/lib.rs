@@ -22,8 +22,8 @@ pub mod values;
 pub use ids::{ChannelId, MessageId, ServerId, UserId};
 pub use permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
 pub use values::{
-    ChannelName, DisplayName, Emoji, InviteCode, MessageBody, ModerationReason, Password,
-    ServerName, Username, ValidationError,
+    ChannelCategory, ChannelName, ChannelTopic, DisplayName, Emoji, InviteCode, MessageBody,
+    ModerationReason, Password, ServerName, Username, ValidationError,
 };
 
 /// The version string every event of the first generation carries.

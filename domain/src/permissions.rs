@@ -24,9 +24,11 @@ pub enum Role {
 /// Something a role may be allowed to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Permission {
+    /// Delete the server and hand its ownership to another member.
+    OwnServer,
     /// Rename the server.
     ManageServer,
-    /// Create, rename and archive channels.
+    /// Create, rename, archive and unarchive channels; set their topic, category and place.
     ManageChannels,
     /// Change other members' roles (only to roles below one's own).
     ManageRoles,
@@ -72,6 +74,7 @@ impl Role {
     ///
     /// | permission            | weakest role |
     /// |-----------------------|--------------|
+    /// | OwnServer             | OWNER        |
     /// | ManageServer          | ADMIN        |
     /// | ManageChannels        | ADMIN        |
     /// | ManageRoles           | ADMIN        |
@@ -85,6 +88,7 @@ impl Role {
     /// | SendMessages          | GUEST        |
     pub const fn allows(self, permission: Permission) -> bool {
         let weakest = match permission {
+            Permission::OwnServer => Role::Owner,
             Permission::ManageServer | Permission::ManageChannels | Permission::ManageRoles => {
                 Role::Admin
             }

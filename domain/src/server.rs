@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, ServerId, UserId};
 use crate::permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
-use crate::values::{ChannelName, InviteCode, ModerationReason, ServerName};
+use crate::values::{
+    ChannelCategory, ChannelName, ChannelTopic, InviteCode, ModerationReason, ServerName,
+};
 use crate::EVENT_VERSION_1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +87,36 @@ pub enum ServerCommand {
         actor: UserId,
         user: UserId,
     },
+    /// Delete the server (its owner only): from then on it answers as if it never existed,
+    /// while its history stays in the log.
+    DeleteServer {
+        actor: UserId,
+        at: DateTime<Utc>,
+    },
+    /// Hand the server to another member (its owner only); the old owner stays as an ADMIN.
+    TransferOwnership {
+        actor: UserId,
+        new_owner: UserId,
+    },
+    /// Set (`Some`) or clear (`None`) a live channel's topic.
+    SetChannelTopic {
+        actor: UserId,
+        channel_id: ChannelId,
+        topic: Option<ChannelTopic>,
+    },
+    /// Put a live channel under `category` (`None`: under no category) at `position` in the
+    /// server's list of channels (0 is first; archived channels count).
+    MoveChannel {
+        actor: UserId,
+        channel_id: ChannelId,
+        category: Option<ChannelCategory>,
+        position: u32,
+    },
+    /// Make an archived channel live again: members may post in it.
+    UnarchiveChannel {
+        actor: UserId,
+        channel_id: ChannelId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +186,35 @@ pub enum ServerEvent {
         user_id: UserId,
         unbanned_by: UserId,
     },
+    /// The owner deleted the server: every query about it answers as if it did not exist, and
+    /// each of `member_ids` (everyone who was a member at that moment) lost access to it.
+    ServerDeleted {
+        deleted_by: UserId,
+        deleted_at: DateTime<Utc>,
+        member_ids: Vec<UserId>,
+    },
+    /// `new_owner_id` (a member with `previous_role` until now) owns the server;
+    /// `previous_owner_id` is an ADMIN from this event on.
+    OwnershipTransferred {
+        previous_owner_id: UserId,
+        new_owner_id: UserId,
+        previous_role: Role,
+    },
+    /// A channel's topic was set, or cleared (`topic: null`).
+    ChannelTopicChanged {
+        channel_id: ChannelId,
+        topic: Option<ChannelTopic>,
+    },
+    /// A channel moved under `category` (`null`: no category); `order` is every channel of the
+    /// server, archived ones included, in the order they are listed from now on.
+    ChannelMoved {
+        channel_id: ChannelId,
+        category: Option<ChannelCategory>,
+        order: Vec<ChannelId>,
+    },
+    ChannelUnarchived {
+        channel_id: ChannelId,
+    },
 }
 
 impl DomainEvent for ServerEvent {
@@ -172,6 +233,11 @@ impl DomainEvent for ServerEvent {
             ServerEvent::MemberRemoved { .. } => "MemberRemoved",
             ServerEvent::UserBanned { .. } => "UserBanned",
             ServerEvent::UserUnbanned { .. } => "UserUnbanned",
+            ServerEvent::ServerDeleted { .. } => "ServerDeleted",
+            ServerEvent::OwnershipTransferred { .. } => "OwnershipTransferred",
+            ServerEvent::ChannelTopicChanged { .. } => "ChannelTopicChanged",
+            ServerEvent::ChannelMoved { .. } => "ChannelMoved",
+            ServerEvent::ChannelUnarchived { .. } => "ChannelUnarchived",
         }
         .to_owned()
     }
@@ -215,7 +281,7 @@ pub enum ServerError {
     AlreadyAMember,
     #[error("the owner cannot leave their own server")]
     OwnerCannotLeave,
-    #[error("the owner's role cannot be changed, and nobody can be made owner")]
+    #[error("the owner's role cannot be changed, and nobody can be made owner this way (the owner transfers ownership instead)")]
     OwnershipIsNotTransferable,
     #[error("you can only change the role of members below your own role, to a role below it")]
     RoleAboveYourOwn,
@@ -227,12 +293,20 @@ pub enum ServerError {
     Banned,
     #[error("that user is not banned from this server")]
     NotBanned,
+    #[error("you already own this server")]
+    AlreadyTheOwner,
+    #[error("position must be between 0 and {last} (the server has {channels} channels)", last = channels.saturating_sub(1))]
+    PositionOutOfRange { channels: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelState {
     pub name: ChannelName,
     pub facts: ChannelFacts,
+    #[serde(default)]
+    pub topic: Option<ChannelTopic>,
+    #[serde(default)]
+    pub category: Option<ChannelCategory>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +328,12 @@ pub struct Server {
     pub invites: BTreeMap<InviteCode, InviteState>,
     #[serde(default)]
     pub banned: BTreeSet<UserId>,
+    /// Every channel, in the order the server lists them (creation order until moved).
+    #[serde(default)]
+    pub channel_order: Vec<ChannelId>,
+    /// Deleted by its owner: every command is refused as if the server did not exist.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 impl Server {
@@ -262,6 +342,9 @@ impl Server {
         let (Some(server_id), Some(channel)) = (self.id, self.channels.get(&channel_id)) else {
             return ChannelAccess::UnknownChannel;
         };
+        if self.deleted {
+            return ChannelAccess::UnknownChannel;
+        }
         match self.members.get(&user) {
             None => ChannelAccess::NotAMember { server_id },
             Some(role) => ChannelAccess::Member {
@@ -277,7 +360,7 @@ impl Server {
     }
 
     fn require_existing(&self) -> Result<(), ServerError> {
-        if self.id.is_none() {
+        if self.id.is_none() || self.deleted {
             return Err(ServerError::UnknownServer);
         }
         Ok(())
@@ -500,6 +583,77 @@ impl Server {
                     unbanned_by: actor,
                 }
             }
+            ServerCommand::DeleteServer { actor, at } => {
+                self.require(actor, Permission::OwnServer)?;
+                ServerEvent::ServerDeleted {
+                    deleted_by: actor,
+                    deleted_at: at,
+                    member_ids: self.members.keys().copied().collect(),
+                }
+            }
+            ServerCommand::TransferOwnership { actor, new_owner } => {
+                self.require(actor, Permission::OwnServer)?;
+                if new_owner == actor {
+                    return Err(ServerError::AlreadyTheOwner);
+                }
+                let previous_role = self.role_of(new_owner).ok_or(ServerError::NoSuchMember)?;
+                ServerEvent::OwnershipTransferred {
+                    previous_owner_id: actor,
+                    new_owner_id: new_owner,
+                    previous_role,
+                }
+            }
+            ServerCommand::SetChannelTopic {
+                actor,
+                channel_id,
+                topic,
+            } => {
+                self.require(actor, Permission::ManageChannels)?;
+                if self.live_channel(channel_id)?.topic == topic {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ChannelTopicChanged { channel_id, topic }
+            }
+            ServerCommand::MoveChannel {
+                actor,
+                channel_id,
+                category,
+                position,
+            } => {
+                self.require(actor, Permission::ManageChannels)?;
+                let channel = self.live_channel(channel_id)?;
+                let channels = self.channel_order.len();
+                let position = usize::try_from(position).unwrap_or(usize::MAX);
+                if position >= channels {
+                    return Err(ServerError::PositionOutOfRange { channels });
+                }
+                let mut order: Vec<ChannelId> = self
+                    .channel_order
+                    .iter()
+                    .copied()
+                    .filter(|id| *id != channel_id)
+                    .collect();
+                order.insert(position, channel_id);
+                if channel.category == category && order == self.channel_order {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ChannelMoved {
+                    channel_id,
+                    category,
+                    order,
+                }
+            }
+            ServerCommand::UnarchiveChannel { actor, channel_id } => {
+                self.require(actor, Permission::ManageChannels)?;
+                let channel = self
+                    .channels
+                    .get(&channel_id)
+                    .ok_or(ServerError::UnknownChannel)?;
+                if !channel.facts.archived {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ChannelUnarchived { channel_id }
+            }
         };
         Ok(vec![event])
     }
@@ -549,8 +703,14 @@ impl Aggregate for Server {
                     private,
                     archived: false,
                 };
-                self.channels
-                    .insert(channel_id, ChannelState { name, facts });
+                let channel = ChannelState {
+                    name,
+                    facts,
+                    topic: None,
+                    category: None,
+                };
+                self.channels.insert(channel_id, channel);
+                self.channel_order.push(channel_id);
             }
             ServerEvent::ChannelRenamed { channel_id, name } => {
                 if let Some(channel) = self.channels.get_mut(&channel_id) {
@@ -608,6 +768,36 @@ impl Aggregate for Server {
             }
             ServerEvent::UserUnbanned { user_id, .. } => {
                 self.banned.remove(&user_id);
+            }
+            ServerEvent::ServerDeleted { .. } => self.deleted = true,
+            ServerEvent::OwnershipTransferred {
+                previous_owner_id,
+                new_owner_id,
+                ..
+            } => {
+                self.owner = Some(new_owner_id);
+                self.members.insert(new_owner_id, Role::Owner);
+                self.members.insert(previous_owner_id, Role::Admin);
+            }
+            ServerEvent::ChannelTopicChanged { channel_id, topic } => {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.topic = topic;
+                }
+            }
+            ServerEvent::ChannelMoved {
+                channel_id,
+                category,
+                order,
+            } => {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.category = category;
+                }
+                self.channel_order = order;
+            }
+            ServerEvent::ChannelUnarchived { channel_id } => {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.facts.archived = false;
+                }
             }
         }
     }

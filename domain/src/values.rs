@@ -34,6 +34,10 @@ pub const PASSWORD_MAX_CHARS: usize = 128;
 pub const INVITE_CODE_MIN_CHARS: usize = 6;
 pub const INVITE_CODE_MAX_CHARS: usize = 32;
 pub const REASON_MAX_CHARS: usize = 512;
+/// A channel's topic, at most (Discord's figure: a sentence or two, not a page).
+pub const TOPIC_MAX_CHARS: usize = 1_024;
+/// A channel category's name, at most.
+pub const CATEGORY_MAX_CHARS: usize = 100;
 /// The longest emoji name between colons (`:thumbs_up:`), in characters.
 pub const EMOJI_NAME_MAX_CHARS: usize = 32;
 /// The most Unicode scalar values one Unicode emoji may hold: enough for the longest
@@ -167,6 +171,18 @@ text_value!(
     /// A channel's name: 1–100 characters, no control characters.
     ChannelName,
     schema(length(min = 1, max = NAME_MAX_CHARS))
+);
+text_value!(
+    /// What a channel is about, shown under its name: 1–1,024 characters; line feeds are kept,
+    /// every other control character is refused. No topic is `None`, not an empty topic.
+    ChannelTopic,
+    schema(length(min = 1, max = TOPIC_MAX_CHARS))
+);
+text_value!(
+    /// The heading a channel is listed under in its server: 1–100 characters, no control
+    /// characters. Channels with the same category name share the heading.
+    ChannelCategory,
+    schema(length(min = 1, max = CATEGORY_MAX_CHARS))
 );
 text_value!(
     /// A message body: 1–4,000 characters after trimming; line feeds and tabs are kept, every
@@ -346,6 +362,18 @@ impl MessageBody {
             }
         }
         found
+    }
+}
+
+impl ChannelTopic {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_text("topic", value, TOPIC_MAX_CHARS, &['\n']).map(Self)
+    }
+}
+
+impl ChannelCategory {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_name("category", value, CATEGORY_MAX_CHARS).map(Self)
     }
 }
 

@@ -1422,3 +1422,425 @@ fn unbanning_someone_who_is_not_banned_is_refused() {
         })
         .then_expect_error(ServerError::NotPermitted { role: Role::Member });
 }
+
+// --- DeleteServer ---------------------------------------------------------------------------
+
+fn deleted() -> ServerEvent {
+    ServerEvent::ServerDeleted {
+        deleted_by: owner(),
+        deleted_at: hours_later(2),
+        member_ids: vec![owner(), admin(), moderator(), member(), guest()],
+    }
+}
+
+fn delete(actor: UserId) -> ServerCommand {
+    ServerCommand::DeleteServer {
+        actor,
+        at: hours_later(2),
+    }
+}
+
+#[test]
+fn the_owner_can_delete_the_server_and_every_member_loses_it() {
+    framework()
+        .given(staffed())
+        .when(delete(owner()))
+        .then_expect_events(vec![deleted()]);
+}
+
+#[test]
+fn an_admin_cannot_delete_the_server() {
+    framework()
+        .given(staffed())
+        .when(delete(admin()))
+        .then_expect_error(ServerError::NotPermitted { role: Role::Admin });
+}
+
+#[test]
+fn an_outsider_cannot_delete_the_server() {
+    framework()
+        .given(staffed())
+        .when(delete(outsider()))
+        .then_expect_error(ServerError::NotAMember);
+}
+
+#[test]
+fn a_deleted_server_cannot_be_deleted_again() {
+    let mut events = staffed();
+    events.push(deleted());
+    framework()
+        .given(events)
+        .when(delete(owner()))
+        .then_expect_error(ServerError::UnknownServer);
+}
+
+#[test]
+fn a_deleted_server_answers_every_command_as_if_it_did_not_exist() {
+    let mut events = with_channels();
+    events.push(deleted());
+    let commands = [
+        ServerCommand::RenameServer {
+            actor: owner(),
+            name: server_name("Aether Hall"),
+        },
+        ServerCommand::CreateChannel {
+            actor: owner(),
+            channel_id: unknown_channel(),
+            name: channel_name("new"),
+            kind: ChannelKind::Text,
+            private: false,
+        },
+        join(outsider(), welcome(), hours_later(3)),
+        ServerCommand::LeaveServer { user: member() },
+        ServerCommand::TransferOwnership {
+            actor: owner(),
+            new_owner: admin(),
+        },
+        ServerCommand::UnarchiveChannel {
+            actor: owner(),
+            channel_id: archive_room(),
+        },
+    ];
+    for command in commands {
+        framework()
+            .given(events.clone())
+            .when(command)
+            .then_expect_error(ServerError::UnknownServer);
+    }
+}
+
+#[test]
+fn the_channels_of_a_deleted_server_are_unknown_to_its_former_members() {
+    let mut server = Server::default();
+    for event in with_channels() {
+        cqrs_es::Aggregate::apply(&mut server, event);
+    }
+    assert!(server.channel_access(general(), member()).can_view());
+    cqrs_es::Aggregate::apply(&mut server, deleted());
+    assert_eq!(
+        server.channel_access(general(), owner()),
+        aether_domain::ChannelAccess::UnknownChannel
+    );
+}
+
+// --- TransferOwnership ----------------------------------------------------------------------
+
+fn transfer(actor: UserId, new_owner: UserId) -> ServerCommand {
+    ServerCommand::TransferOwnership { actor, new_owner }
+}
+
+fn transferred_to_admin() -> ServerEvent {
+    ServerEvent::OwnershipTransferred {
+        previous_owner_id: owner(),
+        new_owner_id: admin(),
+        previous_role: Role::Admin,
+    }
+}
+
+#[test]
+fn the_owner_can_hand_the_server_to_a_member() {
+    framework()
+        .given(staffed())
+        .when(transfer(owner(), member()))
+        .then_expect_events(vec![ServerEvent::OwnershipTransferred {
+            previous_owner_id: owner(),
+            new_owner_id: member(),
+            previous_role: Role::Member,
+        }]);
+}
+
+#[test]
+fn after_a_transfer_the_new_owner_owns_and_the_old_one_is_an_admin() {
+    let mut events = staffed();
+    events.push(transferred_to_admin());
+    // The new owner may delete; the old one, now an ADMIN, may not, and cannot transfer back.
+    framework()
+        .given(events.clone())
+        .when(delete(admin()))
+        .then_expect_events(vec![ServerEvent::ServerDeleted {
+            deleted_by: admin(),
+            deleted_at: hours_later(2),
+            member_ids: vec![owner(), admin(), moderator(), member(), guest()],
+        }]);
+    framework()
+        .given(events.clone())
+        .when(transfer(owner(), admin()))
+        .then_expect_error(ServerError::NotPermitted { role: Role::Admin });
+    // The old owner can now leave, like any admin.
+    framework()
+        .given(events)
+        .when(ServerCommand::LeaveServer { user: owner() })
+        .then_expect_events(vec![ServerEvent::MemberLeft { user_id: owner() }]);
+}
+
+#[test]
+fn an_admin_cannot_transfer_ownership() {
+    framework()
+        .given(staffed())
+        .when(transfer(admin(), moderator()))
+        .then_expect_error(ServerError::NotPermitted { role: Role::Admin });
+}
+
+#[test]
+fn ownership_cannot_go_to_someone_outside_the_server() {
+    framework()
+        .given(staffed())
+        .when(transfer(owner(), outsider()))
+        .then_expect_error(ServerError::NoSuchMember);
+}
+
+#[test]
+fn the_owner_cannot_transfer_the_server_to_themselves() {
+    framework()
+        .given(staffed())
+        .when(transfer(owner(), owner()))
+        .then_expect_error(ServerError::AlreadyTheOwner);
+}
+
+// --- SetChannelTopic ------------------------------------------------------------------------
+
+fn topic(value: &str) -> aether_domain::ChannelTopic {
+    aether_domain::ChannelTopic::parse(value).expect("a valid topic")
+}
+
+fn set_topic(actor: UserId, channel_id: ChannelId, value: Option<&str>) -> ServerCommand {
+    ServerCommand::SetChannelTopic {
+        actor,
+        channel_id,
+        topic: value.map(topic),
+    }
+}
+
+fn topic_changed(value: Option<&str>) -> ServerEvent {
+    ServerEvent::ChannelTopicChanged {
+        channel_id: general(),
+        topic: value.map(topic),
+    }
+}
+
+#[test]
+fn an_admin_can_set_a_channels_topic() {
+    framework()
+        .given(with_channels())
+        .when(set_topic(admin(), general(), Some("Say hello")))
+        .then_expect_events(vec![topic_changed(Some("Say hello"))]);
+}
+
+#[test]
+fn a_topic_can_be_cleared() {
+    let mut events = with_channels();
+    events.push(topic_changed(Some("Say hello")));
+    framework()
+        .given(events)
+        .when(set_topic(owner(), general(), None))
+        .then_expect_events(vec![topic_changed(None)]);
+}
+
+#[test]
+fn setting_the_topic_it_already_has_records_nothing() {
+    let mut events = with_channels();
+    events.push(topic_changed(Some("Say hello")));
+    framework()
+        .given(events)
+        .when(set_topic(owner(), general(), Some("Say hello")))
+        .then_expect_events(vec![]);
+    framework()
+        .given(with_channels())
+        .when(set_topic(owner(), general(), None))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_moderator_cannot_set_a_topic() {
+    framework()
+        .given(with_channels())
+        .when(set_topic(moderator(), general(), Some("Say hello")))
+        .then_expect_error(ServerError::NotPermitted {
+            role: Role::Moderator,
+        });
+}
+
+#[test]
+fn an_archived_or_unknown_channel_has_no_topic_to_set() {
+    framework()
+        .given(with_channels())
+        .when(set_topic(owner(), archive_room(), Some("Old")))
+        .then_expect_error(ServerError::ChannelArchived);
+    framework()
+        .given(with_channels())
+        .when(set_topic(owner(), unknown_channel(), Some("Old")))
+        .then_expect_error(ServerError::UnknownChannel);
+}
+
+#[test]
+fn a_topic_is_bounded_and_free_of_control_characters() {
+    let at_limit = "t".repeat(aether_domain::values::TOPIC_MAX_CHARS);
+    assert!(aether_domain::ChannelTopic::parse(&at_limit).is_ok());
+    assert!(aether_domain::ChannelTopic::parse(&format!("{at_limit}t")).is_err());
+    assert!(aether_domain::ChannelTopic::parse("line one\nline two").is_ok());
+    assert!(aether_domain::ChannelTopic::parse("bell\u{7}").is_err());
+    assert!(aether_domain::ChannelTopic::parse("   ").is_err());
+}
+
+// --- MoveChannel ----------------------------------------------------------------------------
+
+fn third() -> ChannelId {
+    ChannelId::from_uuid(Uuid::from_u128(0xc3))
+}
+
+fn category(value: &str) -> aether_domain::ChannelCategory {
+    aether_domain::ChannelCategory::parse(value).expect("a valid category")
+}
+
+/// `with_channels()` plus a live `third` channel: general, archive-room, third.
+fn three_channels() -> Vec<ServerEvent> {
+    let mut events = with_channels();
+    events.push(channel_created(third(), "third"));
+    events
+}
+
+fn move_channel(
+    actor: UserId,
+    channel_id: ChannelId,
+    to: Option<&str>,
+    position: u32,
+) -> ServerCommand {
+    ServerCommand::MoveChannel {
+        actor,
+        channel_id,
+        category: to.map(category),
+        position,
+    }
+}
+
+#[test]
+fn an_admin_can_move_a_channel_to_the_top_under_a_category() {
+    framework()
+        .given(three_channels())
+        .when(move_channel(admin(), third(), Some("Text"), 0))
+        .then_expect_events(vec![ServerEvent::ChannelMoved {
+            channel_id: third(),
+            category: Some(category("Text")),
+            order: vec![third(), general(), archive_room()],
+        }]);
+}
+
+#[test]
+fn a_moved_channel_keeps_its_place_when_later_ones_are_created() {
+    let mut events = three_channels();
+    events.push(ServerEvent::ChannelMoved {
+        channel_id: general(),
+        category: None,
+        order: vec![archive_room(), third(), general()],
+    });
+    events.push(channel_created(unknown_channel(), "fourth"));
+    framework()
+        .given(events)
+        .when(move_channel(owner(), third(), None, 0))
+        .then_expect_events(vec![ServerEvent::ChannelMoved {
+            channel_id: third(),
+            category: None,
+            order: vec![third(), archive_room(), general(), unknown_channel()],
+        }]);
+}
+
+#[test]
+fn moving_a_channel_to_where_it_is_records_nothing() {
+    framework()
+        .given(three_channels())
+        .when(move_channel(owner(), general(), None, 0))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn changing_only_the_category_is_a_move() {
+    framework()
+        .given(three_channels())
+        .when(move_channel(owner(), general(), Some("Lobby"), 0))
+        .then_expect_events(vec![ServerEvent::ChannelMoved {
+            channel_id: general(),
+            category: Some(category("Lobby")),
+            order: vec![general(), archive_room(), third()],
+        }]);
+}
+
+#[test]
+fn a_position_past_the_last_channel_is_refused() {
+    framework()
+        .given(three_channels())
+        .when(move_channel(owner(), general(), None, 3))
+        .then_expect_error(ServerError::PositionOutOfRange { channels: 3 });
+    framework()
+        .given(three_channels())
+        .when(move_channel(owner(), general(), None, u32::MAX))
+        .then_expect_error_message("position must be between 0 and 2 (the server has 3 channels)");
+}
+
+#[test]
+fn a_moderator_cannot_move_a_channel() {
+    framework()
+        .given(three_channels())
+        .when(move_channel(moderator(), third(), None, 0))
+        .then_expect_error(ServerError::NotPermitted {
+            role: Role::Moderator,
+        });
+}
+
+#[test]
+fn an_archived_channel_cannot_be_moved() {
+    framework()
+        .given(three_channels())
+        .when(move_channel(owner(), archive_room(), None, 0))
+        .then_expect_error(ServerError::ChannelArchived);
+}
+
+// --- UnarchiveChannel -----------------------------------------------------------------------
+
+fn unarchive(actor: UserId, channel_id: ChannelId) -> ServerCommand {
+    ServerCommand::UnarchiveChannel { actor, channel_id }
+}
+
+#[test]
+fn an_admin_can_unarchive_a_channel_and_members_may_post_again() {
+    framework()
+        .given(with_channels())
+        .when(unarchive(admin(), archive_room()))
+        .then_expect_events(vec![ServerEvent::ChannelUnarchived {
+            channel_id: archive_room(),
+        }]);
+    let mut server = Server::default();
+    let mut events = with_channels();
+    events.push(ServerEvent::ChannelUnarchived {
+        channel_id: archive_room(),
+    });
+    for event in events {
+        cqrs_es::Aggregate::apply(&mut server, event);
+    }
+    assert!(server.channel_access(archive_room(), member()).can_post());
+}
+
+#[test]
+fn unarchiving_a_live_channel_records_nothing() {
+    framework()
+        .given(with_channels())
+        .when(unarchive(owner(), general()))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_moderator_cannot_unarchive_a_channel() {
+    framework()
+        .given(with_channels())
+        .when(unarchive(moderator(), archive_room()))
+        .then_expect_error(ServerError::NotPermitted {
+            role: Role::Moderator,
+        });
+}
+
+#[test]
+fn an_unknown_channel_cannot_be_unarchived() {
+    framework()
+        .given(with_channels())
+        .when(unarchive(owner(), unknown_channel()))
+        .then_expect_error(ServerError::UnknownChannel);
+}

@@ -3,9 +3,10 @@
 //! shared by the SQLite store (embedded mode) and the PostgreSQL one (`stream::postgres`).
 
 use aether_domain::conversation::ConversationEvent;
+use aether_domain::pins::PinsEvent;
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
-use aether_domain::{Role, ServerId, UserId};
+use aether_domain::{ChannelId, Role, ServerId, UserId};
 use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use sqlx::SqliteConnection;
 use crate::sql::{ApplyError, SqlWrite};
 
 use crate::projection::{Projection, ProjectionError};
+use crate::rows::{ServerEventData, ServerEventKind, ServerEventRow};
 use crate::updates::Update;
 
 #[derive(Debug, Default)]
@@ -43,6 +45,10 @@ impl Projection for CatalogProjection {
             (
                 "conversation_participants",
                 "SELECT * FROM conversation_participants ORDER BY conversation_id, user_id",
+            ),
+            (
+                "server_events",
+                "SELECT * FROM server_events ORDER BY server_id, seq",
             ),
         ]
     }
@@ -76,7 +82,16 @@ pub async fn apply_catalog_event(
         "Server" => {
             let server = ServerId::parse(&envelope.aggregate_id).map_err(|e| decode(&e))?;
             let event: ServerEvent = envelope.decode().map_err(|e| decode(&e))?;
-            apply_server(tx, server, order, event, updates).await?;
+            let at = envelope.occurred_at;
+            let actor = envelope
+                .actor
+                .as_deref()
+                .and_then(|a| UserId::parse(a).ok());
+            apply_server(tx, server, order, event, (at, actor), updates).await?;
+        }
+        "ChannelPins" => {
+            let event: PinsEvent = envelope.decode().map_err(|e| decode(&e))?;
+            apply_pins(tx, event, envelope.occurred_at, updates).await?;
         }
         "Conversation" => {
             let event: ConversationEvent = envelope.decode().map_err(|e| decode(&e))?;
@@ -162,7 +177,299 @@ async fn apply_user(
     }
 }
 
+/// A pin in a server's channel is news of that server (`serverEvents`); a pin in a
+/// conversation, or in a channel of a deleted server, is nobody's server news.
+async fn apply_pins(
+    tx: &mut dyn SqlWrite,
+    event: PinsEvent,
+    at: DateTime<Utc>,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let (kind, channel_id, message_id, actor) = match event {
+        PinsEvent::MessagePinned {
+            channel_id,
+            message_id,
+            pinned_by,
+            ..
+        } => (
+            ServerEventKind::MessagePinned,
+            channel_id,
+            message_id,
+            pinned_by,
+        ),
+        PinsEvent::MessageUnpinned {
+            channel_id,
+            message_id,
+            unpinned_by,
+            ..
+        } => (
+            ServerEventKind::MessageUnpinned,
+            channel_id,
+            message_id,
+            unpinned_by,
+        ),
+    };
+    let data = ServerEventData {
+        actor_id: Some(actor),
+        message_id: Some(message_id),
+        ..ServerEventData::default()
+    };
+    announce_in_channel(tx, channel_id, kind, data, at, updates).await
+}
+
+/// Numbers `kind` as the next event of the server that owns `channel_id` (nothing when no
+/// server's channel has that id) and publishes it.
+async fn announce_in_channel(
+    tx: &mut dyn SqlWrite,
+    channel_id: ChannelId,
+    kind: ServerEventKind,
+    data: ServerEventData,
+    at: DateTime<Utc>,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_owned());
+    let row = tx
+        .fetch_optional(
+            "INSERT INTO server_events (server_id, seq, kind, channel_id, private, data, \
+             occurred_at) \
+             SELECT c.server_id, COALESCE((SELECT MAX(e.seq) FROM server_events e \
+             WHERE e.server_id = c.server_id), 0) + 1, $2, c.id, c.private, $3, $4 \
+             FROM channels c WHERE c.id = $1 \
+             RETURNING server_id, seq, private",
+            vec![
+                channel_id.to_string().into(),
+                kind_name(kind).into(),
+                json.into(),
+                at.into(),
+            ],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    updates.push(Update::Server(ServerEventRow {
+        server_id: crate::rows::parse_id(&row, "server_id", ServerId::parse)?,
+        seq: row.get("seq")?,
+        kind,
+        channel_id: Some(channel_id),
+        private: row.get("private")?,
+        data,
+        occurred_at: at,
+    }));
+    Ok(())
+}
+
+/// Numbers `kind` as the next event of `server` (not about one channel) and publishes it.
+async fn announce(
+    tx: &mut dyn SqlWrite,
+    server: ServerId,
+    kind: ServerEventKind,
+    data: ServerEventData,
+    at: DateTime<Utc>,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_owned());
+    let row = tx
+        .fetch_optional(
+            "INSERT INTO server_events (server_id, seq, kind, channel_id, private, data, \
+             occurred_at) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, NULL, FALSE, $3, $4 \
+             FROM server_events WHERE server_id = $1 \
+             RETURNING seq",
+            vec![
+                server.to_string().into(),
+                kind_name(kind).into(),
+                json.into(),
+                at.into(),
+            ],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    updates.push(Update::Server(ServerEventRow {
+        server_id: server,
+        seq: row.get("seq")?,
+        kind,
+        channel_id: None,
+        private: false,
+        data,
+        occurred_at: at,
+    }));
+    Ok(())
+}
+
+fn kind_name(kind: ServerEventKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{kind:?}"),
+    }
+}
+
+/// The server event `event` announces to members, if any (invites and unbans are not news).
+fn news_of(event: &ServerEvent) -> Option<(ServerEventKind, Option<ChannelId>, ServerEventData)> {
+    use ServerEventKind as K;
+    let none = ServerEventData::default;
+    let member = |user_id: UserId| ServerEventData {
+        user_id: Some(user_id),
+        ..none()
+    };
+    Some(match event {
+        ServerEvent::ServerCreated { .. }
+        | ServerEvent::InviteCreated { .. }
+        | ServerEvent::InviteRevoked { .. }
+        | ServerEvent::UserUnbanned { .. } => return None,
+        ServerEvent::ServerRenamed { name } => (
+            K::ServerRenamed,
+            None,
+            ServerEventData {
+                name: Some(name.to_string()),
+                ..none()
+            },
+        ),
+        ServerEvent::ServerDeleted { deleted_by, .. } => (
+            K::ServerDeleted,
+            None,
+            ServerEventData {
+                actor_id: Some(*deleted_by),
+                ..none()
+            },
+        ),
+        ServerEvent::OwnershipTransferred {
+            previous_owner_id,
+            new_owner_id,
+            ..
+        } => (
+            K::OwnershipTransferred,
+            None,
+            ServerEventData {
+                user_id: Some(*new_owner_id),
+                actor_id: Some(*previous_owner_id),
+                role: Some(Role::Owner),
+                ..none()
+            },
+        ),
+        ServerEvent::ChannelCreated {
+            channel_id, name, ..
+        } => (
+            K::ChannelCreated,
+            Some(*channel_id),
+            ServerEventData {
+                name: Some(name.to_string()),
+                ..none()
+            },
+        ),
+        ServerEvent::ChannelRenamed { channel_id, name } => (
+            K::ChannelRenamed,
+            Some(*channel_id),
+            ServerEventData {
+                name: Some(name.to_string()),
+                ..none()
+            },
+        ),
+        ServerEvent::ChannelArchived { channel_id } => {
+            (K::ChannelArchived, Some(*channel_id), none())
+        }
+        ServerEvent::ChannelUnarchived { channel_id } => {
+            (K::ChannelUnarchived, Some(*channel_id), none())
+        }
+        ServerEvent::ChannelTopicChanged { channel_id, topic } => (
+            K::ChannelTopicChanged,
+            Some(*channel_id),
+            ServerEventData {
+                topic: topic.as_ref().map(|t| t.to_string()),
+                ..none()
+            },
+        ),
+        ServerEvent::ChannelMoved {
+            channel_id,
+            category,
+            order,
+        } => (
+            K::ChannelMoved,
+            Some(*channel_id),
+            ServerEventData {
+                category: category.as_ref().map(|c| c.to_string()),
+                position: order
+                    .iter()
+                    .position(|id| id == channel_id)
+                    .and_then(|p| i64::try_from(p).ok()),
+                ..none()
+            },
+        ),
+        ServerEvent::MemberJoined { user_id, role, .. } => (
+            K::MemberJoined,
+            None,
+            ServerEventData {
+                role: Some(*role),
+                ..member(*user_id)
+            },
+        ),
+        ServerEvent::MemberLeft { user_id } => (K::MemberLeft, None, member(*user_id)),
+        ServerEvent::MemberRemoved {
+            user_id,
+            removed_by,
+            ..
+        } => (
+            K::MemberRemoved,
+            None,
+            ServerEventData {
+                actor_id: Some(*removed_by),
+                ..member(*user_id)
+            },
+        ),
+        ServerEvent::UserBanned {
+            user_id, banned_by, ..
+        } => (
+            K::MemberBanned,
+            None,
+            ServerEventData {
+                actor_id: Some(*banned_by),
+                ..member(*user_id)
+            },
+        ),
+        ServerEvent::MemberRoleChanged { user_id, role, .. } => (
+            K::MemberRoleChanged,
+            None,
+            ServerEventData {
+                role: Some(*role),
+                ..member(*user_id)
+            },
+        ),
+    })
+}
+
 async fn apply_server(
+    tx: &mut dyn SqlWrite,
+    server: ServerId,
+    order: i64,
+    event: ServerEvent,
+    (at, actor): (DateTime<Utc>, Option<UserId>),
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let news = news_of(&event);
+    let deleted = matches!(event, ServerEvent::ServerDeleted { .. });
+    // The news of a deletion is told before the rows go, so that it is numbered while the
+    // server's events are; everything else after its rows are written.
+    if deleted {
+        if let Some((kind, _, data)) = news.clone() {
+            announce(tx, server, kind, data, at, updates).await?;
+        }
+    }
+    apply_server_rows(tx, server, order, event, updates).await?;
+    if let Some((kind, channel, mut data)) = news.filter(|_| !deleted) {
+        if data.actor_id.is_none() {
+            data.actor_id = actor;
+        }
+        match channel {
+            Some(channel) => announce_in_channel(tx, channel, kind, data, at, updates).await?,
+            None => announce(tx, server, kind, data, at, updates).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn apply_server_rows(
     tx: &mut dyn SqlWrite,
     server: ServerId,
     order: i64,
@@ -329,6 +636,92 @@ async fn apply_server(
             )
             .await?;
             updates.push(membership(server, user_id, Some(role)));
+        }
+        ServerEvent::ServerDeleted { member_ids, .. } => {
+            // The log keeps the history; the read model forgets the server, so every query
+            // about it, its channels, members and invites answers as if it never existed.
+            for table in [
+                "DELETE FROM members WHERE server_id = $1",
+                "DELETE FROM channels WHERE server_id = $1",
+                "DELETE FROM invites WHERE server_id = $1",
+                "DELETE FROM bans WHERE server_id = $1",
+                "DELETE FROM servers WHERE id = $1",
+            ] {
+                tx.write(table, vec![server_id.as_str().into()]).await?;
+            }
+            for user_id in member_ids {
+                updates.push(membership(server, user_id, None));
+            }
+        }
+        ServerEvent::OwnershipTransferred {
+            previous_owner_id,
+            new_owner_id,
+            ..
+        } => {
+            tx.write(
+                "UPDATE servers SET owner_id = $1 WHERE id = $2",
+                vec![new_owner_id.to_string().into(), server_id.as_str().into()],
+            )
+            .await?;
+            for (user_id, role) in [
+                (new_owner_id, Role::Owner),
+                (previous_owner_id, Role::Admin),
+            ] {
+                tx.write(
+                    "UPDATE members SET role = $1 WHERE server_id = $2 AND user_id = $3",
+                    vec![
+                        role.as_str().into(),
+                        server_id.as_str().into(),
+                        user_id.to_string().into(),
+                    ],
+                )
+                .await?;
+                updates.push(membership(server, user_id, Some(role)));
+            }
+        }
+        ServerEvent::ChannelTopicChanged { channel_id, topic } => {
+            tx.write(
+                "UPDATE channels SET topic = $1 WHERE id = $2",
+                vec![
+                    topic.map(|topic| topic.into_inner()).into(),
+                    channel_id.to_string().into(),
+                ],
+            )
+            .await?;
+        }
+        ServerEvent::ChannelMoved {
+            channel_id,
+            category,
+            order: channels,
+        } => {
+            tx.write(
+                "UPDATE channels SET category = $1 WHERE id = $2",
+                vec![
+                    category.map(|category| category.into_inner()).into(),
+                    channel_id.to_string().into(),
+                ],
+            )
+            .await?;
+            // Listed by position: the moved order from 0, and channels created later (whose
+            // position is a larger sequence or log position) after them.
+            for (position, id) in (0_i64..).zip(channels) {
+                tx.write(
+                    "UPDATE channels SET position = $1 WHERE id = $2 AND server_id = $3",
+                    vec![
+                        position.into(),
+                        id.to_string().into(),
+                        server_id.as_str().into(),
+                    ],
+                )
+                .await?;
+            }
+        }
+        ServerEvent::ChannelUnarchived { channel_id } => {
+            tx.write(
+                "UPDATE channels SET archived = FALSE WHERE id = $1",
+                vec![channel_id.to_string().into()],
+            )
+            .await?;
         }
     }
     Ok(())

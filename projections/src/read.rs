@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use crate::receipts::{ReadStateRow, READ_POINTER_QUERY, UNREAD_QUERY};
 use crate::rows::{
     parse_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow,
-    MemberRow, MessageRow, RowError, ServerRow, UserRow,
+    MemberRow, MessageRow, RowError, ServerEventRow, ServerRow, UserRow,
 };
 use crate::sql::{SqlReader, SqlRow, SqlValue};
 use crate::stream::mongo::collection_prefix;
@@ -502,8 +502,8 @@ impl ReadModels {
     pub async fn channels(&self, server: ServerId) -> Result<Vec<ChannelRow>, RowError> {
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT id, server_id, name, kind, private, archived FROM {c}channels \
-             WHERE server_id = $1 ORDER BY position"
+            "SELECT id, server_id, name, kind, private, archived, topic, category FROM {c}channels \
+             WHERE server_id = $1 ORDER BY position, id"
         );
         all(
             &self.rows(&sql, vec![text(server)]).await?,
@@ -514,10 +514,43 @@ impl ReadModels {
     pub async fn channel(&self, id: ChannelId) -> Result<Option<ChannelRow>, RowError> {
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT id, server_id, name, kind, private, archived FROM {c}channels WHERE id = $1"
+            "SELECT id, server_id, name, kind, private, archived, topic, category FROM {c}channels \
+             WHERE id = $1"
         );
         let row = self.one(&sql, vec![text(id)]).await?;
         row.as_ref().map(ChannelRow::from_row).transpose()
+    }
+
+    /// The events of `server` numbered after `after`, oldest first, at most `limit`.
+    pub async fn server_events_after(
+        &self,
+        server: ServerId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ServerEventRow>, RowError> {
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT server_id, seq, kind, channel_id, private, data, occurred_at \
+             FROM {c}server_events WHERE server_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        );
+        all(
+            &self
+                .rows(&sql, vec![text(server), after.into(), limit.into()])
+                .await?,
+            ServerEventRow::from_row,
+        )
+    }
+
+    /// The number of `server`'s latest event; 0 before any.
+    pub async fn server_head(&self, server: ServerId) -> Result<i64, RowError> {
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT COALESCE(MAX(seq), 0) AS head FROM {c}server_events WHERE server_id = $1"
+        );
+        match self.one(&sql, vec![text(server)]).await? {
+            Some(row) => Ok(row.get("head")?),
+            None => Ok(0),
+        }
     }
 
     /// `user`'s standing in a channel, from the catalog: the same rule the write side applies.

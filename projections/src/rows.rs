@@ -102,6 +102,10 @@ pub struct ChannelRow {
     pub kind: ChannelKind,
     pub private: bool,
     pub archived: bool,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
 }
 
 impl ChannelRow {
@@ -117,6 +121,107 @@ impl ChannelRow {
             })?,
             private: row.get("private")?,
             archived: row.get("archived")?,
+            topic: row.get("topic")?,
+            category: row.get("category")?,
+        })
+    }
+}
+
+/// What happened in a server, as `serverEvents` tells its members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerEventKind {
+    ServerRenamed,
+    ServerDeleted,
+    OwnershipTransferred,
+    ChannelCreated,
+    ChannelRenamed,
+    ChannelArchived,
+    ChannelUnarchived,
+    ChannelTopicChanged,
+    ChannelMoved,
+    MemberJoined,
+    MemberLeft,
+    MemberRemoved,
+    MemberBanned,
+    MemberRoleChanged,
+    MessagePinned,
+    MessageUnpinned,
+}
+
+impl ServerEventKind {
+    /// Whether the event took `user`'s membership away (`user_id` is whom it concerns).
+    pub fn ends_membership_of(self, user_id: Option<UserId>, user: UserId) -> bool {
+        match self {
+            ServerEventKind::ServerDeleted => true,
+            ServerEventKind::MemberLeft
+            | ServerEventKind::MemberRemoved
+            | ServerEventKind::MemberBanned => user_id == Some(user),
+            _ => false,
+        }
+    }
+}
+
+/// What an event of a server says beyond its kind; which fields are set depends on the kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEventData {
+    /// The member the event is about (joined, left, removed, banned, new role, new owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// Who did it, where the event names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The server's or channel's new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The channel's place in the server's list (0 is first), after a move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<MessageId>,
+}
+
+/// One numbered event of a server: `seq` counts the server's events from 1 with no gap, so a
+/// subscriber that saw `seq` knows exactly what it missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEventRow {
+    pub server_id: ServerId,
+    pub seq: i64,
+    pub kind: ServerEventKind,
+    /// The channel the event is about, if any.
+    pub channel_id: Option<ChannelId>,
+    /// About a private channel: only members who may see private channels are told.
+    pub private: bool,
+    pub data: ServerEventData,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl ServerEventRow {
+    pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
+        let kind: String = row.get("kind")?;
+        let data: String = row.get("data")?;
+        Ok(Self {
+            server_id: parse_id(row, "server_id", ServerId::parse)?,
+            seq: row.get("seq")?,
+            kind: serde_json::from_value(serde_json::Value::String(kind.clone())).map_err(
+                |_| RowError::Malformed {
+                    column: "kind",
+                    value: kind,
+                },
+            )?,
+            channel_id: parse_optional_id(row, "channel_id", ChannelId::parse)?,
+            private: row.get("private")?,
+            data: serde_json::from_str(&data).map_err(|_| RowError::Malformed {
+                column: "data",
+                value: data,
+            })?,
+            occurred_at: row.get("occurred_at")?,
         })
     }
 }

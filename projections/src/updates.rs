@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::rows::ChannelEventRow;
+use crate::rows::{ChannelEventRow, ServerEventRow};
 
 /// The default number of a channel's updates a slow subscriber may fall behind before it must
 /// re-read.
@@ -43,13 +43,18 @@ pub enum Update {
         participant_ids: Vec<UserId>,
         opened_at: DateTime<Utc>,
     },
+    /// Something happened in a server (a channel, a member, the server itself, a pin); keyed
+    /// by server id.
+    Server(ServerEventRow),
 }
 
 impl Update {
     pub fn channel_id(&self) -> Option<ChannelId> {
         match self {
             Update::Channel(event) => Some(event.channel_id),
-            Update::Membership { .. } | Update::ConversationOpened { .. } => None,
+            Update::Membership { .. } | Update::ConversationOpened { .. } | Update::Server(_) => {
+                None
+            }
         }
     }
 }
@@ -122,6 +127,7 @@ struct Bus {
     all: broadcast::Sender<Arc<Update>>,
     channels: Routes<ChannelId>,
     members: Routes<UserId>,
+    servers: Routes<ServerId>,
 }
 
 impl UpdateBus {
@@ -132,6 +138,7 @@ impl UpdateBus {
                 all,
                 channels: Routes::new(capacity),
                 members: Routes::new(MEMBERSHIP_CAPACITY),
+                servers: Routes::new(capacity),
             }),
         }
     }
@@ -149,6 +156,7 @@ impl UpdateBus {
                     self.inner.members.publish(*user, &update);
                 }
             }
+            Update::Server(event) => self.inner.servers.publish(event.server_id, &update),
         }
         let _ = self.inner.all.send(update);
     }
@@ -169,6 +177,15 @@ impl UpdateBus {
 }
 
 impl UpdateBus {
+    /// What a subscription to `server`'s events by `member` needs: the server's updates and
+    /// the member's own membership changes.
+    pub fn watch_server(&self, server: ServerId, member: UserId) -> ChannelFeed {
+        ChannelFeed {
+            channel: self.inner.servers.subscribe(server),
+            membership: self.inner.members.subscribe(member),
+        }
+    }
+
     /// A user's own news: membership changes from any server, conversations opened with them.
     pub fn watch_member(&self, member: UserId) -> broadcast::Receiver<Arc<Update>> {
         self.inner.members.subscribe(member)
@@ -259,7 +276,9 @@ mod tests {
         match heard {
             Heard::Update(update) => match update.as_ref() {
                 Update::Channel(event) => event.seq,
-                Update::Membership { .. } | Update::ConversationOpened { .. } => -1,
+                Update::Membership { .. }
+                | Update::ConversationOpened { .. }
+                | Update::Server(_) => -1,
             },
             other => panic!("expected an update, heard {other:?}"),
         }

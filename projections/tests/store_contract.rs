@@ -156,6 +156,47 @@ fn scenario() -> Scenario {
             banned_at: at,
         },
     );
+    log.push(
+        "Server",
+        &server.to_string(),
+        4,
+        &ServerEvent::ChannelTopicChanged {
+            channel_id: channel,
+            topic: Some(parse(aether_domain::ChannelTopic::parse("contract topic"))),
+        },
+    );
+    // A second server gets a channel, moves it under a category, and is deleted.
+    let doomed = ServerId::new();
+    let gone = ChannelId::new();
+    for (sequence, event) in [
+        ServerEvent::ServerCreated {
+            server_id: doomed,
+            name: parse(ServerName::parse("doomed")),
+            owner_id: user,
+            created_at: at,
+        },
+        ServerEvent::ChannelCreated {
+            channel_id: gone,
+            name: parse(ChannelName::parse("gone")),
+            kind: ChannelKind::Text,
+            private: false,
+        },
+        ServerEvent::ChannelMoved {
+            channel_id: gone,
+            category: Some(parse(aether_domain::ChannelCategory::parse("Lost"))),
+            order: vec![gone],
+        },
+        ServerEvent::ServerDeleted {
+            deleted_by: user,
+            deleted_at: at,
+            member_ids: vec![user],
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        log.push("Server", &doomed.to_string(), sequence as u64 + 1, &event);
+    }
     let mut messages = Vec::new();
     for n in 0..3 {
         let message = MessageId::new();
@@ -441,6 +482,20 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
             text.contains(&format!("\"{}\"", aether_projections::receipts::EVERYONE)),
             "{name}: {text}"
         );
+    }
+    if name.contains("catalog") {
+        // A channel's topic; the servers' numbered news, a pin in a channel included; a
+        // deleted server's rows gone, its news kept.
+        for kept in [
+            "contract topic",
+            "CHANNEL_TOPIC_CHANGED",
+            "MESSAGE_PINNED",
+            "CHANNEL_MOVED",
+            "SERVER_DELETED",
+        ] {
+            assert!(text.contains(kept), "{name}: no {kept} in {text}");
+        }
+        assert!(!text.contains("doomed"), "{name}: {text}");
     }
     if name.contains("search") {
         // Direct conversations are private: never indexed.

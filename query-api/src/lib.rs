@@ -12,6 +12,7 @@ mod mutation;
 mod query;
 pub mod rate;
 pub mod revocation;
+mod server_events;
 mod subscription;
 pub mod tap;
 pub mod types;

@@ -62,6 +62,15 @@ pub struct CreateInviteInput {
 }
 
 #[derive(InputObject, Debug)]
+pub struct MoveChannelInput {
+    pub channel_id: ID,
+    /// The heading to list the channel under; `null` for none.
+    pub category: Option<String>,
+    /// Where in the server's channels, from 0.
+    pub position: i32,
+}
+
+#[derive(InputObject, Debug)]
 pub struct SetMemberRoleInput {
     pub server_id: ID,
     pub user_id: ID,
@@ -270,7 +279,28 @@ async fn channel_from_store(
         kind: channel.facts.kind.into(),
         private: channel.facts.private,
         archived: channel.facts.archived,
+        topic: channel.topic.as_ref().map(ToString::to_string),
+        category: channel.category.as_ref().map(ToString::to_string),
     })
+}
+
+/// Sends a command about `channel_id` and answers with the channel as the event store has it.
+async fn channel_changed<F>(ctx: &Context<'_>, channel_id: &ID, send: F) -> ApiResult<Channel>
+where
+    F: for<'a> FnOnce(
+        &'a ApiState,
+        CommandContext,
+        ChannelId,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Committed<ServerId>, aether_commands::CommandError>,
+    >,
+{
+    require_caller(ctx)?;
+    let channel = ChannelId::parse(channel_id)?;
+    let state = state(ctx);
+    let server = committed_and_projected(ctx, send(state, context(ctx), channel).await?).await;
+    channel_from_store(state, server, channel).await
 }
 
 #[Object]
@@ -622,6 +652,110 @@ impl MutationRoot {
                     .await?,
             );
             channel_from_store(state, server, channel).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Sets a channel's topic (1–1,024 characters; line breaks kept), or clears it with
+    /// `topic: null` (ADMIN and above; not in an archived channel). Setting the topic it has
+    /// changes nothing.
+    async fn set_channel_topic(
+        &self,
+        ctx: &Context<'_>,
+        channel_id: ID,
+        topic: Option<String>,
+    ) -> async_graphql::Result<Channel> {
+        let result = channel_changed(ctx, &channel_id, |state, context, channel| {
+            Box::pin(async move {
+                state
+                    .commands
+                    .set_channel_topic(&context, channel, topic.as_deref())
+                    .await
+            })
+        })
+        .await;
+        gql(result)
+    }
+
+    /// Lists a channel under `category` (1–100 characters; `null` for none) at `position` in
+    /// the server's channels (0 is first; archived and private channels count), moving the
+    /// others down (ADMIN and above; not an archived channel). `BAD_USER_INPUT` for a position
+    /// past the last channel.
+    async fn move_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: MoveChannelInput,
+    ) -> async_graphql::Result<Channel> {
+        let result: ApiResult<Channel> = async {
+            let position = u32::try_from(input.position)
+                .map_err(|_| ApiError::bad_input("position must be 0 or more"))?;
+            let category = input.category;
+            channel_changed(ctx, &input.channel_id, |state, context, channel| {
+                Box::pin(async move {
+                    state
+                        .commands
+                        .move_channel(&context, channel, category.as_deref(), position)
+                        .await
+                })
+            })
+            .await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Makes an archived channel live again: members may post (ADMIN and above). Unarchiving
+    /// a live channel changes nothing.
+    async fn unarchive_channel(
+        &self,
+        ctx: &Context<'_>,
+        channel_id: ID,
+    ) -> async_graphql::Result<Channel> {
+        let result = channel_changed(ctx, &channel_id, |state, context, channel| {
+            Box::pin(async move { state.commands.unarchive_channel(&context, channel).await })
+        })
+        .await;
+        gql(result)
+    }
+
+    /// Deletes a server (its owner only). From then on every query about it, its channels and
+    /// its messages answers `NOT_FOUND` or leaves it out, subscriptions to its channels end,
+    /// and its members' `servers` no longer list it; its history stays in the event log.
+    async fn delete_server(&self, ctx: &Context<'_>, server_id: ID) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&server_id)?;
+            let deleted = state(ctx)
+                .commands
+                .delete_server(&context(ctx), server)
+                .await?;
+            committed_and_projected(ctx, deleted).await;
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Hands the server to `userId`, one of its members (its owner only); the caller stays
+    /// as an ADMIN. `NOT_FOUND` when `userId` is not a member.
+    async fn transfer_ownership(
+        &self,
+        ctx: &Context<'_>,
+        server_id: ID,
+        user_id: ID,
+    ) -> async_graphql::Result<Server> {
+        let result: ApiResult<Server> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&server_id)?;
+            let user = UserId::parse(&user_id)?;
+            let state = state(ctx);
+            let transferred = state
+                .commands
+                .transfer_ownership(&context(ctx), server, user)
+                .await?;
+            committed_and_projected(ctx, transferred).await;
+            server_from_store(state, server).await
         }
         .await;
         gql(result)

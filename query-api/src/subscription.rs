@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, MessageId, UserId};
+use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, MessageId, ServerId, UserId};
 use aether_projections::rows::ChannelEventRow;
 use aether_projections::updates::Heard;
 use aether_projections::Update;
@@ -14,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
 use crate::rate::{subscription_permit, SubscriptionPermit};
+use crate::server_events::{server_events, ServerEventStream};
 use crate::tap::{EventTap, PresetEvent, Tapped};
 use crate::types::{
     channel_view, in_channel_view, parse_cursor, require_caller, required_place, state,
@@ -309,6 +310,29 @@ impl SubscriptionRoot {
         .await?)
     }
 
+    /// What happens in a server: channels created, renamed, archived, unarchived, moved and
+    /// their topics; members joining, leaving, removed, banned and their roles; the server
+    /// renamed, deleted or handed to a new owner; pins in its channels. News of a private
+    /// channel only for MODERATOR and above. With `after` (a cursor from an earlier event),
+    /// the events since then come first, then live ones: no gap, no duplicate. `NOT_FOUND` for
+    /// an unknown or deleted server, `FORBIDDEN` for a non-member; ends after `SERVER_DELETED`,
+    /// and with `FORBIDDEN` when the caller stops being a member.
+    async fn server_events(
+        &self,
+        ctx: &Context<'_>,
+        server_id: ID,
+        after: Option<String>,
+    ) -> async_graphql::Result<ServerEventStream> {
+        let state = state(ctx).clone();
+        let user = require_caller(ctx)?;
+        let server = ServerId::parse(&server_id).map_err(ApiError::from)?;
+        let after = parse_cursor(after.as_deref(), "after")?;
+        let permit = subscription_permit(ctx)?;
+        // Watch first, then check: a removal between the two is not missed.
+        let feed = state.updates.watch_server(server, user);
+        Ok(server_events(state, user, server, after, permit, feed).await?)
+    }
+
     /// Every change to the replies in one root message's thread (sent, edited, deleted,
     /// reactions), in order, resumable with `after` like `channelEvents` (its cursors are the
     /// channel's). Allowed to whoever may see the root's channel or conversation: `FORBIDDEN`
@@ -422,7 +446,7 @@ impl SubscriptionRoot {
                                 },
                             }));
                         }
-                        Update::Channel(_) => {}
+                        Update::Channel(_) | Update::Server(_) => {}
                     },
                     Err(RecvError::Lagged(missed)) => {
                         yield Ok(UserEvent::ResyncNeeded(ResyncNeeded {

@@ -381,7 +381,8 @@ impl Server {
         gql(load_user(state(ctx), self.owner_id).await)
     }
 
-    /// The channels the caller can see, in creation order.
+    /// The channels the caller can see, in the server's order (creation order until an admin
+    /// moves one with `moveChannel`); each names its `category`.
     async fn channels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Channel>> {
         let result: ApiResult<Vec<Channel>> = async {
             let state = state(ctx);
@@ -475,6 +476,8 @@ pub struct Channel {
     pub kind: ChannelKindGql,
     pub private: bool,
     pub archived: bool,
+    pub topic: Option<String>,
+    pub category: Option<String>,
 }
 
 impl From<ChannelRow> for Channel {
@@ -486,6 +489,8 @@ impl From<ChannelRow> for Channel {
             kind: row.kind.into(),
             private: row.private,
             archived: row.archived,
+            topic: row.topic,
+            category: row.category,
         }
     }
 }
@@ -499,6 +504,8 @@ impl From<ChannelRecord> for Channel {
             kind: record.kind.into(),
             private: record.private,
             archived: false,
+            topic: None,
+            category: None,
         }
     }
 }
@@ -567,6 +574,16 @@ impl Channel {
 
     async fn archived(&self) -> bool {
         self.archived
+    }
+
+    /// What the channel is about (1–1,024 characters); `null` when it has no topic.
+    async fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
+    }
+
+    /// The heading the channel is listed under in its server; `null` for none.
+    async fn category(&self) -> Option<&str> {
+        self.category.as_deref()
     }
 
     /// The caller's read pointer here and the unread and mention counts after it.

@@ -217,6 +217,39 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A ban was lifted; the user may join again with an invite.",
     ),
     event(
+        "ServerDeleted",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "The owner deleted the server: from then on it answers as if it did not exist, and every \
+         member listed lost access. Its history stays in the log.",
+    ),
+    event(
+        "OwnershipTransferred",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "The owner handed the server to another member, who is its OWNER from then on; the \
+         previous owner is an ADMIN.",
+    ),
+    event(
+        "ChannelTopicChanged",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A channel's topic was set, or cleared (topic null).",
+    ),
+    event(
+        "ChannelMoved",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "A channel moved under a category (null: none); order lists every channel of the server, \
+         archived ones included, in the order they are shown from then on.",
+    ),
+    event(
+        "ChannelUnarchived",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "An archived channel is live again: members may post in it.",
+    ),
+    event(
         "ConversationOpened",
         CONVERSATION,
         topics::MESSAGE_EVENTS,

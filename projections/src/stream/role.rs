@@ -162,6 +162,7 @@ impl UpdateSink for KafkaUpdates {
             let key = match &update {
                 Update::Channel(row) => row.channel_id.to_string(),
                 Update::Membership { server_id, .. } => server_id.to_string(),
+                Update::Server(row) => row.server_id.to_string(),
                 Update::ConversationOpened {
                     conversation_id, ..
                 } => conversation_id.to_string(),

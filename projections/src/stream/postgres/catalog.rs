@@ -80,6 +80,20 @@ CREATE TABLE IF NOT EXISTS conversation_participants (
 );
 CREATE INDEX IF NOT EXISTS conversation_participants_by_user
     ON conversation_participants (user_id);
+-- Added with channel topics, categories and server events (see the embedded store's
+-- migration 0008).
+ALTER TABLE channels ADD COLUMN IF NOT EXISTS topic TEXT;
+ALTER TABLE channels ADD COLUMN IF NOT EXISTS category TEXT;
+CREATE TABLE IF NOT EXISTS server_events (
+    server_id   TEXT        NOT NULL,
+    seq         BIGINT      NOT NULL,
+    kind        TEXT        NOT NULL,
+    channel_id  TEXT,
+    private     BOOLEAN     NOT NULL,
+    data        TEXT        NOT NULL,
+    occurred_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (server_id, seq)
+);
 "#
     }
 
@@ -98,6 +112,10 @@ CREATE INDEX IF NOT EXISTS conversation_participants_by_user
             (
                 "conversation_participants",
                 "SELECT * FROM conversation_participants ORDER BY conversation_id, user_id",
+            ),
+            (
+                "server_events",
+                "SELECT * FROM server_events ORDER BY server_id, seq",
             ),
         ]
     }
