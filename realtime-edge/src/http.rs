@@ -32,6 +32,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
+use crate::metrics::EdgeMetrics;
 use crate::oidc::ExternalIssuer;
 use crate::protocol::{negotiate, Authorized, Ended, Lease, Transport};
 use crate::ws::{close_too_big, close_too_slow, watch_for_oversized, SendDeadline};
@@ -250,6 +251,7 @@ pub struct Connections {
     audiences: Arc<Audiences>,
     trusted_proxies: Arc<[IpAddr]>,
     max_response: usize,
+    metrics: EdgeMetrics,
 }
 
 impl Connections {
@@ -264,6 +266,7 @@ impl Connections {
             audiences: Arc::new(Audiences::new(limits.shared_payloads)),
             trusted_proxies: limits.trusted_proxies.clone().into(),
             max_response: limits.max_response_bytes.max(1),
+            metrics: EdgeMetrics::new(),
         }
     }
 
@@ -816,6 +819,7 @@ async fn graphql_get(
              another instance",
             state.connections.slots.max()
         );
+        state.connections.metrics.refused_connections.increment(1);
         tracing::warn!(
             open = state.connections.open(),
             "refused a WebSocket: connection limit"
@@ -832,7 +836,9 @@ async fn graphql_get(
         init_timeout: state.connections.init_timeout,
         revocations: state.api.revocations.clone(),
         max_response_bytes: state.connections.max_response,
+        metrics: state.connections.metrics.clone(),
     };
+    let metrics = state.connections.metrics.clone();
     let auth = state.auth.clone();
     // The socket keeps its client's address: per-address limits apply to what it sends.
     let address = peer.map(|Extension(ConnectInfo(peer))| {
@@ -855,6 +861,7 @@ async fn graphql_get(
         .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
+            let _open = metrics.connection();
             // Who this connection is, once `connection_init` has said: their presence lasts as
             // long as the socket.
             let signed_in: Arc<Mutex<Option<UserId>>> = Arc::default();
@@ -909,6 +916,7 @@ async fn graphql_get(
             if too_big.load(Ordering::Relaxed) {
                 close_too_big(&mut sink, max_message).await;
             } else if let Ended::TooSlow(why) = ended {
+                metrics.slow_clients.increment(1);
                 close_too_slow(&mut sink, &why).await;
             }
             let user = signed_in.lock().ok().and_then(|mut slot| slot.take());
