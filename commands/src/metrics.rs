@@ -68,6 +68,10 @@ pub(crate) fn command(aggregate: &'static str, outcome: &'static str) {
     metrics::counter!(COMMANDS, "aggregate" => aggregate, "outcome" => outcome).increment(1);
 }
 
+pub(crate) fn register_conflicts(aggregate: &'static str) {
+    metrics::counter!(CONFLICTS, "aggregate" => aggregate).increment(0);
+}
+
 pub(crate) fn conflict(aggregate: &'static str) {
     metrics::counter!(CONFLICTS, "aggregate" => aggregate).increment(1);
 }

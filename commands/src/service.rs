@@ -269,6 +269,19 @@ fn framework<R: WriteStore, A: Aggregate<Services = ()>>(store: &R) -> Framework
 
 impl<R: WriteStore> ChatCommands<R> {
     pub fn new(store: R) -> Self {
+        // Conflicts are rare: their series exist from the start, at zero, so that a rate over
+        // them is defined before the first one.
+        for aggregate in [
+            User::TYPE,
+            Session::TYPE,
+            Server::TYPE,
+            Message::TYPE,
+            Conversation::TYPE,
+            ReadMarker::TYPE,
+            ChannelPins::TYPE,
+        ] {
+            crate::metrics::register_conflicts(aggregate);
+        }
         Self {
             users: framework(&store),
             servers: framework(&store),
