@@ -14,7 +14,7 @@ use aether_projections::Watermarks;
 use aether_query_api::rate::{ClientIp, Slots, SubscriptionBudget};
 use aether_query_api::revocation::{Holder, Revocations};
 use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
-use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
@@ -51,7 +51,28 @@ pub struct HttpState {
     pub consistency_wait: Duration,
     pub ready: tokio::sync::watch::Receiver<bool>,
     pub connections: Connections,
+    /// The web build's GraphiQL is served at [`GRAPHIQL_PATH`] (see
+    /// [`crate::web::with_web_dir`]): a browser opening `/graphql` is sent there.
+    pub graphiql: bool,
 }
+
+/// Where the web build (`web/dist/graphiql/`) puts GraphiQL, served beside the client.
+pub const GRAPHIQL_PATH: &str = "/graphiql/";
+
+/// What a browser opening `/graphql` sees when no GraphiQL was built: how to get one. No
+/// script, nothing loaded from anywhere.
+const NO_GRAPHIQL_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>AetherConnect GraphQL</title></head><body style=\"font-family: sans-serif; max-width: 40em; margin: 2em auto\">\
+<h1>AetherConnect GraphQL</h1><p>This is the GraphQL endpoint: POST queries here, or GET them \
+with a <code>query</code> parameter; subscriptions use a WebSocket on the same path \
+(<code>graphql-transport-ws</code>).</p><p>GraphiQL, the in-browser IDE, is part of the web \
+build: run <code>npm ci &amp;&amp; npm run build</code> in <code>web/</code> (or \
+<code>bash scripts/dev.sh</code>), then start the server with <code>--web-dir web/dist</code> \
+(<code>aether dev</code> finds <code>web/dist</code> by itself) and reload this page.</p></body></html>";
+
+/// The policy of [`NO_GRAPHIQL_PAGE`]: it runs and loads nothing.
+const NO_GRAPHIQL_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+                                  base-uri 'none'; frame-ancestors 'none'";
 
 /// The default of [`HttpLimits::ws_read_buffer_bytes`]: a GraphQL `subscribe` or `ping` fits
 /// many times over, where the WebSocket library's own default (128 KiB, touched in full on the
@@ -808,10 +829,17 @@ async fn graphql_get(
                 message,
             );
         }
-        return Html(playground_source(
-            GraphQLPlaygroundConfig::new("/graphql").subscription_endpoint("/graphql"),
-        ))
-        .into_response();
+        if state.graphiql {
+            return Redirect::to(GRAPHIQL_PATH).into_response();
+        }
+        return (
+            [(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(NO_GRAPHIQL_POLICY),
+            )],
+            Html(NO_GRAPHIQL_PAGE),
+        )
+            .into_response();
     };
     let Some(slot) = state.connections.slots.take() else {
         let message = format!(

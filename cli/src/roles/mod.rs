@@ -297,6 +297,10 @@ pub(crate) async fn start_app(
             consistency_wait: config.consistency_wait,
             ready,
             connections,
+            graphiql: config
+                .web_dir
+                .as_ref()
+                .is_some_and(|dir| dir.join("graphiql/index.html").is_file()),
         },
         &config.http,
     );
