@@ -398,10 +398,10 @@ mod tests {
             .contains_key(&("mutation", "sendMessage".to_owned())));
         assert!(names.fields.contains_key(&("query", "me".to_owned())));
         let document = async_graphql::parser::parse_query(
-            "mutation { madeUp } query { __schema { types { name } } }",
+            "mutation A { madeUp } query B { __schema { types { name } } } query C { me { id } }",
         )
-        .unwrap();
-        let counted: Vec<(&str, String)> = document
+        .expect("the document parses");
+        let mut counted: Vec<(&str, String)> = document
             .operations
             .iter()
             .map(|(_, op)| {
@@ -409,11 +409,13 @@ mod tests {
                 (counted.kind, counted.name.to_string())
             })
             .collect();
+        counted.sort();
         assert_eq!(
             counted,
             [
                 ("mutation", "other".to_owned()),
-                ("query", "introspection".to_owned())
+                ("query", "introspection".to_owned()),
+                ("query", "me".to_owned()),
             ]
         );
     }
