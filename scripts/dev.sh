@@ -2,8 +2,10 @@
 # scripts/dev.sh: builds AetherConnect and runs it in its embedded default (`aether dev`): every
 # role in one process, SQLite files under ./data, GraphQL at http://127.0.0.1:8080/graphql.
 #
-# With Node.js present it first builds the web client (web/ into web/dist), which `aether dev`
-# then serves at http://127.0.0.1:8080/; without Node.js it says so and serves only the API.
+# With Node.js present it first builds the web client (web/ into web/dist) and GraphiQL (into
+# web/dist/graphiql, `npm run build` does both), which `aether dev` then serves at
+# http://127.0.0.1:8080/ and /graphiql/ (a browser opening /graphql is sent there); without
+# Node.js it says so and serves only the API.
 #
 # Usage: bash scripts/dev.sh [aether dev options]    (see: bash scripts/dev.sh --help)
 # Stop it with Ctrl+C; it shuts down gracefully.
@@ -18,7 +20,7 @@ ensure_build_tools
 
 if have node && have npm; then
   ensure_web_deps
-  log "building the web client (web/dist)"
+  log "building the web client and GraphiQL (web/dist)"
   (cd web && npm run --silent build)
 else
   log "Node.js not found: skipping the web client; aether dev serves only the API (install Node.js 20+ for the client at /)"

@@ -149,9 +149,9 @@ web_tests() {
     die "web/src/api/generated.ts is stale: run 'npm run codegen' in web/ and commit it"
   log "web: unit tests (vitest)"
   (cd web && npx vitest run)
-  log "web: build"
+  log "web: build (the client into web/dist, GraphiQL into web/dist/graphiql)"
   (cd web && npm run --silent build)
-  log "web: end-to-end test (Chromium against aether dev)"
+  log "web: end-to-end test (Chromium against aether dev, GraphiQL included)"
   cargo build -p aether-cli --bin aether
   AETHER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aether" node web/e2e/run.mjs
   log "web: GraphQL-over-HTTP conformance audit (graphql-http) against aether dev"

@@ -3,3 +3,4 @@
 
 pub mod logging;
 pub mod roles;
+pub mod telemetry;

@@ -84,7 +84,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3, env = "AETHER_PROJECTOR_ATTEMPTS")]
     projector_attempts: i32,
 
-    /// Answer GraphQL introspection (`__schema`, `__type`; what GraphQL Playground and code
+    /// Answer GraphQL introspection (`__schema`, `__type`; what GraphiQL and code
     /// generators read). Off by default in the distributed mode: a production API does not
     /// describe itself to whoever asks.
     #[arg(long, env = "AETHER_INTROSPECTION")]

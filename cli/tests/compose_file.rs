@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_norway::{Mapping, Value};
 
 /// Services the distributed shape needs (the API instances are checked separately).
-const REQUIRED: [&str; 7] = [
+const REQUIRED: [&str; 9] = [
     "kafka",
     "postgres",
     "mongo",
@@ -19,6 +19,8 @@ const REQUIRED: [&str; 7] = [
     "migrate",
     "kafka-init",
     "relay",
+    "prometheus",
+    "grafana",
 ];
 
 const DOCKERFILE: &str = "infra/Dockerfile";
@@ -813,6 +815,106 @@ fn jaeger_accepts_otlp_and_the_roles_send_it_there() {
             env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(String::as_str),
             Some("http://jaeger:4317"),
             "`{name}` should export traces to Jaeger over OTLP"
+        );
+    }
+}
+
+/// The `host:container` bind mounts of a service whose host side is a path in this repository.
+fn repository_mounts(service: &Value) -> Vec<(String, String)> {
+    service
+        .get("volumes")
+        .and_then(Value::as_sequence)
+        .map(|volumes| {
+            volumes
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|volume| volume.starts_with("./"))
+                .filter_map(|volume| {
+                    let mut parts = volume.split(':');
+                    Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn prometheus_scrapes_every_role_and_grafana_is_provisioned_from_infra_observability() {
+    // A scrape target missing from the file is a role nobody watches; a mount of a path that
+    // does not exist makes Docker create an empty folder in its place, and the dashboards or
+    // the alert rules silently go missing.
+    let compose = compose();
+    for name in ["prometheus", "grafana"] {
+        let mounts = repository_mounts(service(&compose, name));
+        assert!(
+            !mounts.is_empty(),
+            "`{name}` should be provisioned from infra/observability/"
+        );
+        for (host, _) in &mounts {
+            assert!(
+                host.starts_with("./infra/observability/"),
+                "`{name}` mounts {host}, outside infra/observability/"
+            );
+            assert!(
+                repo_root().join(host).exists(),
+                "`{name}` mounts {host}, which does not exist"
+            );
+        }
+    }
+    let mounted = |name: &str, container: &str| {
+        repository_mounts(service(&compose, name))
+            .into_iter()
+            .find(|(_, inside)| inside == container)
+            .map(|(host, _)| host)
+    };
+    let config = mounted("prometheus", "/etc/prometheus/prometheus.yml")
+        .expect("prometheus mounts its configuration at /etc/prometheus/prometheus.yml");
+    assert!(
+        mounted("prometheus", "/etc/prometheus/rules").is_some(),
+        "prometheus mounts the alert rules at /etc/prometheus/rules"
+    );
+    let config: Value =
+        serde_norway::from_str(&read(&config)).expect("the Prometheus configuration is YAML");
+    let targets: Vec<String> = config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .flat_map(|job| {
+            job["static_configs"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|group| group["targets"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|target| target.as_str().map(str::to_owned))
+        .collect();
+    for name in aether_services(&compose) {
+        let role = service(&compose, &name);
+        if is_one_shot(role) {
+            continue;
+        }
+        let listen = environment(role)
+            .get("AETHER_LISTEN")
+            .cloned()
+            .unwrap_or_else(|| panic!("`{name}` has no AETHER_LISTEN"));
+        let port = listen.rsplit(':').next().unwrap_or_default();
+        let target = format!("{name}:{port}");
+        assert!(
+            targets.contains(&target),
+            "Prometheus does not scrape `{name}` at {target}; it scrapes {targets:?}"
+        );
+    }
+    for (container, provisioned) in [
+        ("/etc/grafana/provisioning", "datasources"),
+        ("/etc/grafana/provisioning", "dashboards"),
+    ] {
+        let host = mounted("grafana", container)
+            .unwrap_or_else(|| panic!("grafana mounts its provisioning at {container}"));
+        let dir = repo_root().join(host).join(provisioned);
+        assert!(
+            std::fs::read_dir(&dir).is_ok_and(|mut files| files.next().is_some()),
+            "nothing is provisioned in {}",
+            dir.display()
         );
     }
 }

@@ -111,24 +111,12 @@ impl Projector {
     }
 
     fn ignored_total(&self) -> u64 {
-        counter(&self.metrics, "aether_projector_events_ignored_total")
+        self.metrics.ignored_total()
     }
 
     fn failed_batches(&self) -> u64 {
-        counter(&self.metrics, "aether_projector_failed_batches_total")
+        self.metrics.failed_batches_total()
     }
-}
-
-/// A counter of the projector's Prometheus exposition.
-fn counter(metrics: &ProjectorMetrics, name: &str) -> u64 {
-    let prefix = format!("{name}{{");
-    metrics
-        .render()
-        .lines()
-        .find(|line| line.starts_with(&prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in the metrics"))
 }
 
 fn options(batch_size: usize) -> ProjectorOptions {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use aether_realtime_edge::http::HttpLimits;
 use anyhow::Context;
 use common::{
-    community, send, start_with_http, unlimited, Client, Subscriber, CHANNEL_EVENTS, PATIENCE,
+    community, sample, scrape, send, start_with_http, unlimited, Client, Subscriber,
+    CHANNEL_EVENTS, PATIENCE,
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -78,15 +79,24 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_keep_up() ->
 
     // Still reading nothing, the stalled client is let go once a send has waited for it for
     // the whole deadline (the healthy subscriber may finish before that).
-    let disconnected = || {
-        aether_realtime_edge::ws::SLOW_CLIENTS_DISCONNECTED
-            .load(std::sync::atomic::Ordering::Relaxed)
+    // As an operator sees it: the instance's /metrics counts it.
+    let addr = app.local_addr;
+    let disconnected = || async move {
+        let text = scrape(addr).await?;
+        anyhow::Ok(sample(
+            &text,
+            "aether_websocket_slow_client_disconnects_total",
+        ))
     };
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while disconnected() == 0 && tokio::time::Instant::now() < deadline {
+    while disconnected().await? == 0.0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(disconnected(), 1, "the stalled client was not disconnected");
+    assert_eq!(
+        disconnected().await?,
+        1.0,
+        "the stalled client was not disconnected"
+    );
 
     // The stalled connection was closed by the server: what it can still read ends.
     // A client that reads again soon after, as a phone waking up would, learns why.

@@ -90,3 +90,81 @@ async fn the_client_is_served_at_root_and_the_api_stays_at_graphql() -> anyhow::
     running.wait().await?;
     Ok(())
 }
+
+/// A browser opening `/graphql` is sent to the web build's GraphiQL when there is one (served
+/// like the client, under its policy); without one it gets a page that says how to build it,
+/// which runs no script and loads nothing, from a CDN or anywhere else.
+#[tokio::test]
+async fn a_browser_opening_graphql_gets_the_built_graphiql_or_how_to_build_it() -> anyhow::Result<()>
+{
+    let start = |web_dir: Option<std::path::PathBuf>, data: std::path::PathBuf| {
+        start_embedded(EmbeddedConfig {
+            data_dir: data,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_grace: Duration::from_secs(2),
+            web_dir,
+            ..common::unlimited()
+        })
+    };
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Built: /graphql sends the browser to /graphiql/, which is the built page.
+    let (data, web) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    std::fs::write(
+        web.path().join("index.html"),
+        "<!doctype html><title>Aether</title>",
+    )?;
+    std::fs::create_dir_all(web.path().join("graphiql/assets"))?;
+    std::fs::write(
+        web.path().join("graphiql/index.html"),
+        "<!doctype html><title>AetherConnect GraphiQL</title><script type=\"module\" src=\"/graphiql/assets/index-1.js\"></script>",
+    )?;
+    std::fs::write(web.path().join("graphiql/assets/index-1.js"), "export {}")?;
+    let running = start(Some(web.path().to_path_buf()), data.path().to_path_buf()).await?;
+    let base = format!("http://{}", running.local_addr);
+    let sent = no_redirects
+        .get(format!("{base}/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await?;
+    assert_eq!(sent.status(), 303);
+    assert_eq!(header(&sent, "location"), "/graphiql/");
+    let page = no_redirects.get(format!("{base}/graphiql/")).send().await?;
+    assert_eq!(page.status(), 200);
+    assert!(header(&page, "content-security-policy").contains("script-src 'self'"));
+    assert!(page.text().await?.contains("AetherConnect GraphiQL"));
+    let script = no_redirects
+        .get(format!("{base}/graphiql/assets/index-1.js"))
+        .send()
+        .await?;
+    assert_eq!(script.status(), 200);
+    assert!(header(&script, "content-type").contains("javascript"));
+    running.stop().await?;
+
+    // Not built: a page of its own, with no script at all.
+    let data = tempfile::tempdir()?;
+    let running = start(None, data.path().to_path_buf()).await?;
+    let page = no_redirects
+        .get(format!("http://{}/graphql", running.local_addr))
+        .header("accept", "text/html")
+        .send()
+        .await?;
+    assert_eq!(page.status(), 200);
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    assert!(header(&page, "content-security-policy").starts_with("default-src 'none'"));
+    let text = page.text().await?;
+    assert!(text.contains("npm run build"), "{text}");
+    assert!(!text.contains("<script"), "{text}");
+    assert!(!text.contains("cdn"), "{text}");
+    running.stop().await?;
+    Ok(())
+}

@@ -22,6 +22,14 @@ pub enum EventStoreBackend {
 pub const RECENT_SESSION_ENDS: i64 = 100_000;
 
 impl EventStoreBackend {
+    /// Which backend this is, as metrics label it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventStoreBackend::Sqlite(_) => "sqlite",
+            EventStoreBackend::Postgres(_) => "postgres",
+        }
+    }
+
     /// The newest session ends in the store (at most `limit`), newest first, as the public log
     /// carries them: an instance that starts learns which access tokens not to accept.
     pub async fn recent_session_ends(
@@ -179,7 +187,10 @@ impl PersistedEventRepository for EventStoreBackend {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        delegate!(self, store => store.persist::<A>(events, snapshot_update).await)
+        let started = std::time::Instant::now();
+        let persisted = delegate!(self, store => store.persist::<A>(events, snapshot_update).await);
+        crate::metrics::append(self.name(), started.elapsed());
+        persisted
     }
 
     async fn stream_events<A: Aggregate>(
@@ -196,7 +207,10 @@ impl PersistedEventRepository for EventStoreBackend {
 
 impl WriteStore for EventStoreBackend {
     async fn append(&self, events: &[SerializedEvent]) -> Result<i64, PersistenceError> {
-        delegate!(self, store => store.append(events).await)
+        let started = std::time::Instant::now();
+        let appended = delegate!(self, store => store.append(events).await);
+        crate::metrics::append(self.name(), started.elapsed());
+        appended
     }
 
     async fn lookup(&self, kind: DirectoryKind, key: &str) -> Result<Option<String>, StoreError> {

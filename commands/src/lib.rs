@@ -11,6 +11,7 @@ pub mod backend;
 pub mod error;
 pub mod group_commit;
 pub mod keys;
+pub mod metrics;
 pub mod postgres;
 pub mod relay;
 pub mod service;

@@ -223,6 +223,8 @@ pub async fn run_relay(
 ) -> Result<(), RelayError> {
     let producer = kafka.producer()?;
     let mut lock_holder = pool.acquire().await?;
+    let active = metrics::gauge!(crate::metrics::RELAY_ACTIVE);
+    active.set(0.0);
     loop {
         let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(RELAY_LOCK)
@@ -238,39 +240,91 @@ pub async fn run_relay(
         }
     }
     status.send_modify(|s| s.active = true);
+    active.set(1.0);
     tracing::info!("relay active");
-    let mut listener = PgListener::connect_with(&pool).await?;
+    // Only the active instance reports the outbox: a standby's numbers would be the same
+    // rows counted twice.
+    let sampling = shutdown.child_token();
+    let sampler = sample_outbox(pool.clone(), sampling.clone());
+    let publishing = async {
+        let outcome =
+            publish_while_active(&pool, &producer, &kafka, &config, &status, &shutdown).await;
+        sampling.cancel();
+        outcome
+    };
+    let (outcome, ()) = tokio::join!(publishing, sampler);
+    active.set(0.0);
+    let _ = producer_flush(producer).await;
+    drop(lock_holder);
+    tracing::info!("relay stopped");
+    outcome
+}
+
+/// How often the active relay reads the outbox's depth and age.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets the outbox gauges every [`SAMPLE_EVERY`] until `stop`: how many rows wait, and how
+/// old the oldest is. One indexed aggregate over a table the relay keeps short.
+async fn sample_outbox(pool: PgPool, stop: CancellationToken) {
+    let depth = metrics::gauge!(crate::metrics::OUTBOX_DEPTH);
+    let lag = metrics::gauge!(crate::metrics::RELAY_LAG_SECONDS);
+    loop {
+        let sampled: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(enqueued_at)), 0)::float8 \
+             FROM outbox",
+        )
+        .fetch_one(&pool)
+        .await;
+        match sampled {
+            Ok((rows, age)) => {
+                depth.set(rows as f64);
+                lag.set(age.max(0.0));
+            }
+            Err(error) => tracing::debug!(%error, "cannot sample the outbox"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+        }
+    }
+}
+
+/// Publishes while this instance holds the lock, until `shutdown`, retrying failures.
+async fn publish_while_active(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    kafka: &KafkaConfig,
+    config: &RelayConfig,
+    status: &watch::Sender<RelayStatus>,
+    shutdown: &CancellationToken,
+) -> Result<(), RelayError> {
+    let mut listener = PgListener::connect_with(pool).await?;
     listener.listen("aether_outbox").await?;
-    let mut published = already_published(&pool, &kafka).await?;
+    let mut published = already_published(pool, kafka).await?;
     let mut backoff = Backoff::new(Duration::from_millis(100), config.max_backoff);
     let relay = Relay {
-        pool: &pool,
-        producer: &producer,
-        kafka: &kafka,
-        config: &config,
-        status: &status,
+        pool,
+        producer,
+        kafka,
+        config,
+        status,
+        published_total: metrics::counter!(crate::metrics::RELAY_PUBLISHED),
     };
     while !shutdown.is_cancelled() {
-        let Err(error) = relay
-            .publish(&mut listener, &mut published, &shutdown)
-            .await
-        else {
+        let Err(error) = relay.publish(&mut listener, &mut published, shutdown).await else {
             break;
         };
         status.send_modify(|s| s.broker_ok = false);
         tracing::warn!(%error, retry_in_ms = backoff.next_wait().as_millis() as u64, "relay publishing failed");
-        if !backoff.wait(&shutdown).await {
+        if !backoff.wait(shutdown).await {
             break;
         }
         // What reached the broker before the failure is read back, not sent twice.
-        match already_published(&pool, &kafka).await {
+        match already_published(pool, kafka).await {
             Ok(ids) => published = ids,
             Err(error) => tracing::warn!(%error, "cannot check in-flight rows yet"),
         }
     }
-    let _ = producer_flush(producer).await;
-    drop(lock_holder);
-    tracing::info!("relay stopped");
     Ok(())
 }
 
@@ -351,6 +405,7 @@ struct Relay<'a> {
     kafka: &'a KafkaConfig,
     config: &'a RelayConfig,
     status: &'a watch::Sender<RelayStatus>,
+    published_total: metrics::Counter,
 }
 
 impl Relay<'_> {
@@ -535,6 +590,7 @@ impl Relay<'_> {
             window.held.remove(position);
         }
         let count = outcome.done.len() as u64;
+        self.published_total.increment(count);
         match outcome.failure {
             Some(error) => {
                 self.status.send_modify(|s| s.published += count);

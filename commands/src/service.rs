@@ -296,6 +296,19 @@ fn framework<R: WriteStore, A: Aggregate<Services = ()>>(store: &R) -> Framework
 
 impl<R: WriteStore> ChatCommands<R> {
     pub fn new(store: R) -> Self {
+        // Conflicts are rare: their series exist from the start, at zero, so that a rate over
+        // them is defined before the first one.
+        for aggregate in [
+            User::TYPE,
+            Session::TYPE,
+            Server::TYPE,
+            Message::TYPE,
+            Conversation::TYPE,
+            ReadMarker::TYPE,
+            ChannelPins::TYPE,
+        ] {
+            crate::metrics::register_conflicts(aggregate);
+        }
         Self {
             users: framework(&store),
             servers: framework(&store),
@@ -441,14 +454,17 @@ impl<R: WriteStore> ChatCommands<R> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self
+            let decided = self
                 .decide(id, state, sequence, command.clone(), metadata)
-                .await
-            {
+                .await;
+            if matches!(decided, Err(AggregateError::AggregateConflict)) {
+                crate::metrics::conflict(A::TYPE);
+            }
+            match decided {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     (state, sequence) = self.load_at::<A>(id).await?;
                 }
-                result => return result.map_err(CommandError::from),
+                result => return counted::<A, _>(result.map_err(CommandError::from)),
             }
         }
     }
@@ -480,12 +496,15 @@ impl<R: WriteStore> ChatCommands<R> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match framework
+            let executed = framework
                 .execute_with_metadata(id, command.clone(), metadata.clone())
-                .await
-            {
+                .await;
+            if matches!(executed, Err(AggregateError::AggregateConflict)) {
+                crate::metrics::conflict(A::TYPE);
+            }
+            match executed {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => continue,
-                result => return result.map_err(CommandError::from),
+                result => return counted::<A, _>(result.map_err(CommandError::from)),
             }
         }
     }
@@ -1878,4 +1897,11 @@ where
     A::Error: DomainRefusal,
 {
     CommandError::from(AggregateError::<A::Error>::from(error))
+}
+
+/// `result` of a command on aggregate `A`, counted by outcome.
+fn counted<A: Aggregate, T>(result: Result<T, CommandError>) -> Result<T, CommandError> {
+    let code = result.as_ref().map(|_| ()).map_err(|error| error.code);
+    crate::metrics::command(A::TYPE, crate::metrics::outcome(code));
+    result
 }

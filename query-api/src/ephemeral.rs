@@ -148,6 +148,7 @@ pub struct Ephemeral {
     local: Mutex<HashMap<UserId, Local>>,
     folded: Mutex<HashMap<UserId, Folded>>,
     typing_rate: RateLimiter,
+    counters: crate::metrics::EphemeralCounters,
 }
 
 impl std::fmt::Debug for Ephemeral {
@@ -185,9 +186,10 @@ impl Ephemeral {
             typing: broadcast::channel(limits.buffer.max(1)).0,
             presence: broadcast::channel(limits.buffer.max(1)).0,
             presence_seq: std::sync::atomic::AtomicU64::new(0),
-            typing_rate: RateLimiter::new(Rate::new(1.0 / interval, 1), 100_000),
+            typing_rate: RateLimiter::uncounted(Rate::new(1.0 / interval, 1), 100_000),
             limits,
             sink,
+            counters: crate::metrics::EphemeralCounters::new(),
             local: Mutex::new(HashMap::new()),
             folded: Mutex::new(HashMap::new()),
         }
@@ -279,13 +281,17 @@ impl Ephemeral {
     pub fn receive(&self, signal: Signal) {
         match signal {
             typing @ Signal::Typing { .. } => {
-                let _ = self.typing.send(typing);
+                self.counters.typing_signals.increment(1);
+                // Each subscription of this instance that listens gets it.
+                let reached = self.typing.send(typing).unwrap_or(0);
+                self.counters.typing_fanout.increment(reached as u64);
             }
             Signal::Presence {
                 instance,
                 user_id,
                 status,
             } => {
+                self.counters.presence_signals.increment(1);
                 lock(&self.folded)
                     .entry(user_id)
                     .or_default()
@@ -365,7 +371,8 @@ impl Ephemeral {
         });
         drop(folded);
         for change in changes {
-            let _ = self.presence.send(change);
+            let reached = self.presence.send(change).unwrap_or(0);
+            self.counters.presence_fanout.increment(reached as u64);
         }
     }
 

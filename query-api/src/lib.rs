@@ -8,6 +8,7 @@ pub mod cost;
 pub mod document;
 pub mod ephemeral;
 pub mod error;
+pub mod metrics;
 mod mutation;
 mod query;
 pub mod rate;
@@ -178,6 +179,10 @@ pub fn build_schema(state: ApiState) -> AetherSchema {
             max: limits.max_complexity,
             max_page: limits.max_page_size,
         })
+        // Last, so innermost: it sees the parsed document before a limit refuses it.
+        .extension(metrics::OperationMetrics::new(
+            metrics::OperationNames::from_sdl(&sdl()),
+        ))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

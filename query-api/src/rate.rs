@@ -155,13 +155,25 @@ struct Bucket {
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: Rate,
+    /// Counts this limiter's refusals, if they are refusals a client sees.
+    refused: Option<metrics::Counter>,
     max_keys: usize,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimiter {
-    pub fn new(rate: Rate, max_keys: usize) -> Self {
+    /// A limiter whose refusals are counted as limit `name`.
+    pub fn new(name: &'static str, rate: Rate, max_keys: usize) -> Self {
         Self {
+            refused: Some(crate::metrics::refusals(name)),
+            ..Self::uncounted(rate, max_keys)
+        }
+    }
+
+    /// A limiter whose refusals are not refusals of a request (typing signals coalesced).
+    pub fn uncounted(rate: Rate, max_keys: usize) -> Self {
+        Self {
+            refused: None,
             rate,
             max_keys: max_keys.max(1),
             buckets: Mutex::new(HashMap::new()),
@@ -227,6 +239,9 @@ impl RateLimiter {
             return Ok(());
         }
         let wait = (n.min(burst) - bucket.tokens).max(0.0) / per_second;
+        if let Some(refused) = &self.refused {
+            refused.increment(1);
+        }
         Err(Throttled {
             retry_after: Duration::from_millis((wait * 1_000.0).ceil() as u64),
         })
@@ -247,15 +262,15 @@ pub struct RateLimiters {
 
 impl RateLimiters {
     pub fn new(limits: &RateLimits) -> Self {
-        let limiter = |rate| RateLimiter::new(rate, limits.max_keys);
+        let limiter = |name, rate| RateLimiter::new(name, rate, limits.max_keys);
         Self {
-            mutations_per_user: limiter(limits.mutations_per_user),
-            mutations_per_ip: limiter(limits.mutations_per_ip),
-            logins_per_ip: limiter(limits.logins_per_ip),
-            logins_per_username: limiter(limits.logins_per_username),
-            failed_logins_per_ip: limiter(limits.failed_logins_per_ip),
-            query_cost_per_user: limiter(limits.query_cost_per_user),
-            query_cost_per_ip: limiter(limits.query_cost_per_ip),
+            mutations_per_user: limiter("mutations_per_user", limits.mutations_per_user),
+            mutations_per_ip: limiter("mutations_per_ip", limits.mutations_per_ip),
+            logins_per_ip: limiter("logins_per_ip", limits.logins_per_ip),
+            logins_per_username: limiter("logins_per_username", limits.logins_per_username),
+            failed_logins_per_ip: limiter("failed_logins_per_ip", limits.failed_logins_per_ip),
+            query_cost_per_user: limiter("query_cost_per_user", limits.query_cost_per_user),
+            query_cost_per_ip: limiter("query_cost_per_ip", limits.query_cost_per_ip),
         }
     }
 }
@@ -458,7 +473,7 @@ impl SubscriptionBudget {
     pub fn with_rate(max: usize, rate: Rate) -> Self {
         Self {
             slots: Slots::new(max),
-            starts: Arc::new(RateLimiter::new(rate, 1)),
+            starts: Arc::new(RateLimiter::new("subscribes_per_connection", rate, 1)),
         }
     }
 }
@@ -492,7 +507,7 @@ mod tests {
     use super::*;
 
     fn limiter(per_second: f64, burst: u32) -> RateLimiter {
-        RateLimiter::new(Rate::new(per_second, burst), 10)
+        RateLimiter::new("test", Rate::new(per_second, burst), 10)
     }
 
     #[test]
@@ -521,7 +536,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unlimited_never_refuses() {
-        let limiter = RateLimiter::new(Rate::unlimited(), 10);
+        let limiter = RateLimiter::new("test", Rate::unlimited(), 10);
         for _ in 0..10_000 {
             assert!(limiter.check("bot").is_ok());
         }

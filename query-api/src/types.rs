@@ -1,5 +1,5 @@
-//! The GraphQL object types of the API (introspect the schema, or open GraphQL Playground at
-//! `/graphql`, for the whole of it).
+//! The GraphQL object types of the API (introspect the schema, or open GraphiQL at `/graphql`,
+//! for the whole of it).
 
 use aether_commands::service::{
     ChannelRecord, ConversationRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,

@@ -14,7 +14,7 @@ use aether_projections::Watermarks;
 use aether_query_api::rate::{ClientIp, Slots, SubscriptionBudget};
 use aether_query_api::revocation::{Holder, Revocations};
 use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
-use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
@@ -32,6 +32,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
+use crate::metrics::EdgeMetrics;
 use crate::oidc::ExternalIssuer;
 use crate::protocol::{negotiate, Authorized, Ended, Lease, Transport};
 use crate::ws::{close_too_big, close_too_slow, watch_for_oversized, SendDeadline};
@@ -50,7 +51,28 @@ pub struct HttpState {
     pub consistency_wait: Duration,
     pub ready: tokio::sync::watch::Receiver<bool>,
     pub connections: Connections,
+    /// The web build's GraphiQL is served at [`GRAPHIQL_PATH`] (see
+    /// [`crate::web::with_web_dir`]): a browser opening `/graphql` is sent there.
+    pub graphiql: bool,
 }
+
+/// Where the web build (`web/dist/graphiql/`) puts GraphiQL, served beside the client.
+pub const GRAPHIQL_PATH: &str = "/graphiql/";
+
+/// What a browser opening `/graphql` sees when no GraphiQL was built: how to get one. No
+/// script, nothing loaded from anywhere.
+const NO_GRAPHIQL_PAGE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>AetherConnect GraphQL</title></head><body style=\"font-family: sans-serif; max-width: 40em; margin: 2em auto\">\
+<h1>AetherConnect GraphQL</h1><p>This is the GraphQL endpoint: POST queries here, or GET them \
+with a <code>query</code> parameter; subscriptions use a WebSocket on the same path \
+(<code>graphql-transport-ws</code>).</p><p>GraphiQL, the in-browser IDE, is part of the web \
+build: run <code>npm ci &amp;&amp; npm run build</code> in <code>web/</code> (or \
+<code>bash scripts/dev.sh</code>), then start the server with <code>--web-dir web/dist</code> \
+(<code>aether dev</code> finds <code>web/dist</code> by itself) and reload this page.</p></body></html>";
+
+/// The policy of [`NO_GRAPHIQL_PAGE`]: it runs and loads nothing.
+const NO_GRAPHIQL_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+                                  base-uri 'none'; frame-ancestors 'none'";
 
 /// The default of [`HttpLimits::ws_read_buffer_bytes`]: a GraphQL `subscribe` or `ping` fits
 /// many times over, where the WebSocket library's own default (128 KiB, touched in full on the
@@ -250,6 +272,7 @@ pub struct Connections {
     audiences: Arc<Audiences>,
     trusted_proxies: Arc<[IpAddr]>,
     max_response: usize,
+    metrics: EdgeMetrics,
 }
 
 impl Connections {
@@ -264,6 +287,7 @@ impl Connections {
             audiences: Arc::new(Audiences::new(limits.shared_payloads)),
             trusted_proxies: limits.trusted_proxies.clone().into(),
             max_response: limits.max_response_bytes.max(1),
+            metrics: EdgeMetrics::new(),
         }
     }
 
@@ -805,10 +829,17 @@ async fn graphql_get(
                 message,
             );
         }
-        return Html(playground_source(
-            GraphQLPlaygroundConfig::new("/graphql").subscription_endpoint("/graphql"),
-        ))
-        .into_response();
+        if state.graphiql {
+            return Redirect::to(GRAPHIQL_PATH).into_response();
+        }
+        return (
+            [(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(NO_GRAPHIQL_POLICY),
+            )],
+            Html(NO_GRAPHIQL_PAGE),
+        )
+            .into_response();
     };
     let Some(slot) = state.connections.slots.take() else {
         let message = format!(
@@ -816,6 +847,7 @@ async fn graphql_get(
              another instance",
             state.connections.slots.max()
         );
+        state.connections.metrics.refused_connections.increment(1);
         tracing::warn!(
             open = state.connections.open(),
             "refused a WebSocket: connection limit"
@@ -832,7 +864,9 @@ async fn graphql_get(
         init_timeout: state.connections.init_timeout,
         revocations: state.api.revocations.clone(),
         max_response_bytes: state.connections.max_response,
+        metrics: state.connections.metrics.clone(),
     };
+    let metrics = state.connections.metrics.clone();
     let auth = state.auth.clone();
     // The socket keeps its client's address: per-address limits apply to what it sends.
     let address = peer.map(|Extension(ConnectInfo(peer))| {
@@ -855,6 +889,7 @@ async fn graphql_get(
         .max_frame_size(max_message)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
+            let _open = metrics.connection();
             // Who this connection is, once `connection_init` has said: their presence lasts as
             // long as the socket.
             let signed_in: Arc<Mutex<Option<UserId>>> = Arc::default();
@@ -909,6 +944,7 @@ async fn graphql_get(
             if too_big.load(Ordering::Relaxed) {
                 close_too_big(&mut sink, max_message).await;
             } else if let Ended::TooSlow(why) = ended {
+                metrics.slow_clients.increment(1);
                 close_too_slow(&mut sink, &why).await;
             }
             let user = signed_in.lock().ok().and_then(|mut slot| slot.take());

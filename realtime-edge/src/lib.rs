@@ -6,6 +6,7 @@
 pub mod audience;
 pub mod edge;
 pub mod http;
+pub mod metrics;
 pub mod oidc;
 pub mod protocol;
 pub mod web;

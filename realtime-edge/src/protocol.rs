@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamMap;
 
 use crate::audience::Audiences;
+use crate::metrics::EdgeMetrics;
 use crate::ws::SlowClient;
 
 /// Events a subscription's resolver may hand over before the connection takes them: the
@@ -56,6 +57,8 @@ pub struct Transport {
     pub revocations: Arc<Revocations>,
     /// Largest result payload sent; a larger one is replaced by a `BAD_USER_INPUT` error.
     pub max_response_bytes: usize,
+    /// Where subscriptions and deliveries are counted.
+    pub metrics: EdgeMetrics,
 }
 
 /// Who a signed-in connection speaks for, and until when its access token is valid.
@@ -606,9 +609,14 @@ fn subscription(
         schema,
         audiences,
         max_response_bytes,
+        metrics,
         ..
     } = transport;
     let pinned = !runs_a_subscription(&request);
+    // Held while the stream lives: however the subscription ends (complete, stop, the
+    // connection closing), dropping the stream takes it off the gauge.
+    let running = (!pinned).then(|| metrics.subscription());
+    let deliveries = metrics.deliveries;
     let responses = schema.execute_stream_with_session_data(request, data);
     // A query or mutation reads one set of projection versions, as over HTTP; a subscription
     // reads the live ones for each update it sends.
@@ -627,6 +635,7 @@ fn subscription(
         }
     };
     async_stream::stream! {
+        let _running = running;
         loop {
             let step = tokio::select! {
                 biased;
@@ -636,6 +645,7 @@ fn subscription(
             let response = match step {
                 Step::Tapped(update) => {
                     if let Some(payload) = shared(update).await {
+                        deliveries.increment(1);
                         yield framing.result(&payload);
                     }
                     continue;
@@ -645,6 +655,7 @@ fn subscription(
             // Whatever the resolver handed over before this response came first.
             while let Ok(update) = tapped.try_recv() {
                 if let Some(payload) = shared(update).await {
+                    deliveries.increment(1);
                     yield framing.result(&payload);
                 }
             }
@@ -658,6 +669,9 @@ fn subscription(
                             "errors": [{ "message": message, "extensions": { "code": "BAD_USER_INPUT" } }],
                         })
                         .to_string();
+                    }
+                    if !pinned {
+                        deliveries.increment(1);
                     }
                     yield framing.result(&sent);
                 }

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,9 +13,6 @@ use std::time::Duration;
 use axum::extract::ws::{close_code, CloseFrame, Message};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Sleep;
-
-/// Connections ended because a send missed its deadline, since start.
-pub static SLOW_CLIENTS_DISCONNECTED: AtomicU64 = AtomicU64::new(0);
 
 /// A sink whose readiness and flushes must complete within `deadline`.
 pub struct SendDeadline<S> {
@@ -81,7 +78,6 @@ pub async fn close_too_slow<S>(sink: &mut SendDeadline<S>, why: &SlowClient)
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    SLOW_CLIENTS_DISCONNECTED.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         deadline_ms = why.0.as_millis() as u64,
         "disconnected a WebSocket client too slow to read its messages"

@@ -555,6 +555,23 @@ try {
     await b.getByRole("tab", { name: "Sign in" }).waitFor({ timeout: STEP_TIMEOUT });
     if (await b.evaluate(() => sessionStorage.getItem("aether.session"))) throw new Error("the ended session was kept");
   });
+  await step("GraphiQL at /graphql runs a query, loading nothing from elsewhere and breaking no CSP rule", async () => {
+    const c = await browser.newContext({ viewport });
+    const p = await c.newPage();
+    const problems = [];
+    p.on("console", (m) => { if (m.type() === "error") problems.push(m.text().slice(0, 300)); });
+    p.on("pageerror", (e) => problems.push(e.message));
+    p.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("data:")) problems.push(`a request to ${r.url()}`); });
+    await p.goto(`${base}/graphql`);
+    await p.locator(".graphiql-container").waitFor({ timeout: STEP_TIMEOUT });
+    await p.evaluate(() => document.querySelector(".graphiql-query-editor .CodeMirror").CodeMirror.setValue("{ __typename }"));
+    await p.locator(".graphiql-execute-button").click();
+    await until("the query's result", async () =>
+      (await p.evaluate(() => document.querySelector(".result-window .CodeMirror")?.CodeMirror?.getValue() ?? "")).includes("QueryRoot"));
+    await shot(p, "graphiql");
+    await c.close();
+    if (problems.length) throw new Error(problems.join("\n"));
+  });
 } catch {
   exitCode = 1;
   // What each user saw when it failed.

@@ -44,6 +44,8 @@ pub async fn start_distributed(
     config: EmbeddedConfig,
     distributed: DistributedConfig,
 ) -> Result<Running, AppError> {
+    // Before anything that records: handles made earlier would record nowhere.
+    crate::telemetry::recorder();
     let Some(secret_file) = config.jwt_secret_file.clone() else {
         return Err(AppError::Role(
             "the distributed mode needs the shared token-signing keys: give a secret file"

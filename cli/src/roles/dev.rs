@@ -27,6 +27,8 @@ use super::{prepare_data_dir, start_app, AppError, AppParts, EmbeddedConfig, Run
 
 /// Opens the stores, starts the projectors and the HTTP server, and returns once it listens.
 pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError> {
+    // Before anything that records: handles made earlier would record nowhere.
+    crate::telemetry::recorder();
     prepare_data_dir(&config)?;
     let events = SqliteEventStore::open(&config.data_dir.join("events.db")).await?;
     let store = EventStoreBackend::Sqlite(events.clone());

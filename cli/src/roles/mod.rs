@@ -244,6 +244,13 @@ pub(crate) async fn start_app(
         }
     }
     {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            crate::telemetry::upkeep(token).await;
+            Ok(())
+        });
+    }
+    {
         let (hub, token) = (hub.clone(), shutdown.clone());
         tasks.spawn(async move {
             hub.run(token).await;
@@ -290,9 +297,14 @@ pub(crate) async fn start_app(
             consistency_wait: config.consistency_wait,
             ready,
             connections,
+            graphiql: config
+                .web_dir
+                .as_ref()
+                .is_some_and(|dir| dir.join("graphiql/index.html").is_file()),
         },
         &config.http,
     );
+    let app = crate::telemetry::with_metrics(app);
     let app = match &config.web_dir {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "serving the web client at /");
@@ -334,6 +346,17 @@ pub(crate) async fn start_app(
         }
     });
     ready_tx.send_replace(true);
+    let ready = crate::telemetry::ready("api");
+    ready.set(1.0);
+    {
+        // A stopping instance drains; it is no longer ready for new work.
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            token.cancelled().await;
+            ready.set(0.0);
+            Ok(())
+        });
+    }
     tracing::info!(%local_addr, "aether is serving GraphQL at /graphql");
     Ok(Running {
         local_addr,

@@ -24,12 +24,23 @@ pub async fn start_projector(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<SocketAddr> {
-    let (metrics, run) = projector(&stores, &kafka, name, &options, shutdown)?;
+    crate::telemetry::recorder();
+    let (_live_metrics, run) = projector(&stores, &kafka, name, &options, shutdown)?;
+    {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            crate::telemetry::upkeep(token).await;
+            Ok(())
+        });
+    }
     let halted = Arc::new(Mutex::new(None::<String>));
     {
         let (halted, name) = (halted.clone(), name.to_owned());
+        let ready = crate::telemetry::ready("projector");
+        ready.set(1.0);
         tasks.spawn(async move {
             let outcome = run.await;
+            ready.set(0.0);
             if let Err(error) = &outcome {
                 *halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
             }
@@ -41,22 +52,7 @@ pub async fn start_projector(
         let details = serde_json::json!({ "ready": failure.is_none(), "failure": failure });
         (failure.is_none(), details)
     });
-    let router = health.route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                let text = metrics.lock().unwrap_or_else(|p| p.into_inner()).render();
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    text,
-                )
-            }
-        }),
-    );
+    let router = crate::telemetry::with_metrics(health);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

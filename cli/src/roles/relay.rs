@@ -1,5 +1,5 @@
 //! The `relay` role: publishes the PostgreSQL outbox to Kafka in commit order (one active
-//! instance; others stand by), with `/healthz` and `/readyz` on its listen address.
+//! instance; others stand by), with `/metrics`, `/healthz` and `/readyz` on its listen address.
 
 use std::net::SocketAddr;
 
@@ -11,7 +11,8 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Starts the relay and its health endpoint in `tasks`; returns where the endpoint listens.
+/// Starts the relay and its health and metrics endpoint in `tasks`; returns where the endpoint
+/// listens.
 pub async fn start_relay(
     pool: PgPool,
     kafka: KafkaConfig,
@@ -20,6 +21,7 @@ pub async fn start_relay(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<SocketAddr> {
+    crate::telemetry::recorder();
     let (status, readiness) = tokio::sync::watch::channel(RelayStatus::default());
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -27,6 +29,33 @@ pub async fn start_relay(
             .await
             .context("relay failed")
     });
+    {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            crate::telemetry::upkeep(token).await;
+            Ok(())
+        });
+    }
+    {
+        let (mut changes, token) = (readiness.clone(), shutdown.clone());
+        let ready = crate::telemetry::ready("relay");
+        tasks.spawn(async move {
+            loop {
+                let status = changes.borrow_and_update().clone();
+                ready.set(if !status.active || status.broker_ok {
+                    1.0
+                } else {
+                    0.0
+                });
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    changed = changes.changed() => if changed.is_err() { break },
+                }
+            }
+            ready.set(0.0);
+            Ok(())
+        });
+    }
     let router = health_router(move || {
         let status = readiness.borrow().clone();
         let ready = !status.active || status.broker_ok;
@@ -38,6 +67,7 @@ pub async fn start_relay(
         });
         (ready, details)
     });
+    let router = crate::telemetry::with_metrics(router);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -583,3 +583,31 @@ impl Cuttable {
         self.cut.cancel();
     }
 }
+
+/// The Prometheus text `/metrics` serves at `addr` (any role's listen address).
+pub async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()?;
+    let response = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(response.text().await?)
+}
+
+/// The value of `series` (a metric's name and labels exactly as the exposition prints them,
+/// e.g. `aether_commands_total{aggregate="User",outcome="ok"}`) in `text`; the sum over
+/// every label set when `series` is a bare name; 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let matches =
+                name == series || (!series.contains('{') && name.split('{').next() == Some(series));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}

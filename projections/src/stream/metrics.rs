@@ -1,163 +1,157 @@
-//! Prometheus metrics of one projector, rendered in the text exposition format.
+//! What one projector reports: to the process's metrics recorder (the `metrics` facade; the
+//! binary installs the Prometheus exporter and serves `/metrics`), labelled with the projection
+//! and its version, and as totals of its own for the operator's commands and the tests, which
+//! may run several projectors of one projection in a process.
+//!
+//! Every handle is made once, when the projector starts: recording a batch takes no lookup and
+//! no allocation.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the batch-latency histogram's buckets.
-const BATCH_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+use metrics::{Counter, Gauge, Histogram, Unit};
+
+pub const EVENTS_APPLIED: &str = "aether_projector_events_applied_total";
+pub const EVENTS_IGNORED: &str = "aether_projector_events_ignored_total";
+pub const DEAD_LETTERS: &str = "aether_projector_dead_letters_total";
+pub const FAILED_BATCHES: &str = "aether_projector_failed_batches_total";
+pub const LAG_EVENTS: &str = "aether_projector_lag_events";
+pub const LAG_SECONDS: &str = "aether_projector_lag_seconds";
+pub const CHECKPOINT_EVENTS: &str = "aether_projector_checkpoint_events";
+pub const BATCH_SECONDS: &str = "aether_projector_batch_seconds";
+
+/// Describes the projector metrics to the installed recorder (their help text and units).
+pub fn describe() {
+    metrics::describe_counter!(
+        EVENTS_APPLIED,
+        Unit::Count,
+        "Events that changed the read model."
+    );
+    metrics::describe_counter!(
+        EVENTS_IGNORED,
+        Unit::Count,
+        "Duplicate events skipped by the per-aggregate sequence guard."
+    );
+    metrics::describe_counter!(DEAD_LETTERS, Unit::Count, "Events parked as dead letters.");
+    metrics::describe_counter!(
+        FAILED_BATCHES,
+        Unit::Count,
+        "Batches that failed and were retried."
+    );
+    metrics::describe_gauge!(
+        LAG_EVENTS,
+        Unit::Count,
+        "Events on the log not yet applied."
+    );
+    metrics::describe_gauge!(
+        LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest event not yet applied, 0 when caught up."
+    );
+    metrics::describe_gauge!(
+        CHECKPOINT_EVENTS,
+        Unit::Count,
+        "Events consumed in all (sum of the checkpoint's next offsets)."
+    );
+    metrics::describe_histogram!(
+        BATCH_SECONDS,
+        Unit::Seconds,
+        "Time to apply and commit one batch."
+    );
+}
 
 #[derive(Debug)]
 pub struct ProjectorMetrics {
-    projection: String,
-    version: i32,
-    applied: AtomicU64,
-    ignored: AtomicU64,
-    parked: AtomicU64,
-    failed_batches: AtomicU64,
-    batches: AtomicU64,
-    batch_micros: AtomicU64,
-    buckets: [AtomicU64; BATCH_BUCKETS.len()],
-    lag_events: AtomicI64,
-    lag_seconds: AtomicI64,
-    checkpoint: AtomicI64,
+    applied: Counter,
+    ignored: Counter,
+    parked: Counter,
+    failed_batches: Counter,
+    lag_events: Gauge,
+    lag_seconds: Gauge,
+    checkpoint: Gauge,
+    batch_seconds: Histogram,
+    /// This projector's own totals (the recorder's sum every projector of the same labels).
+    applied_total: AtomicU64,
+    ignored_total: AtomicU64,
+    parked_total: AtomicU64,
+    failed_batches_total: AtomicU64,
 }
 
 impl ProjectorMetrics {
+    /// The metrics of version `version` of projection `projection`. Their series appear (at
+    /// zero) as soon as this is made, so a dashboard shows a projector that has done nothing
+    /// yet.
     pub fn new(projection: &str, version: i32) -> Self {
+        let labels = [
+            ("projection", projection.to_owned()),
+            ("version", version.to_string()),
+        ];
         Self {
-            projection: projection.to_owned(),
-            version,
-            applied: AtomicU64::new(0),
-            ignored: AtomicU64::new(0),
-            parked: AtomicU64::new(0),
-            failed_batches: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            batch_micros: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            lag_events: AtomicI64::new(0),
-            lag_seconds: AtomicI64::new(0),
-            checkpoint: AtomicI64::new(0),
+            applied: metrics::counter!(EVENTS_APPLIED, &labels),
+            ignored: metrics::counter!(EVENTS_IGNORED, &labels),
+            parked: metrics::counter!(DEAD_LETTERS, &labels),
+            failed_batches: metrics::counter!(FAILED_BATCHES, &labels),
+            lag_events: metrics::gauge!(LAG_EVENTS, &labels),
+            lag_seconds: metrics::gauge!(LAG_SECONDS, &labels),
+            checkpoint: metrics::gauge!(CHECKPOINT_EVENTS, &labels),
+            batch_seconds: metrics::histogram!(BATCH_SECONDS, &labels),
+            applied_total: AtomicU64::new(0),
+            ignored_total: AtomicU64::new(0),
+            parked_total: AtomicU64::new(0),
+            failed_batches_total: AtomicU64::new(0),
         }
     }
 
     pub fn batch(&self, applied: usize, ignored: usize, took: Duration) {
-        self.applied.fetch_add(applied as u64, Ordering::Relaxed);
-        self.ignored.fetch_add(ignored as u64, Ordering::Relaxed);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batch_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in BATCH_BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.applied.increment(applied as u64);
+        self.ignored.increment(ignored as u64);
+        self.batch_seconds.record(took);
+        self.applied_total
+            .fetch_add(applied as u64, Ordering::Relaxed);
+        self.ignored_total
+            .fetch_add(ignored as u64, Ordering::Relaxed);
     }
 
     pub fn parked(&self, count: usize) {
-        self.parked.fetch_add(count as u64, Ordering::Relaxed);
+        if count == 0 {
+            return;
+        }
+        self.parked.increment(count as u64);
+        self.parked_total.fetch_add(count as u64, Ordering::Relaxed);
     }
 
     pub fn failed_batch(&self) {
-        self.failed_batches.fetch_add(1, Ordering::Relaxed);
+        self.failed_batches.increment(1);
+        self.failed_batches_total.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn lag(&self, events: i64, seconds: i64) {
-        self.lag_events.store(events, Ordering::Relaxed);
-        self.lag_seconds.store(seconds, Ordering::Relaxed);
+        self.lag_events.set(events as f64);
+        self.lag_seconds.set(seconds as f64);
     }
 
     pub fn checkpoint(&self, total: i64) {
-        self.checkpoint.store(total, Ordering::Relaxed);
+        self.checkpoint.set(total as f64);
     }
 
+    /// Events this projector applied since it started.
     pub fn applied_total(&self) -> u64 {
-        self.applied.load(Ordering::Relaxed)
+        self.applied_total.load(Ordering::Relaxed)
     }
 
+    /// Duplicates this projector skipped since it started.
+    pub fn ignored_total(&self) -> u64 {
+        self.ignored_total.load(Ordering::Relaxed)
+    }
+
+    /// Events this projector parked as dead letters since it started.
     pub fn parked_total(&self) -> u64 {
-        self.parked.load(Ordering::Relaxed)
+        self.parked_total.load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let labels = format!(
-            "projection=\"{}\",version=\"{}\"",
-            self.projection, self.version
-        );
-        let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        };
-        counter(
-            &mut out,
-            "aether_projector_events_applied_total",
-            "Events that changed the read model.",
-            self.applied.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "aether_projector_events_ignored_total",
-            "Duplicate events skipped by the per-aggregate sequence guard.",
-            self.ignored.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "aether_projector_dead_letters_total",
-            "Events parked as dead letters.",
-            self.parked.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "aether_projector_failed_batches_total",
-            "Batches that failed and were retried.",
-            self.failed_batches.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "aether_projector_lag_events",
-            "Events on the broker not yet applied.",
-            self.lag_events.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "aether_projector_lag_seconds",
-            "Age of the oldest event not yet applied, 0 when caught up.",
-            self.lag_seconds.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "aether_projector_checkpoint_events",
-            "Events consumed in all (sum of the checkpoint's next offsets).",
-            self.checkpoint.load(Ordering::Relaxed),
-        );
-        let name = "aether_projector_batch_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to apply and commit one batch.\n# TYPE {name} histogram"
-        );
-        for (bound, bucket) in BATCH_BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.batches.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.batch_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-        out
+    /// Batches of this projector that failed and were retried.
+    pub fn failed_batches_total(&self) -> u64 {
+        self.failed_batches_total.load(Ordering::Relaxed)
     }
 }
 
@@ -166,20 +160,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_a_cumulative_histogram() {
+    fn keeps_its_own_totals_whatever_the_recorder() {
         let metrics = ProjectorMetrics::new("catalog", 2);
         metrics.batch(10, 1, Duration::from_millis(3));
         metrics.batch(5, 0, Duration::from_millis(200));
         metrics.parked(1);
-        let text = metrics.render();
-        assert!(text.contains(
-            "aether_projector_events_applied_total{projection=\"catalog\",version=\"2\"} 15"
-        ));
-        assert!(text.contains(
-            "aether_projector_dead_letters_total{projection=\"catalog\",version=\"2\"} 1"
-        ));
-        assert!(text.contains("le=\"0.005\"} 1"));
-        assert!(text.contains("le=\"0.25\"} 2"));
-        assert!(text.contains("le=\"+Inf\"} 2"));
+        metrics.failed_batch();
+        assert_eq!(metrics.applied_total(), 15);
+        assert_eq!(metrics.ignored_total(), 1);
+        assert_eq!(metrics.parked_total(), 1);
+        assert_eq!(metrics.failed_batches_total(), 1);
     }
 }
