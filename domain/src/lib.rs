@@ -11,6 +11,7 @@
 pub mod conversation;
 pub mod ids;
 pub mod message;
+pub mod moderation;
 pub mod permissions;
 pub mod receipts;
 pub mod server;
@@ -19,6 +20,7 @@ pub mod user;
 pub mod values;
 
 pub use ids::{ChannelId, MessageId, ServerId, UserId};
+pub use moderation::ContentPolicy;
 pub use permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
 pub use values::{
     ChannelName, DisplayName, InviteCode, MessageBody, ModerationReason, Password, ServerName,

@@ -11,6 +11,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, ServerId, UserId};
+use crate::moderation::ContentPolicy;
 use crate::permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
 use crate::values::{ChannelName, InviteCode, ModerationReason, ServerName};
 use crate::EVENT_VERSION_1;
@@ -85,6 +86,11 @@ pub enum ServerCommand {
         actor: UserId,
         user: UserId,
     },
+    /// Choose what the rule stage does with offensive messages in this server.
+    SetContentPolicy {
+        actor: UserId,
+        policy: ContentPolicy,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +160,11 @@ pub enum ServerEvent {
         user_id: UserId,
         unbanned_by: UserId,
     },
+    /// An admin chose what the rule stage does with offensive messages from now on.
+    ContentPolicyChanged {
+        policy: ContentPolicy,
+        changed_by: UserId,
+    },
 }
 
 impl DomainEvent for ServerEvent {
@@ -172,6 +183,7 @@ impl DomainEvent for ServerEvent {
             ServerEvent::MemberRemoved { .. } => "MemberRemoved",
             ServerEvent::UserBanned { .. } => "UserBanned",
             ServerEvent::UserUnbanned { .. } => "UserUnbanned",
+            ServerEvent::ContentPolicyChanged { .. } => "ContentPolicyChanged",
         }
         .to_owned()
     }
@@ -254,6 +266,8 @@ pub struct Server {
     pub invites: BTreeMap<InviteCode, InviteState>,
     #[serde(default)]
     pub banned: BTreeSet<UserId>,
+    #[serde(default)]
+    pub content_policy: ContentPolicy,
 }
 
 impl Server {
@@ -500,6 +514,16 @@ impl Server {
                     unbanned_by: actor,
                 }
             }
+            ServerCommand::SetContentPolicy { actor, policy } => {
+                self.require(actor, Permission::ManageServer)?;
+                if self.content_policy == policy {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ContentPolicyChanged {
+                    policy,
+                    changed_by: actor,
+                }
+            }
         };
         Ok(vec![event])
     }
@@ -609,6 +633,7 @@ impl Aggregate for Server {
             ServerEvent::UserUnbanned { user_id, .. } => {
                 self.banned.remove(&user_id);
             }
+            ServerEvent::ContentPolicyChanged { policy, .. } => self.content_policy = policy,
         }
     }
 }

@@ -5,8 +5,8 @@
 //! and were then given their roles. `outsider()` never joined.
 
 use aether_domain::server::{Server, ServerCommand, ServerError, ServerEvent};
-use aether_domain::UserId;
 use aether_domain::{ChannelId, ChannelKind, ChannelName, InviteCode, Role, ServerId, ServerName};
+use aether_domain::{ContentPolicy, UserId};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
 use uuid::Uuid;
@@ -1421,4 +1421,43 @@ fn unbanning_someone_who_is_not_banned_is_refused() {
             user: outsider(),
         })
         .then_expect_error(ServerError::NotPermitted { role: Role::Member });
+}
+
+#[test]
+fn an_admin_chooses_the_content_policy_and_choosing_it_again_records_nothing() {
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetContentPolicy {
+            actor: admin(),
+            policy: ContentPolicy::Block,
+        })
+        .then_expect_events(vec![ServerEvent::ContentPolicyChanged {
+            policy: ContentPolicy::Block,
+            changed_by: admin(),
+        }]);
+    framework()
+        .given(staffed())
+        .and(vec![ServerEvent::ContentPolicyChanged {
+            policy: ContentPolicy::Block,
+            changed_by: admin(),
+        }])
+        .when(ServerCommand::SetContentPolicy {
+            actor: owner(),
+            policy: ContentPolicy::Block,
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_server_that_never_chose_allows_and_moderators_cannot_change_it() {
+    assert_eq!(Server::default().content_policy, ContentPolicy::Allow);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetContentPolicy {
+            actor: moderator(),
+            policy: ContentPolicy::Mask,
+        })
+        .then_expect_error(ServerError::NotPermitted {
+            role: Role::Moderator,
+        });
 }

@@ -310,6 +310,9 @@ async fn apply_server(
             .await?;
             updates.push(membership(server, user_id, None));
         }
+        // The content policy is the write side's concern (its rule stage); no read model shows
+        // it yet, and the audit trail keeps the event.
+        ServerEvent::ContentPolicyChanged { .. } => {}
         ServerEvent::UserUnbanned { user_id, .. } => {
             tx.write(
                 "DELETE FROM bans WHERE server_id = $1 AND user_id = $2",

@@ -8,6 +8,7 @@ pub mod cost;
 pub mod document;
 pub mod ephemeral;
 pub mod error;
+mod moderation;
 mod mutation;
 mod query;
 pub mod rate;

@@ -9,6 +9,7 @@ use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_graphql::{Context, InputObject, Object, ID};
 
 use crate::error::{gql, ApiError, ApiResult};
+use crate::moderation::{ContentPolicyGql, SetContentPolicyInput};
 use crate::types::{
     caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Conversation,
     Invite, Member, Message, ReadState, RoleGql, Server, User,
@@ -483,6 +484,29 @@ impl MutationRoot {
                 .await?;
             committed_and_projected(ctx, renamed).await;
             server_from_store(state, server).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Chooses what happens to messages in the server whose words the rule stage finds
+    /// offensive (ADMIN and above): `ALLOW` (the default) stores them as written, `MASK` stores
+    /// them with those words replaced by `*`, `BLOCK` refuses them with `BAD_USER_INPUT` and the
+    /// reason. Applies to messages sent or edited from now on. Answers with the policy set.
+    async fn set_content_policy(
+        &self,
+        ctx: &Context<'_>,
+        input: SetContentPolicyInput,
+    ) -> async_graphql::Result<ContentPolicyGql> {
+        let result: ApiResult<ContentPolicyGql> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let set = state(ctx)
+                .commands
+                .set_content_policy(&context(ctx), server, input.policy.into())
+                .await?;
+            committed(ctx, set);
+            Ok(input.policy)
         }
         .await;
         gql(result)

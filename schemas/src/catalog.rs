@@ -208,6 +208,14 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A ban was lifted; the user may join again with an invite.",
     ),
     event(
+        "ContentPolicyChanged",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "An admin chose what the rule stage does with messages its word filter finds offensive \
+         from now on: ALLOW (stored as written), MASK (stored with the words replaced by `*`) or \
+         BLOCK (refused).",
+    ),
+    event(
         "ConversationOpened",
         CONVERSATION,
         topics::MESSAGE_EVENTS,
