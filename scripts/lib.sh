@@ -61,3 +61,32 @@ wait_for_port() {
   done
   die "$what did not start listening on $host:$port"
 }
+
+# --- web client (web/) ---------------------------------------------------------------------
+
+# Node.js 20.19 or newer (what Vite 7 needs) with npm; installs Debian's when missing.
+ensure_node() {
+  if ! have node || ! have npm; then
+    apt_install nodejs npm
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 20 ] || die "Node.js $(node --version) is too old for the web client: install Node.js 20 or newer"
+}
+
+# web/node_modules as package-lock.json pins it: `npm ci` only when the lock file changed since
+# the last install (npm's own cache under ~/.npm makes a reinstall cheap).
+ensure_web_deps() {
+  local stamp=web/node_modules/.aether-lock
+  if [ -f "$stamp" ] && cmp -s web/package-lock.json "$stamp"; then
+    return 0
+  fi
+  log "installing the web client's npm packages (web/package-lock.json)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  cp web/package-lock.json "$stamp"
+}
+
+# Debian's Chromium, for the web client's end-to-end test (playwright-core drives it).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] || apt_install chromium
+}

@@ -9,9 +9,15 @@
 #                                   model stage (feature `model`) on the real weights, which
 #                                   scripts/fetch-model.sh caches in ~/.cache/aether (once, ~83 MB)
 #   4. cargo test --doc             doc tests (nextest does not run them)
+#   5. the web client (web/)        its generated types match schema.graphql, its unit tests
+#                                   (Vitest), its build, and its end-to-end test in Chromium
+#                                   against a real `aether dev`, and the GraphQL-over-HTTP audit
+#                                   of `graphql-http` against it (installs Node.js's packages and
+#                                   Debian's chromium when missing)
 # It exits non-zero when any step fails.
 #
 # Usage: bash scripts/test.sh              everything
+#        bash scripts/test.sh --web        only step 5
 #        bash scripts/test.sh --services   only install and start the servers, then print the
 #                                          AETHER_TEST_* variables to export for `cargo nextest run`
 set -euo pipefail
@@ -133,7 +139,36 @@ ensure_services() {
   ensure_mongo
 }
 
+# --- web client ----------------------------------------------------------------------------
+
+web_tests() {
+  ensure_node
+  ensure_chromium
+  ensure_web_deps
+  log "web: generated types match schema.graphql"
+  (cd web && npm run --silent codegen >/dev/null)
+  git diff --exit-code -- web/src/api/generated.ts ||
+    die "web/src/api/generated.ts is stale: run 'npm run codegen' in web/ and commit it"
+  log "web: unit tests (vitest)"
+  (cd web && npx vitest run)
+  log "web: build"
+  (cd web && npm run --silent build)
+  log "web: end-to-end test (Chromium against aether dev)"
+  cargo build -p aether-cli --bin aether
+  AETHER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aether" node web/e2e/run.mjs
+  log "web: GraphQL-over-HTTP conformance audit (graphql-http) against aether dev"
+  AETHER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/aether" node web/e2e/graphql-http-audit.mjs
+}
+
 # --- run -----------------------------------------------------------------------------------
+
+if [ "${1:-}" = "--web" ]; then
+  ensure_cargo
+  ensure_build_tools
+  web_tests
+  log "web client checks passed"
+  exit 0
+fi
 
 ensure_cargo
 ensure_build_tools
@@ -181,5 +216,7 @@ cargo nextest run -p aether-moderation --features model --no-fail-fast
 
 log "cargo test --workspace --doc"
 cargo test --workspace --doc
+
+web_tests
 
 log "all checks passed"

@@ -322,6 +322,9 @@ impl ChatLog {
                 author_id: author,
                 body: body.clone(),
                 sent_at: at,
+                reply_to_id: None,
+                thread_root_id: None,
+                also_in_channel: false,
             };
             let id = message_id.to_string();
             let out = envelope(

@@ -16,7 +16,7 @@ use aether_projections::stream::ProjectorOptions;
 use aether_query_api::ephemeral::EphemeralLimits;
 use aether_query_api::rate::{Rate, RateLimits};
 use aether_query_api::ApiLimits;
-use aether_realtime_edge::http::HttpLimits;
+use aether_realtime_edge::http::{AllowedOrigins, HttpLimits};
 use aether_realtime_edge::oidc::{JwksSource, OidcConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -135,6 +135,16 @@ pub(crate) struct DevArgs {
     /// Most items one page (`first`/`last`) may ask for.
     #[arg(long, default_value_t = 100, env = "AETHER_MAX_PAGE_SIZE")]
     max_page_size: i64,
+
+    /// Most distinct emoji one message may carry as reactions (reacting with one more is
+    /// refused with CONFLICT; joining an emoji already there never is).
+    #[arg(long, default_value_t = ApiLimits::default().max_reaction_kinds, env = "AETHER_MAX_REACTIONS_PER_MESSAGE")]
+    max_reactions_per_message: usize,
+
+    /// Most messages one channel or conversation may have pinned (pinning one more is refused
+    /// with CONFLICT).
+    #[arg(long, default_value_t = ApiLimits::default().max_pins, env = "AETHER_MAX_PINS_PER_CHANNEL")]
+    max_pins_per_channel: usize,
 
     /// Mutations one signed-in user may send: RATE/BURST (per second / at once) or `off`.
     #[arg(long, default_value_t = RateLimits::default().mutations_per_user, env = "AETHER_RATE_MUTATIONS_PER_USER")]
@@ -277,6 +287,18 @@ pub(crate) struct DevArgs {
     /// Seconds of clock difference tolerated on the external issuer's `exp` and `nbf`.
     #[arg(long, default_value_t = 30, env = "AETHER_OIDC_LEEWAY_SECONDS")]
     oidc_leeway_seconds: u64,
+
+    /// Serve the web client's built files from this directory at `/` (the API stays at
+    /// `/graphql`). `aether dev` serves `web/dist` when it exists and this is not given.
+    #[arg(long, env = "AETHER_WEB_DIR")]
+    pub(crate) web_dir: Option<PathBuf>,
+
+    /// Browser origins whose pages may call the API (CORS): `none`, `localhost` (pages served
+    /// from this machine, any port), `*`, or comma-separated origins such as
+    /// `https://chat.example.com`. Default: `localhost` for `aether dev`, `none` for
+    /// `aether serve`. The web client served at `/` needs none: it is the API's own origin.
+    #[arg(long, env = "AETHER_CORS_ORIGINS")]
+    pub(crate) cors_origins: Option<AllowedOrigins>,
 }
 
 impl DevArgs {
@@ -294,6 +316,8 @@ impl DevArgs {
                 max_complexity: self.max_query_complexity,
                 max_page_size: self.max_page_size.max(1),
                 max_aliases: self.max_query_aliases,
+                max_reaction_kinds: self.max_reactions_per_message.max(1),
+                max_pins: self.max_pins_per_channel.max(1),
                 rates: RateLimits {
                     mutations_per_user: self.rate_mutations_per_user,
                     mutations_per_ip: self.rate_mutations_per_ip,
@@ -318,6 +342,7 @@ impl DevArgs {
                 shared_payloads: self.ws_shared_payloads.max(1),
                 trusted_proxies: self.trusted_proxies,
                 max_response_bytes: self.max_response_bytes.max(1),
+                allowed_origins: self.cors_origins.unwrap_or(AllowedOrigins::Localhost),
             },
             update_buffer: self.update_buffer,
             ephemeral: EphemeralLimits {
@@ -330,6 +355,7 @@ impl DevArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
             max_revoked_sessions: self.max_revoked_sessions.max(1),
+            web_dir: self.web_dir,
             oidc: match (self.oidc_issuer, self.oidc_audience, self.oidc_jwks) {
                 (Some(issuer), Some(audience), Some(jwks)) => Some(OidcConfig {
                     issuer,
@@ -412,7 +438,12 @@ fn cancel_on_signal(token: CancellationToken) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev(args) => {
+        Command::Dev(mut args) => {
+            // The client `bash scripts/dev.sh` builds, when run from the repository root.
+            let built = PathBuf::from("web/dist");
+            if args.web_dir.is_none() && built.join("index.html").is_file() {
+                args.web_dir = Some(built);
+            }
             let running = start_embedded(args.into_config()).await?;
             println!(
                 "aether dev: GraphQL at http://{}/graphql",
@@ -483,5 +514,47 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The long flags `aether PATH… --help` lists.
+    fn flags(path: &[&str]) -> Vec<String> {
+        let mut command = super::Cli::command();
+        command.build();
+        let mut current = &command;
+        for name in path {
+            current = current
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        current
+            .get_arguments()
+            .filter_map(|arg| arg.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn each_command_offers_only_the_flags_it_uses() {
+        // Producer settings: only where something publishes to Kafka.
+        let producing = ["kafka-linger-ms", "kafka-max-in-flight"];
+        for path in [
+            &["projections", "rebuild"][..],
+            &["projections", "list"],
+            &["log", "replay"],
+            &["kafka", "init"],
+            &["migrate"],
+        ] {
+            let flags = flags(path);
+            for flag in producing {
+                assert!(!flags.iter().any(|f| f == flag), "{path:?} offers --{flag}");
+            }
+            assert!(
+                !flags.iter().any(|f| f == "postgres-group-commit"),
+                "{path:?} offers --postgres-group-commit"
+            );
+        }
+        let serve = flags(&["serve"]);
+        for flag in producing {
+            assert!(serve.iter().any(|f| f == flag), "serve lacks --{flag}");
+        }
     }
 }

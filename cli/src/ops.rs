@@ -8,7 +8,7 @@ use aether_commands::audit::verify_chain;
 use aether_commands::postgres::PgEventStore;
 use aether_commands::SqliteEventStore;
 use aether_kafka::admin::{init_topics, TopicOutcome};
-use aether_kafka::read::{header, read_until_now};
+use aether_kafka::read::{header, offsets_for_time, read_from};
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::role::TimelineStore;
 use anyhow::Context;
@@ -28,11 +28,6 @@ pub struct PostgresArgs {
     /// Seconds to wait for a connection before a command fails.
     #[arg(long, default_value_t = 5, env = "AETHER_POSTGRES_CONNECT_TIMEOUT")]
     pub postgres_connect_timeout: u64,
-
-    /// Commands written in one PostgreSQL transaction at most (group commit); 0 writes each
-    /// command in its own transaction.
-    #[arg(long, default_value_t = aether_commands::postgres::DEFAULT_GROUP_COMMIT_MAX, env = "AETHER_POSTGRES_GROUP_COMMIT")]
-    pub postgres_group_commit: usize,
 }
 
 impl PostgresArgs {
@@ -43,9 +38,17 @@ impl PostgresArgs {
             Duration::from_secs(self.postgres_connect_timeout),
         )
         .await
-        .map(|store| store.with_group_commit(self.postgres_group_commit))
         .context("cannot reach PostgreSQL")
     }
+}
+
+/// How the processes that take commands write them; only `aether serve` takes these flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WriterArgs {
+    /// Commands written in one PostgreSQL transaction at most (group commit); 0 writes each
+    /// command in its own transaction.
+    #[arg(long, default_value_t = aether_commands::postgres::DEFAULT_GROUP_COMMIT_MAX, env = "AETHER_POSTGRES_GROUP_COMMIT")]
+    pub postgres_group_commit: usize,
 }
 
 /// Where MongoDB is, for the document read models (timeline).
@@ -126,7 +129,22 @@ pub struct KafkaArgs {
     /// Prefix of every topic name (to run several installations on one cluster).
     #[arg(long, default_value = "", env = "AETHER_TOPIC_PREFIX")]
     pub topic_prefix: String,
+}
 
+impl KafkaArgs {
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap: self.bootstrap.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+/// How the processes that publish (the relay, the projectors' updates) produce to Kafka; only
+/// the commands that run them take these flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProducerArgs {
     /// Produce requests in flight per broker connection (1 to 5, the idempotent producer's
     /// window); more can pay off against a cluster that answers faster than the relay sends.
     #[arg(
@@ -147,14 +165,13 @@ pub struct KafkaArgs {
     pub kafka_linger_ms: u64,
 }
 
-impl KafkaArgs {
-    pub fn config(&self) -> KafkaConfig {
+impl ProducerArgs {
+    /// `config` with these producer settings.
+    pub fn configure(&self, config: KafkaConfig) -> KafkaConfig {
         KafkaConfig {
-            bootstrap: self.bootstrap.clone(),
-            topic_prefix: self.topic_prefix.clone(),
             max_in_flight: self.kafka_max_in_flight,
             linger: std::time::Duration::from_millis(self.kafka_linger_ms),
-            ..KafkaConfig::default()
+            ..config
         }
     }
 }
@@ -292,9 +309,24 @@ pub struct LogReplayArgs {
     #[arg(long)]
     topic: String,
 
-    /// Start at each partition's first offset (otherwise only what arrives from now on).
-    #[arg(long)]
+    /// Start at each partition's first offset: the default, kept for scripts that pass it.
+    #[arg(long, conflicts_with_all = ["from_offset", "from_time"])]
     from_beginning: bool,
+
+    /// Start at this offset in every partition (one before the partition's first offset, or
+    /// past its end, reads from the first, or nothing).
+    #[arg(long, conflicts_with = "from_time", value_parser = clap::value_parser!(i64).range(0..))]
+    from_offset: Option<i64>,
+
+    /// Start at the first event each partition received at or after this time (RFC 3339, such
+    /// as 2026-12-01T00:00:00Z).
+    #[arg(long)]
+    from_time: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// After the events already in the log, keep printing new ones as they arrive, until
+    /// Ctrl+C or SIGTERM.
+    #[arg(long)]
+    follow: bool,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReplayFormat::Jsonl)]
@@ -309,20 +341,45 @@ pub enum ReplayFormat {
 
 pub async fn log(command: LogCommand) -> anyhow::Result<()> {
     let LogCommand::Replay(args) = command;
-    anyhow::ensure!(
-        args.from_beginning,
-        "only --from-beginning replays are supported: the log is read up to now"
-    );
     let config = args.kafka.config();
     let topic = config.topic(&args.topic);
+    let starts = match args.from_time {
+        Some(time) => {
+            let (config, topic) = (config.clone(), topic.clone());
+            let millis = time.timestamp_millis();
+            Some(
+                tokio::task::spawn_blocking(move || offsets_for_time(&config, &topic, millis))
+                    .await??,
+            )
+        }
+        None => None,
+    };
+    let from_offset = args.from_offset;
+    let start = move |partition: i32, low: i64, _high: i64| match (&starts, from_offset) {
+        (Some(starts), _) => starts.get(&partition).copied().unwrap_or(i64::MAX),
+        (None, Some(offset)) => offset,
+        (None, None) => low,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if args.follow {
+        let stop = stop.clone();
+        let interrupted = tokio_util::sync::CancellationToken::new();
+        crate::cancel_on_signal(interrupted.clone());
+        tokio::spawn(async move {
+            interrupted.cancelled().await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let follow = args.follow;
     let count = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut failure = None;
-        let count = read_until_now(
+        let count = read_from(
             &config,
             &topic,
-            |low, _| low,
+            start,
+            follow.then_some(&*stop),
             |message| {
                 if failure.is_some() {
                     return;
@@ -344,6 +401,12 @@ pub async fn log(command: LogCommand) -> anyhow::Result<()> {
                 }
                 if let Err(error) = writeln!(out, "{line}") {
                     failure = Some(error);
+                }
+                // Following, each event is shown as it comes.
+                if follow {
+                    if let Err(error) = out.flush() {
+                        failure = Some(error);
+                    }
                 }
             },
         )?;

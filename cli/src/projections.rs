@@ -52,9 +52,9 @@ impl StoreArgs {
             url,
             postgres_max_connections: 4,
             postgres_connect_timeout: 5,
-            postgres_group_commit: 0,
         };
-        let store = postgres.connect().await?;
+        // Reads and registry writes only: no command is written here.
+        let store = postgres.connect().await?.with_group_commit(0);
         Ok(Stores {
             postgres: store.pool().clone(),
             mongo: self.mongo.connect().await?,

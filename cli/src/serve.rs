@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs};
+use crate::ops::{KafkaArgs, MongoArgs, PostgresArgs, ProducerArgs, WriterArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -51,6 +51,12 @@ pub struct ServeArgs {
     kafka: KafkaArgs,
 
     #[command(flatten)]
+    producer: ProducerArgs,
+
+    #[command(flatten)]
+    writer: WriterArgs,
+
+    #[command(flatten)]
     mongo: MongoArgs,
 
     /// The API's settings; the relay uses only --listen (for /healthz and /readyz).
@@ -90,7 +96,11 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = args.postgres.connect().await?;
+    let store = args
+        .postgres
+        .connect()
+        .await?
+        .with_group_commit(args.writer.postgres_group_commit);
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     let listen = args.api.listen;
     match args.role {
@@ -103,16 +113,19 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                 );
             };
             let mongo = args.mongo.timeline().await?;
+            // Unlike `aether dev`, no origin is allowed unless named.
+            let origins = args.api.cors_origins.clone().unwrap_or_default();
             let mut config = EmbeddedConfig {
                 jwt_secret_file: Some(secret),
                 ..args.api.into_config()
             };
             config.api.introspection = args.introspection;
+            config.http.allowed_origins = origins;
             let running = start_distributed(
                 config,
                 DistributedConfig {
                     postgres: store,
-                    kafka: args.kafka.config(),
+                    kafka: args.producer.configure(args.kafka.config()),
                     mongo,
                     with_relay: args.role == Role::All,
                     relay_latency: None,
@@ -158,7 +171,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
             };
             let addr = projector::start_projector(
                 stores,
-                args.kafka.config(),
+                args.producer.configure(args.kafka.config()),
                 &name,
                 options,
                 listen,
@@ -175,7 +188,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
             };
             let addr = relay::start_relay(
                 store.pool().clone(),
-                args.kafka.config(),
+                args.producer.configure(args.kafka.config()),
                 config,
                 listen,
                 &shutdown,

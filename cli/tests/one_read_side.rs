@@ -96,7 +96,10 @@ impl Client {
 
 const CHANNEL_EVENTS: &str =
     "subscription($c: ID!, $after: String) { channelEvents(channelId: $c, after: $after) { \
-     __typename cursor ... on MessageSent { message { id body author { username } } } } }";
+     __typename cursor ... on MessageSent { message { id body author { username } } } \
+     ... on ReactionChanged { emoji added user { username } message { id reactions { emoji count } } } \
+     ... on ThreadReplied { rootId reply { body } root { thread { replyCount } } } \
+     ... on MessagePinned { message { id pinnedBy { username } } } } }";
 
 /// The message ids of a channel's history, oldest first.
 fn history_ids(data: &Value) -> Vec<String> {
@@ -252,9 +255,91 @@ async fn across_instances(timeline_store: &'static str) -> anyhow::Result<()> {
     subscriber
         .expect_nothing(Duration::from_millis(500))
         .await?;
+
+    // Bob reacts through api-2: the edge pushes it, and alice reads it through api-1.
+    bob.ok(
+        "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"🎉\") { id } }",
+        json!({ "m": last }),
+    )
+    .await?;
+    let reacted = subscriber.next_process_event("2").await?;
+    assert_eq!(reacted["__typename"], "ReactionChanged", "{reacted}");
+    assert_eq!(reacted["user"]["username"], "bob", "{reacted}");
+    assert_eq!(
+        reacted["message"]["reactions"],
+        json!([{ "emoji": "🎉", "count": 1 }]),
+        "{reacted}"
+    );
+    alice.consistency = bob.consistency.clone();
+    let seen = alice
+        .ok(
+            "query($m: ID!) { message(id: $m) { reactions { emoji count reactedByMe \
+             firstReactors { username } } } }",
+            json!({ "m": last }),
+        )
+        .await?;
+    assert_eq!(
+        seen["message"]["reactions"],
+        json!([{ "emoji": "🎉", "count": 1, "reactedByMe": false,
+                 "firstReactors": [{ "username": "bob" }] }]),
+        "{seen}"
+    );
+
+    // Bob replies in the thread of alice's last message through api-2: the edge announces it,
+    // and alice reads the thread through api-1.
+    bob.ok(
+        "mutation($c: ID!, $r: ID!) { sendMessage(input: {channelId: $c, body: \"in the thread\", \
+         threadRootId: $r}) { id } }",
+        json!({ "c": channel, "r": last }),
+    )
+    .await?;
+    let replied = subscriber.next_process_event("2").await?;
+    assert_eq!(replied["__typename"], "ThreadReplied", "{replied}");
+    assert_eq!(replied["rootId"], json!(last), "{replied}");
+    assert_eq!(replied["reply"]["body"], "in the thread", "{replied}");
+    assert_eq!(replied["root"]["thread"]["replyCount"], 1, "{replied}");
+    alice.consistency = bob.consistency.clone();
+    let thread = alice
+        .ok(
+            "query($r: ID!) { thread(rootId: $r) { edges { cursor node { body author { username } } } } }",
+            json!({ "r": last }),
+        )
+        .await?;
+    assert_eq!(
+        thread["thread"]["edges"],
+        json!([{ "cursor": "1", "node": { "body": "in the thread", "author": { "username": "bob" } } }]),
+        "{thread}"
+    );
+
+    // alice pins it through api-1: the edge pushes it, bob reads the pins through api-2.
+    alice
+        .ok(
+            "mutation($m: ID!) { pinMessage(messageId: $m) { id } }",
+            json!({ "m": last }),
+        )
+        .await?;
+    let pinned = subscriber.next_process_event("2").await?;
+    assert_eq!(pinned["__typename"], "MessagePinned", "{pinned}");
+    assert_eq!(
+        pinned["message"]["pinnedBy"]["username"], "alice",
+        "{pinned}"
+    );
+    bob.consistency = alice.consistency.clone();
+    let pins = bob
+        .ok(
+            "query($c: ID!) { channel(id: $c) { pins { edges { node { id } } } } }",
+            json!({ "c": channel }),
+        )
+        .await?;
+    assert_eq!(
+        pins["channel"]["pins"]["edges"],
+        json!([{ "node": { "id": last } }]),
+        "{pins}"
+    );
     subscriber.disconnect().await?;
 
-    // api-2 sees the whole history too, with alice's newest token.
+    // api-2 sees the whole history too, with alice's newest token (the thread reply stays in
+    // its thread).
     alice_on_two.consistency = alice.consistency.clone();
     let history = alice_on_two.ok(HISTORY, json!({ "c": channel })).await?;
     let mut expected = vec![first];

@@ -25,6 +25,9 @@ struct Case {
     /// What an outsider gets: FORBIDDEN, or NOT_FOUND where even existence is hidden (a
     /// message of a server one is not in).
     outsider: &'static str,
+    /// What a member whose role is not allowed gets: FORBIDDEN, or NOT_FOUND where the
+    /// target is a message in a channel their role cannot see.
+    denied: &'static str,
 }
 
 const CASES: &[Case] = &[
@@ -32,91 +35,163 @@ const CASES: &[Case] = &[
         name: "renameServer",
         allowed: &["OWNER", "ADMIN"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "createChannel",
         allowed: &["OWNER", "ADMIN"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "renameChannel",
         allowed: &["OWNER", "ADMIN"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "archiveChannel",
         allowed: &["OWNER", "ADMIN"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "setMemberRole",
         allowed: &["OWNER", "ADMIN"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "removeMember",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "banUser",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "unbanUser",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "createInvite",
         allowed: &["OWNER", "ADMIN", "MODERATOR", "MEMBER"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "revokeInvite",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "sendMessage",
         allowed: &ROLES,
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "sendAnnouncement",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "sendPrivate",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "editOthersMessage",
         allowed: &[],
         outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "deleteOthersMessage",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "markRead",
         allowed: &ROLES,
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "markReadPrivate",
         allowed: &["OWNER", "ADMIN", "MODERATOR"],
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "sendThreadReply",
+        allowed: &ROLES,
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "sendThreadReplyPrivate",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "addReaction",
+        allowed: &ROLES,
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "addReactionAnnouncement",
+        allowed: &ROLES,
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "addReactionPrivate",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "NOT_FOUND",
+    },
+    Case {
+        name: "addReactionArchived",
+        allowed: &[],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "removeReaction",
+        allowed: &ROLES,
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "pinMessage",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "unpinMessage",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
     },
     Case {
         name: "startTyping",
         allowed: &ROLES,
         outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
     },
 ];
 
@@ -304,6 +379,14 @@ async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyho
                 json!({ "c": channel }),
             )
         }
+        "sendThreadReply" | "sendThreadReplyPrivate" => {
+            let channel = if case == "sendThreadReply" { world.text.clone() } else { world.private.clone() };
+            let root = send(owner, &channel, &format!("root {n}")).await?;
+            (
+                "mutation($c: ID!, $r: ID!) { sendMessage(input: {channelId: $c, body: \"in thread\", threadRootId: $r, replyToId: $r}) { id } }",
+                json!({ "c": channel, "r": root }),
+            )
+        }
         "editOthersMessage" | "deleteOthersMessage" => {
             let message = send(&mut world.author, &world.text, &format!("theirs {n}")).await?;
             owner.consistency = world.author.consistency.clone();
@@ -322,6 +405,57 @@ async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyho
             (
                 "mutation($c: ID!, $m: ID!) { markRead(input: {channelId: $c, messageId: $m}) { unreadCount } }",
                 json!({ "c": channel, "m": message }),
+            )
+        }
+        "addReaction" | "addReactionAnnouncement" | "addReactionPrivate" | "removeReaction" => {
+            let channel = match case {
+                "addReactionAnnouncement" => world.announcements.clone(),
+                "addReactionPrivate" => world.private.clone(),
+                _ => world.text.clone(),
+            };
+            let message = send(owner, &channel, &format!("react {n}")).await?;
+            // Someone else's reaction is there already: joining it, or taking back one's own
+            // (there or not), is what is tried.
+            owner
+                .ok(
+                    "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }",
+                    json!({ "m": message }),
+                )
+                .await?;
+            let query = if case == "removeReaction" {
+                "mutation($m: ID!) { removeReaction(messageId: $m, emoji: \"👍\") { id } }"
+            } else {
+                "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }"
+            };
+            (query, json!({ "m": message }))
+        }
+        "pinMessage" | "unpinMessage" => {
+            let message = send(&mut world.author, &world.text, &format!("pin me {n}")).await?;
+            owner.consistency = world.author.consistency.clone();
+            if case == "unpinMessage" {
+                owner
+                    .ok(
+                        "mutation($m: ID!) { pinMessage(messageId: $m) { id } }",
+                        json!({ "m": message }),
+                    )
+                    .await?;
+                ("mutation($m: ID!) { unpinMessage(messageId: $m) { id } }", json!({ "m": message }))
+            } else {
+                ("mutation($m: ID!) { pinMessage(messageId: $m) { id } }", json!({ "m": message }))
+            }
+        }
+        "addReactionArchived" => {
+            let fresh = channel(owner, &world.server, &format!("closed-{n}"), "TEXT", false).await?;
+            let message = send(owner, &fresh, "last words").await?;
+            owner
+                .ok(
+                    "mutation($c: ID!) { archiveChannel(channelId: $c) { id } }",
+                    json!({ "c": fresh }),
+                )
+                .await?;
+            (
+                "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"👍\") { id } }",
+                json!({ "m": message }),
             )
         }
         "startTyping" => ("mutation($c: ID!) { startTyping(channelId: $c) }", json!({ "c": world.text })),
@@ -364,7 +498,7 @@ async fn every_mutation_as_every_role_follows_the_matrix() -> anyhow::Result<()>
             n += 1;
             let expected = match actor {
                 Actor::Role(role) if case.allowed.contains(role) => "OK",
-                Actor::Role(_) => "FORBIDDEN",
+                Actor::Role(_) => case.denied,
                 Actor::Outsider => case.outsider,
                 Actor::Anonymous => "UNAUTHENTICATED",
             };
@@ -395,6 +529,28 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
     let app = start(dir.path()).await?;
     let mut world = world(&app).await?;
     let secret = send(&mut world.owner, &world.private, "staff only").await?;
+    // With a thread and a reaction of its own, that must not show either.
+    world
+        .owner
+        .ok(
+            "mutation($c: ID!, $r: ID!) { sendMessage(input: {channelId: $c, body: \"staff thread\", threadRootId: $r}) { id } }",
+            json!({ "c": world.private, "r": secret }),
+        )
+        .await?;
+    world
+        .owner
+        .ok(
+            "mutation($m: ID!) { addReaction(messageId: $m, emoji: \"🔒\") { id } }",
+            json!({ "m": secret }),
+        )
+        .await?;
+    world
+        .owner
+        .ok(
+            "mutation($m: ID!) { pinMessage(messageId: $m) { id } }",
+            json!({ "m": secret }),
+        )
+        .await?;
     let public = send(&mut world.owner, &world.text, "for everyone").await?;
     let consistency = world.owner.consistency.clone();
 
@@ -406,12 +562,17 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
         ),
         (
             "channel",
-            "query($i: ID!) { channel(id: $i) { id messages { edges { node { body } } } } }",
+            "query($i: ID!) { channel(id: $i) { id messages { edges { node { body } } } pins { edges { node { body } } } } }",
             world.private.clone(),
         ),
         (
             "message",
-            "query($i: ID!) { message(id: $i) { body } }",
+            "query($i: ID!) { message(id: $i) { body reactions { emoji count } } }",
+            secret.clone(),
+        ),
+        (
+            "thread",
+            "query($i: ID!) { thread(rootId: $i) { edges { node { body } } } }",
             secret.clone(),
         ),
     ];
@@ -475,6 +636,10 @@ async fn no_query_or_subscription_shows_what_the_caller_cannot_see() -> anyhow::
         (
             "subscription($i: ID!) { typing(channelId: $i) { typing } }",
             world.private.clone(),
+        ),
+        (
+            "subscription($i: ID!) { threadEvents(rootId: $i) { cursor } }",
+            secret.clone(),
         ),
     ];
     for (query, id) in subscriptions {

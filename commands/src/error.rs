@@ -2,6 +2,7 @@
 
 use aether_domain::conversation::ConversationError;
 use aether_domain::message::MessageError;
+use aether_domain::pins::PinsError;
 use aether_domain::receipts::ReadMarkerError;
 use aether_domain::server::ServerError;
 use aether_domain::session::SessionError;
@@ -132,11 +133,28 @@ impl DomainRefusal for MessageError {
     fn code(&self) -> ErrorCode {
         use MessageError::*;
         match self {
-            UnknownMessage | UnknownChannel => ErrorCode::NotFound,
-            NotAChannelMember | PostingNotAllowed | NotTheAuthor | DeleteNotAllowed => {
-                ErrorCode::Forbidden
+            UnknownMessage | UnknownChannel | UnknownReplyTarget | UnknownThreadRoot => {
+                ErrorCode::NotFound
             }
-            AlreadySent | MessageDeleted => ErrorCode::Conflict,
+            NestedThread | AlsoInChannelOutsideAThread => ErrorCode::BadUserInput,
+            NotAChannelMember | PostingNotAllowed | NotTheAuthor | DeleteNotAllowed
+            | ReactingNotAllowed => ErrorCode::Forbidden,
+            AlreadySent
+            | MessageDeleted
+            | TooManyReactions { .. }
+            | ReplyToDeleted
+            | ThreadRootDeleted => ErrorCode::Conflict,
+        }
+    }
+}
+
+impl DomainRefusal for PinsError {
+    fn code(&self) -> ErrorCode {
+        use PinsError::*;
+        match self {
+            UnknownChannel | UnknownMessage => ErrorCode::NotFound,
+            NotAChannelMember | PinningNotAllowed => ErrorCode::Forbidden,
+            MessageDeleted | TooManyPins { .. } => ErrorCode::Conflict,
         }
     }
 }

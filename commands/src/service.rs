@@ -9,13 +9,15 @@ use std::sync::{Arc, Mutex};
 use aether_domain::conversation::{
     conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
 };
-use aether_domain::message::{Message, MessageCommand};
+use aether_domain::message::{Message, MessageCommand, MessageLinks, Reaction};
+use aether_domain::pins::{pins_id, ChannelPins, PinsCommand};
 use aether_domain::receipts::{read_marker_id, ReadMarker, ReadMarkerCommand};
 use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
 use aether_domain::user::{User, UserCommand};
 use aether_domain::{
-    ChannelAccess, ChannelId, ChannelKind, ChannelName, ContentPolicy, DisplayName, InviteCode,
+    ChannelAccess, ChannelId, ChannelKind, ChannelName, ContentPolicy, DisplayName, Emoji,
+    InviteCode,
     MessageBody, MessageId, ModerationReason, Password, Role, ServerId, ServerName, UserId,
     Username,
 };
@@ -158,8 +160,13 @@ pub struct MessageRecord {
     pub deleted: bool,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
-    /// The message aggregate's version: 1 when sent, one more for each edit and the deletion.
+    /// The message aggregate's version: 1 when sent, one more for each change (an edit, a
+    /// reaction added or taken back, the deletion).
     pub version: i64,
+    /// Who reacted with what, as the message holds them after the command.
+    pub reactions: Vec<Reaction>,
+    pub reply_to_id: Option<MessageId>,
+    pub thread_root_id: Option<MessageId>,
 }
 
 type Framework<R, A> = CqrsFramework<A, PersistedEventStore<R, A>>;
@@ -1184,10 +1191,36 @@ impl<R: WriteStore> ChatCommands<R> {
         channel_id: ChannelId,
         body: &str,
     ) -> Result<Committed<MessageRecord>, CommandError> {
+        self.send_linked_message(ctx, channel_id, body, Links::default())
+            .await
+    }
+
+    /// Sends a message that may reply to another (quoting it) and may be a reply in a root
+    /// message's thread; both must be messages of the same channel.
+    pub async fn send_linked_message(
+        &self,
+        ctx: &CommandContext,
+        channel_id: ChannelId,
+        body: &str,
+        links: Links,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
         let author = ctx.actor()?;
         let body = MessageBody::parse(body)?;
         let (access, policy) = self.channel_access_and_policy(channel_id, author).await?;
         let body = self.screened(policy, body)?;
+        let mut linked = MessageLinks {
+            also_in_channel: links.also_in_channel,
+            ..MessageLinks::default()
+        };
+        // Only someone who may post in the channel learns whether a linked message is there.
+        if access.can_post() {
+            if let Some(id) = links.reply_to {
+                linked.reply_to = Some(self.load::<Message>(&id.to_string()).await?.linked(id));
+            }
+            if let Some(id) = links.thread_root {
+                linked.thread_root = Some(self.load::<Message>(&id.to_string()).await?.linked(id));
+            }
+        }
         let message_id = MessageId::new();
         let command = MessageCommand::SendMessage {
             message_id,
@@ -1195,6 +1228,7 @@ impl<R: WriteStore> ChatCommands<R> {
             author,
             body,
             access,
+            links: linked,
             at: ctx.at,
         };
         // A freshly generated id has no events: nothing to load.
@@ -1266,6 +1300,109 @@ impl<R: WriteStore> ChatCommands<R> {
             at: ctx.at,
         };
         self.message_command(ctx, target, command).await
+    }
+
+    /// Reacts to `message_id` with `emoji` for the caller; reacting again changes nothing. A
+    /// message holds at most `max_kinds` distinct emoji.
+    pub async fn add_reaction(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        emoji: &str,
+        max_kinds: usize,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let emoji = Emoji::parse(emoji)?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = MessageCommand::AddReaction {
+            actor,
+            emoji,
+            access: target.access,
+            max_kinds,
+            at: ctx.at,
+        };
+        self.message_command(ctx, target, command).await
+    }
+
+    /// Takes back the caller's reaction with `emoji`; taking back one that is not there changes
+    /// nothing.
+    pub async fn remove_reaction(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        emoji: &str,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let actor = ctx.actor()?;
+        let emoji = Emoji::parse(emoji)?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = MessageCommand::RemoveReaction {
+            actor,
+            emoji,
+            access: target.access,
+            at: ctx.at,
+        };
+        self.message_command(ctx, target, command).await
+    }
+
+    // --- pins -----------------------------------------------------------------------------
+
+    /// Pins `message_id` in its channel or conversation (a moderator or above in a server's
+    /// channel, either participant in a conversation); pinning it again changes nothing. A
+    /// channel holds at most `max` pins. Answers with the channel's pinned messages.
+    pub async fn pin_message(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+        max: usize,
+    ) -> Result<Committed<Vec<MessageId>>, CommandError> {
+        let actor = ctx.actor()?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = PinsCommand::PinMessage {
+            actor,
+            channel_id: target.channel_id,
+            message: target.state.linked(message_id),
+            access: target.access,
+            max,
+            at: ctx.at,
+        };
+        self.pins_command(ctx, target.channel_id, command).await
+    }
+
+    /// Unpins `message_id`; unpinning one that is not pinned changes nothing.
+    pub async fn unpin_message(
+        &self,
+        ctx: &CommandContext,
+        message_id: MessageId,
+    ) -> Result<Committed<Vec<MessageId>>, CommandError> {
+        let actor = ctx.actor()?;
+        let target = self.message_and_access(message_id, actor).await?;
+        let command = PinsCommand::UnpinMessage {
+            actor,
+            channel_id: target.channel_id,
+            message_id,
+            access: target.access,
+            at: ctx.at,
+        };
+        self.pins_command(ctx, target.channel_id, command).await
+    }
+
+    /// Runs a command on `channel`'s pins, keyed by the channel like its messages.
+    async fn pins_command(
+        &self,
+        ctx: &CommandContext,
+        channel: ChannelId,
+        command: PinsCommand,
+    ) -> Result<Committed<Vec<MessageId>>, CommandError> {
+        let id = pins_id(channel).to_string();
+        let (state, sequence) = self.load_at::<ChannelPins>(&id).await?;
+        let metadata = ctx.metadata(channel.to_string());
+        let (pins, position) = self
+            .decide_retrying(&id, state, sequence, command, &metadata)
+            .await?;
+        Ok(Committed {
+            value: pins.pinned,
+            position,
+        })
     }
 
     // --- sessions -------------------------------------------------------------------------
@@ -1483,6 +1620,9 @@ impl<R: WriteStore> ChatCommands<R> {
                 created_at,
                 edited_at: message.edited_at,
                 version: position.event.sequence,
+                reactions: message.reactions,
+                reply_to_id: message.reply_to_id,
+                thread_root_id: message.thread_root_id,
             },
             position,
         })
@@ -1503,6 +1643,14 @@ fn conversation_record(conversation: &Conversation) -> Result<ConversationRecord
         participants: conversation.participants.clone(),
         opened_at,
     })
+}
+
+/// What a new message links to, by id (see [`ChatCommands::send_linked_message`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Links {
+    pub reply_to: Option<MessageId>,
+    pub thread_root: Option<MessageId>,
+    pub also_in_channel: bool,
 }
 
 /// The message a command is about, as far as the service already knows it.

@@ -3,8 +3,8 @@
 //! Everything here is pure: identifiers and validated values ([`values`]), the role and
 //! permission matrix ([`permissions`]), and the aggregates that decide what may happen —
 //! [`user::User`], [`server::Server`] (a community with its channels, members, roles and
-//! invites), [`conversation::Conversation`] (a direct conversation outside any server), [`message::Message`] and [`receipts::ReadMarker`] (how far a user has read a
-//! channel). Each aggregate takes imperative commands and answers
+//! invites), [`conversation::Conversation`] (a direct conversation outside any server), [`message::Message`], [`pins::ChannelPins`] (a channel's pinned messages) and
+//! [`receipts::ReadMarker`] (how far a user has read a channel). Each aggregate takes imperative commands and answers
 //! with past-tense events or a refusal that says what was refused. Storage, transport and
 //! clocks are adapters around this crate: commands carry the instant they happen at.
 
@@ -13,6 +13,7 @@ pub mod ids;
 pub mod message;
 pub mod moderation;
 pub mod permissions;
+pub mod pins;
 pub mod receipts;
 pub mod server;
 pub mod session;
@@ -23,8 +24,8 @@ pub use ids::{ChannelId, MessageId, ServerId, UserId};
 pub use moderation::ContentPolicy;
 pub use permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
 pub use values::{
-    ChannelName, DisplayName, InviteCode, MessageBody, ModerationReason, Password, ServerName,
-    Username, ValidationError,
+    ChannelName, DisplayName, Emoji, InviteCode, MessageBody, ModerationReason, Password,
+    ServerName, Username, ValidationError,
 };
 
 /// The version string every event of the first generation carries.

@@ -212,6 +212,27 @@ impl ChannelAccess {
         }
     }
 
+    /// Whether the user may react to the channel's messages: whoever sees a live channel
+    /// (announcement channels included, where most members may not post), or a participant
+    /// of a conversation. An archived channel is read-only, reactions included.
+    pub fn can_react(&self) -> bool {
+        match self {
+            ChannelAccess::Member { channel, .. } => self.can_view() && !channel.archived,
+            ChannelAccess::Conversation { participant } => *participant,
+            _ => false,
+        }
+    }
+
+    /// Whether the user may pin and unpin messages: a moderator or above in a live channel,
+    /// either participant in a conversation.
+    pub fn can_pin(&self) -> bool {
+        match self {
+            ChannelAccess::Member { channel, .. } => self.can_moderate() && !channel.archived,
+            ChannelAccess::Conversation { participant } => *participant,
+            _ => false,
+        }
+    }
+
     /// Whether the user may delete other people's messages in the channel.
     pub fn can_moderate(&self) -> bool {
         matches!(self, ChannelAccess::Member { role, .. } if role.allows(Permission::ManageMessages))
@@ -270,6 +291,7 @@ mod tests {
         let guest = member(Role::Guest, ChannelKind::Announcement, false, false);
         assert!(guest.can_view());
         assert!(!guest.can_post());
+        assert!(guest.can_react(), "readers of announcements react to them");
         assert!(member(Role::Moderator, ChannelKind::Announcement, false, false).can_post());
     }
 
@@ -278,6 +300,7 @@ mod tests {
         let owner = member(Role::Owner, ChannelKind::Text, false, true);
         assert!(owner.can_view());
         assert!(!owner.can_post());
+        assert!(!owner.can_react());
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub const PASSWORD_MAX_CHARS: usize = 128;
 pub const INVITE_CODE_MIN_CHARS: usize = 6;
 pub const INVITE_CODE_MAX_CHARS: usize = 32;
 pub const REASON_MAX_CHARS: usize = 512;
+/// The longest emoji name between colons (`:thumbs_up:`), in characters.
+pub const EMOJI_NAME_MAX_CHARS: usize = 32;
+/// The most Unicode scalar values one Unicode emoji may hold: enough for the longest
+/// ZWJ sequences (families, flags of subdivisions), not enough to smuggle in text.
+pub const EMOJI_MAX_CODE_POINTS: usize = 16;
 
 /// Trims `value` and checks it is non-empty, at most `max` characters, and free of control
 /// characters other than those `allowed`.
@@ -185,6 +190,14 @@ text_value!(
     schema(length(min = 1, max = REASON_MAX_CHARS))
 );
 
+text_value!(
+    /// A reaction's emoji: a Unicode emoji (1–16 code points, no letters, digits only in a
+    /// keycap such as `1️⃣`, no spaces or controls) or a custom emoji's name between colons
+    /// (`:party_parrot:`: 1–32 of `a-z`, `0-9`, `_`, `+` and `-`, lower-cased).
+    Emoji,
+    schema(length(min = 1, max = 64))
+);
+
 impl Username {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         let value = value.trim().to_lowercase();
@@ -223,6 +236,62 @@ impl ServerName {
 impl ChannelName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         checked_name("name", value, NAME_MAX_CHARS).map(Self)
+    }
+}
+
+impl Emoji {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(ValidationError::new("emoji", "must not be empty"));
+        }
+        if let Some(name) = value
+            .strip_prefix(':')
+            .and_then(|rest| rest.strip_suffix(':'))
+        {
+            let name = name.to_lowercase();
+            let chars = name.chars().count();
+            if !(1..=EMOJI_NAME_MAX_CHARS).contains(&chars)
+                || !name.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '+' | '-')
+                })
+            {
+                return Err(ValidationError::new(
+                    "emoji",
+                    format!(
+                        "a custom emoji is :name: with 1 to {EMOJI_NAME_MAX_CHARS} of a-z, 0-9, \
+                         '_', '+' and '-'"
+                    ),
+                ));
+            }
+            return Ok(Self(format!(":{name}:")));
+        }
+        let code_points = value.chars().count();
+        // A keycap (`1️⃣`, `#️⃣`) is the only emoji that holds ASCII; everything else in a
+        // Unicode emoji is outside ASCII, and none of it is a letter, a space or a control.
+        let keycap = value.ends_with('\u{20E3}');
+        let fits = code_points <= EMOJI_MAX_CODE_POINTS
+            && !value.is_ascii()
+            && value.chars().all(|c| {
+                if c.is_ascii() {
+                    keycap && matches!(c, '0'..='9' | '#' | '*')
+                } else {
+                    !c.is_alphabetic()
+                        && !c.is_whitespace()
+                        && !c.is_control()
+                        && (c == '\u{200D}' || !is_invisible(c))
+                }
+            });
+        if !fits {
+            return Err(ValidationError::new(
+                "emoji",
+                format!(
+                    "must be one Unicode emoji (at most {EMOJI_MAX_CODE_POINTS} code points) or \
+                     a custom emoji's :name:"
+                ),
+            ));
+        }
+        Ok(Self(value.to_owned()))
     }
 }
 
@@ -385,6 +454,48 @@ mod tests {
         assert!(Username::parse("al").is_err());
         assert!(Username::parse("alice smith").is_err());
         assert!(Username::parse(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn emoji_are_unicode_emoji_or_names_between_colons() {
+        for emoji in [
+            "👍",
+            "❤️",
+            "👨\u{200D}👩\u{200D}👧",
+            "🇫🇷",
+            "1\u{FE0F}\u{20E3}",
+        ] {
+            assert_eq!(
+                Emoji::parse(emoji).map(Emoji::into_inner),
+                Ok(emoji.to_owned())
+            );
+        }
+        assert_eq!(
+            Emoji::parse(" :Party_Parrot: ").map(Emoji::into_inner),
+            Ok(":party_parrot:".to_owned())
+        );
+        for refused in [
+            "",
+            "   ",
+            "a",
+            "ok",
+            "1",
+            "👍 👍",
+            "é",
+            "::",
+            ":a b:",
+            ":x",
+            "\u{200B}",
+            "👍\u{7}",
+            &"👍".repeat(EMOJI_MAX_CODE_POINTS + 1),
+            &format!(":{}:", "a".repeat(EMOJI_NAME_MAX_CHARS + 1)),
+        ] {
+            assert_eq!(
+                Emoji::parse(refused).map_err(|e| e.field),
+                Err("emoji"),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! Whether someone may post is decided by the channel's server and arrives in each command as a
 //! `ChannelAccess`; these tests build that access directly for each role and kind of channel.
 
-use aether_domain::message::{Message, MessageCommand, MessageError, MessageEvent};
+use aether_domain::message::{
+    LinkedMessage, Message, MessageCommand, MessageError, MessageEvent, MessageLinks,
+};
 use aether_domain::{
-    ChannelAccess, ChannelFacts, ChannelId, ChannelKind, MessageBody, MessageId, Role, ServerId,
-    UserId,
+    ChannelAccess, ChannelFacts, ChannelId, ChannelKind, Emoji, MessageBody, MessageId, Role,
+    ServerId, UserId,
 };
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
@@ -96,6 +98,7 @@ fn send(access: ChannelAccess) -> MessageCommand {
         author: author(),
         body: body("hello"),
         access,
+        links: MessageLinks::default(),
         at: at(),
     }
 }
@@ -108,6 +111,9 @@ fn sent() -> MessageEvent {
         author_id: author(),
         body: body("hello"),
         sent_at: at(),
+        reply_to_id: None,
+        thread_root_id: None,
+        also_in_channel: false,
     }
 }
 
@@ -558,4 +564,368 @@ fn deleting_in_a_channel_that_no_longer_exists_is_refused() {
         .given(vec![sent()])
         .when(delete(author(), ChannelAccess::UnknownChannel))
         .then_expect_error(MessageError::UnknownChannel);
+}
+
+// --- AddReaction / RemoveReaction -----------------------------------------------------------
+
+fn emoji(value: &str) -> Emoji {
+    Emoji::parse(value).expect("a valid emoji")
+}
+
+fn user(n: u128) -> UserId {
+    UserId::from_uuid(Uuid::from_u128(0x100 + n))
+}
+
+fn react(actor: UserId, with: &str, access: ChannelAccess) -> MessageCommand {
+    MessageCommand::AddReaction {
+        actor,
+        emoji: emoji(with),
+        access,
+        max_kinds: 3,
+        at: minutes_later(2),
+    }
+}
+
+fn unreact(actor: UserId, with: &str, access: ChannelAccess) -> MessageCommand {
+    MessageCommand::RemoveReaction {
+        actor,
+        emoji: emoji(with),
+        access,
+        at: minutes_later(3),
+    }
+}
+
+fn reacted(user_id: UserId, with: &str) -> MessageEvent {
+    MessageEvent::ReactionAdded {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        user_id,
+        emoji: emoji(with),
+        reacted_at: minutes_later(2),
+    }
+}
+
+fn unreacted(user_id: UserId, with: &str) -> MessageEvent {
+    MessageEvent::ReactionRemoved {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        user_id,
+        emoji: emoji(with),
+        removed_at: minutes_later(3),
+    }
+}
+
+#[test]
+fn any_member_can_react_to_a_message() {
+    for role in Role::ALL {
+        framework()
+            .given(vec![sent()])
+            .when(react(someone_else(), "👍", text(role)))
+            .then_expect_events(vec![reacted(someone_else(), "👍")]);
+    }
+}
+
+#[test]
+fn readers_of_an_announcement_channel_react_though_they_may_not_post() {
+    framework()
+        .given(vec![sent()])
+        .when(react(someone_else(), ":tada:", announcements(Role::Guest)))
+        .then_expect_events(vec![reacted(someone_else(), ":tada:")]);
+}
+
+#[test]
+fn a_participant_can_react_in_a_conversation() {
+    framework()
+        .given(vec![sent()])
+        .when(react(
+            someone_else(),
+            "❤️",
+            ChannelAccess::Conversation { participant: true },
+        ))
+        .then_expect_events(vec![reacted(someone_else(), "❤️")]);
+}
+
+#[test]
+fn reacting_twice_with_the_same_emoji_records_nothing() {
+    framework()
+        .given(vec![sent(), reacted(someone_else(), "👍")])
+        .when(react(someone_else(), "👍", text(Role::Member)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn two_people_reacting_with_one_emoji_is_two_reactions() {
+    framework()
+        .given(vec![sent(), reacted(user(1), "👍")])
+        .when(react(user(2), "👍", text(Role::Member)))
+        .then_expect_events(vec![reacted(user(2), "👍")]);
+}
+
+#[test]
+fn a_new_emoji_beyond_the_limit_is_refused_but_joining_an_existing_one_is_not() {
+    let full = vec![
+        sent(),
+        reacted(user(1), "👍"),
+        reacted(user(1), "🎉"),
+        reacted(user(2), ":ship_it:"),
+    ];
+    framework()
+        .given(full.clone())
+        .when(react(user(3), "😂", text(Role::Member)))
+        .then_expect_error(MessageError::TooManyReactions { max: 3 });
+    framework()
+        .given(full)
+        .when(react(user(3), ":ship_it:", text(Role::Member)))
+        .then_expect_events(vec![reacted(user(3), ":ship_it:")]);
+}
+
+#[test]
+fn an_emoji_everyone_took_back_frees_its_place_under_the_limit() {
+    framework()
+        .given(vec![
+            sent(),
+            reacted(user(1), "👍"),
+            reacted(user(1), "🎉"),
+            reacted(user(2), ":ship_it:"),
+            unreacted(user(2), ":ship_it:"),
+        ])
+        .when(react(user(3), "😂", text(Role::Member)))
+        .then_expect_events(vec![reacted(user(3), "😂")]);
+}
+
+#[test]
+fn removing_a_reaction_records_it() {
+    framework()
+        .given(vec![sent(), reacted(someone_else(), "👍")])
+        .when(unreact(someone_else(), "👍", text(Role::Member)))
+        .then_expect_events(vec![unreacted(someone_else(), "👍")]);
+}
+
+#[test]
+fn removing_a_reaction_that_is_not_there_records_nothing() {
+    framework()
+        .given(vec![sent(), reacted(user(1), "👍")])
+        .when(unreact(user(2), "👍", text(Role::Member)))
+        .then_expect_events(vec![]);
+    framework()
+        .given(vec![
+            sent(),
+            reacted(user(1), "👍"),
+            unreacted(user(1), "👍"),
+        ])
+        .when(unreact(user(1), "👍", text(Role::Member)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn nobody_reacts_in_an_archived_channel() {
+    framework()
+        .given(vec![sent()])
+        .when(react(someone_else(), "👍", archived(Role::Owner)))
+        .then_expect_error(MessageError::ReactingNotAllowed);
+    framework()
+        .given(vec![sent(), reacted(someone_else(), "👍")])
+        .when(unreact(someone_else(), "👍", archived(Role::Owner)))
+        .then_expect_error(MessageError::ReactingNotAllowed);
+}
+
+#[test]
+fn outsiders_and_hidden_members_cannot_react() {
+    for (access, error) in [
+        (not_a_member(), MessageError::NotAChannelMember),
+        (private(Role::Member), MessageError::NotAChannelMember),
+        (
+            ChannelAccess::Conversation { participant: false },
+            MessageError::NotAChannelMember,
+        ),
+        (ChannelAccess::UnknownChannel, MessageError::UnknownChannel),
+    ] {
+        framework()
+            .given(vec![sent()])
+            .when(react(someone_else(), "👍", access))
+            .then_expect_error(error.clone());
+        framework()
+            .given(vec![sent(), reacted(someone_else(), "👍")])
+            .when(unreact(someone_else(), "👍", access))
+            .then_expect_error(error);
+    }
+}
+
+#[test]
+fn a_deleted_or_unknown_message_takes_no_reactions() {
+    framework()
+        .given(vec![sent(), deleted_by(author())])
+        .when(react(someone_else(), "👍", text(Role::Member)))
+        .then_expect_error(MessageError::MessageDeleted);
+    framework()
+        .given(vec![
+            sent(),
+            reacted(someone_else(), "👍"),
+            deleted_by(author()),
+        ])
+        .when(unreact(someone_else(), "👍", text(Role::Member)))
+        .then_expect_error(MessageError::MessageDeleted);
+    framework()
+        .given_no_previous_events()
+        .when(react(someone_else(), "👍", text(Role::Member)))
+        .then_expect_error(MessageError::UnknownMessage);
+}
+
+// --- SendMessage with a reply or in a thread ------------------------------------------------
+
+fn other_message() -> MessageId {
+    MessageId::from_uuid(Uuid::from_u128(0x3e56))
+}
+
+/// `other_message()` as it stands: in `channel`, deleted or not, itself in a thread or not.
+fn linked(channel: ChannelId, deleted: bool, in_thread: bool) -> LinkedMessage {
+    LinkedMessage {
+        message_id: other_message(),
+        channel_id: Some(channel),
+        deleted,
+        thread_root_id: in_thread.then(|| MessageId::from_uuid(Uuid::from_u128(0x3e57))),
+    }
+}
+
+fn send_linked(links: MessageLinks) -> MessageCommand {
+    MessageCommand::SendMessage {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        author: author(),
+        body: body("hello"),
+        access: text(Role::Member),
+        links,
+        at: at(),
+    }
+}
+
+fn sent_linked(reply_to: bool, thread: bool, also_in_channel: bool) -> MessageEvent {
+    MessageEvent::MessageSent {
+        message_id: message_id(),
+        channel_id: channel_id(),
+        server_id: server_id(),
+        author_id: author(),
+        body: body("hello"),
+        sent_at: at(),
+        reply_to_id: reply_to.then(other_message),
+        thread_root_id: thread.then(other_message),
+        also_in_channel,
+    }
+}
+
+fn sending_linked(links: MessageLinks) -> Result<Vec<MessageEvent>, MessageError> {
+    framework()
+        .given_no_previous_events()
+        .when(send_linked(links))
+        .inspect_result()
+}
+
+#[test]
+fn a_reply_names_the_message_it_quotes() {
+    let links = MessageLinks {
+        reply_to: Some(linked(channel_id(), false, false)),
+        ..MessageLinks::default()
+    };
+    assert_eq!(
+        sending_linked(links),
+        Ok(vec![sent_linked(true, false, false)])
+    );
+    // A reply may quote a message that is itself in a thread.
+    let links = MessageLinks {
+        reply_to: Some(linked(channel_id(), false, true)),
+        ..MessageLinks::default()
+    };
+    assert!(sending_linked(links).is_ok());
+}
+
+#[test]
+fn a_reply_to_a_message_elsewhere_unknown_or_deleted_is_refused() {
+    let elsewhere = ChannelId::from_uuid(Uuid::from_u128(0xc2));
+    let never_sent = LinkedMessage {
+        channel_id: None,
+        ..linked(channel_id(), false, false)
+    };
+    for (target, error) in [
+        (
+            linked(elsewhere, false, false),
+            MessageError::UnknownReplyTarget,
+        ),
+        (never_sent, MessageError::UnknownReplyTarget),
+        (
+            linked(channel_id(), true, false),
+            MessageError::ReplyToDeleted,
+        ),
+    ] {
+        let links = MessageLinks {
+            reply_to: Some(target),
+            ..MessageLinks::default()
+        };
+        assert_eq!(sending_linked(links), Err(error));
+    }
+}
+
+#[test]
+fn a_thread_reply_stays_in_its_thread_unless_also_sent_to_the_channel() {
+    for also_in_channel in [false, true] {
+        let links = MessageLinks {
+            thread_root: Some(linked(channel_id(), false, false)),
+            also_in_channel,
+            ..MessageLinks::default()
+        };
+        let sent = sending_linked(links);
+        assert_eq!(sent, Ok(vec![sent_linked(false, true, also_in_channel)]));
+        let in_channel = sent
+            .ok()
+            .and_then(|events| events.first().and_then(MessageEvent::sent))
+            .map(|sent| sent.in_channel);
+        assert_eq!(in_channel, Some(also_in_channel));
+    }
+}
+
+#[test]
+fn a_thread_needs_a_live_root_in_the_channel_that_is_not_itself_a_thread_reply() {
+    let elsewhere = ChannelId::from_uuid(Uuid::from_u128(0xc2));
+    for (root, error) in [
+        (
+            linked(elsewhere, false, false),
+            MessageError::UnknownThreadRoot,
+        ),
+        (
+            linked(channel_id(), true, false),
+            MessageError::ThreadRootDeleted,
+        ),
+        (
+            linked(channel_id(), false, true),
+            MessageError::NestedThread,
+        ),
+    ] {
+        let links = MessageLinks {
+            thread_root: Some(root),
+            ..MessageLinks::default()
+        };
+        assert_eq!(sending_linked(links), Err(error));
+    }
+}
+
+#[test]
+fn only_a_thread_reply_can_also_be_sent_to_the_channel() {
+    let links = MessageLinks {
+        also_in_channel: true,
+        ..MessageLinks::default()
+    };
+    assert_eq!(
+        sending_linked(links),
+        Err(MessageError::AlsoInChannelOutsideAThread)
+    );
+}
+
+#[test]
+fn a_thread_reply_remembers_its_root_so_it_cannot_root_a_thread() {
+    let mut message = Message::default();
+    cqrs_es::Aggregate::apply(&mut message, sent_linked(false, true, false));
+    assert_eq!(message.thread_root_id, Some(other_message()));
+    assert_eq!(
+        message.linked(message_id()).thread_root_id,
+        Some(other_message())
+    );
 }

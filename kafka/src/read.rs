@@ -1,7 +1,7 @@
 //! Reading topics back: the tail the relay checks after a crash, and whole-topic replays.
 
-use std::collections::HashSet;
-
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -49,6 +49,20 @@ pub fn read_until_now(
     config: &KafkaConfig,
     topic: &str,
     start: impl Fn(i64, i64) -> i64,
+    visit: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64, KafkaError> {
+    read_from(config, topic, |_, low, high| start(low, high), None, visit)
+}
+
+/// Reads every partition of `topic` from `start(partition, low, high)`, handing each message
+/// to `visit`: up to the high watermarks as they were when called, or, with `follow`, on as
+/// new messages arrive until the flag is set. Returns how many were visited. Blocking: run it
+/// on a blocking thread.
+pub fn read_from(
+    config: &KafkaConfig,
+    topic: &str,
+    start: impl Fn(i32, i64, i64) -> i64,
+    follow: Option<&AtomicBool>,
     mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, KafkaError> {
     let consumer = standalone_consumer(config)?;
@@ -57,21 +71,21 @@ pub fn read_until_now(
     let mut ends = Vec::new();
     for partition in 0..partitions(&consumer, topic)? {
         let (low, high) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
-        let from = start(low, high).clamp(low, high);
-        if from < high {
+        let from = start(partition, low, high).clamp(low, high);
+        if from < high || follow.is_some() {
             assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
             remaining += high - from;
             ends.push((partition, high));
         }
     }
-    if remaining == 0 {
+    if remaining == 0 && follow.is_none() {
         return Ok(0);
     }
     consumer.assign(&assignment)?;
     let mut read = 0_u64;
     let mut last_progress = std::time::Instant::now();
     loop {
-        match consumer.poll(Duration::from_millis(500)) {
+        match consumer.poll(Duration::from_millis(200)) {
             Some(Err(error)) => return Err(error.into()),
             Some(Ok(message)) => {
                 last_progress = std::time::Instant::now();
@@ -79,12 +93,18 @@ pub fn read_until_now(
                     .iter()
                     .find(|(partition, _)| *partition == message.partition())
                     .map_or(0, |(_, high)| *high);
-                if message.offset() < end {
+                if follow.is_some() || message.offset() < end {
                     visit(&message);
                     read += 1;
                 }
             }
             None => {}
+        }
+        if let Some(stop) = follow {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(read);
+            }
+            continue;
         }
         // Offsets may have gaps, so a partition is done when the consumer's position has
         // reached the end, not when a message with offset end-1 was seen.
@@ -108,6 +128,32 @@ pub fn read_until_now(
             )));
         }
     }
+}
+
+/// For each partition of `topic`, the offset of its first message with a timestamp at or after
+/// `millis` (Unix milliseconds); a partition with none maps to `i64::MAX` (its end).
+pub fn offsets_for_time(
+    config: &KafkaConfig,
+    topic: &str,
+    millis: i64,
+) -> Result<HashMap<i32, i64>, KafkaError> {
+    let consumer = standalone_consumer(config)?;
+    let mut query = TopicPartitionList::new();
+    for partition in 0..partitions(&consumer, topic)? {
+        query.add_partition_offset(topic, partition, Offset::Offset(millis))?;
+    }
+    let found = consumer.offsets_for_times(query, METADATA_TIMEOUT)?;
+    Ok(found
+        .elements()
+        .iter()
+        .map(|element| {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => i64::MAX,
+            };
+            (element.partition(), offset)
+        })
+        .collect())
 }
 
 /// The event ids among the last `per_partition` messages of each partition of `topic`.

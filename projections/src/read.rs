@@ -28,7 +28,7 @@ use crate::rows::{
 };
 use crate::sql::{SqlReader, SqlRow, SqlValue};
 use crate::stream::mongo::collection_prefix;
-use crate::stream::mongo::timeline::message_from_document;
+use crate::stream::mongo::timeline::{message_from_document, reaction_from_document};
 use crate::stream::postgres::schema_name;
 use crate::stream::registry::Registry;
 use crate::stream::source::{Checkpoint, EventLogSource};
@@ -664,10 +664,11 @@ impl ReadModels {
                     PageFrom::Start => "ASC",
                     PageFrom::End => "DESC",
                 };
+                // A thread reply not also sent to the channel is read in its thread only.
                 let sql = format!(
                     "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE channel_id = $1 \
-                     AND channel_seq > $2 AND channel_seq < $3 ORDER BY channel_seq {order} \
-                     LIMIT $4"
+                     AND channel_seq > $2 AND channel_seq < $3 AND in_channel \
+                     ORDER BY channel_seq {order} LIMIT $4"
                 );
                 let values = vec![text(channel), after.into(), before.into(), limit.into()];
                 all(&self.rows(&sql, values).await?, MessageRow::from_row)?
@@ -683,8 +684,97 @@ impl ReadModels {
                     doc! {
                         "channel_id": channel.to_string(),
                         "channel_seq": { "$gt": after, "$lt": before },
+                        "in_channel": { "$ne": false },
                     },
                     Some((doc! { "channel_seq": order }, limit)),
+                )
+                .await?;
+                documents
+                    .iter()
+                    .map(message_document)
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        if from == PageFrom::End {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    /// The messages pinned in a channel or conversation, the latest pin first (at most
+    /// `limit`).
+    pub async fn pinned_messages(
+        &self,
+        channel: ChannelId,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, RowError> {
+        match &self.inner.timeline {
+            Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE channel_id = $1 \
+                     AND pinned_at IS NOT NULL ORDER BY pinned_at DESC, id DESC LIMIT $2"
+                );
+                all(
+                    &self.rows(&sql, vec![text(channel), limit.into()]).await?,
+                    MessageRow::from_row,
+                )
+            }
+            Timeline::Mongo(database) => {
+                let messages = self.collection(database, "messages").await?;
+                let documents = find_all(
+                    &messages,
+                    doc! { "channel_id": channel.to_string(), "pinned": { "$type": "object" } },
+                    Some((doc! { "pinned.pinned_at": -1, "_id": -1 }, limit)),
+                )
+                .await?;
+                documents
+                    .iter()
+                    .map(message_document)
+                    .collect::<Result<_, _>>()
+            }
+        }
+    }
+
+    /// A page of the replies in `root`'s thread strictly between `after` and `before` (thread
+    /// positions), `limit` long, taken from `from`, returned oldest first.
+    pub async fn thread_replies(
+        &self,
+        root: MessageId,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: i64,
+        from: PageFrom,
+    ) -> Result<Vec<MessageRow>, RowError> {
+        let (after, before) = (after.unwrap_or(0), before.unwrap_or(i64::MAX));
+        let mut page = match &self.inner.timeline {
+            Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
+                let order = match from {
+                    PageFrom::Start => "ASC",
+                    PageFrom::End => "DESC",
+                };
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE thread_root_id = $1 \
+                     AND thread_seq > $2 AND thread_seq < $3 ORDER BY thread_seq {order} \
+                     LIMIT $4"
+                );
+                let values = vec![text(root), after.into(), before.into(), limit.into()];
+                all(&self.rows(&sql, values).await?, MessageRow::from_row)?
+            }
+            Timeline::Mongo(database) => {
+                let order = match from {
+                    PageFrom::Start => 1,
+                    PageFrom::End => -1,
+                };
+                let messages = self.collection(database, "messages").await?;
+                let documents = find_all(
+                    &messages,
+                    doc! {
+                        "thread_root_id": root.to_string(),
+                        "thread_seq": { "$gt": after, "$lt": before },
+                    },
+                    Some((doc! { "thread_seq": order }, limit)),
                 )
                 .await?;
                 documents
@@ -716,7 +806,7 @@ impl ReadModels {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
-                    "SELECT e.seq, e.kind, {columns} FROM {t}channel_events e \
+                    "SELECT e.seq, e.kind, e.reaction, {columns} FROM {t}channel_events e \
                      JOIN {t}messages m ON m.id = e.message_id \
                      WHERE e.channel_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
                 );
@@ -726,11 +816,20 @@ impl ReadModels {
                 rows.iter()
                     .map(|row| {
                         let kind: String = row.get("kind")?;
-                        Ok(ChannelEventRow {
+                        let reaction: Option<String> = row.get("reaction")?;
+                        with_reaction(ChannelEventRow {
                             channel_id: channel,
                             seq: row.get("seq")?,
                             kind: event_kind(kind)?,
-                            message: MessageRow::from_row(row)?,
+                            message: Box::new(MessageRow::from_row(row)?),
+                            reaction: reaction
+                                .map(|text| {
+                                    serde_json::from_str(&text).map_err(|_| RowError::Malformed {
+                                        column: "reaction",
+                                        value: text,
+                                    })
+                                })
+                                .transpose()?,
                         })
                     })
                     .collect()
@@ -769,11 +868,21 @@ impl ReadModels {
                         };
                         let message_id = event.get_str("message_id").map_err(|_| malformed())?;
                         let kind = event.get_str("kind").map_err(|_| malformed())?;
-                        Ok(ChannelEventRow {
+                        let reaction = match event.get("reaction") {
+                            Some(mongodb::bson::Bson::Document(reaction)) => Some(Box::new(
+                                reaction_from_document(reaction).ok_or_else(malformed)?,
+                            )),
+                            Some(mongodb::bson::Bson::Null) | None => None,
+                            Some(_) => return Err(malformed()),
+                        };
+                        with_reaction(ChannelEventRow {
                             channel_id: channel,
                             seq: event.get_i64("seq").map_err(|_| malformed())?,
                             kind: event_kind(kind.to_owned())?,
-                            message: by_id.get(message_id).cloned().ok_or_else(malformed)?,
+                            message: Box::new(
+                                by_id.get(message_id).cloned().ok_or_else(malformed)?,
+                            ),
+                            reaction,
                         })
                     })
                     .collect()
@@ -901,6 +1010,20 @@ async fn find_all(
         .try_collect()
         .await
         .map_err(mongo_error)
+}
+
+/// `row`, refused if it is a `ReactionChanged` without its reaction (every store writes one).
+fn with_reaction(row: ChannelEventRow) -> Result<ChannelEventRow, RowError> {
+    if row.kind == ChannelEventKind::ReactionChanged && row.reaction.is_none() {
+        return Err(RowError::Malformed {
+            column: "reaction",
+            value: format!(
+                "change {} of channel {} names no reaction",
+                row.seq, row.channel_id
+            ),
+        });
+    }
+    Ok(row)
 }
 
 fn event_kind(kind: String) -> Result<ChannelEventKind, RowError> {

@@ -142,6 +142,8 @@ async fn apply_message(tx: &mut dyn SqlWrite, event: MessageEvent) -> Result<(),
             .await?;
             delete_mentions(tx, message_id).await
         }
+        // Reactions neither count as unread nor mention anyone.
+        MessageEvent::ReactionAdded { .. } | MessageEvent::ReactionRemoved { .. } => Ok(()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Read-model rows as the query side hands them out.
 
 use crate::sql::SqlRow;
+use aether_domain::message::Reaction;
 use aether_domain::{ChannelId, ChannelKind, MessageId, Role, ServerId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -199,10 +200,55 @@ pub struct MessageRow {
     pub deleted: bool,
     /// The message's place in its channel, from 1: its pagination cursor.
     pub position: i64,
-    /// The message aggregate's version: 1 when sent, one more per edit and for the deletion.
+    /// The message aggregate's version: 1 when sent, one more per change (an edit, a
+    /// reaction added or taken back, the deletion).
     pub version: i64,
     /// Earlier bodies, oldest first; emptied when the message is deleted.
     pub edits: Vec<EditRow>,
+    /// Who reacted with what, each emoji in the order it was first used and its people in the
+    /// order they reacted; emptied when the message is deleted.
+    #[serde(default)]
+    pub reactions: Vec<Reaction>,
+    /// The message this one quotes.
+    #[serde(default)]
+    pub reply_to_id: Option<MessageId>,
+    /// The root of the thread this message is a reply in.
+    #[serde(default)]
+    pub thread_root_id: Option<MessageId>,
+    /// A thread reply's place in its thread, from 1: its cursor in `thread`.
+    #[serde(default)]
+    pub thread_position: Option<i64>,
+    /// Whether the channel's own history shows it (false for a thread reply not also sent to
+    /// the channel).
+    #[serde(default = "shown")]
+    pub in_channel: bool,
+    /// The thread of which this message is the root, once it has a reply.
+    #[serde(default)]
+    pub thread: Option<ThreadSummary>,
+    /// Who pinned it in its channel and when, while it is pinned.
+    #[serde(default)]
+    pub pinned: Option<PinRow>,
+}
+
+/// A message's pin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRow {
+    pub pinned_by: UserId,
+    pub pinned_at: DateTime<Utc>,
+}
+
+fn shown() -> bool {
+    true
+}
+
+/// A root message's thread at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    /// Replies sent in the thread (a deleted one stays as a tombstone, and counts).
+    pub reply_count: i64,
+    pub last_reply_at: DateTime<Utc>,
+    /// Everyone who replied, in the order of their first reply.
+    pub participants: Vec<UserId>,
 }
 
 impl MessageRow {
@@ -223,8 +269,40 @@ impl MessageRow {
                 column: "edits",
                 value: edits,
             })?,
+            reactions: json_column(row, "reactions")?,
+            reply_to_id: parse_optional_id(row, "reply_to_id", MessageId::parse)?,
+            thread_root_id: parse_optional_id(row, "thread_root_id", MessageId::parse)?,
+            thread_position: row.get("thread_seq")?,
+            in_channel: row.get("in_channel")?,
+            thread: match row.get::<Option<DateTime<Utc>>>("thread_last_reply_at")? {
+                Some(last_reply_at) => Some(ThreadSummary {
+                    reply_count: row.get("thread_replies")?,
+                    last_reply_at,
+                    participants: json_column(row, "thread_participants")?,
+                }),
+                None => None,
+            },
+            pinned: match row.get::<Option<DateTime<Utc>>>("pinned_at")? {
+                Some(pinned_at) => Some(PinRow {
+                    pinned_by: parse_id(row, "pinned_by", UserId::parse)?,
+                    pinned_at,
+                }),
+                None => None,
+            },
         })
     }
+}
+
+/// A JSON text column, read into `T`.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &SqlRow,
+    column: &'static str,
+) -> Result<T, RowError> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|_| RowError::Malformed {
+        column,
+        value: text,
+    })
 }
 
 /// What happened to a channel's message.
@@ -233,6 +311,12 @@ pub enum ChannelEventKind {
     MessageSent,
     MessageEdited,
     MessageDeleted,
+    /// Someone reacted to the message or took their reaction back ([`ReactionChange`]).
+    ReactionChanged,
+    /// The message was pinned in its channel.
+    MessagePinned,
+    /// The message was unpinned.
+    MessageUnpinned,
 }
 
 impl ChannelEventKind {
@@ -241,6 +325,9 @@ impl ChannelEventKind {
             ChannelEventKind::MessageSent => "MessageSent",
             ChannelEventKind::MessageEdited => "MessageEdited",
             ChannelEventKind::MessageDeleted => "MessageDeleted",
+            ChannelEventKind::ReactionChanged => "ReactionChanged",
+            ChannelEventKind::MessagePinned => "MessagePinned",
+            ChannelEventKind::MessageUnpinned => "MessageUnpinned",
         }
     }
 
@@ -249,6 +336,9 @@ impl ChannelEventKind {
             ChannelEventKind::MessageSent,
             ChannelEventKind::MessageEdited,
             ChannelEventKind::MessageDeleted,
+            ChannelEventKind::ReactionChanged,
+            ChannelEventKind::MessagePinned,
+            ChannelEventKind::MessageUnpinned,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == value)
@@ -261,5 +351,17 @@ pub struct ChannelEventRow {
     pub channel_id: ChannelId,
     pub seq: i64,
     pub kind: ChannelEventKind,
-    pub message: MessageRow,
+    /// Boxed: the row travels in updates beside much smaller ones.
+    pub message: Box<MessageRow>,
+    /// The reaction a `ReactionChanged` is about; `None` for every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<Box<ReactionChange>>,
+}
+
+/// One person's reaction, added or taken back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionChange {
+    pub user_id: UserId,
+    pub emoji: String,
+    pub added: bool,
 }

@@ -1,14 +1,17 @@
 //! The timeline read model: message documents with their edit history, and each channel's
 //! numbered stream of changes that subscriptions resume from.
 
-use aether_domain::message::MessageEvent;
+use aether_domain::message::{add_reaction, remove_reaction, MessageEvent, Reaction};
+use aether_domain::pins::PinsEvent;
 use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use crate::projection::{Projection, ProjectionError};
-use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow, RowError};
+use crate::rows::{
+    ChannelEventKind, ChannelEventRow, EditRow, MessageRow, ReactionChange, RowError,
+};
 use crate::sql::{ApplyError, SqlRow, SqlWrite};
 use crate::updates::Update;
 
@@ -20,7 +23,9 @@ impl TimelineProjection {
 }
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel_id, server_id, author_id, body, created_at, \
-     edited_at, deleted, channel_seq, version, edits";
+     edited_at, deleted, channel_seq, version, edits, reactions, reply_to_id, thread_root_id, \
+     thread_seq, in_channel, thread_replies, thread_last_reply_at, thread_participants, pinned_by, \
+     pinned_at";
 
 #[async_trait]
 impl Projection for TimelineProjection {
@@ -55,15 +60,18 @@ impl Projection for TimelineProjection {
 }
 
 /// Applies one event to the timeline's tables, on either SQL store: a message's first version,
-/// an edit (the earlier body kept) or a tombstone, and the channel's numbered change, which it
-/// also hands to `updates`. Events of other aggregates are ignored.
+/// an edit (the earlier body kept), a reaction added or taken back, a pin or unpin, or a
+/// tombstone, and the channel's numbered change, which it also hands to `updates`. Events of
+/// other aggregates are ignored.
 pub async fn apply_timeline_event(
     tx: &mut dyn SqlWrite,
     envelope: &EventEnvelope,
     updates: &mut Vec<Update>,
 ) -> Result<(), ApplyError> {
-    if envelope.aggregate_type != "Message" {
-        return Ok(());
+    match envelope.aggregate_type.as_str() {
+        "Message" => {}
+        "ChannelPins" => return apply_pin(tx, envelope, updates).await,
+        _ => return Ok(()),
     }
     let message: MessageEvent = envelope
         .decode()
@@ -72,19 +80,26 @@ pub async fn apply_timeline_event(
     let channel = message.channel_id();
     let channel_id = channel.to_string();
     // Three statements for a new message (both heads, the message, the change), four for an
-    // edit.
+    // edit or a reaction.
+    let mut reaction = None;
+    let added = matches!(message, MessageEvent::ReactionAdded { .. });
     let (kind, seq, row) = match message {
         MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
             let Some(sent) = message.sent() else {
                 return Ok(());
             };
             let heads = bump_heads(tx, &channel_id, Bump::EventAndMessage).await?;
+            let thread_seq = match sent.thread_root_id {
+                Some(root) => Some(add_thread_reply(tx, &root.to_string(), &sent).await?),
+                None => None,
+            };
             let row = tx
                 .fetch_optional(
                     &format!(
                         "INSERT INTO messages (id, channel_id, server_id, author_id, body, \
-                         created_at, deleted, channel_seq, version, edits) \
-                         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, '[]') \
+                         created_at, deleted, channel_seq, version, edits, reply_to_id, \
+                         thread_root_id, thread_seq, in_channel) \
+                         VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, '[]', $9, $10, $11, $12) \
                          RETURNING {MESSAGE_COLUMNS}"
                     ),
                     vec![
@@ -96,6 +111,10 @@ pub async fn apply_timeline_event(
                         sent.sent_at.into(),
                         heads.last_message.into(),
                         version.into(),
+                        sent.reply_to_id.map(|id| id.to_string()).into(),
+                        sent.thread_root_id.map(|id| id.to_string()).into(),
+                        thread_seq.into(),
+                        sent.in_channel.into(),
                     ],
                 )
                 .await?;
@@ -109,7 +128,7 @@ pub async fn apply_timeline_event(
             ..
         } => {
             let id = message_id.to_string();
-            let mut edits = load_edits(tx, &id).await?;
+            let mut edits: Vec<EditRow> = load_json(tx, &id, "edits").await?;
             edits.push(EditRow {
                 body: previous_body.into_inner(),
                 replaced_at: edited_at,
@@ -134,7 +153,96 @@ pub async fn apply_timeline_event(
             let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
             (ChannelEventKind::MessageDeleted, heads.last_event, row)
         }
+        MessageEvent::ReactionAdded {
+            message_id,
+            user_id,
+            emoji,
+            ..
+        }
+        | MessageEvent::ReactionRemoved {
+            message_id,
+            user_id,
+            emoji,
+            ..
+        } => {
+            let id = message_id.to_string();
+            let mut reactions: Vec<Reaction> = load_json(tx, &id, "reactions").await?;
+            reaction = Some(Box::new(ReactionChange {
+                user_id,
+                emoji: emoji.to_string(),
+                added,
+            }));
+            if added {
+                add_reaction(&mut reactions, emoji, user_id);
+            } else {
+                remove_reaction(&mut reactions, &emoji, user_id);
+            }
+            let row = tx
+                .fetch_optional(
+                    &format!(
+                        "UPDATE messages SET reactions = $1, version = $2 WHERE id = $3                          RETURNING {MESSAGE_COLUMNS}"
+                    ),
+                    vec![to_json(&reactions, "reactions")?.into(), version.into(), id.into()],
+                )
+                .await?;
+            let heads = bump_heads(tx, &channel_id, Bump::Event).await?;
+            (ChannelEventKind::ReactionChanged, heads.last_event, row)
+        }
     };
+    record_change(tx, channel, seq, kind, row, reaction, updates).await
+}
+
+/// A pin or unpin: the message's pin, and the channel's numbered change.
+async fn apply_pin(
+    tx: &mut dyn SqlWrite,
+    envelope: &EventEnvelope,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let event: PinsEvent = envelope
+        .decode()
+        .map_err(|e| ApplyError::decode(envelope, &e))?;
+    let channel = event.channel_id();
+    let (kind, pinned_by, pinned_at) = match &event {
+        PinsEvent::MessagePinned {
+            pinned_by,
+            pinned_at,
+            ..
+        } => (
+            ChannelEventKind::MessagePinned,
+            Some(pinned_by.to_string()),
+            Some(*pinned_at),
+        ),
+        PinsEvent::MessageUnpinned { .. } => (ChannelEventKind::MessageUnpinned, None, None),
+    };
+    let row = tx
+        .fetch_optional(
+            &format!(
+                "UPDATE messages SET pinned_by = $1, pinned_at = $2 WHERE id = $3 \
+                 RETURNING {MESSAGE_COLUMNS}"
+            ),
+            vec![
+                pinned_by.into(),
+                pinned_at.into(),
+                event.message_id().to_string().into(),
+            ],
+        )
+        .await?;
+    let heads = bump_heads(tx, &channel.to_string(), Bump::Event).await?;
+    record_change(tx, channel, heads.last_event, kind, row, None, updates).await
+}
+
+/// Numbers a change of the channel (`seq`) to the message `row` as it now stands, and hands it
+/// to `updates`.
+async fn record_change(
+    tx: &mut dyn SqlWrite,
+    channel: aether_domain::ChannelId,
+    seq: i64,
+    kind: ChannelEventKind,
+    row: Option<SqlRow>,
+    reaction: Option<Box<ReactionChange>>,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let channel_id = channel.to_string();
     let row = row.ok_or_else(|| {
         ApplyError::Row(RowError::Malformed {
             column: "id",
@@ -142,13 +250,18 @@ pub async fn apply_timeline_event(
         })
     })?;
     let message = MessageRow::from_row(&row)?;
+    let detail = reaction
+        .as_ref()
+        .map(|reaction| to_json(reaction, "reaction"))
+        .transpose()?;
     tx.write(
-        "INSERT INTO channel_events (channel_id, seq, kind, message_id) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO channel_events (channel_id, seq, kind, message_id, reaction)          VALUES ($1, $2, $3, $4, $5)",
         vec![
             channel_id.as_str().into(),
             seq.into(),
             kind.as_str().into(),
             message.id.to_string().into(),
+            detail.into(),
         ],
     )
     .await?;
@@ -156,26 +269,75 @@ pub async fn apply_timeline_event(
         channel_id: channel,
         seq,
         kind,
-        message,
+        message: Box::new(message),
+        reaction,
     }));
     Ok(())
 }
 
-async fn load_edits(tx: &mut dyn SqlWrite, message_id: &str) -> Result<Vec<EditRow>, ApplyError> {
-    let edits: String = match tx
+/// Counts `reply` in its root's thread summary and answers its place in the thread. A root the
+/// timeline does not hold is the event's fault (its aggregate's events are missing here).
+async fn add_thread_reply(
+    tx: &mut dyn SqlWrite,
+    root: &str,
+    reply: &aether_domain::message::SentMessage,
+) -> Result<i64, ApplyError> {
+    let mut participants: Vec<aether_domain::UserId> =
+        load_json(tx, root, "thread_participants").await?;
+    if !participants.contains(&reply.author_id) {
+        participants.push(reply.author_id);
+    }
+    let row = tx
         .fetch_optional(
-            "SELECT edits FROM messages WHERE id = $1",
+            "UPDATE messages SET thread_replies = thread_replies + 1, \
+             thread_last_reply_at = $1, thread_participants = $2 WHERE id = $3 \
+             RETURNING thread_replies",
+            vec![
+                reply.sent_at.into(),
+                to_json(&participants, "thread_participants")?.into(),
+                root.into(),
+            ],
+        )
+        .await?
+        .ok_or_else(|| {
+            ApplyError::Row(RowError::Malformed {
+                column: "thread_root_id",
+                value: format!("thread root {root} is not in the timeline"),
+            })
+        })?;
+    Ok(row.get("thread_replies")?)
+}
+
+/// A JSON column of a message (`edits`, `reactions`); an empty list if the message is not
+/// there.
+async fn load_json<T: serde::de::DeserializeOwned + Default>(
+    tx: &mut dyn SqlWrite,
+    message_id: &str,
+    column: &'static str,
+) -> Result<T, ApplyError> {
+    let text: String = match tx
+        .fetch_optional(
+            &format!("SELECT {column} FROM messages WHERE id = $1"),
             vec![message_id.into()],
         )
         .await?
     {
-        Some(row) => row.get("edits")?,
-        None => "[]".to_owned(),
+        Some(row) => row.get(column)?,
+        None => return Ok(T::default()),
     };
-    serde_json::from_str(&edits).map_err(|_| {
+    serde_json::from_str(&text).map_err(|_| {
         ApplyError::Row(RowError::Malformed {
-            column: "edits",
-            value: edits,
+            column,
+            value: text,
+        })
+    })
+}
+
+fn to_json(value: &impl serde::Serialize, column: &'static str) -> Result<String, ApplyError> {
+    serde_json::to_string(value).map_err(|e| {
+        ApplyError::Row(RowError::Malformed {
+            column,
+            value: e.to_string(),
         })
     })
 }
@@ -189,17 +351,14 @@ async fn update_message(
     edits: &[EditRow],
     version: i64,
 ) -> Result<Option<SqlRow>, ApplyError> {
-    let edits = serde_json::to_string(edits).map_err(|e| {
-        ApplyError::Row(RowError::Malformed {
-            column: "edits",
-            value: e.to_string(),
-        })
-    })?;
+    let edits = to_json(&edits, "edits")?;
+    // A tombstone loses its reactions with its words.
     Ok(tx
         .fetch_optional(
             &format!(
                 "UPDATE messages SET body = $1, edited_at = COALESCE($2, edited_at), \
-                 deleted = $3, edits = $4, version = $5 WHERE id = $6 \
+                 deleted = $3, edits = $4, version = $5, \
+                 reactions = CASE WHEN $3 THEN '[]' ELSE reactions END WHERE id = $6 \
                  RETURNING {MESSAGE_COLUMNS}"
             ),
             vec![

@@ -230,7 +230,7 @@ mod tests {
             channel_id: channel,
             seq,
             kind: ChannelEventKind::MessageSent,
-            message: MessageRow {
+            message: Box::new(MessageRow {
                 id: aether_domain::MessageId::new(),
                 channel_id: channel,
                 server_id: Some(ServerId::new()),
@@ -242,7 +242,15 @@ mod tests {
                 position: seq,
                 version: 1,
                 edits: Vec::new(),
-            },
+                reactions: Vec::new(),
+                reply_to_id: None,
+                thread_root_id: None,
+                thread_position: None,
+                in_channel: true,
+                thread: None,
+                pinned: None,
+            }),
+            reaction: None,
         })
     }
 

@@ -108,17 +108,12 @@ impl Script {
     ) -> StreamEvent {
         let sequence = self.sequences.entry(id).or_insert(0);
         *sequence += 1;
-        let event_type = match &event {
-            MessageEvent::MessageSent { .. } => "MessageSent",
-            MessageEvent::DirectMessageSent { .. } => "DirectMessageSent",
-            MessageEvent::MessageEdited { .. } => "MessageEdited",
-            MessageEvent::MessageDeleted { .. } => "MessageDeleted",
-        };
+        let event_type = cqrs_es::DomainEvent::event_type(&event);
         let envelope = EventEnvelope::from_stored(
             "Message",
             &id.to_string(),
             *sequence,
-            event_type,
+            &event_type,
             "1.0",
             serde_json::to_value(&event).expect("event as JSON"),
             &Metadata {
@@ -153,6 +148,9 @@ impl Script {
             author_id: self.author,
             body: body(text),
             sent_at: at(when),
+            reply_to_id: None,
+            thread_root_id: None,
+            also_in_channel: false,
         };
         (id, self.event(id, event, at(when)))
     }
@@ -265,6 +263,13 @@ async fn a_batch_leaves_messages_with_their_edit_history_and_tombstones() {
                 { "body": "hello", "replaced_at": date(3) },
                 { "body": "hello, world", "replaced_at": date(4) },
             ],
+            "reactions": [],
+            "reply_to_id": null,
+            "thread_root_id": null,
+            "thread_seq": null,
+            "in_channel": true,
+            "thread": null,
+            "pinned": null,
         })
     );
     let tombstone = message(&dump, oops);

@@ -99,6 +99,8 @@ struct Scenario {
     /// The other person in the conversation: in no event but the conversation's and their
     /// read marker's.
     friend: UserId,
+    /// Reacted to a channel's message with 🎉, and never took it back.
+    reacting: UserId,
     parked_first: StreamEvent,
     parked_second: StreamEvent,
 }
@@ -169,6 +171,9 @@ fn scenario() -> Scenario {
                 author_id: user,
                 body: parse(MessageBody::parse(&format!("hello {n}, <@{user}>"))),
                 sent_at: at,
+                reply_to_id: None,
+                thread_root_id: None,
+                also_in_channel: false,
             },
         );
     }
@@ -195,6 +200,73 @@ fn scenario() -> Scenario {
             deleted_at: at,
         },
     );
+    // A reply in the first message's thread, quoting the third.
+    let reply = MessageId::new();
+    log.push(
+        "Message",
+        &reply.to_string(),
+        1,
+        &MessageEvent::MessageSent {
+            message_id: reply,
+            channel_id: channel,
+            server_id: server,
+            author_id: user,
+            body: parse(MessageBody::parse("in the thread")),
+            sent_at: at,
+            reply_to_id: Some(messages[2]),
+            thread_root_id: Some(messages[0]),
+            also_in_channel: false,
+        },
+    );
+    // The second message is pinned.
+    log.push(
+        "ChannelPins",
+        &aether_domain::pins::pins_id(channel).to_string(),
+        1,
+        &aether_domain::pins::PinsEvent::MessagePinned {
+            channel_id: channel,
+            message_id: messages[2],
+            pinned_by: user,
+            pinned_at: at,
+        },
+    );
+    // Two people react with one emoji, and one of them also with another, then takes it back.
+    let reacting = UserId::new();
+    for (sequence, (who, emoji, added)) in [
+        (user, "🎉", true),
+        (reacting, "🎉", true),
+        (user, ":ship_it:", true),
+        (user, ":ship_it:", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (message_id, channel_id, user_id) = (messages[2], channel, who);
+        let emoji = parse(aether_domain::Emoji::parse(emoji));
+        let event = if added {
+            MessageEvent::ReactionAdded {
+                message_id,
+                channel_id,
+                user_id,
+                emoji,
+                reacted_at: at,
+            }
+        } else {
+            MessageEvent::ReactionRemoved {
+                message_id,
+                channel_id,
+                user_id,
+                emoji,
+                removed_at: at,
+            }
+        };
+        log.push(
+            "Message",
+            &messages[2].to_string(),
+            2 + sequence as u64,
+            &event,
+        );
+    }
     log.push(
         "ReadMarker",
         &read_marker_id(user, channel).to_string(),
@@ -233,6 +305,9 @@ fn scenario() -> Scenario {
             author_id: user,
             body: parse(MessageBody::parse(&format!("just between us, <@{friend}>"))),
             sent_at: at,
+            reply_to_id: None,
+            thread_root_id: None,
+            also_in_channel: false,
         },
     );
     log.push(
@@ -271,6 +346,9 @@ fn scenario() -> Scenario {
             author_id: user,
             body: parse(MessageBody::parse("parked")),
             sent_at: at,
+            reply_to_id: None,
+            thread_root_id: None,
+            also_in_channel: false,
         },
     );
     let parked_second = log.push(
@@ -289,6 +367,7 @@ fn scenario() -> Scenario {
         history,
         direct_words,
         friend,
+        reacting,
         parked_first,
         parked_second,
     }
@@ -306,6 +385,7 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
         history,
         direct_words,
         friend,
+        reacting,
         parked_first,
         parked_second,
     } = scenario();
@@ -324,6 +404,14 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
     if name.contains("timeline") {
         // A conversation's message is kept like a channel's, with no server.
         assert!(text.contains(direct_words), "{name}: {text}");
+        // The reactions that stand are on their message; the one taken back is only in the
+        // channel's changes.
+        assert!(text.contains("🎉"), "{name}: {text}");
+        assert!(text.contains(&reacting.to_string()), "{name}: {text}");
+        assert!(text.contains("in the thread"), "{name}: {text}");
+    } else if !name.contains("audit") {
+        // Reactions are the timeline's alone (the audit keeps every event).
+        assert!(!text.contains(&reacting.to_string()), "{name}: {text}");
     }
     if name.contains("catalog") || name.contains("receipts") {
         // The conversation's participants; the friend's read pointer in it.

@@ -63,6 +63,10 @@ pub struct ApiLimits {
     pub projection_wait: std::time::Duration,
     /// Most aliased fields one document may hold.
     pub max_aliases: usize,
+    /// Most distinct emoji one message may carry as reactions.
+    pub max_reaction_kinds: usize,
+    /// Most messages one channel or conversation may have pinned.
+    pub max_pins: usize,
     /// Per-user, per-address and per-account request rates.
     pub rates: rate::RateLimits,
     /// Whether the schema answers introspection (`__schema`, `__type`). On in the embedded
@@ -78,6 +82,8 @@ impl Default for ApiLimits {
             max_page_size: 100,
             projection_wait: std::time::Duration::from_secs(5),
             max_aliases: 30,
+            max_reaction_kinds: aether_domain::message::DEFAULT_MAX_REACTION_KINDS,
+            max_pins: aether_domain::pins::DEFAULT_MAX_PINS,
             rates: rate::RateLimits::default(),
             introspection: true,
         }

@@ -3,6 +3,7 @@
 //! returned as `extensions.consistencyToken`.
 
 use aether_commands::auth::TokenKind;
+use aether_commands::service::Links;
 use aether_commands::{CommandContext, Committed, Moderation, SessionRecord};
 use aether_domain::conversation::MAX_PARTICIPANTS;
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
@@ -80,6 +81,15 @@ pub struct SendMessageInput {
     pub channel_id: Option<ID>,
     pub conversation_id: Option<ID>,
     pub body: String,
+    /// A message of the same channel or conversation this one replies to; the reply shows
+    /// it quoted (`Message.replyTo`).
+    pub reply_to_id: Option<ID>,
+    /// A root message of the same channel or conversation: the message is a reply in its
+    /// thread (`thread(rootId)`), not in the channel's history unless `alsoToChannel`.
+    pub thread_root_id: Option<ID>,
+    /// With `threadRootId`: also show the reply in the channel's history.
+    #[graphql(default)]
+    pub also_to_channel: bool,
 }
 
 #[derive(InputObject, Debug)]
@@ -143,6 +153,21 @@ fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
         token.observe(committed.position.event);
     }
     committed.value
+}
+
+/// `message` from the timeline once it has applied `result`'s events.
+async fn projected_message<T>(
+    ctx: &Context<'_>,
+    result: Committed<T>,
+    message: MessageId,
+) -> ApiResult<Message> {
+    committed_and_projected(ctx, result).await;
+    state(ctx)
+        .read
+        .message(message)
+        .await?
+        .map(Message::from)
+        .ok_or_else(|| ApiError::not_found("message"))
 }
 
 /// Like [`committed`], for payloads whose fields are served from the read models (a server's
@@ -707,9 +732,22 @@ impl MutationRoot {
             require_caller(ctx)?;
             let channel =
                 channel_or_conversation(input.channel_id.as_ref(), input.conversation_id.as_ref())?;
+            let message_id = |id: &Option<ID>, field: &str| {
+                id.as_ref()
+                    .map(|id| {
+                        MessageId::parse(id)
+                            .map_err(|_| ApiError::bad_input(format!("{field} is not a valid id")))
+                    })
+                    .transpose()
+            };
+            let links = Links {
+                reply_to: message_id(&input.reply_to_id, "replyToId")?,
+                thread_root: message_id(&input.thread_root_id, "threadRootId")?,
+                also_in_channel: input.also_to_channel,
+            };
             let record = state(ctx)
                 .commands
-                .send_message(&context(ctx), channel, &input.body)
+                .send_linked_message(&context(ctx), channel, &input.body, links)
                 .await?;
             Ok(committed(ctx, record).into())
         }
@@ -754,6 +792,99 @@ impl MutationRoot {
                 .edit_message(&context(ctx), message, &input.body)
                 .await?;
             Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Reacts to a message with an emoji: a Unicode emoji (`👍`) or a custom emoji's name
+    /// between colons (`:party_parrot:`). Reacting again with the same emoji changes nothing.
+    /// Whoever can read a live channel may react (archived channels are read-only);
+    /// `CONFLICT` when the message already carries the most distinct emoji allowed (20 unless
+    /// configured otherwise) and this one is not among them.
+    async fn add_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        emoji: String,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let state = state(ctx);
+            let record = state
+                .commands
+                .add_reaction(
+                    &context(ctx),
+                    message,
+                    &emoji,
+                    state.limits.max_reaction_kinds,
+                )
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Takes back the caller's reaction with an emoji; taking back one that is not there
+    /// changes nothing.
+    async fn remove_reaction(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        emoji: String,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let record = state(ctx)
+                .commands
+                .remove_reaction(&context(ctx), message, &emoji)
+                .await?;
+            Ok(committed(ctx, record).into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Pins a message in its channel or conversation (`MODERATOR` and up in a server's
+    /// channel, either participant in a conversation; not in an archived channel). Pinning it
+    /// again changes nothing; `CONFLICT` once the channel holds the most pins allowed (50
+    /// unless configured otherwise). Answers with the message as the read model shows it.
+    async fn pin_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let state = state(ctx);
+            let pins = state
+                .commands
+                .pin_message(&context(ctx), message, state.limits.max_pins)
+                .await?;
+            projected_message(ctx, pins, message).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Unpins a message; unpinning one that is not pinned changes nothing.
+    async fn unpin_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+    ) -> async_graphql::Result<Message> {
+        let result: ApiResult<Message> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&message_id)?;
+            let pins = state(ctx)
+                .commands
+                .unpin_message(&context(ctx), message)
+                .await?;
+            projected_message(ctx, pins, message).await
         }
         .await;
         gql(result)

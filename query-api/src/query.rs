@@ -3,10 +3,10 @@
 use aether_domain::{ChannelId, MessageId, ServerId};
 use async_graphql::{Context, Object, ID};
 
-use crate::error::{gql, ApiResult};
+use crate::error::{gql, ApiError, ApiResult};
 use crate::types::{
-    load_user, page_size, require_caller, state, visible_place, Channel, Conversation, Message,
-    Place, Server, User,
+    load_user, page_of, page_size, require_caller, state, visible_place, Channel, Conversation,
+    Message, MessageConnection, PageOf, Place, Server, User,
 };
 
 #[derive(Debug, Default)]
@@ -109,6 +109,36 @@ impl QueryRoot {
     }
 
     /// A message in a channel or conversation the caller can see; `null` otherwise.
+    /// The replies in the thread of `rootId`, oldest first, paged like `Channel.messages`
+    /// (cursors are places in the thread). `null` when the root does not exist or the caller
+    /// cannot see its channel or conversation; empty when nobody replied yet.
+    async fn thread(
+        &self,
+        ctx: &Context<'_>,
+        root_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<Option<MessageConnection>> {
+        let result: ApiResult<Option<MessageConnection>> = async {
+            let user = require_caller(ctx)?;
+            let root_id = MessageId::parse(&root_id)
+                .map_err(|_| ApiError::bad_input("rootId is not a valid id"))?;
+            let state = state(ctx);
+            let Some(root) = state.read.message(root_id).await? else {
+                return Ok(None);
+            };
+            if visible_place(state, root.channel_id, user).await?.is_none() {
+                return Ok(None);
+            }
+            let page = page_of(state, PageOf::Thread(root_id), first, after, last, before);
+            Ok(Some(page.await?))
+        }
+        .await;
+        gql(result)
+    }
+
     async fn message(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Message>> {
         let result: ApiResult<Option<Message>> = async {
             let user = require_caller(ctx)?;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, UserId};
+use aether_domain::{ChannelAccess, ChannelFacts, ChannelId, MessageId, UserId};
 use aether_projections::rows::ChannelEventRow;
 use aether_projections::updates::Heard;
 use aether_projections::Update;
@@ -16,8 +16,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::rate::{subscription_permit, SubscriptionPermit};
 use crate::tap::{EventTap, PresetEvent, Tapped};
 use crate::types::{
-    parse_cursor, require_caller, state, visible_channel, visible_conversation, ChannelEvent,
-    Conversation, ConversationOpened, MembershipChanged, Place, ResyncNeeded, RoleGql, UserEvent,
+    channel_view, in_channel_view, parse_cursor, require_caller, required_place, state,
+    visible_channel, visible_conversation, ChannelEvent, Conversation, ConversationOpened,
+    MembershipChanged, Place, ResyncNeeded, RoleGql, UserEvent,
 };
 use crate::ApiState;
 
@@ -30,13 +31,39 @@ pub struct SubscriptionRoot;
 /// What a channel or conversation subscription yields.
 type PlaceStream = BoxStream<'static, async_graphql::Result<ChannelEvent>>;
 
+/// Which of a place's changes a subscription delivers, and as what.
+#[derive(Clone, Copy, Debug)]
+enum View {
+    /// The channel's or conversation's own history: a reply that stays in its thread shows
+    /// only as `ThreadReplied` when sent.
+    Place,
+    /// The replies in one root message's thread.
+    Thread(MessageId),
+}
+
+impl View {
+    fn shows(self, row: &ChannelEventRow) -> bool {
+        match self {
+            View::Place => in_channel_view(row),
+            View::Thread(root) => row.message.thread_root_id == Some(root),
+        }
+    }
+
+    fn event(self, row: ChannelEventRow) -> ChannelEvent {
+        match self {
+            View::Place => channel_view(row),
+            View::Thread(_) => ChannelEvent::from(row),
+        }
+    }
+}
+
 /// The preset update's stream, when the request carries one.
-fn preset(ctx: &Context<'_>) -> Option<async_graphql::Result<PlaceStream>> {
+fn preset(ctx: &Context<'_>, view: View) -> Option<async_graphql::Result<PlaceStream>> {
     let update = PresetEvent::of(ctx)?;
     let Tapped::Channel(row) = update else {
         return Some(Err(mismatched_preset().into()));
     };
-    let event = ChannelEvent::from(row.clone());
+    let event = view.event(row.clone());
     Some(Ok(futures::stream::once(async move { Ok(event) }).boxed()))
 }
 
@@ -144,10 +171,12 @@ pub(crate) fn still_sees_channel(
 /// The changes of a channel or conversation the caller may see, after `after` (catch-up from
 /// the read model first) or from now, then live: no gap, no duplicate. A channel subscription
 /// ends with `FORBIDDEN` when the caller loses access; a conversation's people never change.
+#[allow(clippy::too_many_arguments)]
 async fn place_events(
     state: ApiState,
     user: UserId,
     place: Place,
+    view: View,
     after: Option<i64>,
     permit: SubscriptionPermit,
     tap: Option<EventTap>,
@@ -179,13 +208,16 @@ async fn place_events(
             for event in pending.drain(..) {
                 if event.seq > last {
                     last = event.seq;
+                    if !view.shows(&event) {
+                        continue;
+                    }
                     match &tap {
                         Some(tap) => {
                             if !tap.hand(Tapped::Channel(event)).await {
                                 return;
                             }
                         }
-                        None => yield Ok(ChannelEvent::from(event)),
+                        None => yield Ok(view.event(event)),
                     }
                 }
             }
@@ -252,7 +284,7 @@ impl SubscriptionRoot {
         channel_id: ID,
         after: Option<String>,
     ) -> async_graphql::Result<PlaceStream> {
-        if let Some(preset) = preset(ctx) {
+        if let Some(preset) = preset(ctx, View::Place) {
             return preset;
         }
         let state = state(ctx).clone();
@@ -268,6 +300,49 @@ impl SubscriptionRoot {
             state,
             user,
             Place::Channel(channel),
+            View::Place,
+            after,
+            permit,
+            tap,
+            feed,
+        )
+        .await?)
+    }
+
+    /// Every change to the replies in one root message's thread (sent, edited, deleted,
+    /// reactions), in order, resumable with `after` like `channelEvents` (its cursors are the
+    /// channel's). Allowed to whoever may see the root's channel or conversation: `FORBIDDEN`
+    /// for a channel the caller cannot see (and when they lose access), `NOT_FOUND` for an
+    /// unknown root or a conversation they are not in.
+    async fn thread_events(
+        &self,
+        ctx: &Context<'_>,
+        root_id: ID,
+        after: Option<String>,
+    ) -> async_graphql::Result<PlaceStream> {
+        let root_id = MessageId::parse(&root_id)
+            .map_err(|_| ApiError::bad_input("rootId is not a valid id"))?;
+        if let Some(preset) = preset(ctx, View::Thread(root_id)) {
+            return preset;
+        }
+        let state = state(ctx).clone();
+        let user = require_caller(ctx)?;
+        let after = parse_cursor(after.as_deref(), "after")?;
+        let root = state
+            .read
+            .message(root_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("message"))?;
+        let permit = subscription_permit(ctx)?;
+        let feed = state.updates.watch_channel(root.channel_id, user);
+        let place = required_place(&state, root.channel_id, user).await?;
+        let tap = EventTap::of(ctx);
+        Ok(place_events(
+            state,
+            user,
+            place,
+            View::Thread(root_id),
             after,
             permit,
             tap,
@@ -284,7 +359,7 @@ impl SubscriptionRoot {
         conversation_id: ID,
         after: Option<String>,
     ) -> async_graphql::Result<PlaceStream> {
-        if let Some(preset) = preset(ctx) {
+        if let Some(preset) = preset(ctx, View::Place) {
             return preset;
         }
         let state = state(ctx).clone();
@@ -300,6 +375,7 @@ impl SubscriptionRoot {
             state,
             user,
             Place::Conversation(conversation),
+            View::Place,
             after,
             permit,
             tap,

@@ -6,7 +6,9 @@
 //! would deliver to the tap, in order, instead of yielding it. The transport resolves each
 //! update once per audience by running the same document with a [`PresetEvent`], for which
 //! those subscriptions yield that one update and end, and shares the bytes. What an update
-//! resolves to must not depend on who receives it; nothing reachable from these updates does.
+//! resolves to must not depend on who receives it; the one field reachable from these updates
+//! that does, `Reaction.reactedByMe`, keeps a document out of sharing (the edge's
+//! `VIEWER_FIELDS`), so it is resolved for each subscriber with their own identity.
 
 use aether_domain::{ChannelId, UserId};
 use aether_projections::rows::ChannelEventRow;

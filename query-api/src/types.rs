@@ -4,11 +4,14 @@
 use aether_commands::service::{
     ChannelRecord, ConversationRecord, InviteRecord, MessageRecord, ServerRecord, UserRecord,
 };
+use aether_domain::message::Reaction as ReactionRow;
+use aether_domain::MessageId;
 use aether_domain::{ChannelId, ServerId, UserId};
 use aether_projections::read::PageFrom;
 use aether_projections::receipts::ReadStateRow;
 use aether_projections::rows::{
-    ChannelEventRow, ChannelRow, ConversationRow, EditRow, MessageRow, ServerRow, UserRow,
+    ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow, EditRow, MessageRow, ServerRow,
+    ThreadSummary as ThreadSummaryRow, UserRow,
 };
 use async_graphql::{ComplexObject, Context, Enum, Interface, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -559,6 +562,55 @@ impl Channel {
     ) -> async_graphql::Result<MessageConnection> {
         gql(message_page(state(ctx), self.id, first, after, last, before).await)
     }
+
+    /// The pinned messages, the latest pin first.
+    async fn pins(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        gql(pins_page(state(ctx), self.id, first, after).await)
+    }
+}
+
+/// The messages pinned in a channel or conversation, the latest pin first, paged forward with
+/// `first`/`after` (cursors are places in the pin list, which is short: see the pin limit).
+pub(crate) async fn pins_page(
+    state: &ApiState,
+    place: ChannelId,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<MessageConnection> {
+    let max = state.limits.max_page_size;
+    let first = page_size(first, "first", max)?.unwrap_or(max.min(50));
+    let after = parse_cursor(after.as_deref(), "after")?.unwrap_or(0);
+    let limit = i64::try_from(state.limits.max_pins).unwrap_or(i64::MAX);
+    let rows = state.read.pinned_messages(place, limit).await?;
+    let total = rows.len() as i64;
+    let edges: Vec<MessageEdge> = rows
+        .into_iter()
+        .zip(1_i64..)
+        .filter(|(_, n)| *n > after)
+        .take(usize::try_from(first).unwrap_or(0))
+        .map(|(row, n)| MessageEdge {
+            cursor: n.to_string(),
+            node: row.into(),
+        })
+        .collect();
+    let last = edges
+        .last()
+        .and_then(|edge| edge.cursor.parse::<i64>().ok())
+        .unwrap_or(after);
+    Ok(MessageConnection {
+        page_info: PageInfo {
+            has_next_page: last < total,
+            has_previous_page: after > 0,
+            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+        },
+        edges,
+    })
 }
 
 /// The caller's read state in a channel or conversation.
@@ -571,6 +623,27 @@ async fn read_state_in(ctx: &Context<'_>, place: ChannelId) -> ApiResult<ReadSta
 async fn message_page(
     state: &ApiState,
     place: ChannelId,
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+) -> ApiResult<MessageConnection> {
+    page_of(state, PageOf::Place(place), first, after, last, before).await
+}
+
+/// Whose messages a page holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PageOf {
+    /// A channel's or conversation's own history; cursors are channel positions.
+    Place(ChannelId),
+    /// The replies in a root message's thread; cursors are thread positions.
+    Thread(MessageId),
+}
+
+/// A page of messages, oldest first within the page.
+pub(crate) async fn page_of(
+    state: &ApiState,
+    of: PageOf,
     first: Option<i32>,
     after: Option<String>,
     last: Option<i32>,
@@ -589,10 +662,20 @@ async fn message_page(
         (None, Some(last)) => (last, PageFrom::End),
         (None, None) => (max.min(50), PageFrom::End),
     };
-    let mut rows = state
-        .read
-        .messages(place, after, before, limit + 1, from)
-        .await?;
+    let mut rows = match of {
+        PageOf::Place(place) => {
+            state
+                .read
+                .messages(place, after, before, limit + 1, from)
+                .await?
+        }
+        PageOf::Thread(root) => {
+            state
+                .read
+                .thread_replies(root, after, before, limit + 1, from)
+                .await?
+        }
+    };
     let more = rows.len() as i64 > limit;
     if more {
         match from {
@@ -607,7 +690,11 @@ async fn message_page(
     let edges: Vec<MessageEdge> = rows
         .into_iter()
         .map(|row| MessageEdge {
-            cursor: row.position.to_string(),
+            cursor: match of {
+                PageOf::Place(_) => row.position,
+                PageOf::Thread(_) => row.thread_position.unwrap_or_default(),
+            }
+            .to_string(),
             node: row.into(),
         })
         .collect();
@@ -696,6 +783,16 @@ impl Conversation {
     ) -> async_graphql::Result<MessageConnection> {
         gql(message_page(state(ctx), self.id, first, after, last, before).await)
     }
+
+    /// The pinned messages, the latest pin first.
+    async fn pins(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        gql(pins_page(state(ctx), self.id, first, after).await)
+    }
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -753,12 +850,170 @@ pub struct Message {
     pub sequence: i64,
     /// Earlier bodies, oldest first (empty once deleted).
     pub edits: Vec<MessageEdit>,
+    #[graphql(skip)]
+    pub reactions: Vec<ReactionRow>,
+    #[graphql(skip)]
+    pub reply_to_id: Option<MessageId>,
+    #[graphql(skip)]
+    pub thread_root_id: Option<MessageId>,
+    #[graphql(skip)]
+    pub thread: Option<ThreadSummaryRow>,
+    /// When it was pinned in its channel or conversation, while it is pinned.
+    pub pinned_at: Option<DateTime<Utc>>,
+    #[graphql(skip)]
+    pub pinned_by: Option<UserId>,
 }
+
+/// How many characters of a quoted message `ReplyPreview.excerpt` shows.
+pub const EXCERPT_CHARS: usize = 100;
+
+/// The message a reply quotes, as it stands now.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ReplyPreview {
+    pub message_id: ID,
+    /// The start of its body (at most 100 characters); empty once it is deleted.
+    pub excerpt: String,
+    pub deleted: bool,
+    #[graphql(skip)]
+    pub author_id: UserId,
+}
+
+#[ComplexObject]
+impl ReplyPreview {
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.author_id).await)
+    }
+}
+
+/// A root message's thread at a glance.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ThreadSummary {
+    /// Replies sent in the thread; a deleted one stays as a tombstone and counts.
+    pub reply_count: i64,
+    pub last_reply_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub participants: Vec<UserId>,
+}
+
+#[ComplexObject]
+impl ThreadSummary {
+    /// Everyone who replied, in the order of their first reply.
+    async fn participants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
+        let result: ApiResult<Vec<User>> = async {
+            let mut users = Vec::with_capacity(self.participants.len());
+            for id in &self.participants {
+                users.push(load_user(state(ctx), *id).await?);
+            }
+            Ok(users)
+        }
+        .await;
+        gql(result)
+    }
+}
+
+/// How many of the first people to react with an emoji `Reaction.firstReactors` lists.
+pub const FIRST_REACTORS: usize = 3;
 
 #[ComplexObject]
 impl Message {
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.author_id).await)
+    }
+
+    /// Who pinned it, while it is pinned.
+    async fn pinned_by(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        match self.pinned_by {
+            Some(user) => gql(load_user(state(ctx), user).await).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The root of the thread this message is a reply in.
+    async fn thread_root_id(&self) -> Option<ID> {
+        self.thread_root_id.map(|id| ID(id.to_string()))
+    }
+
+    /// The message this one replies to, quoted as it stands now.
+    async fn reply_to(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ReplyPreview>> {
+        let Some(id) = self.reply_to_id else {
+            return Ok(None);
+        };
+        // Always in the same channel or conversation as this message, so whoever sees this
+        // one may see it.
+        let quoted = gql(state(ctx).read.message(id).await.map_err(ApiError::from))?;
+        Ok(quoted.map(|quoted| ReplyPreview {
+            message_id: ID(quoted.id.to_string()),
+            excerpt: quoted
+                .body
+                .unwrap_or_default()
+                .chars()
+                .take(EXCERPT_CHARS)
+                .collect(),
+            deleted: quoted.deleted,
+            author_id: quoted.author_id,
+        }))
+    }
+
+    /// The thread this message is the root of, once someone replied in it.
+    async fn thread(&self) -> Option<ThreadSummary> {
+        self.thread.clone().map(|thread| ThreadSummary {
+            reply_count: thread.reply_count,
+            last_reply_at: thread.last_reply_at,
+            participants: thread.participants,
+        })
+    }
+
+    /// The reactions, one per emoji, in the order each emoji was first used (empty once
+    /// deleted).
+    async fn reactions(&self, ctx: &Context<'_>) -> Vec<Reaction> {
+        let me = caller(ctx);
+        self.reactions
+            .iter()
+            .map(|reaction| Reaction {
+                emoji: reaction.emoji.to_string(),
+                count: i32::try_from(reaction.users.len()).unwrap_or(i32::MAX),
+                reacted_by_me: me.is_some_and(|me| reaction.users.contains(&me)),
+                first_reactors: reaction
+                    .users
+                    .iter()
+                    .take(FIRST_REACTORS)
+                    .copied()
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// Everyone who reacted to a message with one emoji.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct Reaction {
+    /// A Unicode emoji, or a custom emoji's `:name:`.
+    pub emoji: String,
+    /// How many people reacted with it.
+    pub count: i32,
+    /// Whether the caller is one of them. A subscription that selects this field is resolved
+    /// for each subscriber on their own.
+    pub reacted_by_me: bool,
+    #[graphql(skip)]
+    pub first_reactors: Vec<UserId>,
+}
+
+#[ComplexObject]
+impl Reaction {
+    /// The first people who reacted with it (at most 3), in the order they reacted.
+    async fn first_reactors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
+        let result: ApiResult<Vec<User>> = async {
+            let mut users = Vec::with_capacity(self.first_reactors.len());
+            for id in &self.first_reactors {
+                users.push(load_user(state(ctx), *id).await?);
+            }
+            Ok(users)
+        }
+        .await;
+        gql(result)
     }
 }
 
@@ -778,6 +1033,12 @@ impl From<MessageRow> for Message {
                 .then(|| ID(row.channel_id.to_string())),
             sequence: row.version,
             edits: row.edits.into_iter().map(MessageEdit::from).collect(),
+            reactions: row.reactions,
+            reply_to_id: row.reply_to_id,
+            thread_root_id: row.thread_root_id,
+            thread: row.thread,
+            pinned_at: row.pinned.as_ref().map(|pin| pin.pinned_at),
+            pinned_by: row.pinned.map(|pin| pin.pinned_by),
         }
     }
 }
@@ -799,6 +1060,13 @@ impl From<MessageRecord> for Message {
             sequence: record.version,
             // The edit history is served by queries, from the timeline read model.
             edits: Vec::new(),
+            reactions: record.reactions,
+            reply_to_id: record.reply_to_id,
+            thread_root_id: record.thread_root_id,
+            // The thread summary and pins are served by queries, from the timeline read model.
+            thread: None,
+            pinned_at: None,
+            pinned_by: None,
         }
     }
 }
@@ -821,6 +1089,90 @@ pub struct MessageDeleted {
     pub message_id: ID,
 }
 
+/// Someone reacted to a message with an emoji (`added`), or took their reaction back.
+/// `message` carries every reaction as it stands after the change.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ReactionChanged {
+    pub cursor: String,
+    pub message: Message,
+    pub emoji: String,
+    pub added: bool,
+    #[graphql(skip)]
+    pub user_id: UserId,
+}
+
+#[ComplexObject]
+impl ReactionChanged {
+    /// Who reacted or took their reaction back.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        gql(load_user(state(ctx), self.user_id).await)
+    }
+}
+
+/// A message was pinned; `message.pinnedBy` and `message.pinnedAt` say by whom and when.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessagePinned {
+    pub cursor: String,
+    pub message: Message,
+}
+
+/// A message was unpinned.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageUnpinned {
+    pub cursor: String,
+    pub message: Message,
+}
+
+/// Someone replied in the thread of one of the channel's messages (a reply not also sent to
+/// the channel; those arrive as `MessageSent`). `root` carries the thread's summary.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct ThreadReplied {
+    pub cursor: String,
+    pub reply: Message,
+    #[graphql(skip)]
+    pub root_id: MessageId,
+}
+
+#[ComplexObject]
+impl ThreadReplied {
+    async fn root_id(&self) -> ID {
+        ID(self.root_id.to_string())
+    }
+
+    /// The thread's root as it stands now, with its summary.
+    async fn root(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Message>> {
+        let root = gql(state(ctx)
+            .read
+            .message(self.root_id)
+            .await
+            .map_err(ApiError::from))?;
+        Ok(root.map(Message::from))
+    }
+}
+
+/// Whether a channel's own history shows changes to `row`'s message: not those of a thread
+/// reply that stays in its thread, except that it was sent (`ThreadReplied`).
+pub(crate) fn in_channel_view(row: &ChannelEventRow) -> bool {
+    row.message.in_channel || row.kind == ChannelEventKind::MessageSent
+}
+
+/// A change as a channel's subscribers see it: a reply sent only to a thread is announced
+/// as `ThreadReplied`.
+pub(crate) fn channel_view(row: ChannelEventRow) -> ChannelEvent {
+    match row.message.thread_root_id {
+        Some(root_id) if !row.message.in_channel && row.kind == ChannelEventKind::MessageSent => {
+            ChannelEvent::ThreadReplied(ThreadReplied {
+                cursor: row.seq.to_string(),
+                reply: (*row.message).into(),
+                root_id,
+            })
+        }
+        _ => ChannelEvent::from(row),
+    }
+}
+
 /// A change to a channel's messages. `cursor` resumes a subscription (`after`).
 #[derive(Interface, Clone, Debug)]
 #[graphql(field(name = "cursor", ty = "&String"))]
@@ -828,25 +1180,54 @@ pub enum ChannelEvent {
     MessageSent(MessageSent),
     MessageEdited(MessageEdited),
     MessageDeleted(MessageDeleted),
+    ReactionChanged(ReactionChanged),
+    ThreadReplied(ThreadReplied),
+    MessagePinned(MessagePinned),
+    MessageUnpinned(MessageUnpinned),
 }
 
 impl From<ChannelEventRow> for ChannelEvent {
     fn from(row: ChannelEventRow) -> Self {
-        use aether_projections::rows::ChannelEventKind;
         let cursor = row.seq.to_string();
         match row.kind {
             ChannelEventKind::MessageSent => Self::MessageSent(MessageSent {
                 cursor,
-                message: row.message.into(),
+                message: (*row.message).into(),
             }),
             ChannelEventKind::MessageEdited => Self::MessageEdited(MessageEdited {
                 cursor,
-                message: row.message.into(),
+                message: (*row.message).into(),
             }),
             ChannelEventKind::MessageDeleted => Self::MessageDeleted(MessageDeleted {
                 cursor,
                 message_id: ID(row.message.id.to_string()),
             }),
+            ChannelEventKind::MessagePinned => Self::MessagePinned(MessagePinned {
+                cursor,
+                message: (*row.message).into(),
+            }),
+            ChannelEventKind::MessageUnpinned => Self::MessageUnpinned(MessageUnpinned {
+                cursor,
+                message: (*row.message).into(),
+            }),
+            ChannelEventKind::ReactionChanged => {
+                // Every store writes the reaction, and the read side refuses a row without one
+                // (`ReadModels::channel_events_after`); an update without one cannot be built.
+                let (emoji, added, user_id) = match row.reaction {
+                    Some(reaction) => {
+                        let reaction = *reaction;
+                        (reaction.emoji, reaction.added, reaction.user_id)
+                    }
+                    None => (String::new(), false, row.message.author_id),
+                };
+                Self::ReactionChanged(ReactionChanged {
+                    cursor,
+                    message: (*row.message).into(),
+                    emoji,
+                    added,
+                    user_id,
+                })
+            }
         }
     }
 }

@@ -15,17 +15,21 @@ use aether_query_api::rate::{ClientIp, Slots, SubscriptionBudget};
 use aether_query_api::revocation::{Holder, Revocations};
 use aether_query_api::{AetherSchema, ApiState, Caller, CallerSession, Commands, ConsistencyToken};
 use async_graphql::http::{playground_source, GraphQLPlaygroundConfig, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, ErrorExtensions, ServerError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
 use crate::oidc::ExternalIssuer;
@@ -87,7 +91,130 @@ pub struct HttpLimits {
     /// Largest response (a query's or mutation's result, serialized) sent, in bytes; a larger
     /// one is replaced by a `BAD_USER_INPUT` error: ask for smaller pages.
     pub max_response_bytes: usize,
+    /// Browser origins whose pages may call the API (CORS). A page from an origin not allowed
+    /// gets no CORS headers, so the browser keeps the answer from it.
+    pub allowed_origins: AllowedOrigins,
 }
+
+/// Which browser origins may call the API from their pages (CORS). Tokens travel in the
+/// `Authorization` header, never in cookies, so an allowed origin gains nothing a page could
+/// not do with a token it already holds; the setting still keeps unknown pages from reading
+/// answers with a user's token taken from elsewhere, and from probing an internal deployment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// None: only pages of the API's own origin (the web client it serves) and clients that are
+    /// not browsers. The distributed mode's default.
+    #[default]
+    None,
+    /// Pages served from this machine: `http://localhost`, `http://127.0.0.1` and
+    /// `http://[::1]`, any port. The embedded mode's default, for a client in development.
+    Localhost,
+    /// Every origin (`*`).
+    Any,
+    /// Exactly these origins, such as `https://chat.example.com`.
+    List(Vec<String>),
+}
+
+impl std::str::FromStr for AllowedOrigins {
+    type Err = String;
+
+    /// `none`, `localhost`, `*`, or comma-separated origins (`scheme://host[:port]`, http or
+    /// https, no path).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "none" | "" => return Ok(Self::None),
+            "localhost" => return Ok(Self::Localhost),
+            "*" => return Ok(Self::Any),
+            _ => {}
+        }
+        let mut origins = Vec::new();
+        for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| {
+                    format!("{origin:?} is not an origin: it starts with http:// or https://")
+                })?;
+            let valid = !rest.is_empty()
+                && rest.len() <= 253
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"/?#@\\".contains(&b));
+            if !valid {
+                return Err(format!(
+                    "{origin:?} is not an origin: scheme://host[:port], with no path, such as \
+                     https://chat.example.com"
+                ));
+            }
+            origins.push(origin.to_ascii_lowercase());
+        }
+        Ok(Self::List(origins))
+    }
+}
+
+impl std::fmt::Display for AllowedOrigins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Localhost => f.write_str("localhost"),
+            Self::Any => f.write_str("*"),
+            Self::List(origins) => f.write_str(&origins.join(",")),
+        }
+    }
+}
+
+impl AllowedOrigins {
+    /// The CORS layer for these origins; `None` adds no CORS headers at all.
+    fn layer(&self) -> Option<CorsLayer> {
+        let allow = match self {
+            Self::None => return None,
+            Self::Any => AllowOrigin::any(),
+            Self::Localhost => AllowOrigin::predicate(|origin: &HeaderValue, _| {
+                origin.to_str().is_ok_and(is_local_origin)
+            }),
+            Self::List(origins) => AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+            ),
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(allow)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    HeaderName::from_static(CONSISTENCY_HEADER),
+                ])
+                .expose_headers([HeaderName::from_static(REQUEST_ID_HEADER)])
+                .max_age(Duration::from_secs(600)),
+        )
+    }
+}
+
+/// Whether `origin` is a page served from this machine over plain HTTP.
+fn is_local_origin(origin: &str) -> bool {
+    let Some(host_port) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let host = match host_port.strip_prefix("[::1]") {
+        Some(port) => return port.is_empty() || is_port(port),
+        None => host_port,
+    };
+    let (host, port) = host.split_once(':').unwrap_or((host, ""));
+    matches!(host, "localhost" | "127.0.0.1") && (port.is_empty() || is_port(&format!(":{port}")))
+}
+
+fn is_port(text: &str) -> bool {
+    text.strip_prefix(':')
+        .is_some_and(|port| port.parse::<u16>().is_ok())
+}
+
+/// The header naming a request in logs and answers: taken from the request when a client or
+/// proxy sent one, made up (a UUID) otherwise, and sent back on the response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The default of [`HttpLimits::max_response_bytes`].
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -105,6 +232,7 @@ impl Default for HttpLimits {
             shared_payloads: DEFAULT_SHARED_PAYLOADS,
             trusted_proxies: Vec::new(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            allowed_origins: AllowedOrigins::None,
         }
     }
 }
@@ -150,17 +278,102 @@ impl Connections {
 }
 
 pub fn router(state: HttpState, limits: &HttpLimits) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .with_state(state)
+        .with_state(state);
+    let router = match limits.allowed_origins.layer() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    with_common_headers(router)
 }
 
+/// What every answer carries, whatever route made it: a request id (the client's or a new one)
+/// and the headers that keep browsers from guessing content types or leaking addresses.
+pub fn with_common_headers(router: Router) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The body of a request error: one error with its code, and no `data` entry (nothing was
+/// executed), as GraphQL over HTTP has it.
 fn error_body(code: ErrorCode, message: &str) -> serde_json::Value {
-    json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+    json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+}
+
+/// The media types a GraphQL answer over HTTP can be sent as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// `application/json`: every answer that is GraphQL is 200, request errors included (what
+    /// clients written before the GraphQL-over-HTTP spec expect).
+    Json,
+    /// `application/graphql-response+json`, when the client lists it in `Accept`: a request
+    /// error (the document does not parse or validate, a limit refuses it) is a 4xx.
+    GraphQlResponse,
+}
+
+impl Answer {
+    const GRAPHQL_RESPONSE: &'static str = "application/graphql-response+json";
+
+    fn from_accept(headers: &HeaderMap) -> Self {
+        let accepts = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|item| {
+                item.split(';')
+                    .next()
+                    .is_some_and(|media| media.trim() == Self::GRAPHQL_RESPONSE)
+            });
+        if accepts {
+            Self::GraphQlResponse
+        } else {
+            Self::Json
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::GraphQlResponse => Self::GRAPHQL_RESPONSE,
+        }
+    }
+
+    /// A request that is not a well-formed GraphQL request over HTTP (no document, a body
+    /// that is not JSON): `status` whatever the media type.
+    fn malformed(self, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+        self.send(status, error_body(code, message).to_string().into_bytes())
+    }
+
+    /// A GraphQL request refused before execution (a bad token, a limit, a document that does
+    /// not parse or validate): 200 as `application/json`, `status` as the GraphQL response
+    /// type.
+    fn refused(self, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+        let status = match self {
+            Self::Json => StatusCode::OK,
+            Self::GraphQlResponse => status,
+        };
+        self.send(status, error_body(code, message).to_string().into_bytes())
+    }
+
+    fn send(self, status: StatusCode, body: Vec<u8>) -> Response {
+        (status, [(header::CONTENT_TYPE, self.content_type())], body).into_response()
+    }
 }
 
 /// Who a bearer token speaks for: one of the product's own tokens, or, when an external
@@ -306,6 +519,7 @@ async fn graphql_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let answer = Answer::from_accept(&headers);
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -316,34 +530,94 @@ async fn graphql_post(
             } else {
                 rejection.body_text()
             };
-            return (status, Json(error_body(ErrorCode::BadUserInput, &message))).into_response();
+            return answer.malformed(status, ErrorCode::BadUserInput, &message);
         }
     };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let message = "a GraphQL request is POSTed as JSON: send Content-Type: application/json";
+        return answer.malformed(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadUserInput,
+            message,
+        );
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            let message = format!("the request body is not a GraphQL request: {error}");
+            return answer.malformed(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
+        }
+    };
+    execute(state, peer, headers, request, answer).await
+}
+
+/// A query over `GET /graphql?query=…&variables=…&operationName=…` (variables as URL-encoded
+/// JSON). Only queries: a mutation or subscription over GET is refused with 405, so that a
+/// link or a prefetch can never change anything.
+async fn graphql_get_query(
+    state: HttpState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    query_string: &str,
+) -> Response {
+    let answer = Answer::from_accept(&headers);
+    let request = match async_graphql::http::parse_query_string(query_string) {
+        Ok(request) => request,
+        Err(error) => {
+            let message = format!("the query string is not a GraphQL request: {error}");
+            return answer.malformed(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
+        }
+    };
+    match crate::protocol::operation_type(&request) {
+        Some(OperationType::Query) | None => execute(state, peer, headers, request, answer).await,
+        Some(other) => {
+            let message = format!(
+                "a {} is not sent over GET: POST it (GET only reads)",
+                match other {
+                    OperationType::Mutation => "mutation",
+                    _ => "subscription",
+                }
+            );
+            let mut response = answer.malformed(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::BadUserInput,
+                &message,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            response
+        }
+    }
+}
+
+/// Runs one GraphQL request that arrived over HTTP and answers it as `answer` asks.
+async fn execute(
+    state: HttpState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    request: async_graphql::Request,
+    answer: Answer,
+) -> Response {
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     let (caller, session) = match state.auth.authenticate(authorization).await {
         Ok(who) => (who.caller, who.session),
         Err((code, message)) => {
-            return Json(error_body(code, &message)).into_response();
-        }
-    };
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(error) => {
-            let message = format!("the request body is not a GraphQL request: {error}");
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(error_body(ErrorCode::BadUserInput, &message)),
-            )
-                .into_response();
+            return answer.refused(StatusCode::UNAUTHORIZED, code, &message);
         }
     };
     if let Some(token) = headers.get(CONSISTENCY_HEADER) {
         let Some(event) = token.to_str().ok().and_then(EventRef::parse_token) else {
             let message =
                 format!("{CONSISTENCY_HEADER} must be a token from a mutation's extensions");
-            return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+            return answer.refused(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
         };
         // Waiting holds a request open: only for a signed-in caller (an anonymous request is
         // answered at once, from what the read models hold), and only for an event that
@@ -359,13 +633,21 @@ async fn graphql_post(
                 Ok(stored) if stored.sequence >= event.sequence => {}
                 Ok(_) => {
                     let message = format!("{CONSISTENCY_HEADER} names no event of this server");
-                    return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+                    return answer.refused(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::BadUserInput,
+                        &message,
+                    );
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot check a consistency token against the event store");
                     let message =
                         "the event store cannot be reached to check the consistency token";
-                    return Json(error_body(ErrorCode::Unavailable, message)).into_response();
+                    return answer.refused(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::Unavailable,
+                        message,
+                    );
                 }
             }
             if !state
@@ -396,23 +678,58 @@ async fn graphql_post(
             async_graphql::Value::String(event.token()),
         );
     }
-    let body = match serde_json::to_vec(&response) {
+    // Refused before execution (the document does not parse or validate, a limit refused it):
+    // no `data` entry, and a 4xx for clients that asked for the GraphQL response type. Errors
+    // of execution name the field they come from.
+    let refused = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    let serialized = if refused {
+        serde_json::to_vec(&json!({ "errors": response.errors, "extensions": response.extensions }))
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = match serialized {
         Ok(body) => body,
         Err(error) => {
             tracing::error!(%error, "a GraphQL response could not be serialized");
-            let body = error_body(ErrorCode::Internal, "the response could not be serialized");
-            return Json(body).into_response();
+            let message = "the response could not be serialized";
+            return answer.malformed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                message,
+            );
         }
     };
     if body.len() > state.connections.max_response {
         let message = too_large(body.len(), state.connections.max_response);
-        return Json(error_body(ErrorCode::BadUserInput, &message)).into_response();
+        return answer.refused(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, &message);
     }
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    let status = match (refused, answer) {
+        (true, Answer::GraphQlResponse) => refused_status(&response.errors),
+        _ => StatusCode::OK,
+    };
+    answer.send(status, body)
+}
+
+/// The status of a request refused before execution, as the GraphQL response type: 429 for a
+/// rate limit, 401 without a valid sign-in, 400 otherwise.
+fn refused_status(errors: &[ServerError]) -> StatusCode {
+    let code = errors.first().and_then(|error| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.get("code").cloned())
+    });
+    match code {
+        Some(async_graphql::Value::String(code)) if code == ErrorCode::RateLimited.as_str() => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        Some(async_graphql::Value::String(code)) if code == ErrorCode::Unauthenticated.as_str() => {
+            StatusCode::UNAUTHORIZED
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// Why a response was not sent.
@@ -468,9 +785,25 @@ async fn graphql_get(
     State(state): State<HttpState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let (Some(protocol), Ok(upgrade)) = (negotiate(&headers), upgrade) else {
+        if let Some(query) = uri.query().filter(|query| !query.is_empty()) {
+            return graphql_get_query(state, peer, headers, query).await;
+        }
+        let wants_page = headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+        if !wants_page {
+            let message = "GET /graphql needs a `query` parameter (or a WebSocket upgrade)";
+            return Answer::from_accept(&headers).malformed(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadUserInput,
+                message,
+            );
+        }
         return Html(playground_source(
             GraphQLPlaygroundConfig::new("/graphql").subscription_endpoint("/graphql"),
         ))

@@ -8,4 +8,5 @@ pub mod edge;
 pub mod http;
 pub mod oidc;
 pub mod protocol;
+pub mod web;
 pub mod ws;

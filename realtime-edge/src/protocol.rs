@@ -497,6 +497,15 @@ impl Document {
         if operation.ty != OperationType::Subscription {
             return None;
         }
+        // A field whose value depends on who receives the update is resolved per subscriber
+        // (a shared payload is resolved for nobody in particular). Matching the text also
+        // catches the field inside fragments and errs on the safe side in a comment.
+        if VIEWER_FIELDS
+            .iter()
+            .any(|field| request.query.contains(field))
+        {
+            return None;
+        }
         let mut in_arguments = Vec::new();
         for (_, value) in &field.node.arguments {
             // Replacing each variable by null visits every one the argument refers to.
@@ -564,16 +573,16 @@ fn chosen_operation<'a>(
     }
 }
 
-/// Whether `request` runs a subscription (a document that does not parse is left to the
-/// executor to refuse).
+/// The type of the operation `request` runs; `None` for a document that does not parse or
+/// does not say which operation (left to the executor to refuse).
+pub(crate) fn operation_type(request: &Request) -> Option<OperationType> {
+    let parsed = async_graphql::parser::parse_query(&request.query).ok()?;
+    chosen_operation(&parsed, request.operation_name.as_deref()).map(|operation| operation.node.ty)
+}
+
+/// Whether `request` runs a subscription.
 fn runs_a_subscription(request: &Request) -> bool {
-    async_graphql::parser::parse_query(&request.query)
-        .ok()
-        .and_then(|parsed| {
-            chosen_operation(&parsed, request.operation_name.as_deref())
-                .map(|operation| operation.node.ty == OperationType::Subscription)
-        })
-        .unwrap_or(false)
+    operation_type(request) == Some(OperationType::Subscription)
 }
 
 /// The messages of one subscription, ending with `complete`. Tapped updates go through the
@@ -682,6 +691,9 @@ enum Step {
     Responded(Option<Response>),
 }
 
+/// Fields reachable from shared subscriptions whose value depends on the subscriber.
+const VIEWER_FIELDS: &[&str] = &["reactedByMe"];
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -757,6 +769,16 @@ mod tests {
             audience(prefixed, json!({ "c": "a", "cx": true })),
             audience(prefixed, json!({ "c": "a", "cx": false }))
         );
+    }
+
+    #[test]
+    fn a_subscription_asking_whether_i_reacted_is_resolved_for_each_subscriber() {
+        let mine = "subscription($c: ID!) { channelEvents(channelId: $c) { cursor \
+                    ... on ReactionChanged { message { reactions { emoji count reactedByMe } } } } }";
+        assert_eq!(audience(mine, json!({ "c": "a" })), None);
+        let anyone = "subscription($c: ID!) { channelEvents(channelId: $c) { cursor \
+                      ... on ReactionChanged { message { reactions { emoji count } } } } }";
+        assert!(audience(anyone, json!({ "c": "a" })).is_some());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use aether_domain::conversation::{Conversation, ConversationEvent};
 use aether_domain::message::{Message, MessageEvent};
+use aether_domain::pins::{ChannelPins, PinsEvent};
 use aether_domain::receipts::{ReadMarker, ReadMarkerEvent};
 use aether_domain::server::{Server, ServerEvent};
 use aether_domain::session::{Session, SessionEvent};
@@ -55,6 +56,7 @@ const SERVER: &str = Server::TYPE;
 const CONVERSATION: &str = Conversation::TYPE;
 const MESSAGE: &str = Message::TYPE;
 const READ_MARKER: &str = ReadMarker::TYPE;
+const PINS: &str = ChannelPins::TYPE;
 const SESSION: &str = Session::TYPE;
 const V1: &str = aether_domain::EVENT_VERSION_1;
 
@@ -250,6 +252,34 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A message was deleted: a tombstone that stays in history; its body is no longer shown.",
     ),
     event(
+        "ReactionAdded",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "Someone reacted to a message with an emoji (a Unicode emoji, or a custom one's \
+         `:name:`) they had not reacted with yet. Keyed by the message's channel or conversation.",
+    ),
+    event(
+        "ReactionRemoved",
+        MESSAGE,
+        topics::MESSAGE_EVENTS,
+        "Someone took back their reaction to a message. A deleted message's reactions go with it \
+         without an event of their own.",
+    ),
+    event(
+        "MessagePinned",
+        PINS,
+        topics::MESSAGE_EVENTS,
+        "A message was pinned in its channel or conversation (by a moderator or above in a \
+         server's channel, by either participant in a conversation). Keyed by the channel, like \
+         its messages.",
+    ),
+    event(
+        "MessageUnpinned",
+        PINS,
+        topics::MESSAGE_EVENTS,
+        "A pinned message was unpinned. Keyed by the channel.",
+    ),
+    event(
         "ChannelMarkedRead",
         READ_MARKER,
         topics::MESSAGE_EVENTS,
@@ -375,7 +405,15 @@ pub fn domain_event_types(aggregate_type: &str) -> Result<Vec<String>, CatalogEr
 }
 
 /// The aggregate types whose events are public.
-pub const AGGREGATE_TYPES: [&str; 6] = [USER, SESSION, SERVER, CONVERSATION, MESSAGE, READ_MARKER];
+pub const AGGREGATE_TYPES: [&str; 7] = [
+    USER,
+    SESSION,
+    SERVER,
+    CONVERSATION,
+    MESSAGE,
+    READ_MARKER,
+    PINS,
+];
 
 /// Brings an envelope written at an older version of its event type up to the current one,
 /// so that [`EventEnvelope::decode`] reads it with today's domain types.
@@ -416,6 +454,7 @@ fn event_enum_schema(aggregate_type: &str) -> Result<Value, CatalogError> {
         CONVERSATION => Ok(schema_of::<ConversationEvent>()),
         MESSAGE => Ok(schema_of::<MessageEvent>()),
         READ_MARKER => Ok(schema_of::<ReadMarkerEvent>()),
+        PINS => Ok(schema_of::<PinsEvent>()),
         SESSION => Ok(schema_of::<SessionEvent>()),
         other => Err(CatalogError::UnknownAggregateType(other.to_owned())),
     }

@@ -24,7 +24,7 @@ pub fn topic_for(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {
         "User" | "Session" => Some(IDENTITY_EVENTS),
         "Server" => Some(SERVER_EVENTS),
-        "Message" | "ReadMarker" | "Conversation" => Some(MESSAGE_EVENTS),
+        "Message" | "ReadMarker" | "Conversation" | "ChannelPins" => Some(MESSAGE_EVENTS),
         _ => None,
     }
 }

@@ -67,6 +67,9 @@ fn consume(envelope: EventEnvelope) -> Result<(), String> {
         "Message" => envelope.decode::<MessageEvent>().map(drop),
         "Conversation" => envelope.decode::<ConversationEvent>().map(drop),
         "ReadMarker" => envelope.decode::<ReadMarkerEvent>().map(drop),
+        "ChannelPins" => envelope
+            .decode::<aether_domain::pins::PinsEvent>()
+            .map(drop),
         "Session" => envelope.decode::<SessionEvent>().map(drop),
         other => return Err(format!("unknown aggregate type {other}")),
     };

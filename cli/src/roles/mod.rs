@@ -32,6 +32,7 @@ use aether_query_api::{build_schema, ApiLimits, ApiState};
 use aether_realtime_edge::audience::{AudienceStats, Audiences};
 use aether_realtime_edge::http::{router, Authenticator, Connections, HttpLimits, HttpState};
 use aether_realtime_edge::oidc::{ExternalIssuer, OidcConfig};
+use aether_realtime_edge::web::with_web_dir;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,9 @@ pub struct EmbeddedConfig {
     pub oidc: Option<OidcConfig>,
     /// Ended sessions remembered at most (each for one access-token lifetime).
     pub max_revoked_sessions: usize,
+    /// The web client's built files (`web/dist`), served at `/` beside the API; none when
+    /// `None`.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for EmbeddedConfig {
@@ -84,6 +88,7 @@ impl Default for EmbeddedConfig {
             ephemeral: EphemeralLimits::default(),
             oidc: None,
             max_revoked_sessions: aether_query_api::revocation::DEFAULT_MAX_REVOKED,
+            web_dir: None,
         }
     }
 }
@@ -288,6 +293,13 @@ pub(crate) async fn start_app(
         },
         &config.http,
     );
+    let app = match &config.web_dir {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "serving the web client at /");
+            with_web_dir(app, dir)
+        }
+        None => app,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| AppError::Listen {

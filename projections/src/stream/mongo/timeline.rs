@@ -10,14 +10,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aether_domain::message::MessageEvent;
-use aether_domain::{ChannelId, MessageId, ServerId, UserId};
+use aether_domain::message::{add_reaction, remove_reaction, MessageEvent, Reaction};
+use aether_domain::pins::PinsEvent;
+use aether_domain::{ChannelId, Emoji, MessageId, ServerId, UserId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
 use super::{malformed, ModelCollection, MongoProjection, MongoTx};
-use crate::rows::{ChannelEventKind, ChannelEventRow, EditRow, MessageRow};
+use crate::rows::{
+    ChannelEventKind, ChannelEventRow, EditRow, MessageRow, PinRow, ReactionChange, ThreadSummary,
+};
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
 use crate::updates::Update;
@@ -60,7 +63,10 @@ impl MongoProjection for MongoTimelineProjection {
         &[
             ModelCollection {
                 name: MESSAGES,
-                indexes: &[(&[("channel_id", 1), ("channel_seq", 1)], true)],
+                indexes: &[
+                    (&[("channel_id", 1), ("channel_seq", 1)], true),
+                    (&[("thread_root_id", 1), ("thread_seq", 1)], false),
+                ],
                 dump_order: &["channel_id", "channel_seq"],
             },
             ModelCollection {
@@ -87,14 +93,16 @@ impl MongoProjection for MongoTimelineProjection {
             let Some(envelope) = event.envelope() else {
                 continue;
             };
-            if envelope.aggregate_type != "Message" {
-                continue;
-            }
-            let message: MessageEvent = envelope.decode().map_err(|e| StoreError::Event {
+            let undecodable = |e: serde_json::Error| StoreError::Event {
                 index: *index,
                 reason: format!("{} cannot be decoded: {e}", envelope.event_type),
-            })?;
-            decoded.push((*index, event.sequence(), message));
+            };
+            let change = match envelope.aggregate_type.as_str() {
+                "Message" => TimelineEvent::Message(envelope.decode().map_err(undecodable)?),
+                "ChannelPins" => TimelineEvent::Pins(envelope.decode().map_err(undecodable)?),
+                _ => continue,
+            };
+            decoded.push((*index, event.sequence(), change));
         }
         if decoded.is_empty() {
             return Ok(());
@@ -110,9 +118,14 @@ impl MongoProjection for MongoTimelineProjection {
                 .entry(message.channel_id().to_string())
                 .or_insert(*index);
         }
+        // The messages the batch changes, and the roots of the threads it replies in.
         let message_ids: Vec<String> = decoded
             .iter()
-            .map(|(_, _, m)| message_id(m).to_string())
+            .flat_map(|(_, _, m)| {
+                let root = m.thread_root();
+                std::iter::once(message_id(m)).chain(root)
+            })
+            .map(|id| id.to_string())
             .collect();
         let channel_ids: Vec<String> = decoded
             .iter()
@@ -179,70 +192,155 @@ impl MongoProjection for MongoTimelineProjection {
             if seen.insert(channel_key.clone()) {
                 channel_order.push(channel_key.clone());
             }
+            let mut reaction = None;
             let (kind, id) = match event {
-                MessageEvent::MessageSent { .. } | MessageEvent::DirectMessageSent { .. } => {
-                    let Some(sent) = event.sent() else {
-                        continue;
-                    };
-                    let message_id = sent.message_id;
-                    let key = message_id.to_string();
-                    if messages.contains_key(&key) {
-                        return Err(StoreError::Event {
-                            index,
-                            reason: format!("message {key} is already in the timeline"),
-                        });
-                    }
-                    head.last_message += 1;
-                    messages.insert(
-                        key,
-                        Touched {
-                            row: MessageRow {
-                                id: message_id,
-                                channel_id: channel,
-                                server_id: sent.server_id,
-                                author_id: sent.author_id,
-                                body: Some(sent.body.into_inner()),
-                                created_at: millis(sent.sent_at),
-                                edited_at: None,
-                                deleted: false,
-                                position: head.last_message,
-                                version,
-                                edits: Vec::new(),
-                            },
-                            origin: index,
-                            new: true,
-                        },
-                    );
-                    (ChannelEventKind::MessageSent, message_id)
-                }
-                MessageEvent::MessageEdited {
-                    message_id,
-                    body,
-                    previous_body,
-                    edited_at,
-                    ..
-                } => {
-                    let touched = existing(&mut messages, message_id, index)?;
-                    let edited_at = millis(edited_at);
-                    let row = &mut touched.row;
-                    row.edits.push(EditRow {
-                        body: previous_body.into_inner(),
-                        replaced_at: edited_at,
-                    });
-                    row.body = Some(body.into_inner());
-                    row.edited_at = Some(edited_at);
-                    row.deleted = false;
-                    row.version = version;
-                    (ChannelEventKind::MessageEdited, message_id)
-                }
-                MessageEvent::MessageDeleted { message_id, .. } => {
-                    // A tombstone keeps its place in the channel but none of its words.
+                TimelineEvent::Pins(pins) => {
+                    let message_id = pins.message_id();
                     let row = &mut existing(&mut messages, message_id, index)?.row;
-                    row.body = None;
-                    row.deleted = true;
-                    row.edits.clear();
-                    row.version = version;
-                    (ChannelEventKind::MessageDeleted, message_id)
+                    let kind = match pins {
+                        PinsEvent::MessagePinned {
+                            pinned_by,
+                            pinned_at,
+                            ..
+                        } => {
+                            row.pinned = Some(PinRow {
+                                pinned_by,
+                                pinned_at: millis(pinned_at),
+                            });
+                            ChannelEventKind::MessagePinned
+                        }
+                        PinsEvent::MessageUnpinned { .. } => {
+                            row.pinned = None;
+                            ChannelEventKind::MessageUnpinned
+                        }
+                    };
+                    (kind, message_id)
+                }
+                TimelineEvent::Message(event) => {
+                    let added = matches!(event, MessageEvent::ReactionAdded { .. });
+                    match event {
+                        MessageEvent::MessageSent { .. }
+                        | MessageEvent::DirectMessageSent { .. } => {
+                            let Some(sent) = event.sent() else {
+                                continue;
+                            };
+                            let message_id = sent.message_id;
+                            let key = message_id.to_string();
+                            if messages.contains_key(&key) {
+                                return Err(StoreError::Event {
+                                    index,
+                                    reason: format!("message {key} is already in the timeline"),
+                                });
+                            }
+                            head.last_message += 1;
+                            let thread_position = match sent.thread_root_id {
+                                Some(root) => {
+                                    let touched = existing(&mut messages, root, index)?;
+                                    let thread = touched.row.thread.get_or_insert(ThreadSummary {
+                                        reply_count: 0,
+                                        last_reply_at: millis(sent.sent_at),
+                                        participants: Vec::new(),
+                                    });
+                                    thread.reply_count += 1;
+                                    thread.last_reply_at = millis(sent.sent_at);
+                                    if !thread.participants.contains(&sent.author_id) {
+                                        thread.participants.push(sent.author_id);
+                                    }
+                                    let position = thread.reply_count;
+                                    let root_key = root.to_string();
+                                    if seen.insert(root_key.clone()) {
+                                        touched_order.push(root_key);
+                                    }
+                                    Some(position)
+                                }
+                                None => None,
+                            };
+                            messages.insert(
+                                key,
+                                Touched {
+                                    row: MessageRow {
+                                        id: message_id,
+                                        channel_id: channel,
+                                        server_id: sent.server_id,
+                                        author_id: sent.author_id,
+                                        body: Some(sent.body.into_inner()),
+                                        created_at: millis(sent.sent_at),
+                                        edited_at: None,
+                                        deleted: false,
+                                        position: head.last_message,
+                                        version,
+                                        edits: Vec::new(),
+                                        reactions: Vec::new(),
+                                        reply_to_id: sent.reply_to_id,
+                                        thread_root_id: sent.thread_root_id,
+                                        thread_position,
+                                        in_channel: sent.in_channel,
+                                        thread: None,
+                                        pinned: None,
+                                    },
+                                    origin: index,
+                                    new: true,
+                                },
+                            );
+                            (ChannelEventKind::MessageSent, message_id)
+                        }
+                        MessageEvent::MessageEdited {
+                            message_id,
+                            body,
+                            previous_body,
+                            edited_at,
+                            ..
+                        } => {
+                            let touched = existing(&mut messages, message_id, index)?;
+                            let edited_at = millis(edited_at);
+                            let row = &mut touched.row;
+                            row.edits.push(EditRow {
+                                body: previous_body.into_inner(),
+                                replaced_at: edited_at,
+                            });
+                            row.body = Some(body.into_inner());
+                            row.edited_at = Some(edited_at);
+                            row.deleted = false;
+                            row.version = version;
+                            (ChannelEventKind::MessageEdited, message_id)
+                        }
+                        MessageEvent::MessageDeleted { message_id, .. } => {
+                            // A tombstone keeps its place in the channel but none of its words.
+                            let row = &mut existing(&mut messages, message_id, index)?.row;
+                            row.body = None;
+                            row.deleted = true;
+                            row.edits.clear();
+                            row.reactions.clear();
+                            row.version = version;
+                            (ChannelEventKind::MessageDeleted, message_id)
+                        }
+                        MessageEvent::ReactionAdded {
+                            message_id,
+                            user_id,
+                            emoji,
+                            ..
+                        }
+                        | MessageEvent::ReactionRemoved {
+                            message_id,
+                            user_id,
+                            emoji,
+                            ..
+                        } => {
+                            let row = &mut existing(&mut messages, message_id, index)?.row;
+                            reaction = Some(Box::new(ReactionChange {
+                                user_id,
+                                emoji: emoji.to_string(),
+                                added,
+                            }));
+                            if added {
+                                add_reaction(&mut row.reactions, emoji, user_id);
+                            } else {
+                                remove_reaction(&mut row.reactions, &emoji, user_id);
+                            }
+                            row.version = version;
+                            (ChannelEventKind::ReactionChanged, message_id)
+                        }
+                    }
                 }
             };
             let key = id.to_string();
@@ -251,15 +349,16 @@ impl MongoProjection for MongoTimelineProjection {
             }
             head.last_event += 1;
             let seq = head.last_event;
-            channel_events.push((
-                index,
-                doc! {
-                    "channel_id": &channel_key,
-                    "seq": seq,
-                    "kind": kind.as_str(),
-                    "message_id": &key,
-                },
-            ));
+            let mut change = doc! {
+                "channel_id": &channel_key,
+                "seq": seq,
+                "kind": kind.as_str(),
+                "message_id": &key,
+            };
+            if let Some(reaction) = &reaction {
+                change.insert("reaction", reaction_document(reaction));
+            }
+            channel_events.push((index, change));
             let message = messages
                 .get(&key)
                 .map(|touched| touched.row.clone())
@@ -271,7 +370,8 @@ impl MongoProjection for MongoTimelineProjection {
                 channel_id: channel,
                 seq,
                 kind,
-                message,
+                message: Box::new(message),
+                reaction,
             }));
         }
 
@@ -317,13 +417,38 @@ impl MongoProjection for MongoTimelineProjection {
     }
 }
 
-fn message_id(event: &MessageEvent) -> MessageId {
-    match event {
-        MessageEvent::MessageSent { message_id, .. }
-        | MessageEvent::DirectMessageSent { message_id, .. }
-        | MessageEvent::MessageEdited { message_id, .. }
-        | MessageEvent::MessageDeleted { message_id, .. } => *message_id,
+/// An event the timeline applies: a message's, or a channel's pins'.
+enum TimelineEvent {
+    Message(MessageEvent),
+    Pins(PinsEvent),
+}
+
+impl TimelineEvent {
+    fn message_id(&self) -> MessageId {
+        match self {
+            TimelineEvent::Message(event) => event.message_id(),
+            TimelineEvent::Pins(event) => event.message_id(),
+        }
     }
+
+    fn channel_id(&self) -> ChannelId {
+        match self {
+            TimelineEvent::Message(event) => event.channel_id(),
+            TimelineEvent::Pins(event) => event.channel_id(),
+        }
+    }
+
+    /// The thread a sent message is a reply in.
+    fn thread_root(&self) -> Option<MessageId> {
+        match self {
+            TimelineEvent::Message(event) => event.sent().and_then(|sent| sent.thread_root_id),
+            TimelineEvent::Pins(_) => None,
+        }
+    }
+}
+
+fn message_id(event: &TimelineEvent) -> MessageId {
+    event.message_id()
 }
 
 /// The message an edit or deletion is about; its absence is the event's fault (its aggregate's
@@ -355,6 +480,14 @@ fn chrono_time(at: mongodb::bson::DateTime) -> Option<DateTime<Utc>> {
 }
 
 pub fn message_document(row: &MessageRow) -> Document {
+    let reactions: Vec<Bson> = row
+        .reactions
+        .iter()
+        .map(|reaction| {
+            let users: Vec<String> = reaction.users.iter().map(UserId::to_string).collect();
+            Bson::Document(doc! { "emoji": reaction.emoji.as_str(), "users": users })
+        })
+        .collect();
     let edits: Vec<Bson> = row
         .edits
         .iter()
@@ -377,7 +510,43 @@ pub fn message_document(row: &MessageRow) -> Document {
         "channel_seq": row.position,
         "version": row.version,
         "edits": edits,
+        "reactions": reactions,
+        "reply_to_id": row.reply_to_id.map(|id| id.to_string()),
+        "thread_root_id": row.thread_root_id.map(|id| id.to_string()),
+        "thread_seq": row.thread_position,
+        "in_channel": row.in_channel,
+        "pinned": row.pinned.as_ref().map(|pin| doc! {
+            "pinned_by": pin.pinned_by.to_string(),
+            "pinned_at": bson_time(pin.pinned_at),
+        }),
+        "thread": row.thread.as_ref().map(|thread| {
+            let participants: Vec<String> =
+                thread.participants.iter().map(UserId::to_string).collect();
+            doc! {
+                "reply_count": thread.reply_count,
+                "last_reply_at": bson_time(thread.last_reply_at),
+                "participants": participants,
+            }
+        }),
     }
+}
+
+fn reaction_document(reaction: &ReactionChange) -> Document {
+    doc! {
+        "user_id": reaction.user_id.to_string(),
+        "emoji": &reaction.emoji,
+        "added": reaction.added,
+    }
+}
+
+/// The reaction a stored `ReactionChanged` change names; `None` if it is not one this code
+/// wrote.
+pub fn reaction_from_document(document: &Document) -> Option<ReactionChange> {
+    Some(ReactionChange {
+        user_id: UserId::parse(document.get_str("user_id").ok()?).ok()?,
+        emoji: document.get_str("emoji").ok()?.to_owned(),
+        added: document.get_bool("added").ok()?,
+    })
 }
 
 /// The row a stored message document holds; `None` if it is not one this code wrote.
@@ -401,6 +570,44 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
             replaced_at: chrono_time(*edit.get_datetime("replaced_at").ok()?)?,
         });
     }
+    // Documents written before reactions existed have none.
+    let mut reactions = Vec::new();
+    if let Ok(stored) = document.get_array("reactions") {
+        for reaction in stored {
+            let reaction = reaction.as_document()?;
+            let mut users = Vec::new();
+            for user in reaction.get_array("users").ok()? {
+                users.push(UserId::parse(user.as_str()?).ok()?);
+            }
+            reactions.push(Reaction {
+                emoji: Emoji::parse(reaction.get_str("emoji").ok()?).ok()?,
+                users,
+            });
+        }
+    }
+    // Documents written before threads existed are in their channel and in no thread.
+    let optional_id = |field: &str| -> Option<Option<MessageId>> {
+        match document.get(field) {
+            Some(Bson::String(id)) => Some(Some(MessageId::parse(id).ok()?)),
+            Some(Bson::Null) | None => Some(None),
+            Some(_) => None,
+        }
+    };
+    let thread = match document.get("thread") {
+        Some(Bson::Document(thread)) => {
+            let mut participants = Vec::new();
+            for user in thread.get_array("participants").ok()? {
+                participants.push(UserId::parse(user.as_str()?).ok()?);
+            }
+            Some(ThreadSummary {
+                reply_count: thread.get_i64("reply_count").ok()?,
+                last_reply_at: chrono_time(*thread.get_datetime("last_reply_at").ok()?)?,
+                participants,
+            })
+        }
+        Some(Bson::Null) | None => None,
+        Some(_) => return None,
+    };
     Some(MessageRow {
         id: MessageId::parse(id("_id")?).ok()?,
         channel_id: ChannelId::parse(id("channel_id")?).ok()?,
@@ -417,5 +624,27 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
         position: document.get_i64("channel_seq").ok()?,
         version: document.get_i64("version").ok()?,
         edits,
+        reactions,
+        reply_to_id: optional_id("reply_to_id")?,
+        thread_root_id: optional_id("thread_root_id")?,
+        thread_position: match document.get("thread_seq") {
+            Some(Bson::Int64(position)) => Some(*position),
+            Some(Bson::Null) | None => None,
+            Some(_) => return None,
+        },
+        in_channel: match document.get("in_channel") {
+            Some(Bson::Boolean(shown)) => *shown,
+            None => true,
+            Some(_) => return None,
+        },
+        thread,
+        pinned: match document.get("pinned") {
+            Some(Bson::Document(pin)) => Some(PinRow {
+                pinned_by: UserId::parse(pin.get_str("pinned_by").ok()?).ok()?,
+                pinned_at: chrono_time(*pin.get_datetime("pinned_at").ok()?)?,
+            }),
+            Some(Bson::Null) | None => None,
+            Some(_) => return None,
+        },
     })
 }

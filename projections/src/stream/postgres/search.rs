@@ -137,6 +137,7 @@ async fn apply_message(tx: &mut PgConnection, event: MessageEvent) -> Result<(),
                 .execute(&mut *tx)
                 .await?;
         }
+        MessageEvent::ReactionAdded { .. } | MessageEvent::ReactionRemoved { .. } => {}
     }
     Ok(())
 }

@@ -47,6 +47,23 @@ CREATE TABLE IF NOT EXISTS channel_heads (
     last_event   BIGINT NOT NULL,
     last_message BIGINT NOT NULL
 );
+-- Added with reactions; a version created before them gains the columns, and the defaults are
+-- exact for it (its messages had no reactions).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS reactions TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE channel_events ADD COLUMN IF NOT EXISTS reaction TEXT;
+-- Added with replies and threads, the same way (see the embedded store's migration 0006).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS reply_to_id TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_root_id TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_seq BIGINT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS in_channel BOOLEAN NOT NULL DEFAULT true;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_replies BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_last_reply_at TIMESTAMPTZ;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS thread_participants TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (thread_root_id, thread_seq);
+-- Added with pins (see the embedded store's migration 0007).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_by TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS messages_pinned ON messages (channel_id, pinned_at);
 "#
     }
 
