@@ -43,6 +43,16 @@ pub enum PageFrom {
     End,
 }
 
+/// One numbered run of messages in the timeline: the messages whose `key` column is `id`,
+/// numbered by `seq`.
+struct NumberedRun {
+    key: &'static str,
+    id: String,
+    seq: &'static str,
+    /// Leave out thread replies not also sent to the channel.
+    in_channel_only: bool,
+}
+
 /// How long a distributed instance trusts its copy of the registry's live versions: the
 /// longest a query may still read a version after an operator switched away from it.
 pub const REGISTRY_TTL: Duration = Duration::from_millis(250);
@@ -656,6 +666,32 @@ impl ReadModels {
         limit: i64,
         from: PageFrom,
     ) -> Result<Vec<MessageRow>, RowError> {
+        // A thread reply not also sent to the channel is read in its thread only.
+        let run = NumberedRun {
+            key: "channel_id",
+            id: channel.to_string(),
+            seq: "channel_seq",
+            in_channel_only: true,
+        };
+        self.message_page(run, after, before, limit, from).await
+    }
+
+    /// A page of one numbered run of messages (a channel's, a thread's) strictly between
+    /// `after` and `before`, `limit` long, taken from `from`, returned oldest first.
+    async fn message_page(
+        &self,
+        run: NumberedRun,
+        after: Option<i64>,
+        before: Option<i64>,
+        limit: i64,
+        from: PageFrom,
+    ) -> Result<Vec<MessageRow>, RowError> {
+        let NumberedRun {
+            key,
+            id,
+            seq,
+            in_channel_only,
+        } = run;
         let (after, before) = (after.unwrap_or(0), before.unwrap_or(i64::MAX));
         let mut page = match &self.inner.timeline {
             Timeline::Sql => {
@@ -664,13 +700,17 @@ impl ReadModels {
                     PageFrom::Start => "ASC",
                     PageFrom::End => "DESC",
                 };
-                // A thread reply not also sent to the channel is read in its thread only.
+                let in_channel = if in_channel_only {
+                    " AND in_channel"
+                } else {
+                    ""
+                };
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE channel_id = $1 \
-                     AND channel_seq > $2 AND channel_seq < $3 AND in_channel \
-                     ORDER BY channel_seq {order} LIMIT $4"
+                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE {key} = $1 \
+                     AND {seq} > $2 AND {seq} < $3{in_channel} \
+                     ORDER BY {seq} {order} LIMIT $4"
                 );
-                let values = vec![text(channel), after.into(), before.into(), limit.into()];
+                let values = vec![text(id), after.into(), before.into(), limit.into()];
                 all(&self.rows(&sql, values).await?, MessageRow::from_row)?
             }
             Timeline::Mongo(database) => {
@@ -678,17 +718,13 @@ impl ReadModels {
                     PageFrom::Start => 1,
                     PageFrom::End => -1,
                 };
+                let mut filter = doc! { key: id, seq: { "$gt": after, "$lt": before } };
+                if in_channel_only {
+                    filter.insert("in_channel", doc! { "$ne": false });
+                }
                 let messages = self.collection(database, "messages").await?;
-                let documents = find_all(
-                    &messages,
-                    doc! {
-                        "channel_id": channel.to_string(),
-                        "channel_seq": { "$gt": after, "$lt": before },
-                        "in_channel": { "$ne": false },
-                    },
-                    Some((doc! { "channel_seq": order }, limit)),
-                )
-                .await?;
+                let documents =
+                    find_all(&messages, filter, Some((doc! { seq: order }, limit))).await?;
                 documents
                     .iter()
                     .map(message_document)
@@ -746,47 +782,13 @@ impl ReadModels {
         limit: i64,
         from: PageFrom,
     ) -> Result<Vec<MessageRow>, RowError> {
-        let (after, before) = (after.unwrap_or(0), before.unwrap_or(i64::MAX));
-        let mut page = match &self.inner.timeline {
-            Timeline::Sql => {
-                let t = self.tables(TIMELINE).await?;
-                let order = match from {
-                    PageFrom::Start => "ASC",
-                    PageFrom::End => "DESC",
-                };
-                let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE thread_root_id = $1 \
-                     AND thread_seq > $2 AND thread_seq < $3 ORDER BY thread_seq {order} \
-                     LIMIT $4"
-                );
-                let values = vec![text(root), after.into(), before.into(), limit.into()];
-                all(&self.rows(&sql, values).await?, MessageRow::from_row)?
-            }
-            Timeline::Mongo(database) => {
-                let order = match from {
-                    PageFrom::Start => 1,
-                    PageFrom::End => -1,
-                };
-                let messages = self.collection(database, "messages").await?;
-                let documents = find_all(
-                    &messages,
-                    doc! {
-                        "thread_root_id": root.to_string(),
-                        "thread_seq": { "$gt": after, "$lt": before },
-                    },
-                    Some((doc! { "thread_seq": order }, limit)),
-                )
-                .await?;
-                documents
-                    .iter()
-                    .map(message_document)
-                    .collect::<Result<_, _>>()?
-            }
+        let run = NumberedRun {
+            key: "thread_root_id",
+            id: root.to_string(),
+            seq: "thread_seq",
+            in_channel_only: false,
         };
-        if from == PageFrom::End {
-            page.reverse();
-        }
-        Ok(page)
+        self.message_page(run, after, before, limit, from).await
     }
 
     /// The channel's changes after `after`, in order, each with its message as it stands now

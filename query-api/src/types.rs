@@ -137,6 +137,15 @@ pub(crate) async fn load_user(state: &ApiState, id: UserId) -> ApiResult<User> {
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
+/// The users `ids` name, in that order.
+pub(crate) async fn load_users(state: &ApiState, ids: &[UserId]) -> ApiResult<Vec<User>> {
+    let mut users = Vec::with_capacity(ids.len());
+    for id in ids {
+        users.push(load_user(state, *id).await?);
+    }
+    Ok(users)
+}
+
 #[derive(SimpleObject, Clone, Debug)]
 pub struct AuthPayload {
     pub access_token: String,
@@ -748,15 +757,7 @@ impl Conversation {
 
     /// Everyone in the conversation, the caller included.
     async fn participants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
-        let result: ApiResult<Vec<User>> = async {
-            let mut users = Vec::with_capacity(self.participants.len());
-            for id in &self.participants {
-                users.push(load_user(state(ctx), *id).await?);
-            }
-            Ok(users)
-        }
-        .await;
-        gql(result)
+        gql(load_users(state(ctx), &self.participants).await)
     }
 
     async fn opened_by(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
@@ -901,15 +902,7 @@ pub struct ThreadSummary {
 impl ThreadSummary {
     /// Everyone who replied, in the order of their first reply.
     async fn participants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
-        let result: ApiResult<Vec<User>> = async {
-            let mut users = Vec::with_capacity(self.participants.len());
-            for id in &self.participants {
-                users.push(load_user(state(ctx), *id).await?);
-            }
-            Ok(users)
-        }
-        .await;
-        gql(result)
+        gql(load_users(state(ctx), &self.participants).await)
     }
 }
 
@@ -1005,15 +998,7 @@ pub struct Reaction {
 impl Reaction {
     /// The first people who reacted with it (at most 3), in the order they reacted.
     async fn first_reactors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
-        let result: ApiResult<Vec<User>> = async {
-            let mut users = Vec::with_capacity(self.first_reactors.len());
-            for id in &self.first_reactors {
-                users.push(load_user(state(ctx), *id).await?);
-            }
-            Ok(users)
-        }
-        .await;
-        gql(result)
+        gql(load_users(state(ctx), &self.first_reactors).await)
     }
 }
 

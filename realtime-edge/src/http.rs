@@ -199,17 +199,18 @@ fn is_local_origin(origin: &str) -> bool {
     let Some(host_port) = origin.strip_prefix("http://") else {
         return false;
     };
-    let host = match host_port.strip_prefix("[::1]") {
-        Some(port) => return port.is_empty() || is_port(port),
-        None => host_port,
+    // The host, and what follows it: nothing or `:PORT`.
+    let (host, port) = match host_port.strip_prefix("[::1]") {
+        Some(port) => ("[::1]", port),
+        None => host_port
+            .find(':')
+            .map_or((host_port, ""), |at| host_port.split_at(at)),
     };
-    let (host, port) = host.split_once(':').unwrap_or((host, ""));
-    matches!(host, "localhost" | "127.0.0.1") && (port.is_empty() || is_port(&format!(":{port}")))
-}
-
-fn is_port(text: &str) -> bool {
-    text.strip_prefix(':')
-        .is_some_and(|port| port.parse::<u16>().is_ok())
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+        && (port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|port| port.parse::<u16>().is_ok()))
 }
 
 /// The header naming a request in logs and answers: taken from the request when a client or
