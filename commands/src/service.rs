@@ -17,9 +17,8 @@ use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionE
 use aether_domain::user::{User, UserCommand};
 use aether_domain::{
     ChannelAccess, ChannelId, ChannelKind, ChannelName, ContentPolicy, DisplayName, Emoji,
-    InviteCode,
-    MessageBody, MessageId, ModerationReason, Password, Role, ServerId, ServerName, UserId,
-    Username,
+    InviteCode, MessageBody, MessageId, ModerationReason, Password, Role, ServerId, ServerName,
+    UserId, Username,
 };
 use aether_moderation::{enforce, RuleStage};
 use aether_schemas::Metadata;
