@@ -30,6 +30,10 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use uuid::Uuid;
 
+mod review;
+
+pub use review::ReviewDecision;
+
 use crate::auth::{hash_password, verify_password, ExternalIdentity};
 use crate::error::{CommandError, DomainRefusal, ErrorCode};
 use crate::store::{DirectoryKind, EventRef, WriteStore, Written};

@@ -44,3 +44,37 @@ impl std::fmt::Display for ContentPolicy {
         f.write_str(self.as_str())
     }
 }
+
+/// The model score (0 to 1) from which the model stage flags a message and hides it until a
+/// moderator looks at it. Parsed at the boundary: a threshold outside `(0, 1]` or not a number
+/// never reaches a server.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(transparent)]
+pub struct ModerationThreshold(f64);
+
+impl ModerationThreshold {
+    /// The classifier head's own decision threshold (`moderation/model/head.json`).
+    pub const DEFAULT: ModerationThreshold = ModerationThreshold(0.5);
+
+    pub fn parse(value: f64) -> Result<Self, crate::ValidationError> {
+        if value.is_finite() && value > 0.0 && value <= 1.0 {
+            Ok(Self(value))
+        } else {
+            Err(crate::ValidationError::new(
+                "threshold",
+                "must be a number greater than 0 and at most 1",
+            ))
+        }
+    }
+
+    pub const fn value(self) -> f64 {
+        self.0
+    }
+}
+
+impl Default for ModerationThreshold {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}

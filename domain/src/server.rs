@@ -11,7 +11,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, ServerId, UserId};
-use crate::moderation::ContentPolicy;
+use crate::moderation::{ContentPolicy, ModerationThreshold};
 use crate::permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
 use crate::values::{ChannelName, InviteCode, ModerationReason, ServerName};
 use crate::EVENT_VERSION_1;
@@ -91,6 +91,11 @@ pub enum ServerCommand {
         actor: UserId,
         policy: ContentPolicy,
     },
+    /// Choose the model score from which the model stage flags and hides a message here.
+    SetModerationThreshold {
+        actor: UserId,
+        threshold: ModerationThreshold,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +170,12 @@ pub enum ServerEvent {
         policy: ContentPolicy,
         changed_by: UserId,
     },
+    /// An admin chose the model score from which the model stage flags and hides a message in
+    /// this server from now on.
+    ModerationThresholdChanged {
+        threshold: ModerationThreshold,
+        changed_by: UserId,
+    },
 }
 
 impl DomainEvent for ServerEvent {
@@ -184,6 +195,7 @@ impl DomainEvent for ServerEvent {
             ServerEvent::UserBanned { .. } => "UserBanned",
             ServerEvent::UserUnbanned { .. } => "UserUnbanned",
             ServerEvent::ContentPolicyChanged { .. } => "ContentPolicyChanged",
+            ServerEvent::ModerationThresholdChanged { .. } => "ModerationThresholdChanged",
         }
         .to_owned()
     }
@@ -268,6 +280,9 @@ pub struct Server {
     pub banned: BTreeSet<UserId>,
     #[serde(default)]
     pub content_policy: ContentPolicy,
+    /// `None` until an admin chooses one: [`ModerationThreshold::DEFAULT`] applies.
+    #[serde(default)]
+    pub moderation_threshold: Option<ModerationThreshold>,
 }
 
 impl Server {
@@ -284,6 +299,11 @@ impl Server {
                 channel: channel.facts,
             },
         }
+    }
+
+    /// The model score from which the model stage flags and hides a message here.
+    pub fn threshold(&self) -> ModerationThreshold {
+        self.moderation_threshold.unwrap_or_default()
     }
 
     pub fn role_of(&self, user: UserId) -> Option<Role> {
@@ -524,6 +544,16 @@ impl Server {
                     changed_by: actor,
                 }
             }
+            ServerCommand::SetModerationThreshold { actor, threshold } => {
+                self.require(actor, Permission::ManageServer)?;
+                if self.threshold() == threshold {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ModerationThresholdChanged {
+                    threshold,
+                    changed_by: actor,
+                }
+            }
         };
         Ok(vec![event])
     }
@@ -634,6 +664,9 @@ impl Aggregate for Server {
                 self.banned.remove(&user_id);
             }
             ServerEvent::ContentPolicyChanged { policy, .. } => self.content_policy = policy,
+            ServerEvent::ModerationThresholdChanged { threshold, .. } => {
+                self.moderation_threshold = Some(threshold);
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use aether_domain::server::{Server, ServerCommand, ServerError, ServerEvent};
 use aether_domain::{ChannelId, ChannelKind, ChannelName, InviteCode, Role, ServerId, ServerName};
-use aether_domain::{ContentPolicy, UserId};
+use aether_domain::{ContentPolicy, ModerationThreshold, UserId};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
 use uuid::Uuid;
@@ -1456,6 +1456,38 @@ fn a_server_that_never_chose_allows_and_moderators_cannot_change_it() {
         .when(ServerCommand::SetContentPolicy {
             actor: moderator(),
             policy: ContentPolicy::Mask,
+        })
+        .then_expect_error(ServerError::NotPermitted {
+            role: Role::Moderator,
+        });
+}
+
+#[test]
+fn an_admin_chooses_the_moderation_threshold_and_moderators_cannot() {
+    let strict = ModerationThreshold::parse(0.3).expect("a valid threshold");
+    assert_eq!(Server::default().threshold(), ModerationThreshold::DEFAULT);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetModerationThreshold {
+            actor: admin(),
+            threshold: strict,
+        })
+        .then_expect_events(vec![ServerEvent::ModerationThresholdChanged {
+            threshold: strict,
+            changed_by: admin(),
+        }]);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetModerationThreshold {
+            actor: owner(),
+            threshold: ModerationThreshold::DEFAULT,
+        })
+        .then_expect_events(vec![]);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetModerationThreshold {
+            actor: moderator(),
+            threshold: strict,
         })
         .then_expect_error(ServerError::NotPermitted {
             role: Role::Moderator,

@@ -310,9 +310,22 @@ async fn apply_server(
             .await?;
             updates.push(membership(server, user_id, None));
         }
-        // The content policy is the write side's concern (its rule stage); no read model shows
-        // it yet, and the audit trail keeps the event.
-        ServerEvent::ContentPolicyChanged { .. } => {}
+        // Enforced by the write side (the rule stage, the model stage's outcome commands);
+        // kept here so that members can read what is in force.
+        ServerEvent::ContentPolicyChanged { policy, .. } => {
+            tx.write(
+                "UPDATE servers SET content_policy = $1 WHERE id = $2",
+                vec![policy.as_str().into(), server_id.into()],
+            )
+            .await?;
+        }
+        ServerEvent::ModerationThresholdChanged { threshold, .. } => {
+            tx.write(
+                "UPDATE servers SET moderation_threshold = $1 WHERE id = $2",
+                vec![threshold.value().to_string().into(), server_id.into()],
+            )
+            .await?;
+        }
         ServerEvent::UserUnbanned { user_id, .. } => {
             tx.write(
                 "DELETE FROM bans WHERE server_id = $1 AND user_id = $2",

@@ -270,6 +270,8 @@ async fn a_batch_leaves_messages_with_their_edit_history_and_tombstones() {
             "in_channel": true,
             "thread": null,
             "pinned": null,
+            "moderation": null,
+            "review_open": false,
         })
     );
     let tombstone = message(&dump, oops);

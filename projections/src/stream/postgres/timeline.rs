@@ -64,6 +64,10 @@ CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (thread_root_id, threa
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_by TEXT;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_at TIMESTAMPTZ;
 CREATE INDEX IF NOT EXISTS messages_pinned ON messages (channel_id, pinned_at);
+-- Added with moderation (see the embedded store's migration 0008).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS moderation TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS review_open BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS messages_review_queue ON messages (server_id, review_open, id);
 "#
     }
 
