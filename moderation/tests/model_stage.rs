@@ -116,3 +116,37 @@ fn a_missing_model_is_reported_not_panicked() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_through_the_batcher_get_a_score_in_one_batch_and_never_crash_it() {
+    let head = Head::load(&default_head_path()).expect("the committed head loads");
+    let embedder = Embedder::load(&default_model_dir()).expect("the model loads");
+    let classifier = Classifier::new(embedder, head).expect("dimensions agree");
+    let (batcher, _task) = Batcher::spawn(classifier, Batching::default());
+    let huge = "\u{1F525}".repeat(20_000);
+    let zero_width = "y\u{200b}o\u{200b}u\u{200b} i\u{200b}d\u{200b}i\u{200b}o\u{200b}t";
+    let texts: Vec<(&str, bool)> = [
+        "",
+        " \t ",
+        "\u{200b}\u{200c}\u{200d}\u{2060}",
+        "🔥😡🔥",
+        zero_width,
+        "ты ничтожество",
+        "\u{202e}reversed\u{202c}",
+        huge.as_str(),
+    ]
+    .into_iter()
+    .map(|text| (text, false))
+    .collect();
+    for (answer, (text, _)) in futures_join(&batcher, &texts).await.into_iter().zip(&texts) {
+        let score = answer.unwrap_or_else(|error| panic!("{text:?}: {error}"));
+        assert!(
+            score.score.is_finite() && (0.0..=1.0).contains(&score.score),
+            "{text:?} scored {}",
+            score.score
+        );
+    }
+    // The stage still answers after them.
+    let after = batcher.score("thanks, that helped".to_owned()).await;
+    assert!(after.is_ok(), "{after:?}");
+}
