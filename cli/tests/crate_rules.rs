@@ -40,6 +40,17 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "the write side never reads a read model",
     ),
     (
+        "aether-moderation",
+        &[
+            "aether-commands",
+            "aether-projections",
+            "aether-query-api",
+            "aether-realtime-edge",
+            "aether-cli",
+        ],
+        "the write side runs the rule stage in its command path, so moderation must not depend on it",
+    ),
+    (
         "aether-realtime-edge",
         &["aether-cli"],
         "the edge is transport only: roles are wired in the binary crate",

@@ -99,7 +99,9 @@ const CHANNEL_EVENTS: &str =
      __typename cursor ... on MessageSent { message { id body author { username } } } \
      ... on ReactionChanged { emoji added user { username } message { id reactions { emoji count } } } \
      ... on ThreadReplied { rootId reply { body } root { thread { replyCount } } } \
-     ... on MessagePinned { message { id pinnedBy { username } } } } }";
+     ... on MessagePinned { message { id pinnedBy { username } } } \
+     ... on MessageHidden { message { id body hidden } } \
+     ... on MessageRestored { message { id body hidden } } } }";
 
 /// The message ids of a channel's history, oldest first.
 fn history_ids(data: &Value) -> Vec<String> {
@@ -351,6 +353,50 @@ async fn across_instances(timeline_store: &'static str) -> anyhow::Result<()> {
         json!([{ "node": { "id": last } }]),
         "{pins}"
     );
+
+    // bob reports it through api-2; alice finds it in the queue through api-1 and hides it:
+    // bob sees it hidden, live and in the history, without its words; then she restores it.
+    bob.ok(
+        "mutation($m: ID!) { reportMessage(input: {messageId: $m, reason: \"off topic\"}) }",
+        json!({ "m": last }),
+    )
+    .await?;
+    alice.consistency = bob.consistency.clone();
+    let queue = alice
+        .ok(
+            "query($s: ID!) { moderationQueue(serverId: $s, first: 5) { edges { node { id \
+             moderation { reports { reason reportedBy { username } } } } } } }",
+            json!({ "s": server }),
+        )
+        .await?;
+    assert_eq!(
+        queue["moderationQueue"]["edges"],
+        json!([{ "node": { "id": last, "moderation": { "reports": [
+            { "reason": "off topic", "reportedBy": { "username": "bob" } }] } } }]),
+        "{queue}"
+    );
+    let decide = |name: &str| {
+        format!(
+            "mutation($m: ID!) {{ {name}(input: {{messageId: $m, reason: \"checked\"}}) {{ id }} }}"
+        )
+    };
+    alice
+        .ok(&decide("hideMessage"), json!({ "m": last }))
+        .await?;
+    let hidden = subscriber.next_process_event("2").await?;
+    assert_eq!(hidden["__typename"], "MessageHidden", "{hidden}");
+    assert_eq!(
+        hidden["message"],
+        json!({ "id": last, "body": "", "hidden": true }),
+        "{hidden}"
+    );
+    alice
+        .ok(&decide("restoreMessage"), json!({ "m": last }))
+        .await?;
+    let restored = subscriber.next_process_event("2").await?;
+    assert_eq!(restored["__typename"], "MessageRestored", "{restored}");
+    assert_eq!(restored["message"]["hidden"], false, "{restored}");
+    assert_ne!(restored["message"]["body"], "", "{restored}");
     subscriber.disconnect().await?;
 
     // serverEvents on the edge: from the start, the server's news so far (from the catalog in

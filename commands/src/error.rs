@@ -4,6 +4,7 @@ use aether_domain::conversation::ConversationError;
 use aether_domain::message::MessageError;
 use aether_domain::pins::PinsError;
 use aether_domain::receipts::ReadMarkerError;
+use aether_domain::review::ReviewError;
 use aether_domain::server::ServerError;
 use aether_domain::session::SessionError;
 use aether_domain::user::UserError;
@@ -164,6 +165,18 @@ impl DomainRefusal for PinsError {
             UnknownChannel | UnknownMessage => ErrorCode::NotFound,
             NotAChannelMember | PinningNotAllowed => ErrorCode::Forbidden,
             MessageDeleted | TooManyPins { .. } => ErrorCode::Conflict,
+        }
+    }
+}
+
+impl DomainRefusal for ReviewError {
+    fn code(&self) -> ErrorCode {
+        use ReviewError::*;
+        match self {
+            UnknownMessage => ErrorCode::NotFound,
+            NotAChannelMember | ReviewNotAllowed => ErrorCode::Forbidden,
+            NotInAServer | OwnMessage => ErrorCode::BadUserInput,
+            MessageDeleted | AlreadyHidden | NotHidden | NothingToDismiss => ErrorCode::Conflict,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The command service: turns requests into aggregate commands, runs them through cqrs-es with
 //! the request's metadata, and reports the log position a client can wait on.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -17,10 +18,11 @@ use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
 use aether_domain::user::{User, UserCommand, UserError};
 use aether_domain::{
-    ChannelAccess, ChannelCategory, ChannelId, ChannelKind, ChannelName, ChannelTopic, DisplayName,
-    Emoji, InviteCode, MessageBody, MessageId, ModerationReason, Password, Role, ServerId,
-    ServerName, UserId, Username,
+    ChannelAccess, ChannelCategory, ChannelId, ChannelKind, ChannelName, ChannelTopic,
+    ContentPolicy, DisplayName, Emoji, InviteCode, MessageBody, MessageId, ModerationReason,
+    Password, Role, ServerId, ServerName, UserId, Username,
 };
+use aether_moderation::{enforce, RuleStage};
 use aether_schemas::Metadata;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -29,6 +31,10 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventS
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use uuid::Uuid;
+
+mod review;
+
+pub use review::ReviewDecision;
 
 use crate::auth::{hash_password, verify_password, ExternalIdentity};
 use crate::error::{CommandError, DomainRefusal, ErrorCode};
@@ -278,6 +284,8 @@ pub struct ChatCommands<R: WriteStore> {
     channel_servers: Bounded<ChannelId, String>,
     /// Opened conversations by id. Their participants are fixed, so an entry never goes stale.
     conversations: Bounded<ChannelId, Arc<Conversation>>,
+    /// The rule stage every new or edited message body goes through.
+    rules: RuleStage,
 }
 
 impl<R: WriteStore> std::fmt::Debug for ChatCommands<R> {
@@ -316,6 +324,7 @@ impl<R: WriteStore> ChatCommands<R> {
             server_states: Bounded::new(CACHED_SERVERS),
             channel_servers: Bounded::new(CACHED_CHANNELS),
             conversations: Bounded::new(CACHED_CONVERSATIONS),
+            rules: RuleStage::new(),
         }
     }
 
@@ -545,6 +554,16 @@ impl<R: WriteStore> ChatCommands<R> {
         channel_id: ChannelId,
         user: UserId,
     ) -> Result<ChannelAccess, CommandError> {
+        Ok(self.channel_access_and_policy(channel_id, user).await?.0)
+    }
+
+    /// [`Self::channel_access`] and the content policy of the channel's server (a direct
+    /// conversation has no server, and allows everything), from one look-up.
+    async fn channel_access_and_policy(
+        &self,
+        channel_id: ChannelId,
+        user: UserId,
+    ) -> Result<(ChannelAccess, ContentPolicy), CommandError> {
         let server_id = match self.channel_servers.get(&channel_id) {
             Some(server_id) => server_id,
             None => {
@@ -553,10 +572,11 @@ impl<R: WriteStore> ChatCommands<R> {
                     .lookup(DirectoryKind::Channel, &channel_id.to_string())
                     .await?
                 else {
-                    return Ok(match self.conversation(channel_id).await? {
+                    let access = match self.conversation(channel_id).await? {
                         Some(conversation) => conversation.access(user),
                         None => ChannelAccess::UnknownChannel,
-                    });
+                    };
+                    return Ok((access, ContentPolicy::Allow));
                 };
                 self.channel_servers
                     .put(channel_id, server_id.clone(), |_, _| true);
@@ -564,7 +584,27 @@ impl<R: WriteStore> ChatCommands<R> {
             }
         };
         let server = self.current_server(&server_id).await?;
-        Ok(server.channel_access(channel_id, user))
+        Ok((
+            server.channel_access(channel_id, user),
+            server.content_policy,
+        ))
+    }
+
+    /// The rule stage: `body` as the server's content policy has it stored (as written, or
+    /// masked), or refused with `BAD_USER_INPUT` and the reason.
+    fn screened(
+        &self,
+        policy: ContentPolicy,
+        body: MessageBody,
+    ) -> Result<MessageBody, CommandError> {
+        match enforce(&self.rules, policy, body.as_ref()) {
+            Ok(Cow::Borrowed(_)) => Ok(body),
+            Ok(Cow::Owned(masked)) => Ok(MessageBody::parse(&masked)?),
+            Err(blocked) => Err(CommandError::new(
+                ErrorCode::BadUserInput,
+                blocked.to_string(),
+            )),
+        }
     }
 
     // --- accounts -------------------------------------------------------------------------
@@ -942,6 +982,27 @@ impl<R: WriteStore> ChatCommands<R> {
         })
     }
 
+    /// Chooses what the rule stage does with offensive messages in a server (admins and up).
+    pub async fn set_content_policy(
+        &self,
+        ctx: &CommandContext,
+        server_id: ServerId,
+        policy: ContentPolicy,
+    ) -> Result<Committed<()>, CommandError> {
+        let actor = ctx.actor()?;
+        let position = self
+            .server_command(
+                ctx,
+                server_id,
+                ServerCommand::SetContentPolicy { actor, policy },
+            )
+            .await?;
+        Ok(Committed {
+            value: (),
+            position,
+        })
+    }
+
     pub async fn rename_channel(
         &self,
         ctx: &CommandContext,
@@ -1289,7 +1350,8 @@ impl<R: WriteStore> ChatCommands<R> {
     ) -> Result<Committed<MessageRecord>, CommandError> {
         let author = ctx.actor()?;
         let body = MessageBody::parse(body)?;
-        let access = self.channel_access(channel_id, author).await?;
+        let (access, policy) = self.channel_access_and_policy(channel_id, author).await?;
+        let body = self.screened(policy, body)?;
         let mut linked = MessageLinks {
             also_in_channel: links.also_in_channel,
             ..MessageLinks::default()
@@ -1320,6 +1382,7 @@ impl<R: WriteStore> ChatCommands<R> {
             message_id,
             channel_id,
             access,
+            policy,
             state: Message::default(),
             sequence: 0,
         };
@@ -1343,7 +1406,9 @@ impl<R: WriteStore> ChatCommands<R> {
             .state
             .forward_origin()
             .map_err(|e| CommandError::from(AggregateError::UserError(e)))?;
-        let access = self.channel_access(to, author).await?;
+        // The forward is screened by the content policy of where it goes.
+        let (access, policy) = self.channel_access_and_policy(to, author).await?;
+        let body = self.screened(policy, body)?;
         let message_id = MessageId::new();
         let command = MessageCommand::SendMessage {
             message_id,
@@ -1362,6 +1427,7 @@ impl<R: WriteStore> ChatCommands<R> {
             message_id,
             channel_id: to,
             access,
+            policy,
             state: Message::default(),
             sequence: 0,
         };
@@ -1428,7 +1494,7 @@ impl<R: WriteStore> ChatCommands<R> {
         let channel_id = message
             .channel_id
             .ok_or_else(|| CommandError::not_found("message"))?;
-        let access = self.channel_access(channel_id, actor).await?;
+        let (access, policy) = self.channel_access_and_policy(channel_id, actor).await?;
         if !access.can_view() {
             // Outsiders learn nothing about messages they cannot see.
             return Err(CommandError::not_found("message"));
@@ -1437,6 +1503,7 @@ impl<R: WriteStore> ChatCommands<R> {
             message_id,
             channel_id,
             access,
+            policy,
             state: message,
             sequence,
         })
@@ -1451,6 +1518,7 @@ impl<R: WriteStore> ChatCommands<R> {
         let actor = ctx.actor()?;
         let body = MessageBody::parse(body)?;
         let target = self.message_and_access(message_id, actor).await?;
+        let body = self.screened(target.policy, body)?;
         let mentions = self
             .mentions(ctx, target.channel_id, &target.access, &body)
             .await?;
@@ -1827,6 +1895,7 @@ impl<R: WriteStore> ChatCommands<R> {
             access,
             state,
             sequence,
+            ..
         } = target;
         let id = message_id.to_string();
         let metadata = ctx.metadata(channel_id.to_string());
@@ -1886,6 +1955,8 @@ struct MessageTarget {
     message_id: MessageId,
     channel_id: ChannelId,
     access: ChannelAccess,
+    /// The content policy of the channel's server, for a new body.
+    policy: ContentPolicy,
     /// The message's state as of event `sequence` (the default and 0 for a new message).
     state: Message,
     sequence: usize,

@@ -404,3 +404,80 @@ async fn messages_are_refused_to_outsiders_unknown_channels_and_overlong_bodies(
     assert_eq!(sent.value.author_id, owner);
     assert_eq!(sent.value.version, 1);
 }
+
+// --- moderation ----------------------------------------------------------------------------
+
+/// The review events of the log, by type.
+async fn review_events(fixture: &Fixture) -> Vec<String> {
+    fixture
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|event| event.envelope.aggregate_type == "MessageReview")
+        .map(|event| event.envelope.event_type)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_redelivered_verdict_gives_one_outcome_at_the_servers_threshold() {
+    use aether_domain::review::ModelVerdict;
+    let fixture = Fixture::new().await;
+    let (owner, server, channel) = fixture.server_with_channel("owner").await;
+    fixture
+        .commands
+        .set_moderation_threshold(&ctx(Some(owner)), server, 0.7)
+        .await
+        .expect("the owner sets the threshold");
+    let message = fixture
+        .commands
+        .send_message(&ctx(Some(owner)), channel, "you are all idiots")
+        .await
+        .expect("sent")
+        .value
+        .id;
+    let verdict = |score: f64| ModelVerdict {
+        score,
+        model_version: "test-model".to_owned(),
+    };
+    // Below the server's threshold (above the default 0.5): nothing.
+    let below = fixture
+        .commands
+        .flag_message(&ctx(None), message, verdict(0.6))
+        .await
+        .expect("scored");
+    assert!(!below.value.flagged);
+    assert!(review_events(&fixture).await.is_empty());
+    // At it: flagged and hidden, once, however often the event comes back.
+    for _ in 0..3 {
+        let flagged = fixture
+            .commands
+            .flag_message(&ctx(None), message, verdict(0.9))
+            .await
+            .expect("scored");
+        assert!(flagged.value.flagged && flagged.value.hidden);
+    }
+    assert_eq!(
+        review_events(&fixture).await,
+        vec!["MessageFlagged", "MessageHidden"]
+    );
+    // A verdict on a message that never existed is refused, not panicked on.
+    assert_eq!(
+        code_of(
+            fixture
+                .commands
+                .flag_message(&ctx(None), aether_domain::MessageId::new(), verdict(0.9))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    // Thresholds outside (0, 1] never reach the server.
+    assert_eq!(
+        code_of(
+            fixture
+                .commands
+                .set_moderation_threshold(&ctx(Some(owner)), server, 1.5)
+                .await
+        ),
+        ErrorCode::BadUserInput
+    );
+}

@@ -11,6 +11,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, ServerId, UserId};
+use crate::moderation::{ContentPolicy, ModerationThreshold};
 use crate::permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
 use crate::values::{
     ChannelCategory, ChannelName, ChannelTopic, InviteCode, ModerationReason, ServerName,
@@ -117,6 +118,16 @@ pub enum ServerCommand {
         actor: UserId,
         channel_id: ChannelId,
     },
+    /// Choose what the rule stage does with offensive messages in this server.
+    SetContentPolicy {
+        actor: UserId,
+        policy: ContentPolicy,
+    },
+    /// Choose the model score from which the model stage flags and hides a message here.
+    SetModerationThreshold {
+        actor: UserId,
+        threshold: ModerationThreshold,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +226,17 @@ pub enum ServerEvent {
     ChannelUnarchived {
         channel_id: ChannelId,
     },
+    /// An admin chose what the rule stage does with offensive messages from now on.
+    ContentPolicyChanged {
+        policy: ContentPolicy,
+        changed_by: UserId,
+    },
+    /// An admin chose the model score from which the model stage flags and hides a message in
+    /// this server from now on.
+    ModerationThresholdChanged {
+        threshold: ModerationThreshold,
+        changed_by: UserId,
+    },
 }
 
 impl DomainEvent for ServerEvent {
@@ -238,6 +260,8 @@ impl DomainEvent for ServerEvent {
             ServerEvent::ChannelTopicChanged { .. } => "ChannelTopicChanged",
             ServerEvent::ChannelMoved { .. } => "ChannelMoved",
             ServerEvent::ChannelUnarchived { .. } => "ChannelUnarchived",
+            ServerEvent::ContentPolicyChanged { .. } => "ContentPolicyChanged",
+            ServerEvent::ModerationThresholdChanged { .. } => "ModerationThresholdChanged",
         }
         .to_owned()
     }
@@ -334,6 +358,11 @@ pub struct Server {
     /// Deleted by its owner: every command is refused as if the server did not exist.
     #[serde(default)]
     pub deleted: bool,
+    #[serde(default)]
+    pub content_policy: ContentPolicy,
+    /// `None` until an admin chooses one: [`ModerationThreshold::DEFAULT`] applies.
+    #[serde(default)]
+    pub moderation_threshold: Option<ModerationThreshold>,
 }
 
 impl Server {
@@ -353,6 +382,11 @@ impl Server {
                 channel: channel.facts,
             },
         }
+    }
+
+    /// The model score from which the model stage flags and hides a message here.
+    pub fn threshold(&self) -> ModerationThreshold {
+        self.moderation_threshold.unwrap_or_default()
     }
 
     pub fn role_of(&self, user: UserId) -> Option<Role> {
@@ -654,6 +688,26 @@ impl Server {
                 }
                 ServerEvent::ChannelUnarchived { channel_id }
             }
+            ServerCommand::SetContentPolicy { actor, policy } => {
+                self.require(actor, Permission::ManageServer)?;
+                if self.content_policy == policy {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ContentPolicyChanged {
+                    policy,
+                    changed_by: actor,
+                }
+            }
+            ServerCommand::SetModerationThreshold { actor, threshold } => {
+                self.require(actor, Permission::ManageServer)?;
+                if self.threshold() == threshold {
+                    return Ok(vec![]);
+                }
+                ServerEvent::ModerationThresholdChanged {
+                    threshold,
+                    changed_by: actor,
+                }
+            }
         };
         Ok(vec![event])
     }
@@ -798,6 +852,10 @@ impl Aggregate for Server {
                 if let Some(channel) = self.channels.get_mut(&channel_id) {
                     channel.facts.archived = false;
                 }
+            }
+            ServerEvent::ContentPolicyChanged { policy, .. } => self.content_policy = policy,
+            ServerEvent::ModerationThresholdChanged { threshold, .. } => {
+                self.moderation_threshold = Some(threshold);
             }
         }
     }

@@ -5,8 +5,8 @@
 //! and were then given their roles. `outsider()` never joined.
 
 use aether_domain::server::{Server, ServerCommand, ServerError, ServerEvent};
-use aether_domain::UserId;
 use aether_domain::{ChannelId, ChannelKind, ChannelName, InviteCode, Role, ServerId, ServerName};
+use aether_domain::{ContentPolicy, ModerationThreshold, UserId};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
 use uuid::Uuid;
@@ -1651,10 +1651,49 @@ fn setting_the_topic_it_already_has_records_nothing() {
 }
 
 #[test]
+fn an_admin_chooses_the_content_policy_and_choosing_it_again_records_nothing() {
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetContentPolicy {
+            actor: admin(),
+            policy: ContentPolicy::Block,
+        })
+        .then_expect_events(vec![ServerEvent::ContentPolicyChanged {
+            policy: ContentPolicy::Block,
+            changed_by: admin(),
+        }]);
+    framework()
+        .given(staffed())
+        .and(vec![ServerEvent::ContentPolicyChanged {
+            policy: ContentPolicy::Block,
+            changed_by: admin(),
+        }])
+        .when(ServerCommand::SetContentPolicy {
+            actor: owner(),
+            policy: ContentPolicy::Block,
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
 fn a_moderator_cannot_set_a_topic() {
     framework()
         .given(with_channels())
         .when(set_topic(moderator(), general(), Some("Say hello")))
+        .then_expect_error(ServerError::NotPermitted {
+            role: Role::Moderator,
+        });
+}
+
+#[test]
+fn a_server_that_never_chose_allows_and_moderators_cannot_change_it() {
+    assert_eq!(Server::default().content_policy, ContentPolicy::Allow);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetContentPolicy {
+            actor: moderator(),
+            policy: ContentPolicy::Mask,
+        })
         .then_expect_error(ServerError::NotPermitted {
             role: Role::Moderator,
         });
@@ -1781,6 +1820,38 @@ fn a_moderator_cannot_move_a_channel() {
     framework()
         .given(three_channels())
         .when(move_channel(moderator(), third(), None, 0))
+        .then_expect_error(ServerError::NotPermitted {
+            role: Role::Moderator,
+        });
+}
+
+#[test]
+fn an_admin_chooses_the_moderation_threshold_and_moderators_cannot() {
+    let strict = ModerationThreshold::parse(0.3).expect("a valid threshold");
+    assert_eq!(Server::default().threshold(), ModerationThreshold::DEFAULT);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetModerationThreshold {
+            actor: admin(),
+            threshold: strict,
+        })
+        .then_expect_events(vec![ServerEvent::ModerationThresholdChanged {
+            threshold: strict,
+            changed_by: admin(),
+        }]);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetModerationThreshold {
+            actor: owner(),
+            threshold: ModerationThreshold::DEFAULT,
+        })
+        .then_expect_events(vec![]);
+    framework()
+        .given(staffed())
+        .when(ServerCommand::SetModerationThreshold {
+            actor: moderator(),
+            threshold: strict,
+        })
         .then_expect_error(ServerError::NotPermitted {
             role: Role::Moderator,
         });

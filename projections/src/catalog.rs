@@ -318,7 +318,9 @@ fn news_of(event: &ServerEvent) -> Option<(ServerEventKind, Option<ChannelId>, S
         ServerEvent::ServerCreated { .. }
         | ServerEvent::InviteCreated { .. }
         | ServerEvent::InviteRevoked { .. }
-        | ServerEvent::UserUnbanned { .. } => return None,
+        | ServerEvent::UserUnbanned { .. }
+        | ServerEvent::ContentPolicyChanged { .. }
+        | ServerEvent::ModerationThresholdChanged { .. } => return None,
         ServerEvent::ServerRenamed { name } => (
             K::ServerRenamed,
             None,
@@ -617,6 +619,22 @@ async fn apply_server_rows(
             )
             .await?;
             updates.push(membership(server, user_id, None));
+        }
+        // Enforced by the write side (the rule stage, the model stage's outcome commands);
+        // kept here so that members can read what is in force.
+        ServerEvent::ContentPolicyChanged { policy, .. } => {
+            tx.write(
+                "UPDATE servers SET content_policy = $1 WHERE id = $2",
+                vec![policy.as_str().into(), server_id.into()],
+            )
+            .await?;
+        }
+        ServerEvent::ModerationThresholdChanged { threshold, .. } => {
+            tx.write(
+                "UPDATE servers SET moderation_threshold = $1 WHERE id = $2",
+                vec![threshold.value().to_string().into(), server_id.into()],
+            )
+            .await?;
         }
         ServerEvent::UserUnbanned { user_id, .. } => {
             tx.write(

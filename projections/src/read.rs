@@ -472,7 +472,8 @@ impl ReadModels {
     pub async fn servers_of(&self, user: UserId) -> Result<Vec<ServerRow>, RowError> {
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT s.id, s.name, s.owner_id FROM {c}servers s JOIN {c}members m \
+            "SELECT s.id, s.name, s.owner_id, s.content_policy, s.moderation_threshold \
+             FROM {c}servers s JOIN {c}members m \
              ON m.server_id = s.id WHERE m.user_id = $1 ORDER BY m.position"
         );
         all(
@@ -483,7 +484,10 @@ impl ReadModels {
 
     pub async fn server(&self, id: ServerId) -> Result<Option<ServerRow>, RowError> {
         let c = self.tables(CATALOG).await?;
-        let sql = format!("SELECT id, name, owner_id FROM {c}servers WHERE id = $1");
+        let sql = format!(
+            "SELECT id, name, owner_id, content_policy, moderation_threshold FROM {c}servers \
+             WHERE id = $1"
+        );
         let row = self.one(&sql, vec![text(id)]).await?;
         row.as_ref().map(ServerRow::from_row).transpose()
     }
@@ -743,6 +747,46 @@ impl ReadModels {
                     .await
                     .map_err(mongo_error)?;
                 found.as_ref().map(message_document).transpose()
+            }
+        }
+    }
+
+    /// A page of `server`'s moderation queue: its messages with an open flag or report, after
+    /// the message `after` (ids are time ordered, so the oldest message comes first), at most
+    /// `limit`.
+    pub async fn review_queue(
+        &self,
+        server: ServerId,
+        after: Option<MessageId>,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>, RowError> {
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        match &self.inner.timeline {
+            Timeline::Sql => {
+                let t = self.tables(TIMELINE).await?;
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM {t}messages WHERE server_id = $1 \
+                     AND review_open AND id > $2 ORDER BY id LIMIT $3"
+                );
+                let values = vec![text(server), after.into(), limit.into()];
+                all(&self.rows(&sql, values).await?, MessageRow::from_row)
+            }
+            Timeline::Mongo(database) => {
+                let messages = self.collection(database, "messages").await?;
+                let documents = find_all(
+                    &messages,
+                    doc! {
+                        "server_id": server.to_string(),
+                        "review_open": true,
+                        "_id": { "$gt": after },
+                    },
+                    Some((doc! { "_id": 1 }, limit)),
+                )
+                .await?;
+                documents
+                    .iter()
+                    .map(message_document)
+                    .collect::<Result<_, _>>()
             }
         }
     }

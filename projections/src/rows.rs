@@ -2,7 +2,10 @@
 
 use crate::sql::SqlRow;
 use aether_domain::message::{ForwardOrigin, Reaction};
-use aether_domain::{ChannelId, ChannelKind, MessageId, Role, ServerId, UserId};
+use aether_domain::review::ReviewEvent;
+use aether_domain::{
+    ChannelId, ChannelKind, ContentPolicy, MessageId, ModerationThreshold, Role, ServerId, UserId,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -77,19 +80,42 @@ impl UserRow {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServerRow {
     pub id: ServerId,
     pub name: String,
     pub owner_id: UserId,
+    #[serde(default)]
+    pub content_policy: ContentPolicy,
+    /// `None` while the server never chose one ([`ModerationThreshold::DEFAULT`] applies).
+    #[serde(default)]
+    pub moderation_threshold: Option<ModerationThreshold>,
 }
 
 impl ServerRow {
     pub fn from_row(row: &SqlRow) -> Result<Self, RowError> {
+        let policy: String = row.get("content_policy")?;
+        let threshold: Option<String> = row.get("moderation_threshold")?;
         Ok(Self {
             id: parse_id(row, "id", ServerId::parse)?,
             name: row.get("name")?,
             owner_id: parse_id(row, "owner_id", UserId::parse)?,
+            content_policy: ContentPolicy::parse(&policy).ok_or(RowError::Malformed {
+                column: "content_policy",
+                value: policy,
+            })?,
+            moderation_threshold: match threshold {
+                Some(text) => Some(
+                    text.parse::<f64>()
+                        .ok()
+                        .and_then(|value| ModerationThreshold::parse(value).ok())
+                        .ok_or(RowError::Malformed {
+                            column: "moderation_threshold",
+                            value: text,
+                        })?,
+                ),
+                None => None,
+            },
         })
     }
 }
@@ -290,7 +316,7 @@ pub struct EditRow {
     pub replaced_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MessageRow {
     pub id: MessageId,
     /// The channel, or the conversation.
@@ -336,6 +362,188 @@ pub struct MessageRow {
     /// The message it forwards, when it is a forward.
     #[serde(default)]
     pub forwarded_from: Option<ForwardOrigin>,
+    /// What moderation recorded about it; `None` while nobody flagged or reported it.
+    #[serde(default)]
+    pub review: Option<ReviewRow>,
+}
+
+impl MessageRow {
+    /// Whether moderators hid it from everyone else.
+    pub fn hidden(&self) -> bool {
+        self.review
+            .as_ref()
+            .is_some_and(|review| review.hidden.is_some())
+    }
+
+    /// Whether it waits in its server's moderation queue.
+    pub fn review_open(&self) -> bool {
+        self.review.as_ref().is_some_and(|review| review.open)
+    }
+}
+
+/// A message's review: the model stage's flag, members' reports, whether it is hidden, and the
+/// last moderator's decision. Every store keeps it as this JSON, so all of them answer alike.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReviewRow {
+    #[serde(default)]
+    pub flag: Option<FlagRow>,
+    #[serde(default)]
+    pub reports: Vec<ReportRow>,
+    #[serde(default)]
+    pub hidden: Option<HiddenRow>,
+    /// Waiting in the moderation queue: from a flag or report to a moderator's decision.
+    #[serde(default)]
+    pub open: bool,
+    /// When it last entered the queue.
+    #[serde(default)]
+    pub opened_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub decision: Option<DecisionRow>,
+}
+
+/// The model stage's flag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlagRow {
+    pub score: f64,
+    pub model_version: String,
+    pub reason: String,
+    pub flagged_at: DateTime<Utc>,
+}
+
+/// One member's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRow {
+    pub reported_by: UserId,
+    pub reason: String,
+    pub reported_at: DateTime<Utc>,
+}
+
+/// Why and by whom a message is hidden (`hidden_by` is `None` when the model stage hid it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HiddenRow {
+    pub hidden_by: Option<UserId>,
+    pub reason: String,
+    pub hidden_at: DateTime<Utc>,
+}
+
+/// What a moderator decided last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DecisionKind {
+    Hidden,
+    Restored,
+    Dismissed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    pub kind: DecisionKind,
+    pub decided_by: UserId,
+    pub reason: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Applies one review event to a message's review, in every store alike. Answers the channel
+/// change that members see, if any: a message hidden or shown again. Flags, reports and
+/// dismissals change only what moderators see.
+pub fn apply_review(
+    review: &mut Option<ReviewRow>,
+    event: &ReviewEvent,
+) -> Option<ChannelEventKind> {
+    let row = review.get_or_insert_with(ReviewRow::default);
+    let open = |row: &mut ReviewRow, at: DateTime<Utc>| {
+        if !row.open {
+            row.open = true;
+            row.opened_at = Some(at);
+        }
+    };
+    match event {
+        ReviewEvent::MessageFlagged {
+            score,
+            model_version,
+            reason,
+            flagged_at,
+            ..
+        } => {
+            row.flag = Some(FlagRow {
+                score: *score,
+                model_version: model_version.clone(),
+                reason: reason.clone(),
+                flagged_at: *flagged_at,
+            });
+            open(row, *flagged_at);
+            None
+        }
+        ReviewEvent::MessageReported {
+            reported_by,
+            reason,
+            reported_at,
+            ..
+        } => {
+            if !row.reports.iter().any(|r| r.reported_by == *reported_by) {
+                row.reports.push(ReportRow {
+                    reported_by: *reported_by,
+                    reason: reason.to_string(),
+                    reported_at: *reported_at,
+                });
+            }
+            open(row, *reported_at);
+            None
+        }
+        ReviewEvent::MessageHidden {
+            hidden_by,
+            reason,
+            hidden_at,
+            ..
+        } => {
+            row.hidden = Some(HiddenRow {
+                hidden_by: *hidden_by,
+                reason: reason.clone(),
+                hidden_at: *hidden_at,
+            });
+            if let Some(by) = hidden_by {
+                row.open = false;
+                row.decision = Some(DecisionRow {
+                    kind: DecisionKind::Hidden,
+                    decided_by: *by,
+                    reason: reason.clone(),
+                    decided_at: *hidden_at,
+                });
+            }
+            Some(ChannelEventKind::MessageHidden)
+        }
+        ReviewEvent::MessageRestored {
+            restored_by,
+            reason,
+            restored_at,
+            ..
+        } => {
+            row.hidden = None;
+            row.open = false;
+            row.decision = Some(DecisionRow {
+                kind: DecisionKind::Restored,
+                decided_by: *restored_by,
+                reason: reason.to_string(),
+                decided_at: *restored_at,
+            });
+            Some(ChannelEventKind::MessageRestored)
+        }
+        ReviewEvent::FlagDismissed {
+            dismissed_by,
+            reason,
+            dismissed_at,
+            ..
+        } => {
+            row.open = false;
+            row.decision = Some(DecisionRow {
+                kind: DecisionKind::Dismissed,
+                decided_by: *dismissed_by,
+                reason: reason.to_string(),
+                decided_at: *dismissed_at,
+            });
+            None
+        }
+    }
 }
 
 /// A message's pin.
@@ -408,6 +616,7 @@ impl MessageRow {
                 }),
                 None => None,
             },
+            review: optional_json_column(row, "moderation")?,
         })
     }
 }
@@ -424,6 +633,22 @@ pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A nullable JSON text column, read into `T`.
+pub(crate) fn optional_json_column<T: serde::de::DeserializeOwned>(
+    row: &SqlRow,
+    column: &'static str,
+) -> Result<Option<T>, RowError> {
+    let Some(text) = row.get::<Option<String>>(column)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|_| RowError::Malformed {
+            column,
+            value: text,
+        })
+}
+
 /// What happened to a channel's message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChannelEventKind {
@@ -436,6 +661,10 @@ pub enum ChannelEventKind {
     MessagePinned,
     /// The message was unpinned.
     MessageUnpinned,
+    /// Moderators hid the message from everyone else (or the model stage did, pending them).
+    MessageHidden,
+    /// A hidden message is shown again.
+    MessageRestored,
 }
 
 impl ChannelEventKind {
@@ -447,6 +676,8 @@ impl ChannelEventKind {
             ChannelEventKind::ReactionChanged => "ReactionChanged",
             ChannelEventKind::MessagePinned => "MessagePinned",
             ChannelEventKind::MessageUnpinned => "MessageUnpinned",
+            ChannelEventKind::MessageHidden => "MessageHidden",
+            ChannelEventKind::MessageRestored => "MessageRestored",
         }
     }
 
@@ -458,6 +689,8 @@ impl ChannelEventKind {
             ChannelEventKind::ReactionChanged,
             ChannelEventKind::MessagePinned,
             ChannelEventKind::MessageUnpinned,
+            ChannelEventKind::MessageHidden,
+            ChannelEventKind::MessageRestored,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == value)
@@ -465,7 +698,7 @@ impl ChannelEventKind {
 }
 
 /// One change to a channel, numbered by `seq` (from 1, per channel, no gaps).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelEventRow {
     pub channel_id: ChannelId,
     pub seq: i64,

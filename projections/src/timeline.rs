@@ -3,6 +3,7 @@
 
 use aether_domain::message::{add_reaction, remove_reaction, MessageEvent, Reaction};
 use aether_domain::pins::PinsEvent;
+use aether_domain::review::ReviewEvent;
 use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -10,7 +11,8 @@ use sqlx::SqliteConnection;
 
 use crate::projection::{Projection, ProjectionError};
 use crate::rows::{
-    ChannelEventKind, ChannelEventRow, EditRow, MessageRow, ReactionChange, RowError,
+    apply_review, optional_json_column, ChannelEventKind, ChannelEventRow, EditRow, MessageRow,
+    ReactionChange, ReviewRow, RowError,
 };
 use crate::sql::{ApplyError, SqlRow, SqlWrite};
 use crate::updates::Update;
@@ -25,7 +27,7 @@ impl TimelineProjection {
 pub(crate) const MESSAGE_COLUMNS: &str = "id, channel_id, server_id, author_id, body, created_at, \
      edited_at, deleted, channel_seq, version, edits, reactions, reply_to_id, thread_root_id, \
      thread_seq, in_channel, thread_replies, thread_last_reply_at, thread_participants, pinned_by, \
-     pinned_at, forwarded_from";
+     pinned_at, moderation, forwarded_from";
 
 #[async_trait]
 impl Projection for TimelineProjection {
@@ -71,6 +73,7 @@ pub async fn apply_timeline_event(
     match envelope.aggregate_type.as_str() {
         "Message" => {}
         "ChannelPins" => return apply_pin(tx, envelope, updates).await,
+        "MessageReview" => return apply_review_event(tx, envelope, updates).await,
         _ => return Ok(()),
     }
     let message: MessageEvent = envelope
@@ -231,6 +234,50 @@ async fn apply_pin(
             ],
         )
         .await?;
+    let heads = bump_heads(tx, &channel.to_string(), Bump::Event).await?;
+    record_change(tx, channel, heads.last_event, kind, row, None, updates).await
+}
+
+/// A flag, report or moderator's decision: the message's review, and, when members see a
+/// difference (hidden, shown again), the channel's numbered change.
+async fn apply_review_event(
+    tx: &mut dyn SqlWrite,
+    envelope: &EventEnvelope,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    let event: ReviewEvent = envelope
+        .decode()
+        .map_err(|e| ApplyError::decode(envelope, &e))?;
+    let id = event.message_id().to_string();
+    let stored = tx
+        .fetch_optional(
+            "SELECT moderation FROM messages WHERE id = $1",
+            vec![id.clone().into()],
+        )
+        .await?
+        .ok_or_else(|| {
+            ApplyError::Row(RowError::Malformed {
+                column: "id",
+                value: format!("message {id} is not in the timeline"),
+            })
+        })?;
+    let mut review: Option<ReviewRow> = optional_json_column(&stored, "moderation")?;
+    let kind = apply_review(&mut review, &event);
+    let open = review.as_ref().is_some_and(|review| review.open);
+    let json = serde_json::to_string(&review).map_err(|e| ApplyError::decode(envelope, &e))?;
+    let row = tx
+        .fetch_optional(
+            &format!(
+                "UPDATE messages SET moderation = $1, review_open = $2 WHERE id = $3 \
+                 RETURNING {MESSAGE_COLUMNS}"
+            ),
+            vec![json.into(), open.into(), id.into()],
+        )
+        .await?;
+    let Some(kind) = kind else {
+        return Ok(());
+    };
+    let channel = event.channel_id();
     let heads = bump_heads(tx, &channel.to_string(), Bump::Event).await?;
     record_change(tx, channel, heads.last_event, kind, row, None, updates).await
 }

@@ -26,7 +26,7 @@ pub const DEFAULT_BUS_CAPACITY: usize = 1_024;
 /// subscription further behind re-checks its access in the read model).
 const MEMBERSHIP_CAPACITY: usize = 16;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Update {
     /// A channel's messages changed; keyed by channel id.
     Channel(ChannelEventRow),
@@ -267,6 +267,7 @@ mod tests {
                 thread: None,
                 pinned: None,
                 forwarded_from: None,
+                review: None,
             }),
             reaction: None,
         })

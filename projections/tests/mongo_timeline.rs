@@ -274,6 +274,8 @@ async fn a_batch_leaves_messages_with_their_edit_history_and_tombstones() {
             "forwarded_from": null,
             "thread": null,
             "pinned": null,
+            "moderation": null,
+            "review_open": false,
         })
     );
     let tombstone = message(&dump, oops);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use aether_domain::conversation::{conversation_id, ConversationEvent};
 use aether_domain::message::MessageEvent;
 use aether_domain::receipts::{read_marker_id, ReadMarkerEvent};
+use aether_domain::review::ReviewEvent;
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
 use aether_domain::{
@@ -197,6 +198,25 @@ fn scenario() -> Scenario {
     {
         log.push("Server", &doomed.to_string(), sequence as u64 + 1, &event);
     }
+    // The server's moderation settings, which members read back from the catalog.
+    log.push(
+        "Server",
+        &server.to_string(),
+        5,
+        &ServerEvent::ContentPolicyChanged {
+            policy: aether_domain::ContentPolicy::Mask,
+            changed_by: user,
+        },
+    );
+    log.push(
+        "Server",
+        &server.to_string(),
+        6,
+        &ServerEvent::ModerationThresholdChanged {
+            threshold: parse(aether_domain::ModerationThreshold::parse(0.75)),
+            changed_by: user,
+        },
+    );
     let mut messages = Vec::new();
     for n in 0..3 {
         let message = MessageId::new();
@@ -283,6 +303,64 @@ fn scenario() -> Scenario {
             pinned_at: at,
         },
     );
+    // The model stage flags and hides the first message; a member reports the third, and a
+    // moderator dismisses the report.
+    let review = |n: usize| aether_domain::review::review_id(messages[n]).to_string();
+    let about = |n: usize| (messages[n], channel, server, user);
+    for (n, sequence, event) in [
+        (0, 1, {
+            let (message_id, channel_id, server_id, author_id) = about(0);
+            ReviewEvent::MessageFlagged {
+                message_id,
+                channel_id,
+                server_id,
+                author_id,
+                score: 0.93,
+                model_version: "contract-model-v1".to_owned(),
+                reason: "model score 0.930 reached this server's threshold 0.750".to_owned(),
+                threshold: parse(aether_domain::ModerationThreshold::parse(0.75)),
+                flagged_at: at,
+            }
+        }),
+        (0, 2, {
+            let (message_id, channel_id, server_id, author_id) = about(0);
+            ReviewEvent::MessageHidden {
+                message_id,
+                channel_id,
+                server_id,
+                author_id,
+                hidden_by: None,
+                reason: "model score 0.930 reached this server's threshold 0.750".to_owned(),
+                hidden_at: at,
+            }
+        }),
+        (2, 1, {
+            let (message_id, channel_id, server_id, author_id) = about(2);
+            ReviewEvent::MessageReported {
+                message_id,
+                channel_id,
+                server_id,
+                author_id,
+                reported_by: UserId::new(),
+                reason: parse(ModerationReason::parse("reported in the contract")),
+                reported_at: at,
+            }
+        }),
+        (2, 2, {
+            let (message_id, channel_id, server_id, author_id) = about(2);
+            ReviewEvent::FlagDismissed {
+                message_id,
+                channel_id,
+                server_id,
+                author_id,
+                dismissed_by: user,
+                reason: parse(ModerationReason::parse("dismissed in the contract")),
+                dismissed_at: at,
+            }
+        }),
+    ] {
+        log.push("MessageReview", &review(n), sequence, &event);
+    }
     // Two people react with one emoji, and one of them also with another, then takes it back.
     let reacting = UserId::new();
     for (sequence, (who, emoji, added)) in [
@@ -468,6 +546,12 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
         assert!(text.contains("🎉"), "{name}: {text}");
         assert!(text.contains(&reacting.to_string()), "{name}: {text}");
         assert!(text.contains("in the thread"), "{name}: {text}");
+        // Moderation: the flag with its model version, the hidden message's channel change,
+        // the report and its dismissal, each kept with its message.
+        assert!(text.contains("contract-model-v1"), "{name}: {text}");
+        assert!(text.contains("MessageHidden"), "{name}: {text}");
+        assert!(text.contains("reported in the contract"), "{name}: {text}");
+        assert!(text.contains("DISMISSED"), "{name}: {text}");
     } else if !name.contains("audit") {
         // Reactions are the timeline's alone (the audit keeps every event).
         assert!(!text.contains(&reacting.to_string()), "{name}: {text}");
@@ -496,6 +580,11 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
             assert!(text.contains(kept), "{name}: no {kept} in {text}");
         }
         assert!(!text.contains("doomed"), "{name}: {text}");
+    }
+    if name.contains("catalog") {
+        // The server's moderation settings.
+        assert!(text.contains("MASK"), "{name}: {text}");
+        assert!(text.contains("0.75"), "{name}: {text}");
     }
     if name.contains("search") {
         // Direct conversations are private: never indexed.

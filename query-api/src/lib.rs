@@ -9,6 +9,7 @@ pub mod document;
 pub mod ephemeral;
 pub mod error;
 pub mod metrics;
+mod moderation;
 mod mutation;
 mod query;
 pub mod rate;

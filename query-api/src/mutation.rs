@@ -5,12 +5,17 @@
 use crate::ephemeral::PresenceStatus;
 use aether_commands::auth::TokenKind;
 use aether_commands::service::Links;
+use aether_commands::service::ReviewDecision;
 use aether_commands::{CommandContext, Committed, Moderation, OnlineNow, SessionRecord};
 use aether_domain::conversation::MAX_PARTICIPANTS;
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
 use async_graphql::{Context, InputObject, Object, ID};
 
 use crate::error::{gql, ApiError, ApiResult};
+use crate::moderation::{
+    ContentPolicyGql, ModerateMessageInput, ReportMessageInput, SetContentPolicyInput,
+    SetModerationThresholdInput,
+};
 use crate::types::{
     caller, load_user, require_caller, state, AuthPayload, Channel, ChannelKindGql, Conversation,
     Invite, Member, Message, ReadState, RoleGql, Server, User,
@@ -185,6 +190,22 @@ fn committed<T>(ctx: &Context<'_>, committed: Committed<T>) -> T {
         token.observe(committed.position.event);
     }
     committed.value
+}
+
+/// A moderator's decision about `input.message_id`; answers with the message as the timeline
+/// then shows it.
+async fn review(
+    ctx: &Context<'_>,
+    input: ModerateMessageInput,
+    decision: ReviewDecision,
+) -> ApiResult<Message> {
+    require_caller(ctx)?;
+    let message = MessageId::parse(&input.message_id)?;
+    let decided = state(ctx)
+        .commands
+        .decide_review(&context(ctx), message, decision, &input.reason)
+        .await?;
+    projected_message(ctx, decided, message).await
 }
 
 /// `message` from the timeline once it has applied `result`'s events.
@@ -608,6 +629,104 @@ impl MutationRoot {
         }
         .await;
         gql(result)
+    }
+
+    /// Chooses what happens to messages in the server whose words the rule stage finds
+    /// offensive (ADMIN and above): `ALLOW` (the default) stores them as written, `MASK` stores
+    /// them with those words replaced by `*`, `BLOCK` refuses them with `BAD_USER_INPUT` and the
+    /// reason. Applies to messages sent or edited from now on. Answers with the policy set.
+    async fn set_content_policy(
+        &self,
+        ctx: &Context<'_>,
+        input: SetContentPolicyInput,
+    ) -> async_graphql::Result<ContentPolicyGql> {
+        let result: ApiResult<ContentPolicyGql> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let set = state(ctx)
+                .commands
+                .set_content_policy(&context(ctx), server, input.policy.into())
+                .await?;
+            committed(ctx, set);
+            Ok(input.policy)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Chooses the model score (greater than 0, at most 1) from which the model stage flags a
+    /// message of the server and hides it until a moderator decides (ADMIN and above; 0.5
+    /// until chosen). Applies to messages scored from now on. Answers with the threshold set.
+    async fn set_moderation_threshold(
+        &self,
+        ctx: &Context<'_>,
+        input: SetModerationThresholdInput,
+    ) -> async_graphql::Result<f64> {
+        let result: ApiResult<f64> = async {
+            require_caller(ctx)?;
+            let server = ServerId::parse(&input.server_id)?;
+            let set = state(ctx)
+                .commands
+                .set_moderation_threshold(&context(ctx), server, input.threshold)
+                .await?;
+            committed(ctx, set);
+            Ok(input.threshold)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Reports a message of a server's channel to its moderators, with a reason (any member
+    /// who sees it, not its author; reporting it again changes nothing). It joins the
+    /// server's `moderationQueue`. Answers `true`.
+    async fn report_message(
+        &self,
+        ctx: &Context<'_>,
+        input: ReportMessageInput,
+    ) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            require_caller(ctx)?;
+            let message = MessageId::parse(&input.message_id)?;
+            let reported = state(ctx)
+                .commands
+                .report_message(&context(ctx), message, &input.reason)
+                .await?;
+            committed_and_projected(ctx, reported).await;
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Hides a message from everyone but the server's moderators (MODERATOR and up), with a
+    /// reason; it leaves the moderation queue. `CONFLICT` if it is hidden already.
+    async fn hide_message(
+        &self,
+        ctx: &Context<'_>,
+        input: ModerateMessageInput,
+    ) -> async_graphql::Result<Message> {
+        gql(review(ctx, input, ReviewDecision::Hide).await)
+    }
+
+    /// Shows a hidden message again (MODERATOR and up), with a reason; it leaves the
+    /// moderation queue. `CONFLICT` if it is not hidden.
+    async fn restore_message(
+        &self,
+        ctx: &Context<'_>,
+        input: ModerateMessageInput,
+    ) -> async_graphql::Result<Message> {
+        gql(review(ctx, input, ReviewDecision::Restore).await)
+    }
+
+    /// Judges a message's flag and reports unfounded (MODERATOR and up), with a reason: it
+    /// leaves the moderation queue as it is shown (a message the model stage hid stays hidden
+    /// until restored). `CONFLICT` when nothing is open.
+    async fn dismiss_flag(
+        &self,
+        ctx: &Context<'_>,
+        input: ModerateMessageInput,
+    ) -> async_graphql::Result<Message> {
+        gql(review(ctx, input, ReviewDecision::Dismiss).await)
     }
 
     /// Renames a channel (ADMIN and above).

@@ -5,8 +5,8 @@ use async_graphql::{Context, Object, ID};
 
 use crate::error::{gql, ApiError, ApiResult};
 use crate::types::{
-    load_user, page_of, page_size, require_caller, state, visible_place, Channel, Conversation,
-    Message, MessageConnection, PageOf, Place, Server, User,
+    load_user, page_of, page_size, require_caller, require_member, state, visible_place, Channel,
+    Conversation, Message, MessageConnection, MessageEdge, PageInfo, PageOf, Place, Server, User,
 };
 
 #[derive(Debug, Default)]
@@ -14,6 +14,64 @@ pub struct QueryRoot;
 
 #[Object]
 impl QueryRoot {
+    /// A server's moderation queue for MODERATOR and up (`FORBIDDEN` otherwise): its messages
+    /// flagged by the model stage or reported by members and not decided since, the oldest
+    /// message first, each with its `moderation` (flag, reports). The cursor is a message id.
+    async fn moderation_queue(
+        &self,
+        ctx: &Context<'_>,
+        server_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<MessageConnection> {
+        let result: ApiResult<MessageConnection> = async {
+            let user = require_caller(ctx)?;
+            let server = ServerId::parse(&server_id)?;
+            let state = state(ctx);
+            let role = require_member(state, server, user).await?;
+            if !role.allows(aether_domain::Permission::ManageMessages) {
+                return Err(ApiError::forbidden(format!(
+                    "your role ({role}) does not allow seeing the moderation queue"
+                )));
+            }
+            let max = state.limits.max_page_size;
+            let first = page_size(first, "first", max)?.unwrap_or(max.min(50));
+            let after = after
+                .as_deref()
+                .map(MessageId::parse)
+                .transpose()
+                .map_err(|_| ApiError::bad_input("after is not a cursor of this queue"))?;
+            let mut rows = state.read.review_queue(server, after, first + 1).await?;
+            let has_next_page = rows.len() as i64 > first;
+            rows.truncate(usize::try_from(first).unwrap_or(0));
+            let mut edges = Vec::with_capacity(rows.len());
+            for row in rows {
+                // A moderator who may not see a private channel does not see its messages.
+                let visible = match state.read.channel(row.channel_id).await? {
+                    Some(channel) => state.read.channel_access(&channel, user).await?.can_view(),
+                    None => false,
+                };
+                if visible {
+                    edges.push(MessageEdge {
+                        cursor: row.id.to_string(),
+                        node: row.into(),
+                    });
+                }
+            }
+            Ok(MessageConnection {
+                page_info: PageInfo {
+                    has_next_page,
+                    has_previous_page: after.is_some(),
+                    start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+                    end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+                },
+                edges,
+            })
+        }
+        .await;
+        gql(result)
+    }
+
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let result: ApiResult<User> = async {

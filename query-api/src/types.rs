@@ -11,14 +11,15 @@ use aether_domain::{ChannelId, ServerId, UserId};
 use aether_projections::read::PageFrom;
 use aether_projections::receipts::ReadStateRow;
 use aether_projections::rows::{
-    ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow, EditRow, MessageRow, ServerRow,
-    ThreadSummary as ThreadSummaryRow, UserRow,
+    ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow, EditRow, MessageRow, ReviewRow,
+    ServerRow, ThreadSummary as ThreadSummaryRow, UserRow,
 };
 use async_graphql::{ComplexObject, Context, Enum, Interface, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use crate::ephemeral::PresenceStatus;
 use crate::error::{gql, ApiError, ApiResult};
+use crate::moderation::{ContentPolicyGql, MessageModeration};
 use crate::{ApiState, Caller};
 
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a ApiState {
@@ -367,6 +368,19 @@ pub(crate) async fn require_member(
         .ok_or_else(|| ApiError::forbidden("you are not a member of this server"))
 }
 
+impl Server {
+    /// The server's row, for its members.
+    async fn settings(&self, ctx: &Context<'_>) -> ApiResult<ServerRow> {
+        let state = state(ctx);
+        require_member(state, self.id, require_caller(ctx)?).await?;
+        state
+            .read
+            .server(self.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("server"))
+    }
+}
+
 #[Object]
 impl Server {
     async fn id(&self) -> ID {
@@ -379,6 +393,19 @@ impl Server {
 
     async fn owner(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.owner_id).await)
+    }
+
+    /// What the rule stage does with messages whose words it finds offensive (members read
+    /// it; ADMIN and up change it with `setContentPolicy`).
+    async fn content_policy(&self, ctx: &Context<'_>) -> async_graphql::Result<ContentPolicyGql> {
+        gql(self.settings(ctx).await).map(|row| row.content_policy.into())
+    }
+
+    /// The model score (0 to 1) from which the model stage flags a message here and hides it
+    /// until a moderator decides: 0.5 until an admin chooses (`setModerationThreshold`).
+    async fn moderation_threshold(&self, ctx: &Context<'_>) -> async_graphql::Result<f64> {
+        gql(self.settings(ctx).await)
+            .map(|row| row.moderation_threshold.unwrap_or_default().value())
     }
 
     /// The channels the caller can see, in the server's order (creation order until an admin
@@ -869,7 +896,7 @@ impl From<EditRow> for MessageEdit {
 #[graphql(complex)]
 pub struct Message {
     pub id: ID,
-    /// The text; empty once the message is deleted.
+    #[graphql(skip)]
     pub body: String,
     #[graphql(skip)]
     pub author_id: UserId,
@@ -881,7 +908,7 @@ pub struct Message {
     /// The message's version: 1 when sent, one more per edit and for the deletion. Clients
     /// keep the copy with the highest sequence.
     pub sequence: i64,
-    /// Earlier bodies, oldest first (empty once deleted).
+    #[graphql(skip)]
     pub edits: Vec<MessageEdit>,
     #[graphql(skip)]
     pub reactions: Vec<ReactionRow>,
@@ -897,6 +924,40 @@ pub struct Message {
     pub pinned_by: Option<UserId>,
     #[graphql(skip)]
     pub forwarded_from: Option<ForwardOriginRow>,
+    #[graphql(skip)]
+    pub server_id: Option<ServerId>,
+    /// What moderation recorded about it (from the timeline; `None` in a command's answer).
+    #[graphql(skip)]
+    pub review: Option<ReviewRow>,
+}
+
+/// Whether the caller sees what moderators hid in `server`: MODERATOR and up there.
+pub(crate) async fn sees_hidden(ctx: &Context<'_>, server: Option<ServerId>) -> ApiResult<bool> {
+    let (Some(server), Some(user)) = (server, caller(ctx)) else {
+        return Ok(false);
+    };
+    Ok(state(ctx)
+        .read
+        .member_role(server, user)
+        .await?
+        .is_some_and(|role| role.allows(aether_domain::Permission::ManageMessages)))
+}
+
+impl Message {
+    fn is_hidden(&self) -> bool {
+        self.review
+            .as_ref()
+            .is_some_and(|review| review.hidden.is_some())
+    }
+
+    /// Whether the caller must not see this message's words: it is hidden and they are not
+    /// one of its server's moderators.
+    async fn withheld(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        if !self.is_hidden() {
+            return Ok(false);
+        }
+        Ok(!sees_hidden(ctx, self.server_id).await?)
+    }
 }
 
 /// Where a forwarded message comes from.
@@ -968,6 +1029,47 @@ pub const FIRST_REACTORS: usize = 3;
 
 #[ComplexObject]
 impl Message {
+    /// The text; empty once the message is deleted, and while moderators hide it for everyone
+    /// but them (`hidden`).
+    async fn body(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        Ok(if gql(self.withheld(ctx).await)? {
+            String::new()
+        } else {
+            self.body.clone()
+        })
+    }
+
+    /// Earlier bodies, oldest first (empty once deleted, and while hidden from the caller).
+    async fn edits(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<MessageEdit>> {
+        Ok(if gql(self.withheld(ctx).await)? {
+            Vec::new()
+        } else {
+            self.edits.clone()
+        })
+    }
+
+    /// Whether the server's moderators (or the model stage, pending them) hid the message:
+    /// everyone sees that it is hidden, only MODERATOR and up see its words.
+    async fn hidden(&self) -> bool {
+        self.is_hidden()
+    }
+
+    /// What moderation recorded about the message (its flag, reports, decision), for the
+    /// server's moderators and up; `null` for everyone else and for a message nobody flagged
+    /// or reported.
+    async fn moderation(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<MessageModeration>> {
+        let Some(review) = &self.review else {
+            return Ok(None);
+        };
+        if !gql(sees_hidden(ctx, self.server_id).await)? {
+            return Ok(None);
+        }
+        Ok(Some(MessageModeration::from(review.clone())))
+    }
+
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.author_id).await)
     }
@@ -1024,14 +1126,22 @@ impl Message {
         // Always in the same channel or conversation as this message, so whoever sees this
         // one may see it.
         let quoted = gql(state(ctx).read.message(id).await.map_err(ApiError::from))?;
+        let withheld = match &quoted {
+            Some(quoted) if quoted.hidden() => !gql(sees_hidden(ctx, quoted.server_id).await)?,
+            _ => false,
+        };
         Ok(quoted.map(|quoted| ReplyPreview {
             message_id: ID(quoted.id.to_string()),
-            excerpt: quoted
-                .body
-                .unwrap_or_default()
-                .chars()
-                .take(EXCERPT_CHARS)
-                .collect(),
+            excerpt: if withheld {
+                String::new()
+            } else {
+                quoted
+                    .body
+                    .unwrap_or_default()
+                    .chars()
+                    .take(EXCERPT_CHARS)
+                    .collect()
+            },
             deleted: quoted.deleted,
             author_id: quoted.author_id,
         }))
@@ -1048,9 +1158,13 @@ impl Message {
 
     /// The reactions, one per emoji, in the order each emoji was first used (empty once
     /// deleted).
-    async fn reactions(&self, ctx: &Context<'_>) -> Vec<Reaction> {
+    async fn reactions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Reaction>> {
+        if gql(self.withheld(ctx).await)? {
+            return Ok(Vec::new());
+        }
         let me = caller(ctx);
-        self.reactions
+        Ok(self
+            .reactions
             .iter()
             .map(|reaction| Reaction {
                 emoji: reaction.emoji.to_string(),
@@ -1063,7 +1177,7 @@ impl Message {
                     .copied()
                     .collect(),
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -1113,6 +1227,8 @@ impl From<MessageRow> for Message {
             pinned_at: row.pinned.as_ref().map(|pin| pin.pinned_at),
             pinned_by: row.pinned.map(|pin| pin.pinned_by),
             forwarded_from: row.forwarded_from,
+            server_id: row.server_id,
+            review: row.review,
         }
     }
 }
@@ -1142,6 +1258,8 @@ impl From<MessageRecord> for Message {
             pinned_at: None,
             pinned_by: None,
             forwarded_from: record.forwarded_from,
+            server_id: record.server_id,
+            review: None,
         }
     }
 }
@@ -1183,6 +1301,21 @@ impl ReactionChanged {
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         gql(load_user(state(ctx), self.user_id).await)
     }
+}
+
+/// Moderators (or the model stage, pending them) hid a message: its words are gone for
+/// everyone but MODERATOR and up (`message.hidden`; `message.body` is empty for the others).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageHidden {
+    pub cursor: String,
+    pub message: Message,
+}
+
+/// A moderator showed a hidden message again.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageRestored {
+    pub cursor: String,
+    pub message: Message,
 }
 
 /// A message was pinned; `message.pinnedBy` and `message.pinnedAt` say by whom and when.
@@ -1259,6 +1392,8 @@ pub enum ChannelEvent {
     ThreadReplied(ThreadReplied),
     MessagePinned(MessagePinned),
     MessageUnpinned(MessageUnpinned),
+    MessageHidden(MessageHidden),
+    MessageRestored(MessageRestored),
 }
 
 impl From<ChannelEventRow> for ChannelEvent {
@@ -1282,6 +1417,14 @@ impl From<ChannelEventRow> for ChannelEvent {
                 message: (*row.message).into(),
             }),
             ChannelEventKind::MessageUnpinned => Self::MessageUnpinned(MessageUnpinned {
+                cursor,
+                message: (*row.message).into(),
+            }),
+            ChannelEventKind::MessageHidden => Self::MessageHidden(MessageHidden {
+                cursor,
+                message: (*row.message).into(),
+            }),
+            ChannelEventKind::MessageRestored => Self::MessageRestored(MessageRestored {
                 cursor,
                 message: (*row.message).into(),
             }),

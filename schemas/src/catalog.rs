@@ -16,6 +16,7 @@ use aether_domain::conversation::{Conversation, ConversationEvent};
 use aether_domain::message::{Message, MessageEvent};
 use aether_domain::pins::{ChannelPins, PinsEvent};
 use aether_domain::receipts::{ReadMarker, ReadMarkerEvent};
+use aether_domain::review::{MessageReview, ReviewEvent};
 use aether_domain::server::{Server, ServerEvent};
 use aether_domain::session::{Session, SessionEvent};
 use aether_domain::user::{User, UserEvent};
@@ -57,6 +58,7 @@ const CONVERSATION: &str = Conversation::TYPE;
 const MESSAGE: &str = Message::TYPE;
 const READ_MARKER: &str = ReadMarker::TYPE;
 const PINS: &str = ChannelPins::TYPE;
+const REVIEW: &str = MessageReview::TYPE;
 const SESSION: &str = Session::TYPE;
 const V1: &str = aether_domain::EVENT_VERSION_1;
 
@@ -250,6 +252,22 @@ pub const EVENT_TYPES: &[EventType] = &[
         "An archived channel is live again: members may post in it.",
     ),
     event(
+        "ContentPolicyChanged",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "An admin chose what the rule stage does with messages its word filter finds offensive \
+         from now on: ALLOW (stored as written), MASK (stored with the words replaced by `*`) or \
+         BLOCK (refused).",
+    ),
+    event(
+        "ModerationThresholdChanged",
+        SERVER,
+        topics::SERVER_EVENTS,
+        "An admin chose the model score (greater than 0, at most 1) from which the model stage \
+         flags a message of this server and hides it until a moderator decides. Before any such \
+         event a server's threshold is 0.5.",
+    ),
+    event(
         "ConversationOpened",
         CONVERSATION,
         topics::MESSAGE_EVENTS,
@@ -310,6 +328,43 @@ pub const EVENT_TYPES: &[EventType] = &[
         PINS,
         topics::MESSAGE_EVENTS,
         "A pinned message was unpinned. Keyed by the channel.",
+    ),
+    event(
+        "MessageFlagged",
+        REVIEW,
+        topics::MESSAGE_EVENTS,
+        "The model stage scored a server's message at or above the server's threshold: the \
+         score (0 to 1), the model version that gave it, the threshold and a reason for \
+         people. At most once per message. Keyed by the channel, like its messages; the \
+         aggregate id is a UUIDv5 of the message id.",
+    ),
+    event(
+        "MessageReported",
+        REVIEW,
+        topics::MESSAGE_EVENTS,
+        "A member reported a message to the server's moderators, with a reason (once per \
+         member and message). Keyed by the channel.",
+    ),
+    event(
+        "MessageHidden",
+        REVIEW,
+        topics::MESSAGE_EVENTS,
+        "A message is hidden from everyone but the server's moderators: by a moderator \
+         (`hidden_by`), or by the model stage right after its flag (`hidden_by` absent). \
+         Keyed by the channel.",
+    ),
+    event(
+        "MessageRestored",
+        REVIEW,
+        topics::MESSAGE_EVENTS,
+        "A moderator showed a hidden message again, with a reason. Keyed by the channel.",
+    ),
+    event(
+        "FlagDismissed",
+        REVIEW,
+        topics::MESSAGE_EVENTS,
+        "A moderator judged a message's flags and reports unfounded, with a reason; the message \
+         leaves the moderation queue as it is shown. Keyed by the channel.",
     ),
     event(
         "ChannelMarkedRead",
@@ -437,7 +492,7 @@ pub fn domain_event_types(aggregate_type: &str) -> Result<Vec<String>, CatalogEr
 }
 
 /// The aggregate types whose events are public.
-pub const AGGREGATE_TYPES: [&str; 7] = [
+pub const AGGREGATE_TYPES: [&str; 8] = [
     USER,
     SESSION,
     SERVER,
@@ -445,6 +500,7 @@ pub const AGGREGATE_TYPES: [&str; 7] = [
     MESSAGE,
     READ_MARKER,
     PINS,
+    REVIEW,
 ];
 
 /// Brings an envelope written at an older version of its event type up to the current one,
@@ -487,6 +543,7 @@ fn event_enum_schema(aggregate_type: &str) -> Result<Value, CatalogError> {
         MESSAGE => Ok(schema_of::<MessageEvent>()),
         READ_MARKER => Ok(schema_of::<ReadMarkerEvent>()),
         PINS => Ok(schema_of::<PinsEvent>()),
+        REVIEW => Ok(schema_of::<ReviewEvent>()),
         SESSION => Ok(schema_of::<SessionEvent>()),
         other => Err(CatalogError::UnknownAggregateType(other.to_owned())),
     }

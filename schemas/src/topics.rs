@@ -24,7 +24,9 @@ pub fn topic_for(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {
         "User" | "Session" => Some(IDENTITY_EVENTS),
         "Server" => Some(SERVER_EVENTS),
-        "Message" | "ReadMarker" | "Conversation" | "ChannelPins" => Some(MESSAGE_EVENTS),
+        "Message" | "ReadMarker" | "Conversation" | "ChannelPins" | "MessageReview" => {
+            Some(MESSAGE_EVENTS)
+        }
         _ => None,
     }
 }

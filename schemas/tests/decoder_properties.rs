@@ -70,6 +70,9 @@ fn consume(envelope: EventEnvelope) -> Result<(), String> {
         "ChannelPins" => envelope
             .decode::<aether_domain::pins::PinsEvent>()
             .map(drop),
+        "MessageReview" => envelope
+            .decode::<aether_domain::review::ReviewEvent>()
+            .map(drop),
         "Session" => envelope.decode::<SessionEvent>().map(drop),
         other => return Err(format!("unknown aggregate type {other}")),
     };

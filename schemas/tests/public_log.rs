@@ -237,6 +237,7 @@ fn check_golden(name: &str, path: &Path) -> Result<(), String> {
         "Conversation" => round_trip::<ConversationEvent>(&current),
         "ReadMarker" => round_trip::<ReadMarkerEvent>(&current),
         "ChannelPins" => round_trip::<aether_domain::pins::PinsEvent>(&current),
+        "MessageReview" => round_trip::<aether_domain::review::ReviewEvent>(&current),
         "Session" => round_trip::<SessionEvent>(&current),
         other => Err(format!("no domain events for aggregate type {other}")),
     }?;

@@ -325,7 +325,11 @@ type ChannelEventFields_MessageDeleted_Fragment = { __typename: 'MessageDeleted'
 
 type ChannelEventFields_MessageEdited_Fragment = { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
+type ChannelEventFields_MessageHidden_Fragment = { __typename: 'MessageHidden', cursor: string };
+
 type ChannelEventFields_MessagePinned_Fragment = { __typename: 'MessagePinned', cursor: string };
+
+type ChannelEventFields_MessageRestored_Fragment = { __typename: 'MessageRestored', cursor: string };
 
 type ChannelEventFields_MessageSent_Fragment = { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
@@ -338,7 +342,9 @@ type ChannelEventFields_ThreadReplied_Fragment = { __typename: 'ThreadReplied', 
 export type ChannelEventFieldsFragment =
   | ChannelEventFields_MessageDeleted_Fragment
   | ChannelEventFields_MessageEdited_Fragment
+  | ChannelEventFields_MessageHidden_Fragment
   | ChannelEventFields_MessagePinned_Fragment
+  | ChannelEventFields_MessageRestored_Fragment
   | ChannelEventFields_MessageSent_Fragment
   | ChannelEventFields_MessageUnpinned_Fragment
   | ChannelEventFields_ReactionChanged_Fragment
@@ -354,7 +360,9 @@ export type ChannelEventsSubscriptionVariables = Exact<{
 export type ChannelEventsSubscription = { channelEvents:
     | { __typename: 'MessageDeleted', messageId: string, cursor: string }
     | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageHidden', cursor: string }
     | { __typename: 'MessagePinned', cursor: string }
+    | { __typename: 'MessageRestored', cursor: string }
     | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
     | { __typename: 'MessageUnpinned', cursor: string }
     | { __typename: 'ReactionChanged', cursor: string }
@@ -370,7 +378,9 @@ export type ConversationEventsSubscriptionVariables = Exact<{
 export type ConversationEventsSubscription = { conversationEvents:
     | { __typename: 'MessageDeleted', messageId: string, cursor: string }
     | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageHidden', cursor: string }
     | { __typename: 'MessagePinned', cursor: string }
+    | { __typename: 'MessageRestored', cursor: string }
     | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
     | { __typename: 'MessageUnpinned', cursor: string }
     | { __typename: 'ReactionChanged', cursor: string }

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use aether_domain::message::{add_reaction, remove_reaction, MessageEvent, Reaction};
 use aether_domain::pins::PinsEvent;
+use aether_domain::review::ReviewEvent;
 use aether_domain::{ChannelId, Emoji, MessageId, ServerId, UserId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,7 +20,8 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::{malformed, ModelCollection, MongoProjection, MongoTx};
 use crate::rows::{
-    ChannelEventKind, ChannelEventRow, EditRow, MessageRow, PinRow, ReactionChange, ThreadSummary,
+    apply_review, ChannelEventKind, ChannelEventRow, EditRow, MessageRow, PinRow, ReactionChange,
+    ThreadSummary,
 };
 use crate::stream::source::StreamEvent;
 use crate::stream::store::StoreError;
@@ -66,6 +68,8 @@ impl MongoProjection for MongoTimelineProjection {
                 indexes: &[
                     (&[("channel_id", 1), ("channel_seq", 1)], true),
                     (&[("thread_root_id", 1), ("thread_seq", 1)], false),
+                    // A server's moderation queue.
+                    (&[("server_id", 1), ("review_open", 1), ("_id", 1)], false),
                 ],
                 dump_order: &["channel_id", "channel_seq"],
             },
@@ -102,6 +106,7 @@ impl MongoProjection for MongoTimelineProjection {
                     TimelineEvent::Message(Box::new(envelope.decode().map_err(undecodable)?))
                 }
                 "ChannelPins" => TimelineEvent::Pins(envelope.decode().map_err(undecodable)?),
+                "MessageReview" => TimelineEvent::Review(envelope.decode().map_err(undecodable)?),
                 _ => continue,
             };
             decoded.push((*index, event.sequence(), change));
@@ -196,6 +201,21 @@ impl MongoProjection for MongoTimelineProjection {
             }
             let mut reaction = None;
             let (kind, id) = match event {
+                TimelineEvent::Review(review) => {
+                    let message_id = review.message_id();
+                    let row = &mut existing(&mut messages, message_id, index)?.row;
+                    let kind = apply_review(&mut row.review, &review);
+                    let key = message_id.to_string();
+                    if seen.insert(key.clone()) {
+                        touched_order.push(key);
+                    }
+                    // Flags, reports and dismissals change what moderators see only: no
+                    // numbered change of the channel.
+                    match kind {
+                        Some(kind) => (kind, message_id),
+                        None => continue,
+                    }
+                }
                 TimelineEvent::Pins(pins) => {
                     let message_id = pins.message_id();
                     let row = &mut existing(&mut messages, message_id, index)?.row;
@@ -281,6 +301,7 @@ impl MongoProjection for MongoTimelineProjection {
                                         thread: None,
                                         pinned: None,
                                         forwarded_from: sent.forwarded_from,
+                                        review: None,
                                     },
                                     origin: index,
                                     new: true,
@@ -426,6 +447,7 @@ enum TimelineEvent {
     /// Boxed: a sent message is far larger than a pin.
     Message(Box<MessageEvent>),
     Pins(PinsEvent),
+    Review(ReviewEvent),
 }
 
 impl TimelineEvent {
@@ -433,6 +455,7 @@ impl TimelineEvent {
         match self {
             TimelineEvent::Message(event) => event.message_id(),
             TimelineEvent::Pins(event) => event.message_id(),
+            TimelineEvent::Review(event) => event.message_id(),
         }
     }
 
@@ -440,6 +463,7 @@ impl TimelineEvent {
         match self {
             TimelineEvent::Message(event) => event.channel_id(),
             TimelineEvent::Pins(event) => event.channel_id(),
+            TimelineEvent::Review(event) => event.channel_id(),
         }
     }
 
@@ -447,7 +471,7 @@ impl TimelineEvent {
     fn thread_root(&self) -> Option<MessageId> {
         match self {
             TimelineEvent::Message(event) => event.sent().and_then(|sent| sent.thread_root_id),
-            TimelineEvent::Pins(_) => None,
+            TimelineEvent::Pins(_) | TimelineEvent::Review(_) => None,
         }
     }
 }
@@ -527,6 +551,9 @@ pub fn message_document(row: &MessageRow) -> Document {
             "pinned_by": pin.pinned_by.to_string(),
             "pinned_at": bson_time(pin.pinned_at),
         }),
+        // The same JSON as the SQL stores' `moderation` column, so every store answers alike.
+        "moderation": row.review.as_ref().and_then(|review| serde_json::to_string(review).ok()),
+        "review_open": row.review_open(),
         "thread": row.thread.as_ref().map(|thread| {
             let participants: Vec<String> =
                 thread.participants.iter().map(UserId::to_string).collect();
@@ -656,6 +683,11 @@ pub fn message_from_document(document: &Document) -> Option<MessageRow> {
                 pinned_by: UserId::parse(pin.get_str("pinned_by").ok()?).ok()?,
                 pinned_at: chrono_time(*pin.get_datetime("pinned_at").ok()?)?,
             }),
+            Some(Bson::Null) | None => None,
+            Some(_) => return None,
+        },
+        review: match document.get("moderation") {
+            Some(Bson::String(json)) => Some(serde_json::from_str(json).ok()?),
             Some(Bson::Null) | None => None,
             Some(_) => return None,
         },

@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS servers (
     owner_id   TEXT        NOT NULL,
     created_at TIMESTAMPTZ NOT NULL
 );
+-- Added with moderation (see the embedded store's migration 0009): NULL = the default
+-- threshold (a decimal number as text, as the embedded store keeps it).
+ALTER TABLE servers ADD COLUMN IF NOT EXISTS content_policy TEXT NOT NULL DEFAULT 'ALLOW';
+ALTER TABLE servers ADD COLUMN IF NOT EXISTS moderation_threshold TEXT;
 CREATE TABLE IF NOT EXISTS channels (
     id        TEXT    PRIMARY KEY,
     server_id TEXT    NOT NULL,

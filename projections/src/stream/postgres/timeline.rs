@@ -66,6 +66,10 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS pinned_at TIMESTAMPTZ;
 CREATE INDEX IF NOT EXISTS messages_pinned ON messages (channel_id, pinned_at);
 -- Added with forwards (see the embedded store's migration 0010).
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS forwarded_from TEXT;
+-- Added with moderation (see the embedded store's migration 0009).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS moderation TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS review_open BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS messages_review_queue ON messages (server_id, review_open, id);
 "#
     }
 
