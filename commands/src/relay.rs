@@ -224,6 +224,8 @@ pub async fn run_relay(
     let producer = kafka.producer()?;
     let mut lock_holder = pool.acquire().await?;
     let active = metrics::gauge!(crate::metrics::RELAY_ACTIVE);
+    // Exported from the start, at zero, not only once this instance has published.
+    metrics::counter!(crate::metrics::RELAY_PUBLISHED).increment(0);
     active.set(0.0);
     loop {
         let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
