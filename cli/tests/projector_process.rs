@@ -383,7 +383,7 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
             let messages = fresh["messages"].as_array().cloned().unwrap_or_default();
             assert_eq!(messages.len(), 120, "one timeline document per message");
             // The live projector told the realtime edge: channel updates keyed by channel id.
-            // (The catalog's membership updates share the topic, keyed by server id.)
+            // (The catalog's membership and server news share the topic, keyed by server id.)
             let updates = fixture.updates().await?;
             let channel = fixture.channel.to_string();
             let mut channel_updates = 0;
@@ -392,6 +392,8 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
                     assert_eq!(key, &channel);
                     assert_eq!(row["channel_id"], json!(channel));
                     channel_updates += 1;
+                } else if let Some(news) = update.get("Server") {
+                    assert_eq!(json!(key), news["server_id"], "{update}");
                 } else {
                     assert_eq!(json!(key), update["Membership"]["server_id"], "{update}");
                 }
@@ -432,6 +434,7 @@ async fn projectors_killed_mid_batch_end_identical_to_a_fresh_rebuild() -> anyho
                 .bind(&bob)
                 .bind(&channel)
                 .bind(seq)
+                .bind(&bob)
                 .bind(&bob)
                 .fetch_one(&mut *read)
                 .await?;
