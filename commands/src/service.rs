@@ -1365,24 +1365,42 @@ impl<R: WriteStore> ChatCommands<R> {
                 linked.thread_root = Some(self.load::<Message>(&id.to_string()).await?.linked(id));
             }
         }
-        let message_id = MessageId::new();
         let mentions = self.mentions(ctx, channel_id, &access, &body).await?;
+        let new = NewMessage {
+            channel_id,
+            access,
+            policy,
+            body,
+            links: linked,
+            mentions,
+        };
+        self.send_new(ctx, author, new).await
+    }
+
+    /// Sends a new message, already screened and resolved, as `author`.
+    async fn send_new(
+        &self,
+        ctx: &CommandContext,
+        author: UserId,
+        new: NewMessage,
+    ) -> Result<Committed<MessageRecord>, CommandError> {
+        let message_id = MessageId::new();
         let command = MessageCommand::SendMessage {
             message_id,
-            channel_id,
+            channel_id: new.channel_id,
             author,
-            body,
-            access,
-            links: Box::new(linked),
-            mentions,
+            body: new.body,
+            access: new.access,
+            links: Box::new(new.links),
+            mentions: new.mentions,
             at: ctx.at,
         };
         // A freshly generated id has no events: nothing to load.
         let target = MessageTarget {
             message_id,
-            channel_id,
-            access,
-            policy,
+            channel_id: new.channel_id,
+            access: new.access,
+            policy: new.policy,
             state: Message::default(),
             sequence: 0,
         };
@@ -1409,29 +1427,18 @@ impl<R: WriteStore> ChatCommands<R> {
         // The forward is screened by the content policy of where it goes.
         let (access, policy) = self.channel_access_and_policy(to, author).await?;
         let body = self.screened(policy, body)?;
-        let message_id = MessageId::new();
-        let command = MessageCommand::SendMessage {
-            message_id,
-            channel_id: to,
-            author,
-            body,
-            access,
-            links: Box::new(MessageLinks {
-                forward_of: Some(origin),
-                ..MessageLinks::default()
-            }),
-            mentions: Mentions::default(),
-            at: ctx.at,
-        };
-        let target = MessageTarget {
-            message_id,
+        let new = NewMessage {
             channel_id: to,
             access,
             policy,
-            state: Message::default(),
-            sequence: 0,
+            body,
+            links: MessageLinks {
+                forward_of: Some(origin),
+                ..MessageLinks::default()
+            },
+            mentions: Mentions::default(),
         };
-        self.message_command(ctx, target, command).await
+        self.send_new(ctx, author, new).await
     }
 
     /// Who `body`, posted in `channel_id` with `access`, mentions: named people who may see
@@ -1948,6 +1955,18 @@ pub struct Links {
     pub reply_to: Option<MessageId>,
     pub thread_root: Option<MessageId>,
     pub also_in_channel: bool,
+}
+
+/// A message about to be sent: where, with what standing there, and what it says, links to
+/// and mentions.
+struct NewMessage {
+    channel_id: ChannelId,
+    access: ChannelAccess,
+    /// The content policy `body` was screened with.
+    policy: ContentPolicy,
+    body: MessageBody,
+    links: MessageLinks,
+    mentions: Mentions,
 }
 
 /// The message a command is about, as far as the service already knows it.
