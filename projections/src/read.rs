@@ -423,14 +423,11 @@ impl ReadModels {
         }
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT u.id, u.username, u.display_name FROM {c}users u WHERE u.id = $1 AND (\
-             EXISTS (SELECT 1 FROM {c}members a JOIN {c}members b ON b.server_id = a.server_id \
-                     WHERE a.user_id = $2 AND b.user_id = $3) \
-             OR EXISTS (SELECT 1 FROM {c}conversation_participants a \
-                        JOIN {c}conversation_participants b ON b.conversation_id = a.conversation_id \
-                        WHERE a.user_id = $4 AND b.user_id = $5))"
+            "SELECT u.id, u.username, u.display_name FROM {c}users u \
+             WHERE u.id = $1 AND u.id IN ({})",
+            acquaintances(&c, 2)
         );
-        let values = vec![text(id), text(viewer), text(id), text(viewer), text(id)];
+        let values = vec![text(id), text(viewer), text(viewer), text(viewer)];
         let row = self.one(&sql, values).await?;
         row.as_ref().map(UserRow::from_row).transpose()
     }
@@ -446,15 +443,10 @@ impl ReadModels {
     ) -> Result<Vec<UserRow>, RowError> {
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT u.id, u.username, u.display_name FROM {c}users u WHERE u.id IN (\
-             SELECT b.user_id FROM {c}members a JOIN {c}members b ON b.server_id = a.server_id \
-             WHERE a.user_id = $1 \
-             UNION SELECT b.user_id FROM {c}conversation_participants a \
-             JOIN {c}conversation_participants b ON b.conversation_id = a.conversation_id \
-             WHERE a.user_id = $2 \
-             UNION SELECT id FROM {c}users WHERE id = $3) \
+            "SELECT u.id, u.username, u.display_name FROM {c}users u WHERE u.id IN ({}) \
              AND (lower(u.username) LIKE $4 ESCAPE '\\' OR lower(u.display_name) LIKE $5 ESCAPE '\\') \
-             ORDER BY u.username LIMIT $6"
+             ORDER BY u.username LIMIT $6",
+            acquaintances(&c, 1)
         );
         let pattern = format!("{}%", like_escaped(&prefix.to_lowercase()));
         let values = vec![
@@ -1213,6 +1205,21 @@ impl Watermarks {
         });
         futures::future::select_all(waits).await;
     }
+}
+
+/// The ids of the people a viewer may look up, as a subquery of the catalog tables `{c}`:
+/// themselves, and whoever shares a server or a conversation with them. The viewer's id is
+/// bound three times, as `$first`, `$first + 1` and `$first + 2`.
+fn acquaintances(c: &str, first: usize) -> String {
+    let (a, b, d) = (first, first + 1, first + 2);
+    format!(
+        "SELECT m2.user_id FROM {c}members m1 JOIN {c}members m2 ON m2.server_id = m1.server_id \
+         WHERE m1.user_id = ${a} \
+         UNION SELECT p2.user_id FROM {c}conversation_participants p1 \
+         JOIN {c}conversation_participants p2 ON p2.conversation_id = p1.conversation_id \
+         WHERE p1.user_id = ${b} \
+         UNION SELECT id FROM {c}users WHERE id = ${d}"
+    )
 }
 
 /// `text` with the wildcards of `LIKE` (and the escape character `\`) escaped by `\`.
