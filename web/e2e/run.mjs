@@ -564,6 +564,8 @@ try {
     p.on("request", (r) => { if (!r.url().startsWith(base) && !r.url().startsWith("data:")) problems.push(`a request to ${r.url()}`); });
     await p.goto(`${base}/graphql`);
     await p.locator(".graphiql-container").waitFor({ timeout: STEP_TIMEOUT });
+    // The editor mounts after the container: wait for it, not only for the page.
+    await p.locator(".graphiql-query-editor .CodeMirror").waitFor({ timeout: STEP_TIMEOUT });
     await p.evaluate(() => document.querySelector(".graphiql-query-editor .CodeMirror").CodeMirror.setValue("{ __typename }"));
     await p.locator(".graphiql-execute-button").click();
     await until("the query's result", async () =>
