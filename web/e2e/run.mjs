@@ -365,8 +365,10 @@ try {
     if (!(await a.evaluate(() => document.querySelector("[role=dialog]")?.contains(document.activeElement)))) throw new Error("focus left the dialog");
     await a.keyboard.press("Escape");
     await until("settings closed", async () => (await a.getByRole("dialog").count()) === 0);
-    const back = await a.evaluate(() => document.activeElement?.getAttribute("aria-label"));
-    if (back !== "Settings of Test Lab") throw new Error(`focus did not return to the opener: ${back}`);
+    const back = () => a.evaluate(() => document.activeElement?.getAttribute("aria-label"));
+    await until("focus back on the opener", async () => (await back()) === "Settings of Test Lab").catch(async () => {
+      throw new Error(`focus did not return to the opener: ${await back()}`);
+    });
     if (missing.length) throw new Error(`controls without a name:\n${missing.join("\n")}`);
   });
 

@@ -1,4 +1,4 @@
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { placeId, type App, type AppState, type Member, type Place } from "../state/app";
 import { useStore } from "../state/store";
 import { Home } from "./Home";
@@ -16,6 +16,13 @@ export function Shell({ app, theme, onToggleTheme }: { app: App; theme: string; 
   const s = useStore(app.store, (st) => st);
   const [menuOpen, setMenuOpen] = useState(false);
   const [settingsOpen, setSettingsOpen] = useState(false);
+  // The settings button can be rendered anew while the dialog is open (a live update of the
+  // server), so focus goes back to whichever element holds the ref once the dialog is gone.
+  const settingsButton = useRef<HTMLButtonElement>(null);
+  const closeSettings = () => {
+    setSettingsOpen(false);
+    requestAnimationFrame(() => settingsButton.current?.focus());
+  };
   const place = s.place;
   const server = place.kind === "channel" ? s.servers.find((x) => x.id === place.serverId) : undefined;
   const id = placeId(s.place);
@@ -86,7 +93,7 @@ export function Shell({ app, theme, onToggleTheme }: { app: App; theme: string; 
           <section>
             <h2>
               Channels of {server.name}
-              <button class="small" onClick={() => setSettingsOpen(true)} aria-label={`Settings of ${server.name}`}>
+              <button class="small" ref={settingsButton} onClick={() => setSettingsOpen(true)} aria-label={`Settings of ${server.name}`}>
                 {canAdmin ? "Settings" : "Server"}
               </button>
             </h2>
@@ -146,7 +153,7 @@ export function Shell({ app, theme, onToggleTheme }: { app: App; theme: string; 
         {s.place.kind === "home" || !id ? <Home app={app} /> : <Timeline app={app} id={id} key={id} />}
       </main>
       {server && <MemberList app={app} members={members} presence={s.presence} me={s.user?.id} />}
-      {settingsOpen && server && <Settings app={app} server={server} members={members} myRole={myRole} onClose={() => setSettingsOpen(false)} />}
+      {settingsOpen && server && <Settings app={app} server={server} members={members} myRole={myRole} onClose={closeSettings} />}
     </div>
   );
 }
