@@ -270,23 +270,23 @@ async fn opening_a_conversation_refuses_bad_people_lists() -> anyhow::Result<()>
         (json!([alice_id]), "BAD_USER_INPUT"),
         (json!(["not-an-id"]), "BAD_USER_INPUT"),
         (json!([bob_id, unknown]), "NOT_FOUND"),
-        (json!(vec![bob_id.clone(); 11]), "BAD_USER_INPUT"),
+        (json!(vec![bob_id.clone(); 51]), "BAD_USER_INPUT"),
     ] {
         let got = alice.error_code(OPEN, json!({ "u": people })).await?;
         assert_eq!(got, code, "{people}");
     }
-    // Ten people in all is the limit: nine others who exist.
+    // Fifty people in all is the limit: forty-nine others who exist.
     let mut others = Vec::new();
-    for n in 0..9 {
+    for n in 0..49 {
         others.push(anonymous.register(&format!("friend{n}")).await?.1);
     }
     let refs: Vec<&str> = others.iter().map(String::as_str).collect();
     let big = open(&mut alice, &refs).await?;
-    assert_eq!(usernames(&big["participants"]).len(), 10);
-    let mut eleven = refs.clone();
-    eleven.push(&bob_id);
+    assert_eq!(usernames(&big["participants"]).len(), 50);
+    let mut fifty_one = refs.clone();
+    fifty_one.push(&bob_id);
     assert_eq!(
-        alice.error_code(OPEN, json!({ "u": eleven })).await?,
+        alice.error_code(OPEN, json!({ "u": fifty_one })).await?,
         "BAD_USER_INPUT"
     );
     // Signed out.

@@ -1,5 +1,6 @@
 //! People: `user(id)` and `users(search:)` find only those the caller shares a server or a
-//! conversation with, in the embedded mode and from the projectors' PostgreSQL catalog.
+//! conversation with; a profile's picture and status are set, kept and cleared. In the
+//! embedded mode and from the projectors' PostgreSQL catalog.
 
 mod common;
 
@@ -95,6 +96,92 @@ async fn people_are_found_only_through_what_they_share(addr: SocketAddr) -> anyh
     let code = anonymous.error_code(USERS, json!({ "q": "b" })).await?;
     assert_eq!(code, "UNAUTHENTICATED");
     Ok(())
+}
+
+const PROFILE: &str = "mutation($d: String, $a: String, $s: String) { \
+     updateProfile(displayName: $d, avatarUrl: $a, statusText: $s) { displayName avatarUrl statusText } }";
+const STATUS_ONLY: &str =
+    "mutation($s: String) { updateProfile(statusText: $s) { displayName avatarUrl statusText } }";
+const NAME_ONLY: &str =
+    "mutation($d: String) { updateProfile(displayName: $d) { displayName avatarUrl statusText } }";
+const SEEN: &str = "query($id: ID!) { user(id: $id) { displayName avatarUrl statusText } }";
+
+/// alice sets a picture and a status; bob, who shares a server with her, sees them; a new
+/// display name keeps them; `null` clears one; bad values are refused and change nothing.
+async fn a_profile_shows_a_picture_and_a_status(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut anonymous = Client::new(addr);
+    let (mut alice, alice_id) = anonymous.register("alice").await?;
+    let (mut bob, _) = anonymous.register("bob").await?;
+    community(&mut alice, &mut bob).await?;
+
+    let set = alice
+        .ok(
+            PROFILE,
+            json!({ "a": "https://img.example/alice.png", "s": " on holiday " }),
+        )
+        .await?;
+    assert_eq!(
+        set["updateProfile"],
+        json!({ "displayName": "alice", "avatarUrl": "https://img.example/alice.png", "statusText": "on holiday" })
+    );
+    bob.consistency = alice.consistency.clone();
+    let seen = bob.ok(SEEN, json!({ "id": alice_id })).await?;
+    assert_eq!(seen["user"], set["updateProfile"], "{seen}");
+
+    let renamed = alice.ok(NAME_ONLY, json!({ "d": "Alice L." })).await?;
+    assert_eq!(
+        renamed["updateProfile"],
+        json!({ "displayName": "Alice L.", "avatarUrl": "https://img.example/alice.png", "statusText": "on holiday" })
+    );
+    let cleared = alice.ok(STATUS_ONLY, json!({ "s": null })).await?;
+    assert_eq!(cleared["updateProfile"]["statusText"], Value::Null);
+    assert_eq!(
+        cleared["updateProfile"]["avatarUrl"],
+        "https://img.example/alice.png"
+    );
+    bob.consistency = alice.consistency.clone();
+    let seen = bob.ok(SEEN, json!({ "id": alice_id })).await?;
+    assert_eq!(seen["user"], cleared["updateProfile"], "{seen}");
+
+    for variables in [
+        json!({ "a": "javascript:alert(1)" }),
+        json!({ "a": "https://user:pw@img.example/a.png" }),
+        json!({ "a": format!("https://img.example/{}", "a".repeat(2048)) }),
+        json!({ "s": "x".repeat(129) }),
+        json!({ "d": "" }),
+    ] {
+        assert_eq!(
+            alice.error_code(PROFILE, variables.clone()).await?,
+            "BAD_USER_INPUT",
+            "{variables}"
+        );
+    }
+    let unchanged = alice.ok(SEEN, json!({ "id": alice_id })).await?;
+    assert_eq!(unchanged["user"], cleared["updateProfile"]);
+    assert_eq!(
+        anonymous
+            .error_code(STATUS_ONLY, json!({ "s": "hi" }))
+            .await?,
+        "UNAUTHENTICATED"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn embedded_a_profile_shows_a_picture_and_a_status() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = common::start(dir.path()).await?;
+    a_profile_shows_a_picture_and_a_status(app.local_addr).await?;
+    app.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_a_profile_shows_a_picture_and_a_status() -> anyhow::Result<()> {
+    let cluster = Cluster::start(2).await?;
+    let api = cluster.instance(common::unlimited(), true).await?;
+    a_profile_shows_a_picture_and_a_status(api.local_addr).await?;
+    cluster.stop(vec![api]).await
 }
 
 #[tokio::test]

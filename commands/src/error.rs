@@ -131,8 +131,12 @@ impl DomainRefusal for ConversationError {
         match self {
             ConversationError::NobodyElse
             | ConversationError::TooManyParticipants
-            | ConversationError::WrongId => ErrorCode::BadUserInput,
+            | ConversationError::WrongId
+            | ConversationError::NotAGroup
+            | ConversationError::NotAParticipant => ErrorCode::BadUserInput,
             ConversationError::AlreadyOpen => ErrorCode::Conflict,
+            ConversationError::NotFound => ErrorCode::NotFound,
+            ConversationError::NotTheOwner => ErrorCode::Forbidden,
         }
     }
 }

@@ -21,6 +21,6 @@ pub mod store;
 pub use error::{CommandError, ErrorCode};
 pub use service::{
     ChatCommands, CommandContext, Committed, ConversationRecord, LoginRefused, Moderation,
-    OnlineNow, ReadMarkRecord, SessionRecord, WRONG_CURRENT_PASSWORD,
+    OnlineNow, ProfileChange, ReadMarkRecord, SessionRecord, WRONG_CURRENT_PASSWORD,
 };
 pub use sqlite::SqliteEventStore;

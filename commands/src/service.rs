@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use aether_domain::conversation::{
-    conversation_id, Conversation, ConversationCommand, MAX_PARTICIPANTS,
+    group_conversation_id, Conversation, ConversationCommand, GROUP_GENERATIONS, MAX_PARTICIPANTS,
 };
 use aether_domain::message::{
     ForwardOrigin, Mentions, Message, MessageCommand, MessageLinks, Reaction,
@@ -18,9 +18,9 @@ use aether_domain::server::{Server, ServerCommand};
 use aether_domain::session::{Session, SessionCommand, SessionEndReason, SessionError};
 use aether_domain::user::{User, UserCommand, UserError};
 use aether_domain::{
-    ChannelAccess, ChannelCategory, ChannelId, ChannelKind, ChannelName, ChannelTopic,
-    ContentPolicy, DisplayName, Emoji, InviteCode, MessageBody, MessageId, ModerationReason,
-    Password, Role, ServerId, ServerName, UserId, Username,
+    AvatarUrl, ChannelAccess, ChannelCategory, ChannelId, ChannelKind, ChannelName, ChannelTopic,
+    ContentPolicy, ConversationName, DisplayName, Emoji, InviteCode, MessageBody, MessageId,
+    ModerationReason, Password, Role, ServerId, ServerName, StatusText, UserId, Username,
 };
 use aether_moderation::{enforce, RuleStage};
 use aether_schemas::Metadata;
@@ -141,6 +141,8 @@ pub struct UserRecord {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub status_text: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,11 +239,20 @@ impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
     }
 }
 
-/// A server's state as of its event `sequence`.
-#[derive(Clone, Default)]
-struct ServerState {
-    server: Arc<Server>,
+/// An aggregate's state as of its event `sequence`, kept between commands.
+#[derive(Clone)]
+struct Cached<A> {
+    state: Arc<A>,
     sequence: usize,
+}
+
+impl<A: Default> Default for Cached<A> {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            sequence: 0,
+        }
+    }
 }
 
 /// A sign-in session and the generation of its one valid refresh token.
@@ -260,6 +271,10 @@ pub struct ConversationRecord {
     /// Sorted, the opener included.
     pub participants: Vec<UserId>,
     pub opened_at: DateTime<Utc>,
+    /// Opened with three or more people: its people and name may change.
+    pub group: bool,
+    pub owner: Option<UserId>,
+    pub name: Option<String>,
 }
 
 /// A user's read marker in a channel, as a command left it.
@@ -279,11 +294,11 @@ pub struct ChatCommands<R: WriteStore> {
     /// Server states by id. Never trusted as they are: each use first reads the events stored
     /// after the cached sequence (usually none), so a change made a moment ago — by this process
     /// or any other — is seen by the next command, without replaying the server's history.
-    server_states: Bounded<String, ServerState>,
+    server_states: Bounded<String, Cached<Server>>,
     /// Channel id → server id. A channel never moves, so an entry never goes stale.
     channel_servers: Bounded<ChannelId, String>,
-    /// Opened conversations by id. Their participants are fixed, so an entry never goes stale.
-    conversations: Bounded<ChannelId, Arc<Conversation>>,
+    /// Conversation states by id, brought up to date before each use like the servers'.
+    conversations: Bounded<String, Cached<Conversation>>,
     /// The rule stage every new or edited message body goes through.
     rules: RuleStage,
 }
@@ -360,32 +375,45 @@ impl<R: WriteStore> ChatCommands<R> {
     /// A server's current state: the cached one brought up to date with the events stored
     /// after it (one query, usually answered with nothing).
     async fn current_server(&self, id: &str) -> Result<Arc<Server>, CommandError> {
-        let cached = self.server_states.get(&id.to_owned()).unwrap_or_default();
+        Ok(self.current(&self.server_states, id).await?.state)
+    }
+
+    /// The cached state of aggregate `id` brought up to date with the events stored after it:
+    /// a change made a moment ago — by this process or any other — is seen by the next command,
+    /// without replaying the aggregate's history.
+    async fn current<A>(
+        &self,
+        cache: &Bounded<String, Cached<A>>,
+        id: &str,
+    ) -> Result<Cached<A>, CommandError>
+    where
+        A: Aggregate<Services = ()> + Clone,
+        A::Error: DomainRefusal,
+    {
+        let cached = cache.get(&id.to_owned()).unwrap_or_default();
         let newer = self
             .store
-            .get_last_events::<Server>(id, cached.sequence)
+            .get_last_events::<A>(id, cached.sequence)
             .await
-            .map_err(persistence::<Server>)?;
+            .map_err(persistence::<A>)?;
         if newer.is_empty() {
-            return Ok(cached.server);
+            return Ok(cached);
         }
-        let mut server = Server::clone(&cached.server);
+        let mut state = A::clone(&cached.state);
         let mut sequence = cached.sequence;
         for event in newer {
-            let envelope: cqrs_es::EventEnvelope<Server> =
-                event.try_into().map_err(persistence::<Server>)?;
+            let envelope: cqrs_es::EventEnvelope<A> = event.try_into().map_err(persistence::<A>)?;
             sequence = envelope.sequence;
-            server.apply(envelope.payload);
+            state.apply(envelope.payload);
         }
-        let state = ServerState {
-            server: Arc::new(server),
+        let current = Cached {
+            state: Arc::new(state),
             sequence,
         };
-        self.server_states
-            .put(id.to_owned(), state.clone(), |old, new| {
-                old.sequence >= new.sequence
-            });
-        Ok(state.server)
+        cache.put(id.to_owned(), current.clone(), |old, new| {
+            old.sequence >= new.sequence
+        });
+        Ok(current)
     }
 
     /// Decides `command` against `aggregate` (its state as of event `sequence`) and appends the
@@ -532,19 +560,10 @@ impl<R: WriteStore> ChatCommands<R> {
         ServerId::parse(&id).map_err(|e| CommandError::internal(e.to_string()))
     }
 
-    /// An opened conversation, or `None` if there is none with this id.
+    /// An opened conversation as it is now, or `None` if there is none with this id.
     async fn conversation(&self, id: ChannelId) -> Result<Option<Arc<Conversation>>, CommandError> {
-        if let Some(conversation) = self.conversations.get(&id) {
-            return Ok(Some(conversation));
-        }
-        let conversation: Conversation = self.load(&id.to_string()).await?;
-        if conversation.id.is_none() {
-            return Ok(None);
-        }
-        let conversation = Arc::new(conversation);
-        self.conversations
-            .put(id, conversation.clone(), |_, _| true);
-        Ok(Some(conversation))
+        let current = self.current(&self.conversations, &id.to_string()).await?;
+        Ok(current.state.id.is_some().then_some(current.state))
     }
 
     /// What `user` may do in a channel, decided from the owning server's current state; for a
@@ -640,6 +659,8 @@ impl<R: WriteStore> ChatCommands<R> {
             id: user_id,
             username: username.to_string(),
             display_name: display_name.to_string(),
+            avatar_url: None,
+            status_text: None,
         };
         let command = UserCommand::RegisterUser {
             user_id,
@@ -787,6 +808,8 @@ impl<R: WriteStore> ChatCommands<R> {
             id,
             username: username.to_string(),
             display_name: display_name.to_string(),
+            avatar_url: user.avatar_url.map(AvatarUrl::into_inner),
+            status_text: user.status_text.map(StatusText::into_inner),
         })
     }
 
@@ -819,6 +842,8 @@ impl<R: WriteStore> ChatCommands<R> {
                 id,
                 username: username.into_inner(),
                 display_name: display_name.into_inner(),
+                avatar_url: user.avatar_url.map(AvatarUrl::into_inner),
+                status_text: user.status_text.map(StatusText::into_inner),
             }),
             _ => None,
         })
@@ -1157,16 +1182,28 @@ impl<R: WriteStore> ChatCommands<R> {
         })
     }
 
+    /// Changes what others see of the caller: each field that is `Some` replaces the current
+    /// one, `Some(None)` (or a blank text) clears a picture or a status.
     pub async fn change_profile(
         &self,
         ctx: &CommandContext,
-        display_name: &str,
+        change: ProfileChange<'_>,
     ) -> Result<Committed<UserRecord>, CommandError> {
         let actor = ctx.actor()?;
-        let display_name = DisplayName::parse(display_name)?;
+        let display_name = change.display_name.map(DisplayName::parse).transpose()?;
+        let avatar_url = change
+            .avatar_url
+            .map(|url| not_blank(url).map(AvatarUrl::parse).transpose())
+            .transpose()?;
+        let status_text = change
+            .status_text
+            .map(|text| not_blank(text).map(StatusText::parse).transpose())
+            .transpose()?;
         let id = actor.to_string();
         let command = UserCommand::ChangeProfile {
             display_name,
+            avatar_url,
+            status_text,
             at: ctx.at,
         };
         Self::execute(&self.users, &id, command, ctx.metadata(id.clone())).await?;
@@ -1250,8 +1287,9 @@ impl<R: WriteStore> ChatCommands<R> {
     // --- direct conversations -------------------------------------------------------------
 
     /// Opens the conversation between the caller and `others` (1:1 or a group of at most
-    /// [`MAX_PARTICIPANTS`] people), or finds the one these people already have: the same set
-    /// of people always has the same conversation.
+    /// [`MAX_PARTICIPANTS`] people), or finds the one these people already have: the same two
+    /// people always have the same conversation, and the same people of a group find the group
+    /// they opened for as long as nobody has joined or left it (after that, a new group).
     pub async fn open_conversation(
         &self,
         ctx: &CommandContext,
@@ -1266,21 +1304,44 @@ impl<R: WriteStore> ChatCommands<R> {
                 format!("a conversation holds at most {MAX_PARTICIPANTS} people"),
             ));
         }
-        let id = conversation_id(&everyone);
-        let key = id.to_string();
-        if let Some(existing) = self.conversation(id).await? {
-            return self.existing_conversation(&existing).await;
-        }
-        for user in &everyone {
-            let account: User = self.load(&user.to_string()).await?;
-            if account.id.is_none() {
-                return Err(CommandError::not_found(&format!("user {user}")));
+        let generations = if everyone.len() > 2 {
+            GROUP_GENERATIONS
+        } else {
+            1
+        };
+        for generation in 0..generations {
+            let id = group_conversation_id(&everyone, generation);
+            match self.conversation(id).await? {
+                None => return self.open_new_conversation(ctx, everyone, generation).await,
+                Some(existing) if existing.participants.iter().eq(everyone.iter()) => {
+                    return self.existing_conversation(&existing).await;
+                }
+                Some(_) => continue,
             }
         }
+        Err(CommandError::new(
+            ErrorCode::Conflict,
+            format!(
+                "these people have opened {GROUP_GENERATIONS} groups already: add them to one of those"
+            ),
+        ))
+    }
+
+    async fn open_new_conversation(
+        &self,
+        ctx: &CommandContext,
+        everyone: BTreeSet<UserId>,
+        generation: u32,
+    ) -> Result<Committed<ConversationRecord>, CommandError> {
+        let opened_by = ctx.actor()?;
+        self.require_registered(&everyone).await?;
+        let id = group_conversation_id(&everyone, generation);
+        let key = id.to_string();
         let command = ConversationCommand::OpenConversation {
             conversation_id: id,
             opened_by,
-            others: everyone,
+            others: everyone.clone(),
+            generation,
             at: ctx.at,
         };
         let decided = self
@@ -1294,21 +1355,140 @@ impl<R: WriteStore> ChatCommands<R> {
             .await;
         let (conversation, position) = match decided {
             Ok(decided) => decided,
-            // Someone opened it a moment ago: the same conversation.
+            // Someone opened it a moment ago: the same conversation if it holds the same
+            // people (it may already have changed hands; then look again).
             Err(error) if error.code == ErrorCode::Conflict => {
                 let existing = self
                     .conversation(id)
                     .await?
                     .ok_or_else(|| CommandError::internal("a conversation vanished"))?;
-                return self.existing_conversation(&existing).await;
+                if existing.participants.iter().eq(everyone.iter()) {
+                    return self.existing_conversation(&existing).await;
+                }
+                return Err(CommandError::new(
+                    ErrorCode::Conflict,
+                    "the group changed while it opened: try again",
+                ));
             }
             Err(error) => return Err(error),
         };
         let record = conversation_record(&conversation)?;
-        self.conversations
-            .put(id, Arc::new(conversation), |_, _| true);
         Ok(Committed {
             value: record,
+            position,
+        })
+    }
+
+    /// Refuses unless every one of `users` has registered.
+    async fn require_registered(&self, users: &BTreeSet<UserId>) -> Result<(), CommandError> {
+        for user in users {
+            let account: User = self.load(&user.to_string()).await?;
+            if account.id.is_none() {
+                return Err(CommandError::not_found(&format!("user {user}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds people to a group the caller is in; those already in it stay as they are.
+    pub async fn add_participants(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: ChannelId,
+        users: &[UserId],
+    ) -> Result<Committed<ConversationRecord>, CommandError> {
+        let added_by = ctx.actor()?;
+        let user_ids: BTreeSet<UserId> = users.iter().copied().collect();
+        if user_ids.is_empty() {
+            return Err(CommandError::new(
+                ErrorCode::BadUserInput,
+                "name at least one person to add",
+            ));
+        }
+        if user_ids.len() > MAX_PARTICIPANTS {
+            return Err(CommandError::new(
+                ErrorCode::BadUserInput,
+                format!("a conversation holds at most {MAX_PARTICIPANTS} people"),
+            ));
+        }
+        // Outsiders hear `NOT_FOUND` before anything is looked up for them.
+        self.participant_of(conversation_id, added_by).await?;
+        self.require_registered(&user_ids).await?;
+        let command = ConversationCommand::AddParticipants {
+            added_by,
+            user_ids,
+            at: ctx.at,
+        };
+        self.conversation_command(ctx, conversation_id, command)
+            .await
+    }
+
+    /// Removes someone from a group (its owner only), or the caller leaves (`user` is the
+    /// caller).
+    pub async fn remove_participant(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: ChannelId,
+        user: UserId,
+    ) -> Result<Committed<ConversationRecord>, CommandError> {
+        let command = ConversationCommand::RemoveParticipant {
+            removed_by: ctx.actor()?,
+            user_id: user,
+            at: ctx.at,
+        };
+        self.conversation_command(ctx, conversation_id, command)
+            .await
+    }
+
+    /// Names a group the caller is in, or clears its name (`None` or blank).
+    pub async fn rename_conversation(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: ChannelId,
+        name: Option<&str>,
+    ) -> Result<Committed<ConversationRecord>, CommandError> {
+        let name = not_blank(name).map(ConversationName::parse).transpose()?;
+        let command = ConversationCommand::RenameConversation {
+            renamed_by: ctx.actor()?,
+            name,
+            at: ctx.at,
+        };
+        self.conversation_command(ctx, conversation_id, command)
+            .await
+    }
+
+    /// The conversation `user` is in, or `NOT_FOUND` (whether it exists or not).
+    async fn participant_of(
+        &self,
+        conversation_id: ChannelId,
+        user: UserId,
+    ) -> Result<Arc<Conversation>, CommandError> {
+        match self.conversation(conversation_id).await? {
+            Some(conversation) if conversation.is_participant(user) => Ok(conversation),
+            _ => Err(CommandError::not_found("conversation")),
+        }
+    }
+
+    /// Decides a change to an open conversation against its current state.
+    async fn conversation_command(
+        &self,
+        ctx: &CommandContext,
+        conversation_id: ChannelId,
+        command: ConversationCommand,
+    ) -> Result<Committed<ConversationRecord>, CommandError> {
+        let key = conversation_id.to_string();
+        let current = self.current(&self.conversations, &key).await?;
+        let (conversation, position) = self
+            .decide_retrying(
+                &key,
+                Conversation::clone(&current.state),
+                current.sequence,
+                command,
+                &ctx.metadata(key.clone()),
+            )
+            .await?;
+        Ok(Committed {
+            value: conversation_record(&conversation)?,
             position,
         })
     }
@@ -1946,7 +2126,27 @@ fn conversation_record(conversation: &Conversation) -> Result<ConversationRecord
         opened_by,
         participants: conversation.participants.clone(),
         opened_at,
+        group: conversation.group,
+        owner: conversation.owner,
+        name: conversation
+            .name
+            .as_ref()
+            .map(|name| name.as_str().to_owned()),
     })
+}
+
+/// A text that is more than whitespace, trimmed; a blank one clears what it would set.
+fn not_blank(text: Option<&str>) -> Option<&str> {
+    text.map(str::trim).filter(|text| !text.is_empty())
+}
+
+/// A change of profile (see [`ChatCommands::change_profile`]): `None` keeps a field,
+/// `Some(None)` clears a picture or a status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProfileChange<'a> {
+    pub display_name: Option<&'a str>,
+    pub avatar_url: Option<Option<&'a str>>,
+    pub status_text: Option<Option<&'a str>>,
 }
 
 /// What a new message links to, by id (see [`ChatCommands::send_linked_message`]).

@@ -26,8 +26,9 @@ pub use ids::{ChannelId, MessageId, ServerId, UserId};
 pub use moderation::{ContentPolicy, ModerationThreshold};
 pub use permissions::{ChannelAccess, ChannelFacts, ChannelKind, Permission, Role};
 pub use values::{
-    ChannelCategory, ChannelName, ChannelTopic, DisplayName, Emoji, InviteCode, MessageBody,
-    ModerationReason, Password, ServerName, Username, ValidationError,
+    AvatarUrl, ChannelCategory, ChannelName, ChannelTopic, ConversationName, DisplayName, Emoji,
+    InviteCode, MessageBody, ModerationReason, Password, ServerName, StatusText, Username,
+    ValidationError,
 };
 
 /// The version string every event of the first generation carries.

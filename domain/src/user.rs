@@ -6,7 +6,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
-use crate::values::{DisplayName, Username};
+use crate::values::{AvatarUrl, DisplayName, StatusText, Username};
 use crate::EVENT_VERSION_1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,8 +19,12 @@ pub enum UserCommand {
         password_hash: String,
         at: DateTime<Utc>,
     },
+    /// Change what others see of the user: each field that is `Some` replaces the current
+    /// one (`Some(None)` clears a picture or a status); `None` keeps it.
     ChangeProfile {
-        display_name: DisplayName,
+        display_name: Option<DisplayName>,
+        avatar_url: Option<Option<AvatarUrl>>,
+        status_text: Option<Option<StatusText>>,
         at: DateTime<Utc>,
     },
     /// Sign out on every device: every session started before now ends.
@@ -59,8 +63,14 @@ pub enum UserEvent {
         password_hash: String,
         registered_at: DateTime<Utc>,
     },
+    /// The user's profile after a change, whole: a picture or status not given is none
+    /// (events from before pictures and statuses existed have neither).
     ProfileChanged {
         display_name: DisplayName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avatar_url: Option<AvatarUrl>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status_text: Option<StatusText>,
         changed_at: DateTime<Utc>,
     },
     /// Every session that started before `ended_at` is over ("log out everywhere").
@@ -120,6 +130,8 @@ pub struct User {
     pub id: Option<UserId>,
     pub username: Option<Username>,
     pub display_name: Option<DisplayName>,
+    pub avatar_url: Option<AvatarUrl>,
+    pub status_text: Option<StatusText>,
     pub password_hash: Option<String>,
     /// When the user last signed out everywhere.
     pub sessions_ended_before: Option<DateTime<Utc>>,
@@ -219,13 +231,26 @@ impl Aggregate for User {
                 sink.write(UserEvent::AllSessionsEnded { ended_at: at }, self)
                     .await;
             }
-            UserCommand::ChangeProfile { display_name, at } => {
-                if !self.is_registered() {
+            UserCommand::ChangeProfile {
+                display_name,
+                avatar_url,
+                status_text,
+                at,
+            } => {
+                let Some(current) = self.display_name.clone() else {
                     return Err(UserError::UnknownUser);
-                }
-                if self.display_name.as_ref() != Some(&display_name) {
+                };
+                let display_name = display_name.unwrap_or(current);
+                let avatar_url = avatar_url.unwrap_or_else(|| self.avatar_url.clone());
+                let status_text = status_text.unwrap_or_else(|| self.status_text.clone());
+                let unchanged = self.display_name.as_ref() == Some(&display_name)
+                    && self.avatar_url == avatar_url
+                    && self.status_text == status_text;
+                if !unchanged {
                     let event = UserEvent::ProfileChanged {
                         display_name,
+                        avatar_url,
+                        status_text,
                         changed_at: at,
                     };
                     sink.write(event, self).await;
@@ -249,8 +274,15 @@ impl Aggregate for User {
                 self.display_name = Some(display_name);
                 self.password_hash = Some(password_hash);
             }
-            UserEvent::ProfileChanged { display_name, .. } => {
+            UserEvent::ProfileChanged {
+                display_name,
+                avatar_url,
+                status_text,
+                ..
+            } => {
                 self.display_name = Some(display_name);
+                self.avatar_url = avatar_url;
+                self.status_text = status_text;
             }
             UserEvent::AllSessionsEnded { ended_at } => {
                 self.sessions_ended_before = Some(ended_at);

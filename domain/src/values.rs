@@ -29,6 +29,8 @@ pub const USERNAME_MIN_CHARS: usize = 3;
 pub const USERNAME_MAX_CHARS: usize = 32;
 pub const DISPLAY_NAME_MAX_CHARS: usize = 64;
 pub const NAME_MAX_CHARS: usize = 100;
+pub const AVATAR_URL_MAX_CHARS: usize = 2048;
+pub const STATUS_TEXT_MAX_CHARS: usize = 128;
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 pub const INVITE_CODE_MIN_CHARS: usize = 6;
@@ -173,6 +175,23 @@ text_value!(
     schema(length(min = 1, max = NAME_MAX_CHARS))
 );
 text_value!(
+    /// Where a user's picture is: an `http` or `https` URL of at most 2048 characters, with a
+    /// host, no spaces and no control characters.
+    AvatarUrl,
+    schema(length(min = 1, max = AVATAR_URL_MAX_CHARS))
+);
+text_value!(
+    /// What a user says about themselves now ("on holiday"): 1–128 characters, no control
+    /// characters.
+    StatusText,
+    schema(length(min = 1, max = STATUS_TEXT_MAX_CHARS))
+);
+text_value!(
+    /// A group conversation's name: 1–100 characters, no control characters.
+    ConversationName,
+    schema(length(min = 1, max = NAME_MAX_CHARS))
+);
+text_value!(
     /// What a channel is about, shown under its name: 1–1,024 characters; line feeds are kept,
     /// every other control character is refused. No topic is `None`, not an empty topic.
     ChannelTopic,
@@ -250,6 +269,51 @@ impl ServerName {
 }
 
 impl ChannelName {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_name("name", value, NAME_MAX_CHARS).map(Self)
+    }
+}
+
+impl AvatarUrl {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let value = value.trim();
+        if value.chars().count() > AVATAR_URL_MAX_CHARS {
+            return Err(ValidationError::new(
+                "avatarUrl",
+                format!("must be at most {AVATAR_URL_MAX_CHARS} characters"),
+            ));
+        }
+        let rest = value
+            .strip_prefix("https://")
+            .or_else(|| value.strip_prefix("http://"))
+            .ok_or_else(|| ValidationError::new("avatarUrl", "must be an http or https URL"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') || host.contains('@') {
+            return Err(ValidationError::new(
+                "avatarUrl",
+                "must name a host (and no user or password)",
+            ));
+        }
+        if value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+        {
+            return Err(ValidationError::new(
+                "avatarUrl",
+                "must not contain spaces, control or invisible characters",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl StatusText {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        checked_name("statusText", value, STATUS_TEXT_MAX_CHARS).map(Self)
+    }
+}
+
+impl ConversationName {
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         checked_name("name", value, NAME_MAX_CHARS).map(Self)
     }

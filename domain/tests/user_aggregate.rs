@@ -1,7 +1,7 @@
 //! Given/when/then tests for the `User` aggregate: every command, every refusal.
 
 use aether_domain::user::{User, UserCommand, UserError, UserEvent};
-use aether_domain::{DisplayName, UserId, Username};
+use aether_domain::{AvatarUrl, DisplayName, StatusText, UserId, Username};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
@@ -55,7 +55,9 @@ fn alice_registered() -> UserEvent {
 
 fn change_display_name(name: &str) -> UserCommand {
     UserCommand::ChangeProfile {
-        display_name: display_name(name),
+        display_name: Some(display_name(name)),
+        avatar_url: None,
+        status_text: None,
         at: later(),
     }
 }
@@ -63,8 +65,18 @@ fn change_display_name(name: &str) -> UserCommand {
 fn display_name_changed(name: &str) -> UserEvent {
     UserEvent::ProfileChanged {
         display_name: display_name(name),
+        avatar_url: None,
+        status_text: None,
         changed_at: later(),
     }
+}
+
+fn avatar(url: &str) -> AvatarUrl {
+    AvatarUrl::parse(url).expect("a valid avatar URL")
+}
+
+fn status(text: &str) -> StatusText {
+    StatusText::parse(text).expect("a valid status")
 }
 
 // --- RegisterUser ---------------------------------------------------------------------------
@@ -129,6 +141,69 @@ fn changing_the_display_name_records_the_new_name() {
         .given(vec![alice_registered()])
         .when(change_display_name("Alice Liddell"))
         .then_expect_events(vec![display_name_changed("Alice Liddell")]);
+}
+
+#[test]
+fn a_picture_and_a_status_are_set_and_kept_until_changed_or_cleared() {
+    let with_both = UserEvent::ProfileChanged {
+        display_name: display_name("Alice"),
+        avatar_url: Some(avatar("https://img.example/alice.png")),
+        status_text: Some(status("on holiday")),
+        changed_at: later(),
+    };
+    framework()
+        .given(vec![alice_registered()])
+        .when(UserCommand::ChangeProfile {
+            display_name: None,
+            avatar_url: Some(Some(avatar("https://img.example/alice.png"))),
+            status_text: Some(Some(status("on holiday"))),
+            at: later(),
+        })
+        .then_expect_events(vec![with_both.clone()]);
+    // A new display name keeps the picture and the status.
+    framework()
+        .given(vec![alice_registered(), with_both.clone()])
+        .when(change_display_name("Alice L."))
+        .then_expect_events(vec![UserEvent::ProfileChanged {
+            display_name: display_name("Alice L."),
+            avatar_url: Some(avatar("https://img.example/alice.png")),
+            status_text: Some(status("on holiday")),
+            changed_at: later(),
+        }]);
+    // Clearing the status keeps the picture.
+    framework()
+        .given(vec![alice_registered(), with_both])
+        .when(UserCommand::ChangeProfile {
+            display_name: None,
+            avatar_url: None,
+            status_text: Some(None),
+            at: later(),
+        })
+        .then_expect_events(vec![UserEvent::ProfileChanged {
+            display_name: display_name("Alice"),
+            avatar_url: Some(avatar("https://img.example/alice.png")),
+            status_text: None,
+            changed_at: later(),
+        }]);
+}
+
+#[test]
+fn avatar_urls_and_statuses_are_validated() {
+    for bad in [
+        "ftp://img.example/a.png",
+        "https://",
+        "https:///a.png",
+        "https://user:pw@img.example/a.png",
+        "https://img.example/a b.png",
+        "javascript:alert(1)",
+        "",
+    ] {
+        assert!(AvatarUrl::parse(bad).is_err(), "{bad}");
+    }
+    assert!(AvatarUrl::parse(&format!("https://img.example/{}", "a".repeat(2048))).is_err());
+    assert!(StatusText::parse(&"x".repeat(129)).is_err());
+    assert!(StatusText::parse("\u{200b}\u{202e}").is_err());
+    assert_eq!(status(" busy ").as_str(), "busy");
 }
 
 #[test]

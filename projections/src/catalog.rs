@@ -6,7 +6,7 @@ use aether_domain::conversation::ConversationEvent;
 use aether_domain::pins::PinsEvent;
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
-use aether_domain::{ChannelId, Role, ServerId, UserId};
+use aether_domain::{AvatarUrl, ChannelId, ConversationName, Role, ServerId, StatusText, UserId};
 use aether_schemas::{EventEnvelope, LoggedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -107,35 +107,107 @@ async fn apply_conversation(
     event: ConversationEvent,
     updates: &mut Vec<Update>,
 ) -> Result<(), sqlx::Error> {
-    let ConversationEvent::ConversationOpened {
-        conversation_id,
-        opened_by,
-        participant_ids,
-        opened_at,
-    } = event;
-    let id = conversation_id.to_string();
-    tx.write(
-        "INSERT INTO conversations (id, opened_by, opened_at) VALUES ($1, $2, $3)",
-        vec![
-            id.as_str().into(),
-            opened_by.to_string().into(),
-            opened_at.into(),
-        ],
-    )
-    .await?;
-    for user in &participant_ids {
+    match event {
+        ConversationEvent::ConversationOpened {
+            conversation_id,
+            opened_by,
+            participant_ids,
+            opened_at,
+        } => {
+            let id = conversation_id.to_string();
+            tx.write(
+                "INSERT INTO conversations (id, opened_by, opened_at, is_group, owner_id) \
+                 VALUES ($1, $2, $3, $4, $2)",
+                vec![
+                    id.as_str().into(),
+                    opened_by.to_string().into(),
+                    opened_at.into(),
+                    (participant_ids.len() > 2).into(),
+                ],
+            )
+            .await?;
+            add_participants(tx, &id, &participant_ids).await?;
+            updates.push(Update::ConversationOpened {
+                conversation_id,
+                opened_by,
+                participant_ids,
+                opened_at,
+            });
+        }
+        ConversationEvent::ParticipantsAdded {
+            conversation_id,
+            user_ids,
+            participant_ids,
+            ..
+        } => {
+            add_participants(tx, &conversation_id.to_string(), &user_ids).await?;
+            updates.push(Update::ConversationChanged {
+                conversation_id,
+                participant_ids,
+                removed: None,
+            });
+        }
+        ConversationEvent::ParticipantRemoved {
+            conversation_id,
+            user_id,
+            participant_ids,
+            owner_id,
+            ..
+        } => {
+            let id = conversation_id.to_string();
+            tx.write(
+                "DELETE FROM conversation_participants WHERE conversation_id = $1 AND user_id = $2",
+                vec![id.as_str().into(), user_id.to_string().into()],
+            )
+            .await?;
+            tx.write(
+                "UPDATE conversations SET owner_id = $2 WHERE id = $1",
+                vec![id.as_str().into(), owner_id.map(|u| u.to_string()).into()],
+            )
+            .await?;
+            updates.push(Update::ConversationChanged {
+                conversation_id,
+                participant_ids,
+                removed: Some(user_id),
+            });
+        }
+        ConversationEvent::ConversationRenamed {
+            conversation_id,
+            name,
+            participant_ids,
+            ..
+        } => {
+            tx.write(
+                "UPDATE conversations SET name = $2 WHERE id = $1",
+                vec![
+                    conversation_id.to_string().into(),
+                    name.map(ConversationName::into_inner).into(),
+                ],
+            )
+            .await?;
+            updates.push(Update::ConversationChanged {
+                conversation_id,
+                participant_ids,
+                removed: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn add_participants(
+    tx: &mut dyn SqlWrite,
+    conversation_id: &str,
+    users: &[UserId],
+) -> Result<(), sqlx::Error> {
+    for user in users {
         tx.write(
-            "INSERT INTO conversation_participants (conversation_id, user_id) VALUES ($1, $2)",
-            vec![id.as_str().into(), user.to_string().into()],
+            "INSERT INTO conversation_participants (conversation_id, user_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+            vec![conversation_id.into(), user.to_string().into()],
         )
         .await?;
     }
-    updates.push(Update::ConversationOpened {
-        conversation_id,
-        opened_by,
-        participant_ids,
-        opened_at,
-    });
     Ok(())
 }
 
@@ -163,10 +235,21 @@ async fn apply_user(
             )
             .await
         }
-        UserEvent::ProfileChanged { display_name, .. } => {
+        UserEvent::ProfileChanged {
+            display_name,
+            avatar_url,
+            status_text,
+            ..
+        } => {
             tx.write(
-                "UPDATE users SET display_name = $1 WHERE id = $2",
-                vec![display_name.as_str().into(), user_id.into()],
+                "UPDATE users SET display_name = $1, avatar_url = $2, status_text = $3 \
+                 WHERE id = $4",
+                vec![
+                    display_name.as_str().into(),
+                    avatar_url.map(AvatarUrl::into_inner).into(),
+                    status_text.map(StatusText::into_inner).into(),
+                    user_id.into(),
+                ],
             )
             .await
         }

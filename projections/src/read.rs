@@ -23,8 +23,8 @@ use sqlx::PgPool;
 
 use crate::receipts::{ReadStateRow, READ_POINTER_QUERY, UNREAD_QUERY};
 use crate::rows::{
-    parse_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow, ConversationRow,
-    MemberRow, MessageRow, RowError, ServerEventRow, ServerRow, UserRow,
+    parse_id, parse_optional_id, parse_role, BanRow, ChannelEventKind, ChannelEventRow, ChannelRow,
+    ConversationRow, MemberRow, MessageRow, RowError, ServerEventRow, ServerRow, UserRow,
 };
 use crate::sql::{SqlReader, SqlRow, SqlValue};
 use crate::stream::mongo::collection_prefix;
@@ -406,7 +406,7 @@ impl ReadModels {
 
     pub async fn user(&self, id: UserId) -> Result<Option<UserRow>, RowError> {
         let c = self.tables(CATALOG).await?;
-        let sql = format!("SELECT id, username, display_name FROM {c}users WHERE id = $1");
+        let sql = format!("SELECT id, username, display_name, avatar_url, status_text FROM {c}users WHERE id = $1");
         let row = self.one(&sql, vec![text(id)]).await?;
         row.as_ref().map(UserRow::from_row).transpose()
     }
@@ -423,7 +423,7 @@ impl ReadModels {
         }
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT u.id, u.username, u.display_name FROM {c}users u \
+            "SELECT u.id, u.username, u.display_name, u.avatar_url, u.status_text FROM {c}users u \
              WHERE u.id = $1 AND u.id IN ({})",
             acquaintances(&c, 2)
         );
@@ -443,7 +443,7 @@ impl ReadModels {
     ) -> Result<Vec<UserRow>, RowError> {
         let c = self.tables(CATALOG).await?;
         let sql = format!(
-            "SELECT u.id, u.username, u.display_name FROM {c}users u WHERE u.id IN ({}) \
+            "SELECT u.id, u.username, u.display_name, u.avatar_url, u.status_text FROM {c}users u WHERE u.id IN ({}) \
              AND (lower(u.username) LIKE $4 ESCAPE '\\' OR lower(u.display_name) LIKE $5 ESCAPE '\\') \
              ORDER BY u.username LIMIT $6",
             acquaintances(&c, 1)
@@ -574,7 +574,10 @@ impl ReadModels {
     /// A direct conversation and its participants.
     pub async fn conversation(&self, id: ChannelId) -> Result<Option<ConversationRow>, RowError> {
         let c = self.tables(CATALOG).await?;
-        let sql = format!("SELECT id, opened_by, opened_at FROM {c}conversations WHERE id = $1");
+        let sql = format!(
+            "SELECT id, opened_by, opened_at, is_group, name, owner_id FROM {c}conversations \
+             WHERE id = $1"
+        );
         let Some(row) = self.one(&sql, vec![text(id)]).await? else {
             return Ok(None);
         };
@@ -588,6 +591,9 @@ impl ReadModels {
             opened_by: parse_id(&row, "opened_by", UserId::parse)?,
             participants: all(&participants, |row| parse_id(row, "user_id", UserId::parse))?,
             opened_at: row.get("opened_at")?,
+            group: row.get("is_group")?,
+            owner: parse_optional_id(&row, "owner_id", UserId::parse)?,
+            name: row.get("name")?,
         }))
     }
 

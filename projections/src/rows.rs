@@ -68,6 +68,8 @@ pub struct UserRow {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub status_text: Option<String>,
 }
 
 impl UserRow {
@@ -76,6 +78,8 @@ impl UserRow {
             id: parse_id(row, "id", UserId::parse)?,
             username: row.get("username")?,
             display_name: row.get("display_name")?,
+            avatar_url: row.get("avatar_url")?,
+            status_text: row.get("status_text")?,
         })
     }
 }
@@ -260,6 +264,11 @@ pub struct ConversationRow {
     /// Sorted by id.
     pub participants: Vec<UserId>,
     pub opened_at: DateTime<Utc>,
+    /// Opened with three or more people: its people and name may change.
+    pub group: bool,
+    /// Who removes people from a group; `None` once nobody is left.
+    pub owner: Option<UserId>,
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,15 +46,23 @@ pub enum Update {
     /// Something happened in a server (a channel, a member, the server itself, a pin); keyed
     /// by server id.
     Server(ServerEventRow),
+    /// A group's people or name changed: everyone in it hears of it, and whoever is no longer
+    /// in it (`removed`).
+    ConversationChanged {
+        conversation_id: ChannelId,
+        participant_ids: Vec<UserId>,
+        removed: Option<UserId>,
+    },
 }
 
 impl Update {
     pub fn channel_id(&self) -> Option<ChannelId> {
         match self {
             Update::Channel(event) => Some(event.channel_id),
-            Update::Membership { .. } | Update::ConversationOpened { .. } | Update::Server(_) => {
-                None
-            }
+            Update::Membership { .. }
+            | Update::ConversationOpened { .. }
+            | Update::ConversationChanged { .. }
+            | Update::Server(_) => None,
         }
     }
 }
@@ -157,6 +165,15 @@ impl UpdateBus {
                 }
             }
             Update::Server(event) => self.inner.servers.publish(event.server_id, &update),
+            Update::ConversationChanged {
+                participant_ids,
+                removed,
+                ..
+            } => {
+                for user in participant_ids.iter().chain(removed) {
+                    self.inner.members.publish(*user, &update);
+                }
+            }
         }
         let _ = self.inner.all.send(update);
     }
@@ -279,6 +296,7 @@ mod tests {
                 Update::Channel(event) => event.seq,
                 Update::Membership { .. }
                 | Update::ConversationOpened { .. }
+                | Update::ConversationChanged { .. }
                 | Update::Server(_) => -1,
             },
             other => panic!("expected an update, heard {other:?}"),

@@ -489,8 +489,8 @@ pub struct EphemeralSubscription;
 enum Audience {
     /// The members of a server, looked up as changes arrive (members come and go).
     Server(aether_domain::ServerId),
-    /// The people of a direct conversation, sorted.
-    People(Vec<UserId>),
+    /// The people of a direct conversation, sorted; a group's change as it changes.
+    People(ChannelId, Vec<UserId>),
 }
 
 #[Subscription]
@@ -539,16 +539,12 @@ impl EphemeralSubscription {
                     // Access is decided before anything more of the channel is shown, as for
                     // its events: removal, ban, leaving or demotion ends it with FORBIDDEN.
                     changed = membership.recv() => {
-                        let still = match (&place, changed) {
-                            (Place::Channel(row), Ok(update)) => {
-                                crate::subscription::still_sees_channel(&update, row, user)
+                        let still = match changed {
+                            Ok(update) => crate::subscription::still_sees_place(&update, &place, user),
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                crate::subscription::still_sees_place_now(&state, &place, user).await
                             }
-                            (Place::Channel(row), Err(broadcast::error::RecvError::Lagged(_))) => {
-                                crate::types::visible_channel(&state, row.id, user).await.map(|_| ())
-                            }
-                            (_, Err(broadcast::error::RecvError::Closed)) => return,
-                            // A conversation's people never change.
-                            (Place::Conversation(_), _) => Ok(()),
+                            Err(broadcast::error::RecvError::Closed) => return,
                         };
                         if let Err(error) = still {
                             yield Err(error.into());
@@ -619,7 +615,7 @@ impl EphemeralSubscription {
         // Watch the caller's membership changes first, then check: a removal between the two
         // is not missed.
         let mut membership = state.updates.watch_member(user);
-        let audience = match (server_id, conversation_id) {
+        let mut audience = match (server_id, conversation_id) {
             (Some(server_id), None) => {
                 let server = aether_domain::ServerId::parse(&server_id).map_err(ApiError::from)?;
                 require_member(&state, server, user).await?;
@@ -628,11 +624,10 @@ impl EphemeralSubscription {
             (None, Some(conversation_id)) => {
                 let id = ChannelId::parse(&conversation_id).map_err(ApiError::from)?;
                 match required_place(&state, id, user).await? {
-                    // A conversation's people never change: who counts is known now.
                     Place::Conversation(conversation) => {
                         let mut people = conversation.participants;
                         people.sort();
-                        Audience::People(people)
+                        Audience::People(conversation.id, people)
                     }
                     Place::Channel(_) => {
                         return Err(ApiError::bad_input(
@@ -660,24 +655,17 @@ impl EphemeralSubscription {
                     _ = shutdown.cancelled() => return,
                     // A member who leaves, is removed or banned stops seeing the server's
                     // presence: the subscription ends with FORBIDDEN, as a channel's events do.
+                    // A member who leaves, is removed or banned stops seeing the server's
+                    // presence, and someone gone from a group its people's: the subscription
+                    // ends with FORBIDDEN, as a channel's events do.
                     changed = membership.recv() => {
-                        let Audience::Server(server) = &audience else { continue };
-                        let gone = match changed {
-                            Ok(update) => matches!(
-                                update.as_ref(),
-                                aether_projections::Update::Membership { server_id, user_id, role: None }
-                                    if server_id == server && *user_id == user
-                            ),
-                            Err(broadcast::error::RecvError::Lagged(_)) => {
-                                match state.read.member_role(*server, user).await {
-                                    Ok(role) => role.is_none(),
-                                    Err(error) => { yield Err(ApiError::from(error).into()); return; }
-                                }
-                            }
+                        let changed = match changed {
+                            Ok(update) => Some(update),
+                            Err(broadcast::error::RecvError::Lagged(_)) => None,
                             Err(broadcast::error::RecvError::Closed) => return,
                         };
-                        if gone {
-                            yield Err(ApiError::forbidden("you are no longer a member of this server").into());
+                        if let Err(error) = still_in_audience(&state, &mut audience, changed.as_deref(), user).await {
+                            yield Err(error.into());
                             return;
                         }
                         continue;
@@ -693,7 +681,7 @@ impl EphemeralSubscription {
                         Ok(role) => role.is_some(),
                         Err(error) => { yield Err(ApiError::from(error).into()); return; }
                     },
-                    Audience::People(people) => people.binary_search(&change.user_id).is_ok(),
+                    Audience::People(_, people) => people.binary_search(&change.user_id).is_ok(),
                 };
                 if !counts {
                     continue;
@@ -712,6 +700,61 @@ impl EphemeralSubscription {
             }
         }
         .boxed())
+    }
+}
+
+/// Whether `user` still belongs to the presence `audience` after `changed` (one of their own
+/// changes; `None` when some were missed and the read model must say), following a group's
+/// people as they change.
+async fn still_in_audience(
+    state: &ApiState,
+    audience: &mut Audience,
+    changed: Option<&aether_projections::Update>,
+    user: UserId,
+) -> ApiResult<()> {
+    use aether_projections::Update;
+    match (audience, changed) {
+        (Audience::Server(server), Some(update)) => match update {
+            Update::Membership {
+                server_id,
+                user_id,
+                role: None,
+            } if server_id == server && *user_id == user => Err(ApiError::forbidden(
+                "you are no longer a member of this server",
+            )),
+            _ => Ok(()),
+        },
+        (Audience::Server(server), None) => match state.read.member_role(*server, user).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::forbidden(
+                "you are no longer a member of this server",
+            )),
+        },
+        (Audience::People(id, people), Some(update)) => match update {
+            Update::ConversationChanged {
+                conversation_id,
+                participant_ids,
+                removed,
+            } if conversation_id == id => {
+                if *removed == Some(user) {
+                    return Err(ApiError::forbidden(
+                        "you are no longer in this conversation",
+                    ));
+                }
+                *people = participant_ids.clone();
+                people.sort();
+                Ok(())
+            }
+            _ => Ok(()),
+        },
+        (Audience::People(id, people), None) => {
+            let conversation = crate::types::visible_conversation(state, *id, user)
+                .await
+                .map_err(|_| ApiError::forbidden("you are no longer in this conversation"))?;
+            *people = conversation.participants;
+            people.sort();
+            Ok(())
+        }
     }
 }
 

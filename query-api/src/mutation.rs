@@ -6,10 +6,12 @@ use crate::ephemeral::PresenceStatus;
 use aether_commands::auth::TokenKind;
 use aether_commands::service::Links;
 use aether_commands::service::ReviewDecision;
-use aether_commands::{CommandContext, Committed, Moderation, OnlineNow, SessionRecord};
+use aether_commands::{
+    CommandContext, Committed, Moderation, OnlineNow, ProfileChange, SessionRecord,
+};
 use aether_domain::conversation::MAX_PARTICIPANTS;
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
-use async_graphql::{Context, InputObject, Object, ID};
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, ID};
 
 use crate::error::{gql, ApiError, ApiResult};
 use crate::moderation::{
@@ -97,6 +99,26 @@ pub struct UnbanUserInput {
 }
 
 #[derive(InputObject, Debug)]
+pub struct AddToConversationInput {
+    pub conversation_id: ID,
+    /// At most 50 people; those already in the group are left as they are.
+    pub user_ids: Vec<ID>,
+}
+
+#[derive(InputObject, Debug)]
+pub struct RemoveFromConversationInput {
+    pub conversation_id: ID,
+    pub user_id: ID,
+}
+
+#[derive(InputObject, Debug)]
+pub struct RenameConversationInput {
+    pub conversation_id: ID,
+    /// 1–100 characters; `null` or blank clears the name.
+    pub name: Option<String>,
+}
+
+#[derive(InputObject, Debug)]
 pub struct SendMessageInput {
     pub channel_id: Option<ID>,
     pub conversation_id: Option<ID>,
@@ -132,6 +154,20 @@ pub struct ForwardMessageInput {
 pub struct EditMessageInput {
     pub message_id: ID,
     pub body: String,
+}
+
+/// An optional argument as a change: left out keeps (`None`), `null` clears (`Some(None)`).
+fn given(value: &MaybeUndefined<String>) -> Option<Option<&str>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(text) => Some(Some(text.as_str())),
+    }
+}
+
+/// A conversation id from an input; `BAD_USER_INPUT` when it is not one.
+fn conversation_id(id: &ID) -> ApiResult<ChannelId> {
+    ChannelId::parse(id).map_err(|_| ApiError::bad_input("conversationId is not a valid id"))
 }
 
 /// The channel or conversation an input names (a conversation is a channel outside any
@@ -897,17 +933,27 @@ impl MutationRoot {
         gql(result)
     }
 
-    /// Changes the caller's display name.
+    /// Changes what others see of the caller. An argument left out keeps its value;
+    /// `avatarUrl` or `statusText` given as `null` or blank clears it. `displayName`: 1–64
+    /// characters; `avatarUrl`: an http or https URL of at most 2048 characters;
+    /// `statusText`: at most 128 characters.
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
-        display_name: String,
+        display_name: Option<String>,
+        avatar_url: MaybeUndefined<String>,
+        status_text: MaybeUndefined<String>,
     ) -> async_graphql::Result<User> {
         let result: ApiResult<User> = async {
             require_caller(ctx)?;
+            let change = ProfileChange {
+                display_name: display_name.as_deref(),
+                avatar_url: given(&avatar_url),
+                status_text: given(&status_text),
+            };
             let record = state(ctx)
                 .commands
-                .change_profile(&context(ctx), &display_name)
+                .change_profile(&context(ctx), change)
                 .await?;
             Ok(committed(ctx, record).into())
         }
@@ -990,8 +1036,9 @@ impl MutationRoot {
     }
 
     /// Opens a direct conversation between the caller and `userIds` (one other person, or a
-    /// group of at most 10 people in all), or answers with the one these people already have.
-    /// `NOT_FOUND` names a user who does not exist.
+    /// group of at most 50 people in all), or answers with the one these people already have
+    /// (a group only while nobody has joined or left it). `NOT_FOUND` names a user who does not
+    /// exist.
     async fn open_direct_conversation(
         &self,
         ctx: &Context<'_>,
@@ -1013,6 +1060,98 @@ impl MutationRoot {
                 .open_conversation(&context(ctx), &others)
                 .await?;
             // Its messages and read state are served by the read models: wait for them.
+            Ok(committed_and_projected(ctx, record).await.into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Adds people to a group the caller is in (any participant may); the group holds at most
+    /// 50 people. `BAD_USER_INPUT` for a one-to-one conversation, `NOT_FOUND` for a
+    /// conversation the caller is not in or a user who does not exist.
+    async fn add_to_conversation(
+        &self,
+        ctx: &Context<'_>,
+        input: AddToConversationInput,
+    ) -> async_graphql::Result<Conversation> {
+        let result: ApiResult<Conversation> = async {
+            require_caller(ctx)?;
+            if input.user_ids.len() > MAX_PARTICIPANTS {
+                return Err(ApiError::bad_input(format!(
+                    "a conversation holds at most {MAX_PARTICIPANTS} people"
+                )));
+            }
+            let conversation = conversation_id(&input.conversation_id)?;
+            let users = input
+                .user_ids
+                .iter()
+                .map(|id| UserId::parse(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let record = state(ctx)
+                .commands
+                .add_participants(&context(ctx), conversation, &users)
+                .await?;
+            Ok(committed_and_projected(ctx, record).await.into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Removes someone from a group: its owner only (`FORBIDDEN` for anyone else). Their
+    /// subscriptions to it end, and they no longer see it; the history stays in the log.
+    async fn remove_from_conversation(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveFromConversationInput,
+    ) -> async_graphql::Result<Conversation> {
+        let result: ApiResult<Conversation> = async {
+            require_caller(ctx)?;
+            let conversation = conversation_id(&input.conversation_id)?;
+            let user = UserId::parse(&input.user_id)?;
+            let record = state(ctx)
+                .commands
+                .remove_participant(&context(ctx), conversation, user)
+                .await?;
+            Ok(committed_and_projected(ctx, record).await.into())
+        }
+        .await;
+        gql(result)
+    }
+
+    /// The caller leaves a group (an owner who leaves hands the group to the longest-standing
+    /// participant). A one-to-one conversation cannot be left.
+    async fn leave_conversation(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: ID,
+    ) -> async_graphql::Result<bool> {
+        let result: ApiResult<bool> = async {
+            let caller = require_caller(ctx)?;
+            let conversation = self::conversation_id(&conversation_id)?;
+            let record = state(ctx)
+                .commands
+                .remove_participant(&context(ctx), conversation, caller)
+                .await?;
+            committed_and_projected(ctx, record).await;
+            Ok(true)
+        }
+        .await;
+        gql(result)
+    }
+
+    /// Names a group the caller is in, or clears its name (`null` or blank).
+    async fn rename_conversation(
+        &self,
+        ctx: &Context<'_>,
+        input: RenameConversationInput,
+    ) -> async_graphql::Result<Conversation> {
+        let result: ApiResult<Conversation> = async {
+            require_caller(ctx)?;
+            let conversation = conversation_id(&input.conversation_id)?;
+            let record = state(ctx)
+                .commands
+                .rename_conversation(&context(ctx), conversation, input.name.as_deref())
+                .await?;
             Ok(committed_and_projected(ctx, record).await.into())
         }
         .await;

@@ -18,8 +18,9 @@ use crate::server_events::{server_events, ServerEventStream};
 use crate::tap::{EventTap, PresetEvent, Tapped};
 use crate::types::{
     channel_view, in_channel_view, parse_cursor, require_caller, required_place, state,
-    visible_channel, visible_conversation, ChannelEvent, Conversation, ConversationOpened,
-    MembershipChanged, Place, ResyncNeeded, RoleGql, UserEvent,
+    visible_channel, visible_conversation, ChannelEvent, Conversation, ConversationChanged,
+    ConversationLeft, ConversationOpened, MembershipChanged, Place, ResyncNeeded, RoleGql,
+    UserEvent,
 };
 use crate::ApiState;
 
@@ -169,6 +170,41 @@ pub(crate) fn still_sees_channel(
     }
 }
 
+/// Whether `user` may still see `place` after `update`: a channel as [`still_sees_channel`]
+/// decides; a group conversation until they leave or are removed from it.
+pub(crate) fn still_sees_place(update: &Update, place: &Place, user: UserId) -> ApiResult<()> {
+    match (place, update) {
+        (Place::Channel(channel), _) => still_sees_channel(update, channel, user),
+        (
+            Place::Conversation(conversation),
+            Update::ConversationChanged {
+                conversation_id,
+                removed: Some(removed),
+                ..
+            },
+        ) if *conversation_id == conversation.id && *removed == user => Err(ApiError::forbidden(
+            "you are no longer in this conversation",
+        )),
+        (Place::Conversation(_), _) => Ok(()),
+    }
+}
+
+/// Whether `user` may still see `place`, asked of the read model (when changes of theirs were
+/// missed).
+pub(crate) async fn still_sees_place_now(
+    state: &ApiState,
+    place: &Place,
+    user: UserId,
+) -> ApiResult<()> {
+    match place {
+        Place::Channel(channel) => visible_channel(state, channel.id, user).await.map(|_| ()),
+        Place::Conversation(conversation) => visible_conversation(state, conversation.id, user)
+            .await
+            .map(|_| ())
+            .map_err(|_| ApiError::forbidden("you are no longer in this conversation")),
+    }
+}
+
 /// The changes of a channel or conversation the caller may see, after `after` (catch-up from
 /// the read model first) or from now, then live: no gap, no duplicate. A channel subscription
 /// ends with `FORBIDDEN` when the caller loses access; a conversation's people never change.
@@ -238,12 +274,10 @@ async fn place_events(
                 }
                 Heard::MissedMembership => {
                     // Too many membership changes at once to follow: ask the read model
-                    // whether the caller may still see the channel.
-                    if let Place::Channel(channel) = &place {
-                        if let Err(error) = visible_channel(&state, channel.id, user).await {
-                            yield Err(error.into());
-                            return;
-                        }
+                    // whether the caller may still see the channel or conversation.
+                    if let Err(error) = still_sees_place_now(&state, &place, user).await {
+                        yield Err(error.into());
+                        return;
                     }
                     continue;
                 }
@@ -261,8 +295,8 @@ async fn place_events(
                     }
                     pending.push(event.clone());
                 }
-                (update @ Update::Membership { .. }, Place::Channel(channel)) => {
-                    if let Err(error) = still_sees_channel(update, channel, user) {
+                (update @ (Update::Membership { .. } | Update::ConversationChanged { .. }), place) => {
+                    if let Err(error) = still_sees_place(update, place, user) {
                         yield Err(error.into());
                         return;
                     }
@@ -409,7 +443,8 @@ impl SubscriptionRoot {
     }
 
     /// The caller's own news from any device: servers joined or left, removals, bans and role
-    /// changes, and conversations opened with them. `ResyncNeeded` says some were missed;
+    /// changes, conversations opened with them, and their groups' changes (people added or
+    /// gone, a new name; `ConversationLeft` when the caller left or was removed). `ResyncNeeded` says some were missed;
     /// re-read `servers` and `conversations` then.
     async fn user_events(
         &self,
@@ -443,8 +478,26 @@ impl SubscriptionRoot {
                                     opened_by: *opened_by,
                                     participants: participant_ids.clone(),
                                     opened_at: *opened_at,
+                                    group: participant_ids.len() > 2,
+                                    owner: Some(*opened_by),
+                                    name: None,
                                 },
                             }));
+                        }
+                        Update::ConversationChanged { conversation_id, removed, .. } => {
+                            if *removed == Some(user) {
+                                yield Ok(UserEvent::ConversationLeft(ConversationLeft {
+                                    conversation_id: ID(conversation_id.to_string()),
+                                }));
+                                continue;
+                            }
+                            // The read model holds the change: it is published after the commit.
+                            match visible_conversation(&state, *conversation_id, user).await {
+                                Ok(row) => yield Ok(UserEvent::ConversationChanged(ConversationChanged {
+                                    conversation: row.into(),
+                                })),
+                                Err(error) => tracing::debug!(?error, "a changed conversation is gone from view"),
+                            }
                         }
                         Update::Channel(_) | Update::Server(_) => {}
                     },

@@ -106,6 +106,11 @@ pub struct User {
     pub id: ID,
     pub username: String,
     pub display_name: String,
+    /// Where the user's picture is (an http or https URL they gave); `null` when they set none.
+    /// Clients should load it as an image only, without sending credentials.
+    pub avatar_url: Option<String>,
+    /// What the user says about themselves now; `null` when they set none.
+    pub status_text: Option<String>,
 }
 
 #[ComplexObject]
@@ -126,6 +131,8 @@ impl From<UserRow> for User {
             id: ID(row.id.to_string()),
             username: row.username,
             display_name: row.display_name,
+            avatar_url: row.avatar_url,
+            status_text: row.status_text,
         }
     }
 }
@@ -136,6 +143,8 @@ impl From<UserRecord> for User {
             id: ID(record.id.to_string()),
             username: record.username,
             display_name: record.display_name,
+            avatar_url: record.avatar_url,
+            status_text: record.status_text,
         }
     }
 }
@@ -784,6 +793,9 @@ pub struct Conversation {
     pub opened_by: UserId,
     pub participants: Vec<UserId>,
     pub opened_at: DateTime<Utc>,
+    pub group: bool,
+    pub owner: Option<UserId>,
+    pub name: Option<String>,
 }
 
 impl From<ConversationRow> for Conversation {
@@ -793,6 +805,9 @@ impl From<ConversationRow> for Conversation {
             opened_by: row.opened_by,
             participants: row.participants,
             opened_at: row.opened_at,
+            group: row.group,
+            owner: row.owner,
+            name: row.name,
         }
     }
 }
@@ -804,6 +819,9 @@ impl From<ConversationRecord> for Conversation {
             opened_by: record.opened_by,
             participants: record.participants,
             opened_at: record.opened_at,
+            group: record.group,
+            owner: record.owner,
+            name: record.name,
         }
     }
 }
@@ -825,6 +843,26 @@ impl Conversation {
 
     async fn opened_at(&self) -> DateTime<Utc> {
         self.opened_at
+    }
+
+    /// A group (opened with three or more people): people may be added, removed or leave, and
+    /// it may be named. A one-to-one conversation stays between its two people.
+    async fn is_group(&self) -> bool {
+        self.group
+    }
+
+    /// The group's name, once someone has named it.
+    async fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Who may remove people from the group: its opener, then the longest-standing participant
+    /// when the owner leaves. `null` for a one-to-one conversation.
+    async fn owner(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        match self.owner.filter(|_| self.group) {
+            Some(owner) => gql(load_user(state(ctx), owner).await.map(Some)),
+            None => Ok(None),
+        }
     }
 
     /// The caller's read pointer here and the unread and mention counts after it.
@@ -1472,10 +1510,24 @@ pub struct ConversationOpened {
     pub conversation: Conversation,
 }
 
+/// A group the caller is in changed: people added or gone, or a new name.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ConversationChanged {
+    pub conversation: Conversation,
+}
+
+/// The caller is no longer in a group: they left, or its owner removed them.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ConversationLeft {
+    pub conversation_id: ID,
+}
+
 /// News for the signed-in user, whatever server or channel it concerns.
 #[derive(async_graphql::Union, Clone, Debug)]
 pub enum UserEvent {
     MembershipChanged(MembershipChanged),
     ConversationOpened(ConversationOpened),
+    ConversationChanged(ConversationChanged),
+    ConversationLeft(ConversationLeft),
     ResyncNeeded(ResyncNeeded),
 }

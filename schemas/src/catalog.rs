@@ -271,9 +271,32 @@ pub const EVENT_TYPES: &[EventType] = &[
         "ConversationOpened",
         CONVERSATION,
         topics::MESSAGE_EVENTS,
-        "A direct conversation (1:1 or group, outside any server) began between a fixed set of \
-         people. Keyed by the conversation id, like its messages, so it reaches a consumer \
-         before any of them.",
+        "A direct conversation (1:1 or group, outside any server) began between these people \
+         (a group: three or more). Keyed by the conversation id, like its messages, so it \
+         reaches a consumer before any of them.",
+    ),
+    event(
+        "ParticipantsAdded",
+        CONVERSATION,
+        topics::MESSAGE_EVENTS,
+        "A participant added people (`user_ids`) to a group; `participant_ids` is everyone in it \
+         after. A one-to-one conversation never changes its people.",
+    ),
+    event(
+        "ParticipantRemoved",
+        CONVERSATION,
+        topics::MESSAGE_EVENTS,
+        "Someone is no longer in a group: its owner removed them, or they left (`removed_by` is \
+         `user_id`). `participant_ids` is everyone left; `owner_id` the owner after (the \
+         longest-standing participant takes over from an owner who leaves; null once nobody \
+         is left).",
+    ),
+    event(
+        "ConversationRenamed",
+        CONVERSATION,
+        topics::MESSAGE_EVENTS,
+        "A participant named a group (`name`, 1–100 characters) or cleared its name (null); \
+         `participant_ids` is everyone in it.",
     ),
     event(
         "MessageSent",

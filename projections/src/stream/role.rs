@@ -165,6 +165,9 @@ impl UpdateSink for KafkaUpdates {
                 Update::Server(row) => row.server_id.to_string(),
                 Update::ConversationOpened {
                     conversation_id, ..
+                }
+                | Update::ConversationChanged {
+                    conversation_id, ..
                 } => conversation_id.to_string(),
             };
             let Ok(payload) = serde_json::to_vec(&update) else {

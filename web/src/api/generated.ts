@@ -391,6 +391,8 @@ export type UserEventsSubscriptionVariables = Exact<{ [key: string]: never; }>;
 
 
 export type UserEventsSubscription = { userEvents:
+    | { __typename: 'ConversationChanged' }
+    | { __typename: 'ConversationLeft' }
     | { __typename: 'ConversationOpened', conversation: { id: string } }
     | { __typename: 'MembershipChanged', serverId: string, member: boolean, role: Role | null }
     | { __typename: 'ResyncNeeded', missed: number }

@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS conversation_participants (
 );
 CREATE INDEX IF NOT EXISTS conversation_participants_by_user
     ON conversation_participants (user_id);
+-- Added with group conversations (see the embedded store's migration 0011): a group's name
+-- and owner. A projection rebuilt from the log fills them from the start.
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS is_group BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS name TEXT;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS owner_id TEXT;
+-- Added with profile pictures and statuses (migration 0012).
+ALTER TABLE users ADD COLUMN IF NOT EXISTS avatar_url TEXT;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS status_text TEXT;
 -- Added with channel topics, categories and server events (see the embedded store's
 -- migration 0008).
 ALTER TABLE channels ADD COLUMN IF NOT EXISTS topic TEXT;
