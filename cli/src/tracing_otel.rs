@@ -155,7 +155,107 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
     use super::*;
+
+    /// What the log layer wrote.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut written) = self.0.lock() {
+                written.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    /// Writes one line outside any span and one inside a sampled span, in JSON and in text.
+    fn log_lines(json: bool) -> (Vec<String>, String) {
+        let written = Written::default();
+        let provider = SdkTracerProvider::builder().build();
+        let sink = written.clone();
+        let make = move || sink.clone();
+        let trace_id = if json {
+            let logs = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(WithTraceIds(
+                    tracing_subscriber::fmt::format().json().flatten_event(true),
+                ))
+                .with_writer(make);
+            let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+            let subscriber = tracing_subscriber::registry().with(logs).with(otel);
+            tracing::subscriber::with_default(subscriber, emit)
+        } else {
+            let logs = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
+                .with_writer(make);
+            let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+            let subscriber = tracing_subscriber::registry().with(logs).with(otel);
+            tracing::subscriber::with_default(subscriber, emit)
+        };
+        (written.lines(), trace_id)
+    }
+
+    /// Logs outside and inside a span; returns the span's trace id.
+    fn emit() -> String {
+        tracing::info!("outside");
+        let span = tracing::info_span!(target: "aether_test", "request");
+        let _entered = span.enter();
+        tracing::info!("inside");
+        opentelemetry::Context::current()
+            .span()
+            .span_context()
+            .trace_id()
+            .to_string()
+    }
+
+    #[test]
+    fn json_lines_inside_a_sampled_span_carry_its_ids() {
+        let (lines, trace_id) = log_lines(true);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let outside: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+        assert!(outside.get("trace_id").is_none(), "{outside}");
+        let inside: serde_json::Value = serde_json::from_str(&lines[1]).expect("JSON");
+        assert_eq!(inside["message"], "inside");
+        assert_eq!(inside["trace_id"], trace_id.as_str(), "{inside}");
+        assert_eq!(
+            inside["span_id"].as_str().map(str::len),
+            Some(16),
+            "{inside}"
+        );
+    }
+
+    #[test]
+    fn text_lines_inside_a_sampled_span_end_with_its_ids() {
+        let (lines, trace_id) = log_lines(false);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!lines[0].contains("trace_id="), "{lines:?}");
+        assert!(
+            lines[1].contains(&format!(" trace_id={trace_id} span_id=")),
+            "{lines:?}"
+        );
+    }
 
     #[test]
     fn each_role_has_its_service_name() {
