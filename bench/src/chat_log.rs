@@ -446,6 +446,7 @@ fn envelope<E: DomainEvent + Serialize>(
         correlation_id,
         occurred_at: at,
         routing_key: routing_key.to_owned(),
+        traceparent: None,
     }
     .to_map();
     let metadata = Metadata::from_value(&serde_json::to_value(stored)?);

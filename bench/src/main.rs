@@ -65,16 +65,35 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("AETHER_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    // The roles this process runs in-process export their spans as `aether serve` does when an
+    // OTLP endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT): the cost of tracing is measured
+    // by running a benchmark with and without it.
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(
+            EnvFilter::try_from_env("AETHER_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        );
+    let registry = tracing_subscriber::registry().with(logs);
+    let (otel, exporter) = match aether_cli::tracing_otel::layer("aether-bench")? {
+        Some((layer, exporter)) => (Some(layer), Some(exporter)),
+        None => (None, None),
+    };
+    registry.with(otel).init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let outcome = run(&runtime, cli);
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
+    outcome
+}
+
+fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::WritePath(args) => runtime.block_on(write_path::run(args)),
         Command::Rebuild(args) => runtime.block_on(rebuild::run(args)),

@@ -4,3 +4,4 @@
 pub mod logging;
 pub mod roles;
 pub mod telemetry;
+pub mod tracing_otel;

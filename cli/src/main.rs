@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aether_cli::roles::{start_embedded, EmbeddedConfig};
+use aether_cli::tracing_otel::{self, Exporter, WithTraceIds};
 use aether_projections::stream::ProjectorOptions;
 use aether_query_api::ephemeral::EphemeralLimits;
 use aether_query_api::rate::{Rate, RateLimits};
@@ -373,7 +374,16 @@ impl DevArgs {
 
 /// Servers log to standard output (for a log collector); operator commands log to standard
 /// error, so their standard output stays what they print (JSON, JSON lines, tables).
-fn init_tracing(format: LogFormat, filter: &str, to_stderr: bool) -> anyhow::Result<()> {
+///
+/// A process that serves (`service` is its name in traces) also exports its spans when an
+/// OpenTelemetry endpoint is configured (see [`aether_cli::tracing_otel`]); what it returns
+/// must be shut down as the process ends, to export the spans still queued.
+fn init_tracing(
+    format: LogFormat,
+    filter: &str,
+    to_stderr: bool,
+    service: Option<&str>,
+) -> anyhow::Result<Option<Exporter>> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
     let writer = if to_stderr {
         BoxMakeWriter::new(std::io::stderr)
@@ -387,27 +397,51 @@ fn init_tracing(format: LogFormat, filter: &str, to_stderr: bool) -> anyhow::Res
     // once per interval.
     let throttled = tracing_subscriber::filter::filter_fn(aether_cli::logging::throttled);
     let registry = tracing_subscriber::registry();
-    match format {
-        LogFormat::Pretty => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(writer)
-                    .with_filter(filter)
-                    .with_filter(throttled),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_writer(writer)
-                    .with_filter(filter)
-                    .with_filter(throttled),
-            )
-            .try_init(),
+    // Each format makes a subscriber of its own type, and the OpenTelemetry layer is made for
+    // that type.
+    fn split<L>(made: Option<(L, Exporter)>) -> (Option<L>, Option<Exporter>) {
+        match made {
+            Some((layer, exporter)) => (Some(layer), Some(exporter)),
+            None => (None, None),
+        }
     }
-    .map_err(|e| anyhow::anyhow!(e))
+    let exporter = match format {
+        LogFormat::Pretty => {
+            let logs = registry.with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
+                    .with_writer(writer)
+                    .with_filter(filter)
+                    .with_filter(throttled),
+            );
+            let (otel, exporter) = split(match service {
+                Some(service) => tracing_otel::layer(service)?,
+                None => None,
+            });
+            logs.with(otel).try_init()?;
+            exporter
+        }
+        LogFormat::Json => {
+            let logs = registry.with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(WithTraceIds(
+                        tracing_subscriber::fmt::format().json().flatten_event(true),
+                    ))
+                    .with_writer(writer)
+                    .with_filter(filter)
+                    .with_filter(throttled),
+            );
+            let (otel, exporter) = split(match service {
+                Some(service) => tracing_otel::layer(service)?,
+                None => None,
+            });
+            logs.with(otel).try_init()?;
+            exporter
+        }
+    };
+    Ok(exporter)
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
@@ -489,11 +523,24 @@ struct HistoryRewritten;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let to_stderr = !matches!(cli.command, Command::Dev(_) | Command::Serve(_));
-    if let Err(error) = init_tracing(cli.log_format, &cli.log, to_stderr) {
-        eprintln!("aether: invalid log settings: {error}");
-        return ExitCode::from(2);
+    let service = match &cli.command {
+        Command::Dev(_) => Some(tracing_otel::service_name("dev", None)),
+        Command::Serve(args) => Some(args.service_name()),
+        _ => None,
+    };
+    let exporter = match init_tracing(cli.log_format, &cli.log, to_stderr, service.as_deref()) {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("aether: invalid log or tracing settings: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = run(cli).await;
+    if let Some(exporter) = exporter {
+        // Waits for the last export, on a thread that may block.
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
     }
-    match run(cli).await {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<projections::Refused>() => {
             eprintln!("aether: {error:#}");

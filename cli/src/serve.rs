@@ -95,6 +95,21 @@ pub struct ServeArgs {
     relay_batch: i64,
 }
 
+impl ServeArgs {
+    /// The process's name in traces: `aether-api`, `aether-relay`,
+    /// `aether-projector-<projection>`, `aether-edge` or `aether-all`.
+    pub fn service_name(&self) -> String {
+        let role = match self.role {
+            Role::Api => "api",
+            Role::Relay => "relay",
+            Role::Projector => "projector",
+            Role::Edge => "edge",
+            Role::All => "all",
+        };
+        aether_cli::tracing_otel::service_name(role, self.projection.as_deref())
+    }
+}
+
 pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = args
         .postgres

@@ -813,8 +813,9 @@ fn jaeger_accepts_otlp_and_the_roles_send_it_there() {
         let env = environment(service(&compose, &name));
         assert_eq!(
             env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(String::as_str),
-            Some("http://jaeger:4317"),
-            "`{name}` should export traces to Jaeger over OTLP"
+            Some("http://jaeger:4318"),
+            "`{name}` should export traces to Jaeger over OTLP/HTTP (the exporter speaks \
+             HTTP with protobuf, not gRPC)"
         );
     }
 }

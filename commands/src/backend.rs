@@ -6,6 +6,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::Aggregate;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::postgres::PgEventStore;
 use crate::sqlite::SqliteEventStore;
@@ -150,6 +151,17 @@ impl EventStoreBackend {
     }
 }
 
+/// The span of one append to the event store: a step of the request's trace (the events'
+/// later hops are children of the request, not of this span).
+fn append_span(backend: &'static str, events: usize) -> tracing::Span {
+    tracing::info_span!(
+        "event_store.append",
+        otel.name = "event store append",
+        backend,
+        events
+    )
+}
+
 macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
@@ -188,7 +200,10 @@ impl PersistedEventRepository for EventStoreBackend {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         let started = std::time::Instant::now();
-        let persisted = delegate!(self, store => store.persist::<A>(events, snapshot_update).await);
+        let persisted =
+            async { delegate!(self, store => store.persist::<A>(events, snapshot_update).await) }
+                .instrument(append_span(self.name(), events.len()))
+                .await;
         crate::metrics::append(self.name(), started.elapsed());
         persisted
     }
@@ -208,7 +223,9 @@ impl PersistedEventRepository for EventStoreBackend {
 impl WriteStore for EventStoreBackend {
     async fn append(&self, events: &[SerializedEvent]) -> Result<i64, PersistenceError> {
         let started = std::time::Instant::now();
-        let appended = delegate!(self, store => store.append(events).await);
+        let appended = async { delegate!(self, store => store.append(events).await) }
+            .instrument(append_span(self.name(), events.len()))
+            .await;
         crate::metrics::append(self.name(), started.elapsed());
         appended
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use aether_kafka::backoff::Backoff;
 use aether_kafka::read::{recent_event_ids, EVENT_ID_HEADER};
+use aether_kafka::trace;
 use aether_kafka::KafkaConfig;
 use aether_schemas::{topics, EventEnvelope, Metadata};
 use chrono::{DateTime, Utc};
@@ -129,6 +130,8 @@ struct OutboxRow {
     envelope: EventEnvelope,
     hash: String,
     prev_hash: String,
+    /// The trace context of the request that decided the event, if it was traced.
+    traceparent: Option<String>,
 }
 
 fn outbox_row(row: &PgRow, config: &KafkaConfig) -> Result<OutboxRow, RelayError> {
@@ -153,6 +156,7 @@ fn outbox_row(row: &PgRow, config: &KafkaConfig) -> Result<OutboxRow, RelayError
         payload,
         &metadata,
     );
+    let traceparent = metadata.traceparent;
     let key = if metadata.routing_key.is_empty() {
         aggregate_id
     } else {
@@ -165,13 +169,35 @@ fn outbox_row(row: &PgRow, config: &KafkaConfig) -> Result<OutboxRow, RelayError
         envelope,
         hash: row.try_get("hash")?,
         prev_hash: row.try_get("prev_hash")?,
+        traceparent,
     })
 }
 
-/// The Kafka headers of an event: CloudEvents binding names, plus the hash chain.
-fn headers(row: &OutboxRow, body_len: usize) -> OwnedHeaders {
+/// The Kafka headers of an event: CloudEvents binding names, the hash chain, and the trace
+/// context of `publish` (the relay's span) when the event was traced.
+fn headers(row: &OutboxRow, body_len: usize, publish: Option<&tracing::Span>) -> OwnedHeaders {
     let id = row.envelope.id.to_string();
-    event_headers(&row.envelope, &id, &row.hash, &row.prev_hash, body_len)
+    let headers = event_headers(&row.envelope, &id, &row.hash, &row.prev_hash, body_len);
+    let traceparent = publish.and_then(|span| span.in_scope(trace::current_traceparent));
+    trace::with_header(headers, traceparent.as_deref())
+}
+
+/// The span of publishing one traced event: a child of the request that decided it, open
+/// until the broker acknowledges the event (or the relay gives up on it). Untraced events get
+/// none, so that the relay's steady work does not fill the collector with one-span traces.
+fn publish_span(row: &OutboxRow) -> Option<tracing::Span> {
+    let traceparent = row.traceparent.as_deref()?;
+    let span = tracing::info_span!(
+        "relay.publish",
+        otel.name = "relay publish",
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.destination.name = %row.topic,
+        event_type = %row.envelope.event_type,
+        position = row.position,
+    );
+    trace::follow(&span, Some(traceparent));
+    Some(span)
 }
 
 /// The headers the relay publishes an event with (docs/events.md): `ce_id` (`event_id`, the
@@ -517,8 +543,11 @@ impl Relay<'_> {
                 done.push(row.position);
                 continue;
             }
-            match self.produce(row) {
-                Ok(delivery) => sends.push((row.position, row.envelope.occurred_at, delivery)),
+            let span = publish_span(row);
+            match self.produce(row, span.as_ref()) {
+                Ok(delivery) => {
+                    sends.push((row.position, row.envelope.occurred_at, delivery, span))
+                }
                 Err(error) => {
                     // Later rows must not overtake this one: stop here.
                     failure = Some(error);
@@ -529,8 +558,10 @@ impl Relay<'_> {
         let latency = self.config.latency.clone();
         window.batches.push(Box::pin(async move {
             let outcomes = join_all(sends.into_iter().map(
-                |(position, occurred_at, delivery)| async move {
+                |(position, occurred_at, delivery, span)| async move {
                     let outcome = delivery.await;
+                    // The publish span ends with the broker's answer.
+                    drop(span);
                     // When the acknowledgement reached the relay, for `config.latency`.
                     (position, occurred_at, Utc::now(), outcome)
                 },
@@ -562,14 +593,18 @@ impl Relay<'_> {
     }
 
     /// Enqueues one row; the idempotent producer keeps the enqueue order per partition.
-    fn produce(&self, row: &OutboxRow) -> Result<DeliveryFuture, RelayError> {
+    fn produce(
+        &self,
+        row: &OutboxRow,
+        span: Option<&tracing::Span>,
+    ) -> Result<DeliveryFuture, RelayError> {
         let body = serde_json::to_vec(&row.envelope).map_err(|e| RelayError::Corrupt {
             position: row.position,
             reason: e.to_string(),
         })?;
         let record = FutureRecord::to(&row.topic)
             .key(row.key.as_bytes())
-            .headers(headers(row, body.len()))
+            .headers(headers(row, body.len(), span))
             .payload(&body);
         self.producer
             .send_result(record)

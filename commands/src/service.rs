@@ -30,6 +30,7 @@ use cqrs_es::persist::{PersistedEventStore, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventStore};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
+use tracing::Instrument;
 use uuid::Uuid;
 
 mod review;
@@ -107,6 +108,9 @@ impl CommandContext {
             correlation_id,
             occurred_at: self.at,
             routing_key,
+            // The request's span (or the command's, inside it): the relay publishes the
+            // events as its children.
+            traceparent: aether_kafka::trace::current_traceparent(),
         }
         .to_map()
     }
@@ -423,6 +427,23 @@ impl<R: WriteStore> ChatCommands<R> {
     async fn decide<A>(
         &self,
         id: &str,
+        aggregate: A,
+        sequence: usize,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(A, Written), AggregateError<A::Error>>
+    where
+        A: Aggregate<Services = ()>,
+    {
+        let span = tracing::info_span!("command", otel.name = "command", aggregate = A::TYPE);
+        self.decide_in_span(id, aggregate, sequence, command, metadata)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide_in_span<A>(
+        &self,
+        id: &str,
         mut aggregate: A,
         sequence: usize,
         command: A::Command,
@@ -535,6 +556,11 @@ impl<R: WriteStore> ChatCommands<R> {
             attempt += 1;
             let executed = framework
                 .execute_with_metadata(id, command.clone(), metadata.clone())
+                .instrument(tracing::info_span!(
+                    "command",
+                    otel.name = "command",
+                    aggregate = A::TYPE
+                ))
                 .await;
             if matches!(executed, Err(AggregateError::AggregateConflict)) {
                 crate::metrics::conflict(A::TYPE);

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod read;
+pub mod trace;
 
 use std::time::Duration;
 

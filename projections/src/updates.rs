@@ -56,6 +56,22 @@ pub enum Update {
 }
 
 impl Update {
+    /// The key the update is published under: the id of the read-model row it describes (a
+    /// channel, a server or a conversation), so that updates of one row stay in order.
+    pub fn key(&self) -> String {
+        match self {
+            Update::Channel(row) => row.channel_id.to_string(),
+            Update::Membership { server_id, .. } => server_id.to_string(),
+            Update::Server(row) => row.server_id.to_string(),
+            Update::ConversationOpened {
+                conversation_id, ..
+            }
+            | Update::ConversationChanged {
+                conversation_id, ..
+            } => conversation_id.to_string(),
+        }
+    }
+
     pub fn channel_id(&self) -> Option<ChannelId> {
         match self {
             Update::Channel(event) => Some(event.channel_id),

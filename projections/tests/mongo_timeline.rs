@@ -122,6 +122,7 @@ impl Script {
                 causation_id: "c".to_owned(),
                 occurred_at,
                 routing_key: event.channel_id().to_string(),
+                traceparent: None,
             },
         );
         self.raw(Payload::Event(Box::new(envelope)))
@@ -134,6 +135,7 @@ impl Script {
             partition: self.partition.clone(),
             offset,
             payload,
+            traceparent: None,
         }
     }
 

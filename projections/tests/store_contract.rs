@@ -58,6 +58,7 @@ impl Log {
             causation_id: "contract".to_owned(),
             occurred_at: at,
             routing_key: aggregate_id.to_owned(),
+            traceparent: None,
         };
         let envelope = EventEnvelope::from_stored(
             aggregate_type,
@@ -76,6 +77,7 @@ impl Log {
             }),
             offset: *offset,
             payload: Payload::Event(Box::new(envelope)),
+            traceparent: None,
         };
         *offset += 1;
         self.events.push(stream_event.clone());
@@ -615,6 +617,7 @@ async fn keeps_the_contract(store: Arc<dyn ReadStore>) -> anyhow::Result<()> {
         partition: parked_first.partition.clone(),
         offset: parked_first.offset + 10,
         payload: StreamEvent::decode(b"{not json"),
+        traceparent: None,
     };
     let mixed = vec![parked_first.clone(), junk.clone()];
     let failed = store.apply(&end, &mixed, &end.after(&mixed)).await;

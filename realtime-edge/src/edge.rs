@@ -210,7 +210,22 @@ fn follow<T: DeserializeOwned>(
                 position.set(message.partition.as_ref().clone(), message.offset + 1);
             }
             match message.payload {
-                Ok(value) => deliver(value),
+                Ok(value) => match message.traceparent.as_deref() {
+                    // A traced update (a projector's, continuing the request that caused it):
+                    // handing it to this instance's subscribers is the trace's last hop.
+                    Some(traceparent) => {
+                        let span = tracing::info_span!(
+                            "edge.deliver",
+                            otel.name = "deliver",
+                            otel.kind = "consumer",
+                            topic,
+                            offset = message.offset,
+                        );
+                        aether_kafka::trace::follow(&span, Some(traceparent));
+                        span.in_scope(|| deliver(value));
+                    }
+                    None => deliver(value),
+                },
                 // A message this instance cannot read is skipped: channel subscribers catch up
                 // from the read model at the next update; typing and presence repeat.
                 Err(error) => {

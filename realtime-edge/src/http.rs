@@ -30,6 +30,7 @@ use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tracing::Instrument;
 
 use crate::audience::{Audiences, DEFAULT_SHARED_PAYLOADS};
 use crate::metrics::EdgeMetrics;
@@ -621,8 +622,46 @@ async fn graphql_get_query(
     }
 }
 
-/// Runs one GraphQL request that arrived over HTTP and answers it as `answer` asks.
+/// Runs one GraphQL request that arrived over HTTP and answers it as `answer` asks, in a span
+/// of its own: the child of the caller's W3C `traceparent` header when it sends one, so that a
+/// client's trace goes on into the server (and, through the events the request decides, into
+/// the relay, the projectors and the edges).
 async fn execute(
+    state: HttpState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    request: async_graphql::Request,
+    answer: Answer,
+) -> Response {
+    // The client names the operation: at most 64 characters of it name the span.
+    let operation: String = request
+        .operation_name
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .take(64)
+        .collect();
+    let name = if operation.is_empty() {
+        "graphql".to_owned()
+    } else {
+        format!("graphql {operation}")
+    };
+    let span = tracing::info_span!(
+        "graphql",
+        otel.name = name,
+        otel.kind = "server",
+        graphql.operation.name = %operation,
+    );
+    let traceparent = headers
+        .get(aether_kafka::trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    aether_kafka::trace::follow(&span, traceparent);
+    execute_in_span(state, peer, headers, request, answer)
+        .instrument(span)
+        .await
+}
+
+async fn execute_in_span(
     state: HttpState,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,

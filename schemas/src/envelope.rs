@@ -26,6 +26,11 @@ pub struct Metadata {
     pub occurred_at: DateTime<Utc>,
     /// The log's partition key: events with the same key stay in order.
     pub routing_key: String,
+    /// The W3C trace context of the request that decided the event, when it was traced: the
+    /// relay publishes the event with it (a Kafka `traceparent` header), so that every later
+    /// hop joins the request's trace. It stays in the event store; the public envelope does not
+    /// carry it.
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {
@@ -34,10 +39,11 @@ impl Metadata {
     pub const CAUSATION_ID: &'static str = "causation_id";
     pub const OCCURRED_AT: &'static str = "occurred_at";
     pub const ROUTING_KEY: &'static str = "routing_key";
+    pub const TRACEPARENT: &'static str = "traceparent";
 
     /// The flat string map the event store keeps beside each event.
     pub fn to_map(&self) -> HashMap<String, String> {
-        let mut map = HashMap::with_capacity(5);
+        let mut map = HashMap::with_capacity(6);
         if let Some(actor) = &self.actor {
             map.insert(Self::ACTOR.to_owned(), actor.clone());
         }
@@ -45,6 +51,9 @@ impl Metadata {
         map.insert(Self::CAUSATION_ID.to_owned(), self.causation_id.clone());
         map.insert(Self::OCCURRED_AT.to_owned(), self.occurred_at.to_rfc3339());
         map.insert(Self::ROUTING_KEY.to_owned(), self.routing_key.clone());
+        if let Some(traceparent) = &self.traceparent {
+            map.insert(Self::TRACEPARENT.to_owned(), traceparent.clone());
+        }
         map
     }
 
@@ -61,6 +70,7 @@ impl Metadata {
                 .map(|at| at.with_timezone(&Utc))
                 .unwrap_or_default(),
             routing_key: get(Self::ROUTING_KEY).unwrap_or_default(),
+            traceparent: get(Self::TRACEPARENT),
         }
     }
 }
@@ -192,6 +202,7 @@ mod tests {
             causation_id: "d".into(),
             occurred_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
             routing_key: "k".into(),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let stored = serde_json::to_value(metadata.to_map()).unwrap();
         assert_eq!(Metadata::from_value(&stored), metadata);

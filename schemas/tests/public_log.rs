@@ -166,6 +166,7 @@ where
         causation_id: envelope.causation_id.clone(),
         occurred_at: envelope.occurred_at,
         routing_key: String::new(),
+        traceparent: None,
     };
     Ok(EventEnvelope::from_stored(
         &envelope.aggregate_type,

@@ -81,6 +81,8 @@ pub struct Deployment {
     pub secret: PathBuf,
     /// How long an operator command may run.
     pub cli_wait: Duration,
+    /// More environment for every process started from now on (e.g. where spans go).
+    pub env: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -109,6 +111,7 @@ impl Deployment {
             dir,
             secret,
             cli_wait,
+            env: Vec::new(),
         };
         deployment.must(&["migrate"]).await?;
         deployment
@@ -133,6 +136,11 @@ impl Deployment {
             "AETHER_JWT_SECRET_FILE",
             "AETHER_MONGO_URL",
             "AETHER_TIMELINE_STORE",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_SERVICE_NAME",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
         ] {
             command.env_remove(inherited);
         }
@@ -147,6 +155,7 @@ impl Deployment {
         if self.timeline_store == "mongodb" {
             command.env("AETHER_MONGO_URL", mongo_url());
         }
+        command.envs(self.env.iter().map(|(key, value)| (key, value)));
         command
     }
 

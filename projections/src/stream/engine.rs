@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_kafka::backoff::Backoff;
+use aether_schemas::EventEnvelope;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,13 @@ impl Default for ProjectorOptions {
 /// Where committed updates go.
 pub trait UpdateSink: Send + Sync + 'static {
     fn publish(&self, updates: Vec<Update>);
+
+    /// As [`Self::publish`], each update with the `traceparent` of the apply that made it (if
+    /// its event was traced), for sinks that carry the trace on to the next hop (the updates
+    /// topic); the others drop it.
+    fn publish_traced(&self, updates: Vec<(Update, Option<String>)>) {
+        self.publish(updates.into_iter().map(|(update, _)| update).collect());
+    }
 }
 
 impl UpdateSink for crate::updates::UpdateBus {
@@ -250,6 +258,8 @@ impl StreamProjector {
             let slice = &pending[..window];
             let to = checkpoint.after(slice);
             let started = Instant::now();
+            // Open for the store transaction and the hand-over of its updates.
+            let traced = TracedApply::open(&name, slice);
             match self.store.apply(checkpoint, slice, &to).await {
                 Ok(applied) => {
                     let took = started.elapsed();
@@ -263,8 +273,14 @@ impl StreamProjector {
                     }
                     self.metrics.parked(applied.parked);
                     if !applied.updates.is_empty() {
-                        self.updates.publish(applied.updates);
+                        if traced.is_empty() {
+                            self.updates.publish(applied.updates);
+                        } else {
+                            self.updates
+                                .publish_traced(traced.attribute(applied.updates));
+                        }
                     }
+                    drop(traced);
                     self.note_applied(slice);
                     *checkpoint = to;
                     pending = &pending[window..];
@@ -393,4 +409,74 @@ enum Outcome {
     Done,
     Fenced,
     Stopped,
+}
+
+/// The "apply" spans of the traced events of one batch: each a child of its event's
+/// `traceparent` header (the relay's publish), open while the batch's store transaction runs
+/// and its updates are handed over. Untraced events get none, and a batch without traced
+/// events costs nothing.
+struct TracedApply<'a> {
+    spans: Vec<(&'a EventEnvelope, tracing::Span)>,
+}
+
+impl<'a> TracedApply<'a> {
+    fn open(projection: &str, slice: &'a [StreamEvent]) -> Self {
+        let spans = slice
+            .iter()
+            .filter_map(|event| {
+                let traceparent = event.traceparent.as_deref()?;
+                let envelope = event.envelope()?;
+                let span = tracing::info_span!(
+                    "projector.apply",
+                    otel.name = "apply",
+                    otel.kind = "consumer",
+                    projection,
+                    event_type = %envelope.event_type,
+                    location = %event.location(),
+                );
+                aether_kafka::trace::follow(&span, Some(traceparent));
+                Some((envelope, span))
+            })
+            .collect();
+        Self { spans }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Each update with the trace context of the apply span of the event it most likely came
+    /// from: the first traced event of the batch about the row the update is keyed by (its
+    /// aggregate, or the channel, server or conversation its data names), or the batch's only
+    /// traced event. A store applies a batch as a whole, so this is a match on ids, not a
+    /// record of which event wrote which row.
+    fn attribute(&self, updates: Vec<Update>) -> Vec<(Update, Option<String>)> {
+        let contexts: Vec<Option<String>> = self
+            .spans
+            .iter()
+            .map(|(_, span)| span.in_scope(aether_kafka::trace::current_traceparent))
+            .collect();
+        updates
+            .into_iter()
+            .map(|update| {
+                let key = update.key();
+                let found = self
+                    .spans
+                    .iter()
+                    .position(|(envelope, _)| is_about(envelope, &key))
+                    .or_else(|| (self.spans.len() == 1).then_some(0));
+                let traceparent = found.and_then(|index| contexts[index].clone());
+                (update, traceparent)
+            })
+            .collect()
+    }
+}
+
+/// Whether `envelope` is about the row `key` names: its aggregate, or a channel, server or
+/// conversation its data names.
+fn is_about(envelope: &EventEnvelope, key: &str) -> bool {
+    envelope.aggregate_id == key
+        || ["channel_id", "server_id", "conversation_id"]
+            .iter()
+            .any(|field| envelope.data.get(field).and_then(|v| v.as_str()) == Some(key))
 }

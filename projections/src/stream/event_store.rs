@@ -76,6 +76,7 @@ pub async fn build_from_event_store(
                     partition: partition.clone(),
                     offset: row.get(0),
                     payload: Payload::Event(Box::new(envelope)),
+                    traceparent: None,
                 }
             })
             .collect();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aether_kafka::{KafkaConfig, KafkaError};
 use aether_schemas::topics;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -156,27 +157,36 @@ impl KafkaUpdates {
     }
 }
 
+impl KafkaUpdates {
+    /// Queues one update, with a `traceparent` header when it continues a trace.
+    fn send(&self, update: &Update, traceparent: Option<&str>) {
+        let key = update.key();
+        let Ok(payload) = serde_json::to_vec(update) else {
+            return;
+        };
+        let mut record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        if traceparent.is_some() {
+            record = record.headers(aether_kafka::trace::with_header(
+                OwnedHeaders::new_with_capacity(1),
+                traceparent,
+            ));
+        }
+        if let Err((error, _)) = self.producer.send_result(record) {
+            tracing::warn!(%error, "cannot queue a projection update");
+        }
+    }
+}
+
 impl UpdateSink for KafkaUpdates {
     fn publish(&self, updates: Vec<Update>) {
         for update in updates {
-            let key = match &update {
-                Update::Channel(row) => row.channel_id.to_string(),
-                Update::Membership { server_id, .. } => server_id.to_string(),
-                Update::Server(row) => row.server_id.to_string(),
-                Update::ConversationOpened {
-                    conversation_id, ..
-                }
-                | Update::ConversationChanged {
-                    conversation_id, ..
-                } => conversation_id.to_string(),
-            };
-            let Ok(payload) = serde_json::to_vec(&update) else {
-                continue;
-            };
-            let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-            if let Err((error, _)) = self.producer.send_result(record) {
-                tracing::warn!(%error, "cannot queue a projection update");
-            }
+            self.send(&update, None);
+        }
+    }
+
+    fn publish_traced(&self, updates: Vec<(Update, Option<String>)>) {
+        for (update, traceparent) in updates {
+            self.send(&update, traceparent.as_deref());
         }
     }
 }

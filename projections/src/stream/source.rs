@@ -42,6 +42,9 @@ pub struct Polled<T> {
     pub partition: Arc<TopicPartition>,
     pub offset: i64,
     pub payload: T,
+    /// The message's `traceparent` header: the trace the event (or update) belongs to, whose
+    /// next hop is a child of it. `None` for untraced messages and other sources.
+    pub traceparent: Option<String>,
 }
 
 /// One message of an event topic, where it was read.
@@ -251,6 +254,7 @@ impl KafkaSource {
                 partition,
                 offset: message.offset(),
                 payload: decode(message.payload().unwrap_or_default()),
+                traceparent: aether_kafka::trace::header(message.headers()),
             });
             if batch.len() == 1 {
                 deadline = Instant::now() + linger;
@@ -513,6 +517,7 @@ impl EventSource for EventLogSource {
                 partition: self.partition.clone(),
                 offset: event.position,
                 payload: Payload::Event(Box::new(event.envelope)),
+                traceparent: None,
             })
             .collect())
     }

@@ -78,6 +78,7 @@ impl From<ParkedRow> for Parked {
                 }),
                 offset: row.offset,
                 payload: StreamEvent::decode(row.payload.as_bytes()),
+                traceparent: None,
             },
         }
     }

@@ -229,6 +229,7 @@ mod tests {
             }),
             offset,
             payload: StreamEvent::decode(raw.to_string().as_bytes()),
+            traceparent: None,
         }
     }
 

@@ -785,6 +785,7 @@ impl ReadStore for MongoStore {
                         payload: StreamEvent::decode(
                             letter.get_str("payload").unwrap_or_default().as_bytes(),
                         ),
+                        traceparent: None,
                     },
                 })
             })
