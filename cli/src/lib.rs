@@ -2,5 +2,6 @@
 //! binary's commands, the end-to-end tests and the benchmarks start.
 
 pub mod logging;
+pub mod moderator;
 pub mod roles;
 pub mod telemetry;
