@@ -2,6 +2,7 @@
 //! binary's commands, the end-to-end tests and the benchmarks start.
 
 pub mod logging;
+pub mod moderator;
 pub mod roles;
 pub mod telemetry;
 pub mod tracing_otel;

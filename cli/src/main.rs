@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aether_cli::moderator::ModeratorConfig;
 use aether_cli::roles::{start_embedded, EmbeddedConfig};
 use aether_cli::tracing_otel::{self, Exporter, WithTraceIds};
 use aether_projections::stream::ProjectorOptions;
@@ -300,11 +301,49 @@ pub(crate) struct DevArgs {
     /// `aether serve`. The web client served at `/` needs none: it is the API's own origin.
     #[arg(long, env = "AETHER_CORS_ORIGINS")]
     pub(crate) cors_origins: Option<AllowedOrigins>,
+
+    /// Do not run the moderator (the model stage of moderation) in `aether dev`. It runs by
+    /// default; without the model's files it reports them missing and moderates nothing.
+    #[arg(long, env = "AETHER_NO_MODERATOR")]
+    no_moderator: bool,
+
+    /// The moderator's model: the all-MiniLM-L6-v2 folder `scripts/fetch-model.sh` fills.
+    /// Default: $AETHER_MODEL_DIR, else ~/.cache/aether/models/all-MiniLM-L6-v2.
+    #[arg(long, env = "AETHER_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+
+    /// The moderator's classifier head (`train-head` writes one); the head built into the
+    /// binary by default.
+    #[arg(long, env = "AETHER_MODERATION_HEAD")]
+    moderation_head: Option<PathBuf>,
+
+    /// Most messages the moderator scores in one forward pass of the model.
+    #[arg(long, default_value_t = 16, env = "AETHER_MODERATION_BATCH")]
+    moderation_batch: usize,
+
+    /// Milliseconds the moderator waits for more messages once one arrived, before it scores
+    /// what it has.
+    #[arg(long, default_value_t = 20, env = "AETHER_MODERATION_LINGER_MS")]
+    moderation_linger_ms: u64,
 }
 
 impl DevArgs {
+    /// The moderator's settings from the flags.
+    pub(crate) fn moderator_config(&self) -> ModeratorConfig {
+        let defaults = ModeratorConfig::default();
+        ModeratorConfig {
+            model_dir: self.model_dir.clone().unwrap_or(defaults.model_dir),
+            head: self.moderation_head.clone(),
+            max_batch: self.moderation_batch.max(1),
+            linger: Duration::from_millis(self.moderation_linger_ms),
+            ..ModeratorConfig::default()
+        }
+    }
+
     pub(crate) fn into_config(self) -> EmbeddedConfig {
+        let moderator = (!self.no_moderator).then(|| self.moderator_config());
         EmbeddedConfig {
+            moderator,
             data_dir: self.data_dir,
             listen: self.listen,
             projector: ProjectorOptions {

@@ -1,6 +1,9 @@
 //! `aether serve`: the distributed roles, against PostgreSQL and Kafka.
 
-use aether_cli::roles::{projector, relay, start_distributed, DistributedConfig, EmbeddedConfig};
+use aether_cli::moderator::ModeratorConfig;
+use aether_cli::roles::{
+    moderator, projector, relay, start_distributed, DistributedConfig, EmbeddedConfig,
+};
 use aether_commands::relay::RelayConfig;
 use aether_projections::stream::engine::{PoisonPolicy, ProjectorOptions};
 use aether_projections::stream::role::Stores;
@@ -28,6 +31,11 @@ pub enum Role {
     /// `aether.updates.v1`, every partition, from start-up, no consumer group); run as many as
     /// you like.
     Edge,
+    /// The model stage of moderation: score every message sent or edited (the message
+    /// events topic, from its own checkpoint in PostgreSQL) and flag and hide those at or
+    /// above their server's threshold, as commands; serves /metrics, /healthz and /readyz
+    /// (503 while the model is missing) on --listen. One instance.
+    Moderator,
     /// The API and the relay in one process.
     All,
 }
@@ -195,6 +203,26 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
             )
             .await?;
             println!("aether projector {name}: metrics at http://{addr}/metrics");
+        }
+        Role::Moderator => {
+            let config = ModeratorConfig {
+                max_attempts: args.projector_attempts.max(1),
+                poison: match args.on_poison {
+                    OnPoison::Park => PoisonPolicy::Park,
+                    OnPoison::Halt => PoisonPolicy::Halt,
+                },
+                ..args.api.moderator_config()
+            };
+            let (addr, _) = moderator::start_moderator(
+                store,
+                args.producer.configure(args.kafka.config()),
+                config,
+                listen,
+                &shutdown,
+                &mut tasks,
+            )
+            .await?;
+            println!("aether moderator: health at http://{addr}/readyz");
         }
         Role::Relay => {
             let config = RelayConfig {

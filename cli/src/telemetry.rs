@@ -15,6 +15,9 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds of the buckets of the moderator's batch sizes (messages per forward pass).
+const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 /// How often histogram samples are folded into their buckets between scrapes, so that a
 /// process nobody scrapes does not keep every sample.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -32,6 +35,12 @@ pub fn recorder() -> PrometheusHandle {
             // as a histogram uses them.
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(crate::moderator::BATCH_SIZE.to_owned()),
+                        &BATCH_BUCKETS,
+                    )
+                })
                 .map(PrometheusBuilder::build_recorder);
             let recorder = match recorder {
                 Ok(recorder) => recorder,
@@ -67,6 +76,7 @@ fn describe() {
     aether_projections::stream::metrics::describe();
     aether_query_api::metrics::describe();
     aether_realtime_edge::metrics::describe();
+    crate::moderator::describe();
 }
 
 /// `router` with `/metrics`: the process's metrics in the Prometheus text format.

@@ -189,6 +189,19 @@ impl Head {
     }
 }
 
+impl Head {
+    /// The head committed with this crate (`moderation/model/head.json`), compiled into the
+    /// binary so that a deployed process needs only the embedder's files beside it.
+    pub fn builtin() -> Result<Self, ModelError> {
+        serde_json::from_str(BUILTIN_HEAD).map_err(|source| ModelError::Config {
+            path: default_head_path(),
+            source,
+        })
+    }
+}
+
+const BUILTIN_HEAD: &str = include_str!("../model/head.json");
+
 /// The head committed with this crate.
 pub fn default_head_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("model/head.json")

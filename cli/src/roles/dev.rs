@@ -1,12 +1,12 @@
-//! The `dev` role: the embedded mode. Event store, projectors, read models and the GraphQL
-//! API in one process, on SQLite files under one data directory.
+//! The `dev` role: the embedded mode. Event store, projectors, the moderator, read models and
+//! the GraphQL API in one process, on SQLite files under one data directory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aether_commands::auth::load_or_create_secret;
 use aether_commands::backend::EventStoreBackend;
-use aether_commands::SqliteEventStore;
+use aether_commands::{ChatCommands, SqliteEventStore};
 use aether_projections::catalog::CatalogProjection;
 use aether_projections::projection::Projection;
 use aether_projections::receipts::ReceiptsProjection;
@@ -22,6 +22,8 @@ use aether_query_api::ephemeral::Ephemeral;
 use aether_query_api::revocation::Revocations;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::moderator::{Bookkeeping, ModelState};
 
 use super::{prepare_data_dir, start_app, AppError, AppParts, EmbeddedConfig, Running};
 
@@ -59,7 +61,20 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
             }
         })?,
     };
-    start_app(
+    let moderator = config.moderator.clone().map(|moderation| {
+        let (state, watching) = tokio::sync::watch::channel(ModelState::Loading);
+        let run = crate::moderator::run(
+            Arc::new(SqliteStore::new(&config.data_dir, Arc::new(Bookkeeping), 1)),
+            Arc::new(EventLogSource::new(Arc::new(events.clone()))),
+            Arc::new(ChatCommands::new(store.clone())),
+            moderation,
+            state,
+            shutdown.clone(),
+        );
+        tasks.spawn(async move { run.await.map_err(|error| AppError::Role(error.to_string())) });
+        watching
+    });
+    let mut running = start_app(
         config,
         AppParts {
             store,
@@ -74,7 +89,9 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
             revocations,
         },
     )
-    .await
+    .await?;
+    running.moderator = moderator;
+    Ok(running)
 }
 
 /// Applies every session end the log receives from now on to `revocations`: the embedded

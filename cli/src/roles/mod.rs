@@ -1,12 +1,13 @@
 //! The roles of the `aether` binary, wired from the library crates, one module each: `dev` runs
 //! every role in one process on SQLite files (the embedded mode); `api` runs a stateless
 //! GraphQL instance of the distributed mode (the `api`, `edge` and `all` roles of
-//! `aether serve`: one process shape); `relay` and `projector` run the distributed mode's
-//! background roles. Each role is a library function that takes its config and a shutdown
+//! `aether serve`: one process shape); `relay`, `projector` and `moderator` run the
+//! distributed mode's background roles. Each role is a library function that takes its config and a shutdown
 //! token, so tests start them in-process.
 
 pub mod api;
 pub mod dev;
+pub mod moderator;
 pub mod projector;
 pub mod relay;
 
@@ -69,6 +70,10 @@ pub struct EmbeddedConfig {
     /// The web client's built files (`web/dist`), served at `/` beside the API; none when
     /// `None`.
     pub web_dir: Option<PathBuf>,
+    /// Run the moderator (the model stage of moderation) on the embedded log, in this
+    /// process; `None` runs none. Only the embedded mode reads this: the distributed mode runs
+    /// it as its own role (`aether serve --role moderator`).
+    pub moderator: Option<crate::moderator::ModeratorConfig>,
 }
 
 impl Default for EmbeddedConfig {
@@ -89,6 +94,7 @@ impl Default for EmbeddedConfig {
             oidc: None,
             max_revoked_sessions: aether_query_api::revocation::DEFAULT_MAX_REVOKED,
             web_dir: None,
+            moderator: None,
         }
     }
 }
@@ -124,6 +130,8 @@ pub struct Running {
     pub local_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub projectors: Vec<(&'static str, ProjectorControl)>,
+    /// Where the embedded moderator's model stands, when it runs in this process.
+    pub moderator: Option<tokio::sync::watch::Receiver<crate::moderator::ModelState>>,
     audiences: Arc<Audiences>,
     tasks: JoinSet<Result<(), AppError>>,
     /// The embedded mode's event store, closed once every role stopped.
@@ -362,6 +370,7 @@ pub(crate) async fn start_app(
         local_addr,
         shutdown,
         projectors: projectors.controls,
+        moderator: None,
         audiences,
         tasks,
         events,
