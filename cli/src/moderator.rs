@@ -543,6 +543,7 @@ mod tests {
             }),
             offset: 0,
             payload: StreamEvent::decode(raw.to_string().as_bytes()),
+            traceparent: None,
         }
     }
 

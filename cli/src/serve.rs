@@ -105,13 +105,14 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The process's name in traces: `aether-api`, `aether-relay`,
-    /// `aether-projector-<projection>`, `aether-edge` or `aether-all`.
+    /// `aether-projector-<projection>`, `aether-edge`, `aether-moderator` or `aether-all`.
     pub fn service_name(&self) -> String {
         let role = match self.role {
             Role::Api => "api",
             Role::Relay => "relay",
             Role::Projector => "projector",
             Role::Edge => "edge",
+            Role::Moderator => "moderator",
             Role::All => "all",
         };
         aether_cli::tracing_otel::service_name(role, self.projection.as_deref())
