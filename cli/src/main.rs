@@ -302,10 +302,12 @@ pub(crate) struct DevArgs {
     #[arg(long, env = "AETHER_CORS_ORIGINS")]
     pub(crate) cors_origins: Option<AllowedOrigins>,
 
-    /// Do not run the moderator (the model stage of moderation) in `aether dev`. It runs by
-    /// default; without the model's files it reports them missing and moderates nothing.
-    #[arg(long, env = "AETHER_NO_MODERATOR")]
-    no_moderator: bool,
+    /// Run the moderator (the model stage of moderation) in `aether dev`. Off by default: the
+    /// classifier head built in, trained on a few hundred labelled sentences, also hides some
+    /// harmless messages (docs/moderation.md). Without the model's files it reports them
+    /// missing and moderates nothing.
+    #[arg(long, env = "AETHER_MODERATOR")]
+    moderator: bool,
 
     /// The moderator's model: the all-MiniLM-L6-v2 folder `scripts/fetch-model.sh` fills.
     /// Default: $AETHER_MODEL_DIR, else ~/.cache/aether/models/all-MiniLM-L6-v2.
@@ -341,7 +343,7 @@ impl DevArgs {
     }
 
     pub(crate) fn into_config(self) -> EmbeddedConfig {
-        let moderator = (!self.no_moderator).then(|| self.moderator_config());
+        let moderator = self.moderator.then(|| self.moderator_config());
         EmbeddedConfig {
             moderator,
             data_dir: self.data_dir,

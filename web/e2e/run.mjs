@@ -374,6 +374,10 @@ try {
 
   await step("a direct conversation: opened, seen by the other, read", async () => {
     await a.getByRole("button", { name: "Message Bob" }).click();
+    // The channel's composer is there too: wait until alice is in the conversation itself.
+    await until("alice in the conversation", async () =>
+      (await a.getByRole("navigation").getByRole("button", { name: /^Bob/ }).getAttribute("aria-current").catch(() => null)) === "page",
+    );
     await a.getByRole("textbox", { name: "Message", exact: true }).waitFor();
     const dm = b.getByRole("navigation").getByRole("button", { name: /^Alice/ });
     await until("the conversation in bob's list", async () => (await dm.count()) === 1);
