@@ -20,7 +20,8 @@ pub mod store;
 
 pub use error::{CommandError, ErrorCode};
 pub use service::{
-    ChatCommands, CommandContext, Committed, ConversationRecord, LoginRefused, Moderation,
-    OnlineNow, ProfileChange, ReadMarkRecord, SessionRecord, WRONG_CURRENT_PASSWORD,
+    too_many_participants, ChatCommands, CommandContext, Committed, ConversationRecord,
+    LoginRefused, Moderation, OnlineNow, ProfileChange, ReadMarkRecord, SessionRecord,
+    WRONG_CURRENT_PASSWORD,
 };
 pub use sqlite::SqliteEventStore;

@@ -7,7 +7,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use aether_domain::conversation::{
-    group_conversation_id, Conversation, ConversationCommand, GROUP_GENERATIONS, MAX_PARTICIPANTS,
+    group_conversation_id, Conversation, ConversationCommand, ConversationError, GROUP_GENERATIONS,
+    MAX_PARTICIPANTS,
 };
 use aether_domain::message::{
     ForwardOrigin, Mentions, Message, MessageCommand, MessageLinks, Reaction,
@@ -1325,10 +1326,7 @@ impl<R: WriteStore> ChatCommands<R> {
         let mut everyone: BTreeSet<UserId> = others.iter().copied().collect();
         everyone.insert(opened_by);
         if everyone.len() > MAX_PARTICIPANTS {
-            return Err(CommandError::new(
-                ErrorCode::BadUserInput,
-                format!("a conversation holds at most {MAX_PARTICIPANTS} people"),
-            ));
+            return Err(too_many_participants());
         }
         let generations = if everyone.len() > 2 {
             GROUP_GENERATIONS
@@ -1432,10 +1430,7 @@ impl<R: WriteStore> ChatCommands<R> {
             ));
         }
         if user_ids.len() > MAX_PARTICIPANTS {
-            return Err(CommandError::new(
-                ErrorCode::BadUserInput,
-                format!("a conversation holds at most {MAX_PARTICIPANTS} people"),
-            ));
+            return Err(too_many_participants());
         }
         // Outsiders hear `NOT_FOUND` before anything is looked up for them.
         self.participant_of(conversation_id, added_by).await?;
@@ -2159,6 +2154,12 @@ fn conversation_record(conversation: &Conversation) -> Result<ConversationRecord
             .as_ref()
             .map(|name| name.as_str().to_owned()),
     })
+}
+
+/// The domain's refusal of a conversation over [`MAX_PARTICIPANTS`], said before anyone in
+/// the list is looked up.
+pub fn too_many_participants() -> CommandError {
+    AggregateError::UserError(ConversationError::TooManyParticipants).into()
 }
 
 /// A text that is more than whitespace, trimmed; a blank one clears what it would set.

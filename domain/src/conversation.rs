@@ -128,6 +128,18 @@ pub enum ConversationEvent {
     },
 }
 
+impl ConversationCommand {
+    /// Who asks.
+    pub fn actor(&self) -> UserId {
+        match self {
+            ConversationCommand::OpenConversation { opened_by, .. } => *opened_by,
+            ConversationCommand::AddParticipants { added_by, .. } => *added_by,
+            ConversationCommand::RemoveParticipant { removed_by, .. } => *removed_by,
+            ConversationCommand::RenameConversation { renamed_by, .. } => *renamed_by,
+        }
+    }
+}
+
 impl DomainEvent for ConversationEvent {
     fn event_type(&self) -> String {
         match self {
@@ -242,16 +254,8 @@ impl Conversation {
         let Some(conversation_id) = self.id else {
             return Err(ConversationError::NotFound);
         };
-        let actor = match &command {
-            ConversationCommand::OpenConversation { .. } => {
-                return Err(ConversationError::AlreadyOpen)
-            }
-            ConversationCommand::AddParticipants { added_by, .. } => *added_by,
-            ConversationCommand::RemoveParticipant { removed_by, .. } => *removed_by,
-            ConversationCommand::RenameConversation { renamed_by, .. } => *renamed_by,
-        };
         // Outsiders learn nothing, not even that it exists.
-        if !self.is_participant(actor) {
+        if !self.is_participant(command.actor()) {
             return Err(ConversationError::NotFound);
         }
         if !self.group {

@@ -737,9 +737,7 @@ async fn still_in_audience(
                 removed,
             } if conversation_id == id => {
                 if *removed == Some(user) {
-                    return Err(ApiError::forbidden(
-                        "you are no longer in this conversation",
-                    ));
+                    return Err(crate::subscription::gone_from_conversation());
                 }
                 *people = participant_ids.clone();
                 people.sort();
@@ -750,7 +748,7 @@ async fn still_in_audience(
         (Audience::People(id, people), None) => {
             let conversation = crate::types::visible_conversation(state, *id, user)
                 .await
-                .map_err(|_| ApiError::forbidden("you are no longer in this conversation"))?;
+                .map_err(|_| crate::subscription::gone_from_conversation())?;
             *people = conversation.participants;
             people.sort();
             Ok(())

@@ -7,7 +7,8 @@ use aether_commands::auth::TokenKind;
 use aether_commands::service::Links;
 use aether_commands::service::ReviewDecision;
 use aether_commands::{
-    CommandContext, Committed, Moderation, OnlineNow, ProfileChange, SessionRecord,
+    too_many_participants, CommandContext, Committed, Moderation, OnlineNow, ProfileChange,
+    SessionRecord,
 };
 use aether_domain::conversation::MAX_PARTICIPANTS;
 use aether_domain::{ChannelId, MessageId, ServerId, UserId};
@@ -1046,10 +1047,9 @@ impl MutationRoot {
     ) -> async_graphql::Result<Conversation> {
         let result: ApiResult<Conversation> = async {
             require_caller(ctx)?;
+            // Refused before a long list is parsed, as the command would refuse it.
             if user_ids.len() > MAX_PARTICIPANTS {
-                return Err(ApiError::bad_input(format!(
-                    "a conversation holds at most {MAX_PARTICIPANTS} people"
-                )));
+                return Err(too_many_participants().into());
             }
             let others = user_ids
                 .iter()
@@ -1076,10 +1076,9 @@ impl MutationRoot {
     ) -> async_graphql::Result<Conversation> {
         let result: ApiResult<Conversation> = async {
             require_caller(ctx)?;
+            // Refused before a long list is parsed, as the command would refuse it.
             if input.user_ids.len() > MAX_PARTICIPANTS {
-                return Err(ApiError::bad_input(format!(
-                    "a conversation holds at most {MAX_PARTICIPANTS} people"
-                )));
+                return Err(too_many_participants().into());
             }
             let conversation = conversation_id(&input.conversation_id)?;
             let users = input

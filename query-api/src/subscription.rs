@@ -170,6 +170,11 @@ pub(crate) fn still_sees_channel(
     }
 }
 
+/// How a subscription to a group ends for someone who left it or was removed.
+pub(crate) fn gone_from_conversation() -> ApiError {
+    ApiError::forbidden("you are no longer in this conversation")
+}
+
 /// Whether `user` may still see `place` after `update`: a channel as [`still_sees_channel`]
 /// decides; a group conversation until they leave or are removed from it.
 pub(crate) fn still_sees_place(update: &Update, place: &Place, user: UserId) -> ApiResult<()> {
@@ -182,9 +187,9 @@ pub(crate) fn still_sees_place(update: &Update, place: &Place, user: UserId) -> 
                 removed: Some(removed),
                 ..
             },
-        ) if *conversation_id == conversation.id && *removed == user => Err(ApiError::forbidden(
-            "you are no longer in this conversation",
-        )),
+        ) if *conversation_id == conversation.id && *removed == user => {
+            Err(gone_from_conversation())
+        }
         (Place::Conversation(_), _) => Ok(()),
     }
 }
@@ -201,7 +206,7 @@ pub(crate) async fn still_sees_place_now(
         Place::Conversation(conversation) => visible_conversation(state, conversation.id, user)
             .await
             .map(|_| ())
-            .map_err(|_| ApiError::forbidden("you are no longer in this conversation")),
+            .map_err(|_| gone_from_conversation()),
     }
 }
 

@@ -377,3 +377,28 @@ pub(crate) async fn start_app(
         read,
     })
 }
+
+/// Serves a background role's health `router`, with `/metrics` beside it, on `listen` until
+/// shutdown; returns the address it listens on (port 0 picks one).
+pub(crate) async fn serve_health(
+    router: axum::Router,
+    listen: SocketAddr,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<SocketAddr> {
+    use anyhow::Context;
+
+    let router = crate::telemetry::with_metrics(router);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .context("health endpoint failed")
+    });
+    Ok(addr)
+}

@@ -52,17 +52,6 @@ pub async fn start_projector(
         let details = serde_json::json!({ "ready": failure.is_none(), "failure": failure });
         (failure.is_none(), details)
     });
-    let router = crate::telemetry::with_metrics(health);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("metrics endpoint failed")
-    });
+    let addr = super::serve_health(health, listen, shutdown, tasks).await?;
     Ok(addr)
 }
