@@ -199,7 +199,11 @@ async fn connection_and_subscription_limits_refuse_clearly_and_free_up() -> anyh
     let mut first = Subscriber::connect(app.local_addr, &token).await?;
     for id in ["1", "2"] {
         first
-            .subscribe(id, CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+            .subscribe(
+                id,
+                CHANNEL_EVENTS,
+                json!({ "c": place.channel_id, "after": "0" }),
+            )
             .await?;
     }
     // Subscriptions start concurrently: let the first two take their places.
@@ -215,8 +219,13 @@ async fn connection_and_subscription_limits_refuse_clearly_and_free_up() -> anyh
     );
     first.send(json!({ "id": "1", "type": "complete" })).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // From the channel's start, so the message reaches it however long it takes to start.
     first
-        .subscribe("4", CHANNEL_EVENTS, json!({ "c": place.channel_id }))
+        .subscribe(
+            "4",
+            CHANNEL_EVENTS,
+            json!({ "c": place.channel_id, "after": "0" }),
+        )
         .await?;
     send(&mut alice, &place.channel_id, "fits").await?;
     // Subscriptions 2 and 4 both get it, in either order.
@@ -228,6 +237,9 @@ async fn connection_and_subscription_limits_refuse_clearly_and_free_up() -> anyh
             continue;
         }
         assert!(message["payload"].get("errors").is_none(), "{message}");
+        if message["payload"]["data"]["channelEvents"]["message"]["body"] != "fits" {
+            continue;
+        }
         ids.push(message["id"].as_str().unwrap_or_default().to_owned());
     }
     ids.sort();
