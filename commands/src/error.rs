@@ -92,7 +92,9 @@ impl DomainRefusal for UserError {
         match self {
             UserError::AlreadyRegistered => ErrorCode::Conflict,
             UserError::UnknownUser => ErrorCode::NotFound,
-            UserError::NoPassword => ErrorCode::BadUserInput,
+            UserError::NoPassword | UserError::BlockingSelf | UserError::TooManyBlocked => {
+                ErrorCode::BadUserInput
+            }
         }
     }
 }

@@ -54,6 +54,8 @@ const CACHED_SERVERS: usize = 4_096;
 const CACHED_CHANNELS: usize = 65_536;
 /// Opened conversations (their participants never change) kept between commands.
 const CACHED_CONVERSATIONS: usize = 65_536;
+/// Users whose state (whom they block) the command service keeps between commands.
+const CACHED_USERS: usize = 65_536;
 
 /// What a moderator does to a user of a server. Removal and bans act only on roles below the
 /// moderator's; a removed member may rejoin with an invite, a banned user may not until unbanned.
@@ -304,6 +306,8 @@ pub struct ChatCommands<R: WriteStore> {
     channel_servers: Bounded<ChannelId, String>,
     /// Conversation states by id, brought up to date before each use like the servers'.
     conversations: Bounded<String, Cached<Conversation>>,
+    /// User states by id (whom each blocks), brought up to date before each use likewise.
+    user_states: Bounded<String, Cached<User>>,
     /// The rule stage every new or edited message body goes through.
     rules: RuleStage,
 }
@@ -344,6 +348,7 @@ impl<R: WriteStore> ChatCommands<R> {
             server_states: Bounded::new(CACHED_SERVERS),
             channel_servers: Bounded::new(CACHED_CHANNELS),
             conversations: Bounded::new(CACHED_CONVERSATIONS),
+            user_states: Bounded::new(CACHED_USERS),
             rules: RuleStage::new(),
         }
     }
@@ -1245,6 +1250,84 @@ impl<R: WriteStore> ChatCommands<R> {
         })
     }
 
+    /// Blocks (`blocked`) or unblocks `other` for the caller: no direct message between the
+    /// two while blocked, and `other`'s messages hidden from the caller. Answers whether
+    /// `other` is now blocked. Blocking an unknown user is `NOT_FOUND`, oneself or more than
+    /// [`aether_domain::user::MAX_BLOCKED`] people `BAD_USER_INPUT`; blocking twice or
+    /// unblocking someone not blocked changes nothing.
+    pub async fn set_blocked(
+        &self,
+        ctx: &CommandContext,
+        other: UserId,
+        blocked: bool,
+    ) -> Result<Committed<bool>, CommandError> {
+        let actor = ctx.actor()?;
+        if blocked && other != actor {
+            self.require_registered(&BTreeSet::from([other])).await?;
+        }
+        let id = actor.to_string();
+        let command = if blocked {
+            UserCommand::BlockUser {
+                user: other,
+                at: ctx.at,
+            }
+        } else {
+            UserCommand::UnblockUser {
+                user: other,
+                at: ctx.at,
+            }
+        };
+        let current = self.current(&self.user_states, &id).await?;
+        let state = User::clone(&current.state);
+        let (_, position) = self
+            .decide_retrying(
+                &id,
+                state,
+                current.sequence,
+                command,
+                &ctx.metadata(id.clone()),
+            )
+            .await?;
+        Ok(Committed {
+            value: blocked,
+            position,
+        })
+    }
+
+    /// Refuses a new message from `author` in a one-to-one conversation while either of its
+    /// two people blocks the other (`FORBIDDEN`). Groups carry on: there a block hides the
+    /// blocked person's messages from the one who blocked them.
+    async fn refuse_if_blocked(
+        &self,
+        author: UserId,
+        conversation: ChannelId,
+    ) -> Result<(), CommandError> {
+        let Some(conversation) = self.conversation(conversation).await? else {
+            return Ok(());
+        };
+        if conversation.group {
+            return Ok(());
+        }
+        let Some(&other) = conversation.participants.iter().find(|p| **p != author) else {
+            return Ok(());
+        };
+        let mine = self.current(&self.user_states, &author.to_string()).await?;
+        if mine.state.blocks(other) {
+            return Err(CommandError::new(
+                ErrorCode::Forbidden,
+                "you have blocked this person: unblock them to write to them",
+            ));
+        }
+        let theirs = self.current(&self.user_states, &other.to_string()).await?;
+        if theirs.state.blocks(author) {
+            return Err(CommandError::new(
+                ErrorCode::Forbidden,
+                "this person does not take messages from you",
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn leave_server(
         &self,
         ctx: &CommandContext,
@@ -1585,6 +1668,9 @@ impl<R: WriteStore> ChatCommands<R> {
         author: UserId,
         new: NewMessage,
     ) -> Result<Committed<MessageRecord>, CommandError> {
+        if let ChannelAccess::Conversation { participant: true } = new.access {
+            self.refuse_if_blocked(author, new.channel_id).await?;
+        }
         let message_id = MessageId::new();
         let command = MessageCommand::SendMessage {
             message_id,

@@ -1,5 +1,7 @@
 //! The `User` aggregate: an account and its public profile.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -37,6 +39,11 @@ pub enum UserCommand {
     },
     /// Someone tried to sign in as this user with a wrong password.
     RecordFailedLogin { at: DateTime<Utc> },
+    /// Stop hearing from `user`: no direct message from them, their messages hidden from
+    /// this user. Blocking someone already blocked changes nothing.
+    BlockUser { user: UserId, at: DateTime<Utc> },
+    /// Hear from `user` again. Unblocking someone not blocked changes nothing.
+    UnblockUser { user: UserId, at: DateTime<Utc> },
     /// Create the account of someone signed in by an external OpenID Connect issuer, the
     /// first time one of their tokens arrives. The account has no password.
     RegisterExternalUser {
@@ -84,6 +91,17 @@ pub enum UserEvent {
         password_hash: String,
         changed_at: DateTime<Utc>,
     },
+    /// The user blocked `blocked`: no direct message between them, and `blocked`'s messages
+    /// are hidden from the user wherever they meet.
+    UserBlocked {
+        blocked: UserId,
+        blocked_at: DateTime<Utc>,
+    },
+    /// The user unblocked `unblocked`.
+    UserUnblocked {
+        unblocked: UserId,
+        unblocked_at: DateTime<Utc>,
+    },
     /// A sign-in as this user failed: a wrong password. (Attempts are rate-limited per
     /// username before they get this far, so a flood leaves a bounded trail.)
     LoginFailed { failed_at: DateTime<Utc> },
@@ -106,6 +124,8 @@ impl DomainEvent for UserEvent {
             UserEvent::PasswordChanged { .. } => "PasswordChanged",
             UserEvent::LoginFailed { .. } => "LoginFailed",
             UserEvent::ExternalIdentityLinked { .. } => "ExternalIdentityLinked",
+            UserEvent::UserBlocked { .. } => "UserBlocked",
+            UserEvent::UserUnblocked { .. } => "UserUnblocked",
         }
         .to_owned()
     }
@@ -123,7 +143,14 @@ pub enum UserError {
     UnknownUser,
     #[error("this account signs in through an external identity provider and has no password")]
     NoPassword,
+    #[error("you cannot block yourself")]
+    BlockingSelf,
+    #[error("you have blocked {MAX_BLOCKED} people, the most there can be: unblock someone first")]
+    TooManyBlocked,
 }
+
+/// The most people one user may have blocked at once.
+pub const MAX_BLOCKED: usize = 1_000;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
@@ -135,11 +162,19 @@ pub struct User {
     pub password_hash: Option<String>,
     /// When the user last signed out everywhere.
     pub sessions_ended_before: Option<DateTime<Utc>>,
+    /// The people this user has blocked.
+    #[serde(default)]
+    pub blocked: BTreeSet<UserId>,
 }
 
 impl User {
     pub fn is_registered(&self) -> bool {
         self.id.is_some()
+    }
+
+    /// Whether this user has blocked `other`.
+    pub fn blocks(&self, other: UserId) -> bool {
+        self.blocked.contains(&other)
     }
 }
 
@@ -201,6 +236,36 @@ impl Aggregate for User {
                     linked_at: at,
                 };
                 sink.write(linked, self).await;
+            }
+            UserCommand::BlockUser { user, at } => {
+                if !self.is_registered() {
+                    return Err(UserError::UnknownUser);
+                }
+                if self.id == Some(user) {
+                    return Err(UserError::BlockingSelf);
+                }
+                if !self.blocks(user) {
+                    if self.blocked.len() >= MAX_BLOCKED {
+                        return Err(UserError::TooManyBlocked);
+                    }
+                    let event = UserEvent::UserBlocked {
+                        blocked: user,
+                        blocked_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            UserCommand::UnblockUser { user, at } => {
+                if !self.is_registered() {
+                    return Err(UserError::UnknownUser);
+                }
+                if self.blocks(user) {
+                    let event = UserEvent::UserUnblocked {
+                        unblocked: user,
+                        unblocked_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
             }
             UserCommand::RecordFailedLogin { at } => {
                 if !self.is_registered() {
@@ -289,6 +354,12 @@ impl Aggregate for User {
             }
             UserEvent::PasswordChanged { password_hash, .. } => {
                 self.password_hash = Some(password_hash);
+            }
+            UserEvent::UserBlocked { blocked, .. } => {
+                self.blocked.insert(blocked);
+            }
+            UserEvent::UserUnblocked { unblocked, .. } => {
+                self.blocked.remove(&unblocked);
             }
             UserEvent::LoginFailed { .. } | UserEvent::ExternalIdentityLinked { .. } => {}
         }

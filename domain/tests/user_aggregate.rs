@@ -351,3 +351,93 @@ fn nobody_changes_the_password_of_an_account_that_does_not_exist() {
         .when(change_password())
         .then_expect_error(UserError::UnknownUser);
 }
+
+fn bob_id() -> UserId {
+    UserId::from_uuid(Uuid::from_u128(0xb0b))
+}
+
+fn block(user: UserId) -> UserCommand {
+    UserCommand::BlockUser { user, at: later() }
+}
+
+fn blocked(user: UserId) -> UserEvent {
+    UserEvent::UserBlocked {
+        blocked: user,
+        blocked_at: later(),
+    }
+}
+
+#[test]
+fn blocking_someone_records_it_once() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(block(bob_id()))
+        .then_expect_events(vec![blocked(bob_id())]);
+    framework()
+        .given(vec![alice_registered(), blocked(bob_id())])
+        .when(block(bob_id()))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn unblocking_records_it_only_for_someone_blocked() {
+    let unblocked = UserEvent::UserUnblocked {
+        unblocked: bob_id(),
+        unblocked_at: later(),
+    };
+    let unblock = UserCommand::UnblockUser {
+        user: bob_id(),
+        at: later(),
+    };
+    framework()
+        .given(vec![alice_registered(), blocked(bob_id())])
+        .when(unblock.clone())
+        .then_expect_events(vec![unblocked.clone()]);
+    framework()
+        .given(vec![alice_registered(), blocked(bob_id()), unblocked])
+        .when(unblock)
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn nobody_blocks_themselves_and_an_unknown_account_blocks_nobody() {
+    framework()
+        .given(vec![alice_registered()])
+        .when(block(alice_id()))
+        .then_expect_error(UserError::BlockingSelf);
+    framework()
+        .given_no_previous_events()
+        .when(block(bob_id()))
+        .then_expect_error(UserError::UnknownUser);
+}
+
+#[test]
+fn the_number_of_people_blocked_is_bounded() {
+    use aether_domain::user::MAX_BLOCKED;
+    let mut history = vec![alice_registered()];
+    history.extend(
+        (0..MAX_BLOCKED as u128).map(|n| blocked(UserId::from_uuid(Uuid::from_u128(n + 1)))),
+    );
+    framework()
+        .given(history.clone())
+        .when(block(bob_id()))
+        .then_expect_error(UserError::TooManyBlocked);
+    // Someone already blocked is no change, even at the bound.
+    framework()
+        .given(history)
+        .when(block(UserId::from_uuid(Uuid::from_u128(1))))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn the_state_knows_who_is_blocked() {
+    let mut alice = User::default();
+    alice.apply(alice_registered());
+    alice.apply(blocked(bob_id()));
+    assert!(alice.blocks(bob_id()));
+    alice.apply(UserEvent::UserUnblocked {
+        unblocked: bob_id(),
+        unblocked_at: later(),
+    });
+    assert!(!alice.blocks(bob_id()));
+}

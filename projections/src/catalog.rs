@@ -41,6 +41,10 @@ impl Projection for CatalogProjection {
                 "SELECT * FROM members ORDER BY server_id, user_id",
             ),
             ("invites", "SELECT * FROM invites ORDER BY code"),
+            (
+                "blocks",
+                "SELECT * FROM blocks ORDER BY user_id, blocked_id",
+            ),
             ("conversations", "SELECT * FROM conversations ORDER BY id"),
             (
                 "conversation_participants",
@@ -250,6 +254,28 @@ async fn apply_user(
                     status_text.map(StatusText::into_inner).into(),
                     user_id.into(),
                 ],
+            )
+            .await
+        }
+        UserEvent::UserBlocked {
+            blocked,
+            blocked_at,
+        } => {
+            tx.write(
+                "INSERT INTO blocks (user_id, blocked_id, blocked_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+                vec![
+                    user_id.into(),
+                    blocked.to_string().into(),
+                    blocked_at.into(),
+                ],
+            )
+            .await
+        }
+        UserEvent::UserUnblocked { unblocked, .. } => {
+            tx.write(
+                "DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2",
+                vec![user_id.into(), unblocked.to_string().into()],
             )
             .await
         }

@@ -411,6 +411,18 @@ impl ReadModels {
         row.as_ref().map(UserRow::from_row).transpose()
     }
 
+    /// The people `user` has blocked, oldest block first.
+    pub async fn blocked_by(&self, user: UserId) -> Result<Vec<UserId>, RowError> {
+        let c = self.tables(CATALOG).await?;
+        let sql = format!(
+            "SELECT blocked_id FROM {c}blocks WHERE user_id = $1 ORDER BY blocked_at, blocked_id"
+        );
+        let rows = self.rows(&sql, vec![text(user)]).await?;
+        all(&rows, |row| {
+            crate::rows::parse_id(row, "blocked_id", UserId::parse)
+        })
+    }
+
     /// `id` as `viewer` may look them up: themselves, or someone they share a server or a
     /// conversation with. `None` for anyone else, as for nobody.
     pub async fn acquaintance(

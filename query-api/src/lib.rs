@@ -4,6 +4,7 @@
 //! The transport (HTTP, WebSocket) lives in `aether-realtime-edge`; this crate only needs the
 //! caller's identity ([`Caller`]) in each request's data.
 
+pub mod blocks;
 pub mod cost;
 pub mod document;
 pub mod ephemeral;
@@ -172,6 +173,7 @@ pub fn build_schema(state: ApiState) -> AetherSchema {
     builder
         .data(state)
         .data(limiters)
+        .data(Arc::new(blocks::BlockLists::default()))
         .extension(rate::MutationRateLimit)
         .extension(document::AliasLimit {
             max: limits.max_aliases,

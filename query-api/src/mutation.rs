@@ -962,6 +962,22 @@ impl MutationRoot {
         gql(result)
     }
 
+    /// Blocks a person: no direct message between the two of you while blocked (a
+    /// one-to-one conversation refuses new messages either way with `FORBIDDEN`), and
+    /// wherever you meet their messages show with `authorBlocked` and no body, edits,
+    /// reactions or quoted excerpt. They are not told. Answers `true`. Blocking twice changes
+    /// nothing; `NOT_FOUND` for an unknown user; `BAD_USER_INPUT` for yourself and past 1,000
+    /// people blocked.
+    async fn block_user(&self, ctx: &Context<'_>, user_id: ID) -> async_graphql::Result<bool> {
+        gql(set_blocked(ctx, &user_id, true).await)
+    }
+
+    /// Unblocks a person: their messages show again, direct messages flow again. Answers
+    /// `false` (they are not blocked now); unblocking someone not blocked changes nothing.
+    async fn unblock_user(&self, ctx: &Context<'_>, user_id: ID) -> async_graphql::Result<bool> {
+        gql(set_blocked(ctx, &user_id, false).await)
+    }
+
     async fn leave_server(&self, ctx: &Context<'_>, server_id: ID) -> async_graphql::Result<bool> {
         let result: ApiResult<bool> = async {
             require_caller(ctx)?;
@@ -1366,4 +1382,19 @@ impl MutationRoot {
         .await;
         gql(result)
     }
+}
+
+/// Blocks or unblocks `user_id` for the caller; their next read on this instance sees it.
+async fn set_blocked(ctx: &Context<'_>, user_id: &ID, blocked: bool) -> ApiResult<bool> {
+    let me = require_caller(ctx)?;
+    let other =
+        UserId::parse(user_id).map_err(|_| ApiError::bad_input("userId is not a valid id"))?;
+    let record = state(ctx)
+        .commands
+        .set_blocked(&context(ctx), other, blocked)
+        .await?;
+    let blocked = committed(ctx, record);
+    ctx.data_unchecked::<std::sync::Arc<crate::blocks::BlockLists>>()
+        .forget(me);
+    Ok(blocked)
 }

@@ -5,8 +5,9 @@ use async_graphql::{Context, Object, ID};
 
 use crate::error::{gql, ApiError, ApiResult};
 use crate::types::{
-    load_user, page_of, page_size, require_caller, require_member, state, visible_place, Channel,
-    Conversation, Message, MessageConnection, MessageEdge, PageInfo, PageOf, Place, Server, User,
+    load_user, load_users, page_of, page_size, require_caller, require_member, state,
+    visible_place, Channel, Conversation, Message, MessageConnection, MessageEdge, PageInfo,
+    PageOf, Place, Server, User,
 };
 
 #[derive(Debug, Default)]
@@ -77,6 +78,18 @@ impl QueryRoot {
         let result: ApiResult<User> = async {
             let user = require_caller(ctx)?;
             load_user(state(ctx), user).await
+        }
+        .await;
+        gql(result)
+    }
+
+    /// The people the caller has blocked, the longest-blocked first (at most 1,000).
+    async fn blocked_users(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<User>> {
+        let result: ApiResult<Vec<User>> = async {
+            let me = require_caller(ctx)?;
+            let state = state(ctx);
+            let ids = state.read.blocked_by(me).await?;
+            load_users(state, &ids).await
         }
         .await;
         gql(result)

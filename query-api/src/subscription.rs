@@ -12,6 +12,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::blocks::{BlockLists, ViewerBlocks};
 use crate::error::{ApiError, ApiResult};
 use crate::rate::{subscription_permit, SubscriptionPermit};
 use crate::server_events::{server_events, ServerEventStream};
@@ -23,6 +24,17 @@ use crate::types::{
     UserEvent,
 };
 use crate::ApiState;
+
+/// Where a transport that shares payloads takes an update, and whom each subscriber blocks
+/// (an update showing their words is resolved for that subscriber alone).
+struct SharedTap(EventTap, Arc<BlockLists>);
+
+impl SharedTap {
+    fn of(ctx: &Context<'_>) -> Option<SharedTap> {
+        let lists = ctx.data_unchecked::<Arc<BlockLists>>().clone();
+        EventTap::of(ctx).map(|tap| SharedTap(tap, lists))
+    }
+}
 
 /// Events read from the read model per catch-up query.
 const CATCH_UP_PAGE: i64 = 500;
@@ -221,7 +233,7 @@ async fn place_events(
     view: View,
     after: Option<i64>,
     permit: SubscriptionPermit,
-    tap: Option<EventTap>,
+    tap: Option<SharedTap>,
     mut updates: aether_projections::updates::ChannelFeed,
 ) -> ApiResult<PlaceStream> {
     let place_id = match &place {
@@ -235,6 +247,9 @@ async fn place_events(
         None => state.read.channel_head(place_id).await?,
     };
     let shutdown = state.shutdown.clone();
+    // An update showing words the subscriber blocked is resolved for them alone, in its place.
+    let mut tap =
+        tap.map(|SharedTap(tap, lists)| (tap, ViewerBlocks::new(user, lists, state.read.clone())));
     Ok(async_stream::stream! {
         let _permit = permit;
         let mut last = start;
@@ -253,7 +268,14 @@ async fn place_events(
                     if !view.shows(&event) {
                         continue;
                     }
-                    match &tap {
+                    let shared = match &mut tap {
+                        Some((tap, blocks)) => match blocks.personal(&event.message).await {
+                            Ok(personal) => (!personal).then_some(tap),
+                            Err(error) => { yield Err(error.into()); return; }
+                        },
+                        None => None,
+                    };
+                    match shared {
                         Some(tap) => {
                             if !tap.hand(Tapped::Channel(event)).await {
                                 return;
@@ -335,7 +357,7 @@ impl SubscriptionRoot {
         // Watch first, then check: a removal between the two is not missed.
         let feed = state.updates.watch_channel(channel_id, user);
         let channel = visible_channel(&state, channel_id, user).await?;
-        let tap = EventTap::of(ctx);
+        let tap = SharedTap::of(ctx);
         Ok(place_events(
             state,
             user,
@@ -400,7 +422,7 @@ impl SubscriptionRoot {
         let permit = subscription_permit(ctx)?;
         let feed = state.updates.watch_channel(root.channel_id, user);
         let place = required_place(&state, root.channel_id, user).await?;
-        let tap = EventTap::of(ctx);
+        let tap = SharedTap::of(ctx);
         Ok(place_events(
             state,
             user,
@@ -433,7 +455,7 @@ impl SubscriptionRoot {
         let permit = subscription_permit(ctx)?;
         let feed = state.updates.watch_channel(id, user);
         let conversation = visible_conversation(&state, id, user).await?;
-        let tap = EventTap::of(ctx);
+        let tap = SharedTap::of(ctx);
         Ok(place_events(
             state,
             user,

@@ -988,14 +988,36 @@ impl Message {
             .is_some_and(|review| review.hidden.is_some())
     }
 
-    /// Whether the caller must not see this message's words: it is hidden and they are not
-    /// one of its server's moderators.
+    /// Whether the caller must not see this message's words: they blocked its author, or it
+    /// is hidden and they are not one of its server's moderators.
     async fn withheld(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        if self.author_blocked_by_caller(ctx).await? {
+            return Ok(true);
+        }
         if !self.is_hidden() {
             return Ok(false);
         }
         Ok(!sees_hidden(ctx, self.server_id).await?)
     }
+
+    async fn author_blocked_by_caller(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let original = self.forwarded_from.map(|origin| origin.author_id);
+        Ok(callers_blocks(ctx)
+            .await?
+            .is_some_and(|list| crate::blocks::hides(&list, self.author_id, original)))
+    }
+}
+
+/// Whom the caller blocks; `None` for nobody signed in (and for a payload resolved once for
+/// every subscriber, which never carries words someone blocked).
+pub(crate) async fn callers_blocks(
+    ctx: &Context<'_>,
+) -> ApiResult<Option<crate::blocks::BlockList>> {
+    let Some(user) = caller(ctx) else {
+        return Ok(None);
+    };
+    let lists = ctx.data_unchecked::<std::sync::Arc<crate::blocks::BlockLists>>();
+    Ok(Some(lists.of(&state(ctx).read, user).await?))
 }
 
 /// Where a forwarded message comes from.
@@ -1086,6 +1108,13 @@ impl Message {
         })
     }
 
+    /// Whether the caller has blocked its author (or, for a forward, the original's author):
+    /// its body, edits and reactions are then withheld from them (empty), and clients show it
+    /// collapsed.
+    async fn author_blocked(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        gql(self.author_blocked_by_caller(ctx).await)
+    }
+
     /// Whether the server's moderators (or the model stage, pending them) hid the message:
     /// everyone sees that it is hidden, only MODERATOR and up see its words.
     async fn hidden(&self) -> bool {
@@ -1164,7 +1193,16 @@ impl Message {
         // Always in the same channel or conversation as this message, so whoever sees this
         // one may see it.
         let quoted = gql(state(ctx).read.message(id).await.map_err(ApiError::from))?;
+        let blocks = gql(callers_blocks(ctx).await)?;
         let withheld = match &quoted {
+            Some(quoted)
+                if blocks.as_ref().is_some_and(|list| {
+                    let original = quoted.forwarded_from.map(|origin| origin.author_id);
+                    crate::blocks::hides(list, quoted.author_id, original)
+                }) =>
+            {
+                true
+            }
             Some(quoted) if quoted.hidden() => !gql(sees_hidden(ctx, quoted.server_id).await)?,
             _ => false,
         };

@@ -90,7 +90,7 @@ pub const EVENT_TYPES: &[EventType] = &[
         "ProfileChanged",
         USER,
         topics::IDENTITY_EVENTS,
-        "A user changed their display name.",
+        "A user changed their profile; the event carries all of it (display name, picture, status).",
     ),
     event(
         "AllSessionsEnded",
@@ -117,6 +117,19 @@ pub const EVENT_TYPES: &[EventType] = &[
         topics::IDENTITY_EVENTS,
         "The account speaks for a subject of an external OpenID Connect issuer (its `iss` and \
          `sub`); written right after the account's `UserRegistered`, which has no password.",
+    ),
+    event(
+        "UserBlocked",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "The user blocked another (`blocked`): no direct message between the two, and the \
+         blocked person's messages are shown to the user without their words.",
+    ),
+    event(
+        "UserUnblocked",
+        USER,
+        topics::IDENTITY_EVENTS,
+        "The user unblocked someone they had blocked (`unblocked`).",
     ),
     event(
         "SessionStarted",

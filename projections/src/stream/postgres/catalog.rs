@@ -92,6 +92,13 @@ ALTER TABLE conversations ADD COLUMN IF NOT EXISTS owner_id TEXT;
 -- Added with profile pictures and statuses (migration 0012).
 ALTER TABLE users ADD COLUMN IF NOT EXISTS avatar_url TEXT;
 ALTER TABLE users ADD COLUMN IF NOT EXISTS status_text TEXT;
+-- Added with blocking (migration 0013).
+CREATE TABLE IF NOT EXISTS blocks (
+    user_id    TEXT        NOT NULL,
+    blocked_id TEXT        NOT NULL,
+    blocked_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (user_id, blocked_id)
+);
 -- Added with channel topics, categories and server events (see the embedded store's
 -- migration 0008).
 ALTER TABLE channels ADD COLUMN IF NOT EXISTS topic TEXT;
@@ -120,6 +127,10 @@ CREATE TABLE IF NOT EXISTS server_events (
             ),
             ("invites", "SELECT * FROM invites ORDER BY code"),
             ("bans", "SELECT * FROM bans ORDER BY server_id, user_id"),
+            (
+                "blocks",
+                "SELECT * FROM blocks ORDER BY user_id, blocked_id",
+            ),
             ("conversations", "SELECT * FROM conversations ORDER BY id"),
             (
                 "conversation_participants",

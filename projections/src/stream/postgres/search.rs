@@ -172,7 +172,9 @@ async fn apply_user(
         UserEvent::AllSessionsEnded { .. }
         | UserEvent::PasswordChanged { .. }
         | UserEvent::LoginFailed { .. }
-        | UserEvent::ExternalIdentityLinked { .. } => {}
+        | UserEvent::ExternalIdentityLinked { .. }
+        | UserEvent::UserBlocked { .. }
+        | UserEvent::UserUnblocked { .. } => {}
     }
     Ok(())
 }
