@@ -111,6 +111,26 @@ async fn the_owner_pins_members_see_it_live_and_in_the_pins_and_members_may_not_
         vec!["House rules: be kind"]
     );
 
+    // A pinned message its author deletes leaves the pins, though the author may not unpin.
+    let tip = send(&mut bob, &channel, "Bob's pinned tip").await?;
+    alice.consistency = newest(&alice.consistency, &bob.consistency);
+    alice.ok(PIN, json!({ "m": tip })).await?;
+    assert_eq!(
+        bob.error_code(UNPIN, json!({ "m": tip })).await?,
+        "FORBIDDEN"
+    );
+    bob.consistency = newest(&bob.consistency, &alice.consistency);
+    bob.ok(
+        "mutation($m: ID!) { deleteMessage(messageId: $m) { id } }",
+        json!({ "m": tip }),
+    )
+    .await?;
+    let pins = bob.ok(PINS, json!({ "c": channel })).await?;
+    assert_eq!(
+        bodies(&pins["channel"]["pins"]),
+        vec!["House rules: be kind"]
+    );
+
     // Bad input and what cannot be seen.
     let (mut mallory, _) = anonymous.register("mallory").await?;
     assert_eq!(

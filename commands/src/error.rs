@@ -170,7 +170,7 @@ impl DomainRefusal for PinsError {
         match self {
             UnknownChannel | UnknownMessage => ErrorCode::NotFound,
             NotAChannelMember | PinningNotAllowed => ErrorCode::Forbidden,
-            MessageDeleted | TooManyPins { .. } => ErrorCode::Conflict,
+            MessageDeleted | MessageNotDeleted | TooManyPins { .. } => ErrorCode::Conflict,
         }
     }
 }

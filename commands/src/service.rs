@@ -1833,12 +1833,28 @@ impl<R: WriteStore> ChatCommands<R> {
     ) -> Result<Committed<MessageRecord>, CommandError> {
         let actor = ctx.actor()?;
         let target = self.message_and_access(message_id, actor).await?;
+        let channel = target.channel_id;
         let command = MessageCommand::DeleteMessage {
             actor,
             access: target.access,
             at: ctx.at,
         };
-        self.message_command(ctx, target, command).await
+        let mut deleted = self.message_command(ctx, target, command).await?;
+        // A deleted message leaves the pins, taking no place there: the deleter unpins it.
+        let pins = self
+            .load::<ChannelPins>(&pins_id(channel).to_string())
+            .await?;
+        if pins.pinned.contains(&message_id) {
+            let message = self.load::<Message>(&message_id.to_string()).await?;
+            let command = PinsCommand::UnpinDeleted {
+                actor,
+                channel_id: channel,
+                message: message.linked(message_id),
+                at: ctx.at,
+            };
+            deleted.position = self.pins_command(ctx, channel, command).await?.position;
+        }
+        Ok(deleted)
     }
 
     /// Reacts to `message_id` with `emoji` for the caller; reacting again changes nothing. A

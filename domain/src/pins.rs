@@ -47,6 +47,15 @@ pub enum PinsCommand {
         access: ChannelAccess,
         at: DateTime<Utc>,
     },
+    /// Takes a deleted message off the pins, for whoever deleted it (the message's deletion
+    /// is the permission: its author may delete it without being allowed to unpin). Refused
+    /// for a message that is not deleted; nothing happens for one not pinned.
+    UnpinDeleted {
+        actor: UserId,
+        channel_id: ChannelId,
+        message: LinkedMessage,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +119,8 @@ pub enum PinsError {
     UnknownMessage,
     #[error("this message has been deleted")]
     MessageDeleted,
+    #[error("this message has not been deleted")]
+    MessageNotDeleted,
     #[error("a channel holds at most {max} pinned messages")]
     TooManyPins { max: usize },
 }
@@ -174,6 +185,28 @@ impl ChannelPins {
                 Ok(Some(PinsEvent::MessageUnpinned {
                     channel_id,
                     message_id,
+                    unpinned_by: actor,
+                    unpinned_at: at,
+                }))
+            }
+            PinsCommand::UnpinDeleted {
+                actor,
+                channel_id,
+                message,
+                at,
+            } => {
+                if message.channel_id != Some(channel_id) {
+                    return Err(PinsError::UnknownMessage);
+                }
+                if !message.deleted {
+                    return Err(PinsError::MessageNotDeleted);
+                }
+                if !self.pinned.contains(&message.message_id) {
+                    return Ok(None);
+                }
+                Ok(Some(PinsEvent::MessageUnpinned {
+                    channel_id,
+                    message_id: message.message_id,
                     unpinned_by: actor,
                     unpinned_at: at,
                 }))

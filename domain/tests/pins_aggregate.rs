@@ -214,3 +214,53 @@ fn nobody_pins_in_an_archived_channel_and_outsiders_never() {
             .then_expect_error(error);
     }
 }
+
+fn deleted(n: u128) -> LinkedMessage {
+    LinkedMessage {
+        deleted: true,
+        ..live(n)
+    }
+}
+
+fn unpin_deleted(target: LinkedMessage) -> PinsCommand {
+    PinsCommand::UnpinDeleted {
+        actor: moderator(),
+        channel_id: channel_id(),
+        message: target,
+        at: at(),
+    }
+}
+
+#[test]
+fn a_deleted_message_leaves_the_pins_and_frees_its_place() {
+    framework()
+        .given(vec![pinned(1), pinned(2)])
+        .when(unpin_deleted(deleted(1)))
+        .then_expect_events(vec![unpinned(1)]);
+    // A place is free again.
+    framework()
+        .given(vec![pinned(1), pinned(2), unpinned(1)])
+        .when(pin(live(3), member(Role::Moderator, false, false)))
+        .then_expect_events(vec![pinned(3)]);
+    // Not pinned: nothing to do.
+    framework()
+        .given(vec![pinned(2)])
+        .when(unpin_deleted(deleted(1)))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn only_a_deleted_message_of_the_channel_is_unpinned_that_way() {
+    framework()
+        .given(vec![pinned(1)])
+        .when(unpin_deleted(live(1)))
+        .then_expect_error(PinsError::MessageNotDeleted);
+    let elsewhere = LinkedMessage {
+        channel_id: Some(ChannelId::from_uuid(Uuid::from_u128(0xc2))),
+        ..deleted(1)
+    };
+    framework()
+        .given(vec![pinned(1)])
+        .when(unpin_deleted(elsewhere))
+        .then_expect_error(PinsError::UnknownMessage);
+}
