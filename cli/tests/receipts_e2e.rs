@@ -251,3 +251,39 @@ async fn everyone_and_here_mention_people_when_a_moderator_or_more_sends_them() 
     app.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_thread_reply_is_unread_in_the_channel_only_when_sent_there_but_its_mention_counts(
+) -> anyhow::Result<()> {
+    const REPLY: &str = "mutation($c: ID!, $b: String!, $t: ID!, $also: Boolean) { \
+         sendMessage(input: {channelId: $c, body: $b, threadRootId: $t, alsoToChannel: $also}) \
+         { id } }";
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, _) = anonymous.register("alice").await?;
+    let (mut bob, bob_id) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    let channel = place.channel_id.as_str();
+
+    let root = send(&mut alice, channel, "what shall we read?").await?;
+    for (body, also) in [
+        ("in the thread only".to_owned(), false),
+        (format!("in the thread only, for <@{bob_id}>"), false),
+        ("in the thread and the channel".to_owned(), true),
+    ] {
+        alice
+            .ok(
+                REPLY,
+                json!({ "c": channel, "b": body, "t": root, "also": also }),
+            )
+            .await?;
+    }
+    bob.consistency = alice.consistency.clone();
+    let state = read_state(&mut bob, channel).await?;
+    // The root and the reply also sent to the channel; the mention in the thread counts.
+    assert_eq!(state["unreadCount"], 2, "{state}");
+    assert_eq!(state["mentionCount"], 1, "{state}");
+    app.stop().await?;
+    Ok(())
+}

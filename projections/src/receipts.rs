@@ -109,13 +109,15 @@ pub async fn apply_receipts_event(
 async fn apply_message(tx: &mut dyn SqlWrite, event: MessageEvent) -> Result<(), sqlx::Error> {
     if let Some(sent) = event.sent() {
         tx.write(
-            "INSERT INTO receipt_messages (message_id, channel_id, seq, author_id, deleted) \
-             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, FALSE FROM receipt_messages \
-             WHERE channel_id = $4",
+            "INSERT INTO receipt_messages \
+             (message_id, channel_id, seq, author_id, deleted, in_channel) \
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, FALSE, $4 FROM receipt_messages \
+             WHERE channel_id = $5",
             vec![
                 sent.message_id.to_string().into(),
                 sent.channel_id.to_string().into(),
                 sent.author_id.to_string().into(),
+                sent.in_channel.into(),
                 sent.channel_id.to_string().into(),
             ],
         )
@@ -212,7 +214,8 @@ pub struct ReadStateRow {
     pub last_read: Option<(MessageId, DateTime<Utc>)>,
     /// The channel number of the last message read (0 before any).
     pub last_read_seq: i64,
-    /// Messages after the pointer, not deleted, written by someone else.
+    /// Messages after the pointer, not deleted, written by someone else, shown in the channel
+    /// (a thread reply not also sent to it is read in its thread).
     pub unread: i64,
     /// Of those, the ones that mention the member.
     pub mentions: i64,
@@ -225,12 +228,14 @@ pub const READ_POINTER_QUERY: &str =
      WHERE user_id = $1 AND channel_id = $2";
 
 /// Unread messages and unread mentions after a pointer: `$1` channel, `$2` pointer, `$3` user,
-/// `$4` channel, `$5` pointer, `$6` user, `$7` user. A mention is the member's own row or an
-/// `@everyone` ([`EVERYONE`]), a message counted once however it mentions them. `{r}` as in
+/// `$4` channel, `$5` pointer, `$6` user, `$7` user. Unread messages are those the channel
+/// shows; a mention is the member's own row or an `@everyone` ([`EVERYONE`]), in the channel
+/// or in a thread, a message counted once however it mentions them. `{r}` as in
 /// [`READ_POINTER_QUERY`].
 pub const UNREAD_QUERY: &str = "SELECT \
      (SELECT COUNT(*) FROM {r}receipt_messages \
-      WHERE channel_id = $1 AND seq > $2 AND NOT deleted AND author_id <> $3) AS unread, \
+      WHERE channel_id = $1 AND seq > $2 AND NOT deleted AND in_channel AND author_id <> $3) \
+      AS unread, \
      (SELECT COUNT(DISTINCT x.message_id) FROM {r}receipt_mentions x \
       JOIN {r}receipt_messages m ON m.message_id = x.message_id \
       WHERE x.channel_id = $4 AND m.seq > $5 AND NOT m.deleted AND x.user_id IN ($6, '*') \

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS read_pointers (
     read_at       TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (user_id, channel_id)
 );
+-- Added with thread replies kept out of a channel's unread count (migration 0014).
+ALTER TABLE receipt_messages ADD COLUMN IF NOT EXISTS in_channel BOOLEAN NOT NULL DEFAULT true;
 "#
     }
 
