@@ -474,6 +474,28 @@ try {
     if (JSON.stringify(ta) !== JSON.stringify(tb)) throw new Error(`timelines differ:\n${ta}\n${tb}`);
   });
 
+  await step("a channel alice creates appears in bob's list live", async () => {
+    const login = await gql(`mutation($u: String!, $p: String!) { login(input: {username: $u, password: $p}) { accessToken } }`, { u: alice, p: `${alice}-password-123` });
+    await gql(`mutation($s: ID!) { createChannel(input: {serverId: $s, name: "news"}) { id } }`, { s: serverId }, login.login.accessToken);
+    await b.getByRole("button", { name: "# news" }).waitFor({ timeout: STEP_TIMEOUT });
+  });
+
+  await step("a message from someone bob blocked shows without its words until he unblocks", async () => {
+    const login = await gql(`mutation($u: String!, $p: String!) { login(input: {username: $u, password: $p}) { accessToken } }`, { u: bob, p: `${bob}-password-123` });
+    const token = login.login.accessToken;
+    const aliceId = await a.evaluate(() => window.aether.store.get().user.id);
+    await gql(`mutation($u: ID!) { blockUser(userId: $u) }`, { u: aliceId }, token);
+    // Each instance keeps whom a user blocks for up to a second.
+    await sleep(1100);
+    await a.getByRole("button", { name: "# general" }).click();
+    await b.getByRole("button", { name: "# general" }).click();
+    await send(a, "Words bob chose not to read");
+    await waitText(a, "Words bob chose not to read");
+    await waitText(b, "A message from someone you blocked.");
+    if ((await texts(b)).includes("Words bob chose not to read")) throw new Error("bob saw the words of someone he blocked");
+    await gql(`mutation($u: ID!) { unblockUser(userId: $u) }`, { u: aliceId }, token);
+  });
+
   await step("1,000 messages: virtualised, paged backwards to the first", async () => {
     const login = await gql(`mutation($u: String!, $p: String!) { login(input: {username: $u, password: $p}) { accessToken } }`, { u: alice, p: `${alice}-password-123` });
     const token = login.login.accessToken;

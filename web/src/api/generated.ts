@@ -81,6 +81,30 @@ export type SendMessageInput = {
   threadRootId?: string | null | undefined;
 };
 
+export type ServerEventKind =
+  | 'CHANNEL_ARCHIVED'
+  | 'CHANNEL_CREATED'
+  /**
+   * The channel moved (`category`, `position`); the others' places may have changed too:
+   * re-read `server.channels`.
+   */
+  | 'CHANNEL_MOVED'
+  | 'CHANNEL_RENAMED'
+  | 'CHANNEL_TOPIC_CHANGED'
+  | 'CHANNEL_UNARCHIVED'
+  | 'MEMBER_BANNED'
+  | 'MEMBER_JOINED'
+  | 'MEMBER_LEFT'
+  | 'MEMBER_REMOVED'
+  | 'MEMBER_ROLE_CHANGED'
+  | 'MESSAGE_PINNED'
+  | 'MESSAGE_UNPINNED'
+  /** `userId` owns the server now; `actorId`, the previous owner, is an ADMIN. */
+  | 'OWNERSHIP_TRANSFERRED'
+  /** The server was deleted; the subscription ends after this event. */
+  | 'SERVER_DELETED'
+  | 'SERVER_RENAMED';
+
 export type SetMemberRoleInput = {
   role: Role;
   serverId: string;
@@ -99,7 +123,7 @@ export type UnbanUserInput = {
 
 export type UserFieldsFragment = { id: string, username: string, displayName: string };
 
-export type MessageFieldsFragment = { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } };
+export type MessageFieldsFragment = { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } };
 
 export type ReadStateFieldsFragment = { channelId: string, lastReadMessageId: string | null, unreadCount: number, mentionCount: number };
 
@@ -168,7 +192,7 @@ export type ChannelHistoryQueryVariables = Exact<{
 }>;
 
 
-export type ChannelHistoryQuery = { channel: { id: string, messages: { pageInfo: { hasPreviousPage: boolean, startCursor: string | null, endCursor: string | null }, edges: Array<{ cursor: string, node: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }> } } | null };
+export type ChannelHistoryQuery = { channel: { id: string, messages: { pageInfo: { hasPreviousPage: boolean, startCursor: string | null, endCursor: string | null }, edges: Array<{ cursor: string, node: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }> } } | null };
 
 export type ConversationHistoryQueryVariables = Exact<{
   id: string;
@@ -177,7 +201,7 @@ export type ConversationHistoryQueryVariables = Exact<{
 }>;
 
 
-export type ConversationHistoryQuery = { conversation: { id: string, messages: { pageInfo: { hasPreviousPage: boolean, startCursor: string | null, endCursor: string | null }, edges: Array<{ cursor: string, node: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }> } } | null };
+export type ConversationHistoryQuery = { conversation: { id: string, messages: { pageInfo: { hasPreviousPage: boolean, startCursor: string | null, endCursor: string | null }, edges: Array<{ cursor: string, node: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }> } } | null };
 
 export type CreateServerMutationVariables = Exact<{
   name: string;
@@ -284,21 +308,21 @@ export type SendMessageMutationVariables = Exact<{
 }>;
 
 
-export type SendMessageMutation = { sendMessage: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
+export type SendMessageMutation = { sendMessage: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
 export type EditMessageMutationVariables = Exact<{
   input: EditMessageInput;
 }>;
 
 
-export type EditMessageMutation = { editMessage: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
+export type EditMessageMutation = { editMessage: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
 export type DeleteMessageMutationVariables = Exact<{
   id: string;
 }>;
 
 
-export type DeleteMessageMutation = { deleteMessage: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
+export type DeleteMessageMutation = { deleteMessage: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
 export type MarkReadMutationVariables = Exact<{
   input: MarkReadInput;
@@ -323,7 +347,7 @@ export type SetPresenceMutation = { setPresence: PresenceStatus };
 
 type ChannelEventFields_MessageDeleted_Fragment = { __typename: 'MessageDeleted', messageId: string, cursor: string };
 
-type ChannelEventFields_MessageEdited_Fragment = { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
+type ChannelEventFields_MessageEdited_Fragment = { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
 type ChannelEventFields_MessageHidden_Fragment = { __typename: 'MessageHidden', cursor: string };
 
@@ -331,7 +355,7 @@ type ChannelEventFields_MessagePinned_Fragment = { __typename: 'MessagePinned', 
 
 type ChannelEventFields_MessageRestored_Fragment = { __typename: 'MessageRestored', cursor: string };
 
-type ChannelEventFields_MessageSent_Fragment = { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
+type ChannelEventFields_MessageSent_Fragment = { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } };
 
 type ChannelEventFields_MessageUnpinned_Fragment = { __typename: 'MessageUnpinned', cursor: string };
 
@@ -359,11 +383,11 @@ export type ChannelEventsSubscriptionVariables = Exact<{
 
 export type ChannelEventsSubscription = { channelEvents:
     | { __typename: 'MessageDeleted', messageId: string, cursor: string }
-    | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
     | { __typename: 'MessageHidden', cursor: string }
     | { __typename: 'MessagePinned', cursor: string }
     | { __typename: 'MessageRestored', cursor: string }
-    | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
     | { __typename: 'MessageUnpinned', cursor: string }
     | { __typename: 'ReactionChanged', cursor: string }
     | { __typename: 'ThreadReplied', cursor: string }
@@ -377,15 +401,22 @@ export type ConversationEventsSubscriptionVariables = Exact<{
 
 export type ConversationEventsSubscription = { conversationEvents:
     | { __typename: 'MessageDeleted', messageId: string, cursor: string }
-    | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageEdited', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
     | { __typename: 'MessageHidden', cursor: string }
     | { __typename: 'MessagePinned', cursor: string }
     | { __typename: 'MessageRestored', cursor: string }
-    | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
+    | { __typename: 'MessageSent', cursor: string, message: { id: string, body: string, createdAt: string, editedAt: string | null, deleted: boolean, authorBlocked: boolean, sequence: number, channelId: string | null, conversationId: string | null, author: { id: string, username: string, displayName: string } } }
     | { __typename: 'MessageUnpinned', cursor: string }
     | { __typename: 'ReactionChanged', cursor: string }
     | { __typename: 'ThreadReplied', cursor: string }
    };
+
+export type ServerEventsSubscriptionVariables = Exact<{
+  serverId: string;
+}>;
+
+
+export type ServerEventsSubscription = { serverEvents: { kind: ServerEventKind, serverId: string } };
 
 export type UserEventsSubscriptionVariables = Exact<{ [key: string]: never; }>;
 

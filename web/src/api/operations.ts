@@ -18,6 +18,7 @@ const MESSAGE = /* GraphQL */ `
     createdAt
     editedAt
     deleted
+    authorBlocked
     sequence
     channelId
     conversationId
@@ -421,6 +422,15 @@ export const ConversationEvents = /* GraphQL */ `
   ${EVENT}
   ${MESSAGE}
   ${USER}
+`;
+
+export const ServerEvents = /* GraphQL */ `
+  subscription ServerEvents($serverId: ID!) {
+    serverEvents(serverId: $serverId) {
+      kind
+      serverId
+    }
+  }
 `;
 
 export const UserEvents = /* GraphQL */ `

@@ -7,7 +7,7 @@ const bob = { id: "u-bob", username: "bob", displayName: "Bob" };
 const sent = (id: string, cursor: string, author = bob, body = `m${id}`): ChannelEvent => ({
   __typename: "MessageSent",
   cursor,
-  message: { id, body, createdAt: `2026-01-01T00:00:0${id}Z`, editedAt: null, deleted: false, sequence: 1, channelId: "c2", conversationId: null, author },
+  message: { id, body, createdAt: `2026-01-01T00:00:0${id}Z`, editedAt: null, deleted: false, authorBlocked: false, sequence: 1, channelId: "c2", conversationId: null, author },
 });
 
 function signedInApp(place: Place): App {

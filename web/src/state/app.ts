@@ -43,7 +43,8 @@ export interface AppState {
   notice: string | null;
 }
 
-const PAGE = 50;
+// 40 messages of the fields the client reads cost about 800, inside the API's default limit of 1000.
+const PAGE = 40;
 
 export function placeId(place: Place): string | null {
   return place.kind === "channel" ? place.channelId : place.kind === "conversation" ? place.conversationId : null;
@@ -172,6 +173,7 @@ export class App {
   private signedOut(): void {
     clearTimeout(this.refreshTimer);
     clearTimeout(this.settleTimer);
+    clearTimeout(this.listsTimer);
     this.stopFeeds();
     this.realtime?.dispose();
     this.realtime = null;
@@ -228,7 +230,10 @@ export class App {
     const rt = this.realtime;
     if (!rt) return;
     const { servers, conversations } = this.store.get();
-    const wanted = new Map<string, "channel" | "conversation">();
+    const wanted = new Map<string, "channel" | "conversation" | "server">();
+    // A server's own news (channels created, renamed, moved; members coming and going) keeps
+    // its lists current without re-reading them on a timer.
+    for (const s of servers) wanted.set(`server:${s.id}`, "server");
     for (const s of servers) for (const c of s.channels) if (!c.archived) wanted.set(c.id, "channel");
     for (const c of conversations) wanted.set(c.id, "conversation");
     for (const [id, stop] of this.feeds) {
@@ -240,6 +245,18 @@ export class App {
     let started = false;
     for (const [id, kind] of wanted) {
       if (this.feeds.has(id) || this.feeds.size >= 90) continue;
+      if (kind === "server") {
+        const serverId = id.slice("server:".length);
+        const stop = rt.resumable<G.ServerEventsSubscription>(
+          Op.ServerEvents,
+          () => ({ serverId }),
+          (data) => this.onServerEvent(data.serverEvents),
+          // FORBIDDEN or NOT_FOUND: no longer a member, or the server is gone; the lists say so.
+          { onError: () => this.reloadListsSoon() },
+        );
+        this.feeds.set(id, stop);
+        continue;
+      }
       started = true;
       const query = kind === "channel" ? Op.ChannelEvents : Op.ConversationEvents;
       const variables = () => {
@@ -263,6 +280,31 @@ export class App {
     }
   }
   private settleTimer: ReturnType<typeof setTimeout> | undefined;
+
+  private onServerEvent(event: G.ServerEventsSubscription["serverEvents"]): void {
+    switch (event.kind) {
+      // Pins reach the timelines through the channel's own events.
+      case "MESSAGE_PINNED":
+      case "MESSAGE_UNPINNED":
+        return;
+      case "MEMBER_JOINED":
+      case "MEMBER_LEFT":
+      case "MEMBER_REMOVED":
+      case "MEMBER_BANNED":
+      case "MEMBER_ROLE_CHANGED":
+        if (this.store.get().members[event.serverId]) void this.loadMembers(event.serverId).catch(() => undefined);
+        return;
+      default:
+        this.reloadListsSoon();
+    }
+  }
+
+  /** Reads the lists again shortly: a burst of news (a channel moved moves others) reads once. */
+  private reloadListsSoon(): void {
+    clearTimeout(this.listsTimer);
+    this.listsTimer = setTimeout(() => void this.reloadLists().catch((error) => this.notify(error)), 150);
+  }
+  private listsTimer: ReturnType<typeof setTimeout> | undefined;
 
   private stopFeeds(): void {
     for (const stop of this.feeds.values()) stop();
@@ -359,12 +401,18 @@ export class App {
 
   /** One page further back; false when there is nothing more. */
   async loadOlder(id: string): Promise<boolean> {
-    const timeline = this.store.get().timelines[id];
-    if (!timeline?.hasOlder || !timeline.olderCursor) return false;
-    const page = await this.history(id, timeline.olderCursor);
-    if (!page) return false;
-    this.set((s) => ({ timelines: { ...s.timelines, [id]: applyPage(s.timelines[id] ?? emptyTimeline, page, true) } }));
-    return page.edges.length > 0;
+    for (;;) {
+      const timeline = this.store.get().timelines[id];
+      if (!timeline?.hasOlder || !timeline.olderCursor) return false;
+      const page = await this.history(id, timeline.olderCursor);
+      if (!page) return false;
+      const known = new Set(timeline.messages.map((m) => m.id));
+      this.set((s) => ({ timelines: { ...s.timelines, [id]: applyPage(s.timelines[id] ?? emptyTimeline, page, true) } }));
+      if (page.edges.length === 0) return false;
+      // A page the live feed delivered already (a channel followed since before it was
+      // opened) adds nothing to scroll up to: read on to the first page that does.
+      if (page.edges.some((e) => !known.has(e.node.id))) return true;
+    }
   }
 
   private async history(id: string, before: string | null) {

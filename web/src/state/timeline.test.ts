@@ -4,7 +4,7 @@ import { applyEvent, applyOwn, applyPage, emptyTimeline, later, mergeMessages, t
 const author = { id: "u1", username: "alice", displayName: "Alice" };
 function msg(id: string, at: number, body = `m${id}`, sequence = 1): Message {
   const createdAt = new Date(Date.UTC(2026, 0, 1, 0, 0, at)).toISOString();
-  return { id, body, createdAt, editedAt: null, deleted: false, sequence, channelId: "c1", conversationId: null, author };
+  return { id, body, createdAt, editedAt: null, deleted: false, authorBlocked: false, sequence, channelId: "c1", conversationId: null, author };
 }
 const page = (ms: Message[], hasPreviousPage = false) => ({
   edges: ms.map((m) => ({ cursor: m.id, node: m })),

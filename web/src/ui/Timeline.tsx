@@ -144,6 +144,8 @@ function Row({ app, placeId, message, mine, people }: { app: App; placeId: strin
       </div>
       {message.deleted ? (
         <p class="body muted deleted">This message was deleted.</p>
+      ) : message.authorBlocked ? (
+        <p class="body muted blocked">A message from someone you blocked.</p>
       ) : editing ? (
         <form class="edit" onSubmit={save} aria-label="Edit message">
           <textarea
