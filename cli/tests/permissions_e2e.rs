@@ -1,4 +1,5 @@
-//! The permission matrix, table-driven: every mutation that acts in a server, tried as every
+//! The permission matrix, table-driven: every mutation that acts in a server (moderation and
+//! forwards included), tried as every
 //! role (OWNER, ADMIN, MODERATOR, MEMBER, GUEST), as a signed-in outsider and as anonymous,
 //! against the matrix the README documents. Each attempt gets fresh targets (a message, a
 //! channel, an invite) made by the owner, so attempts do not depend on each other.
@@ -222,6 +223,54 @@ const CASES: &[Case] = &[
         allowed: &["OWNER"],
         outsider: "FORBIDDEN",
         denied: "FORBIDDEN",
+    },
+    Case {
+        name: "setContentPolicy",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "setModerationThreshold",
+        allowed: &["OWNER", "ADMIN"],
+        outsider: "FORBIDDEN",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "reportMessage",
+        allowed: &ROLES,
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "hideMessage",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "restoreMessage",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "dismissFlag",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "forwardMessage",
+        allowed: &ROLES,
+        outsider: "NOT_FOUND",
+        denied: "FORBIDDEN",
+    },
+    Case {
+        name: "forwardFromPrivate",
+        allowed: &["OWNER", "ADMIN", "MODERATOR"],
+        outsider: "NOT_FOUND",
+        denied: "NOT_FOUND",
     },
 ];
 
@@ -568,8 +617,63 @@ async fn attempt(world: &mut World, case: &str, actor: Actor, n: usize) -> anyho
                 )
             }
         }
+        "setContentPolicy" => (
+            "mutation($s: ID!) { setContentPolicy(input: {serverId: $s, policy: MASK}) }",
+            json!({ "s": world.server }),
+        ),
+        "setModerationThreshold" => (
+            "mutation($s: ID!) { setModerationThreshold(input: {serverId: $s, threshold: 0.7}) }",
+            json!({ "s": world.server }),
+        ),
+        "reportMessage" => {
+            // Someone else's message: nobody tries to report their own.
+            let message = send(&mut world.author, &world.text, &format!("report me {n}")).await?;
+            owner.consistency = world.author.consistency.clone();
+            (
+                "mutation($m: ID!) { reportMessage(input: {messageId: $m, reason: \"matrix\"}) }",
+                json!({ "m": message }),
+            )
+        }
+        "hideMessage" | "restoreMessage" | "dismissFlag" => {
+            let message = send(&mut world.author, &world.text, &format!("review me {n}")).await?;
+            owner.consistency = world.author.consistency.clone();
+            let (prepare, decide) = match case {
+                "hideMessage" => (None, "hideMessage"),
+                "restoreMessage" => (Some("hideMessage"), "restoreMessage"),
+                _ => (Some("reportMessage"), "dismissFlag"),
+            };
+            if let Some(prepare) = prepare {
+                let query = format!(
+                    "mutation($m: ID!) {{ {prepare}(input: {{messageId: $m, reason: \"matrix\"}}) {} }}",
+                    if prepare == "reportMessage" { "" } else { "{ id }" }
+                );
+                owner.ok(&query, json!({ "m": message })).await?;
+            }
+            let query = format!(
+                "mutation($m: ID!) {{ {decide}(input: {{messageId: $m, reason: \"matrix\"}}) {{ id }} }}"
+            );
+            return decided(world, actor, &query, json!({ "m": message })).await;
+        }
+        "forwardMessage" | "forwardFromPrivate" => {
+            let from = if case == "forwardMessage" { world.text.clone() } else { world.private.clone() };
+            let message = send(owner, &from, &format!("pass it on {n}")).await?;
+            (
+                "mutation($m: ID!, $c: ID!) { forwardMessage(input: {messageId: $m, channelId: $c}) { id } }",
+                json!({ "m": message, "c": world.text }),
+            )
+        }
         other => anyhow::bail!("no case {other}"),
     };
+    decided(world, actor, query, variables).await
+}
+
+/// `actor`'s attempt at `query` once the owner's preparations are read: "OK" or the code.
+async fn decided(
+    world: &mut World,
+    actor: Actor,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<String> {
     let consistency = world.owner.consistency.clone();
     let client = match actor {
         Actor::Role(role) => {
