@@ -304,3 +304,56 @@ async fn members_read_the_content_policy_and_threshold_that_admins_choose() -> a
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn moderators_hear_reports_and_decisions_on_server_events_and_members_do_not(
+) -> anyhow::Result<()> {
+    const NEWS: &str = "subscription($s: ID!) { serverEvents(serverId: $s) { kind messageId \
+                        userId actorId reason } }";
+    let dir = tempfile::tempdir()?;
+    let app = start(dir.path()).await?;
+    let mut anonymous = Client::new(app.local_addr);
+    let (mut alice, alice_id) = anonymous.register("alice").await?;
+    let (mut bob, bob_id) = anonymous.register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    let token = |client: &Client| client.token.clone().unwrap_or_default();
+    let mut moderator = Subscriber::connect(app.local_addr, &token(&alice)).await?;
+    let mut member = Subscriber::connect(app.local_addr, &token(&bob)).await?;
+    for news in [&mut moderator, &mut member] {
+        news.subscribe("n", NEWS, json!({ "s": place.server_id }))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let rude = send(&mut bob, &place.channel_id, "you are all useless").await?;
+    alice.consistency = bob.consistency.clone();
+    alice
+        .ok(REPORT, json!({ "m": rude, "r": "rude to everyone" }))
+        .await?;
+    alice
+        .ok(&decide("hideMessage"), json!({ "m": rude, "r": "abuse" }))
+        .await?;
+    alice
+        .ok(
+            "mutation($s: ID!) { renameServer(serverId: $s, name: \"Kind Rustaceans\") { id } }",
+            json!({ "s": place.server_id }),
+        )
+        .await?;
+
+    let reported = moderator.next_data("n", "serverEvents").await?;
+    assert_eq!(reported["kind"], "MESSAGE_REPORTED", "{reported}");
+    assert_eq!(reported["messageId"], rude.as_str());
+    assert_eq!(reported["userId"], bob_id.as_str(), "the author");
+    assert_eq!(reported["actorId"], alice_id.as_str(), "the reporter");
+    assert_eq!(reported["reason"], "rude to everyone");
+    let hidden = moderator.next_data("n", "serverEvents").await?;
+    assert_eq!(hidden["kind"], "MESSAGE_HIDDEN", "{hidden}");
+    assert_eq!(hidden["reason"], "abuse");
+    let renamed = moderator.next_data("n", "serverEvents").await?;
+    assert_eq!(renamed["kind"], "SERVER_RENAMED", "{renamed}");
+    // The member hears the rename and nothing of moderation before it.
+    let first = member.next_data("n", "serverEvents").await?;
+    assert_eq!(first["kind"], "SERVER_RENAMED", "{first}");
+    app.stop().await?;
+    Ok(())
+}

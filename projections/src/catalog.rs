@@ -4,6 +4,7 @@
 
 use aether_domain::conversation::ConversationEvent;
 use aether_domain::pins::PinsEvent;
+use aether_domain::review::ReviewEvent;
 use aether_domain::server::ServerEvent;
 use aether_domain::user::UserEvent;
 use aether_domain::{AvatarUrl, ChannelId, ConversationName, Role, ServerId, StatusText, UserId};
@@ -92,6 +93,10 @@ pub async fn apply_catalog_event(
                 .as_deref()
                 .and_then(|a| UserId::parse(a).ok());
             apply_server(tx, server, order, event, (at, actor), updates).await?;
+        }
+        "MessageReview" => {
+            let event: ReviewEvent = envelope.decode().map_err(|e| decode(&e))?;
+            apply_review(tx, event, envelope.occurred_at, updates).await?;
         }
         "ChannelPins" => {
             let event: PinsEvent = envelope.decode().map_err(|e| decode(&e))?;
@@ -371,7 +376,7 @@ async fn announce_in_channel(
 /// Numbers `kind` as the next event of `server` (not about one channel) and publishes it.
 async fn announce(
     tx: &mut dyn SqlWrite,
-    server: ServerId,
+    to: Newsroom,
     kind: ServerEventKind,
     data: ServerEventData,
     at: DateTime<Utc>,
@@ -382,12 +387,14 @@ async fn announce(
         .fetch_optional(
             "INSERT INTO server_events (server_id, seq, kind, channel_id, private, data, \
              occurred_at) \
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, NULL, FALSE, $3, $4 \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6 \
              FROM server_events WHERE server_id = $1 \
              RETURNING seq",
             vec![
-                server.to_string().into(),
+                to.server.to_string().into(),
                 kind_name(kind).into(),
+                to.channel.map(|c| c.to_string()).into(),
+                to.moderators_only.into(),
                 json.into(),
                 at.into(),
             ],
@@ -397,15 +404,77 @@ async fn announce(
         return Ok(());
     };
     updates.push(Update::Server(ServerEventRow {
-        server_id: server,
+        server_id: to.server,
         seq: row.get("seq")?,
         kind,
-        channel_id: None,
-        private: false,
+        channel_id: to.channel,
+        private: to.moderators_only,
         data,
         occurred_at: at,
     }));
     Ok(())
+}
+
+/// Whom a server's news is for: every member, or (`moderators_only`) those who may see private
+/// channels and moderate; about one channel or the server.
+struct Newsroom {
+    server: ServerId,
+    channel: Option<ChannelId>,
+    moderators_only: bool,
+}
+
+impl Newsroom {
+    fn everyone(server: ServerId) -> Self {
+        Self {
+            server,
+            channel: None,
+            moderators_only: false,
+        }
+    }
+}
+
+/// Moderation news of a server's message, for its moderators (`serverEvents`).
+async fn apply_review(
+    tx: &mut dyn SqlWrite,
+    event: ReviewEvent,
+    at: DateTime<Utc>,
+    updates: &mut Vec<Update>,
+) -> Result<(), ApplyError> {
+    use ServerEventKind as K;
+    let (kind, actor, reason) = match &event {
+        ReviewEvent::MessageFlagged { reason, .. } => (K::MessageFlagged, None, reason.clone()),
+        ReviewEvent::MessageReported {
+            reported_by,
+            reason,
+            ..
+        } => (K::MessageReported, Some(*reported_by), reason.to_string()),
+        ReviewEvent::MessageHidden {
+            hidden_by, reason, ..
+        } => (K::MessageHidden, *hidden_by, reason.clone()),
+        ReviewEvent::MessageRestored {
+            restored_by,
+            reason,
+            ..
+        } => (K::MessageRestored, Some(*restored_by), reason.to_string()),
+        ReviewEvent::FlagDismissed {
+            dismissed_by,
+            reason,
+            ..
+        } => (K::FlagDismissed, Some(*dismissed_by), reason.to_string()),
+    };
+    let to = Newsroom {
+        server: event.server_id(),
+        channel: Some(event.channel_id()),
+        moderators_only: true,
+    };
+    let data = ServerEventData {
+        user_id: Some(event.author_id()),
+        actor_id: actor,
+        message_id: Some(event.message_id()),
+        reason: Some(reason),
+        ..ServerEventData::default()
+    };
+    announce(tx, to, kind, data, at, updates).await
 }
 
 fn kind_name(kind: ServerEventKind) -> String {
@@ -564,7 +633,7 @@ async fn apply_server(
     // server's events are; everything else after its rows are written.
     if deleted {
         if let Some((kind, _, data)) = news.clone() {
-            announce(tx, server, kind, data, at, updates).await?;
+            announce(tx, Newsroom::everyone(server), kind, data, at, updates).await?;
         }
     }
     apply_server_rows(tx, server, order, event, updates).await?;
@@ -574,7 +643,7 @@ async fn apply_server(
         }
         match channel {
             Some(channel) => announce_in_channel(tx, channel, kind, data, at, updates).await?,
-            None => announce(tx, server, kind, data, at, updates).await?,
+            None => announce(tx, Newsroom::everyone(server), kind, data, at, updates).await?,
         }
     }
     Ok(())

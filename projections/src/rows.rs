@@ -177,6 +177,13 @@ pub enum ServerEventKind {
     MemberRoleChanged,
     MessagePinned,
     MessageUnpinned,
+    /// Moderation news, for MODERATOR and up only: the model flagged a message, a member
+    /// reported one, a message was hidden or restored, a flag was dismissed.
+    MessageFlagged,
+    MessageReported,
+    MessageHidden,
+    MessageRestored,
+    FlagDismissed,
 }
 
 impl ServerEventKind {
@@ -215,6 +222,9 @@ pub struct ServerEventData {
     pub position: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<MessageId>,
+    /// Why, for moderation news: the report's or the decision's reason, or the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One numbered event of a server: `seq` counts the server's events from 1 with no gap, so a
@@ -226,7 +236,8 @@ pub struct ServerEventRow {
     pub kind: ServerEventKind,
     /// The channel the event is about, if any.
     pub channel_id: Option<ChannelId>,
-    /// About a private channel: only members who may see private channels are told.
+    /// About a private channel, or moderation news: only members who may see private channels
+    /// (MODERATOR and up, who also moderate) are told.
     pub private: bool,
     pub data: ServerEventData,
     pub occurred_at: DateTime<Utc>,

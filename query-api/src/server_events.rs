@@ -48,6 +48,17 @@ pub enum ServerEventKindGql {
     MemberRoleChanged,
     MessagePinned,
     MessageUnpinned,
+    /// The model stage flagged a message (`messageId`, by `userId`; `reason` says why). This
+    /// and the next four are told to MODERATOR and up only: the moderation queue, live.
+    MessageFlagged,
+    /// `actorId` reported the message, with `reason`.
+    MessageReported,
+    /// The message was hidden: by `actorId`, or by the model stage when `actorId` is null.
+    MessageHidden,
+    /// `actorId` restored the message.
+    MessageRestored,
+    /// `actorId` dismissed the flag or reports; the message stays as it is.
+    FlagDismissed,
 }
 
 impl From<ServerEventKind> for ServerEventKindGql {
@@ -70,6 +81,11 @@ impl From<ServerEventKind> for ServerEventKindGql {
             K::MemberRoleChanged => Self::MemberRoleChanged,
             K::MessagePinned => Self::MessagePinned,
             K::MessageUnpinned => Self::MessageUnpinned,
+            K::MessageFlagged => Self::MessageFlagged,
+            K::MessageReported => Self::MessageReported,
+            K::MessageHidden => Self::MessageHidden,
+            K::MessageRestored => Self::MessageRestored,
+            K::FlagDismissed => Self::FlagDismissed,
         }
     }
 }
@@ -97,8 +113,10 @@ pub struct ServerEvent {
     pub category: Option<String>,
     /// The channel's place among the server's channels after `CHANNEL_MOVED`, from 0.
     pub position: Option<i64>,
-    /// The message pinned or unpinned.
+    /// The message pinned, unpinned, or the moderation news is about.
     pub message_id: Option<ID>,
+    /// Why, for moderation news.
+    pub reason: Option<String>,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -118,6 +136,7 @@ impl From<ServerEventRow> for ServerEvent {
             category: row.data.category,
             position: row.data.position,
             message_id: row.data.message_id.map(|m| id(&m)),
+            reason: row.data.reason,
             occurred_at: row.occurred_at,
         }
     }

@@ -373,8 +373,9 @@ impl SubscriptionRoot {
 
     /// What happens in a server: channels created, renamed, archived, unarchived, moved and
     /// their topics; members joining, leaving, removed, banned and their roles; the server
-    /// renamed, deleted or handed to a new owner; pins in its channels. News of a private
-    /// channel only for MODERATOR and above. With `after` (a cursor from an earlier event),
+    /// renamed, deleted or handed to a new owner; pins in its channels; and, for MODERATOR and
+    /// above only, moderation (messages flagged, reported, hidden, restored, flags dismissed):
+    /// the moderation queue, live. News of a private channel only for MODERATOR and above. With `after` (a cursor from an earlier event),
     /// the events since then come first, then live ones: no gap, no duplicate. `NOT_FOUND` for
     /// an unknown or deleted server, `FORBIDDEN` for a non-member; ends after `SERVER_DELETED`,
     /// and with `FORBIDDEN` when the caller stops being a member.

@@ -92,12 +92,25 @@ export type ServerEventKind =
   | 'CHANNEL_RENAMED'
   | 'CHANNEL_TOPIC_CHANGED'
   | 'CHANNEL_UNARCHIVED'
+  /** `actorId` dismissed the flag or reports; the message stays as it is. */
+  | 'FLAG_DISMISSED'
   | 'MEMBER_BANNED'
   | 'MEMBER_JOINED'
   | 'MEMBER_LEFT'
   | 'MEMBER_REMOVED'
   | 'MEMBER_ROLE_CHANGED'
+  /**
+   * The model stage flagged a message (`messageId`, by `userId`; `reason` says why). This
+   * and the next four are told to MODERATOR and up only: the moderation queue, live.
+   */
+  | 'MESSAGE_FLAGGED'
+  /** The message was hidden: by `actorId`, or by the model stage when `actorId` is null. */
+  | 'MESSAGE_HIDDEN'
   | 'MESSAGE_PINNED'
+  /** `actorId` reported the message, with `reason`. */
+  | 'MESSAGE_REPORTED'
+  /** `actorId` restored the message. */
+  | 'MESSAGE_RESTORED'
   | 'MESSAGE_UNPINNED'
   /** `userId` owns the server now; `actorId`, the previous owner, is an ADMIN. */
   | 'OWNERSHIP_TRANSFERRED'

@@ -286,6 +286,12 @@ export class App {
       // Pins reach the timelines through the channel's own events.
       case "MESSAGE_PINNED":
       case "MESSAGE_UNPINNED":
+      // Moderation news changes no list; hidden and restored messages reach the timelines.
+      case "MESSAGE_FLAGGED":
+      case "MESSAGE_REPORTED":
+      case "MESSAGE_HIDDEN":
+      case "MESSAGE_RESTORED":
+      case "FLAG_DISMISSED":
         return;
       case "MEMBER_JOINED":
       case "MEMBER_LEFT":
