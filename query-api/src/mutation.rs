@@ -1384,15 +1384,21 @@ impl MutationRoot {
     }
 }
 
-/// Blocks or unblocks `user_id` for the caller; their next read on this instance sees it.
+/// Blocks or unblocks `user_id` for the caller; once the catalog has it (waited for here, a
+/// few seconds at most), their next read on this instance, and every update their
+/// subscriptions here deliver, sees it.
 async fn set_blocked(ctx: &Context<'_>, user_id: &ID, blocked: bool) -> ApiResult<bool> {
     let me = require_caller(ctx)?;
     let other =
         UserId::parse(user_id).map_err(|_| ApiError::bad_input("userId is not a valid id"))?;
-    let record = state(ctx)
+    let state = state(ctx);
+    let record = state
         .commands
         .set_blocked(&context(ctx), other, blocked)
         .await?;
+    state
+        .wait_until_projected(&record.position.event, std::time::Duration::from_secs(5))
+        .await;
     let blocked = committed(ctx, record);
     ctx.data_unchecked::<std::sync::Arc<crate::blocks::BlockLists>>()
         .forget(me);
