@@ -85,8 +85,13 @@ pub fn hides(list: &HashSet<UserId>, author: UserId, original_author: Option<Use
 /// with everyone: it shows words `list` hides, or may quote them (a reply; the quoted
 /// message's author is known only when resolving).
 pub fn personal(list: &HashSet<UserId>, message: &MessageRow) -> bool {
+    hides_row(list, message) || (!list.is_empty() && message.reply_to_id.is_some())
+}
+
+/// [`hides`] for a message as the read model has it.
+pub fn hides_row(list: &HashSet<UserId>, message: &MessageRow) -> bool {
     let original = message.forwarded_from.map(|origin| origin.author_id);
-    hides(list, message.author_id, original) || (!list.is_empty() && message.reply_to_id.is_some())
+    hides(list, message.author_id, original)
 }
 
 /// One subscriber's list, kept by their subscription and refreshed from the shared lists when

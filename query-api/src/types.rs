@@ -1196,10 +1196,9 @@ impl Message {
         let blocks = gql(callers_blocks(ctx).await)?;
         let withheld = match &quoted {
             Some(quoted)
-                if blocks.as_ref().is_some_and(|list| {
-                    let original = quoted.forwarded_from.map(|origin| origin.author_id);
-                    crate::blocks::hides(list, quoted.author_id, original)
-                }) =>
+                if blocks
+                    .as_ref()
+                    .is_some_and(|list| crate::blocks::hides_row(list, quoted)) =>
             {
                 true
             }
