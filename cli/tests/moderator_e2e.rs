@@ -35,7 +35,7 @@ const DISTRIBUTED_HIDDEN_WITHIN: Duration = Duration::from_secs(5);
 const TOXIC: &str = "you pathetic moron, nobody here can stand you";
 const HARMLESS: &str = "the release went out this morning, thanks all";
 
-const EVENTS: &str = "subscription($c: ID!) { channelEvents(channelId: $c) { __typename cursor \
+const EVENTS: &str = "subscription($c: ID!, $after: String) { channelEvents(channelId: $c, after: $after) { __typename cursor \
      ... on MessageSent { message { id } } \
      ... on MessageHidden { message { id body hidden } } \
      ... on MessageRestored { message { id body hidden } } } }";
@@ -83,7 +83,7 @@ async fn flagged_hidden_and_restored(
     let channel = place.channel_id.clone();
     let mut watching = Subscriber::connect(addr, member.token.as_deref().unwrap_or("")).await?;
     watching
-        .subscribe("m", EVENTS, json!({ "c": channel }))
+        .subscribe("m", EVENTS, json!({ "c": channel, "after": "0" }))
         .await?;
 
     let harmless = send(member, &channel, HARMLESS).await?;
@@ -298,7 +298,7 @@ async fn without_its_model_the_moderator_is_alive_not_ready_and_delivery_goes_on
     let mut watching =
         Subscriber::connect(instance.local_addr, bob.token.as_deref().unwrap_or("")).await?;
     watching
-        .subscribe("m", EVENTS, json!({ "c": place.channel_id }))
+        .subscribe("m", EVENTS, json!({ "c": place.channel_id, "after": "0" }))
         .await?;
     let sent = send(&mut bob, &place.channel_id, TOXIC).await?;
     let event = watching.next_event("m").await?;

@@ -17,7 +17,7 @@ const UNPIN: &str =
     "mutation($m: ID!) { unpinMessage(messageId: $m) { id pinnedAt pinnedBy { username } } }";
 const PINS: &str = "query($c: ID!, $first: Int, $after: String) { channel(id: $c) { pins(first: $first, \
                     after: $after) { pageInfo { hasNextPage endCursor } edges { cursor node { body pinnedBy { username } } } } } }";
-const EVENTS: &str = "subscription($c: ID!) { channelEvents(channelId: $c) { __typename cursor \
+const EVENTS: &str = "subscription($c: ID!, $after: String) { channelEvents(channelId: $c, after: $after) { __typename cursor \
      ... on MessagePinned { message { id pinnedAt pinnedBy { username } } } \
      ... on MessageUnpinned { message { id pinnedAt } } } }";
 
@@ -46,9 +46,10 @@ async fn the_owner_pins_members_see_it_live_and_in_the_pins_and_members_may_not_
     let mut watching =
         Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or("")).await?;
     watching
-        .subscribe("p", EVENTS, json!({ "c": channel }))
+        .subscribe("p", EVENTS, json!({ "c": channel, "after": "0" }))
         .await?;
-    // The subscription is live once an event of its own arrives.
+    // Read from the (empty) channel's start: a message stored before the subscription takes its
+    // place still arrives.
     let rules = send(&mut alice, &channel, "House rules: be kind").await?;
     assert_eq!(watching.next_event("p").await?["__typename"], "MessageSent");
     let faq = send(&mut bob, &channel, "FAQ: see the wiki").await?;

@@ -19,7 +19,7 @@ const QUEUE: &str = "query($s: ID!, $after: String) { moderationQueue(serverId: 
                      moderation { open flag { score } reports { reason reportedBy { username } } } } } } }";
 const HISTORY: &str = "query($c: ID!) { channel(id: $c) { messages(last: 10) { edges { node { \
                        id body hidden moderation { open } } } } } }";
-const EVENTS: &str = "subscription($c: ID!) { channelEvents(channelId: $c) { __typename cursor \
+const EVENTS: &str = "subscription($c: ID!, $after: String) { channelEvents(channelId: $c, after: $after) { __typename cursor \
      ... on MessageSent { message { id } } \
      ... on MessageHidden { message { id body hidden } } \
      ... on MessageRestored { message { id body hidden } } } }";
@@ -74,7 +74,7 @@ async fn a_reported_message_is_queued_hidden_from_members_and_restored() -> anyh
     let mut watching =
         Subscriber::connect(app.local_addr, carol.token.as_deref().unwrap_or("")).await?;
     watching
-        .subscribe("m", EVENTS, json!({ "c": channel }))
+        .subscribe("m", EVENTS, json!({ "c": channel, "after": "0" }))
         .await?;
     let rude = send(&mut bob, &channel, "carol, you are useless").await?;
     assert_eq!(watching.next_event("m").await?["__typename"], "MessageSent");
