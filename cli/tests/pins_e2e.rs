@@ -1,6 +1,7 @@
-//! Pins end to end through the embedded application: `pinMessage` and `unpinMessage`, the
-//! `pins` connection of a channel and of a conversation, `MessagePinned` and `MessageUnpinned`
-//! on `channelEvents`, the per-channel limit, who may pin, and bad input.
+//! Pins end to end, in the embedded mode and on the distributed read models (`in_both_modes!`):
+//! `pinMessage` and `unpinMessage`, the `pins` connection of a channel and of a conversation,
+//! `MessagePinned` and `MessageUnpinned` on `channelEvents`, the per-channel limit, who may pin,
+//! and bad input.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use aether_cli::roles::{start_embedded, EmbeddedConfig};
-use common::{community, newest, send, start, unlimited, Client, Subscriber};
+use common::{community, newest, send, unlimited, Client, Subscriber};
 use serde_json::{json, Value};
 
 const PIN: &str =
@@ -30,12 +31,10 @@ fn bodies(pins: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
 async fn the_owner_pins_members_see_it_live_and_in_the_pins_and_members_may_not_pin(
+    addr: SocketAddr,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, _) = anonymous.register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
@@ -43,8 +42,7 @@ async fn the_owner_pins_members_see_it_live_and_in_the_pins_and_members_may_not_
     alice.consistency = newest(&alice.consistency, &bob.consistency);
     alice.ok("{ me { id } }", json!({})).await?;
 
-    let mut watching =
-        Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or("")).await?;
+    let mut watching = Subscriber::connect(addr, bob.token.as_deref().unwrap_or("")).await?;
     watching
         .subscribe("p", EVENTS, json!({ "c": channel, "after": "0" }))
         .await?;
@@ -159,9 +157,10 @@ async fn the_owner_pins_members_see_it_live_and_in_the_pins_and_members_may_not_
         alice.error_code(PIN, json!({ "m": faq })).await?,
         "CONFLICT"
     );
-    app.stop().await?;
     Ok(())
 }
+
+in_both_modes!(the_owner_pins_members_see_it_live_and_in_the_pins_and_members_may_not_pin);
 
 #[tokio::test]
 async fn either_participant_pins_in_a_conversation_and_a_channel_holds_the_configured_number(

@@ -1,13 +1,14 @@
-//! Servers and channels end to end through the embedded application: a channel's topic, its
-//! category and place, unarchiving, handing a server to another member, deleting a server, and
-//! the `serverEvents` subscription (live, resumed from a cursor, filtered like
-//! `Server.channels`, ended when the caller stops being a member).
+//! Servers and channels end to end, in the embedded mode and on the distributed read models
+//! (`in_both_modes!`): a channel's topic, its category and place, unarchiving, handing a server to
+//! another member, deleting a server, and the `serverEvents` subscription (live, resumed from a
+//! cursor, filtered like `Server.channels`, ended when the caller stops being a member).
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{community, newest, send, start, Client, Subscriber, CHANNEL_EVENTS};
+use common::{community, newest, send, Client, Subscriber, CHANNEL_EVENTS};
 use serde_json::{json, Value};
 
 const TOPIC: &str = "mutation($c: ID!, $t: String) { setChannelTopic(channelId: $c, topic: $t) \
@@ -61,12 +62,10 @@ async fn next_server_event(subscriber: &mut Subscriber, id: &str) -> anyhow::Res
     subscriber.next_data(id, "serverEvents").await
 }
 
-#[tokio::test]
-async fn admins_set_topics_move_channels_under_categories_and_unarchive_them() -> anyhow::Result<()>
-{
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+async fn admins_set_topics_move_channels_under_categories_and_unarchive_them(
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, _) = anonymous.register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
@@ -193,11 +192,12 @@ async fn admins_set_topics_move_channels_under_categories_and_unarchive_them() -
     Ok(())
 }
 
-#[tokio::test]
-async fn the_owner_hands_the_server_over_and_the_new_owner_deletes_it() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+in_both_modes!(admins_set_topics_move_channels_under_categories_and_unarchive_them);
+
+async fn the_owner_hands_the_server_over_and_the_new_owner_deletes_it(
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, bob_id) = anonymous.register("bob").await?;
     let (mut carol, carol_id) = anonymous.register("carol").await?;
@@ -255,8 +255,7 @@ async fn the_owner_hands_the_server_over_and_the_new_owner_deletes_it() -> anyho
         "FORBIDDEN"
     );
 
-    let mut watching =
-        Subscriber::connect(app.local_addr, alice.token.as_deref().unwrap_or("")).await?;
+    let mut watching = Subscriber::connect(addr, alice.token.as_deref().unwrap_or("")).await?;
     watching
         .subscribe("c", CHANNEL_EVENTS, json!({ "c": general, "after": "0" }))
         .await?;
@@ -315,11 +314,12 @@ async fn the_owner_hands_the_server_over_and_the_new_owner_deletes_it() -> anyho
     Ok(())
 }
 
-#[tokio::test]
-async fn server_events_are_pushed_resumed_filtered_and_end_with_membership() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+in_both_modes!(the_owner_hands_the_server_over_and_the_new_owner_deletes_it);
+
+async fn server_events_are_pushed_resumed_filtered_and_end_with_membership(
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, bob_id) = anonymous.register("bob").await?;
     let (mut carol, _) = anonymous.register("carol").await?;
@@ -328,8 +328,7 @@ async fn server_events_are_pushed_resumed_filtered_and_end_with_membership() -> 
     alice.consistency = newest(&alice.consistency, &bob.consistency);
 
     // Refusals: a stranger, an unknown server, a bad cursor.
-    let mut stranger =
-        Subscriber::connect(app.local_addr, carol.token.as_deref().unwrap_or("")).await?;
+    let mut stranger = Subscriber::connect(addr, carol.token.as_deref().unwrap_or("")).await?;
     stranger
         .subscribe("s", SERVER_EVENTS, json!({ "s": server }))
         .await?;
@@ -347,8 +346,7 @@ async fn server_events_are_pushed_resumed_filtered_and_end_with_membership() -> 
         .await?;
     assert_eq!(stranger.refusal("b").await?, "BAD_USER_INPUT");
 
-    let mut watching =
-        Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or("")).await?;
+    let mut watching = Subscriber::connect(addr, bob.token.as_deref().unwrap_or("")).await?;
     watching
         .subscribe("e", SERVER_EVENTS, json!({ "s": server }))
         .await?;
@@ -408,7 +406,7 @@ async fn server_events_are_pushed_resumed_filtered_and_end_with_membership() -> 
     watching.assert_quiet(Duration::from_millis(300)).await?;
 
     // Resumed from a cursor: what came after it, in order, then live, nothing twice.
-    let mut again = Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or("")).await?;
+    let mut again = Subscriber::connect(addr, bob.token.as_deref().unwrap_or("")).await?;
     again
         .subscribe(
             "r",
@@ -470,3 +468,5 @@ async fn server_events_are_pushed_resumed_filtered_and_end_with_membership() -> 
     watching.assert_quiet(Duration::from_millis(300)).await?;
     Ok(())
 }
+
+in_both_modes!(server_events_are_pushed_resumed_filtered_and_end_with_membership);

@@ -1,13 +1,15 @@
-//! Replies and threads end to end through the embedded application: `replyToId` quoting a
-//! message, thread replies that stay in their thread or also go to the channel, the root's
-//! thread summary, the `thread` connection, `threadEvents` (live and resumed) beside
-//! `channelEvents` (which announces thread-only replies as `ThreadReplied`), and bad input.
+//! Replies and threads end to end, in the embedded mode and on the distributed read models
+//! (`in_both_modes!`): `replyToId` quoting a message, thread replies that stay in their thread or
+//! also go to the channel, the root's thread summary, the `thread` connection, `threadEvents`
+//! (live and resumed) beside `channelEvents` (which announces thread-only replies as
+//! `ThreadReplied`), and bad input.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{community, newest, send, start, Client, Subscriber};
+use common::{community, newest, send, Client, Subscriber};
 use serde_json::{json, Value};
 
 const SEND: &str = "mutation($c: ID!, $b: String!, $r: ID, $t: ID, $also: Boolean! = false) { \
@@ -49,20 +51,17 @@ fn id(message: &Value) -> String {
     message["id"].as_str().unwrap_or_default().to_owned()
 }
 
-#[tokio::test]
 async fn replies_quote_threads_summarise_on_their_root_and_stream_on_their_own(
+    addr: SocketAddr,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, _) = anonymous.register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
     let channel = place.channel_id.clone();
     alice.consistency = newest(&alice.consistency, &bob.consistency);
 
-    let mut watching =
-        Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or("")).await?;
+    let mut watching = Subscriber::connect(addr, bob.token.as_deref().unwrap_or("")).await?;
     watching
         .subscribe("c", CHANNEL, json!({ "c": channel, "after": "0" }))
         .await?;
@@ -96,8 +95,7 @@ async fn replies_quote_threads_summarise_on_their_root_and_stream_on_their_own(
     assert_eq!(event["message"]["replyTo"]["messageId"], root.as_str());
 
     // Bob watches the root's thread from its start.
-    let mut thread_sees =
-        Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or("")).await?;
+    let mut thread_sees = Subscriber::connect(addr, bob.token.as_deref().unwrap_or("")).await?;
     thread_sees
         .subscribe("t", THREAD, json!({ "r": root, "after": "0" }))
         .await?;
@@ -203,8 +201,7 @@ async fn replies_quote_threads_summarise_on_their_root_and_stream_on_their_own(
     );
 
     // A thread subscriber resuming after the first reply gets the rest, in order, once.
-    let mut resumed =
-        Subscriber::connect(app.local_addr, alice.token.as_deref().unwrap_or("")).await?;
+    let mut resumed = Subscriber::connect(addr, alice.token.as_deref().unwrap_or("")).await?;
     resumed
         .subscribe("t2", THREAD, json!({ "r": root, "after": first_cursor }))
         .await?;
@@ -214,16 +211,15 @@ async fn replies_quote_threads_summarise_on_their_root_and_stream_on_their_own(
     assert_eq!(again["__typename"], "MessageEdited");
     resumed.assert_quiet(Duration::from_millis(300)).await?;
 
-    app.stop().await?;
     Ok(())
 }
 
-#[tokio::test]
+in_both_modes!(replies_quote_threads_summarise_on_their_root_and_stream_on_their_own);
+
 async fn links_that_are_elsewhere_nested_or_deleted_are_refused_and_outsiders_see_no_thread(
+    addr: SocketAddr,
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, _) = anonymous.register("bob").await?;
     let (mut mallory, _) = anonymous.register("mallory").await?;
@@ -308,8 +304,7 @@ async fn links_that_are_elsewhere_nested_or_deleted_are_refused_and_outsiders_se
     let hidden = mallory.raw(PAGE, json!({ "r": root })).await?;
     assert_eq!(hidden["data"]["thread"], Value::Null, "{hidden}");
     assert!(hidden.get("errors").is_none_or(Value::is_null), "{hidden}");
-    let mut outsider =
-        Subscriber::connect(app.local_addr, mallory.token.as_deref().unwrap_or("")).await?;
+    let mut outsider = Subscriber::connect(addr, mallory.token.as_deref().unwrap_or("")).await?;
     outsider
         .subscribe("t", THREAD, json!({ "r": root }))
         .await?;
@@ -318,6 +313,7 @@ async fn links_that_are_elsewhere_nested_or_deleted_are_refused_and_outsiders_se
         .subscribe("u", THREAD, json!({ "r": unknown }))
         .await?;
     assert_eq!(outsider.refusal("u").await?, "NOT_FOUND");
-    app.stop().await?;
     Ok(())
 }
+
+in_both_modes!(links_that_are_elsewhere_nested_or_deleted_are_refused_and_outsiders_see_no_thread);

@@ -185,6 +185,15 @@ impl Running {
     }
 }
 
+/// A `Running` dropped without [`Running::stop`] (a caller that gave up half-way, a test that
+/// failed) still stops its roles: their loops, some on blocking threads that follow the broker,
+/// end with the token, so the runtime that ran them can shut down instead of waiting on them.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// What the two modes hand the API once their stores and feeds are in place.
 pub(crate) struct AppParts {
     pub(crate) store: EventStoreBackend,

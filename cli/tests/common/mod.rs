@@ -183,6 +183,34 @@ impl Cluster {
     }
 }
 
+/// Runs the scenario `async fn name(addr: SocketAddr) -> anyhow::Result<()>` as two tests,
+/// `name::embedded` (one embedded instance on its own SQLite read models) and
+/// `name::distributed` (an API instance of a [`Cluster`], reading the projectors' PostgreSQL and
+/// MongoDB read models): what a client sees must not depend on the mode.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test]
+            async fn embedded() -> anyhow::Result<()> {
+                let dir = tempfile::tempdir()?;
+                let app = $crate::common::start(dir.path()).await?;
+                super::$scenario(app.local_addr).await?;
+                app.stop().await?;
+                Ok(())
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn distributed() -> anyhow::Result<()> {
+                let cluster = $crate::common::Cluster::start(2).await?;
+                let api = cluster.instance($crate::common::unlimited(), true).await?;
+                super::$scenario(api.local_addr).await?;
+                cluster.stop(vec![api]).await
+            }
+        }
+    };
+}
+
 pub fn mongo_url() -> String {
     std::env::var("AETHER_TEST_MONGO")
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".to_owned())
