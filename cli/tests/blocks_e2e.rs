@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use common::{community, send, Client, Cluster, Subscriber};
+use common::{community, send, Client, Subscriber};
 use serde_json::{json, Value};
 
 const BLOCK: &str = "mutation($u: ID!) { blockUser(userId: $u) }";
@@ -195,19 +195,4 @@ async fn blocking_hides_words_and_stops_direct_messages(addr: SocketAddr) -> any
     Ok(())
 }
 
-#[tokio::test]
-async fn embedded_blocking_hides_words_and_stops_direct_messages() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = common::start(dir.path()).await?;
-    blocking_hides_words_and_stops_direct_messages(app.local_addr).await?;
-    app.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributed_blocking_hides_words_and_stops_direct_messages() -> anyhow::Result<()> {
-    let cluster = Cluster::start(2).await?;
-    let api = cluster.instance(common::unlimited(), true).await?;
-    blocking_hides_words_and_stops_direct_messages(api.local_addr).await?;
-    cluster.stop(vec![api]).await
-}
+in_both_modes!(blocking_hides_words_and_stops_direct_messages);

@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use common::{community, send, Client, Cluster};
+use common::{community, send, Client};
 use serde_json::{json, Value};
 
 const FORWARD: &str = "mutation($m: ID!, $c: ID, $d: ID) { forwardMessage(input: \
@@ -136,19 +136,4 @@ async fn forwards_keep_their_origin_for_those_who_may_see_it(
     Ok(())
 }
 
-#[tokio::test]
-async fn embedded_forwards_keep_their_origin_for_those_who_may_see_it() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = common::start(dir.path()).await?;
-    forwards_keep_their_origin_for_those_who_may_see_it(app.local_addr).await?;
-    app.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributed_forwards_keep_their_origin_for_those_who_may_see_it() -> anyhow::Result<()> {
-    let cluster = Cluster::start(2).await?;
-    let api = cluster.instance(common::unlimited(), true).await?;
-    forwards_keep_their_origin_for_those_who_may_see_it(api.local_addr).await?;
-    cluster.stop(vec![api]).await
-}
+in_both_modes!(forwards_keep_their_origin_for_those_who_may_see_it);

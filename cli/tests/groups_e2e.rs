@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::{Client, Cluster, Subscriber};
+use common::{Client, Subscriber};
 use serde_json::{json, Value};
 
 const OPEN: &str = "mutation($u: [ID!]!) { openDirectConversation(userIds: $u) { \
@@ -77,7 +77,12 @@ async fn groups_change_people_and_names(addr: SocketAddr) -> anyhow::Result<()> 
     // Any participant names it; bob hears of it live.
     let renamed = bob.ok(RENAME, json!({ "c": group, "n": " Trip " })).await?;
     assert_eq!(renamed["renameConversation"]["name"], "Trip");
-    let news = bobs_feed.next_data("news", "userEvents").await?;
+    let mut news = bobs_feed.next_data("news", "userEvents").await?;
+    if news["__typename"] == "ConversationOpened" {
+        // The opening itself, when it reached this instance after the subscription began (in
+        // the distributed mode news arrive from the projectors, after the mutation's answer).
+        news = bobs_feed.next_data("news", "userEvents").await?;
+    }
     assert_eq!(news["__typename"], "ConversationChanged", "{news}");
     assert_eq!(news["conversation"]["name"], "Trip", "{news}");
 
@@ -225,19 +230,4 @@ async fn groups_change_people_and_names(addr: SocketAddr) -> anyhow::Result<()> 
     Ok(())
 }
 
-#[tokio::test]
-async fn embedded_groups_change_people_and_names() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = common::start(dir.path()).await?;
-    groups_change_people_and_names(app.local_addr).await?;
-    app.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributed_groups_change_people_and_names() -> anyhow::Result<()> {
-    let cluster = Cluster::start(2).await?;
-    let api = cluster.instance(common::unlimited(), true).await?;
-    groups_change_people_and_names(api.local_addr).await?;
-    cluster.stop(vec![api]).await
-}
+in_both_modes!(groups_change_people_and_names);

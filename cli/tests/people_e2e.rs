@@ -6,7 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{community, Client, Cluster};
+use common::{community, Client};
 use serde_json::{json, Value};
 
 const USER: &str = "query($id: ID!) { user(id: $id) { username displayName presence } }";
@@ -167,36 +167,6 @@ async fn a_profile_shows_a_picture_and_a_status(addr: SocketAddr) -> anyhow::Res
     Ok(())
 }
 
-#[tokio::test]
-async fn embedded_a_profile_shows_a_picture_and_a_status() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = common::start(dir.path()).await?;
-    a_profile_shows_a_picture_and_a_status(app.local_addr).await?;
-    app.stop().await?;
-    Ok(())
-}
+in_both_modes!(a_profile_shows_a_picture_and_a_status);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributed_a_profile_shows_a_picture_and_a_status() -> anyhow::Result<()> {
-    let cluster = Cluster::start(2).await?;
-    let api = cluster.instance(common::unlimited(), true).await?;
-    a_profile_shows_a_picture_and_a_status(api.local_addr).await?;
-    cluster.stop(vec![api]).await
-}
-
-#[tokio::test]
-async fn embedded_people_are_found_only_through_what_they_share() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = common::start(dir.path()).await?;
-    people_are_found_only_through_what_they_share(app.local_addr).await?;
-    app.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributed_people_are_found_only_through_what_they_share() -> anyhow::Result<()> {
-    let cluster = Cluster::start(2).await?;
-    let api = cluster.instance(common::unlimited(), true).await?;
-    people_are_found_only_through_what_they_share(api.local_addr).await?;
-    cluster.stop(vec![api]).await
-}
+in_both_modes!(people_are_found_only_through_what_they_share);

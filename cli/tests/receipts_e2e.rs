@@ -1,7 +1,10 @@
-//! Read receipts end to end through the embedded application: `markRead`, the channel's read
-//! state (unread and mention badges), and the rules that keep a pointer honest.
+//! Read receipts end to end, in the embedded mode and (but for the restart) on the distributed
+//! read models: `markRead`, the channel's read state (unread and mention badges), mentions, and
+//! the rules that keep a pointer honest.
 
 mod common;
+
+use std::net::SocketAddr;
 
 use common::{community, send, start, Client, Subscriber, PATIENCE};
 use serde_json::{json, Value};
@@ -111,11 +114,8 @@ async fn badges_count_what_a_member_has_not_read_and_mark_read_clears_them() -> 
     Ok(())
 }
 
-#[tokio::test]
-async fn mark_read_refuses_what_the_caller_cannot_mark() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+async fn mark_read_refuses_what_the_caller_cannot_mark(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, _) = anonymous.register("bob").await?;
     let (mut carol, _) = anonymous.register("carol").await?;
@@ -172,9 +172,10 @@ async fn mark_read_refuses_what_the_caller_cannot_mark() -> anyhow::Result<()> {
     let state = read_state(&mut bob, channel).await?;
     assert_eq!(state["lastReadMessageId"], Value::Null);
     assert_eq!(state["unreadCount"], 1);
-    app.stop().await?;
     Ok(())
 }
+
+in_both_modes!(mark_read_refuses_what_the_caller_cannot_mark);
 
 /// `reader`'s badges in `channel` once `writer`'s writes are in the read models.
 async fn badges_after(
@@ -190,12 +191,10 @@ async fn badges_after(
     ))
 }
 
-#[tokio::test]
-async fn everyone_and_here_mention_people_when_a_moderator_or_more_sends_them() -> anyhow::Result<()>
-{
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+async fn everyone_and_here_mention_people_when_a_moderator_or_more_sends_them(
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, bob_id) = anonymous.register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
@@ -214,8 +213,7 @@ async fn everyone_and_here_mention_people_when_a_moderator_or_more_sends_them() 
     assert_eq!(badges_after(&mut bob, &alice, channel).await?, (2, 1));
 
     // Once bob is connected (and shows so), `@here` reaches him.
-    let _socket =
-        Subscriber::connect(app.local_addr, bob.token.as_deref().unwrap_or_default()).await?;
+    let _socket = Subscriber::connect(addr, bob.token.as_deref().unwrap_or_default()).await?;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let me = bob.ok("{ me { presence } }", json!({})).await?;
@@ -248,19 +246,18 @@ async fn everyone_and_here_mention_people_when_a_moderator_or_more_sends_them() 
         )
         .await?;
     assert_eq!(badges_after(&mut bob, &alice, channel).await?, (4, 2));
-    app.stop().await?;
     Ok(())
 }
 
-#[tokio::test]
+in_both_modes!(everyone_and_here_mention_people_when_a_moderator_or_more_sends_them);
+
 async fn a_thread_reply_is_unread_in_the_channel_only_when_sent_there_but_its_mention_counts(
+    addr: SocketAddr,
 ) -> anyhow::Result<()> {
     const REPLY: &str = "mutation($c: ID!, $b: String!, $t: ID!, $also: Boolean) { \
          sendMessage(input: {channelId: $c, body: $b, threadRootId: $t, alsoToChannel: $also}) \
          { id } }";
-    let dir = tempfile::tempdir()?;
-    let app = start(dir.path()).await?;
-    let mut anonymous = Client::new(app.local_addr);
+    let mut anonymous = Client::new(addr);
     let (mut alice, _) = anonymous.register("alice").await?;
     let (mut bob, bob_id) = anonymous.register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
@@ -284,6 +281,7 @@ async fn a_thread_reply_is_unread_in_the_channel_only_when_sent_there_but_its_me
     // The root and the reply also sent to the channel; the mention in the thread counts.
     assert_eq!(state["unreadCount"], 2, "{state}");
     assert_eq!(state["mentionCount"], 1, "{state}");
-    app.stop().await?;
     Ok(())
 }
+
+in_both_modes!(a_thread_reply_is_unread_in_the_channel_only_when_sent_there_but_its_mention_counts);
