@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aether_kafka::read::partitions;
@@ -151,7 +152,10 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 /// A reader of every partition of the event topics, outside any consumer group: it starts where
 /// the checkpoint says and commits nothing to the broker.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    config: KafkaConfig,
+    /// Replaced by a fresh consumer at every seek after the first (see [`Self::seek`]).
+    consumer: Mutex<Arc<BaseConsumer>>,
+    assigned: AtomicBool,
     topics: Vec<String>,
 }
 
@@ -166,21 +170,33 @@ impl fmt::Debug for KafkaSource {
 impl KafkaSource {
     /// A reader of the given catalogue topics (names without the deployment prefix).
     pub fn new(config: &KafkaConfig, topics: &[&str]) -> Result<Self, KafkaError> {
-        let consumer = config
-            .follower("aether-projector")
-            .set("auto.offset.reset", "earliest")
-            .create()?;
         Ok(Self {
-            consumer,
+            consumer: Mutex::new(Arc::new(Self::reader(config)?)),
+            config: config.clone(),
+            assigned: AtomicBool::new(false),
             topics: topics.iter().map(|topic| config.topic(topic)).collect(),
         })
+    }
+
+    fn reader(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
+        Ok(config
+            .follower("aether-projector")
+            .set("auto.offset.reset", "earliest")
+            .create()?)
+    }
+
+    fn consumer(&self) -> Arc<BaseConsumer> {
+        self.consumer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every partition of the source's topics.
     pub fn partitions(&self) -> Result<Vec<TopicPartition>, KafkaError> {
         let mut all = Vec::new();
         for topic in &self.topics {
-            let count = partitions(&self.consumer, topic)?;
+            let count = partitions(&self.consumer(), topic)?;
             if count == 0 {
                 return Err(KafkaError::Other(format!(
                     "topic {topic} does not exist: run `aether kafka init`"
@@ -195,6 +211,12 @@ impl KafkaSource {
     }
 
     /// Assigns every partition, each at its checkpointed offset (or the beginning). Blocking.
+    ///
+    /// A seek after the first (a projector resumed, or reloading after a failed batch) assigns
+    /// on a fresh consumer: librdkafka (through 2.15) can abort the process with
+    /// `rd_kafka_assignment_partition_stopped: Assertion 'rktp->rktp_started' failed` when an
+    /// assignment replaces one whose partitions are still stopping, which a rebuild's catch-up
+    /// did now and then.
     pub fn seek(&self, checkpoint: &Checkpoint) -> Result<(), KafkaError> {
         let mut assignment = TopicPartitionList::new();
         for partition in self.partitions()? {
@@ -204,7 +226,21 @@ impl KafkaSource {
             };
             assignment.add_partition_offset(&partition.topic, partition.partition, offset)?;
         }
-        self.consumer.assign(&assignment)?;
+        let consumer = if self.assigned.swap(true, Ordering::SeqCst) {
+            let fresh = Arc::new(Self::reader(&self.config)?);
+            let old = std::mem::replace(
+                &mut *self
+                    .consumer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                fresh.clone(),
+            );
+            drop(old);
+            fresh
+        } else {
+            self.consumer()
+        };
+        consumer.assign(&assignment)?;
         Ok(())
     }
 
@@ -228,6 +264,7 @@ impl KafkaSource {
         linger: Duration,
         decode: impl Fn(&[u8]) -> T,
     ) -> Result<Vec<Polled<T>>, KafkaError> {
+        let consumer = self.consumer();
         let mut batch = Vec::new();
         let mut names: BTreeMap<(String, i32), Arc<TopicPartition>> = BTreeMap::new();
         let started = Instant::now();
@@ -237,7 +274,7 @@ impl KafkaSource {
             if now >= deadline {
                 break;
             }
-            let Some(message) = self.consumer.poll((deadline - now).min(POLL_SLICE)) else {
+            let Some(message) = consumer.poll((deadline - now).min(POLL_SLICE)) else {
                 continue;
             };
             let message = message?;
@@ -320,7 +357,7 @@ impl KafkaSource {
             query.add_partition_offset(&partition.topic, partition.partition, at)?;
         }
         let answer = self
-            .consumer
+            .consumer()
             .offsets_for_times(query, Duration::from_secs(10))?;
         let mut offsets = BTreeMap::new();
         for element in answer.elements() {
