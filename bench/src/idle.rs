@@ -9,8 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::peers::Peer;
 use crate::realtime::{
     baseline_server, connect, product_config, register, rss_kib, signed_in_socket, Idle,
 };
@@ -31,10 +33,41 @@ pub struct ClientArgs {
     /// The last byte of the 127.0.0.x address the connections come from.
     #[arg(long)]
     source: u8,
-    /// Speak `graphql-transport-ws` and sign in with the token in `AETHER_BENCH_TOKEN`;
-    /// otherwise a bare WebSocket.
-    #[arg(long)]
-    graphql: bool,
+    /// What the connections speak: `bare` (a WebSocket), `product` (`graphql-transport-ws`,
+    /// signed in with the token in `AETHER_BENCH_TOKEN`), or a peer's protocol (`socket-io`,
+    /// `graphql-ws`, `async-graphql`: past its handshake).
+    #[arg(long, default_value = "bare")]
+    protocol: String,
+}
+
+/// What idle connections speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Bare,
+    Product,
+    Peer(Peer),
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Bare => "bare",
+            Protocol::Product => "product",
+            Protocol::Peer(peer) => peer.key(),
+        }
+    }
+
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "bare" => Ok(Protocol::Bare),
+            "product" => Ok(Protocol::Product),
+            other => Peer::ALL
+                .into_iter()
+                .find(|peer| peer.key() == other)
+                .map(Protocol::Peer)
+                .with_context(|| format!("unknown --protocol {other}")),
+        }
+    }
 }
 
 /// Which server holds the connections.
@@ -123,6 +156,7 @@ pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
         "--count must be at most {PER_CHILD}"
     );
     let token = std::env::var("AETHER_BENCH_TOKEN").unwrap_or_default();
+    let protocol = Protocol::parse(&args.protocol)?;
     let started = Instant::now();
     let mut held = Vec::with_capacity(args.count);
     let mut failed = 0;
@@ -130,22 +164,32 @@ pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
         if started.elapsed() > Duration::from_secs(120) || failed > 100 {
             break;
         }
-        let socket = if args.graphql {
-            let addr = args
-                .url
-                .trim_start_matches("ws://")
-                .split('/')
-                .next()
-                .context("url")?
-                .parse()?;
-            signed_in_socket(addr, &token, args.source).await
-        } else {
-            connect(&args.url, None, args.source).await
+        let socket = match protocol {
+            Protocol::Product => {
+                let addr = args
+                    .url
+                    .trim_start_matches("ws://")
+                    .split('/')
+                    .next()
+                    .context("url")?
+                    .parse()?;
+                signed_in_socket(addr, &token, args.source).await
+            }
+            Protocol::Bare => connect(&args.url, None, args.source).await,
+            Protocol::Peer(peer) => crate::peers::open(peer, &args.url, args.source).await,
         };
         match socket {
             Ok(socket) => held.push(tokio::spawn(async move {
                 let mut socket = socket;
-                while let Some(Ok(_)) = socket.next().await {}
+                while let Some(Ok(frame)) = socket.next().await {
+                    // A peer that pings (Socket.IO every 25 s) drops a client that does not
+                    // answer; holding thousands takes longer than that.
+                    if let (Protocol::Peer(peer), WsMessage::Text(text)) = (protocol, &frame) {
+                        if let Some(answer) = crate::peers::keep_alive(peer, text.as_str()) {
+                            let _ = socket.send(WsMessage::text(answer)).await;
+                        }
+                    }
+                }
             })),
             Err(_) => failed += 1,
         }
@@ -166,7 +210,24 @@ pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
 /// Opens `count` connections to `url` from child processes (each from its own 127.0.0.x
 /// address) and measures this process's RSS growth while they are held.
 async fn hold(count: usize, url: &str, token: Option<&str>) -> anyhow::Result<Idle> {
-    let rss_before_kib = rss_kib();
+    let protocol = if token.is_some() {
+        Protocol::Product
+    } else {
+        Protocol::Bare
+    };
+    hold_with(count, url, protocol, token, rss_kib).await
+}
+
+/// Opens `count` connections speaking `protocol` to `url` from child processes (each from its
+/// own 127.0.0.x address) and measures the growth of `rss` (in KiB) while they are held.
+pub async fn hold_with(
+    count: usize,
+    url: &str,
+    protocol: Protocol,
+    token: Option<&str>,
+    rss: impl Fn() -> u64,
+) -> anyhow::Result<Idle> {
+    let rss_before_kib = rss();
     let started = Instant::now();
     let exe = std::env::current_exe()?;
     let mut children: Vec<Child> = Vec::new();
@@ -179,11 +240,12 @@ async fn hold(count: usize, url: &str, token: Option<&str>) -> anyhow::Result<Id
             .args(["idle-clients", "--url", url, "--count"])
             .arg(share.to_string())
             .args(["--source", &source.to_string()])
+            .args(["--protocol", protocol.name()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(token) = token {
-            command.arg("--graphql").env("AETHER_BENCH_TOKEN", token);
+            command.env("AETHER_BENCH_TOKEN", token);
         }
         children.push(command.spawn().context("cannot start idle-clients")?);
         remaining -= share;
@@ -212,7 +274,7 @@ async fn hold(count: usize, url: &str, token: Option<&str>) -> anyhow::Result<Id
         opened,
         failed,
         rss_before_kib,
-        rss_after_kib: rss_kib(),
+        rss_after_kib: rss(),
         seconds: started.elapsed().as_secs_f64(),
     };
     for mut child in children {

@@ -13,6 +13,7 @@
 mod abuse;
 mod chat_log;
 mod idle;
+mod peers;
 mod read_path;
 mod realtime;
 mod rebuild;
@@ -62,6 +63,9 @@ enum Command {
     /// (Used by `realtime`.) Runs one server and holds idle connections to it.
     #[command(hide = true)]
     IdleServer(idle::ServerArgs),
+    /// (Used by `realtime`.) The async-graphql-axum peer server.
+    #[command(hide = true)]
+    PeerAsyncGraphql(peers::AsyncGraphqlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,5 +106,6 @@ fn run(runtime: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<()> {
         Command::Abuse(args) => runtime.block_on(abuse::run(args)),
         Command::IdleClients(args) => runtime.block_on(idle::clients(args)),
         Command::IdleServer(args) => runtime.block_on(idle::serve(args)),
+        Command::PeerAsyncGraphql(args) => runtime.block_on(peers::serve_async_graphql(args)),
     }
 }

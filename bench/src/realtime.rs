@@ -36,6 +36,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::peers::Peer;
 use crate::report::{load_average, publish, Report};
 use crate::stats::{micros, round, Summary};
 
@@ -67,12 +68,23 @@ pub struct Args {
     /// of this process: `ulimit -n` must be above this).
     #[arg(long, default_value_t = 5_000)]
     idle: usize,
+    /// Peer servers measured beside the product, in their own processes (see `bench/peers`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "socket-io,graphql-ws,async-graphql"
+    )]
+    peers: Vec<Peer>,
+    /// Measure no peer server.
+    #[arg(long)]
+    no_peers: bool,
     /// Where `realtime.json`, `realtime.md` and `realtime-latency.svg` go.
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
 }
 
-const EPOCH_FIELD: &str = "t";
+pub(crate) const EPOCH_FIELD: &str = "t";
 
 /// Microseconds since `epoch`, as sent in a message body.
 pub(crate) fn stamp(epoch: Instant) -> u64 {
@@ -110,7 +122,7 @@ pub struct Idle {
 }
 
 impl Idle {
-    fn kib_per_connection(&self) -> f64 {
+    pub(crate) fn kib_per_connection(&self) -> f64 {
         if self.opened == 0 {
             return 0.0;
         }
@@ -135,7 +147,17 @@ struct Results {
     fanout_baseline: Phase,
     product_idle: Idle,
     baseline_idle: Idle,
+    peers: Vec<PeerResults>,
     notes: Vec<String>,
+}
+
+/// One peer server's figures; a phase it could not run is absent (and said in the notes).
+#[derive(Clone, Debug)]
+struct PeerResults {
+    peer: Peer,
+    latency: Option<Phase>,
+    fanout: Option<Phase>,
+    idle: Option<Idle>,
 }
 
 pub fn rss_kib() -> u64 {
@@ -217,9 +239,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     results.fanout_product = product.phase(fanout).await?;
     product.stop().await?;
 
+    let peers = if args.no_peers {
+        Vec::new()
+    } else {
+        args.peers.clone()
+    };
+    for peer in peers {
+        let mut measured = PeerResults {
+            peer,
+            latency: None,
+            fanout: None,
+            idle: None,
+        };
+        eprintln!("peer: {}", peer.label());
+        match crate::peers::phase(peer, latency).await {
+            Ok(phase) => measured.latency = Some(phase),
+            Err(error) => results
+                .notes
+                .push(format!("{}: latency not measured: {error:#}", peer.label())),
+        }
+        eprintln!(
+            "peer: {}: fan-out to {} connections",
+            peer.label(),
+            fanout.subscribers
+        );
+        match crate::peers::phase(peer, fanout).await {
+            Ok(phase) => measured.fanout = Some(phase),
+            Err(error) => results
+                .notes
+                .push(format!("{}: fan-out not measured: {error:#}", peer.label())),
+        }
+        results.peers.push(measured);
+    }
+
     eprintln!("idle connections: {} to each server", args.idle);
     results.baseline_idle = crate::idle::measure(crate::idle::Server::Baseline, args.idle).await?;
     results.product_idle = crate::idle::measure(crate::idle::Server::Product, args.idle).await?;
+    for measured in &mut results.peers {
+        match crate::peers::idle(measured.peer, args.idle).await {
+            Ok(idle) => measured.idle = Some(idle),
+            Err(error) => results.notes.push(format!(
+                "{}: idle connections not measured: {error:#}",
+                measured.peer.label()
+            )),
+        }
+    }
     results.load_after = load_average();
     if !cfg!(debug_assertions) {
         std::fs::create_dir_all(&args.out)?;
@@ -286,7 +350,7 @@ pub async fn register(
         .to_owned())
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Every benchmark client's WebSocket settings: a 4 KiB read buffer. tungstenite's default,
@@ -380,19 +444,19 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         u64::from(self.rate) * self.seconds
     }
 
     /// Deliveries owed for `sent` messages.
-    fn expected(&self, sent: u64) -> u64 {
+    pub(crate) fn expected(&self, sent: u64) -> u64 {
         sent * (self.subscribers / self.channels) as u64
     }
 }
 
 /// Collects every subscriber's latencies.
 #[derive(Clone, Default)]
-struct Tally {
+pub(crate) struct Tally {
     samples: Arc<Mutex<Vec<u32>>>,
     delivered: Arc<std::sync::atomic::AtomicU64>,
     /// When the last delivery arrived, in microseconds since the phase's epoch.
@@ -408,14 +472,14 @@ const SETTLE_MAX: Duration = Duration::from_secs(60);
 
 impl Tally {
     /// One delivery arrived.
-    fn arrived(&self) {
+    pub(crate) fn arrived(&self) {
         self.arrived
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits until `expected` deliveries arrived, none arrived for `quiet`, or [`SETTLE_MAX`]
     /// passed: a backlog still draining counts as late, not as lost.
-    async fn settle(&self, expected: u64, quiet: Duration) {
+    pub(crate) async fn settle(&self, expected: u64, quiet: Duration) {
         let started = Instant::now();
         let mut seen = self.arrived.load(std::sync::atomic::Ordering::Relaxed);
         let mut quiet_since = Instant::now();
@@ -431,7 +495,7 @@ impl Tally {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    fn add(&self, mine: Vec<u32>, last_us: u64) {
+    pub(crate) fn add(&self, mine: Vec<u32>, last_us: u64) {
         self.last_delivery_us
             .fetch_max(last_us, std::sync::atomic::Ordering::Relaxed);
         self.delivered
@@ -444,7 +508,7 @@ impl Tally {
     /// The phase's figures; deliveries per second are counted from the first send (at
     /// `sending_from_us`) to the last delivery, so a backlog drained after sending stopped
     /// does not flatter the rate.
-    fn phase(
+    pub(crate) fn phase(
         &self,
         shape: &Shape,
         sent: u64,
@@ -879,6 +943,12 @@ impl Report for Results {
             "fanout_baseline": phase_json(&self.fanout_baseline),
             "idle_product": idle_json(&self.product_idle),
             "idle_baseline": idle_json(&self.baseline_idle),
+            "peers": self.peers.iter().map(|measured| (measured.peer.key().to_owned(), json!({
+                "label": measured.peer.label(),
+                "latency": measured.latency.as_ref().map(phase_json),
+                "fanout": measured.fanout.as_ref().map(phase_json),
+                "idle": measured.idle.as_ref().map(idle_json),
+            }))).collect::<serde_json::Map<String, Value>>(),
             "notes": self.notes,
         })
     }
@@ -922,6 +992,14 @@ impl Report for Results {
         out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s (first send → last delivery) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
         out.push_str(&row("product: sendMessage → channelEvents", &self.product));
         out.push_str(&row("baseline: broadcast → WebSocket", &self.baseline));
+        for measured in &self.peers {
+            if let Some(phase) = &measured.latency {
+                out.push_str(&row(
+                    &format!("peer: {}: publish → subscriber", measured.peer.label()),
+                    phase,
+                ));
+            }
+        }
         out.push_str(&format!(
             "\n**Fan-out:** {} connections on one channel, {} messages/s for {} s (every message owed to every connection).\n\n",
             self.fanout_subscribers, self.fanout_rate, self.seconds
@@ -935,12 +1013,31 @@ impl Report for Results {
             "baseline: broadcast → WebSocket",
             &self.fanout_baseline,
         ));
+        for measured in &self.peers {
+            if let Some(phase) = &measured.fanout {
+                out.push_str(&row(
+                    &format!("peer: {}: publish → subscriber", measured.peer.label()),
+                    phase,
+                ));
+            }
+        }
         out.push_str("\n| idle connections | held | to open | server RSS per connection (clients in child processes) |\n|---|---:|---:|---:|\n");
         out.push_str(&idle_row(
             "product (graphql-transport-ws, connection_init)",
             &self.product_idle,
         ));
         out.push_str(&idle_row("baseline (bare WebSocket)", &self.baseline_idle));
+        for measured in &self.peers {
+            if let Some(idle) = &measured.idle {
+                out.push_str(&idle_row(
+                    &format!("peer: {} (past its handshake)", measured.peer.label()),
+                    idle,
+                ));
+            }
+        }
+        if !self.peers.is_empty() {
+            out.push_str(&self.ratios());
+        }
         for note in &self.notes {
             out.push_str(&format!("\n**Note:** {note}\n"));
         }
@@ -948,7 +1045,50 @@ impl Report for Results {
     }
 }
 
-/// Latency CDFs of the product and the baseline, as an SVG drawn by hand.
+impl Results {
+    /// Each peer's figures against the product's: the product's divided by the peer's.
+    fn ratios(&self) -> String {
+        let ratio = |product: f64, peer: Option<f64>| match peer {
+            Some(peer) if peer > 0.0 => format!("{:.2}", product / peer),
+            _ => "–".to_owned(),
+        };
+        let mut out = String::from(
+            "\n**The product against each peer** (product ÷ peer, same run: above 1 the product's latency or memory is higher, its fan-out rate better):\n\n\
+             | peer | latency p50 | latency p99 | fan-out deliveries/s | fan-out p99 | idle KiB per connection |\n|---|---:|---:|---:|---:|---:|\n",
+        );
+        for measured in &self.peers {
+            let latency = measured.latency.as_ref();
+            let fanout = measured.fanout.as_ref();
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                measured.peer.label(),
+                ratio(
+                    self.product.latency.p50_ms,
+                    latency.map(|p| p.latency.p50_ms)
+                ),
+                ratio(
+                    self.product.latency.p99_ms,
+                    latency.map(|p| p.latency.p99_ms)
+                ),
+                ratio(
+                    self.fanout_product.deliveries_per_s,
+                    fanout.map(|p| p.deliveries_per_s)
+                ),
+                ratio(
+                    self.fanout_product.latency.p99_ms,
+                    fanout.map(|p| p.latency.p99_ms)
+                ),
+                ratio(
+                    self.product_idle.kib_per_connection(),
+                    measured.idle.as_ref().map(Idle::kib_per_connection)
+                ),
+            ));
+        }
+        out
+    }
+}
+
+/// Latency CDFs of the product, the baseline and the peers, as an SVG drawn by hand.
 fn plot(results: &Results) -> String {
     let (width, height, margin) = (640.0, 400.0, 50.0);
     let max_ms = results
@@ -956,6 +1096,14 @@ fn plot(results: &Results) -> String {
         .latency
         .p99_ms
         .max(results.baseline.latency.p99_ms)
+        .max(
+            results
+                .peers
+                .iter()
+                .filter_map(|measured| measured.latency.as_ref())
+                .map(|phase| phase.latency.p99_ms)
+                .fold(0.0, f64::max),
+        )
         .max(1.0)
         * 1.2;
     let curve = |samples: &[u32], color: &str| {
@@ -980,6 +1128,21 @@ fn plot(results: &Results) -> String {
             points.join(" ")
         )
     };
+    const PEER_COLORS: [&str; 3] = ["#27ae60", "#8e44ad", "#d35400"];
+    let mut peer_curves = String::new();
+    let mut peer_legend = String::new();
+    for (n, measured) in results.peers.iter().enumerate() {
+        let color = PEER_COLORS[n % PEER_COLORS.len()];
+        if let Some(phase) = &measured.latency {
+            peer_curves.push_str(&curve(&phase.samples, color));
+            peer_legend.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"{color}\">{}</text>",
+                width - margin,
+                72 + 16 * n,
+                measured.peer.label()
+            ));
+        }
+    }
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\
 <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
@@ -988,13 +1151,15 @@ fn plot(results: &Results) -> String {
 <text x=\"{margin}\" y=\"20\">latency CDF, mutation sent → event received ({} subscribers, {} msg/s)</text>\
 <text x=\"{r}\" y=\"{lx}\" text-anchor=\"end\">{max_ms:.1} ms</text><text x=\"{margin}\" y=\"{lx}\">0</text>\
 <text x=\"5\" y=\"{margin}\">100 %</text>\
-{}{}\
+{}{}{}\
 <text x=\"{r}\" y=\"40\" text-anchor=\"end\" fill=\"#c0392b\">product</text>\
-<text x=\"{r}\" y=\"56\" text-anchor=\"end\" fill=\"#2980b9\">bare axum broadcast</text></svg>\n",
+<text x=\"{r}\" y=\"56\" text-anchor=\"end\" fill=\"#2980b9\">bare axum broadcast</text>{}</svg>\n",
         results.subscribers,
         results.rate,
         curve(&results.product.samples, "#c0392b"),
         curve(&results.baseline.samples, "#2980b9"),
+        peer_curves,
+        peer_legend,
         b = height - margin,
         r = width - margin,
         lx = height - margin + 18.0,
