@@ -2,10 +2,14 @@
 //! message resolves its author's words once per reader, and a live subscription checks every
 //! update, so the lists must not cost a read each time.
 //!
-//! A list is read again once it is older than [`FRESHNESS`]; the instance that takes a block
-//! or an unblock forgets the caller's list at once (and every subscription on it reads its
-//! list again before its next update), so it holds from then on there, and on every other
-//! instance within [`FRESHNESS`].
+//! A list is read again once it is older than its lifetime, [`FRESHNESS`] less up to half of it
+//! (spread by user, so that lists read together are not all read again together). That read
+//! happens in the background: whoever asks meanwhile gets the list as it was, so a delivery
+//! never waits on the read model for a list it already had. The instance that takes a block or
+//! an unblock forgets the caller's list at once (the next ask reads it, and waits for it, and
+//! every subscription on the instance asks again before its next update), so a block holds from
+//! then on there, and on every other instance within [`FRESHNESS`], one read and a second (a
+//! subscription takes its list from the shared ones every [`HELD`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,36 +32,95 @@ const MAX_LISTS: usize = 100_000;
 /// Whom one user blocks.
 pub type BlockList = Arc<HashSet<UserId>>;
 
+#[derive(Debug)]
+struct Kept {
+    read_at: Instant,
+    list: BlockList,
+    /// A read of a newer list is under way.
+    refreshing: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct BlockLists {
-    lists: Mutex<HashMap<UserId, (Instant, BlockList)>>,
+    lists: Mutex<HashMap<UserId, Kept>>,
     /// One more each time a list is forgotten: a subscription holding a list of an older
     /// generation reads it again.
     generation: AtomicU64,
 }
 
+/// How long `user`'s list is used before it is read again: [`FRESHNESS`] less a part of its
+/// half that depends on the user.
+fn lifetime(user: UserId) -> Duration {
+    let spread = (user.as_uuid().as_u128() % 1_024) as u32;
+    FRESHNESS - (FRESHNESS / 2) * spread / 1_024
+}
+
 impl BlockLists {
-    /// Whom `user` blocks, no older than [`FRESHNESS`].
-    pub async fn of(&self, read: &ReadModels, user: UserId) -> ApiResult<BlockList> {
-        if let Some(list) = self.fresh(user) {
-            return Ok(list);
+    /// Whom `user` blocks: as last read, and read again in the background when older than its
+    /// lifetime; read now only when this instance has none (never read, or forgotten).
+    pub async fn of(self: &Arc<Self>, read: &ReadModels, user: UserId) -> ApiResult<BlockList> {
+        let stale = {
+            let mut lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+            match lists.get_mut(&user) {
+                Some(kept) if kept.read_at.elapsed() < lifetime(user) => {
+                    return Ok(kept.list.clone())
+                }
+                Some(kept) => {
+                    let start = !kept.refreshing;
+                    kept.refreshing = true;
+                    Some((kept.list.clone(), start))
+                }
+                None => None,
+            }
+        };
+        match stale {
+            Some((list, start_refresh)) => {
+                if start_refresh {
+                    let (lists, read) = (self.clone(), read.clone());
+                    tokio::spawn(async move {
+                        if let Err(error) = lists.read(&read, user).await {
+                            tracing::warn!(?error, "cannot read a block list again");
+                            lists.refresh_failed(user);
+                        }
+                    });
+                }
+                Ok(list)
+            }
+            None => self.read(read, user).await,
         }
+    }
+
+    /// Reads `user`'s list from the read model and keeps it.
+    async fn read(&self, read: &ReadModels, user: UserId) -> ApiResult<BlockList> {
         let list: BlockList = Arc::new(read.blocked_by(user).await?.into_iter().collect());
         let mut lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
         if lists.len() >= MAX_LISTS {
-            lists.retain(|_, (read_at, _)| read_at.elapsed() < FRESHNESS);
+            lists.retain(|user, kept| kept.read_at.elapsed() < lifetime(*user));
             if lists.len() >= MAX_LISTS {
                 lists.clear();
             }
         }
-        lists.insert(user, (Instant::now(), list.clone()));
+        lists.insert(
+            user,
+            Kept {
+                read_at: Instant::now(),
+                list: list.clone(),
+                refreshing: false,
+            },
+        );
         Ok(list)
     }
 
-    fn fresh(&self, user: UserId) -> Option<BlockList> {
-        let lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
-        let (read_at, list) = lists.get(&user)?;
-        (read_at.elapsed() < FRESHNESS).then(|| list.clone())
+    /// A background read failed: the next ask tries again.
+    fn refresh_failed(&self, user: UserId) {
+        if let Some(kept) = self
+            .lists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&user)
+        {
+            kept.refreshing = false;
+        }
     }
 
     /// Drops `user`'s list: they just blocked or unblocked someone.
@@ -94,13 +157,16 @@ pub fn hides_row(list: &HashSet<UserId>, message: &MessageRow) -> bool {
     hides(list, message.author_id, original)
 }
 
-/// One subscriber's list, kept by their subscription and refreshed from the shared lists when
-/// older than [`FRESHNESS`]: checking an update costs no lock.
+/// How long a subscription uses the list it took from the shared lists before it asks them again.
+const HELD: Duration = Duration::from_secs(1);
+
+/// One subscriber's list, kept by their subscription and taken again from the shared lists when
+/// older than [`HELD`] (or when a list was forgotten): checking an update costs no lock.
 pub(crate) struct ViewerBlocks {
     user: UserId,
     lists: Arc<BlockLists>,
     read: ReadModels,
-    /// The list, when it was read, and the lists' generation then.
+    /// The list, when it was taken, and the lists' generation then.
     held: Option<(Instant, u64, BlockList)>,
 }
 
@@ -118,7 +184,7 @@ impl ViewerBlocks {
     pub(crate) async fn personal(&mut self, message: &MessageRow) -> ApiResult<bool> {
         let generation = self.lists.generation();
         let list = match &self.held {
-            Some((read_at, seen, list)) if *seen == generation && read_at.elapsed() < FRESHNESS => {
+            Some((taken_at, seen, list)) if *seen == generation && taken_at.elapsed() < HELD => {
                 list.clone()
             }
             _ => {
