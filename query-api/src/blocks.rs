@@ -182,17 +182,23 @@ impl ViewerBlocks {
 
     /// Whether an update of `message` must be resolved for this subscriber alone.
     pub(crate) async fn personal(&mut self, message: &MessageRow) -> ApiResult<bool> {
+        let list = self.take().await?;
+        Ok(personal(&list, message))
+    }
+
+    /// The subscriber's list: the one held, or taken again from the shared lists when older than
+    /// [`HELD`] or a list was forgotten since.
+    pub(crate) async fn take(&mut self) -> ApiResult<BlockList> {
         let generation = self.lists.generation();
-        let list = match &self.held {
+        match &self.held {
             Some((taken_at, seen, list)) if *seen == generation && taken_at.elapsed() < HELD => {
-                list.clone()
+                Ok(list.clone())
             }
             _ => {
                 let list = self.lists.of(&self.read, self.user).await?;
                 self.held = Some((Instant::now(), generation, list.clone()));
-                list
+                Ok(list)
             }
-        };
-        Ok(personal(&list, message))
+        }
     }
 }

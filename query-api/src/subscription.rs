@@ -250,6 +250,11 @@ async fn place_events(
     // An update showing words the subscriber blocked is resolved for them alone, in its place.
     let mut tap =
         tap.map(|SharedTap(tap, lists)| (tap, ViewerBlocks::new(user, lists, state.read.clone())));
+    // Whom the subscriber blocks is read now, while subscribing, not on the first update (where
+    // 1,000 fresh subscribers' first deliveries waited on 1,000 reads).
+    if let Some((_, blocks)) = &mut tap {
+        blocks.take().await?;
+    }
     Ok(async_stream::stream! {
         let _permit = permit;
         let mut last = start;
