@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aether_cli::moderator::{ModelState, ModeratorConfig, MIN_CPU_SHARE};
 use aether_cli::roles::{start_embedded, EmbeddedConfig, Running};
 use aether_query_api::rate::RateLimits;
 use aether_query_api::ApiLimits;
@@ -79,12 +80,22 @@ pub struct Args {
     /// Measure no peer server.
     #[arg(long)]
     no_peers: bool,
+    /// Run the latency phase once more for each CPU share given (`1,0.25`) on an embedded
+    /// application with the moderator (the model stage: every message scored by the local
+    /// model) running in it at that share (`--moderation-cpu-share`; below 1 also on one
+    /// thread, `--moderation-threads 1`), in the same run. Needs
+    /// the model's files (`bash scripts/fetch-model.sh`).
+    #[arg(long, value_delimiter = ',')]
+    moderator: Vec<f64>,
     /// Where `realtime.json`, `realtime.md` and `realtime-latency.svg` go.
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
 }
 
 pub(crate) const EPOCH_FIELD: &str = "t";
+
+/// How long the moderator may take to load its model before the run gives up.
+const MODEL_LOAD: Duration = Duration::from_secs(60);
 
 /// Microseconds since `epoch`, as sent in a message body.
 pub(crate) fn stamp(epoch: Instant) -> u64 {
@@ -140,6 +151,8 @@ struct Results {
     rate: u32,
     seconds: u64,
     product: Phase,
+    /// The latency phase with the moderator running, at each CPU share asked for.
+    moderated: Vec<(f64, Phase)>,
     baseline: Phase,
     fanout_subscribers: usize,
     fanout_rate: u32,
@@ -190,6 +203,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--fanout-subscribers must be 1 to 10000 and --fanout-rate 1 to 1000");
     }
+    if args
+        .moderator
+        .iter()
+        .any(|share| !(MIN_CPU_SHARE..=1.0).contains(share))
+    {
+        bail!("--moderator takes CPU shares from {MIN_CPU_SHARE} to 1");
+    }
     if args.idle > 50_000 {
         bail!("--idle must be at most 50000");
     }
@@ -238,6 +258,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("product: fan-out to {} connections", fanout.subscribers);
     results.fanout_product = product.phase(fanout).await?;
     product.stop().await?;
+    for &share in &args.moderator {
+        eprintln!(
+            "product: the embedded application with the moderator running (CPU share {share})"
+        );
+        let (product, model) =
+            Product::start_moderated(args.channels, args.subscribers, share).await?;
+        results
+            .moderated
+            .push((share, product.phase(latency).await?));
+        product.stop().await?;
+        results.notes.push(format!(
+            "moderated run at CPU share {share}: model {model}, batches of up to {} messages, scored off the delivery path in the same process (same cores)",
+            ModeratorConfig::default().max_batch
+        ));
+    }
 
     let peers = if args.no_peers {
         Vec::new()
@@ -557,6 +592,48 @@ impl Product {
         let app = start_embedded(product_config(dir.path())).await?;
         let addr = app.local_addr;
         Self::populate(vec![app], addr, addr, Some(dir), channels, members).await
+    }
+
+    /// [`Self::start`] with the moderator running in the application at `cpu_share`, once its model is
+    /// loaded: every message sent is then scored by the model off the delivery path.
+    /// Also returns the model's version.
+    pub(crate) async fn start_moderated(
+        channels: usize,
+        members: usize,
+        cpu_share: f64,
+    ) -> anyhow::Result<(Self, String)> {
+        let dir = tempfile::tempdir()?;
+        let app = start_embedded(EmbeddedConfig {
+            moderator: Some(ModeratorConfig {
+                cpu_share,
+                threads: if cpu_share < 1.0 { 1 } else { 0 },
+                ..ModeratorConfig::default()
+            }),
+            ..product_config(dir.path())
+        })
+        .await?;
+        let mut state = app
+            .moderator
+            .clone()
+            .context("the application runs no moderator")?;
+        let loaded = tokio::time::timeout(
+            MODEL_LOAD,
+            state.wait_for(|state| !matches!(state, ModelState::Loading)),
+        )
+        .await
+        .context("the moderator's model did not load in time")?
+        .context("the moderator stopped")?
+        .clone();
+        let model = match loaded {
+            ModelState::Ready { model_version } => model_version,
+            ModelState::Unavailable { reason } => bail!(
+                "the moderator's model is unavailable ({reason}): run `bash scripts/fetch-model.sh`"
+            ),
+            ModelState::Loading => bail!("the moderator's model is still loading"),
+        };
+        let addr = app.local_addr;
+        let product = Self::populate(vec![app], addr, addr, Some(dir), channels, members).await?;
+        Ok((product, model))
     }
 
     /// Sets up the server, its `channels` channels and `members` members through `api`, one of
@@ -937,6 +1014,7 @@ impl Report for Results {
             "build_profile": if cfg!(debug_assertions) { "debug" } else { "release" },
             "settings": { "subscribers": self.subscribers, "channels": self.channels, "rate_per_s": self.rate, "seconds": self.seconds },
             "product": phase_json(&self.product),
+            "product_moderated": self.moderated.iter().map(|(share, phase)| json!({ "cpu_share": share, "phase": phase_json(phase) })).collect::<Vec<_>>(),
             "baseline": phase_json(&self.baseline),
             "fanout_settings": { "subscribers": self.fanout_subscribers, "channels": 1, "rate_per_s": self.fanout_rate, "seconds": self.seconds },
             "fanout_product": phase_json(&self.fanout_product),
@@ -991,6 +1069,15 @@ impl Report for Results {
         ));
         out.push_str("| | achieved send rate /s | deliveries received / expected | deliveries /s (first send → last delivery) | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
         out.push_str(&row("product: sendMessage → channelEvents", &self.product));
+        for (share, moderated) in &self.moderated {
+            out.push_str(&row(
+                &format!(
+                    "product, moderator running at CPU share {share}{} (every message scored by the model)",
+                    if *share < 1.0 { ", 1 thread" } else { ", every core" }
+                ),
+                moderated,
+            ));
+        }
         out.push_str(&row("baseline: broadcast → WebSocket", &self.baseline));
         for measured in &self.peers {
             if let Some(phase) = &measured.latency {

@@ -108,7 +108,18 @@ pub struct ModeratorConfig {
     /// Attempts at an event that keeps failing before it is parked (or the moderator halts).
     pub max_attempts: i32,
     pub poison: PoisonPolicy,
+    /// The most of its time the model stage may spend scoring: after a forward pass of `d`
+    /// it rests `d × (1 / cpu_share − 1)`. 1 (the default) never rests; 0.25 leaves a core
+    /// the model shares with the API and the projectors (the embedded mode) three quarters of
+    /// the time, and moderation lags by as much under a burst.
+    pub cpu_share: f64,
+    /// Threads a forward pass runs on; 0 (the default) uses every core. 1 leaves the other
+    /// cores to delivery while the model scores.
+    pub threads: usize,
 }
+
+/// The smallest [`ModeratorConfig::cpu_share`] accepted.
+pub const MIN_CPU_SHARE: f64 = 0.05;
 
 impl Default for ModeratorConfig {
     fn default() -> Self {
@@ -120,6 +131,8 @@ impl Default for ModeratorConfig {
             linger: Duration::from_millis(20),
             max_attempts: 3,
             poison: PoisonPolicy::Park,
+            cpu_share: 1.0,
+            threads: 0,
         }
     }
 }
@@ -203,6 +216,8 @@ pub async fn run(
         inner: store,
         classifier,
         max_batch: config.max_batch.max(1),
+        cpu_share: config.cpu_share.clamp(MIN_CPU_SHARE, 1.0),
+        pool: pool(config.threads),
         commands,
     };
     let projector = StreamProjector::new(
@@ -248,6 +263,10 @@ struct ModeratorStore {
     /// `None` when the model cannot be used: messages pass unmoderated.
     classifier: Option<Arc<Classifier>>,
     max_batch: usize,
+    /// See [`ModeratorConfig::cpu_share`].
+    cpu_share: f64,
+    /// Where forward passes run when [`ModeratorConfig::threads`] bounds them.
+    pool: Option<Arc<rayon::ThreadPool>>,
     commands: Arc<ChatCommands<EventStoreBackend>>,
 }
 
@@ -293,7 +312,11 @@ impl ModeratorStore {
         candidates: &[Candidate],
     ) -> Result<(), StoreError> {
         for chunk in candidates.chunks(self.max_batch) {
-            let scores = score_chunk(classifier, chunk).await?;
+            let started = Instant::now();
+            let scores = score_chunk(classifier, self.pool.as_ref(), chunk).await?;
+            if let Some(rest) = rest_after(started.elapsed(), self.cpu_share) {
+                tokio::time::sleep(rest).await;
+            }
             for (candidate, score) in chunk.iter().zip(scores) {
                 self.verdict(candidate, score).await?;
             }
@@ -329,6 +352,33 @@ impl ModeratorStore {
     }
 }
 
+/// A pool of `threads` threads for the model's forward passes; `None` (every core) for 0, or
+/// when the threads cannot be started (logged).
+fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    if threads == 0 {
+        return None;
+    }
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|n| format!("moderator-model-{n}"))
+        .build()
+    {
+        Ok(pool) => Some(Arc::new(pool)),
+        Err(error) => {
+            tracing::warn!(%error, threads, "moderator: no pool of its own; the model uses every core");
+            None
+        }
+    }
+}
+
+/// How long to rest after `worked`, so that work takes at most `cpu_share` of the time.
+fn rest_after(worked: Duration, cpu_share: f64) -> Option<Duration> {
+    if cpu_share >= 1.0 {
+        return None;
+    }
+    Some(worked.mul_f64(1.0 / cpu_share.max(MIN_CPU_SHARE) - 1.0))
+}
+
 /// A store that cannot be reached is retried as a whole; anything else is the event's own
 /// fault, retried alone and then parked.
 fn command_failure(index: usize, error: CommandError) -> StoreError {
@@ -346,10 +396,11 @@ fn command_failure(index: usize, error: CommandError) -> StoreError {
 /// one at fault is blamed (and, failing again, parked) while the others are judged.
 async fn score_chunk(
     classifier: &Arc<Classifier>,
+    pool: Option<&Arc<rayon::ThreadPool>>,
     chunk: &[Candidate],
 ) -> Result<Vec<Score>, StoreError> {
     let texts = chunk.iter().map(|c| c.body.clone()).collect();
-    match forward(classifier, texts).await {
+    match forward(classifier, pool, texts).await {
         Ok(scores) => return Ok(scores),
         Err(reason) if chunk.len() == 1 => {
             return Err(StoreError::Event {
@@ -363,7 +414,7 @@ async fn score_chunk(
     }
     let mut scores = Vec::with_capacity(chunk.len());
     for candidate in chunk {
-        match forward(classifier, vec![candidate.body.clone()]).await {
+        match forward(classifier, pool, vec![candidate.body.clone()]).await {
             Ok(mut one) => scores.append(&mut one),
             Err(reason) => {
                 return Err(StoreError::Event {
@@ -378,13 +429,22 @@ async fn score_chunk(
 
 /// Runs the model over `texts` on the blocking pool (it keeps a core busy for milliseconds),
 /// recording the batch's size and duration.
-async fn forward(classifier: &Arc<Classifier>, texts: Vec<String>) -> Result<Vec<Score>, String> {
+async fn forward(
+    classifier: &Arc<Classifier>,
+    pool: Option<&Arc<rayon::ThreadPool>>,
+    texts: Vec<String>,
+) -> Result<Vec<Score>, String> {
     let count = texts.len();
     let classifier = classifier.clone();
+    let pool = pool.cloned();
     let started = Instant::now();
     let scored = tokio::task::spawn_blocking(move || {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        classifier.score(&texts)
+        // The model's matrix products split their work over the current rayon pool.
+        match pool {
+            Some(pool) => pool.install(|| classifier.score(&texts)),
+            None => classifier.score(&texts),
+        }
     })
     .await;
     metrics::histogram!(MODEL_SECONDS).record(started.elapsed().as_secs_f64());
@@ -528,6 +588,16 @@ impl PgProjection for Bookkeeping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_share_rests_in_proportion_to_the_work() {
+        let worked = Duration::from_millis(40);
+        assert_eq!(rest_after(worked, 1.0), None);
+        assert_eq!(rest_after(worked, 0.25), Some(Duration::from_millis(120)));
+        assert_eq!(rest_after(worked, 0.5), Some(Duration::from_millis(40)));
+        // A share below the floor rests as the floor does: never forever.
+        assert_eq!(rest_after(worked, 0.0), rest_after(worked, MIN_CPU_SHARE));
+    }
 
     fn event(event_type: &str, data: serde_json::Value) -> StreamEvent {
         let raw = serde_json::json!({

@@ -1,7 +1,10 @@
 //! The search read model in PostgreSQL: the current words of every live message, indexed for
-//! full-text search (`tsvector`, GIN), with the user directory beside it.
+//! full-text search (`tsvector`, GIN), with the user directory beside it. A message that
+//! moderation hid keeps its row marked `hidden` (a search for members must skip it; one for
+//! moderators may not), until it is restored or deleted.
 
 use aether_domain::message::MessageEvent;
+use aether_domain::review::ReviewEvent;
 use aether_domain::user::UserEvent;
 use aether_schemas::EventEnvelope;
 use async_trait::async_trait;
@@ -37,6 +40,9 @@ CREATE TABLE IF NOT EXISTS search_messages (
     sent_at    TIMESTAMPTZ NOT NULL,
     words      TSVECTOR    GENERATED ALWAYS AS (to_tsvector('simple', body)) STORED
 );
+-- Added after the first release of this version: a store made before it gains the column,
+-- and a rebuild marks the messages hidden before then.
+ALTER TABLE search_messages ADD COLUMN IF NOT EXISTS hidden BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS search_messages_words ON search_messages USING GIN (words);
 CREATE INDEX IF NOT EXISTS search_messages_by_channel ON search_messages (channel_id, sent_at);
 CREATE TABLE IF NOT EXISTS search_users (
@@ -54,7 +60,7 @@ CREATE INDEX IF NOT EXISTS search_users_words ON search_users USING GIN (words);
         &[
             (
                 "search_messages",
-                "SELECT id, channel_id, server_id, author_id, body, sent_at \
+                "SELECT id, channel_id, server_id, author_id, body, sent_at, hidden \
                  FROM search_messages ORDER BY id",
             ),
             (
@@ -86,6 +92,7 @@ async fn apply_event(tx: &mut PgConnection, envelope: &EventEnvelope) -> Result<
     let decode_error = |e: serde_json::Error| ApplyError::decode(envelope, &e);
     match envelope.aggregate_type.as_str() {
         "Message" => apply_message(tx, envelope.decode().map_err(decode_error)?).await?,
+        "MessageReview" => apply_review(tx, envelope.decode().map_err(decode_error)?).await?,
         "User" => {
             apply_user(
                 tx,
@@ -139,6 +146,23 @@ async fn apply_message(tx: &mut PgConnection, event: MessageEvent) -> Result<(),
         }
         MessageEvent::ReactionAdded { .. } | MessageEvent::ReactionRemoved { .. } => {}
     }
+    Ok(())
+}
+
+/// Hidden words stay in the index, marked, so that a restore needs no history.
+async fn apply_review(tx: &mut PgConnection, event: ReviewEvent) -> Result<(), sqlx::Error> {
+    let hidden = match event {
+        ReviewEvent::MessageHidden { .. } => true,
+        ReviewEvent::MessageRestored { .. } => false,
+        ReviewEvent::MessageFlagged { .. }
+        | ReviewEvent::MessageReported { .. }
+        | ReviewEvent::FlagDismissed { .. } => return Ok(()),
+    };
+    sqlx::query("UPDATE search_messages SET hidden = $1 WHERE id = $2")
+        .bind(hidden)
+        .bind(event.message_id().to_string())
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
