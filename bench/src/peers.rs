@@ -27,7 +27,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::realtime::{connect, stamp, Phase, Shape, Socket, Tally, EPOCH_FIELD};
+use crate::realtime::{
+    connect, read_deliveries, send_open_loop, Frame, Phase, Reader, Shape, Socket, Tally,
+    EPOCH_FIELD,
+};
 
 /// A peer server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -213,14 +216,6 @@ async fn subscribe(socket: &mut Socket, peer: Peer, channel: &str) -> anyhow::Re
     Ok(())
 }
 
-/// What a frame from `peer` asks of the client: the body of a delivered message, a keep-alive
-/// to answer, or nothing.
-enum Frame {
-    Message(String),
-    Answer(&'static str),
-    Other,
-}
-
 fn read_frame(peer: Peer, text: &str) -> Frame {
     match peer {
         Peer::SocketIo => {
@@ -275,40 +270,16 @@ pub async fn phase(peer: Peer, shape: Shape) -> anyhow::Result<Phase> {
     for n in 0..shape.subscribers {
         let mut socket = open(peer, &url, 1).await?;
         subscribe(&mut socket, peer, &channel_name(n % shape.channels)).await?;
-        let (tally, stop, tag) = (tally.clone(), stop.clone(), tag.clone());
-        readers.spawn(async move {
-            let mut mine = Vec::new();
-            let mut last_us = 0;
-            loop {
-                let frame = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    frame = socket.next() => frame,
-                };
-                let Some(Ok(WsMessage::Text(text))) = frame else {
-                    break;
-                };
-                let now = stamp(epoch);
-                match read_frame(peer, text.as_str()) {
-                    Frame::Message(body) => {
-                        if let Some(sent) = body
-                            .strip_prefix(tag.as_ref())
-                            .and_then(|t| t.parse::<u64>().ok())
-                        {
-                            last_us = now;
-                            mine.push(crate::stats::micros(Duration::from_micros(
-                                now.saturating_sub(sent),
-                            )));
-                            tally.arrived();
-                        }
-                    }
-                    Frame::Answer(answer) => {
-                        let _ = socket.send(WsMessage::text(answer)).await;
-                    }
-                    Frame::Other => {}
-                }
-            }
-            tally.add(mine, last_us);
-        });
+        readers.spawn(read_deliveries(
+            socket,
+            Reader {
+                epoch,
+                tag: tag.clone(),
+                tally: tally.clone(),
+                stop: stop.clone(),
+            },
+            move |text| read_frame(peer, text),
+        ));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -318,53 +289,31 @@ pub async fn phase(peer: Peer, shape: Shape) -> anyhow::Result<Phase> {
     );
     let http = reqwest::Client::new();
     let publish = format!("http://{}/publish", server.addr);
-    let total = shape.total();
-    let interval = Duration::from_secs_f64(1.0 / f64::from(shape.rate));
-    let started = Instant::now();
-    let sending_from_us = stamp(epoch);
-    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
-    let mut sends = tokio::task::JoinSet::new();
-    for n in 0..total {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(
-            started + interval * n as u32,
-        ))
-        .await;
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
-        };
-        let (http, publish, failures, tag) =
-            (http.clone(), publish.clone(), failures.clone(), tag.clone());
-        let channel = channel_name(n as usize % shape.channels);
-        sends.spawn(async move {
-            let body = format!("{tag}{}", stamp(epoch));
-            let sent = http
-                .post(&publish)
-                .json(&json!({ "channel": channel, "body": body }))
-                .send()
-                .await;
-            if !sent.is_ok_and(|response| response.status().is_success()) {
-                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            drop(permit);
-        });
-    }
-    while sends.join_next().await.is_some() {}
-    let send_seconds = started.elapsed().as_secs_f64();
-    let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
-    tally
-        .settle(shape.expected(total - failed), shape.settle_quiet)
-        .await;
-    stop.cancel();
-    while readers.join_next().await.is_some() {}
-    drop(server);
-    Ok(tally.phase(
+    let reader = Reader {
+        epoch,
+        tag,
+        tally,
+        stop,
+    };
+    let phase = send_open_loop(
         &shape,
-        total - failed,
-        failed,
-        send_seconds,
-        sending_from_us,
-    ))
+        &reader,
+        move |n, body| {
+            let (http, publish) = (http.clone(), publish.clone());
+            let channel = channel_name(n % shape.channels);
+            async move {
+                http.post(&publish)
+                    .json(&json!({ "channel": channel, "body": body }))
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status().is_success())
+            }
+        },
+        &mut readers,
+    )
+    .await;
+    drop(server);
+    Ok(phase)
 }
 
 /// `count` idle connections (past the handshake, subscribed to nothing) to a fresh `peer`

@@ -385,6 +385,85 @@ pub async fn register(
         .to_owned())
 }
 
+/// What a frame from a server asks of the benchmark's client: the body of a delivered message,
+/// a delivery stamped with its send instant, a keep-alive to answer, or nothing.
+pub(crate) enum Frame {
+    Message(String),
+    Sent(u64),
+    Answer(&'static str),
+    Other,
+}
+
+/// A `graphql-transport-ws` frame of the product's `channelEvents` subscription.
+fn read_product_frame(text: &str) -> Frame {
+    match serde_json::from_str::<Value>(text) {
+        Ok(message) if message["type"] == "ping" => Frame::Answer(r#"{"type":"pong"}"#),
+        Ok(message) => message["payload"]["data"]["channelEvents"]["message"]["body"]
+            .as_str()
+            .map_or(Frame::Other, |body| Frame::Message(body.to_owned())),
+        Err(_) => Frame::Other,
+    }
+}
+
+/// What one subscriber's reader shares with its phase.
+pub(crate) struct Reader {
+    pub(crate) epoch: Instant,
+    /// This phase's messages' bodies are `<tag><send instant>`: an earlier phase's, still on
+    /// their way, carry another tag and a stamp from another epoch.
+    pub(crate) tag: Arc<str>,
+    pub(crate) tally: Tally,
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+}
+
+/// Reads `socket` until the phase stops or the server closes it, noting the latency of each
+/// of this phase's messages and answering keep-alives; `read` understands the server's frames.
+pub(crate) async fn read_deliveries(
+    mut socket: Socket,
+    reader: Reader,
+    read: impl Fn(&str) -> Frame + Send + 'static,
+) {
+    let Reader {
+        epoch,
+        tag,
+        tally,
+        stop,
+    } = reader;
+    let mut mine = Vec::new();
+    let mut last_us = 0;
+    loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => break,
+            frame = socket.next() => frame,
+        };
+        let Some(Ok(WsMessage::Text(text))) = frame else {
+            break;
+        };
+        let now = stamp(epoch);
+        match read(text.as_str()) {
+            Frame::Message(body) => {
+                if let Some(sent) = body
+                    .strip_prefix(tag.as_ref())
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    last_us = now;
+                    mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
+                    tally.arrived();
+                }
+            }
+            Frame::Sent(sent) => {
+                last_us = now;
+                mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
+                tally.arrived();
+            }
+            Frame::Answer(answer) => {
+                let _ = socket.send(WsMessage::text(answer)).await;
+            }
+            Frame::Other => {}
+        }
+    }
+    tally.add(mine, last_us);
+}
+
 pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -754,44 +833,16 @@ impl Product {
                         .to_string(),
                 ))
                 .await?;
-            let (tally, stop, tag) = (tally.clone(), stop.clone(), tag.clone());
-            readers.spawn(async move {
-                let mut mine = Vec::new();
-                let mut last_us = 0;
-                loop {
-                    let frame = tokio::select! {
-                        _ = stop.cancelled() => break,
-                        frame = socket.next() => frame,
-                    };
-                    let Some(Ok(WsMessage::Text(text))) = frame else {
-                        break;
-                    };
-                    let now = stamp(epoch);
-                    let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
-                        continue;
-                    };
-                    if message["type"] == "ping" {
-                        let _ = socket
-                            .send(WsMessage::text(json!({ "type": "pong" }).to_string()))
-                            .await;
-                        continue;
-                    }
-                    let body = message["payload"]["data"]["channelEvents"]["message"]["body"]
-                        .as_str()
-                        .unwrap_or_default();
-                    // Only this phase's messages: an earlier phase's, still on their way, carry
-                    // another tag and a stamp from another epoch.
-                    if let Some(sent) = body
-                        .strip_prefix(tag.as_ref())
-                        .and_then(|t| t.parse::<u64>().ok())
-                    {
-                        last_us = now;
-                        mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
-                        tally.arrived();
-                    }
-                }
-                tally.add(mine, last_us);
-            });
+            readers.spawn(read_deliveries(
+                socket,
+                Reader {
+                    epoch,
+                    tag: tag.clone(),
+                    tally: tally.clone(),
+                    stop: stop.clone(),
+                },
+                read_product_frame,
+            ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -799,54 +850,82 @@ impl Product {
             "  sending {} messages/s for {} s",
             shape.rate, shape.seconds
         );
-        let total = shape.total();
-        let interval = Duration::from_secs_f64(1.0 / f64::from(shape.rate));
-        let started = Instant::now();
-        let sending_from_us = stamp(epoch);
-        let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut sends = tokio::task::JoinSet::new();
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
-        for n in 0..total {
-            // Open loop: the n-th message leaves at n × interval, whatever the previous ones do.
-            tokio::time::sleep_until(tokio::time::Instant::from_std(
-                started + interval * n as u32,
-            ))
-            .await;
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                break;
-            };
-            let (http, owner, channel, failures, tag) = (
-                self.http.clone(),
-                self.owner.clone(),
-                channels[n as usize % channels.len()].clone(),
-                failures.clone(),
-                tag.clone(),
-            );
-            sends.spawn(async move {
-                let body = format!("{tag}{}", stamp(epoch));
-                if graphql(&http, api, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_err() {
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                drop(permit);
-            });
-        }
-        while sends.join_next().await.is_some() {}
-        let send_seconds = started.elapsed().as_secs_f64();
-        let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
-        // Let the backlog land, then stop the readers.
-        tally
-            .settle(shape.expected(total - failed), shape.settle_quiet)
-            .await;
-        stop.cancel();
-        while readers.join_next().await.is_some() {}
-        Ok(tally.phase(
-            &shape,
-            total - failed,
-            failed,
-            send_seconds,
-            sending_from_us,
-        ))
+        let (http, owner) = (self.http.clone(), self.owner.clone());
+        let channels = channels.to_vec();
+        let reader = Reader {
+            epoch,
+            tag,
+            tally,
+            stop,
+        };
+        let phase = send_open_loop(&shape, &reader, move |n, body| {
+            let (http, owner) = (http.clone(), owner.clone());
+            let channel = channels[n % channels.len()].clone();
+            async move {
+                graphql(&http, api, Some(&owner), "mutation($c: ID!, $b: String!) { sendMessage(input: {channelId: $c, body: $b}) { id } }", json!({ "c": channel, "b": body })).await.is_ok()
+            }
+        }, &mut readers)
+        .await;
+        Ok(phase)
     }
+}
+
+/// Sends `shape`'s messages open loop (the n-th leaves at n × interval, whatever the previous
+/// ones do; at most 64 in flight), message `n` with `send(n, body)` where the body is
+/// `<tag><send instant>`, then waits for the deliveries owed to land in `tally` (or for quiet),
+/// stops the `readers` and measures the phase. `send` answers whether the server took the
+/// message.
+pub(crate) async fn send_open_loop<F, Fut>(
+    shape: &Shape,
+    reader: &Reader,
+    send: F,
+    readers: &mut tokio::task::JoinSet<()>,
+) -> Phase
+where
+    F: Fn(usize, String) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let Reader {
+        epoch,
+        tag,
+        tally,
+        stop,
+    } = reader;
+    let epoch = *epoch;
+    let total = shape.total();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(shape.rate));
+    let started = Instant::now();
+    let sending_from_us = stamp(epoch);
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut sends = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    for n in 0..total {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(
+            started + interval * n as u32,
+        ))
+        .await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let sent = send(n as usize, format!("{tag}{}", stamp(epoch)));
+        let failures = failures.clone();
+        sends.spawn(async move {
+            if !sent.await {
+                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+    }
+    while sends.join_next().await.is_some() {}
+    let send_seconds = started.elapsed().as_secs_f64();
+    let failed = failures.load(std::sync::atomic::Ordering::Relaxed);
+    // Let the backlog land, then stop the readers: each adds its figures as it ends.
+    tally
+        .settle(shape.expected(total - failed), shape.settle_quiet)
+        .await;
+    stop.cancel();
+    while readers.join_next().await.is_some() {}
+    tally.phase(shape, total - failed, failed, send_seconds, sending_from_us)
 }
 
 // --- the baseline -----------------------------------------------------------------------------
@@ -926,31 +1005,22 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
     let mut readers = tokio::task::JoinSet::new();
     for n in 0..shape.subscribers {
         let channel = n % shape.channels;
-        let mut socket = connect(&format!("ws://{addr}/ws/{channel}"), None, 1).await?;
-        let (tally, stop) = (tally.clone(), readers_stop.clone());
-        readers.spawn(async move {
-            let mut mine = Vec::new();
-            let mut last_us = 0;
-            loop {
-                let frame = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    frame = socket.next() => frame,
-                };
-                let Some(Ok(WsMessage::Text(text))) = frame else {
-                    break;
-                };
-                let now = stamp(epoch);
-                last_us = now;
-                let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else {
-                    continue;
-                };
-                if let Some(sent) = message["t"].as_u64() {
-                    mine.push(micros(Duration::from_micros(now.saturating_sub(sent))));
-                    tally.arrived();
-                }
-            }
-            tally.add(mine, last_us);
-        });
+        let socket = connect(&format!("ws://{addr}/ws/{channel}"), None, 1).await?;
+        readers.spawn(read_deliveries(
+            socket,
+            Reader {
+                epoch,
+                tag: Arc::from(""),
+                tally: tally.clone(),
+                stop: readers_stop.clone(),
+            },
+            |text| {
+                serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|message| message["t"].as_u64())
+                    .map_or(Frame::Other, Frame::Sent)
+            },
+        ));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let total = shape.total();
