@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use futures::{SinkExt, StreamExt};
@@ -28,8 +28,7 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::realtime::{
-    connect, read_deliveries, send_open_loop, Frame, Phase, Reader, Shape, Socket, Tally,
-    EPOCH_FIELD,
+    connect, read_deliveries, send_open_loop, Frame, Phase, Reader, Shape, Socket,
 };
 
 /// A peer server.
@@ -261,25 +260,15 @@ fn channel_name(n: usize) -> String {
 pub async fn phase(peer: Peer, shape: Shape) -> anyhow::Result<Phase> {
     let server = Running::start(peer).await?;
     let url = peer.url(server.addr);
-    let epoch = Instant::now();
-    let tally = Tally::default();
-    let stop = tokio_util::sync::CancellationToken::new();
+    let reader = Reader::new();
     let mut readers = tokio::task::JoinSet::new();
-    let tag: Arc<str> = Arc::from(format!("{:08x}.{EPOCH_FIELD}=", rand::random::<u32>()));
     eprintln!("  subscribing {} connections", shape.subscribers);
     for n in 0..shape.subscribers {
         let mut socket = open(peer, &url, 1).await?;
         subscribe(&mut socket, peer, &channel_name(n % shape.channels)).await?;
-        readers.spawn(read_deliveries(
-            socket,
-            Reader {
-                epoch,
-                tag: tag.clone(),
-                tally: tally.clone(),
-                stop: stop.clone(),
-            },
-            move |text| read_frame(peer, text),
-        ));
+        readers.spawn(read_deliveries(socket, reader.clone(), move |text| {
+            read_frame(peer, text)
+        }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -289,12 +278,6 @@ pub async fn phase(peer: Peer, shape: Shape) -> anyhow::Result<Phase> {
     );
     let http = reqwest::Client::new();
     let publish = format!("http://{}/publish", server.addr);
-    let reader = Reader {
-        epoch,
-        tag,
-        tally,
-        stop,
-    };
     let phase = send_open_loop(
         &shape,
         &reader,

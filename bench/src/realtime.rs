@@ -405,7 +405,8 @@ fn read_product_frame(text: &str) -> Frame {
     }
 }
 
-/// What one subscriber's reader shares with its phase.
+/// What one subscriber's reader shares with its phase (each reader holds a clone).
+#[derive(Clone)]
 pub(crate) struct Reader {
     pub(crate) epoch: Instant,
     /// This phase's messages' bodies are `<tag><send instant>`: an earlier phase's, still on
@@ -413,6 +414,18 @@ pub(crate) struct Reader {
     pub(crate) tag: Arc<str>,
     pub(crate) tally: Tally,
     pub(crate) stop: tokio_util::sync::CancellationToken,
+}
+
+impl Reader {
+    /// A phase's: its epoch is now, its tag new.
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            tag: Arc::from(format!("{:08x}.{EPOCH_FIELD}=", rand::random::<u32>())),
+            tally: Tally::default(),
+            stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
 }
 
 /// Reads `socket` until the phase stops or the server closes it, noting the latency of each
@@ -816,12 +829,8 @@ impl Product {
     pub(crate) async fn phase(&self, shape: Shape) -> anyhow::Result<Phase> {
         let (addr, api) = (self.edge, self.api);
         let channels = &self.channels[..shape.channels.min(self.channels.len())];
-        let epoch = Instant::now();
-        let tally = Tally::default();
-        let stop = tokio_util::sync::CancellationToken::new();
+        let reader = Reader::new();
         let mut readers = tokio::task::JoinSet::new();
-        // This phase's messages' bodies: `<tag><send instant>`.
-        let tag: Arc<str> = Arc::from(format!("{:08x}.{EPOCH_FIELD}=", rand::random::<u32>()));
         eprintln!("  subscribing {} connections", shape.subscribers);
         for n in 0..shape.subscribers {
             let channel = channels[n % channels.len()].clone();
@@ -833,16 +842,7 @@ impl Product {
                         .to_string(),
                 ))
                 .await?;
-            readers.spawn(read_deliveries(
-                socket,
-                Reader {
-                    epoch,
-                    tag: tag.clone(),
-                    tally: tally.clone(),
-                    stop: stop.clone(),
-                },
-                read_product_frame,
-            ));
+            readers.spawn(read_deliveries(socket, reader.clone(), read_product_frame));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -852,12 +852,6 @@ impl Product {
         );
         let (http, owner) = (self.http.clone(), self.owner.clone());
         let channels = channels.to_vec();
-        let reader = Reader {
-            epoch,
-            tag,
-            tally,
-            stop,
-        };
         let phase = send_open_loop(&shape, &reader, move |n, body| {
             let (http, owner) = (http.clone(), owner.clone());
             let channel = channels[n % channels.len()].clone();
@@ -999,28 +993,19 @@ pub async fn baseline_server(
 /// One load shape through the bare broadcast server.
 async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
     let (addr, feeds, stop, server) = baseline_server(shape.channels).await?;
-    let epoch = Instant::now();
-    let tally = Tally::default();
-    let readers_stop = tokio_util::sync::CancellationToken::new();
+    // The baseline's messages carry their send instant in `t`, so the tag goes unused.
+    let reader = Reader::new();
+    let Reader { epoch, .. } = reader;
     let mut readers = tokio::task::JoinSet::new();
     for n in 0..shape.subscribers {
         let channel = n % shape.channels;
         let socket = connect(&format!("ws://{addr}/ws/{channel}"), None, 1).await?;
-        readers.spawn(read_deliveries(
-            socket,
-            Reader {
-                epoch,
-                tag: Arc::from(""),
-                tally: tally.clone(),
-                stop: readers_stop.clone(),
-            },
-            |text| {
-                serde_json::from_str::<Value>(text)
-                    .ok()
-                    .and_then(|message| message["t"].as_u64())
-                    .map_or(Frame::Other, Frame::Sent)
-            },
-        ));
+        readers.spawn(read_deliveries(socket, reader.clone(), |text| {
+            serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|message| message["t"].as_u64())
+                .map_or(Frame::Other, Frame::Sent)
+        }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let total = shape.total();
@@ -1036,14 +1021,17 @@ async fn baseline(shape: Shape) -> anyhow::Result<Phase> {
         let _ = feeds[n as usize % shape.channels].send(Arc::from(message.to_string()));
     }
     let send_seconds = started.elapsed().as_secs_f64();
-    tally
+    reader
+        .tally
         .settle(shape.expected(total), shape.settle_quiet)
         .await;
-    readers_stop.cancel();
+    reader.stop.cancel();
     while readers.join_next().await.is_some() {}
     stop.cancel();
     let _ = server.await;
-    Ok(tally.phase(&shape, total, 0, send_seconds, sending_from_us))
+    Ok(reader
+        .tally
+        .phase(&shape, total, 0, send_seconds, sending_from_us))
 }
 
 // --- the report ---------------------------------------------------------------------------------
