@@ -90,10 +90,19 @@ impl BlockLists {
         }
     }
 
-    /// Reads `user`'s list from the read model and keeps it.
+    /// Reads `user`'s list from the read model and keeps it, unless a list was forgotten while
+    /// it was being read: it may predate the block that forgot it (a background read begun
+    /// before the block), so it answers this ask but is not kept.
     async fn read(&self, read: &ReadModels, user: UserId) -> ApiResult<BlockList> {
+        let began = self.generation();
         let list: BlockList = Arc::new(read.blocked_by(user).await?.into_iter().collect());
         let mut lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != began {
+            if let Some(kept) = lists.get_mut(&user) {
+                kept.refreshing = false;
+            }
+            return Ok(list);
+        }
         if lists.len() >= MAX_LISTS {
             lists.retain(|user, kept| kept.read_at.elapsed() < lifetime(*user));
             if lists.len() >= MAX_LISTS {
@@ -125,10 +134,9 @@ impl BlockLists {
 
     /// Drops `user`'s list: they just blocked or unblocked someone.
     pub fn forget(&self, user: UserId) {
-        self.lists
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&user);
+        let mut lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        lists.remove(&user);
+        // Under the lock: a read that keeps its list checks the generation under it too.
         self.generation.fetch_add(1, Ordering::Release);
     }
 
