@@ -228,14 +228,10 @@ impl KafkaSource {
         }
         let consumer = if self.assigned.swap(true, Ordering::SeqCst) {
             let fresh = Arc::new(Self::reader(&self.config)?);
-            let old = std::mem::replace(
-                &mut *self
-                    .consumer
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-                fresh.clone(),
-            );
-            drop(old);
+            *self
+                .consumer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
             fresh
         } else {
             self.consumer()
