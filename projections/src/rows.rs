@@ -701,6 +701,14 @@ impl ChannelEventKind {
         }
     }
 
+    /// Whether moderators hid the message or showed it again: news for its author too.
+    pub const fn is_moderation(self) -> bool {
+        matches!(
+            self,
+            ChannelEventKind::MessageHidden | ChannelEventKind::MessageRestored
+        )
+    }
+
     pub fn parse(value: &str) -> Option<Self> {
         [
             ChannelEventKind::MessageSent,

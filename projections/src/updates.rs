@@ -152,6 +152,8 @@ struct Bus {
     channels: Routes<ChannelId>,
     members: Routes<UserId>,
     servers: Routes<ServerId>,
+    /// Moderation of a user's own messages (hidden, shown again), for their `userEvents`.
+    authors: Routes<UserId>,
 }
 
 impl UpdateBus {
@@ -163,6 +165,7 @@ impl UpdateBus {
                 channels: Routes::new(capacity),
                 members: Routes::new(MEMBERSHIP_CAPACITY),
                 servers: Routes::new(capacity),
+                authors: Routes::new(MEMBERSHIP_CAPACITY),
             }),
         }
     }
@@ -171,7 +174,12 @@ impl UpdateBus {
     pub fn publish(&self, update: Update) {
         let update = Arc::new(update);
         match update.as_ref() {
-            Update::Channel(event) => self.inner.channels.publish(event.channel_id, &update),
+            Update::Channel(event) => {
+                self.inner.channels.publish(event.channel_id, &update);
+                if event.kind.is_moderation() {
+                    self.inner.authors.publish(event.message.author_id, &update);
+                }
+            }
             Update::Membership { user_id, .. } => self.inner.members.publish(*user_id, &update),
             Update::ConversationOpened {
                 participant_ids, ..
@@ -222,6 +230,12 @@ impl UpdateBus {
     /// A user's own news: membership changes from any server, conversations opened with them.
     pub fn watch_member(&self, member: UserId) -> broadcast::Receiver<Arc<Update>> {
         self.inner.members.subscribe(member)
+    }
+
+    /// Moderation of `author`'s own messages, wherever they wrote them: each of their messages
+    /// hidden or shown again, as the channel's update.
+    pub fn watch_own_messages(&self, author: UserId) -> broadcast::Receiver<Arc<Update>> {
+        self.inner.authors.subscribe(author)
     }
 }
 
@@ -356,6 +370,43 @@ mod tests {
         for _ in 0..5 {
             assert!(all.try_recv().is_ok());
         }
+    }
+
+    #[test]
+    fn an_author_hears_of_their_own_messages_hidden_and_restored_only() {
+        let bus = UpdateBus::new(8);
+        let channel = ChannelId::new();
+        let moderated = |update: Update, kind| match update {
+            Update::Channel(mut row) => {
+                row.kind = kind;
+                (row.message.author_id, Update::Channel(row))
+            }
+            other => unreachable!("{other:?}"),
+        };
+        let (author, hidden) = moderated(sent(channel, 2), ChannelEventKind::MessageHidden);
+        let (someone, restored) = moderated(sent(channel, 3), ChannelEventKind::MessageRestored);
+        let mut own = bus.watch_own_messages(author);
+        let mut theirs = bus.watch_own_messages(someone);
+        let mut channel_feed = bus.watch_channel(channel, author);
+
+        bus.publish(sent(channel, 1));
+        bus.publish(hidden.clone());
+        bus.publish(restored);
+
+        // The author hears of their hidden message, not of their messages sent nor of
+        // someone else's moderation; the channel's subscribers hear all three.
+        assert_eq!(own.try_recv().ok().as_deref(), Some(&hidden));
+        assert!(own.try_recv().is_err());
+        assert!(
+            matches!(theirs.try_recv().as_deref(), Ok(Update::Channel(row))
+            if row.kind == ChannelEventKind::MessageRestored)
+        );
+        let mut heard = 0;
+        while channel_feed.channel.try_recv().is_ok() {
+            heard += 1;
+        }
+        assert_eq!(heard, 3);
+        assert!(channel_feed.membership.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -20,8 +20,8 @@ use crate::tap::{EventTap, PresetEvent, Tapped};
 use crate::types::{
     channel_view, in_channel_view, parse_cursor, require_caller, required_place, state,
     visible_channel, visible_conversation, ChannelEvent, Conversation, ConversationChanged,
-    ConversationLeft, ConversationOpened, MembershipChanged, Place, ResyncNeeded, RoleGql,
-    UserEvent,
+    ConversationLeft, ConversationOpened, MembershipChanged, MessageModerated, Place, ResyncNeeded,
+    RoleGql, UserEvent,
 };
 use crate::ApiState;
 
@@ -477,8 +477,9 @@ impl SubscriptionRoot {
 
     /// The caller's own news from any device: servers joined or left, removals, bans and role
     /// changes, conversations opened with them, and their groups' changes (people added or
-    /// gone, a new name; `ConversationLeft` when the caller left or was removed). `ResyncNeeded` says some were missed;
-    /// re-read `servers` and `conversations` then.
+    /// gone, a new name; `ConversationLeft` when the caller left or was removed), and their
+    /// own messages hidden by moderators or shown again (`MessageModerated`). `ResyncNeeded`
+    /// says some were missed; re-read `servers` and `conversations` then.
     async fn user_events(
         &self,
         ctx: &Context<'_>,
@@ -487,6 +488,7 @@ impl SubscriptionRoot {
         let user = require_caller(ctx)?;
         let permit = subscription_permit(ctx)?;
         let mut updates = state.updates.watch_member(user);
+        let mut own_messages = state.updates.watch_own_messages(user);
         let shutdown = state.shutdown.clone();
         Ok(async_stream::stream! {
             let _permit = permit;
@@ -494,6 +496,7 @@ impl SubscriptionRoot {
                 let heard = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     heard = updates.recv() => heard,
+                    heard = own_messages.recv() => heard,
                 };
                 match heard {
                     Ok(update) => match update.as_ref() {
@@ -532,7 +535,12 @@ impl SubscriptionRoot {
                                 Err(error) => tracing::debug!(?error, "a changed conversation is gone from view"),
                             }
                         }
-                        Update::Channel(_) | Update::Server(_) => {}
+                        Update::Channel(row) => {
+                            if let Some(news) = MessageModerated::from_update(row) {
+                                yield Ok(UserEvent::MessageModerated(Box::new(news)));
+                            }
+                        }
+                        Update::Server(_) => {}
                     },
                     Err(RecvError::Lagged(missed)) => {
                         yield Ok(UserEvent::ResyncNeeded(ResyncNeeded {

@@ -1559,6 +1559,51 @@ pub struct ConversationLeft {
     pub conversation_id: ID,
 }
 
+/// The server's moderators (or the model stage, pending them) hid one of the caller's
+/// messages (`hidden` true), or showed it again. While it is hidden its words are withheld
+/// from everyone but the server's moderators, its author included (`message.body` is empty).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MessageModerated {
+    pub message: Message,
+    pub hidden: bool,
+    /// The reason the decision gave (for the model stage: its flag's reason).
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+impl MessageModerated {
+    /// The news in a channel's `MessageHidden` or `MessageRestored` update; `None` for any
+    /// other kind of update.
+    pub fn from_update(row: &ChannelEventRow) -> Option<Self> {
+        let review = row.message.review.as_ref();
+        let (hidden, reason, at) = match row.kind {
+            ChannelEventKind::MessageHidden => {
+                let hidden = review.and_then(|review| review.hidden.as_ref());
+                (
+                    true,
+                    hidden.map(|hidden| hidden.reason.clone()),
+                    hidden.map(|hidden| hidden.hidden_at),
+                )
+            }
+            ChannelEventKind::MessageRestored => {
+                let decision = review.and_then(|review| review.decision.as_ref());
+                (
+                    false,
+                    decision.map(|decision| decision.reason.clone()),
+                    decision.map(|decision| decision.decided_at),
+                )
+            }
+            _ => return None,
+        };
+        Some(Self {
+            message: (*row.message).clone().into(),
+            hidden,
+            reason: reason.unwrap_or_default(),
+            at: at.unwrap_or(row.message.created_at),
+        })
+    }
+}
+
 /// News for the signed-in user, whatever server or channel it concerns.
 #[derive(async_graphql::Union, Clone, Debug)]
 pub enum UserEvent {
@@ -1566,5 +1611,7 @@ pub enum UserEvent {
     ConversationOpened(ConversationOpened),
     ConversationChanged(ConversationChanged),
     ConversationLeft(ConversationLeft),
+    /// Boxed: a message is much larger than the other news.
+    MessageModerated(Box<MessageModerated>),
     ResyncNeeded(ResyncNeeded),
 }

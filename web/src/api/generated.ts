@@ -439,6 +439,7 @@ export type UserEventsSubscription = { userEvents:
     | { __typename: 'ConversationLeft' }
     | { __typename: 'ConversationOpened', conversation: { id: string } }
     | { __typename: 'MembershipChanged', serverId: string, member: boolean, role: Role | null }
+    | { __typename: 'MessageModerated' }
     | { __typename: 'ResyncNeeded', missed: number }
    };
 
