@@ -30,16 +30,13 @@ use aether_commands::{ChatCommands, CommandContext, CommandError, ErrorCode};
 use aether_domain::review::ModelVerdict;
 use aether_domain::MessageId;
 use aether_moderation::model::{default_model_dir, Classifier, Embedder, Head, Score};
-use aether_projections::projection::{Projection, ProjectionError};
 use aether_projections::stream::engine::{
     NoUpdates, PoisonPolicy, ProjectorFailure, ProjectorOptions, StreamProjector,
 };
-use aether_projections::stream::postgres::PgProjection;
 use aether_projections::stream::source::{Checkpoint, EventSource, StreamEvent};
 use aether_projections::stream::store::{Applied, DeadLetter, ReadStore, Retried, StoreError};
 use aether_projections::stream::ProjectorMetrics;
 use aether_projections::Update;
-use aether_schemas::LoggedEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use metrics::Unit;
@@ -48,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The moderator's name: its checkpoint's key (`moderator_v1`), and its projector metrics'
 /// label.
-pub const NAME: &str = "moderator";
+pub const NAME: &str = aether_projections::stream::reactor::MODERATOR;
 
 pub const SCORED: &str = "aether_moderation_messages_scored_total";
 pub const FLAGGED: &str = "aether_moderation_flags_total";
@@ -177,13 +174,15 @@ pub enum ModeratorError {
 }
 
 /// Loads the model, then moderates what `source` delivers from `store`'s checkpoint until
-/// `shutdown`. `state` follows the model: loading, ready, or unavailable with the reason.
+/// `shutdown`, holding still while `paused` says so. `state` follows the model: loading,
+/// ready, or unavailable with the reason.
 pub async fn run(
     store: Arc<dyn ReadStore>,
     source: Arc<dyn EventSource>,
     commands: Arc<ChatCommands<EventStoreBackend>>,
     config: ModeratorConfig,
     state: watch::Sender<ModelState>,
+    paused: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), ModeratorError> {
     store.prepare().await?;
@@ -233,8 +232,6 @@ pub async fn run(
         },
         Arc::new(ProjectorMetrics::new(NAME, 1)),
     );
-    // Nobody pauses the moderator; the sender lives as long as the run.
-    let (_pause, paused) = watch::channel(false);
     let outcome = projector.run(paused, shutdown).await;
     ready.set(0.0);
     Ok(outcome?)
@@ -533,55 +530,6 @@ impl ReadStore for ModeratorStore {
 
     async fn drop_version(&self) -> Result<(), StoreError> {
         self.inner.drop_version().await
-    }
-}
-
-/// What the moderator keeps in its store besides the bookkeeping every projection version has
-/// (checkpoint, applied sequences, dead letters): nothing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Bookkeeping;
-
-#[async_trait]
-impl Projection for Bookkeeping {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn tables(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-
-    async fn apply(
-        &self,
-        _tx: &mut sqlx::SqliteConnection,
-        _event: &LoggedEvent,
-        _updates: &mut Vec<Update>,
-    ) -> Result<(), ProjectionError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl PgProjection for Bookkeeping {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn ddl(&self) -> &'static str {
-        ""
-    }
-
-    fn dump_queries(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-
-    async fn apply(
-        &self,
-        _tx: &mut sqlx::PgConnection,
-        events: &[(usize, &StreamEvent)],
-        _updates: &mut Vec<Update>,
-    ) -> Result<usize, StoreError> {
-        Ok(events.len())
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::engine::{NoUpdates, ProjectorOptions, StreamProjector};
 use aether_projections::stream::event_store::build_from_event_store;
+use aether_projections::stream::reactor::{is_reactor, REACTORS};
 use aether_projections::stream::registry::{Registry, VersionState};
 use aether_projections::stream::role::{open_store, RoleError, Stores, STREAM_PROJECTIONS};
 use aether_projections::stream::source::{lag_of, Checkpoint, KafkaSource, Lag};
@@ -178,7 +179,34 @@ pub enum RebuildFrom {
 #[error("{0}")]
 pub struct Refused(pub String);
 
+impl ProjectionsCommand {
+    /// Refuses what a reactor cannot do: it keeps no read model to rebuild, reset, switch,
+    /// drop or dump.
+    fn check_reactor(&self) -> Result<(), Refused> {
+        let (name, what) = match self {
+            ProjectionsCommand::Reset { name, .. } => (name, "reset"),
+            ProjectionsCommand::Rebuild { name, .. } => (name, "rebuild"),
+            ProjectionsCommand::Switch { name, .. } => (name, "switch"),
+            ProjectionsCommand::Drop { name, .. } => (name, "drop"),
+            ProjectionsCommand::Dump { name, .. } => (name, "dump"),
+            ProjectionsCommand::List { .. }
+            | ProjectionsCommand::Pause { .. }
+            | ProjectionsCommand::Resume { .. }
+            | ProjectionsCommand::DeadLetters { .. }
+            | ProjectionsCommand::Retry { .. } => return Ok(()),
+        };
+        if !is_reactor(name) {
+            return Ok(());
+        }
+        Err(Refused(format!(
+            "{name} is a reactor: its decisions are events in the log and it keeps no read model \
+             to {what}; `list`, `pause`, `resume`, `dead-letters` and `retry` work on it"
+        )))
+    }
+}
+
 pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
+    command.check_reactor()?;
     if let Some(dir) = command.stores().data_dir.clone() {
         return crate::projections_embedded::run(command, &dir).await;
     }
@@ -352,7 +380,15 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
     let registry = Registry::open(stores.postgres.clone()).await?;
     let kafka = args.kafka.config();
     let mut rows = Vec::new();
-    for (name, kind) in STREAM_PROJECTIONS {
+    let projections = STREAM_PROJECTIONS
+        .iter()
+        .map(|(name, kind)| (*name, *kind, &EVENT_TOPICS[..]))
+        .chain(
+            REACTORS
+                .iter()
+                .map(|(name, topics)| (*name, "PostgreSQL", *topics)),
+        );
+    for (name, kind, topics) in projections {
         let entry = registry.find(name).await?;
         let (version, paused, building) = match &entry {
             Some(entry) => (
@@ -371,7 +407,7 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
             Ok(store) => store,
             Err(RoleError::NoMongo(_)) => {
                 rows.push(ListRow {
-                    name: (*name).to_owned(),
+                    name: name.to_owned(),
                     store: kind,
                     version,
                     state: "no store",
@@ -388,7 +424,7 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
         };
         store.prepare().await?;
         let checkpoint = store.checkpoint().await?;
-        let lag = log_lag(&kafka, checkpoint.clone()).await.ok();
+        let lag = log_lag(&kafka, topics, checkpoint.clone()).await.ok();
         let moved = store.last_progress().await?;
         let lag_seconds = lag.as_ref().map(|lag| match moved {
             Some(at) if lag.events > 0 => (chrono::Utc::now() - at).num_seconds().max(0),
@@ -396,7 +432,7 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
             _ => 0,
         });
         rows.push(ListRow {
-            name: (*name).to_owned(),
+            name: name.to_owned(),
             store: kind,
             version,
             state: match (&entry, paused) {
@@ -584,7 +620,9 @@ pub async fn build_until_caught_up(
     );
     let progress = progress_bar()?;
     let mut checkpoints = projector.checkpoint();
-    let end = log_lag(kafka, Checkpoint::default()).await?.log_end;
+    let end = log_lag(kafka, &EVENT_TOPICS, Checkpoint::default())
+        .await?
+        .log_end;
     progress.set_length(end.max(0) as u64);
     let watcher = {
         let progress = progress.clone();
@@ -604,7 +642,7 @@ pub async fn build_until_caught_up(
             .run(paused.clone(), CancellationToken::new())
             .await?;
         let after = store.checkpoint().await?.total();
-        let end = log_lag(kafka, store.checkpoint().await?).await?;
+        let end = log_lag(kafka, &EVENT_TOPICS, store.checkpoint().await?).await?;
         progress.set_length(end.log_end.max(0) as u64);
         if after - before <= batch as i64 || end.events <= batch as i64 {
             break;
@@ -617,12 +655,16 @@ pub async fn build_until_caught_up(
 }
 
 /// How far `at` is behind the log; a broker slow to answer is asked again, a few times.
-async fn log_lag(kafka: &KafkaConfig, at: Checkpoint) -> anyhow::Result<Lag> {
+async fn log_lag(
+    kafka: &KafkaConfig,
+    topics: &'static [&'static str],
+    at: Checkpoint,
+) -> anyhow::Result<Lag> {
     let mut wait = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
         let (kafka, at) = (kafka.clone(), at.clone());
-        match tokio::task::spawn_blocking(move || lag_of(&kafka, &EVENT_TOPICS, &at)).await? {
+        match tokio::task::spawn_blocking(move || lag_of(&kafka, topics, &at)).await? {
             Ok(lag) => return Ok(lag),
             Err(error) if attempt < 5 => {
                 tracing::warn!(%error, attempt, "the broker did not answer; asking again");

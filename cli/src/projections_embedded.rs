@@ -8,6 +8,7 @@ use std::sync::Arc;
 use aether_commands::SqliteEventStore;
 use aether_projections::stream::controls::EmbeddedControls;
 use aether_projections::stream::engine::{NoUpdates, ProjectorOptions, StreamProjector};
+use aether_projections::stream::reactor::{is_reactor, reactor, MODERATOR, REACTORS};
 use aether_projections::stream::source::{EventLogSource, EventSource};
 use aether_projections::stream::sqlite::{embedded_projection, SqliteStore, EMBEDDED_PROJECTIONS};
 use aether_projections::stream::ProjectorMetrics;
@@ -194,7 +195,12 @@ async fn set_paused(dir: &Path, name: &str, paused: bool) -> anyhow::Result<()> 
         .context("cannot open the projection controls")?;
     controls.set_paused(name, paused).await?;
     controls.close().await;
-    if paused {
+    if paused && is_reactor(name) {
+        println!(
+            "{name}: paused (a running `aether dev` stops it within a second; messages are \
+             delivered meanwhile and judged when it resumes)"
+        );
+    } else if paused {
         println!(
             "{name}: paused (a running `aether dev` stops applying events within a second; \
              queries answer from what it had applied)"
@@ -205,11 +211,17 @@ async fn set_paused(dir: &Path, name: &str, paused: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Projection `name`, or reactor `name`'s bookkeeping.
 fn known(name: &str) -> anyhow::Result<Arc<dyn aether_projections::projection::Projection>> {
+    if let Some(bookkeeping) = reactor(name) {
+        return Ok(Arc::new(bookkeeping));
+    }
     embedded_projection(name).ok_or_else(|| {
         Refused(format!(
-            "unknown projection {name:?}; the embedded mode keeps {}",
-            EMBEDDED_PROJECTIONS.join(", ")
+            "unknown projection {name:?}; the embedded mode keeps {} (and the {} reactor when \
+             `aether dev --moderator` runs)",
+            EMBEDDED_PROJECTIONS.join(", "),
+            MODERATOR
         ))
         .into()
     })
@@ -273,7 +285,12 @@ async fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
     let set = controls.read().await?;
     controls.close().await;
     let mut rows = Vec::new();
-    for name in EMBEDDED_PROJECTIONS {
+    // A reactor is listed once it has run here (its bookkeeping file exists).
+    let reactors = REACTORS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| dir.join(format!("{name}_v1.db")).exists());
+    for name in EMBEDDED_PROJECTIONS.into_iter().chain(reactors) {
         let control = set.get(name);
         let version = control.map_or(1, |control| control.live_version);
         let store = open(dir, name, Some(version)).await?;

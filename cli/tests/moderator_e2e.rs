@@ -216,6 +216,13 @@ async fn embedded_a_toxic_message_is_hidden_within_2s_queued_and_restored() -> a
     let (mut bob, _) = anonymous.register("bob").await?;
     let took = flagged_hidden_and_restored(app.local_addr, &mut alice, &mut bob).await?;
     println!("embedded: {took:?}");
+    paused_and_resumed_by_the_operator(
+        Operator::DataDir(dir.path()),
+        app.local_addr,
+        &mut alice,
+        &mut bob,
+    )
+    .await?;
     app.stop().await?;
     Ok(())
 }
@@ -261,11 +268,139 @@ async fn distributed_a_toxic_message_is_hidden_within_2s_queued_and_restored() -
     assert!(metrics.contains("aether_moderation_batch_size_bucket"));
     assert!(metrics.contains("aether_moderation_model_seconds_bucket"));
 
+    paused_and_resumed_by_the_operator(
+        Operator::Cluster(&cluster),
+        instance.local_addr,
+        &mut alice,
+        &mut bob,
+    )
+    .await?;
+
     stop.cancel();
     while let Some(outcome) = tasks.join_next().await {
         outcome??;
     }
     cluster.stop(vec![instance]).await
+}
+
+/// Where the operator's `aether projections` commands point: a cluster's servers, or an
+/// embedded data directory.
+enum Operator<'a> {
+    Cluster(&'a Cluster),
+    DataDir(&'a std::path::Path),
+}
+
+impl Operator<'_> {
+    async fn aether(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        match self {
+            Operator::Cluster(cluster) => cluster.aether(args).await,
+            Operator::DataDir(dir) => {
+                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aether"));
+                command.args(args).env_remove("AETHER_POSTGRES_URL");
+                if args.first() == Some(&"projections") {
+                    command.arg("--data-dir").arg(dir);
+                }
+                Ok(tokio::task::spawn_blocking(move || command.output()).await??)
+            }
+        }
+    }
+
+    /// The moderator's row of `aether projections list --json`.
+    async fn listed(&self) -> anyhow::Result<Value> {
+        let output = self.aether(&["projections", "list", "--json"]).await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "list: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rows: Vec<Value> = serde_json::from_slice(&output.stdout)?;
+        rows.into_iter()
+            .find(|row| row["name"] == "moderator")
+            .context("the moderator is not listed")
+    }
+}
+
+/// The operator sees the moderator in `aether projections list`, pauses it (a toxic message
+/// then stays up) and resumes it (the message is hidden); what a reactor cannot do is refused.
+async fn paused_and_resumed_by_the_operator(
+    operator: Operator<'_>,
+    addr: SocketAddr,
+    owner: &mut Client,
+    member: &mut Client,
+) -> anyhow::Result<()> {
+    // Caught up with the messages topic, nothing set aside.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let row = operator.listed().await?;
+        if row["lag_events"] == 0 || Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (&row["paused"], &row["lag_events"], &row["dead_letters"]),
+        (&json!(false), &json!(0), &json!(0)),
+        "{row}"
+    );
+    assert!(
+        row["checkpoint"].as_i64().is_some_and(|at| at >= 2),
+        "{row}"
+    );
+
+    let paused = operator
+        .aether(&["projections", "pause", "moderator"])
+        .await?;
+    assert!(paused.status.success(), "{paused:?}");
+    assert_eq!(operator.listed().await?["paused"], true);
+    // The moderator reads the operator's controls every half second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let place = community(owner, member).await?;
+    let mut watching = Subscriber::connect(addr, member.token.as_deref().unwrap_or("")).await?;
+    watching
+        .subscribe("m", EVENTS, json!({ "c": place.channel_id, "after": "0" }))
+        .await?;
+    let toxic = send(member, &place.channel_id, TOXIC).await?;
+    let event = watching.next_event("m").await?;
+    assert_eq!(
+        (&event["__typename"], &event["message"]["id"]),
+        (&json!("MessageSent"), &json!(toxic))
+    );
+    watching.assert_quiet(Duration::from_millis(1500)).await?;
+
+    let resumed = operator
+        .aether(&["projections", "resume", "moderator"])
+        .await?;
+    assert!(resumed.status.success(), "{resumed:?}");
+    let event = watching.next_event("m").await?;
+    assert_eq!(
+        (&event["__typename"], &event["message"]["id"]),
+        (&json!("MessageHidden"), &json!(toxic))
+    );
+
+    // A reactor keeps no read model: rebuilding, resetting, switching, dropping or dumping it
+    // is refused (exit 2), and no projector process runs it.
+    let mut refused_commands = vec![
+        &["projections", "rebuild", "moderator"][..],
+        &["projections", "reset", "moderator"],
+        &["projections", "switch", "moderator", "2"],
+        &["projections", "drop", "moderator", "1"],
+        &["projections", "dump", "moderator"],
+    ];
+    if matches!(operator, Operator::Cluster(_)) {
+        refused_commands.push(&["serve", "--role", "projector", "--projection", "moderator"]);
+    }
+    for args in refused_commands {
+        let refused = operator.aether(args).await?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        let expected = if args[0] == "projections" {
+            Some(2)
+        } else {
+            Some(1)
+        };
+        assert_eq!(refused.status.code(), expected, "{args:?}: {stderr}");
+        assert!(stderr.contains("reactor"), "{args:?}: {stderr}");
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

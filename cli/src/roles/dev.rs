@@ -23,7 +23,9 @@ use aether_query_api::revocation::Revocations;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::moderator::{Bookkeeping, ModelState};
+use aether_projections::stream::reactor::{Bookkeeping, MODERATOR};
+
+use crate::moderator::ModelState;
 
 use super::{prepare_data_dir, start_app, AppError, AppParts, EmbeddedConfig, Running};
 
@@ -61,19 +63,30 @@ pub async fn start_embedded(config: EmbeddedConfig) -> Result<Running, AppError>
             }
         })?,
     };
-    let moderator = config.moderator.clone().map(|moderation| {
-        let (state, watching) = tokio::sync::watch::channel(ModelState::Loading);
-        let run = crate::moderator::run(
-            Arc::new(SqliteStore::new(&config.data_dir, Arc::new(Bookkeeping), 1)),
-            Arc::new(EventLogSource::new(Arc::new(events.clone()))),
-            Arc::new(ChatCommands::new(store.clone())),
-            moderation,
-            state,
-            shutdown.clone(),
-        );
-        tasks.spawn(async move { run.await.map_err(|error| AppError::Role(error.to_string())) });
-        watching
-    });
+    let moderator_paused = projectors.reactor(MODERATOR);
+    let moderator = config
+        .moderator
+        .clone()
+        .zip(moderator_paused)
+        .map(|(moderation, paused)| {
+            let (state, watching) = tokio::sync::watch::channel(ModelState::Loading);
+            let run = crate::moderator::run(
+                Arc::new(SqliteStore::new(
+                    &config.data_dir,
+                    Arc::new(Bookkeeping::moderator()),
+                    1,
+                )),
+                Arc::new(EventLogSource::new(Arc::new(events.clone()))),
+                Arc::new(ChatCommands::new(store.clone())),
+                moderation,
+                state,
+                paused,
+                shutdown.clone(),
+            );
+            tasks
+                .spawn(async move { run.await.map_err(|error| AppError::Role(error.to_string())) });
+            watching
+        });
     let mut running = start_app(
         config,
         AppParts {
@@ -192,6 +205,16 @@ async fn start_embedded_projectors(
             applied,
             metrics,
         });
+    }
+    if config.moderator.is_some() {
+        // Paused only by the operator (`aether projections pause moderator --data-dir`).
+        let paused = set
+            .get(MODERATOR)
+            .and_then(|control| control.paused)
+            .unwrap_or(false);
+        projectors
+            .reactors
+            .push((MODERATOR, tokio::sync::watch::channel(paused).0));
     }
     let watermarks = Watermarks::new(checkpoints);
     let versions = projectors
@@ -334,8 +357,17 @@ fn follow_controls(
     tasks: &mut JoinSet<Result<(), AppError>>,
     shutdown: &CancellationToken,
 ) {
+    let reactors = projectors.reactors.clone();
     let projectors = projectors.controls.clone();
     let apply = move |set: HashMap<String, Control>| {
+        for (name, paused) in &reactors {
+            let Some(wanted) = set.get(*name).and_then(|control| control.paused) else {
+                continue;
+            };
+            if paused.send_if_modified(|p| std::mem::replace(p, wanted) != wanted) {
+                tracing::info!(reactor = name, paused = wanted, "reactor paused or resumed");
+            }
+        }
         for (name, control) in &projectors {
             let Some(wanted) = set.get(*name) else {
                 continue;
@@ -402,5 +434,17 @@ impl ProjectorControl {
 #[derive(Default)]
 pub(crate) struct Projectors {
     pub(crate) controls: Vec<(&'static str, ProjectorControl)>,
+    /// Whether each reactor configured to run here is paused, as the operator's controls say.
+    pub(crate) reactors: Vec<(&'static str, tokio::sync::watch::Sender<bool>)>,
     pub(crate) watermarks: Option<Watermarks>,
+}
+
+impl Projectors {
+    /// Whether reactor `name` is paused, as it changes; `None` unless it runs here.
+    fn reactor(&self, name: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.reactors
+            .iter()
+            .find(|(reactor, _)| *reactor == name)
+            .map(|(_, paused)| paused.subscribe())
+    }
 }

@@ -15,6 +15,9 @@ use aether_commands::postgres::PgEventStore;
 use aether_commands::ChatCommands;
 use aether_kafka::KafkaConfig;
 use aether_projections::stream::postgres::PgStore;
+use aether_projections::stream::reactor::{Bookkeeping, MODERATOR};
+use aether_projections::stream::registry::Registry;
+use aether_projections::stream::role::follow_paused;
 use aether_projections::stream::KafkaSource;
 use aether_realtime_edge::http::health_router;
 use aether_schemas::topics;
@@ -23,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::moderator::{Bookkeeping, ModelState, ModeratorConfig};
+use crate::moderator::{ModelState, ModeratorConfig};
 
 /// Starts the moderator and its health and metrics endpoint in `tasks`; returns where the
 /// endpoint listens and where the model stands.
@@ -38,9 +41,20 @@ pub async fn start_moderator(
     crate::telemetry::recorder();
     let store = Arc::new(PgStore::new(
         events.pool().clone(),
-        Arc::new(Bookkeeping),
+        Arc::new(Bookkeeping::moderator()),
         1,
     ));
+    // Paused and resumed by `aether projections pause|resume moderator`, like a projector.
+    let registry = Registry::open(events.pool().clone()).await?;
+    let starts_paused = registry.entry(MODERATOR).await?.paused;
+    let (pause, paused) = watch::channel(starts_paused);
+    {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            follow_paused(registry, MODERATOR, pause, token).await;
+            Ok(())
+        });
+    }
     let source = KafkaSource::new(&kafka, &[topics::MESSAGE_EVENTS])?;
     let commands = Arc::new(ChatCommands::new(EventStoreBackend::Postgres(events)));
     let (state, model) = watch::channel(ModelState::Loading);
@@ -55,7 +69,8 @@ pub async fn start_moderator(
     let ready = crate::telemetry::ready("moderator");
     {
         let (failed, token) = (failed.clone(), shutdown.clone());
-        let run = crate::moderator::run(store, source.into(), commands, config, state, token);
+        let run =
+            crate::moderator::run(store, source.into(), commands, config, state, paused, token);
         tasks.spawn(async move {
             let outcome = run.await;
             if let Err(error) = &outcome {

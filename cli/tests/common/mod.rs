@@ -163,6 +163,22 @@ impl Cluster {
         Ok(aether_cli::roles::start_distributed(config, distributed).await?)
     }
 
+    /// Runs the `aether` binary with `args` against this cluster's servers (PostgreSQL, the
+    /// broker with the cluster's topic prefix, MongoDB) and waits for it.
+    pub async fn aether(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_aether"));
+        command
+            .args(["--log", "warn"])
+            .args(args)
+            .env("AETHER_POSTGRES_URL", &self.db.url)
+            .env("AETHER_KAFKA_BOOTSTRAP", &self.kafka.bootstrap)
+            .env("AETHER_TOPIC_PREFIX", &self.kafka.topic_prefix)
+            .env("AETHER_MONGO_URL", mongo_url())
+            .env("AETHER_MONGO_DATABASE", self.mongo.name())
+            .env("AETHER_TIMELINE_STORE", self.timeline.as_str());
+        Ok(tokio::task::spawn_blocking(move || command.output()).await??)
+    }
+
     /// Stops `instances` (each must stop cleanly within 30 s), the projectors, and drops the
     /// test databases.
     pub async fn stop(self, instances: Vec<Running>) -> anyhow::Result<()> {

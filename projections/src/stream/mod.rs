@@ -11,6 +11,7 @@ pub mod event_store;
 pub mod metrics;
 pub mod mongo;
 pub mod postgres;
+pub mod reactor;
 pub mod registry;
 pub mod role;
 pub mod source;

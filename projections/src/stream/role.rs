@@ -19,6 +19,7 @@ use super::postgres::{
     AuditProjection, CatalogProjection, PgProjection, PgStore, ReceiptsProjection,
     SearchProjection, TimelineProjection,
 };
+use super::reactor::{is_reactor, reactor, REACTORS};
 use super::registry::Registry;
 use super::source::KafkaSource;
 use super::store::{ReadStore, StoreError};
@@ -94,6 +95,10 @@ pub enum RoleError {
          PostgreSQL with --timeline-store postgres on every role"
     )]
     NoMongo(String),
+    #[error(
+        "{0} is a reactor, not a projection: it runs as its own role (`aether serve --role {0}`)"
+    )]
+    Reactor(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -106,11 +111,12 @@ fn known() -> String {
     STREAM_PROJECTIONS
         .iter()
         .map(|(name, _)| *name)
+        .chain(REACTORS.iter().map(|(name, _)| *name))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The store of one version of a projection.
+/// The store of one version of a projection, or a reactor's bookkeeping.
 pub fn open_store(
     stores: &Stores,
     name: &str,
@@ -126,13 +132,14 @@ pub fn open_store(
             version,
         )));
     }
-    let projection: Arc<dyn PgProjection> = match name {
-        CatalogProjection::NAME => Arc::new(CatalogProjection),
-        AuditProjection::NAME => Arc::new(AuditProjection),
-        SearchProjection::NAME => Arc::new(SearchProjection),
-        ReceiptsProjection::NAME => Arc::new(ReceiptsProjection),
-        TimelineProjection::NAME => Arc::new(TimelineProjection),
-        other => return Err(RoleError::Unknown(other.to_owned())),
+    let projection: Arc<dyn PgProjection> = match (name, reactor(name)) {
+        (_, Some(bookkeeping)) => Arc::new(bookkeeping),
+        (CatalogProjection::NAME, _) => Arc::new(CatalogProjection),
+        (AuditProjection::NAME, _) => Arc::new(AuditProjection),
+        (SearchProjection::NAME, _) => Arc::new(SearchProjection),
+        (ReceiptsProjection::NAME, _) => Arc::new(ReceiptsProjection),
+        (TimelineProjection::NAME, _) => Arc::new(TimelineProjection),
+        (other, None) => return Err(RoleError::Unknown(other.to_owned())),
     };
     Ok(Arc::new(PgStore::new(
         stores.postgres.clone(),
@@ -208,6 +215,9 @@ pub async fn run_projector(
     metrics: MetricsSlot,
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
+    if is_reactor(&name) {
+        return Err(RoleError::Reactor(name));
+    }
     open_store(&stores, &name, 1)?;
     let registry = Registry::open(stores.postgres.clone()).await?;
     while !shutdown.is_cancelled() {
@@ -271,6 +281,32 @@ pub async fn run_projector(
     Ok(())
 }
 
+/// Keeps `paused` as the registry says for `name`, re-read every half second, until
+/// `shutdown`: how a reactor process follows `aether projections pause|resume`. A registry
+/// that cannot be read leaves the last answer in place.
+pub async fn follow_paused(
+    registry: Registry,
+    name: &str,
+    paused: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match registry.find(name).await {
+            Ok(Some(entry)) => {
+                if paused.send_if_modified(|p| std::mem::replace(p, entry.paused) != entry.paused) {
+                    tracing::info!(reactor = name, paused = entry.paused, "paused or resumed");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "registry poll failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REGISTRY_POLL) => {}
+        }
+    }
+}
+
 /// The projections the API's queries read: a deployment runs a projector process for each.
 pub const QUERIED_PROJECTIONS: [&str; 3] = [
     CatalogProjection::NAME,
@@ -294,6 +330,9 @@ pub fn projector(
     ),
     RoleError,
 > {
+    if is_reactor(name) {
+        return Err(RoleError::Reactor(name.to_owned()));
+    }
     open_store(stores, name, 1)?;
     let updates = Arc::new(KafkaUpdates::new(kafka)?);
     let metrics: MetricsSlot = Arc::new(Mutex::new(Arc::new(ProjectorMetrics::new(name, 1))));
