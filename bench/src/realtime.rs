@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_cli::moderator::{ModelState, ModeratorConfig, MIN_CPU_SHARE};
+use aether_cli::moderator::{ModelState, ModeratorConfig};
 use aether_cli::roles::{start_embedded, EmbeddedConfig, Running};
 use aether_query_api::rate::RateLimits;
 use aether_query_api::ApiLimits;
@@ -85,7 +85,7 @@ pub struct Args {
     /// model) running in it at that share (`--moderation-cpu-share`; below 1 also on one
     /// thread, `--moderation-threads 1`), in the same run. Needs
     /// the model's files (`bash scripts/fetch-model.sh`).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = aether_cli::moderator::parse_cpu_share)]
     moderator: Vec<f64>,
     /// Where `realtime.json`, `realtime.md` and `realtime-latency.svg` go.
     #[arg(long, default_value = "bench/results")]
@@ -202,13 +202,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         || args.fanout_rate > 1_000
     {
         bail!("--fanout-subscribers must be 1 to 10000 and --fanout-rate 1 to 1000");
-    }
-    if args
-        .moderator
-        .iter()
-        .any(|share| !(MIN_CPU_SHARE..=1.0).contains(share))
-    {
-        bail!("--moderator takes CPU shares from {MIN_CPU_SHARE} to 1");
     }
     if args.idle > 50_000 {
         bail!("--idle must be at most 50000");

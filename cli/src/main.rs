@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aether_cli::moderator::{ModeratorConfig, MIN_CPU_SHARE};
+use aether_cli::moderator::ModeratorConfig;
 use aether_cli::roles::{start_embedded, EmbeddedConfig};
 use aether_cli::tracing_otel::{self, Exporter, WithTraceIds};
 use aether_projections::stream::ProjectorOptions;
@@ -333,24 +333,13 @@ pub(crate) struct DevArgs {
     /// shares with delivery free; moderation then lags under a burst. 1 (the default) for a
     /// moderator on cores of its own.
     #[arg(long, default_value_t = 1.0, env = "AETHER_MODERATION_CPU_SHARE",
-          value_parser = parse_cpu_share)]
+          value_parser = aether_cli::moderator::parse_cpu_share)]
     moderation_cpu_share: f64,
 
     /// Threads the moderator's model runs on; 0 (the default) for every core. 1 leaves the
     /// other cores to delivery while the model scores.
     #[arg(long, default_value_t = 0, env = "AETHER_MODERATION_THREADS")]
     moderation_threads: usize,
-}
-
-fn parse_cpu_share(text: &str) -> Result<f64, String> {
-    let share: f64 = text
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number"))?;
-    if (MIN_CPU_SHARE..=1.0).contains(&share) {
-        Ok(share)
-    } else {
-        Err(format!("{share} is outside {} to 1", MIN_CPU_SHARE))
-    }
 }
 
 impl DevArgs {

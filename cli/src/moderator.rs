@@ -118,6 +118,19 @@ pub struct ModeratorConfig {
 /// The smallest [`ModeratorConfig::cpu_share`] accepted.
 pub const MIN_CPU_SHARE: f64 = 0.05;
 
+/// A [`ModeratorConfig::cpu_share`] from the command line: a number from [`MIN_CPU_SHARE`] to 1.
+pub fn parse_cpu_share(text: &str) -> Result<f64, String> {
+    let share: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if (MIN_CPU_SHARE..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!("{share} is outside {MIN_CPU_SHARE} to 1"))
+    }
+}
+
 impl Default for ModeratorConfig {
     fn default() -> Self {
         Self {
@@ -213,10 +226,12 @@ pub async fn run(
     };
     let moderator = ModeratorStore {
         inner: store,
-        classifier,
+        model: classifier.map(|classifier| Model {
+            classifier,
+            pool: pool(config.threads),
+        }),
         max_batch: config.max_batch.max(1),
         cpu_share: config.cpu_share.clamp(MIN_CPU_SHARE, 1.0),
-        pool: pool(config.threads),
         commands,
     };
     let projector = StreamProjector::new(
@@ -258,12 +273,10 @@ fn load(config: &ModeratorConfig) -> Result<Classifier, String> {
 struct ModeratorStore {
     inner: Arc<dyn ReadStore>,
     /// `None` when the model cannot be used: messages pass unmoderated.
-    classifier: Option<Arc<Classifier>>,
+    model: Option<Model>,
     max_batch: usize,
     /// See [`ModeratorConfig::cpu_share`].
     cpu_share: f64,
-    /// Where forward passes run when [`ModeratorConfig::threads`] bounds them.
-    pool: Option<Arc<rayon::ThreadPool>>,
     commands: Arc<ChatCommands<EventStoreBackend>>,
 }
 
@@ -303,14 +316,10 @@ impl Candidate {
 
 impl ModeratorStore {
     /// Scores `candidates` a forward pass at a time and records each verdict.
-    async fn moderate(
-        &self,
-        classifier: &Arc<Classifier>,
-        candidates: &[Candidate],
-    ) -> Result<(), StoreError> {
+    async fn moderate(&self, model: &Model, candidates: &[Candidate]) -> Result<(), StoreError> {
         for chunk in candidates.chunks(self.max_batch) {
             let started = Instant::now();
-            let scores = score_chunk(classifier, self.pool.as_ref(), chunk).await?;
+            let scores = model.score_chunk(chunk).await?;
             if let Some(rest) = rest_after(started.elapsed(), self.cpu_share) {
                 tokio::time::sleep(rest).await;
             }
@@ -389,71 +398,72 @@ fn command_failure(index: usize, error: CommandError) -> StoreError {
     }
 }
 
-/// One forward pass over `chunk`. Should a pass fail, each text is tried alone so that the
-/// one at fault is blamed (and, failing again, parked) while the others are judged.
-async fn score_chunk(
-    classifier: &Arc<Classifier>,
-    pool: Option<&Arc<rayon::ThreadPool>>,
-    chunk: &[Candidate],
-) -> Result<Vec<Score>, StoreError> {
-    let texts = chunk.iter().map(|c| c.body.clone()).collect();
-    match forward(classifier, pool, texts).await {
-        Ok(scores) => return Ok(scores),
-        Err(reason) if chunk.len() == 1 => {
-            return Err(StoreError::Event {
-                index: chunk[0].index,
-                reason: format!("the model failed: {reason}"),
-            })
-        }
-        Err(reason) => {
-            tracing::warn!(%reason, messages = chunk.len(), "moderator: a batch failed; scoring its messages one by one")
-        }
-    }
-    let mut scores = Vec::with_capacity(chunk.len());
-    for candidate in chunk {
-        match forward(classifier, pool, vec![candidate.body.clone()]).await {
-            Ok(mut one) => scores.append(&mut one),
-            Err(reason) => {
+/// The loaded model, and the threads its forward passes run on.
+struct Model {
+    classifier: Arc<Classifier>,
+    /// Where forward passes run when [`ModeratorConfig::threads`] bounds them; every core
+    /// when `None`.
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Model {
+    /// One forward pass over `chunk`. Should a pass fail, each text is tried alone so that the
+    /// one at fault is blamed (and, failing again, parked) while the others are judged.
+    async fn score_chunk(&self, chunk: &[Candidate]) -> Result<Vec<Score>, StoreError> {
+        let texts = chunk.iter().map(|c| c.body.clone()).collect();
+        match self.forward(texts).await {
+            Ok(scores) => return Ok(scores),
+            Err(reason) if chunk.len() == 1 => {
                 return Err(StoreError::Event {
-                    index: candidate.index,
+                    index: chunk[0].index,
                     reason: format!("the model failed: {reason}"),
                 })
             }
+            Err(reason) => {
+                tracing::warn!(%reason, messages = chunk.len(), "moderator: a batch failed; scoring its messages one by one")
+            }
         }
+        let mut scores = Vec::with_capacity(chunk.len());
+        for candidate in chunk {
+            match self.forward(vec![candidate.body.clone()]).await {
+                Ok(mut one) => scores.append(&mut one),
+                Err(reason) => {
+                    return Err(StoreError::Event {
+                        index: candidate.index,
+                        reason: format!("the model failed: {reason}"),
+                    })
+                }
+            }
+        }
+        Ok(scores)
     }
-    Ok(scores)
-}
 
-/// Runs the model over `texts` on the blocking pool (it keeps a core busy for milliseconds),
-/// recording the batch's size and duration.
-async fn forward(
-    classifier: &Arc<Classifier>,
-    pool: Option<&Arc<rayon::ThreadPool>>,
-    texts: Vec<String>,
-) -> Result<Vec<Score>, String> {
-    let count = texts.len();
-    let classifier = classifier.clone();
-    let pool = pool.cloned();
-    let started = Instant::now();
-    let scored = tokio::task::spawn_blocking(move || {
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        // The model's matrix products split their work over the current rayon pool.
-        match pool {
-            Some(pool) => pool.install(|| classifier.score(&texts)),
-            None => classifier.score(&texts),
+    /// Runs the model over `texts` on the blocking pool (it keeps a core busy for milliseconds),
+    /// recording the batch's size and duration.
+    async fn forward(&self, texts: Vec<String>) -> Result<Vec<Score>, String> {
+        let count = texts.len();
+        let (classifier, pool) = (self.classifier.clone(), self.pool.clone());
+        let started = Instant::now();
+        let scored = tokio::task::spawn_blocking(move || {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            // The model's matrix products split their work over the current rayon pool.
+            match pool {
+                Some(pool) => pool.install(|| classifier.score(&texts)),
+                None => classifier.score(&texts),
+            }
+        })
+        .await;
+        metrics::histogram!(MODEL_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(BATCH_SIZE).record(count as f64);
+        match scored {
+            Ok(Ok(scores)) if scores.len() == count => {
+                metrics::counter!(SCORED).increment(count as u64);
+                Ok(scores)
+            }
+            Ok(Ok(scores)) => Err(format!("{} scores for {count} texts", scores.len())),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => Err(format!("the model panicked: {error}")),
         }
-    })
-    .await;
-    metrics::histogram!(MODEL_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::histogram!(BATCH_SIZE).record(count as f64);
-    match scored {
-        Ok(Ok(scores)) if scores.len() == count => {
-            metrics::counter!(SCORED).increment(count as u64);
-            Ok(scores)
-        }
-        Ok(Ok(scores)) => Err(format!("{} scores for {count} texts", scores.len())),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(error) => Err(format!("the model panicked: {error}")),
     }
 }
 
@@ -489,8 +499,8 @@ impl ReadStore for ModeratorStore {
             .filter_map(|(index, event)| Candidate::of(index, event))
             .collect();
         if !candidates.is_empty() {
-            match &self.classifier {
-                Some(classifier) => self.moderate(classifier, &candidates).await?,
+            match &self.model {
+                Some(model) => self.moderate(model, &candidates).await?,
                 None => {
                     metrics::counter!(UNMODERATED).increment(candidates.len() as u64);
                     tracing::warn!(
@@ -536,6 +546,19 @@ impl ReadStore for ModeratorStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_share_is_a_number_from_the_floor_to_one() {
+        assert_eq!(parse_cpu_share("0.25"), Ok(0.25));
+        assert_eq!(parse_cpu_share("1"), Ok(1.0));
+        assert_eq!(
+            parse_cpu_share(&MIN_CPU_SHARE.to_string()),
+            Ok(MIN_CPU_SHARE)
+        );
+        for refused in ["0", "0.01", "1.5", "-1", "NaN", "half", ""] {
+            assert!(parse_cpu_share(refused).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn a_cpu_share_rests_in_proportion_to_the_work() {
