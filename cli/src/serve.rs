@@ -212,7 +212,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Resu
                     OnPoison::Park => PoisonPolicy::Park,
                     OnPoison::Halt => PoisonPolicy::Halt,
                 },
-                ..args.api.moderator_config()
+                ..args.api.moderator_config(crate::ModeratorHome::OwnProcess)
             };
             let (addr, _) = moderator::start_moderator(
                 store,
