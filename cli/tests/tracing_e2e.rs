@@ -1,7 +1,8 @@
 //! One trace per message across every process: a message sent to an API process with a W3C
 //! `traceparent` header yields, in that trace, the API's request span, the relay's publish,
 //! each projector's apply and the edge's delivery, linked parent to child, as OTLP/HTTP
-//! exports them to a collector (here a small one in the test).
+//! exports them to a collector (here a small one in the test). And in the embedded mode, one
+//! process's trace of the same path: request, command, append, apply, delivery.
 
 mod common;
 
@@ -186,25 +187,14 @@ async fn one_trace_follows_a_message_from_the_api_through_the_relay_and_projecto
         .await?;
 
     // The client's own span: the API's request span is its child.
-    let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-    let sent: serde_json::Value = alice
-        .http
-        .post(format!("http://{api}/graphql"))
-        .bearer_auth(alice.token.as_deref().unwrap_or(""))
-        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
-        .json(&json!({
-            "query": "mutation Send($c: ID!) { sendMessage(input: {channelId: $c, body: \"traced\"}) { id } }",
-            "variables": { "c": place.channel_id },
-            "operationName": "Send",
-        }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let message_id = sent["data"]["sendMessage"]["id"]
-        .as_str()
-        .with_context(|| format!("no message id in {sent}"))?;
+    let (trace_id, message_id) = send_traced(
+        &alice,
+        &format!("http://{api}/graphql"),
+        &place.channel_id,
+        &client_span,
+    )
+    .await?;
     let event = subscriber.next_process_event("1").await?;
     assert_eq!(event["message"]["id"], message_id, "{event}");
 
@@ -263,4 +253,124 @@ async fn one_trace_follows_a_message_from_the_api_through_the_relay_and_projecto
     subscriber.disconnect().await?;
     processes.reverse();
     deployment.finish(processes).await
+}
+
+/// Sends a message as `client` with a `traceparent` header that starts a trace of its own
+/// under `client_span`: the trace's id and the message's.
+async fn send_traced(
+    client: &Client,
+    url: &str,
+    channel: &str,
+    client_span: &str,
+) -> anyhow::Result<(String, String)> {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let sent: serde_json::Value = client
+        .http
+        .post(url)
+        .bearer_auth(client.token.as_deref().unwrap_or(""))
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .json(&json!({
+            "query": "mutation Send($c: ID!) { sendMessage(input: {channelId: $c, body: \"traced\"}) { id } }",
+            "variables": { "c": channel },
+            "operationName": "Send",
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let message_id = sent["data"]["sendMessage"]["id"]
+        .as_str()
+        .with_context(|| format!("no message id in {sent}"))?;
+    Ok((trace_id, message_id.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_embedded_mode_one_trace_follows_a_message_from_the_request_to_its_delivery(
+) -> anyhow::Result<()> {
+    let (collector, collector_addr) = Collector::start().await?;
+    let dir = tempfile::tempdir()?;
+    let endpoint = format!("http://{collector_addr}");
+    let dev = common::dev_process::spawn_dev_with_env(
+        dir.path(),
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )?;
+    let addr: SocketAddr = dev
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()?;
+    let (mut alice, _) = Client::new(addr).register("alice").await?;
+    let (mut bob, _) = Client::new(addr).register("bob").await?;
+    let place = community(&mut alice, &mut bob).await?;
+    let mut subscriber = Subscriber::connect(addr, bob.token.as_deref().unwrap_or("")).await?;
+    subscriber
+        .subscribe(
+            "1",
+            CHANNEL_EVENTS,
+            json!({ "c": place.channel_id, "after": "0" }),
+        )
+        .await?;
+
+    let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let url = format!("http://{addr}/graphql");
+    let (trace_id, message_id) = send_traced(&alice, &url, &place.channel_id, &client_span).await?;
+    let event = subscriber.next_event("1").await?;
+    assert_eq!(event["message"]["id"], message_id.as_str(), "{event}");
+
+    // Every hop, in one process, each span the child of the one before.
+    let path = ["graphql Send", "command", "apply", "deliver"];
+    let started = Instant::now();
+    let trace = loop {
+        let trace = collector.trace(&trace_id);
+        let linked = |name: &str| {
+            trace
+                .iter()
+                .any(|span| span.name == name && span.service == "aether-dev")
+        };
+        if path.iter().all(|name| linked(name)) {
+            break trace;
+        }
+        if started.elapsed() > TRACE_WAIT {
+            bail!("the trace was not complete within {TRACE_WAIT:?}: {trace:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let find = |name: &str| trace.iter().find(|span| span.name == name);
+    let parent_name = |name: &str| {
+        let span = find(name)?;
+        trace
+            .iter()
+            .find(|other| other.span_id == span.parent_span_id)
+            .map(|other| other.name.clone())
+    };
+    assert_eq!(
+        find("graphql Send").map(|span| span.parent_span_id.clone()),
+        Some(client_span)
+    );
+    assert_eq!(parent_name("command").as_deref(), Some("graphql Send"));
+    assert_eq!(
+        parent_name("event store append").as_deref(),
+        Some("command")
+    );
+    assert_eq!(parent_name("deliver").as_deref(), Some("apply"));
+    // Each projector's apply continues the trace the request stored with the event.
+    for apply in trace.iter().filter(|span| span.name == "apply") {
+        let parent = trace
+            .iter()
+            .find(|other| other.span_id == apply.parent_span_id);
+        assert_eq!(
+            parent.map(|p| p.name.as_str()),
+            Some("graphql Send"),
+            "{trace:#?}"
+        );
+    }
+    drop(subscriber);
+    drop(dev);
+    Ok(())
 }

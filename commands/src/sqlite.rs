@@ -526,6 +526,7 @@ fn logged_event(row: &SqliteRow) -> Result<LoggedEvent, LogError> {
         position,
         routing_key: metadata.routing_key,
         envelope,
+        traceparent: metadata.traceparent,
     })
 }
 

@@ -162,6 +162,7 @@ impl Harness {
                                     serde_json::from_str(&payload).unwrap(),
                                     &metadata,
                                 ),
+                                traceparent: metadata.traceparent.clone(),
                             }
                         },
                     )

@@ -166,6 +166,9 @@ pub struct LoggedEvent {
     pub position: i64,
     pub routing_key: String,
     pub envelope: EventEnvelope,
+    /// The W3C trace context of the request that decided the event, when it was traced
+    /// ([`Metadata::traceparent`]): a reader of the log continues the request's trace.
+    pub traceparent: Option<String>,
 }
 
 #[cfg(test)]

@@ -23,7 +23,17 @@ impl Drop for DevServer {
 /// line that says where it listens. Its output (the logs too) is read to the end on a thread
 /// of its own, so it never blocks.
 pub fn spawn_dev(data_dir: &Path, extra: &[&str]) -> anyhow::Result<DevServer> {
+    spawn_dev_with_env(data_dir, extra, &[])
+}
+
+/// [`spawn_dev`] with `env` set in its environment.
+pub fn spawn_dev_with_env(
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<DevServer> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aether"))
+        .envs(env.iter().copied())
         .args([
             "--log",
             "warn",

@@ -73,6 +73,25 @@ impl UpdateSink for crate::updates::UpdateBus {
             crate::updates::UpdateBus::publish(self, update);
         }
     }
+
+    /// The embedded mode's last hop: a traced update is handed to this process's
+    /// subscriptions in a `deliver` span, the child of the apply that made it.
+    fn publish_traced(&self, updates: Vec<(Update, Option<String>)>) {
+        for (update, traceparent) in updates {
+            match traceparent {
+                Some(traceparent) => {
+                    let span = tracing::info_span!(
+                        "bus.deliver",
+                        otel.name = "deliver",
+                        otel.kind = "internal",
+                    );
+                    aether_kafka::trace::follow(&span, Some(&traceparent));
+                    span.in_scope(|| crate::updates::UpdateBus::publish(self, update));
+                }
+                None => crate::updates::UpdateBus::publish(self, update),
+            }
+        }
+    }
 }
 
 /// Discards updates: for projections nobody watches live, and rebuilds.
@@ -412,9 +431,9 @@ enum Outcome {
 }
 
 /// The "apply" spans of the traced events of one batch: each a child of its event's
-/// `traceparent` header (the relay's publish), open while the batch's store transaction runs
-/// and its updates are handed over. Untraced events get none, and a batch without traced
-/// events costs nothing.
+/// `traceparent` (the relay's publish; in the embedded mode, the request that decided it),
+/// open while the batch's store transaction runs and its updates are handed over. Untraced
+/// events get none, and a batch without traced events costs nothing.
 struct TracedApply<'a> {
     spans: Vec<(&'a EventEnvelope, tracing::Span)>,
 }

@@ -550,7 +550,7 @@ impl EventSource for EventLogSource {
                 partition: self.partition.clone(),
                 offset: event.position,
                 payload: Payload::Event(Box::new(event.envelope)),
-                traceparent: None,
+                traceparent: event.traceparent,
             })
             .collect())
     }

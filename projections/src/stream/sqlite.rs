@@ -216,6 +216,7 @@ impl SqliteStore {
                 position: event.offset,
                 routing_key: envelope.aggregate_id.clone(),
                 envelope: envelope.clone(),
+                traceparent: event.traceparent.clone(),
             };
             self.projection
                 .apply(conn, &logged, &mut applied.updates)
