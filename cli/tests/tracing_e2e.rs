@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use common::processes::{Deployment, PATIENCE};
-use common::{community, Client, Subscriber, CHANNEL_EVENTS};
+use common::{community, Client, Subscriber};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
@@ -178,13 +178,7 @@ async fn one_trace_follows_a_message_from_the_api_through_the_relay_and_projecto
     let place = community(&mut alice, &mut bob).await?;
     let mut subscriber =
         Subscriber::connect_to_process(edge, bob.token.as_deref().unwrap_or("")).await?;
-    subscriber
-        .subscribe(
-            "1",
-            CHANNEL_EVENTS,
-            json!({ "c": place.channel_id, "after": "0" }),
-        )
-        .await?;
+    subscriber.watch_channel("1", &place.channel_id).await?;
 
     // The client's own span: the API's request span is its child.
     let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
@@ -309,13 +303,7 @@ async fn in_the_embedded_mode_one_trace_follows_a_message_from_the_request_to_it
     let (mut bob, _) = Client::new(addr).register("bob").await?;
     let place = community(&mut alice, &mut bob).await?;
     let mut subscriber = Subscriber::connect(addr, bob.token.as_deref().unwrap_or("")).await?;
-    subscriber
-        .subscribe(
-            "1",
-            CHANNEL_EVENTS,
-            json!({ "c": place.channel_id, "after": "0" }),
-        )
-        .await?;
+    subscriber.watch_channel("1", &place.channel_id).await?;
 
     let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
     let url = format!("http://{addr}/graphql");
@@ -359,18 +347,58 @@ async fn in_the_embedded_mode_one_trace_follows_a_message_from_the_request_to_it
         Some("command")
     );
     assert_eq!(parent_name("deliver").as_deref(), Some("apply"));
-    // Each projector's apply continues the trace the request stored with the event.
+    assert_applied_under(&trace, "graphql Send");
+
+    // A mutation sent over the WebSocket is traced the same way, under the `traceparent` the
+    // client put in the operation's `extensions`.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let mut socket = Subscriber::connect(addr, alice.token.as_deref().unwrap_or("")).await?;
+    socket
+        .send(json!({ "id": "w", "type": "subscribe", "payload": {
+            "query": "mutation SendOverSocket($c: ID!) { sendMessage(input: {channelId: $c, body: \"traced\"}) { id } }",
+            "variables": { "c": place.channel_id },
+            "operationName": "SendOverSocket",
+            "extensions": { "traceparent": format!("00-{trace_id}-{client_span}-01") },
+        } }))
+        .await?;
+    let sent = socket.next_data("w", "sendMessage").await?;
+    let event = subscriber.next_event("1").await?;
+    assert_eq!(event["message"]["id"], sent["id"], "{event}");
+    let started = Instant::now();
+    let trace = loop {
+        let trace = collector.trace(&trace_id);
+        let names: HashSet<&str> = trace.iter().map(|span| span.name.as_str()).collect();
+        if ["graphql SendOverSocket", "command", "apply", "deliver"]
+            .iter()
+            .all(|name| names.contains(name))
+        {
+            break trace;
+        }
+        if started.elapsed() > TRACE_WAIT {
+            bail!("the socket's trace was not complete within {TRACE_WAIT:?}: {trace:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let request = trace
+        .iter()
+        .find(|span| span.name == "graphql SendOverSocket")
+        .context("no request span")?;
+    assert_eq!(request.parent_span_id, client_span);
+    assert_applied_under(&trace, "graphql SendOverSocket");
+    drop(socket);
+    drop(subscriber);
+    drop(dev);
+    Ok(())
+}
+
+/// Asserts each projector's apply in `trace` continues the trace the request (span `request`)
+/// stored with the event.
+fn assert_applied_under(trace: &[Received], request: &str) {
     for apply in trace.iter().filter(|span| span.name == "apply") {
         let parent = trace
             .iter()
             .find(|other| other.span_id == apply.parent_span_id);
-        assert_eq!(
-            parent.map(|p| p.name.as_str()),
-            Some("graphql Send"),
-            "{trace:#?}"
-        );
+        assert_eq!(parent.map(|p| p.name.as_str()), Some(request), "{trace:#?}");
     }
-    drop(subscriber);
-    drop(dev);
-    Ok(())
 }

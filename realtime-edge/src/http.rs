@@ -633,14 +633,20 @@ async fn execute(
     request: async_graphql::Request,
     answer: Answer,
 ) -> Response {
-    // The client names the operation: at most 64 characters of it name the span.
-    let operation: String = request
-        .operation_name
-        .as_deref()
-        .unwrap_or("")
-        .chars()
-        .take(64)
-        .collect();
+    let traceparent = headers
+        .get(aether_kafka::trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    let span = operation_span(request.operation_name.as_deref(), traceparent);
+    execute_in_span(state, peer, headers, request, answer)
+        .instrument(span)
+        .await
+}
+
+/// The span of one GraphQL operation a client sent, over HTTP or a WebSocket: named after the
+/// operation (at most 64 characters of the name the client gave), the child of the client's
+/// W3C `traceparent` when it sends one.
+pub(crate) fn operation_span(operation: Option<&str>, traceparent: Option<&str>) -> tracing::Span {
+    let operation: String = operation.unwrap_or("").chars().take(64).collect();
     let name = if operation.is_empty() {
         "graphql".to_owned()
     } else {
@@ -652,13 +658,8 @@ async fn execute(
         otel.kind = "server",
         graphql.operation.name = %operation,
     );
-    let traceparent = headers
-        .get(aether_kafka::trace::TRACEPARENT)
-        .and_then(|value| value.to_str().ok());
     aether_kafka::trace::follow(&span, traceparent);
-    execute_in_span(state, peer, headers, request, answer)
-        .instrument(span)
-        .await
+    span
 }
 
 async fn execute_in_span(

@@ -617,13 +617,24 @@ fn subscription(
     // connection closing), dropping the stream takes it off the gauge.
     let running = (!pinned).then(|| metrics.subscription());
     let deliveries = metrics.deliveries;
+    // A query or mutation is traced as over HTTP, in a span of its own: the child of the
+    // `traceparent` the client puts in the operation's `extensions`, if any.
+    let span = pinned.then(|| {
+        let traceparent = match request.extensions.get(aether_kafka::trace::TRACEPARENT) {
+            Some(async_graphql::Value::String(traceparent)) => Some(traceparent.clone()),
+            _ => None,
+        };
+        crate::http::operation_span(request.operation_name.as_deref(), traceparent.as_deref())
+    });
     let responses = schema.execute_stream_with_session_data(request, data);
     // A query or mutation reads one set of projection versions, as over HTTP; a subscription
     // reads the live ones for each update it sends.
-    let mut responses = if pinned {
-        aether_projections::read::with_pinned_versions_per_item(responses).boxed()
-    } else {
-        responses
+    let mut responses = match span {
+        Some(span) => in_span(
+            aether_projections::read::with_pinned_versions_per_item(responses),
+            span,
+        ),
+        None => responses,
     };
     let shared = move |update: Tapped| {
         let (schema, audiences, shareable) = (schema.clone(), audiences.clone(), shareable.clone());
@@ -682,6 +693,19 @@ fn subscription(
             }
         }
     }
+    .boxed()
+}
+
+/// `stream`, polled inside `span` (which ends when the stream is dropped).
+fn in_span<S>(stream: S, span: tracing::Span) -> BoxStream<'static, S::Item>
+where
+    S: Stream + Send + 'static,
+{
+    let mut stream = Box::pin(stream);
+    futures::stream::poll_fn(move |cx| {
+        let _entered = span.enter();
+        stream.as_mut().poll_next(cx)
+    })
     .boxed()
 }
 

@@ -502,6 +502,14 @@ impl Subscriber {
             .await
     }
 
+    /// Subscribes as `id` to every change of `channel` from its beginning ([`CHANNEL_EVENTS`]
+    /// after cursor 0): whether a message is sent before or after the server has set the
+    /// subscription up, it arrives exactly once.
+    pub async fn watch_channel(&mut self, id: &str, channel: &str) -> anyhow::Result<()> {
+        self.subscribe(id, CHANNEL_EVENTS, json!({ "c": channel, "after": "0" }))
+            .await
+    }
+
     /// The next protocol message (pings are answered and skipped).
     pub async fn next_message(&mut self) -> anyhow::Result<Value> {
         loop {
