@@ -22,6 +22,8 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 use serde_json::json;
 
+const TYPING: &str = "subscription($c: ID!) { typing(channelId: $c) { typing user { id } } }";
+
 /// The longest the test waits for the whole trace to have arrived.
 const TRACE_WAIT: Duration = Duration::from_secs(30);
 
@@ -242,6 +244,48 @@ async fn one_trace_follows_a_message_from_the_api_through_the_relay_and_projecto
             ),
             _ => {}
         }
+    }
+
+    // A typing signal's trace: the request on the API, its delivery on the edge.
+    subscriber
+        .subscribe("t", TYPING, json!({ "c": place.channel_id }))
+        .await?;
+    // The edge has set the subscription up once it answers a query on the same socket.
+    subscriber.execute("q", "{ __typename }", json!({})).await?;
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let client_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let typed: serde_json::Value = alice
+        .http
+        .post(format!("http://{api}/graphql"))
+        .bearer_auth(alice.token.as_deref().unwrap_or(""))
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .json(&json!({
+            "query": "mutation Typing($c: ID!) { startTyping(channelId: $c) }",
+            "variables": { "c": place.channel_id },
+            "operationName": "Typing",
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(typed["data"]["startTyping"], true, "{typed}");
+    let started = Instant::now();
+    loop {
+        let trace = collector.trace(&trace_id);
+        let request = trace
+            .iter()
+            .find(|span| span.service == "aether-api" && span.name == "graphql Typing");
+        let delivered = trace
+            .iter()
+            .find(|span| span.service == "aether-edge" && span.name == "deliver");
+        if let (Some(request), Some(delivered)) = (request, delivered) {
+            assert_eq!(delivered.parent_span_id, request.span_id, "{trace:#?}");
+            break;
+        }
+        if started.elapsed() > TRACE_WAIT {
+            bail!("the typing signal's trace was not complete within {TRACE_WAIT:?}: {trace:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     subscriber.disconnect().await?;

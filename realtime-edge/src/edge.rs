@@ -121,7 +121,8 @@ where
 }
 
 /// Publishes this instance's typing and presence signals to `aether.ephemeral.v1`, keyed by
-/// user. Fire and forget: a lost signal is repeated by the next heartbeat or keystroke.
+/// user, with the `traceparent` of the request that sent one, if it was traced. Fire and
+/// forget: a lost signal is repeated by the next heartbeat or keystroke.
 pub struct KafkaSignals {
     producer: FutureProducer,
     topic: String,
@@ -142,7 +143,15 @@ impl SignalSink for KafkaSignals {
             return;
         };
         let key = signal.key();
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        let mut record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        // A signal sent by a traced request (`startTyping`) carries its trace to every edge,
+        // whose delivery of it is the trace's last hop.
+        if let Some(traceparent) = aether_kafka::trace::current_traceparent() {
+            record = record.headers(aether_kafka::trace::with_header(
+                rdkafka::message::OwnedHeaders::new_with_capacity(1),
+                Some(&traceparent),
+            ));
+        }
         if let Err((error, _)) = self.producer.send_result(record) {
             tracing::warn!(%error, "cannot queue a typing or presence signal");
         }
