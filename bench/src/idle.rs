@@ -111,6 +111,14 @@ pub async fn measure(server: Server, count: usize) -> anyhow::Result<Idle> {
         rss_before_kib: number("rss_before_kib"),
         rss_after_kib: number("rss_after_kib"),
         seconds: value["seconds"].as_f64().unwrap_or(0.0),
+        scrape: value["scrape"]
+            .is_object()
+            .then(|| crate::realtime::Scrape {
+                count: usize::try_from(value["scrape"]["count"].as_u64().unwrap_or(0)).unwrap_or(0),
+                p50_ms: value["scrape"]["p50_ms"].as_f64().unwrap_or(0.0),
+                max_ms: value["scrape"]["max_ms"].as_f64().unwrap_or(0.0),
+                bytes: usize::try_from(value["scrape"]["bytes"].as_u64().unwrap_or(0)).unwrap_or(0),
+            }),
     })
 }
 
@@ -123,13 +131,14 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             let app = aether_cli::roles::start_embedded(product_config(dir.path())).await?;
             let token = register(&reqwest::Client::new(), app.local_addr, "idler").await?;
             let url = format!("ws://{}/graphql", app.local_addr);
-            let idle = hold(args.count, &url, Some(&token)).await;
+            let metrics = format!("http://{}/metrics", app.local_addr);
+            let idle = hold(args.count, &url, Some(&token), Some(&metrics)).await;
             app.stop().await?;
             idle?
         }
         Server::Baseline => {
             let (addr, _feeds, stop, server) = baseline_server(1).await?;
-            let idle = hold(args.count, &format!("ws://{addr}/ws/0"), None).await;
+            let idle = hold(args.count, &format!("ws://{addr}/ws/0"), None, None).await;
             stop.cancel();
             let _ = server.await;
             idle?
@@ -143,6 +152,12 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             "rss_before_kib": idle.rss_before_kib,
             "rss_after_kib": idle.rss_after_kib,
             "seconds": idle.seconds,
+            "scrape": idle.scrape.map(|scrape| serde_json::json!({
+                "count": scrape.count,
+                "p50_ms": scrape.p50_ms,
+                "max_ms": scrape.max_ms,
+                "bytes": scrape.bytes,
+            })),
         })
     );
     Ok(())
@@ -209,13 +224,46 @@ pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
 
 /// Opens `count` connections to `url` from child processes (each from its own 127.0.0.x
 /// address) and measures this process's RSS growth while they are held.
-async fn hold(count: usize, url: &str, token: Option<&str>) -> anyhow::Result<Idle> {
+async fn hold(
+    count: usize,
+    url: &str,
+    token: Option<&str>,
+    metrics: Option<&str>,
+) -> anyhow::Result<Idle> {
     let protocol = if token.is_some() {
         Protocol::Product
     } else {
         Protocol::Bare
     };
-    hold_with(count, url, protocol, token, rss_kib).await
+    hold_and_scrape(count, url, protocol, token, rss_kib, metrics).await
+}
+
+/// Scrapes `url` (`/metrics`) 20 times, one after another: how long each took, and how big the
+/// answer is.
+async fn scrape(url: &str) -> anyhow::Result<crate::realtime::Scrape> {
+    const SCRAPES: usize = 20;
+    let client = reqwest::Client::new();
+    let mut took = Vec::with_capacity(SCRAPES);
+    let mut bytes = 0;
+    for _ in 0..SCRAPES {
+        let started = Instant::now();
+        let body = client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+        bytes = body.len();
+    }
+    took.sort_by(f64::total_cmp);
+    Ok(crate::realtime::Scrape {
+        count: SCRAPES,
+        p50_ms: took[SCRAPES / 2],
+        max_ms: took[SCRAPES - 1],
+        bytes,
+    })
 }
 
 /// Opens `count` connections speaking `protocol` to `url` from child processes (each from its
@@ -226,6 +274,19 @@ pub async fn hold_with(
     protocol: Protocol,
     token: Option<&str>,
     rss: impl Fn() -> u64,
+) -> anyhow::Result<Idle> {
+    hold_and_scrape(count, url, protocol, token, rss, None).await
+}
+
+/// [`hold_with`], scraping `metrics` (a `/metrics` URL of the server) while the connections
+/// are held.
+pub async fn hold_and_scrape(
+    count: usize,
+    url: &str,
+    protocol: Protocol,
+    token: Option<&str>,
+    rss: impl Fn() -> u64,
+    metrics: Option<&str>,
 ) -> anyhow::Result<Idle> {
     let rss_before_kib = rss();
     let started = Instant::now();
@@ -270,12 +331,18 @@ pub async fn hold_with(
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after_kib = rss();
+    let scrape = match metrics {
+        Some(metrics) => Some(scrape(metrics).await?),
+        None => None,
+    };
     let idle = Idle {
         opened,
         failed,
         rss_before_kib,
-        rss_after_kib: rss(),
+        rss_after_kib,
         seconds: started.elapsed().as_secs_f64(),
+        scrape,
     };
     for mut child in children {
         drop(child.stdin.take());

@@ -130,6 +130,17 @@ pub struct Idle {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
     pub seconds: f64,
+    /// `GET /metrics` while the connections were held (the product only).
+    pub scrape: Option<Scrape>,
+}
+
+/// What scraping `/metrics` took while the idle connections were held.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scrape {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub max_ms: f64,
+    pub bytes: usize,
 }
 
 impl Idle {
@@ -1050,6 +1061,12 @@ fn idle_json(idle: &Idle) -> Value {
         "rss_before_kib": idle.rss_before_kib,
         "rss_after_kib": idle.rss_after_kib,
         "kib_per_connection": round(idle.kib_per_connection(), 2),
+        "metrics_scrape": idle.scrape.map(|scrape| json!({
+            "count": scrape.count,
+            "p50_ms": round(scrape.p50_ms, 2),
+            "max_ms": round(scrape.max_ms, 2),
+            "bytes": scrape.bytes,
+        })),
     })
 }
 
@@ -1172,6 +1189,13 @@ impl Report for Results {
                     idle,
                 ));
             }
+        }
+        if let Some(scrape) = self.product_idle.scrape {
+            out.push_str(&format!(
+                "\n`GET /metrics` of the product while its {} idle connections were held: {} scrapes \
+                 one after another, p50 {:.2} ms, max {:.2} ms, {} bytes each.\n\n",
+                self.product_idle.opened, scrape.count, scrape.p50_ms, scrape.max_ms, scrape.bytes
+            ));
         }
         if !self.peers.is_empty() {
             out.push_str(&self.ratios());
