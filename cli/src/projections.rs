@@ -200,7 +200,8 @@ impl ProjectionsCommand {
         }
         Err(Refused(format!(
             "{name} is a reactor: its decisions are events in the log and it keeps no read model \
-             to {what}; `list`, `pause`, `resume`, `dead-letters` and `retry` work on it"
+             to {what}; `list`, `pause`, `resume` and `dead-letters` work on it, and `retry` \
+             clears its dead letters"
         )))
     }
 }
@@ -327,9 +328,18 @@ pub(crate) fn print_dead_letters(
     Ok(())
 }
 
-/// Re-applies a version's dead letters; refused (exit 2) while some still fail.
+/// Re-applies a version's dead letters; refused (exit 2) while some still fail. A reactor's
+/// store keeps only its bookkeeping: its dead letters are cleared, not decided again.
 pub(crate) async fn retry(name: &str, store: &dyn ReadStore) -> anyhow::Result<()> {
     let (retried, _) = store.retry_dead_letters().await?;
+    if is_reactor(name) {
+        println!(
+            "{name}: {} dead letters cleared without being judged again (the {name} judges \
+             what arrives; edit or report a message to have it judged)",
+            retried.applied
+        );
+        return Ok(());
+    }
     println!(
         "{name}: {} applied, {} still failing",
         retried.applied, retried.still_failing
@@ -390,6 +400,10 @@ async fn list(args: &StoreArgs, json: bool) -> anyhow::Result<()> {
         );
     for (name, kind, topics) in projections {
         let entry = registry.find(name).await?;
+        if entry.is_none() && is_reactor(name) {
+            // A reactor registers when it first starts: a deployment without one lists none.
+            continue;
+        }
         let (version, paused, building) = match &entry {
             Some(entry) => (
                 entry.live_version,

@@ -388,8 +388,15 @@ mod tests {
         let mut own = bus.watch_own_messages(author);
         let mut theirs = bus.watch_own_messages(someone);
         let mut channel_feed = bus.watch_channel(channel, author);
+        let own_sent = match sent(channel, 1) {
+            Update::Channel(mut row) => {
+                row.message.author_id = author;
+                Update::Channel(row)
+            }
+            other => unreachable!("{other:?}"),
+        };
 
-        bus.publish(sent(channel, 1));
+        bus.publish(own_sent);
         bus.publish(hidden.clone());
         bus.publish(restored);
 

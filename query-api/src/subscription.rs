@@ -478,8 +478,9 @@ impl SubscriptionRoot {
     /// The caller's own news from any device: servers joined or left, removals, bans and role
     /// changes, conversations opened with them, and their groups' changes (people added or
     /// gone, a new name; `ConversationLeft` when the caller left or was removed), and their
-    /// own messages hidden by moderators or shown again (`MessageModerated`). `ResyncNeeded`
-    /// says some were missed; re-read `servers` and `conversations` then.
+    /// own messages hidden by moderators or shown again (`MessageModerated`, while they may
+    /// still see the channel). `ResyncNeeded` says some were missed; re-read `servers` and
+    /// `conversations` then, and the messages on screen (their `hidden`).
     async fn user_events(
         &self,
         ctx: &Context<'_>,
@@ -536,8 +537,11 @@ impl SubscriptionRoot {
                             }
                         }
                         Update::Channel(row) => {
-                            if let Some(news) = MessageModerated::from_update(row) {
-                                yield Ok(UserEvent::MessageModerated(Box::new(news)));
+                            let Some(news) = MessageModerated::from_update(row) else { continue };
+                            // Only while they may still see where they wrote it.
+                            match visible_channel(&state, row.channel_id, user).await {
+                                Ok(_) => yield Ok(UserEvent::MessageModerated(Box::new(news))),
+                                Err(error) => tracing::debug!(?error, "moderation of a message in a channel no longer in view"),
                             }
                         }
                         Update::Server(_) => {}
