@@ -235,7 +235,7 @@ async fn hold(
     } else {
         Protocol::Bare
     };
-    hold_and_scrape(count, url, protocol, token, rss_kib, metrics).await
+    hold_with(count, url, protocol, token, rss_kib, metrics).await
 }
 
 /// Scrapes `url` (`/metrics`) 20 times, one after another: how long each took, and how big the
@@ -267,20 +267,9 @@ async fn scrape(url: &str) -> anyhow::Result<crate::realtime::Scrape> {
 }
 
 /// Opens `count` connections speaking `protocol` to `url` from child processes (each from its
-/// own 127.0.0.x address) and measures the growth of `rss` (in KiB) while they are held.
+/// own 127.0.0.x address) and measures the growth of `rss` (in KiB) while they are held, and,
+/// given `metrics` (a server's `/metrics` URL), what scraping it takes meanwhile.
 pub async fn hold_with(
-    count: usize,
-    url: &str,
-    protocol: Protocol,
-    token: Option<&str>,
-    rss: impl Fn() -> u64,
-) -> anyhow::Result<Idle> {
-    hold_and_scrape(count, url, protocol, token, rss, None).await
-}
-
-/// [`hold_with`], scraping `metrics` (a `/metrics` URL of the server) while the connections
-/// are held.
-pub async fn hold_and_scrape(
     count: usize,
     url: &str,
     protocol: Protocol,

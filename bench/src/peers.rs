@@ -304,9 +304,14 @@ pub async fn phase(peer: Peer, shape: Shape) -> anyhow::Result<Phase> {
 pub async fn idle(peer: Peer, count: usize) -> anyhow::Result<crate::realtime::Idle> {
     let server = Running::start(peer).await?;
     let url = peer.url(server.addr);
-    crate::idle::hold_with(count, &url, crate::idle::Protocol::Peer(peer), None, || {
-        server.rss_kib()
-    })
+    crate::idle::hold_with(
+        count,
+        &url,
+        crate::idle::Protocol::Peer(peer),
+        None,
+        || server.rss_kib(),
+        None,
+    )
     .await
 }
 

@@ -360,26 +360,23 @@ fn follow_controls(
     let reactors = projectors.reactors.clone();
     let projectors = projectors.controls.clone();
     let apply = move |set: HashMap<String, Control>| {
-        for (name, paused) in &reactors {
-            let Some(wanted) = set.get(*name).and_then(|control| control.paused) else {
+        // Projectors and reactors alike are paused and resumed.
+        let pauses = projectors
+            .iter()
+            .map(|(name, control)| (*name, &control.paused))
+            .chain(reactors.iter().map(|(name, paused)| (*name, paused)));
+        for (name, paused) in pauses {
+            let Some(wanted) = set.get(name).and_then(|control| control.paused) else {
                 continue;
             };
             if paused.send_if_modified(|p| std::mem::replace(p, wanted) != wanted) {
-                tracing::info!(reactor = name, paused = wanted, "reactor paused or resumed");
+                tracing::info!(name, paused = wanted, "paused or resumed");
             }
         }
         for (name, control) in &projectors {
             let Some(wanted) = set.get(*name) else {
                 continue;
             };
-            if let Some(paused) = wanted.paused {
-                if control
-                    .paused
-                    .send_if_modified(|p| std::mem::replace(p, paused) != paused)
-                {
-                    tracing::info!(projection = name, paused, "projection paused or resumed");
-                }
-            }
             let version = wanted.live_version;
             control
                 .version
